@@ -1,0 +1,3 @@
+from accounts_svc.main import main
+
+main()

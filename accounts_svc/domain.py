@@ -1,0 +1,231 @@
+"""Customer rules. Pure: no I/O, no clock, no ids made here; callers pass them in."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from google.protobuf import field_mask_pb2
+
+from storefront.accounts.v1 import accounts_pb2, events_pb2
+from storefront.common.v1 import common_pb2
+from svckit.errors import Aborted, FieldViolation, InvalidArgument, Violations
+
+Customer = accounts_pb2.Customer
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+PHONE = re.compile(r"^\+?[0-9][0-9 ().-]{5,22}[0-9]$")
+POSTAL_CODE = re.compile(r"^\d{5}(-\d{4})?$")
+EXPIRATION = re.compile(r"^(0?[1-9]|1[0-2])/(\d{2}|\d{4})$")
+CARD_SEPARATORS = re.compile(r"[ -]")
+MAX_TEXT = 200
+MAX_ADDRESSES = 10
+MAX_CARDS = 10
+MASK_CHAR = "*"
+
+# Paths UpdateCustomer accepts; an empty mask means the top-level ones the patch populates.
+TOP_LEVEL_FIELDS = ("name", "contact", "addresses", "credit_cards")
+NESTED_FIELDS = {
+    "name": ("title", "first_name", "middle_name", "last_name", "suffix"),
+    "contact": ("primary_phone", "secondary_phone", "email"),
+}
+
+
+def _text(v: Violations, path: str, value: str, *, required: bool = False) -> None:
+    if required and not value.strip():
+        v.add(path, "is required")
+    elif len(value) > MAX_TEXT:
+        v.add(path, f"must be at most {MAX_TEXT} characters")
+
+
+def validate_name(name: common_pb2.PersonName, v: Violations, path: str) -> None:
+    for field in NESTED_FIELDS["name"]:
+        _text(
+            v,
+            f"{path}.{field}",
+            getattr(name, field),
+            required=field in ("first_name", "last_name"),
+        )
+
+
+def validate_contact(contact: common_pb2.Contact, v: Violations, path: str) -> None:
+    _text(v, f"{path}.primary_phone", contact.primary_phone, required=True)
+    if contact.primary_phone and not PHONE.match(contact.primary_phone):
+        v.add(f"{path}.primary_phone", "must be a phone number, e.g. 555-666-7777")
+    if contact.secondary_phone and not PHONE.match(contact.secondary_phone):
+        v.add(f"{path}.secondary_phone", "must be a phone number, e.g. 555-666-7777")
+    _text(v, f"{path}.email", contact.email, required=True)
+    if contact.email and not EMAIL.match(contact.email):
+        v.add(f"{path}.email", "must be an e-mail address")
+
+
+def validate_addresses(addresses: list[common_pb2.Address], v: Violations, path: str) -> None:
+    if len(addresses) > MAX_ADDRESSES:
+        v.add(path, f"at most {MAX_ADDRESSES} addresses")
+    for i, a in enumerate(addresses):
+        p = f"{path}[{i}]"
+        if a.type == common_pb2.ADDRESS_TYPE_UNSPECIFIED:
+            v.add(f"{p}.type", "must be ADDRESS_TYPE_BILLING or ADDRESS_TYPE_SHIPPING")
+        elif a.type not in common_pb2.AddressType.values():
+            v.add(f"{p}.type", "is not a known address type")
+        for field in ("address1", "city", "state", "postal_code"):
+            _text(v, f"{p}.{field}", getattr(a, field), required=True)
+        _text(v, f"{p}.description", a.description)
+        _text(v, f"{p}.address2", a.address2)
+        if a.postal_code and not POSTAL_CODE.match(a.postal_code):
+            v.add(f"{p}.postal_code", "must be a ZIP code: 12345 or 12345-6789")
+
+
+def card_digits(number: str) -> str:
+    return CARD_SEPARATORS.sub("", number)
+
+
+def is_masked(number: str) -> bool:
+    return MASK_CHAR in number
+
+
+def validate_cards(cards: list[accounts_pb2.CreditCard], v: Violations, path: str) -> None:
+    if len(cards) > MAX_CARDS:
+        v.add(path, f"at most {MAX_CARDS} cards")
+    for i, c in enumerate(cards):
+        p = f"{path}[{i}]"
+        if c.type == accounts_pb2.CREDIT_CARD_TYPE_UNSPECIFIED:
+            v.add(f"{p}.type", "must be CREDIT_CARD_TYPE_PRIMARY or CREDIT_CARD_TYPE_ALTERNATE")
+        elif c.type not in accounts_pb2.CreditCardType.values():
+            v.add(f"{p}.type", "is not a known card type")
+        digits = card_digits(c.number)
+        if not is_masked(c.number) and not (digits.isdigit() and 12 <= len(digits) <= 19):
+            v.add(f"{p}.number", "must be 12 to 19 digits")
+        if not EXPIRATION.match(c.expiration):
+            v.add(f"{p}.expiration", "must be MM/YY or MM/YYYY")
+        _text(v, f"{p}.name_on_card", c.name_on_card, required=True)
+        _text(v, f"{p}.description", c.description)
+
+
+def validate_customer(c: Customer, v: Violations, path: str = "customer") -> None:
+    if not c.HasField("name"):
+        v.add(f"{path}.name", "is required")
+    else:
+        validate_name(c.name, v, f"{path}.name")
+    if not c.HasField("contact"):
+        v.add(f"{path}.contact", "is required")
+    else:
+        validate_contact(c.contact, v, f"{path}.contact")
+    validate_addresses(list(c.addresses), v, f"{path}.addresses")
+    validate_cards(list(c.credit_cards), v, f"{path}.credit_cards")
+
+
+def mask_number(digits: str) -> str:
+    return MASK_CHAR * max(0, len(digits) - 4) + digits[-4:]
+
+
+def masked(c: Customer) -> Customer:
+    """The customer as every response shows it: card numbers reduced to the last four."""
+    out = Customer()
+    out.CopyFrom(c)
+    for card in out.credit_cards:
+        card.number = mask_number(card_digits(card.number))
+    return out
+
+
+def etag_of(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def check_etag(current: Customer, etag: str) -> None:
+    if etag and etag != current.etag:
+        raise Aborted(
+            f"customer {current.id} changed since etag {etag} (now {current.etag}); "
+            "re-read and retry"
+        )
+
+
+def _stamp(c: Customer, version: int, now: datetime) -> None:
+    c.version = version
+    c.etag = etag_of(version)
+    c.update_time.FromDatetime(now)
+
+
+def new_customer(draft: Customer, customer_id: str, now: datetime) -> Customer:
+    """Validate a create request's customer and make it version 1."""
+    v = Violations()
+    validate_customer(draft, v)
+    for i, card in enumerate(draft.credit_cards):
+        if is_masked(card.number):
+            v.add(f"customer.credit_cards[{i}].number", "must be the full number")
+    v.raise_if_any()
+    c = Customer()
+    c.CopyFrom(draft)
+    c.id = customer_id
+    for card in c.credit_cards:
+        card.number = card_digits(card.number)
+    c.create_time.FromDatetime(now)
+    _stamp(c, 1, now)
+    return c
+
+
+def _mask_paths(mask: field_mask_pb2.FieldMask, patch: Customer) -> list[str]:
+    populated = [f.name for f, _ in patch.ListFields() if f.name in TOP_LEVEL_FIELDS]
+    paths = list(mask.paths) or populated
+    if not paths:
+        raise InvalidArgument([FieldViolation("update_mask", "names no field to update")])
+    bad = []
+    for path in paths:
+        head, _, tail = path.partition(".")
+        if not (
+            (head in TOP_LEVEL_FIELDS and not tail)
+            or (head in NESTED_FIELDS and tail in NESTED_FIELDS[head])
+        ):
+            bad.append(FieldViolation("update_mask", f"cannot update {path!r}"))
+    if bad:
+        raise InvalidArgument(bad)
+    return paths
+
+
+def updated_customer(
+    current: Customer, patch: Customer, mask: field_mask_pb2.FieldMask, now: datetime
+) -> Customer:
+    """Apply the masked fields of `patch`, validate the result, bump the version.
+
+    A card sent back masked, as responses show it, keeps the stored number when
+    its last four digits match a stored card; that lets clients round-trip
+    a customer without ever holding card numbers.
+    """
+    check_etag(current, patch.etag)
+    paths = _mask_paths(mask, patch)
+    result = Customer()
+    result.CopyFrom(current)
+    field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+        patch, result, replace_message_field=True, replace_repeated_field=True
+    )
+    v = Violations()
+    stored = {card_digits(c.number)[-4:]: c.number for c in current.credit_cards}
+    for i, card in enumerate(result.credit_cards):
+        if is_masked(card.number):
+            last4 = card_digits(card.number)[-4:]
+            if last4 in stored:
+                card.number = stored[last4]
+            else:
+                v.add(f"customer.credit_cards[{i}].number", "masked number matches no stored card")
+        else:
+            card.number = card_digits(card.number)
+    validate_customer(result, v)
+    v.raise_if_any()
+    _stamp(result, current.version + 1, now)
+    return result
+
+
+def customer_changed(c: Customer) -> events_pb2.CustomerChanged:
+    """The event orders copies from: everything but the cards."""
+    event = events_pb2.CustomerChanged(customer_id=c.id, version=c.version)
+    event.name.CopyFrom(c.name)
+    event.contact.CopyFrom(c.contact)
+    event.addresses.extend(c.addresses)
+    event.change_time.CopyFrom(c.update_time)
+    return event
+
+
+def customer_deleted(c: Customer, now: datetime) -> events_pb2.CustomerDeleted:
+    event = events_pb2.CustomerDeleted(customer_id=c.id, version=c.version + 1)
+    event.delete_time.FromDatetime(now)
+    return event

@@ -1,0 +1,59 @@
+"""gRPC entrypoint: requests in, handlers called, card numbers masked out."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import empty_pb2
+
+from accounts_svc import domain
+from accounts_svc.handlers import AccountsHandlers
+from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from svckit.errors import Violations
+
+Ctx = grpc.aio.ServicerContext
+
+
+def _require(value: str, field: str) -> None:
+    v = Violations()
+    if not value:
+        v.add(field, "is required")
+    v.raise_if_any()
+
+
+class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
+    def __init__(self, handlers: AccountsHandlers) -> None:
+        self.h = handlers
+
+    async def CreateCustomer(
+        self, request: accounts_pb2.CreateCustomerRequest, context: Ctx
+    ) -> accounts_pb2.Customer:
+        created = await self.h.create_customer(request.customer, request.customer_id)
+        return domain.masked(created)
+
+    async def GetCustomer(
+        self, request: accounts_pb2.GetCustomerRequest, context: Ctx
+    ) -> accounts_pb2.Customer:
+        _require(request.customer_id, "customer_id")
+        return domain.masked(await self.h.get_customer(request.customer_id))
+
+    async def ListCustomers(
+        self, request: accounts_pb2.ListCustomersRequest, context: Ctx
+    ) -> accounts_pb2.ListCustomersResponse:
+        found, token = await self.h.list_customers(request.page_size, request.page_token)
+        return accounts_pb2.ListCustomersResponse(
+            customers=[domain.masked(c) for c in found], next_page_token=token
+        )
+
+    async def UpdateCustomer(
+        self, request: accounts_pb2.UpdateCustomerRequest, context: Ctx
+    ) -> accounts_pb2.Customer:
+        _require(request.customer.id, "customer.id")
+        updated = await self.h.update_customer(request.customer, request.update_mask)
+        return domain.masked(updated)
+
+    async def DeleteCustomer(
+        self, request: accounts_pb2.DeleteCustomerRequest, context: Ctx
+    ) -> empty_pb2.Empty:
+        _require(request.customer_id, "customer_id")
+        await self.h.delete_customer(request.customer_id, request.etag)
+        return empty_pb2.Empty()

@@ -1,0 +1,73 @@
+"""Accounts use cases: one function each, reading like the use case."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from google.protobuf import field_mask_pb2
+
+from accounts_svc import domain
+from accounts_svc.repository import Customer, CustomerRepository
+from svckit import paging
+from svckit.errors import Aborted, NotFound, Violations
+from svckit.ids import check_client_id, new_id
+from svckit.outbox import OutboxRelay, outbox_entry
+
+TOPIC = "accounts.customer.change"
+SOURCE = "//storefront/accounts"
+
+
+class AccountsHandlers:
+    def __init__(
+        self,
+        customers: CustomerRepository,
+        relay: OutboxRelay,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.customers = customers
+        self.relay = relay
+        self.clock = clock
+
+    def _event(self, customer_id: str, message: object, seq: int) -> dict[str, object]:
+        return outbox_entry(TOPIC, customer_id, message, source=SOURCE, seq=seq)  # type: ignore[arg-type]
+
+    async def create_customer(self, draft: Customer, customer_id: str = "") -> Customer:
+        v = Violations()
+        check_client_id(customer_id, "customer_id", v)
+        v.raise_if_any()
+        customer = domain.new_customer(draft, customer_id or new_id(), self.clock())
+        event = self._event(customer.id, domain.customer_changed(customer), customer.version)
+        await self.customers.insert(customer, [event])
+        self.relay.notify(customer.id)
+        return customer
+
+    async def get_customer(self, customer_id: str) -> Customer:
+        customer = await self.customers.get_live(customer_id)
+        if customer is None:
+            raise NotFound(f"customer {customer_id!r} not found")
+        return customer
+
+    async def list_customers(self, size: int, token: str) -> tuple[list[Customer], str]:
+        found, last = await self.customers.page_live(
+            paging.decode_token(token), paging.page_size(size)
+        )
+        return found, paging.encode_token(last) if last else ""
+
+    async def update_customer(self, patch: Customer, mask: field_mask_pb2.FieldMask) -> Customer:
+        current = await self.get_customer(patch.id)
+        customer = domain.updated_customer(current, patch, mask, self.clock())
+        event = self._event(customer.id, domain.customer_changed(customer), customer.version)
+        if not await self.customers.update(customer, current.version, [event]):
+            raise Aborted(f"customer {patch.id} changed concurrently; re-read and retry")
+        self.relay.notify(customer.id)
+        return customer
+
+    async def delete_customer(self, customer_id: str, etag: str = "") -> None:
+        current = await self.get_customer(customer_id)
+        domain.check_etag(current, etag)
+        deleted = domain.customer_deleted(current, self.clock())
+        event = self._event(customer_id, deleted, deleted.version)
+        if not await self.customers.tombstone(current, current.version, [event]):
+            raise Aborted(f"customer {customer_id} changed concurrently; re-read and retry")
+        self.relay.notify(customer_id)

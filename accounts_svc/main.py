@@ -1,0 +1,26 @@
+"""accounts_svc: wiring only."""
+
+from __future__ import annotations
+
+from accounts_svc.grpc_api import AccountsServicer
+from accounts_svc.handlers import AccountsHandlers
+from accounts_svc.repository import CustomerRepository
+from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from svckit.app import ServiceApp, run_service
+from svckit.settings import Settings
+
+SERVICE = accounts_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name
+
+
+def build(settings: Settings) -> ServiceApp:
+    app = ServiceApp(settings)
+    customers = CustomerRepository(app.db)
+    handlers = AccountsHandlers(customers, app.outbox_relay(customers.collection))
+    app.add_service(
+        accounts_pb2_grpc.add_AccountsServiceServicer_to_server, AccountsServicer(handlers), SERVICE
+    )
+    return app
+
+
+def main() -> None:
+    run_service(build, Settings.from_env("accounts", grpc_port=50051, metrics_port=9464))

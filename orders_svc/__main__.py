@@ -1,0 +1,3 @@
+from orders_svc.main import main
+
+main()

@@ -1,0 +1,209 @@
+"""Order rules and orders' copy of customers. Pure: no I/O, no clock, no ids."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from google.type import money_pb2
+
+from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.common.v1 import common_pb2
+from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
+from storefront.orders.v1 import events_pb2, orders_pb2
+from svckit.envelope import PoisonEvent
+from svckit.errors import FailedPrecondition, Violations
+
+Order = orders_pb2.Order
+Status = common_pb2.OrderStatus
+
+MAX_ITEMS = 100
+MAX_QUANTITY = 1000
+MAX_TEXT = 200
+MAX_NOTE = 500
+NANOS = 1_000_000_000
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+# The transitions orders itself makes; fulfillment owns PROCESSING..RECEIVED.
+ORDERS_TRANSITIONS: dict[int, set[int]] = {
+    Status.ORDER_STATUS_APPROVED: {Status.ORDER_STATUS_CREATED},
+    Status.ORDER_STATUS_REJECTED: {Status.ORDER_STATUS_CREATED},
+    Status.ORDER_STATUS_CANCELLED: {
+        Status.ORDER_STATUS_CREATED,
+        Status.ORDER_STATUS_APPROVED,
+        Status.ORDER_STATUS_PROCESSING,
+    },
+}
+FULFILLMENT_REQUESTED = {Status.ORDER_STATUS_APPROVED, Status.ORDER_STATUS_PROCESSING}
+
+
+def status_name(status: int) -> str:
+    return Status.Name(status).removeprefix("ORDER_STATUS_")
+
+
+def _money_nanos(m: money_pb2.Money) -> int:
+    return m.units * NANOS + m.nanos
+
+
+def validate_items(items: list[common_pb2.LineItem], v: Violations, path: str) -> None:
+    if not items:
+        v.add(path, "an order needs at least one item")
+    if len(items) > MAX_ITEMS:
+        v.add(path, f"at most {MAX_ITEMS} items")
+    currencies = set()
+    for i, item in enumerate(items):
+        p = f"{path}[{i}]"
+        if not 1 <= item.quantity <= MAX_QUANTITY:
+            v.add(f"{p}.quantity", f"must be between 1 and {MAX_QUANTITY}")
+        product = item.product
+        for field in ("id", "title"):
+            value = getattr(product, field)
+            if not value.strip():
+                v.add(f"{p}.product.{field}", "is required")
+            elif len(value) > MAX_TEXT:
+                v.add(f"{p}.product.{field}", f"must be at most {MAX_TEXT} characters")
+        if len(product.description) > 2000:
+            v.add(f"{p}.product.description", "must be at most 2000 characters")
+        price = product.price
+        if not CURRENCY.match(price.currency_code):
+            v.add(f"{p}.product.price.currency_code", "must be an ISO 4217 code, e.g. USD")
+        currencies.add(price.currency_code)
+        if not -NANOS < price.nanos < NANOS or (price.units > 0 and price.nanos < 0):
+            v.add(
+                f"{p}.product.price.nanos", "must be within (-1e9, 1e9) and agree with units' sign"
+            )
+        elif _money_nanos(price) <= 0:
+            v.add(f"{p}.product.price", "must be positive")
+        elif price.units > 10**9:
+            v.add(f"{p}.product.price.units", "is too large")
+    if len(currencies) > 1:
+        v.add(path, "all items must be priced in one currency")
+
+
+def total_of(items: list[common_pb2.LineItem]) -> money_pb2.Money:
+    nanos = sum(_money_nanos(i.product.price) * i.quantity for i in items)
+    currency = items[0].product.price.currency_code if items else ""
+    return money_pb2.Money(currency_code=currency, units=nanos // NANOS, nanos=nanos % NANOS)
+
+
+def validate_note(note: str, field: str) -> None:
+    v = Violations()
+    if len(note) > MAX_NOTE:
+        v.add(field, f"must be at most {MAX_NOTE} characters")
+    v.raise_if_any()
+
+
+def _append_status(order: Order, status: int, when: datetime, note: str = "") -> None:
+    entry = order.status_events.add(status=status, note=note)
+    entry.time.FromDatetime(when)
+    order.status = status
+
+
+def new_order(customer_id: str, draft: Order, order_id: str, now: datetime) -> Order:
+    v = Violations()
+    validate_items(list(draft.items), v, "order.items")
+    v.raise_if_any()
+    order = Order(order_id=order_id, customer_id=customer_id, version=1)
+    order.items.extend(draft.items)
+    order.total.CopyFrom(total_of(list(draft.items)))
+    order.create_time.FromDatetime(now)
+    order.update_time.FromDatetime(now)
+    _append_status(order, Status.ORDER_STATUS_CREATED, now)
+    return order
+
+
+def transition(order: Order, to: int, now: datetime, note: str = "") -> Order:
+    """One of orders' own transitions; anything else is refused, nothing changes."""
+    if order.status not in ORDERS_TRANSITIONS[to]:
+        raise FailedPrecondition(
+            f"order {order.order_id} is {status_name(order.status)}; "
+            f"cannot become {status_name(to)}",
+            subject=f"orders/{order.order_id}",
+        )
+    result = Order()
+    result.CopyFrom(order)
+    result.version += 1
+    result.update_time.FromDatetime(now)
+    _append_status(result, to, now, note)
+    return result
+
+
+def shipping_address(copy: orders_pb2.CustomerOrders) -> common_pb2.Address:
+    for address in copy.addresses:
+        if address.type == common_pb2.ADDRESS_TYPE_SHIPPING:
+            return address
+    raise FailedPrecondition(
+        f"customer {copy.customer_id} has no shipping address",
+        subject=f"customers/{copy.customer_id}",
+    )
+
+
+def fulfillment_requested(
+    order: Order, customer: orders_pb2.CustomerOrders
+) -> events_pb2.FulfillmentRequested:
+    event = events_pb2.FulfillmentRequested(
+        order_id=order.order_id, version=order.version, customer_id=order.customer_id
+    )
+    event.items.extend(order.items)
+    event.name.CopyFrom(customer.name)
+    event.contact.CopyFrom(customer.contact)
+    event.shipping_address.CopyFrom(shipping_address(customer))
+    event.approve_time.CopyFrom(order.update_time)
+    return event
+
+
+def fulfillment_cancelled(order: Order, reason: str) -> events_pb2.FulfillmentCancelled:
+    event = events_pb2.FulfillmentCancelled(
+        order_id=order.order_id, version=order.version, reason=reason
+    )
+    event.cancel_time.CopyFrom(order.update_time)
+    return event
+
+
+def applied_status(
+    order: Order, event: fulfillment_events.OrderStatusChanged, now: datetime
+) -> Order:
+    """The order with a fulfillment status change in its history, kept in time order.
+
+    The current status is the latest entry's: goods that shipped did ship, even
+    if a cancellation crossed the shipment in flight.
+    """
+    result = Order()
+    result.CopyFrom(order)
+    result.version += 1
+    result.update_time.FromDatetime(now)
+    entry = common_pb2.StatusEvent(status=event.status, note=event.note)
+    entry.time.CopyFrom(event.change_time)
+    history = [*result.status_events, entry]
+    history.sort(key=lambda e: (e.time.seconds, e.time.nanos))
+    del result.status_events[:]
+    result.status_events.extend(history)
+    result.status = history[-1].status
+    return result
+
+
+def check_status_event(event: fulfillment_events.OrderStatusChanged) -> None:
+    if not event.order_id or event.version <= 0:
+        raise PoisonEvent("OrderStatusChanged needs order_id and a positive version")
+    if event.status not in (
+        Status.ORDER_STATUS_PROCESSING,
+        Status.ORDER_STATUS_SHIPPED,
+        Status.ORDER_STATUS_IN_TRANSIT,
+        Status.ORDER_STATUS_RECEIVED,
+    ):
+        raise PoisonEvent(f"fulfillment cannot set status {event.status}")
+
+
+def check_customer_event(
+    event: accounts_events.CustomerChanged | accounts_events.CustomerDeleted,
+) -> None:
+    if not event.customer_id or event.version <= 0:
+        raise PoisonEvent(f"{type(event).__name__} needs customer_id and a positive version")
+
+
+def customer_copy(event: accounts_events.CustomerChanged) -> orders_pb2.CustomerOrders:
+    copy = orders_pb2.CustomerOrders(customer_id=event.customer_id, customer_version=event.version)
+    copy.name.CopyFrom(event.name)
+    copy.contact.CopyFrom(event.contact)
+    copy.addresses.extend(event.addresses)
+    return copy

@@ -1,0 +1,173 @@
+"""Orders use cases: RPC commands and the events orders consumes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from orders_svc import domain
+from orders_svc.repository import CustomerCopies, Order, OrderRepository
+from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.common.v1 import common_pb2
+from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
+from storefront.orders.v1 import orders_pb2
+from svckit import paging
+from svckit.consumer import EventHandler, Outcome
+from svckit.envelope import Envelope
+from svckit.errors import Aborted, FailedPrecondition, NotFound, Violations
+from svckit.ids import check_client_id, new_id
+from svckit.outbox import OutboxRelay, outbox_entry
+
+log = logging.getLogger(__name__)
+
+TOPIC = "orders.order.fulfill"
+SOURCE = "//storefront/orders"
+CONSUMES = ["accounts.customer.change", "fulfillment.order.change"]
+MAX_CUSTOMER_ORDERS = 1000
+
+
+class OrdersHandlers:
+    def __init__(
+        self,
+        orders: OrderRepository,
+        customers: CustomerCopies,
+        relay: OutboxRelay,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.orders = orders
+        self.customers = customers
+        self.relay = relay
+        self.clock = clock
+
+    # --- RPC use cases -------------------------------------------------------------
+
+    async def create_order(self, customer_id: str, draft: Order, order_id: str = "") -> Order:
+        v = Violations()
+        if not customer_id:
+            v.add("customer_id", "is required")
+        check_client_id(order_id, "order_id", v)
+        v.raise_if_any()
+        order = domain.new_order(customer_id, draft, order_id or new_id(), self.clock())
+        if await self.customers.get(customer_id) is None:
+            raise FailedPrecondition(
+                f"customer {customer_id!r} is not known to orders (yet)",
+                subject=f"customers/{customer_id}",
+            )
+        await self.orders.insert(order, [])
+        return order
+
+    async def get_order(self, order_id: str) -> Order:
+        order = await self.orders.get(order_id)
+        if order is None:
+            raise NotFound(f"order {order_id!r} not found")
+        return order
+
+    async def list_orders(
+        self, customer_id: str, status: int, size: int, token: str
+    ) -> tuple[list[Order], str]:
+        v = Violations()
+        if status not in common_pb2.OrderStatus.values():
+            v.add("status", "is not a known order status")
+        v.raise_if_any()
+        query: dict[str, object] = {}
+        if customer_id:
+            query["customer_id"] = customer_id
+        if status:
+            query["status"] = common_pb2.OrderStatus.Name(status)
+        found, last = await self.orders.page(
+            query, after=paging.decode_token(token), limit=paging.page_size(size)
+        )
+        return found, paging.encode_token(last) if last else ""
+
+    async def get_customer_orders(self, customer_id: str) -> orders_pb2.CustomerOrders:
+        copy = await self.customers.get(customer_id)
+        if copy is None:
+            raise NotFound(f"customer {customer_id!r} not found in orders")
+        copy.orders.extend(await self.orders.of_customer(customer_id, MAX_CUSTOMER_ORDERS))
+        return copy
+
+    async def _save(self, before: Order, after: Order, events: list[dict[str, object]]) -> Order:
+        if not await self.orders.update(after, before.version, events):
+            raise Aborted(f"order {before.order_id} changed concurrently; re-read and retry")
+        if events:
+            self.relay.notify(after.order_id)
+        return after
+
+    async def approve_order(self, order_id: str, note: str = "") -> Order:
+        domain.validate_note(note, "note")
+        order = await self.get_order(order_id)
+        approved = domain.transition(order, domain.Status.ORDER_STATUS_APPROVED, self.clock(), note)
+        customer = await self.customers.get(order.customer_id)
+        if customer is None:
+            raise FailedPrecondition(
+                f"customer {order.customer_id} is gone", subject=f"customers/{order.customer_id}"
+            )
+        event = domain.fulfillment_requested(approved, customer)
+        entry = outbox_entry(TOPIC, order_id, event, source=SOURCE, seq=approved.version)
+        return await self._save(order, approved, [entry])
+
+    async def reject_order(self, order_id: str, reason: str = "") -> Order:
+        domain.validate_note(reason, "reason")
+        order = await self.get_order(order_id)
+        rejected = domain.transition(
+            order, domain.Status.ORDER_STATUS_REJECTED, self.clock(), reason
+        )
+        return await self._save(order, rejected, [])
+
+    async def cancel_order(self, order_id: str, reason: str = "") -> Order:
+        domain.validate_note(reason, "reason")
+        order = await self.get_order(order_id)
+        cancelled = domain.transition(
+            order, domain.Status.ORDER_STATUS_CANCELLED, self.clock(), reason
+        )
+        events = []
+        if order.status in domain.FULFILLMENT_REQUESTED:
+            event = domain.fulfillment_cancelled(cancelled, reason)
+            events.append(
+                outbox_entry(TOPIC, order_id, event, source=SOURCE, seq=cancelled.version)
+            )
+        return await self._save(order, cancelled, events)
+
+    # --- Event use cases -----------------------------------------------------------
+
+    async def apply_customer_changed(self, envelope: Envelope) -> Outcome:
+        event = envelope.message
+        assert isinstance(event, accounts_events.CustomerChanged)
+        domain.check_customer_event(event)
+        return await self.customers.apply_changed(domain.customer_copy(event))
+
+    async def apply_customer_deleted(self, envelope: Envelope) -> Outcome:
+        event = envelope.message
+        assert isinstance(event, accounts_events.CustomerDeleted)
+        domain.check_customer_event(event)
+        return await self.customers.apply_deleted(event.customer_id, event.version)
+
+    async def apply_order_status_changed(self, envelope: Envelope) -> Outcome:
+        """Append the change to the order's history once, whatever the redeliveries."""
+        event = envelope.message
+        assert isinstance(event, fulfillment_events.OrderStatusChanged)
+        domain.check_status_event(event)
+        while True:
+            found = await self.orders.get_with_applied(event.order_id)
+            if found is None:
+                log.warning("status change for unknown order %s ignored", event.order_id)
+                return Outcome.IGNORED
+            order, applied = found
+            if event.version in applied:
+                return Outcome.DUPLICATE
+            updated = domain.applied_status(order, event, self.clock())
+            if await self.orders.save_applied(
+                updated, order.version, sorted([*applied, event.version])
+            ):
+                return Outcome.APPLIED
+            # An RPC changed the order meanwhile; re-read and apply on top.
+
+    def event_handlers(self) -> dict[str, EventHandler]:
+        return {
+            accounts_events.CustomerChanged.DESCRIPTOR.full_name: self.apply_customer_changed,
+            accounts_events.CustomerDeleted.DESCRIPTOR.full_name: self.apply_customer_deleted,
+            fulfillment_events.OrderStatusChanged.DESCRIPTOR.full_name: (
+                self.apply_order_status_changed
+            ),
+        }

@@ -1,0 +1,175 @@
+"""ServiceApp: what every service's main needs, in one place.
+
+A service's entrypoint creates the app, registers its gRPC servicer, the
+collections whose outbox must be relayed and the topics it consumes, then
+calls `run()`. The app owns the MongoDB client, the Kafka producer, health,
+reflection, metrics and the graceful shutdown order:
+stop taking RPCs -> drain RPCs -> stop consumers (commit) -> flush outboxes
+-> flush the producer -> close MongoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from svckit import logs, metrics
+from svckit.consumer import EventConsumer, EventHandler
+from svckit.interceptors import ServerInterceptor
+from svckit.kafka import EventProducer
+from svckit.outbox import OutboxRelay
+from svckit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+
+def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+
+
+class ServiceApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.mongo = mongo_client(settings)
+        self.db: AsyncDatabase[Document] = self.mongo[settings.mongodb_database]
+        self.producer = EventProducer(settings.kafka_bootstrap_servers, settings.service_name)
+        self._services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]] = []
+        self._relays: list[OutboxRelay] = []
+        self._consumers: list[EventConsumer] = []
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
+        self._health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.bound_port: int | None = None
+
+    def add_service(
+        self, adder: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
+    ) -> None:
+        self._services.append((adder, servicer, name))
+
+    def outbox_relay(self, collection: AsyncCollection[Document]) -> OutboxRelay:
+        relay = OutboxRelay(collection, self.producer, service=self.settings.service_name)
+        self._relays.append(relay)
+        return relay
+
+    def consume(self, topics: list[str], handlers: Mapping[str, EventHandler]) -> EventConsumer:
+        consumer = EventConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=self.settings.consumer_group,
+            topics=topics,
+            handlers=handlers,
+            producer=self.producer,
+            service=self.settings.service_name,
+        )
+        self._consumers.append(consumer)
+        return consumer
+
+    def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run before serving, e.g. to create indexes."""
+        self._on_start.append(hook)
+
+    async def start(self) -> None:
+        s = self.settings
+        for hook in self._on_start:
+            await hook()
+        await self.producer.start()
+        for relay in self._relays:
+            await relay.start()
+        for consumer in self._consumers:
+            await consumer.start()
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 1),
+        ]
+        server = grpc.aio.server(interceptors=[ServerInterceptor()], options=options)
+        names = []
+        for adder, servicer, name in self._services:
+            adder(servicer, server)
+            names.append(name)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        self.bound_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        await server.start()
+        self.server = server
+        self._health_names = ["", *names]
+        await self._update_health()
+        self._health_task = asyncio.create_task(self._watch_health())
+        log.info("%s serving gRPC on %s:%s", s.service_name, s.grpc_host, self.bound_port)
+
+    async def _ready(self) -> bool:
+        try:
+            await asyncio.wait_for(self.mongo.admin.command("ping"), 3.0)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False
+        return await self.producer.healthy()
+
+    async def _update_health(self) -> None:
+        ready = await self._ready()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        for name in self._health_names:
+            await self._health.set(name, status)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            await self._update_health()
+
+    async def stop(self) -> None:
+        s = self.settings
+        log.info("%s shutting down", s.service_name)
+        await self._health.enter_graceful_shutdown()
+        if self.server:
+            await self.server.stop(s.shutdown_grace_seconds)
+        self._health_task.cancel()
+        for consumer in self._consumers:
+            await consumer.stop()
+        for relay in self._relays:
+            await relay.stop()
+        await self.producer.stop()
+        await self.mongo.close()
+        log.info("%s stopped", s.service_name)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        logs.configure(self.settings.service_name, self.settings.log_level)
+        metrics.serve(self.settings.metrics_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+
+def run_service(build: Callable[[Settings], ServiceApp], settings: Settings) -> None:
+    """The body of every `python -m <service>`: uvloop when available, then run."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def serve() -> None:
+        await build(settings).run()  # built inside the loop: aiokafka binds to it
+
+    asyncio.run(serve())

@@ -1,0 +1,66 @@
+"""The one Kafka producer each service shares: outbox relay and DLQ both use it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
+
+from svckit.envelope import Headers
+
+log = logging.getLogger(__name__)
+
+
+class EventProducer:
+    """acks=all with idempotence, so a retried send never duplicates within a session."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str, *, linger_ms: int = 5) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=15000,
+            retry_backoff_ms=200,
+        )
+        self._started = False
+
+    async def start(self, *, timeout: float = 60.0) -> None:
+        """Connect, retrying while the broker comes up (it may start after us)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self._producer.start()
+                self._started = True
+                return
+            except Exception as exc:  # noqa: BLE001 - any connect failure is retried
+                if loop.time() > deadline:
+                    raise
+                log.warning("kafka not reachable yet: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._producer.stop()  # flushes pending batches first
+            self._started = False
+
+    async def send(
+        self, topic: str, key: str, value: bytes, headers: Headers
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; the returned future resolves when the broker has it."""
+        return await self._producer.send(topic, value=value, key=key.encode(), headers=headers)
+
+    async def send_and_wait(self, topic: str, key: str, value: bytes, headers: Headers) -> None:
+        await (await self.send(topic, key, value, headers))
+
+    async def healthy(self) -> bool:
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 3.0)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False

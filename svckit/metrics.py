@@ -1,0 +1,60 @@
+"""Every Prometheus metric the services export, defined once.
+
+gRPC server metrics use the names and labels of go-grpc-prometheus, so
+existing dashboards and alerts work unchanged.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+GRPC_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS)
+GRPC_HANDLED = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, regardless of success or failure.",
+    (*GRPC_LABELS, "grpc_code"),
+)
+GRPC_HANDLING_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Response latency of RPCs handled by the server.",
+    GRPC_LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+EVENTS_PUBLISHED = Counter(
+    "storefront_events_published_total",
+    "Events the outbox relay handed to Kafka and the broker acknowledged.",
+    ("service", "topic", "type"),
+)
+EVENTS_CONSUMED = Counter(
+    "storefront_events_consumed_total",
+    "Events consumed, by outcome: applied, duplicate, stale, ignored, dead_lettered.",
+    ("service", "topic", "type", "outcome"),
+)
+CONSUMER_LAG = Gauge(
+    "storefront_consumer_lag",
+    "Records between the consumer's position and the partition's end.",
+    ("service", "topic", "partition"),
+)
+OUTBOX_PENDING = Gauge(
+    "storefront_outbox_pending", "Outbox entries not yet published.", ("service", "collection")
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "storefront_outbox_oldest_age_seconds",
+    "Age of the oldest unpublished outbox entry.",
+    ("service", "collection"),
+)
+PROPAGATION_SECONDS = Histogram(
+    "storefront_event_propagation_seconds",
+    "Time from an event's ce_time (the producer's commit) to its application here.",
+    ("service", "topic", "type"),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on its own HTTP port (0 disables it)."""
+    if port:
+        start_http_server(port)

@@ -1,0 +1,180 @@
+"""Atomic save-and-publish: the outbox lives inside the aggregate document.
+
+A handler appends outbox entries to the document in the same single-document
+write that changes the state (works on a standalone MongoDB and on FerretDB,
+no transactions needed). The relay then publishes the entries in order and
+removes them. A crash between the two leaves the entries in the document; the
+sweep finds them and publishes them again, so nothing is lost and the worst
+case is a duplicate that consumers ignore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import message as pb_message
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+
+from svckit import metrics
+from svckit.envelope import encode
+from svckit.kafka import EventProducer
+
+log = logging.getLogger(__name__)
+
+OUTBOX = "_outbox"
+Document = dict[str, Any]
+
+
+def outbox_entry(
+    topic: str,
+    key: str,
+    message: pb_message.Message,
+    *,
+    source: str,
+    seq: int,
+    now: datetime | None = None,
+    traceparent: str | None = None,
+) -> Document:
+    """An event ready to send, encoded at commit time so a re-publish is byte-identical."""
+    event_id = uuid.uuid4().hex
+    created = now or datetime.now(UTC)
+    value, headers = encode(
+        message, source=source, key=key, event_id=event_id, time=created, traceparent=traceparent
+    )
+    return {
+        "id": event_id,
+        "seq": seq,
+        "topic": topic,
+        "key": key,
+        "value": value,
+        # A sub-document, not pairs: FerretDB v1 refuses nested arrays.
+        "headers": {name: raw.decode() for name, raw in headers},
+        "created": created,
+    }
+
+
+def pending_filter() -> Document:
+    return {f"{OUTBOX}.id": {"$exists": True}}
+
+
+class OutboxRelay:
+    """Publishes a collection's outbox entries, in order per aggregate.
+
+    Handlers call `notify(aggregate_id)` after their write commits, which makes
+    publishing prompt; a periodic sweep catches whatever a crash left behind.
+    """
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        producer: EventProducer,
+        *,
+        service: str,
+        sweep_interval: float = 2.0,
+        batch_limit: int = 500,
+    ) -> None:
+        self._collection = collection
+        self._producer = producer
+        self._service = service
+        self._sweep_interval = sweep_interval
+        self._batch_limit = batch_limit
+        self._due: set[Any] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self, aggregate_id: Any) -> None:
+        self._due.add(aggregate_id)
+        self._wake.set()
+
+    async def start(self) -> None:
+        await self._collection.create_index(f"{OUTBOX}.id")
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._collection.name}")
+
+    async def stop(self) -> None:
+        """Publish what is due, then stop; anything left waits for the next start's sweep."""
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            await self._task
+
+    async def _run(self) -> None:
+        sweep_at = 0.0  # sweep at once on start: a crash may have left entries behind
+        while True:
+            timeout = max(0.0, sweep_at - time.monotonic())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            due, self._due = self._due, set()
+            sweeping = time.monotonic() >= sweep_at
+            try:
+                docs = await self._load(due, sweeping)
+                await self._publish(docs)
+                if sweeping:
+                    sweep_at = time.monotonic() + self._sweep_interval
+                    await self._report_backlog()
+            except Exception:  # noqa: BLE001 - broker or database down: retry on a sweep
+                log.exception("outbox relay for %s failed; retrying", self._collection.name)
+                self._due |= due
+                sweep_at = time.monotonic() + 1.0
+            if self._stopping and not self._due:
+                return
+
+    async def _load(self, due: set[Any], sweeping: bool) -> list[Document]:
+        projection = {OUTBOX: 1}
+        docs: dict[Any, Document] = {}
+        if due:
+            async for doc in self._collection.find({"_id": {"$in": list(due)}}, projection):
+                docs[doc["_id"]] = doc
+        if sweeping:
+            cursor = self._collection.find(pending_filter(), projection).limit(self._batch_limit)
+            async for doc in cursor:
+                docs.setdefault(doc["_id"], doc)
+        return [d for d in docs.values() if d.get(OUTBOX)]
+
+    async def _publish(self, docs: list[Document]) -> None:
+        if not docs:
+            return
+        sends = []
+        for doc in docs:
+            for entry in sorted(doc[OUTBOX], key=lambda e: e["seq"]):
+                headers = [(name, value.encode()) for name, value in entry["headers"].items()]
+                future = await self._producer.send(
+                    entry["topic"], entry["key"], bytes(entry["value"]), headers
+                )
+                sends.append((entry, future))
+        await asyncio.gather(*(f for _, f in sends))
+        for entry, _ in sends:
+            metrics.EVENTS_PUBLISHED.labels(
+                self._service, entry["topic"], entry["headers"].get("ce_type", "")
+            ).inc()
+        # FerretDB v1 ignores $pull with $in, so remove entries one equality at a time.
+        removals = [
+            UpdateOne({"_id": doc["_id"]}, {"$pull": {OUTBOX: {"id": entry["id"]}}})
+            for doc in docs
+            for entry in doc[OUTBOX]
+        ]
+        await self._collection.bulk_write(removals, ordered=False)
+
+    async def _report_backlog(self) -> None:
+        pending = 0
+        oldest: datetime | None = None
+        async for doc in self._collection.find(pending_filter(), {f"{OUTBOX}.created": 1}):
+            pending += len(doc[OUTBOX])
+            for entry in doc[OUTBOX]:
+                created = entry["created"]
+                if created.tzinfo is None:
+                    created = created.replace(tzinfo=UTC)
+                oldest = created if oldest is None else min(oldest, created)
+        metrics.OUTBOX_PENDING.labels(self._service, self._collection.name).set(pending)
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        metrics.OUTBOX_OLDEST_AGE.labels(self._service, self._collection.name).set(age)
+

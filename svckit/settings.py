@@ -1,0 +1,41 @@
+"""Service settings, read once from environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    service_name: str
+    grpc_host: str
+    grpc_port: int
+    metrics_port: int
+    mongodb_uri: str
+    mongodb_database: str
+    kafka_bootstrap_servers: str
+    consumer_group: str
+    log_level: str
+    shutdown_grace_seconds: float
+    max_message_bytes: int
+    otel_endpoint: str | None
+
+    @classmethod
+    def from_env(cls, service_name: str, *, grpc_port: int, metrics_port: int) -> Settings:
+        """Defaults suit the embedded stack; every value can be overridden by env."""
+        env = os.environ.get
+        return cls(
+            service_name=service_name,
+            grpc_host=env("GRPC_HOST", "0.0.0.0"),
+            grpc_port=int(env("GRPC_PORT", str(grpc_port))),
+            metrics_port=int(env("METRICS_PORT", str(metrics_port))),
+            mongodb_uri=env("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
+            mongodb_database=env("MONGODB_DATABASE", service_name),
+            kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            consumer_group=env("KAFKA_CONSUMER_GROUP", f"{service_name}-svc"),
+            log_level=env("LOG_LEVEL", "INFO"),
+            shutdown_grace_seconds=float(env("SHUTDOWN_GRACE_SECONDS", "10")),
+            max_message_bytes=int(env("GRPC_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
+            otel_endpoint=env("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        )

@@ -1,0 +1,82 @@
+"""Conditional single-document writes that carry their outbox entries.
+
+Every state change in every service goes through `insert` or `update`: the
+new state, the version guard and the events to publish are one MongoDB write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import Message
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from svckit.documents import from_document, to_document
+from svckit.errors import AlreadyExists
+from svckit.outbox import OUTBOX
+
+M = TypeVar("M", bound=Message)
+Document = dict[str, Any]
+
+
+class AggregateStore(Generic[M]):
+    def __init__(self, collection: AsyncCollection[Document], cls: type[M], id_field: str) -> None:
+        self.collection = collection
+        self._cls = cls
+        self._id_field = id_field
+        self._fields = [f.name for f in cls.DESCRIPTOR.fields if f.name != id_field]
+
+    def load(self, doc: Document) -> M:
+        return from_document(doc, self._cls, id_field=self._id_field)
+
+    async def get(self, aggregate_id: str, *, extra_filter: Document | None = None) -> M | None:
+        query = {"_id": aggregate_id, **(extra_filter or {})}
+        doc = await self.collection.find_one(query, {OUTBOX: 0})
+        return self.load(doc) if doc else None
+
+    async def page(
+        self, query: Document, *, after: str | None, limit: int
+    ) -> tuple[list[M], str | None]:
+        """One keyset page in id order, and the id to continue after (None at the end)."""
+        if after is not None:
+            query = {**query, "_id": {"$gt": after}}
+        cursor = self.collection.find(query, {OUTBOX: 0}).sort("_id", 1).limit(limit + 1)
+        docs = [doc async for doc in cursor]
+        more = len(docs) > limit
+        docs = docs[:limit]
+        return [self.load(d) for d in docs], (docs[-1]["_id"] if more else None)
+
+    async def insert(
+        self, aggregate: M, events: Iterable[Document], *, extra: Document | None = None
+    ) -> None:
+        doc = {**to_document(aggregate, id_field=self._id_field), **(extra or {})}
+        doc[OUTBOX] = list(events)
+        try:
+            await self.collection.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise AlreadyExists(f"{self._id_field} {doc['_id']} already exists") from exc
+
+    async def update(
+        self,
+        aggregate: M,
+        expected_version: int,
+        events: Iterable[Document],
+        *,
+        extra: Document | None = None,
+    ) -> bool:
+        """Write the new state if the stored version is still `expected_version`."""
+        doc = {**to_document(aggregate, id_field=self._id_field), **(extra or {})}
+        aggregate_id = doc.pop("_id")
+        update: Document = {"$set": doc}
+        removed = {name: "" for name in self._fields if name not in doc}
+        if removed:
+            update["$unset"] = removed
+        events = list(events)
+        if events:
+            update["$push"] = {OUTBOX: {"$each": events}}
+        result = await self.collection.update_one(
+            {"_id": aggregate_id, "version": expected_version}, update
+        )
+        return result.matched_count == 1

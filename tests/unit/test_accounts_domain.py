@@ -1,0 +1,111 @@
+from datetime import UTC, datetime
+
+import pytest
+from google.protobuf import field_mask_pb2, json_format
+
+from accounts_svc import domain
+from storefront.accounts.v1 import accounts_pb2
+from svckit.errors import Aborted, InvalidArgument
+
+NOW = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def draft(**overrides: object) -> accounts_pb2.Customer:
+    body = {
+        "name": {"title": "Mr.", "firstName": "Rajesh", "lastName": "Iyer"},
+        "contact": {"primaryPhone": "555-666-7777", "email": "rajesh@example.com"},
+        "addresses": [
+            {
+                "type": "ADDRESS_TYPE_SHIPPING",
+                "address1": "123 Oak Street",
+                "city": "Sunrise",
+                "state": "CA",
+                "postalCode": "12345-6789",
+            }
+        ],
+        "creditCards": [
+            {
+                "type": "CREDIT_CARD_TYPE_PRIMARY",
+                "number": "1234-6789-0000-4242",
+                "expiration": "6/29",
+                "nameOnCard": "Rajesh Iyer",
+            }
+        ],
+    }
+    body.update(overrides)
+    return json_format.ParseDict(body, accounts_pb2.Customer())
+
+
+def violations(exc: pytest.ExceptionInfo[InvalidArgument]) -> set[str]:
+    return {v.field for v in exc.value.violations}
+
+
+def test_new_customer_is_version_1_with_plain_digits() -> None:
+    c = domain.new_customer(draft(), "c1", NOW)
+    assert (c.id, c.version, c.etag) == ("c1", 1, 'W/"1"')
+    assert c.credit_cards[0].number == "1234678900004242"
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    bad = draft(
+        contact={"primaryPhone": "x", "email": "not-an-email"},
+        addresses=[{"type": "ADDRESS_TYPE_UNSPECIFIED", "postalCode": "ABC"}],
+        creditCards=[{"type": "CREDIT_CARD_TYPE_PRIMARY", "number": "12", "expiration": "13/29"}],
+    )
+    with pytest.raises(InvalidArgument) as exc:
+        domain.new_customer(bad, "c1", NOW)
+    assert {
+        "customer.contact.primary_phone",
+        "customer.contact.email",
+        "customer.addresses[0].type",
+        "customer.addresses[0].postal_code",
+        "customer.addresses[0].city",
+        "customer.credit_cards[0].number",
+        "customer.credit_cards[0].expiration",
+        "customer.credit_cards[0].name_on_card",
+    } <= violations(exc)
+
+
+def test_masked_shows_last_four_only() -> None:
+    c = domain.masked(domain.new_customer(draft(), "c1", NOW))
+    assert c.credit_cards[0].number == "************4242"
+
+
+def test_event_never_carries_cards() -> None:
+    event = domain.customer_changed(domain.new_customer(draft(), "c1", NOW))
+    assert "4242" not in str(event) and "credit" not in str(event)
+    assert event.version == 1 and event.name.first_name == "Rajesh"
+
+
+def test_update_applies_mask_and_bumps_version() -> None:
+    current = domain.new_customer(draft(), "c1", NOW)
+    patch = accounts_pb2.Customer(id="c1", etag=current.etag)
+    patch.contact.email = "new@example.com"
+    mask = field_mask_pb2.FieldMask(paths=["contact.email"])
+    updated = domain.updated_customer(current, patch, mask, NOW)
+    assert updated.contact.email == "new@example.com"
+    assert updated.contact.primary_phone == "555-666-7777"
+    assert updated.version == 2
+
+
+def test_stale_etag_is_aborted() -> None:
+    current = domain.new_customer(draft(), "c1", NOW)
+    patch = accounts_pb2.Customer(id="c1", etag='W/"0"')
+    with pytest.raises(Aborted):
+        domain.updated_customer(current, patch, field_mask_pb2.FieldMask(paths=["name"]), NOW)
+
+
+def test_unknown_mask_path_is_invalid() -> None:
+    current = domain.new_customer(draft(), "c1", NOW)
+    with pytest.raises(InvalidArgument):
+        domain.updated_customer(
+            current, accounts_pb2.Customer(id="c1"), field_mask_pb2.FieldMask(paths=["id"]), NOW
+        )
+
+
+def test_masked_card_round_trips_to_stored_number() -> None:
+    current = domain.new_customer(draft(), "c1", NOW)
+    patch = domain.masked(current)
+    mask = field_mask_pb2.FieldMask(paths=["credit_cards"])
+    updated = domain.updated_customer(current, patch, mask, NOW)
+    assert updated.credit_cards[0].number == "1234678900004242"
