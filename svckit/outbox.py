@@ -156,9 +156,10 @@ class OutboxRelay:
             metrics.EVENTS_PUBLISHED.labels(
                 self._service, entry["topic"], entry["headers"].get("ce_type", "")
             ).inc()
-        # FerretDB v1 ignores $pull with $in, so remove entries one equality at a time.
+        # Pull each entry by its whole stored value: FerretDB v1 matches $pull conditions
+        # only as exact elements (it ignores {"id": ...} and $in), MongoDB accepts both.
         removals = [
-            UpdateOne({"_id": doc["_id"]}, {"$pull": {OUTBOX: {"id": entry["id"]}}})
+            UpdateOne({"_id": doc["_id"]}, {"$pull": {OUTBOX: entry}})
             for doc in docs
             for entry in doc[OUTBOX]
         ]
