@@ -1,0 +1,58 @@
+# Storefront: the two commands a new user needs are `make run` and `make test`.
+# Everything else is here for developers. Tools install themselves on first use.
+
+UV ?= uv
+PY := $(UV) run --frozen python
+
+.PHONY: help install gen check-gen lint run up down status demo test test-fast bench openapi validate-deploy
+
+help:
+	@echo "make run    install what is missing, start Kafka, FerretDB, the services and Envoy,"
+	@echo "            load sample data, print where to reach it; Ctrl-C stops it all"
+	@echo "make test   install what is missing and run every test (unit, integration, e2e, faults)"
+	@echo "make gen | check-gen | lint | up | down | status | demo | bench | openapi | validate-deploy"
+
+install:
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	$(PY) -m stack install
+
+gen:
+	$(PY) tools/protogen.py
+
+check-gen:
+	$(PY) tools/protogen.py --check
+
+lint:
+	$(UV) run --frozen ruff check .
+	$(PY) tools/protolint.py
+
+run: install
+	$(UV) run --frozen storefront run
+
+up: install
+	$(PY) -m stack up
+
+down:
+	$(PY) -m stack down
+
+status:
+	$(PY) -m stack status
+
+demo:
+	$(UV) run --frozen storefront demo
+
+test: install
+	$(UV) run --frozen pytest -q -p no:cacheprovider
+
+test-fast:
+	$(UV) run --frozen pytest -q tests/unit
+
+bench: install
+	$(PY) -m bench
+
+openapi:
+	$(PY) tools/openapigen.py
+
+validate-deploy:
+	bash istio/validate.sh

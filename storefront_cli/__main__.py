@@ -1,0 +1,5 @@
+import sys
+
+from storefront_cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,228 @@
+"""The sample-data demo: the seed posts' script, through the generated stubs.
+
+Creates customers, changes an address, places orders, approves, rejects and
+cancels some, walks fulfilments through every status, then prints each
+service's view once they have converged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from google.protobuf import field_mask_pb2, json_format
+
+from storefront.accounts.v1 import accounts_pb2
+from storefront.common.v1 import common_pb2
+from storefront.fulfillment.v1 import fulfillment_pb2
+from storefront.orders.v1 import orders_pb2
+from storefront_cli.clients import Clients, eventually
+from storefront_cli.tables import render
+
+Status = common_pb2.OrderStatus
+Log = Callable[[str], None]
+
+PEOPLE = [
+    ("Mr.", "Rajesh", "Iyer", "555-666-7777", "Sunrise", "CA", "12345-6789", "4111111111111111"),
+    ("Ms.", "Maria", "Lopez", "555-222-1000", "Austin", "TX", "73301", "5500005555555559"),
+    ("Dr.", "Kenji", "Sato", "555-901-4455", "Seattle", "WA", "98101", "340000000000009"),
+]
+PRODUCTS = [
+    ("sku-100", "Espresso machine", 249, 990_000_000),
+    ("sku-200", "Coffee grinder", 89, 500_000_000),
+    ("sku-300", "Milk frother", 24, 0),
+]
+
+
+def customer_draft(person: tuple[str, ...]) -> accounts_pb2.Customer:
+    title, first, last, phone, city, state, postal, card = person
+    address = {"address1": "123 Oak Street", "city": city, "state": state, "postalCode": postal}
+    body = {
+        "name": {"title": title, "firstName": first, "lastName": last},
+        "contact": {"primaryPhone": phone, "email": f"{first.lower()}.{last.lower()}@example.com"},
+        "addresses": [
+            {"type": "ADDRESS_TYPE_BILLING", "description": "Card statements", **address},
+            {"type": "ADDRESS_TYPE_SHIPPING", "description": "Home", **address},
+        ],
+        "creditCards": [
+            {
+                "type": "CREDIT_CARD_TYPE_PRIMARY",
+                "description": "VISA",
+                "number": card,
+                "expiration": "06/29",
+                "nameOnCard": f"{first} {last}",
+            }
+        ],
+    }
+    return json_format.ParseDict(body, accounts_pb2.Customer())
+
+
+def order_draft(*lines: tuple[int, int]) -> orders_pb2.Order:
+    order = orders_pb2.Order()
+    for product_index, quantity in lines:
+        sku, title, units, nanos = PRODUCTS[product_index]
+        item = order.items.add(quantity=quantity)
+        item.product.id, item.product.title = sku, title
+        item.product.price.currency_code = "USD"
+        item.product.price.units, item.product.price.nanos = units, nanos
+    return order
+
+
+def status(value: int) -> str:
+    return Status.Name(value).removeprefix("ORDER_STATUS_")
+
+
+def money(m: object) -> str:
+    units, nanos, code = m.units, m.nanos, m.currency_code  # type: ignore[attr-defined]
+    return f"{units + nanos / 1e9:,.2f} {code}"
+
+
+async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
+    t0 = time.monotonic()
+    log("[demo] creating customers ...")
+    customers = [
+        await c.accounts.CreateCustomer(
+            accounts_pb2.CreateCustomerRequest(customer=customer_draft(p))
+        )
+        for p in PEOPLE
+    ]
+    moved = accounts_pb2.Customer(id=customers[1].id, etag=customers[1].etag)
+    moved.addresses.extend(customers[1].addresses)
+    moved.addresses[1].address1 = "500 Congress Avenue"
+    moved.addresses[1].description = "New home"
+    log(f"[demo] {PEOPLE[1][1]} moves: updating the shipping address ...")
+    customers[1] = await c.accounts.UpdateCustomer(
+        accounts_pb2.UpdateCustomerRequest(
+            customer=moved, update_mask=field_mask_pb2.FieldMask(paths=["addresses"])
+        )
+    )
+    log("[demo] waiting for orders to hold the customers' copies ...")
+    for customer in customers:
+        await eventually(
+            lambda cid=customer.id, v=customer.version: _copy_at(c, cid, v),
+            timeout=timeout,
+            what=f"orders' copy of {customer.id}",
+        )
+    log("[demo] placing orders ...")
+    plan = [((0, 1), (2, 2)), ((1, 1),), ((0, 1), (1, 1)), ((2, 3),), ((1, 2),), ((0, 1),)]
+    orders = []
+    for i, lines in enumerate(plan):
+        req = orders_pb2.CreateOrderRequest(
+            customer_id=customers[i % len(customers)].id, order=order_draft(*lines)
+        )
+        orders.append(await c.orders.CreateOrder(req))
+    approved = orders[:4]
+    for order in approved:
+        await c.orders.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
+    await c.orders.RejectOrder(
+        orders_pb2.RejectOrderRequest(order_id=orders[4].order_id, reason="payment declined")
+    )
+    await c.orders.CancelOrder(
+        orders_pb2.CancelOrderRequest(order_id=orders[5].order_id, reason="changed my mind")
+    )
+    log("[demo] approved 4, rejected 1, cancelled 1; walking fulfilments ...")
+    steps = [
+        (c.fulfillment.ProcessFulfillment, fulfillment_pb2.ProcessFulfillmentRequest),
+        (c.fulfillment.ShipFulfillment, fulfillment_pb2.ShipFulfillmentRequest),
+        (c.fulfillment.MarkFulfillmentInTransit, fulfillment_pb2.MarkFulfillmentInTransitRequest),
+        (
+            c.fulfillment.ConfirmFulfillmentReceived,
+            fulfillment_pb2.ConfirmFulfillmentReceivedRequest,
+        ),
+    ]
+    for depth, order in zip((4, 4, 3, 1), approved, strict=True):
+        oid = order.order_id
+        await eventually(
+            lambda oid=oid: c.fulfillment.GetFulfillment(
+                fulfillment_pb2.GetFulfillmentRequest(order_id=oid)
+            ),
+            timeout=timeout,
+            what=f"fulfillment of {oid}",
+        )
+        for call, request in steps[:depth]:
+            await call(request(order_id=oid))
+    log("[demo] waiting for order histories to converge ...")
+    for order in approved:
+        await eventually(
+            lambda oid=order.order_id: _histories_agree(c, oid),
+            timeout=timeout,
+            what=f"history of {order.order_id}",
+        )
+    log(f"[demo] converged in {time.monotonic() - t0:.2f}s\n")
+    await print_views(c, [x.id for x in customers], log)
+
+
+async def _copy_at(c: Clients, customer_id: str, version: int) -> object | None:
+    copy = await c.orders.GetCustomerOrders(
+        orders_pb2.GetCustomerOrdersRequest(customer_id=customer_id)
+    )
+    return copy if copy.customer_version >= version else None
+
+
+async def _histories_agree(c: Clients, order_id: str) -> object | None:
+    order = await c.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id))
+    f = await c.fulfillment.GetFulfillment(fulfillment_pb2.GetFulfillmentRequest(order_id=order_id))
+    return order if order.status == f.status else None
+
+
+async def print_views(c: Clients, customer_ids: list[str], log: Log = print) -> None:
+    rows = []
+    order_rows = []
+    for cid in customer_ids:
+        a = await c.accounts.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id=cid))
+        o = await c.orders.GetCustomerOrders(orders_pb2.GetCustomerOrdersRequest(customer_id=cid))
+        same = (a.name, a.contact, list(a.addresses)) == (o.name, o.contact, list(o.addresses))
+        shipping = next(x for x in a.addresses if x.type == common_pb2.ADDRESS_TYPE_SHIPPING)
+        rows.append(
+            (
+                cid[-8:],
+                f"{a.name.first_name} {a.name.last_name}",
+                shipping.address1,
+                a.credit_cards[0].number if a.credit_cards else "",
+                a.version,
+                o.customer_version,
+                "yes" if same else "NO",
+            )
+        )
+        for order in o.orders:
+            try:
+                f = await c.fulfillment.GetFulfillment(
+                    fulfillment_pb2.GetFulfillmentRequest(order_id=order.order_id)
+                )
+                f_status = status(f.status)
+            except Exception:  # noqa: BLE001 - not every order reaches fulfillment
+                f_status = "-"
+            history = " > ".join(status(e.status) for e in order.status_events)
+            order_rows.append(
+                (
+                    order.order_id[-8:],
+                    cid[-8:],
+                    money(order.total),
+                    status(order.status),
+                    f_status,
+                    history,
+                )
+            )
+    log(
+        render(
+            (
+                "customer",
+                "name",
+                "shipping address",
+                "card",
+                "accounts v",
+                "orders copy v",
+                "equal",
+            ),
+            rows,
+            title="Customers: accounts (system of record) vs orders' copy",
+        )
+    )
+    log("")
+    log(
+        render(
+            ("order", "customer", "total", "orders status", "fulfillment", "history in orders"),
+            order_rows,
+            title="Orders: orders' history vs fulfillment",
+        )
+    )

@@ -1,0 +1,117 @@
+"""`storefront`: run the system, demo it, and operate it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+from stack import tools
+from stack.embedded import EmbeddedStack
+from stack.procs import ProcessError
+from storefront_cli import system
+from storefront_cli.clients import Clients
+from storefront_cli.demo import run_demo
+
+RUN_DIR = tools.REPO_ROOT / ".run"
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
+    lines = ["", "Storefront is running:"]
+    for s in system.SERVICES:
+        lines.append(
+            f"  {s + '_svc':16} gRPC 127.0.0.1:{ports.grpc(s)}   "
+            f"metrics http://127.0.0.1:{ports.metrics(s)}/metrics"
+        )
+    lines += [
+        f"  {'envoy':16} JSON/REST + gRPC http://127.0.0.1:{ports.envoy}"
+        f"   (admin http://127.0.0.1:{ports.envoy_admin})",
+        f"  {'kafka':16} {stack.kafka_bootstrap}",
+        f"  {'mongodb':16} {stack.mongodb_uri}",
+        "",
+        "Try:",
+        f"  curl -s http://127.0.0.1:{ports.envoy}/v1/customers",
+        f"  .tools/bin/grpcurl -plaintext 127.0.0.1:{ports.accounts} list",
+        f"  logs: {stack.run_dir / 'logs'}",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    say("[run] installing what is missing (first time: a few minutes) ...")
+    tools.install(["kafka", "ferretdb", "grpcurl"], log=say)
+    stack = EmbeddedStack(Path(args.run_dir), log=say)
+    ports = system.SystemPorts()
+    try:
+        stack.start()
+        stack.write_env_file()
+        system.start_services(stack, ports, log=say)
+        say("[run] starting envoy ...")
+        if not stack.supervisor.is_running("envoy"):
+            system.start_envoy(stack, ports)
+    except (ProcessError, TimeoutError) as exc:
+        say(f"[run] FAILED: {exc}")
+        stack.stop()
+        return 1
+    say(f"[run] system up in {time.monotonic() - t0:.1f}s")
+    if not args.no_demo:
+        asyncio.run(_demo(ports))
+    say(endpoints(ports, stack))
+    if args.detach:
+        say("Detached: `make down` stops it.")
+        return 0
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop:
+        time.sleep(0.5)
+    say("\n[run] stopping ...")
+    stopped = stack.stop()
+    say(f"[run] stopped {', '.join(stopped) if stopped else 'nothing'}")
+    return 0
+
+
+async def _demo(ports: system.SystemPorts) -> None:
+    clients = Clients.connect(*(system.grpc_target(ports, s) for s in system.SERVICES))
+    try:
+        await run_demo(clients, say)
+    finally:
+        await clients.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    asyncio.run(_demo(system.SystemPorts()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="storefront", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="install, start everything, load sample data, serve")
+    run.add_argument("--run-dir", default=str(RUN_DIR))
+    run.add_argument("--no-demo", action="store_true", help="skip the sample data")
+    run.add_argument("--detach", action="store_true", help="leave it running and return")
+    run.set_defaults(func=cmd_run)
+    demo = sub.add_parser("demo", help="run the sample-data demo against a running system")
+    demo.set_defaults(func=cmd_demo)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

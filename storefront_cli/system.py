@@ -1,0 +1,127 @@
+"""The whole system on one machine: the embedded stack, the three services and
+Envoy, all under one Supervisor run dir. `storefront run` and the end-to-end
+tests both start it from here, so they run the same thing."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stack.embedded import EmbeddedStack, free_ports
+from stack.procs import Supervisor
+
+SERVICES = ("accounts", "orders", "fulfillment")
+
+
+@dataclass(frozen=True)
+class SystemPorts:
+    accounts: int = 50051
+    orders: int = 50052
+    fulfillment: int = 50053
+    accounts_metrics: int = 9464
+    orders_metrics: int = 9465
+    fulfillment_metrics: int = 9466
+    envoy: int = 8080
+    envoy_admin: int = 9901
+
+    @classmethod
+    def free(cls) -> SystemPorts:
+        return cls(*free_ports(8))
+
+    def grpc(self, service: str) -> int:
+        return int(asdict(self)[service])
+
+    def metrics(self, service: str) -> int:
+        return int(asdict(self)[f"{service}_metrics"])
+
+
+def health_serving(port: int, service: str = "") -> Callable[[], bool]:
+    """Ready when grpc.health.v1 says SERVING, i.e. MongoDB and Kafka are reachable."""
+
+    def check() -> bool:
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                return reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            return False
+
+    return check
+
+
+def service_env(
+    stack: EmbeddedStack, ports: SystemPorts, service: str, *, db_prefix: str = ""
+) -> dict[str, str]:
+    return {
+        **stack.env(),
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(ports.grpc(service)),
+        "METRICS_PORT": str(ports.metrics(service)),
+        "MONGODB_DATABASE": f"{db_prefix}{service}",
+        "KAFKA_CONSUMER_GROUP": f"{db_prefix}{service}-svc",
+    }
+
+
+def start_service(
+    sup: Supervisor,
+    stack: EmbeddedStack,
+    ports: SystemPorts,
+    service: str,
+    *,
+    db_prefix: str = "",
+    timeout: float = 90.0,
+) -> None:
+    sup.start(
+        service,
+        [sys.executable, "-m", f"{service}_svc"],
+        env=service_env(stack, ports, service, db_prefix=db_prefix),
+        ready=health_serving(ports.grpc(service)),
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def start_services(
+    stack: EmbeddedStack,
+    ports: SystemPorts,
+    *,
+    db_prefix: str = "",
+    log: Callable[[str], None] = print,
+) -> None:
+    sup = stack.supervisor
+    for service in SERVICES:
+        if sup.is_running(service):
+            log(f"[run] {service}_svc already running")
+            continue
+        log(f"[run] starting {service}_svc on 127.0.0.1:{ports.grpc(service)} ...")
+        start_service(sup, stack, ports, service, db_prefix=db_prefix)
+
+
+def grpc_target(ports: SystemPorts, service: str) -> str:
+    return f"127.0.0.1:{ports.grpc(service)}"
+
+
+def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:
+    """Envoy in front of the three services: JSON/REST and native gRPC on one port."""
+    from envoy_config.config import envoy_argv, write_config
+
+    upstreams = {s: ("127.0.0.1", ports.grpc(s)) for s in SERVICES}
+    config = write_config(
+        stack.run_dir / "envoy.yaml",
+        listen_port=ports.envoy,
+        admin_port=ports.envoy_admin,
+        upstreams=upstreams,
+        access_log_path=stack.run_dir / "logs" / "envoy-access.log",
+    )
+    stack.supervisor.start(
+        "envoy",
+        envoy_argv(config, log_level="warning", concurrency=concurrency),
+        ready=ports.envoy,
+        timeout=60.0,
+    )
