@@ -1,0 +1,246 @@
+"""orders_svc against the real broker and database: accounts' and fulfillment's
+events in, FulfillmentRequested out. Events are produced here as the owning
+services would produce them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaProducer
+from google.protobuf import json_format
+
+from orders_svc.main import build
+from stack.embedded import EmbeddedStack
+from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.common.v1 import common_pb2
+from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
+from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
+from svckit.app import ServiceApp
+from svckit.envelope import encode
+from tests.support import eventually, read_topic, running, settings_for, unique
+
+pytestmark = pytest.mark.integration
+Status = common_pb2.OrderStatus
+
+
+@pytest.fixture
+async def orders(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[ServiceApp]:
+    async with running(build, settings_for(stack, "orders", mongo_db_name)) as app:
+        yield app
+
+
+@pytest.fixture
+async def stub(orders: ServiceApp) -> AsyncIterator[orders_pb2_grpc.OrdersServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{orders.bound_port}") as channel:
+        yield orders_pb2_grpc.OrdersServiceStub(channel)
+
+
+@pytest.fixture
+async def producer(stack: EmbeddedStack) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def customer_changed(customer_id: str, version: int, email: str) -> accounts_events.CustomerChanged:
+    body = {
+        "customerId": customer_id,
+        "version": version,
+        "name": {"firstName": "Ann", "lastName": "Lee"},
+        "contact": {"primaryPhone": "555-123-4567", "email": email},
+        "addresses": [
+            {
+                "type": "ADDRESS_TYPE_SHIPPING",
+                "address1": "1 Main St",
+                "city": "Austin",
+                "state": "TX",
+                "postalCode": "73301",
+            }
+        ],
+    }
+    return json_format.ParseDict(body, accounts_events.CustomerChanged())
+
+
+async def publish(
+    producer: AIOKafkaProducer, topic: str, key: str, message: object, source: str
+) -> None:
+    value, headers = encode(message, source=source, key=key)  # type: ignore[arg-type]
+    await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+
+
+async def copy_email(stub: orders_pb2_grpc.OrdersServiceStub, cid: str, version: int) -> str | None:
+    copy = await stub.GetCustomerOrders(orders_pb2.GetCustomerOrdersRequest(customer_id=cid))
+    return copy.contact.email if copy.customer_version == version else None
+
+
+def an_order() -> orders_pb2.Order:
+    order = orders_pb2.Order()
+    item = order.items.add(quantity=2)
+    item.product.id, item.product.title = "sku-1", "Mug"
+    item.product.price.currency_code, item.product.price.units = "USD", 7
+    return order
+
+
+async def test_customer_copy_only_moves_forward(
+    orders: ServiceApp, stub: orders_pb2_grpc.OrdersServiceStub, producer: AIOKafkaProducer
+) -> None:
+    cid = unique("cust")
+    topic, src = "accounts.customer.change", "//storefront/accounts"
+    await publish(producer, topic, cid, customer_changed(cid, 2, "v2@example.com"), src)
+    assert await eventually(lambda: copy_email(stub, cid, 2), what="copy v2") == "v2@example.com"
+    # An older version arriving late, then a duplicate of v2, then v3.
+    await publish(producer, topic, cid, customer_changed(cid, 1, "v1@example.com"), src)
+    await publish(producer, topic, cid, customer_changed(cid, 2, "v2@example.com"), src)
+    await publish(producer, topic, cid, customer_changed(cid, 3, "v3@example.com"), src)
+    assert await eventually(lambda: copy_email(stub, cid, 3), what="copy v3") == "v3@example.com"
+    deleted = accounts_events.CustomerDeleted(customer_id=cid, version=4)
+    await publish(producer, topic, cid, deleted, src)
+
+    async def gone() -> bool | None:
+        try:
+            await stub.GetCustomerOrders(orders_pb2.GetCustomerOrdersRequest(customer_id=cid))
+            return None
+        except grpc.aio.AioRpcError as exc:
+            return True if exc.code() == grpc.StatusCode.NOT_FOUND else None
+
+    await eventually(gone, what="copy deleted")
+    # A late CustomerChanged must not resurrect a deleted customer.
+    await publish(producer, topic, cid, customer_changed(cid, 3, "v3@example.com"), src)
+    marker = unique("cust")
+    await publish(producer, topic, marker, customer_changed(marker, 1, "m@example.com"), src)
+    await eventually(lambda: copy_email(stub, marker, 1), what="marker applied")
+    assert (await orders.db["customers"].find_one({"_id": cid}))["deleted"] is True
+
+
+async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
+    stack: EmbeddedStack,
+    orders: ServiceApp,
+    stub: orders_pb2_grpc.OrdersServiceStub,
+    producer: AIOKafkaProducer,
+) -> None:
+    cid = unique("cust")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await publish(
+        producer,
+        "accounts.customer.change",
+        cid,
+        customer_changed(cid, 1, "a@example.com"),
+        "//storefront/accounts",
+    )
+    await eventually(lambda: copy_email(stub, cid, 1), what="copy")
+    order = await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
+    assert (order.status, order.total.units) == (Status.ORDER_STATUS_CREATED, 14)
+    approved = await stub.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
+    assert approved.status == Status.ORDER_STATUS_APPROVED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RejectOrder(orders_pb2.RejectOrderRequest(order_id=order.order_id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    async def requested() -> list[object] | None:
+        found = await read_topic(
+            stack.kafka_bootstrap,
+            "orders.order.fulfill",
+            ["storefront.orders.v1.FulfillmentRequested"],
+            key=order.order_id,
+        )
+        return found or None
+
+    [event] = await eventually(requested, what="FulfillmentRequested")
+    assert event.message.shipping_address.city == "Austin"
+    assert event.message.name.first_name == "Ann"
+
+    changed = fulfillment_events.OrderStatusChanged(
+        order_id=order.order_id, version=2, status=Status.ORDER_STATUS_PROCESSING, note="picking"
+    )
+    changed.change_time.FromDatetime(datetime.now(UTC))
+    for _ in range(3):  # redelivered: must appear once
+        await publish(
+            producer,
+            "fulfillment.order.change",
+            order.order_id,
+            changed,
+            "//storefront/fulfillment",
+        )
+
+    async def processing() -> orders_pb2.Order | None:
+        got = await stub.GetOrder(orders_pb2.GetOrderRequest(order_id=order.order_id))
+        return got if got.status == Status.ORDER_STATUS_PROCESSING else None
+
+    await eventually(processing, what="PROCESSING applied")
+    marker = unique("cust")
+    await publish(
+        producer,
+        "accounts.customer.change",
+        marker,
+        customer_changed(marker, 1, "m@example.com"),
+        "//storefront/accounts",
+    )
+    await eventually(lambda: copy_email(stub, marker, 1), what="later event applied")
+    final = await stub.GetOrder(orders_pb2.GetOrderRequest(order_id=order.order_id))
+    assert [e.status for e in final.status_events] == [
+        Status.ORDER_STATUS_CREATED,
+        Status.ORDER_STATUS_APPROVED,
+        Status.ORDER_STATUS_PROCESSING,
+    ]
+    by_status = await stub.ListOrders(
+        orders_pb2.ListOrdersRequest(customer_id=cid, status=Status.ORDER_STATUS_PROCESSING)
+    )
+    assert [o.order_id for o in by_status.orders] == [order.order_id]
+
+
+async def test_cancel_after_approval_requests_fulfillment_cancellation(
+    stack: EmbeddedStack,
+    stub: orders_pb2_grpc.OrdersServiceStub,
+    producer: AIOKafkaProducer,
+) -> None:
+    cid = unique("cust")
+    await publish(
+        producer,
+        "accounts.customer.change",
+        cid,
+        customer_changed(cid, 1, "a@example.com"),
+        "//storefront/accounts",
+    )
+    await eventually(lambda: copy_email(stub, cid, 1), what="copy")
+    order = await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
+    await stub.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
+    cancelled = await stub.CancelOrder(
+        orders_pb2.CancelOrderRequest(order_id=order.order_id, reason="oops")
+    )
+    assert cancelled.status == Status.ORDER_STATUS_CANCELLED
+
+    async def both() -> list[object] | None:
+        found = await read_topic(
+            stack.kafka_bootstrap,
+            "orders.order.fulfill",
+            [
+                "storefront.orders.v1.FulfillmentRequested",
+                "storefront.orders.v1.FulfillmentCancelled",
+            ],
+            key=order.order_id,
+        )
+        return found if len(found) == 2 else None
+
+    events = await eventually(both, what="requested + cancelled")
+    assert [e.type.rsplit(".", 1)[1] for e in events] == [
+        "FulfillmentRequested",
+        "FulfillmentCancelled",
+    ]
+
+
+async def test_bad_order_is_rejected_and_nothing_stored(
+    orders: ServiceApp, stub: orders_pb2_grpc.OrdersServiceStub
+) -> None:
+    bad = an_order()
+    bad.items[0].quantity = 0
+    bad.items[0].product.price.units = -3
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id="c", order=bad))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await orders.db["customer.orders"].count_documents({}) == 0
