@@ -8,16 +8,9 @@ from google.protobuf import empty_pb2
 from accounts_svc import domain
 from accounts_svc.handlers import AccountsHandlers
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
-from svckit.errors import Violations
+from svckit.errors import require
 
 Ctx = grpc.aio.ServicerContext
-
-
-def _require(value: str, field: str) -> None:
-    v = Violations()
-    if not value:
-        v.add(field, "is required")
-    v.raise_if_any()
 
 
 class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
@@ -33,7 +26,7 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
     async def GetCustomer(
         self, request: accounts_pb2.GetCustomerRequest, context: Ctx
     ) -> accounts_pb2.Customer:
-        _require(request.customer_id, "customer_id")
+        require(request.customer_id, "customer_id")
         return domain.masked(await self.h.get_customer(request.customer_id))
 
     async def ListCustomers(
@@ -47,13 +40,13 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
     async def UpdateCustomer(
         self, request: accounts_pb2.UpdateCustomerRequest, context: Ctx
     ) -> accounts_pb2.Customer:
-        _require(request.customer.id, "customer.id")
+        require(request.customer.id, "customer.id")
         updated = await self.h.update_customer(request.customer, request.update_mask)
         return domain.masked(updated)
 
     async def DeleteCustomer(
         self, request: accounts_pb2.DeleteCustomerRequest, context: Ctx
     ) -> empty_pb2.Empty:
-        _require(request.customer_id, "customer_id")
+        require(request.customer_id, "customer_id")
         await self.h.delete_customer(request.customer_id, request.etag)
         return empty_pb2.Empty()

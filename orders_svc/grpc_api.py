@@ -6,16 +6,9 @@ import grpc
 
 from orders_svc.handlers import OrdersHandlers
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
-from svckit.errors import Violations
+from svckit.errors import require
 
 Ctx = grpc.aio.ServicerContext
-
-
-def _require(value: str, field: str) -> None:
-    v = Violations()
-    if not value:
-        v.add(field, "is required")
-    v.raise_if_any()
 
 
 class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
@@ -28,7 +21,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         return await self.h.create_order(request.customer_id, request.order, request.order_id)
 
     async def GetOrder(self, request: orders_pb2.GetOrderRequest, context: Ctx) -> orders_pb2.Order:
-        _require(request.order_id, "order_id")
+        require(request.order_id, "order_id")
         return await self.h.get_order(request.order_id)
 
     async def ListOrders(
@@ -42,23 +35,23 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
     async def GetCustomerOrders(
         self, request: orders_pb2.GetCustomerOrdersRequest, context: Ctx
     ) -> orders_pb2.CustomerOrders:
-        _require(request.customer_id, "customer_id")
+        require(request.customer_id, "customer_id")
         return await self.h.get_customer_orders(request.customer_id)
 
     async def ApproveOrder(
         self, request: orders_pb2.ApproveOrderRequest, context: Ctx
     ) -> orders_pb2.Order:
-        _require(request.order_id, "order_id")
+        require(request.order_id, "order_id")
         return await self.h.approve_order(request.order_id, request.note)
 
     async def RejectOrder(
         self, request: orders_pb2.RejectOrderRequest, context: Ctx
     ) -> orders_pb2.Order:
-        _require(request.order_id, "order_id")
+        require(request.order_id, "order_id")
         return await self.h.reject_order(request.order_id, request.reason)
 
     async def CancelOrder(
         self, request: orders_pb2.CancelOrderRequest, context: Ctx
     ) -> orders_pb2.Order:
-        _require(request.order_id, "order_id")
+        require(request.order_id, "order_id")
         return await self.h.cancel_order(request.order_id, request.reason)

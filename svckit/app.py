@@ -52,6 +52,8 @@ class ServiceApp:
         self._health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self._health_names: list[str] = [""]
 
     def add_service(
         self, adder: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
@@ -84,8 +86,9 @@ class ServiceApp:
         for hook in self._on_start:
             await hook()
         await self.producer.start()
-        for relay in self._relays:
-            await relay.start()
+        if s.outbox_relay_enabled:
+            for relay in self._relays:
+                await relay.start()
         for consumer in self._consumers:
             await consumer.start()
         options = [
@@ -138,7 +141,8 @@ class ServiceApp:
         await self._health.enter_graceful_shutdown()
         if self.server:
             await self.server.stop(s.shutdown_grace_seconds)
-        self._health_task.cancel()
+        if self._health_task:
+            self._health_task.cancel()
         for consumer in self._consumers:
             await consumer.stop()
         for relay in self._relays:

@@ -117,3 +117,11 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+
+
+def require(value: str, field_path: str) -> None:
+    """INVALID_ARGUMENT naming `field_path` when a required string is empty."""
+    v = Violations()
+    if not value:
+        v.add(field_path, "is required")
+    v.raise_if_any()

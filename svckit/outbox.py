@@ -21,7 +21,7 @@ from google.protobuf import message as pb_message
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from svckit import metrics
+from svckit import doclocks, metrics
 from svckit.envelope import encode
 from svckit.kafka import EventProducer
 
@@ -123,6 +123,8 @@ class OutboxRelay:
                     await self._report_backlog()
             except Exception:  # noqa: BLE001 - broker or database down: retry on a sweep
                 log.exception("outbox relay for %s failed; retrying", self._collection.name)
+                if self._stopping:
+                    return  # the entries stay in MongoDB for the next start's sweep
                 self._due |= due
                 sweep_at = time.monotonic() + 1.0
             if self._stopping and not self._due:
@@ -163,7 +165,8 @@ class OutboxRelay:
             for doc in docs
             for entry in doc[OUTBOX]
         ]
-        await self._collection.bulk_write(removals, ordered=False)
+        async with doclocks.for_collection(self._collection).hold(*(d["_id"] for d in docs)):
+            await self._collection.bulk_write(removals, ordered=False)
 
     async def _report_backlog(self) -> None:
         pending = 0

@@ -26,6 +26,9 @@ def decode_token(token: str) -> str | None:
     if not token:
         return None
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        last_id = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgument([FieldViolation("page_token", "is not a token we issued")]) from exc
+    if not last_id:
+        raise InvalidArgument([FieldViolation("page_token", "is not a token we issued")])
+    return last_id

@@ -20,6 +20,7 @@ class Settings:
     shutdown_grace_seconds: float
     max_message_bytes: int
     otel_endpoint: str | None
+    outbox_relay_enabled: bool = True
 
     @classmethod
     def from_env(cls, service_name: str, *, grpc_port: int, metrics_port: int) -> Settings:
@@ -38,4 +39,7 @@ class Settings:
             shutdown_grace_seconds=float(env("SHUTDOWN_GRACE_SECONDS", "10")),
             max_message_bytes=int(env("GRPC_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
             otel_endpoint=env("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            # Fault-injection switch: "off" leaves events in the outbox (tests kill the
+            # service with entries pending, then restart it with the relay on).
+            outbox_relay_enabled=env("OUTBOX_RELAY", "on") != "off",
         )

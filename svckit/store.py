@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from svckit import doclocks
 from svckit.documents import from_document, to_document
 from svckit.errors import AlreadyExists
 from svckit.outbox import OUTBOX
@@ -27,6 +28,7 @@ class AggregateStore(Generic[M]):
         self._cls = cls
         self._id_field = id_field
         self._fields = [f.name for f in cls.DESCRIPTOR.fields if f.name != id_field]
+        self._locks = doclocks.for_collection(collection)
 
     def load(self, doc: Document) -> M:
         return from_document(doc, self._cls, id_field=self._id_field)
@@ -54,7 +56,8 @@ class AggregateStore(Generic[M]):
         doc = {**to_document(aggregate, id_field=self._id_field), **(extra or {})}
         doc[OUTBOX] = list(events)
         try:
-            await self.collection.insert_one(doc)
+            async with self._locks.hold(doc["_id"]):
+                await self.collection.insert_one(doc)
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"{self._id_field} {doc['_id']} already exists") from exc
 
@@ -76,7 +79,8 @@ class AggregateStore(Generic[M]):
         events = list(events)
         if events:
             update["$push"] = {OUTBOX: {"$each": events}}
-        result = await self.collection.update_one(
-            {"_id": aggregate_id, "version": expected_version}, update
-        )
+        async with self._locks.hold(aggregate_id):
+            result = await self.collection.update_one(
+                {"_id": aggregate_id, "version": expected_version}, update
+            )
         return result.matched_count == 1

@@ -46,7 +46,8 @@ def build_descriptor_set(out: Path, *, source_info: bool, protos: Path = PROTOS)
     args = [f"--descriptor_set_out={out}", "--include_imports"]
     if source_info:
         args.append("--include_source_info")
-    protoc(*args, *proto_files(protos), protos=protos)
+    # error_details: Envoy can print google.rpc details only for types it knows.
+    protoc(*args, *proto_files(protos), "google/rpc/error_details.proto", protos=protos)
 
 
 def generate(out: Path) -> None:
@@ -79,7 +80,9 @@ def differences(a: Path, b: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if gen/ is not current")
-    parser.add_argument("--lint-image", type=Path, help="also write a descriptor set with source info")
+    parser.add_argument(
+        "--lint-image", type=Path, help="also write a descriptor set with source info"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "gen"

@@ -43,7 +43,7 @@ class Order(_message.Message):
     status: _common_pb2.OrderStatus.ValueType
     """Current status: the latest entry of status_events."""
     version: _builtins.int
-    """Incremented on every change made by orders."""
+    """Incremented on every change to the order, including applied status events."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.LineItem]:
         """What was ordered; at least one line."""

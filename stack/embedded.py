@@ -1,0 +1,460 @@
+"""The embedded stack: a real Kafka broker and a MongoDB-compatible database, no Docker.
+
+Why: the services and tests need a real Kafka (4.1.1, KRaft combined mode, one node) and a real
+MongoDB wire endpoint (FerretDB with its SQLite backend). Both run as local processes under the
+:class:`stack.procs.Supervisor` of a run directory, bound to 127.0.0.1 only::
+
+    <run_dir>/data/kafka        Kafka log dirs + KRaft metadata (formatted once)
+    <run_dir>/data/ferretdb     one SQLite file per database
+    <run_dir>/config/           generated server.properties
+    <run_dir>/logs/, pids/      see stack.procs
+    <run_dir>/stack.json        the ports in use, so later commands reuse them
+
+External infrastructure: if ``MONGODB_URI`` is set no FerretDB is started and that URI is used;
+if ``KAFKA_BOOTSTRAP_SERVERS`` is set no Kafka is started and those brokers are used. The
+project's topics are ensured (created if missing) in both cases.
+
+Use::
+
+    st = EmbeddedStack(Path(".run"))              # default ports 9092/9093/27017
+    st.start()
+    st.kafka_bootstrap, st.mongodb_uri, st.env()
+    st.supervisor.kill(KAFKA); st.supervisor.restart(KAFKA)   # crash + recover, same data
+    st.stop()                                     # stops every process recorded in run_dir
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from stack import tools
+from stack.procs import ProcessError, Supervisor, port_open
+
+KAFKA = "kafka"
+"""Supervisor name of the Kafka broker process."""
+FERRETDB = "ferretdb"
+"""Supervisor name of the FerretDB process."""
+
+BASE_TOPICS = ("accounts.customer.change", "orders.order.fulfill", "fulfillment.order.change")
+"""The project's event topics (see DESIGN.md)."""
+DLQ_SUFFIX = ".dlq"
+TOPICS: tuple[str, ...] = tuple(t for base in BASE_TOPICS for t in (base, base + DLQ_SUFFIX))
+"""Every topic the stack ensures: each base topic and its dead-letter twin."""
+TOPIC_PARTITIONS = 3
+
+KAFKA_HEAP = os.environ.get("STACK_KAFKA_HEAP", "512m")
+KAFKA_JVM_OPTS = os.environ.get(
+    "STACK_KAFKA_JVM_OPTS",
+    # C1-only JIT: faster start and less CPU stolen from the services on a 2-core box; peak
+    # broker throughput is irrelevant for a dev/test node.
+    "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1",
+).split()
+"""Extra JVM flags for the broker and the storage tool (override with STACK_KAFKA_JVM_OPTS)."""
+
+T = TypeVar("T")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Ports:
+    """TCP ports of the embedded servers (all on 127.0.0.1)."""
+
+    kafka: int = 9092
+    """Kafka client (PLAINTEXT) listener: the bootstrap port."""
+    kafka_controller: int = 9093
+    """KRaft controller listener."""
+    mongodb: int = 27017
+    """FerretDB's MongoDB wire protocol listener."""
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Three currently unused ports, so a test stack never clashes with ``make up``."""
+        kafka, controller, mongodb = free_ports(3)
+        return cls(kafka=kafka, kafka_controller=controller, mongodb=mongodb)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports the kernel reports free on 127.0.0.1 right now."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even if this thread has a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(make_coro()))
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="stack-sync")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: Sequence[str] = TOPICS,
+    *,
+    partitions: int = TOPIC_PARTITIONS,
+    replication_factor: int | None = None,
+    max_wait: float = 60.0,
+) -> list[str]:
+    """Create whichever of ``topics`` are missing and wait until all of them have leaders.
+
+    Works against any Kafka (embedded or external). ``replication_factor`` defaults to
+    ``min(3, number of brokers)``. Returns the topics that were created. Retries while the
+    broker is still starting, up to ``max_wait`` seconds.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
+
+    deadline = time.monotonic() + max_wait
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in topics if t not in existing]
+            created: list[str] = []
+            if missing:
+                brokers = (await admin.describe_cluster())["brokers"]
+                rf = replication_factor or max(1, min(3, len(brokers)))
+                resp = await admin.create_topics(
+                    [NewTopic(t, partitions, rf) for t in missing], timeout_ms=15000
+                )
+                for topic, code, *rest in resp.topic_errors:
+                    if code == 0:
+                        created.append(topic)
+                    elif code != 36:  # 36 = TOPIC_ALREADY_EXISTS (a concurrent creator won)
+                        raise KafkaError(f"creating topic {topic} failed: code {code} {rest}")
+            await _wait_for_leaders(admin, topics, deadline)
+            return created
+        except (KafkaError, OSError, TimeoutError) as exc:
+            last_error = exc
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    raise TimeoutError(f"could not ensure topics on {bootstrap} in {max_wait:.0f}s: {last_error}")
+
+
+async def _wait_for_leaders(admin: Any, topics: Sequence[str], deadline: float) -> None:
+    """Return once every partition of ``topics`` has an elected leader (producers can write)."""
+    while True:
+        described = await admin.describe_topics(list(topics))
+        ready = {
+            d["topic"]
+            for d in described
+            if d["error_code"] == 0
+            and d["partitions"]
+            and all(p["leader"] >= 0 for p in d["partitions"])
+        }
+        if ready >= set(topics):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without leaders: {sorted(set(topics) - ready)}")
+        await asyncio.sleep(0.2)
+
+
+def list_topics(bootstrap: str, timeout: float = 30.0) -> list[str]:
+    """Topic names on ``bootstrap`` (sync helper for scripts and tests)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def go() -> list[str]:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
+        )
+        try:
+            await admin.start()
+            return sorted(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    return _run_sync(go)
+
+
+def _kafka_cluster_id() -> str:
+    """A random KRaft cluster id (16 random bytes, URL-safe base64 without padding)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class EmbeddedStack:
+    """Kafka + FerretDB for one run directory; see the module docstring.
+
+    ``ports=None`` reuses the ports recorded by an earlier start in the same ``run_dir``
+    (so ``down``/``status`` and restarts agree), else the defaults 9092/9093/27017.
+    ``log`` receives progress lines (default: print); pass ``lambda _: None`` to silence.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | str,
+        ports: Ports | None = None,
+        *,
+        log: Log | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.state_file = self.run_dir / "stack.json"
+        self.ports = ports or self._saved_ports() or Ports()
+        self.supervisor = Supervisor(self.run_dir)
+        self.log: Log = log or (lambda msg: print(msg, flush=True))
+        self.external_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+        self.external_mongodb = os.environ.get("MONGODB_URI") or None
+        self.timings: dict[str, float] = {}
+        """Seconds taken by each step of the last :meth:`start`."""
+
+    # ----- endpoints -----------------------------------------------------------------------
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Bootstrap servers for Kafka clients (external one if configured)."""
+        return self.external_kafka or f"127.0.0.1:{self.ports.kafka}"
+
+    @property
+    def mongodb_uri(self) -> str:
+        """MongoDB connection string (external one if configured)."""
+        return self.external_mongodb or f"mongodb://127.0.0.1:{self.ports.mongodb}/"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a service or tool at this stack."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "MONGODB_URI": self.mongodb_uri,
+            "STACK_RUN_DIR": str(self.run_dir),
+            "STOREFRONT_TOOLS_DIR": str(tools.TOOLS_DIR),
+        }
+
+    def write_env_file(self, path: Path | None = None) -> Path:
+        """Write :meth:`env` as shell ``KEY=value`` lines (default ``<run_dir>/stack.env``)."""
+        path = path or self.run_dir / "stack.env"
+        lines = [f"{k}={v}" for k, v in self.env().items()]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def is_up(self) -> bool:
+        """True if every server this stack would start is running (external ones count)."""
+        kafka_ok = bool(self.external_kafka) or self.supervisor.is_running(KAFKA)
+        mongo_ok = bool(self.external_mongodb) or self.supervisor.is_running(FERRETDB)
+        return kafka_ok and mongo_ok
+
+    # ----- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> dict[str, float]:
+        """Start what is not running yet, ensure the topics, return per-step timings (s).
+
+        Installs the Kafka jars / FerretDB binary on first use (cached in ``.tools``). Kafka and
+        FerretDB are launched together and then waited on, since the JVM start dominates.
+        On failure everything this call started is stopped again.
+        """
+        self.timings = {}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        saved = self._saved_ports()
+        running = [n for n in (KAFKA, FERRETDB) if self.supervisor.is_running(n)]
+        if saved and saved != self.ports and running:
+            raise ProcessError(
+                f"{', '.join(running)} already running in {self.run_dir} on {saved}; "
+                "stop it before changing ports"
+            )
+        self._save_ports()
+        started: list[str] = []
+        try:
+            needed = [] if self.external_kafka else ["kafka"]
+            needed += [] if self.external_mongodb else ["ferretdb"]
+            if needed:
+                self._step("install check", lambda: tools.ensure(needed, log=self.log))
+            waits: list[tuple[str, int]] = []
+            if not self.external_kafka and not self.supervisor.is_running(KAFKA):
+                self._step("kafka format", self._format_kafka)
+                self._step("kafka spawn", self._spawn_kafka)
+                started.append(KAFKA)
+                waits.append((KAFKA, self.ports.kafka))
+            if not self.external_mongodb and not self.supervisor.is_running(FERRETDB):
+                self._step("ferretdb spawn", self._spawn_ferretdb)
+                started.append(FERRETDB)
+                waits.append((FERRETDB, self.ports.mongodb))
+            for name, port in waits:
+                self._step(f"{name} ready", lambda n=name, p=port: self._wait(n, p, timeout))
+            self._step("topics", lambda: self._ensure_topics(timeout))
+        except BaseException:
+            for name in started:
+                self.supervisor.stop(name, timeout=5.0)
+            raise
+        return self.timings
+
+    def stop(self, timeout: float = 15.0) -> list[str]:
+        """Stop every process recorded in the run dir (services, Envoy, Kafka, FerretDB...).
+
+        Newest first, so services go before the broker and database they use. Returns the
+        names that were running.
+        """
+        return self.supervisor.stop_all(timeout)
+
+    # ----- internals -----------------------------------------------------------------------
+
+    def _step(self, label: str, fn: Callable[[], object]) -> None:
+        t0 = time.monotonic()
+        fn()
+        self.timings[label] = time.monotonic() - t0
+
+    def _saved_ports(self) -> Ports | None:
+        try:
+            return Ports(**json.loads(self.state_file.read_text())["ports"])
+        except (FileNotFoundError, KeyError, TypeError, json.JSONDecodeError):
+            return None
+
+    def _save_ports(self) -> None:
+        self.state_file.write_text(json.dumps({"ports": asdict(self.ports)}, indent=2))
+
+    def _wait(self, name: str, port: int, timeout: float) -> None:
+        self.supervisor.wait_ready(name, port, timeout)
+
+    def _ensure_topics(self, timeout: float) -> None:
+        created = _run_sync(lambda: ensure_topics(self.kafka_bootstrap, max_wait=timeout))
+        if created:
+            self.log(f"[stack] created topics: {', '.join(created)}")
+
+    @property
+    def kafka_data(self) -> Path:
+        """Kafka's log/metadata directory."""
+        return self.run_dir / "data" / "kafka"
+
+    @property
+    def kafka_config(self) -> Path:
+        """The generated ``server.properties``."""
+        return self.run_dir / "config" / "kafka.properties"
+
+    def _kafka_properties(self) -> str:
+        p = self.ports
+        settings = {
+            # One process is both the only broker and the only (standalone) KRaft controller.
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{p.kafka_controller}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{p.kafka},CONTROLLER://127.0.0.1:{p.kafka_controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p.kafka}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.kafka_data),
+            # Single node: internal topics cannot have more than one replica.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "3",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "num.partitions": str(TOPIC_PARTITIONS),
+            # Topics are created explicitly (ensure_topics); a typo must not create a topic.
+            "auto.create.topics.enable": "false",
+            # Consumers in tests join and start at once instead of waiting 3 s for peers.
+            "group.initial.rebalance.delay.ms": "0",
+            # After a crash the restarted broker cannot register until the controller expires
+            # its previous session; 5 s instead of 9 s halves the restart time in fault tests.
+            "broker.heartbeat.interval.ms": "1000",
+            "broker.session.timeout.ms": "5000",
+            # Sized for a 2-core dev machine.
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "num.recovery.threads.per.data.dir": "1",
+            "log.retention.hours": "168",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+        }
+        return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+    def _java_argv(self, main_class: str, *args: str) -> list[str]:
+        return [
+            str(tools.path("java")),
+            f"-Xms{KAFKA_HEAP}" if main_class == "kafka.Kafka" else "-Xms64m",
+            f"-Xmx{KAFKA_HEAP}" if main_class == "kafka.Kafka" else "-Xmx256m",
+            *KAFKA_JVM_OPTS,
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={tools.path('kafka-log4j2')}",
+            "-cp",
+            f"{tools.path('kafka')}/*",
+            main_class,
+            *args,
+        ]
+
+    def _format_kafka(self) -> None:
+        """Write the config and, on first use only, format the storage as a standalone quorum."""
+        self.kafka_config.parent.mkdir(parents=True, exist_ok=True)
+        self.kafka_config.write_text(self._kafka_properties())
+        if (self.kafka_data / "meta.properties").exists():
+            return
+        self.kafka_data.mkdir(parents=True, exist_ok=True)
+        argv = self._java_argv(
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "--cluster-id",
+            _kafka_cluster_id(),
+            "--config",
+            str(self.kafka_config),
+        )
+        res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if res.returncode != 0:
+            raise ProcessError(f"kafka storage format failed:\n{res.stdout}{res.stderr}")
+
+    def _check_port_free(self, name: str, ports: Iterable[int]) -> None:
+        busy = [p for p in ports if port_open(p)]
+        if busy:
+            raise ProcessError(
+                f"cannot start {name}: port(s) {busy} on 127.0.0.1 already in use by another "
+                "process (another stack? set other ports or stop it)"
+            )
+
+    def _spawn_kafka(self) -> None:
+        self._check_port_free(KAFKA, [self.ports.kafka, self.ports.kafka_controller])
+        argv = self._java_argv("kafka.Kafka", str(self.kafka_config))
+        self.supervisor.start(KAFKA, argv, ready=self.ports.kafka, wait=False)
+
+    def _spawn_ferretdb(self) -> None:
+        self._check_port_free(FERRETDB, [self.ports.mongodb])
+        data = self.run_dir / "data" / "ferretdb"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(tools.path("ferretdb")),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{data}/",
+            f"--state-dir={data}",
+            f"--listen-addr=127.0.0.1:{self.ports.mongodb}",
+            "--debug-addr=-",  # no metrics/pprof port: it would clash between stacks
+            "--telemetry=disable",
+            "--log-level=info",
+        ]
+        self.supervisor.start(FERRETDB, argv, ready=self.ports.mongodb, wait=False)

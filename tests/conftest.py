@@ -1,0 +1,71 @@
+"""Project-wide pytest fixtures: one embedded stack per session, one MongoDB database per test.
+
+The stack runs on free ports in a temporary run dir, so it never clashes with a stack started by
+``python -m stack up`` (``make up``). ``MONGODB_URI`` / ``KAFKA_BOOTSTRAP_SERVERS`` in the
+environment make it use external servers instead (see ``stack.embedded``). More specific
+fixtures belong in the conftest.py of each test folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from stack.embedded import EmbeddedStack, Ports
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[EmbeddedStack]:
+    """Kafka + FerretDB (or the external ones), started once per session and stopped at the end.
+
+    ``stack.stop()`` also stops any process other fixtures registered with
+    ``stack.supervisor`` (services, Envoy), so nothing outlives the session.
+
+    The run dir is a private ``mkdtemp`` rather than pytest's ``tmp_path_factory``: pytest
+    deletes all but its 3 newest base temp dirs, so with several sessions running at once the
+    supervisor's pid records would vanish mid-session and leave servers orphaned. It is
+    removed at the end unless ``STACK_KEEP_RUN_DIR=1`` (to read the logs).
+    """
+    run_dir = Path(tempfile.mkdtemp(prefix="storefront-stack-"))
+    st = EmbeddedStack(run_dir, Ports.free())
+    try:
+        st.start()
+        yield st
+    finally:
+        st.stop()
+        if os.environ.get("STACK_KEEP_RUN_DIR") != "1":
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def mongo_db_name(stack: EmbeddedStack) -> Iterator[str]:
+    """A fresh, unique database name for one test; the database is dropped afterwards.
+
+    Unique names keep tests independent even on a shared external MongoDB.
+    """
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield name
+    with MongoClient(stack.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+async def mongo_db(
+    stack: EmbeddedStack, mongo_db_name: str
+) -> AsyncIterator[AsyncDatabase[dict[str, object]]]:
+    """An ``AsyncDatabase`` on :func:`mongo_db_name` (dropped after the test)."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        stack.mongodb_uri, serverSelectionTimeoutMS=10_000
+    )
+    try:
+        yield client[mongo_db_name]
+    finally:
+        await client.close()

@@ -1,0 +1,165 @@
+"""The embedded stack and its supervisor: topics exist, stop stops, Kafka survives kill -9."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stack import tools
+from stack.embedded import KAFKA, TOPIC_PARTITIONS, TOPICS, EmbeddedStack, ensure_topics
+from stack.procs import ProcessError, ProcRecord, Supervisor, port_open
+
+pytestmark = pytest.mark.integration
+
+
+def _gone(pid: int) -> bool:
+    """True if no live process has this pid (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_kcat_lists_all_topics(stack: EmbeddedStack) -> None:
+    if not tools.available("kcat"):
+        pytest.skip("kcat not installed (apt-get install -y kcat)")
+    out = subprocess.run(
+        [str(tools.path("kcat")), "-b", stack.kafka_bootstrap, "-L", "-m", "15"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    partitions = {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r'topic "([^"]+)" with (\d+) partitions', out)
+    }
+    for topic in TOPICS:
+        assert topic in partitions, f"{topic} missing from kcat -L:\n{out}"
+        if not stack.external_kafka:
+            assert partitions[topic] == TOPIC_PARTITIONS
+    assert len([t for t in TOPICS if t.endswith(".dlq")]) == 3
+
+
+def test_supervisor_stop_leaves_no_process(tmp_path: Path) -> None:
+    sup = Supervisor(tmp_path)
+    # A leader that forks a child, like `uv run` or a shell wrapper would.
+    code = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    rec = sup.start("wrapper", [sys.executable, "-c", code])
+    assert rec.pid is not None
+    deadline = time.monotonic() + 10
+    while len(_session_pids(rec.pid)) < 2:
+        assert time.monotonic() < deadline, "child never appeared"
+        time.sleep(0.05)
+    members = _session_pids(rec.pid)
+
+    # A process that ignores SIGTERM must be SIGKILLed after the grace period.
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    rec2 = sup.start("stubborn", [sys.executable, "-c", stubborn])
+    assert rec2.pid is not None
+    time.sleep(0.3)  # let it install the handler
+
+    assert sorted(sup.stop_all(timeout=1.0)) == ["stubborn", "wrapper"]
+    for pid in [*members, rec2.pid]:
+        assert _gone(pid), f"pid {pid} survived stop"
+    assert not sup.is_running("wrapper") and not sup.is_running("stubborn")
+    assert not (tmp_path / "pids" / "wrapper.pid").exists()
+    assert [s.state for s in sup.status()] == ["stopped", "stopped"]
+
+
+def test_supervisor_never_signals_a_foreign_process(tmp_path: Path) -> None:
+    sup = Supervisor(tmp_path)
+    # Forge a record whose pid is this pytest process but whose argv is something else, as
+    # after pid reuse: the supervisor must refuse to touch it.
+    stat = Path(f"/proc/{os.getpid()}/stat").read_text()
+    forged = ProcRecord(
+        name="forged",
+        argv=["/usr/bin/some-server", "--flag"],
+        cwd=str(tmp_path),
+        pid=os.getpid(),
+        starttime=int(stat.rsplit(")", 1)[1].split()[19]),
+        started_at=time.time(),
+    )
+    sup._save(forged)
+    assert not sup.is_running("forged")
+    assert sup.kill("forged") is False
+    assert sup.stop("forged", timeout=0.5) is False
+    assert [s.state for s in sup.status()] == ["stopped"]
+
+
+def test_supervisor_readiness_failure_shows_log(tmp_path: Path) -> None:
+    sup = Supervisor(tmp_path)
+    argv = [sys.executable, "-c", "print('config error: boom', flush=True); raise SystemExit(3)"]
+    with pytest.raises(ProcessError, match="boom"):
+        sup.start("broken", argv, ready=lambda: False, timeout=10)
+    with pytest.raises(ProcessError, match="not ready"):
+        sup.start(
+            "slow",
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            ready=lambda: False,
+            timeout=0.5,
+        )
+    assert not sup.is_running("slow")
+
+
+async def test_kafka_restarts_after_sigkill_with_same_port_and_data(stack: EmbeddedStack) -> None:
+    if stack.external_kafka:
+        pytest.skip("Kafka is external: not ours to kill")
+    sup = stack.supervisor
+    topic = "orders.order.fulfill.dlq"
+    key = uuid.uuid4().hex.encode()
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(topic, b"survives kill -9", key=key)
+    finally:
+        await producer.stop()
+
+    old_pid = sup.pid(KAFKA)
+    assert old_pid is not None
+    assert sup.kill(KAFKA)
+    assert _gone(old_pid)
+    assert not sup.is_running(KAFKA)
+    assert not port_open(stack.ports.kafka)
+
+    t0 = time.monotonic()
+    sup.restart(KAFKA, timeout=120)
+    print(f"kafka restart after SIGKILL took {time.monotonic() - t0:.1f}s")
+    assert sup.pid(KAFKA) not in (None, old_pid)
+    assert port_open(stack.ports.kafka)
+
+    assert await ensure_topics(stack.kafka_bootstrap, max_wait=60) == []  # nothing recreated
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, meta.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, meta.offset)
+        batch = await consumer.getmany(tp, timeout_ms=20_000, max_records=1)
+        records = batch.get(tp, [])
+        assert records and records[0].key == key and records[0].value == b"survives kill -9"
+    finally:
+        await consumer.stop()

@@ -1,0 +1,41 @@
+"""The contracts gate: gen/ matches protos/, buf lint passes, and nothing breaks
+compatibility with the previous commit (buf breaking)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_gen_is_current() -> None:
+    result = run("tools/protogen.py", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_buf_lint_and_breaking() -> None:
+    result = run("tools/protolint.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "buf lint: ok" in result.stdout
+
+
+def test_buf_lint_catches_a_bad_proto(tmp_path: Path) -> None:
+    bad = ROOT / "protos" / "storefront" / "zz_lint_probe" / "v1"
+    bad.mkdir(parents=True)
+    try:
+        (bad / "probe.proto").write_text(
+            'syntax = "proto3";\npackage storefront.zz_lint_probe.v1;\nenum Bad { A = 0; }\n'
+        )
+        result = run("tools/protolint.py", "--against", "HEAD")
+        assert result.returncode != 0
+        assert "should be suffixed with \"_UNSPECIFIED\"" in result.stdout + result.stderr
+    finally:
+        (bad / "probe.proto").unlink()
+        bad.rmdir()
+        bad.parent.rmdir()
