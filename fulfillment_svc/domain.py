@@ -176,3 +176,20 @@ def order_status_changed(f: Fulfillment) -> events_pb2.OrderStatusChanged:
     )
     event.change_time.CopyFrom(f.update_time)
     return event
+
+
+def published_changes(f: Fulfillment) -> list[events_pb2.OrderStatusChanged]:
+    """Every OrderStatusChanged this fulfillment has emitted, rebuilt from its history.
+
+    Each transition appends one entry and adds one to the version, so entry i was
+    version i + 1; only the statuses fulfillment owns were published.
+    """
+    changes = []
+    for i, entry in enumerate(f.status_events):
+        if entry.status in (PROCESSING, SHIPPED, IN_TRANSIT, RECEIVED):
+            event = events_pb2.OrderStatusChanged(
+                order_id=f.order_id, version=i + 1, status=entry.status, note=entry.note
+            )
+            event.change_time.CopyFrom(entry.time)
+            changes.append(event)
+    return changes

@@ -12,7 +12,7 @@ from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
 from fulfillment_svc.repository import FulfillmentRepository
 from svckit import paging
-from svckit.consumer import Outcome
+from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope, PoisonEvent
 from svckit.errors import Aborted, AlreadyExists, NotFound
 from svckit.outbox import OutboxRelay, outbox_entry
@@ -127,3 +127,15 @@ class FulfillmentHandlers:
             # A shipping step won the race; the consumer retries against the new state.
             raise Aborted(f"fulfillment {event.order_id} changed concurrently")
         return Outcome.APPLIED
+
+    def event_handlers(self) -> dict[str, EventHandler]:
+        return {
+            domain.FulfillmentRequested.DESCRIPTOR.full_name: self.apply_fulfillment_requested,
+            domain.FulfillmentCancelled.DESCRIPTOR.full_name: self.apply_fulfillment_cancelled,
+        }
+
+    async def forget(self, topic: str) -> int:
+        """Fulfillment is the system of record for shipping: nothing here is only derived."""
+        raise ValueError(
+            "fulfillment owns its state; replay orders.order.fulfill without --rebuild"
+        )

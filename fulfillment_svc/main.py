@@ -26,13 +26,7 @@ def build(settings: Settings) -> ServiceApp:
         FulfillmentServicer(handlers),
         SERVICE,
     )
-    app.consume(
-        [CONSUMES],
-        {
-            FULFILLMENT_REQUESTED: handlers.apply_fulfillment_requested,
-            FULFILLMENT_CANCELLED: handlers.apply_fulfillment_cancelled,
-        },
-    )
+    app.consume([CONSUMES], handlers.event_handlers())
     return app
 
 

@@ -182,15 +182,31 @@ def applied_status(
     return result
 
 
+FULFILLMENT_OWNED = {
+    Status.ORDER_STATUS_PROCESSING,
+    Status.ORDER_STATUS_SHIPPED,
+    Status.ORDER_STATUS_IN_TRANSIT,
+    Status.ORDER_STATUS_RECEIVED,
+}
+
+
+def without_fulfillment_history(order: Order, now: datetime) -> Order:
+    """The order as orders alone made it: fulfillment's entries removed (for a rebuild)."""
+    result = Order()
+    result.CopyFrom(order)
+    kept = [e for e in result.status_events if e.status not in FULFILLMENT_OWNED]
+    del result.status_events[:]
+    result.status_events.extend(kept)
+    result.status = kept[-1].status if kept else Status.ORDER_STATUS_UNSPECIFIED
+    result.version += 1
+    result.update_time.FromDatetime(now)
+    return result
+
+
 def check_status_event(event: fulfillment_events.OrderStatusChanged) -> None:
     if not event.order_id or event.version <= 0:
         raise PoisonEvent("OrderStatusChanged needs order_id and a positive version")
-    if event.status not in (
-        Status.ORDER_STATUS_PROCESSING,
-        Status.ORDER_STATUS_SHIPPED,
-        Status.ORDER_STATUS_IN_TRANSIT,
-        Status.ORDER_STATUS_RECEIVED,
-    ):
+    if event.status not in FULFILLMENT_OWNED:
         raise PoisonEvent(f"fulfillment cannot set status {event.status}")
 
 

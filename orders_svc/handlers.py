@@ -13,7 +13,7 @@ from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
 from svckit import paging
-from svckit.consumer import EventHandler, Outcome
+from svckit.consumer import BatchHandler, EventHandler, Outcome
 from svckit.envelope import Envelope
 from svckit.errors import Aborted, FailedPrecondition, NotFound, Violations
 from svckit.ids import check_client_id, new_id
@@ -143,6 +143,21 @@ class OrdersHandlers:
         domain.check_customer_event(event)
         return await self.customers.apply_deleted(event.customer_id, event.version)
 
+    async def apply_customer_events(self, envelopes: list[Envelope]) -> list[Outcome]:
+        """A run of CustomerChanged / CustomerDeleted as one batch: same outcomes as applying
+        them one by one (the consumer falls back to that if this raises)."""
+        changes = []
+        for envelope in envelopes:
+            event = envelope.message
+            domain.check_customer_event(event)  # type: ignore[arg-type]
+            if isinstance(event, accounts_events.CustomerChanged):
+                update = self.customers.changed_update(domain.customer_copy(event))
+            else:
+                assert isinstance(event, accounts_events.CustomerDeleted)
+                update = self.customers.deleted_update(event.version)
+            changes.append((event.customer_id, event.version, update))
+        return await self.customers.apply_batch(changes)
+
     async def apply_order_status_changed(self, envelope: Envelope) -> Outcome:
         """Append the change to the order's history once, whatever the redeliveries."""
         event = envelope.message
@@ -162,6 +177,21 @@ class OrdersHandlers:
             ):
                 return Outcome.APPLIED
             # An RPC changed the order meanwhile; re-read and apply on top.
+
+    async def forget(self, topic: str) -> int:
+        """Drop what orders derived from `topic`, so a replay rebuilds it from scratch."""
+        if topic == "accounts.customer.change":
+            return await self.customers.clear()
+        if topic == "fulfillment.order.change":
+            return await self.orders.strip_fulfillment_history(self.clock())
+        raise ValueError(f"orders does not consume {topic}")
+
+    def batch_handlers(self) -> dict[str, BatchHandler]:
+        """Customer events share one version sequence, so one handler takes runs of both."""
+        return {
+            accounts_events.CustomerChanged.DESCRIPTOR.full_name: self.apply_customer_events,
+            accounts_events.CustomerDeleted.DESCRIPTOR.full_name: self.apply_customer_events,
+        }
 
     def event_handlers(self) -> dict[str, EventHandler]:
         return {

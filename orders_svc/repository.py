@@ -3,14 +3,17 @@ and customers' copies in `customers`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from google.protobuf import json_format
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from orders_svc import domain
 from storefront.orders.v1 import orders_pb2
+from svckit import doclocks, guards
 from svckit.consumer import Outcome
 from svckit.outbox import OUTBOX
 from svckit.store import AggregateStore
@@ -38,6 +41,22 @@ class OrderRepository(AggregateStore[Order]):
     async def save_applied(self, order: Order, expected_version: int, applied: list[int]) -> bool:
         return await self.update(order, expected_version, [], extra={APPLIED: applied})
 
+    async def strip_fulfillment_history(self, now: Any) -> int:
+        """Remove what fulfillment's events added to every order, before a rebuild."""
+        stripped = 0
+        async for doc in self.collection.find({APPLIED: {"$exists": True}}, {OUTBOX: 0}):
+            while True:
+                found = await self.get_with_applied(doc["_id"])
+                if found is None or not found[1]:
+                    break
+                order = found[0]
+                if await self.save_applied(
+                    domain.without_fulfillment_history(order, now), order.version, []
+                ):
+                    stripped += 1
+                    break
+        return stripped
+
     async def of_customer(self, customer_id: str, limit: int) -> list[Order]:
         orders, _ = await self.page({"customer_id": customer_id}, after=None, limit=limit)
         return orders
@@ -48,9 +67,10 @@ class CustomerCopies:
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db["customers"]
+        self._locks = doclocks.for_collection(self.collection)
 
     async def get(self, customer_id: str) -> CustomerCopy | None:
-        doc = await self.collection.find_one({"_id": customer_id, "deleted": {"$ne": True}})
+        doc = await guards.find_by_id(self.collection, customer_id, {"deleted": {"$ne": True}})
         if doc is None:
             return None
         data = {k: doc[k] for k in ("name", "contact", "addresses") if k in doc}
@@ -60,32 +80,118 @@ class CustomerCopies:
         return copy
 
     async def _upsert_if_newer(self, customer_id: str, version: int, update: Document) -> Outcome:
+        async with self._locks.hold(customer_id):
+            return await self._upsert_if_newer_locked(customer_id, version, update)
+
+    async def _upsert_if_newer_locked(
+        self, customer_id: str, version: int, update: Document
+    ) -> Outcome:
         try:
-            await self.collection.update_one(
-                {"_id": customer_id, "version": {"$lt": version}}, update, upsert=True
+            await guards.update_one_if(
+                self.collection, customer_id, {"version": {"$lt": version}}, update, upsert=True
             )
             return Outcome.APPLIED
         except DuplicateKeyError:
             # The copy exists at this version or a newer one: the upsert's insert collided.
             stored = await self.collection.find_one({"_id": customer_id}, {"version": 1})
             held = stored["version"] if stored else 0
-            return Outcome.DUPLICATE if held == version else Outcome.STALE
+            if held != version:
+                return Outcome.STALE
+            # Same version: normally an identical redelivery. If the copy was damaged, the
+            # owner's republished state (storefront check --repair) overwrites it.
+            same = {"_id": customer_id}  # under the lock, FerretDB: version already checked
+            if not await guards.is_ferretdb(self.collection):
+                same["version"] = version
+            result = await self.collection.update_one(same, update)
+            return Outcome.APPLIED if result.modified_count else Outcome.DUPLICATE
 
-    async def apply_changed(self, copy: CustomerCopy) -> Outcome:
+    @staticmethod
+    def changed_update(copy: CustomerCopy) -> Document:
         fields = json_format.MessageToDict(copy, preserving_proto_field_name=True)
         data = {k: fields[k] for k in ("name", "contact", "addresses") if k in fields}
         update: Document = {"$set": {**data, "version": copy.customer_version, "deleted": False}}
         missing = {k: "" for k in ("name", "contact", "addresses") if k not in data}
         if missing:
             update["$unset"] = missing
-        return await self._upsert_if_newer(copy.customer_id, copy.customer_version, update)
+        return update
 
-    async def apply_deleted(self, customer_id: str, version: int) -> Outcome:
-        update = {
+    @staticmethod
+    def deleted_update(version: int) -> Document:
+        return {
             "$set": {"version": version, "deleted": True},
             "$unset": {"name": "", "contact": "", "addresses": ""},
         }
-        return await self._upsert_if_newer(customer_id, version, update)
 
-    async def all_ids(self) -> list[str]:
-        return [d["_id"] async for d in self.collection.find({}, {"_id": 1})]
+    async def apply_changed(self, copy: CustomerCopy) -> Outcome:
+        update = self.changed_update(copy)
+        return await self._upsert_if_newer(copy.customer_id, copy.customer_version, update)
+
+    async def apply_deleted(self, customer_id: str, version: int) -> Outcome:
+        return await self._upsert_if_newer(customer_id, version, self.deleted_update(version))
+
+    async def apply_batch(self, changes: list[tuple[str, int, Document]]) -> list[Outcome]:
+        """Apply (customer id, version, update) changes in order, with the outcomes applying
+        them one by one would give, in one read of the stored versions and one bulk write:
+        per customer only the newest version in the batch is written. A change at exactly the
+        stored version takes the one-by-one path (it may be a repair)."""
+        ids = list(dict.fromkeys(cid for cid, _, _ in changes))
+        outcomes: list[Outcome | None] = []
+        redo: list[int] = []
+        async with self._locks.hold(*ids):
+            stored = await self._versions(ids)
+            held = dict(stored)
+            newest: dict[str, tuple[int, Document]] = {}
+            for i, (cid, version, update) in enumerate(changes):
+                have = held.get(cid, 0)
+                if version > have:
+                    held[cid] = version
+                    newest[cid] = (version, update)
+                    outcomes.append(Outcome.APPLIED)
+                elif version == have and cid not in newest:
+                    outcomes.append(None)
+                    redo.append(i)
+                else:
+                    outcomes.append(Outcome.DUPLICATE if version == have else Outcome.STALE)
+            lost = await self._bulk_upsert(newest)
+        for i, (cid, _, _) in enumerate(changes):
+            if cid in lost and outcomes[i] is Outcome.APPLIED:
+                outcomes[i] = Outcome.STALE  # another writer stored a newer version meanwhile
+        for i in redo:
+            outcomes[i] = await self._upsert_if_newer(*changes[i])
+        return [o or Outcome.DUPLICATE for o in outcomes]
+
+    async def _versions(self, ids: list[str]) -> dict[str, int]:
+        if await guards.is_ferretdb(self.collection):
+            found = await asyncio.gather(
+                *(self.collection.find_one({"_id": i}, {"version": 1}) for i in ids)
+            )
+        else:
+            found = [d async for d in self.collection.find({"_id": {"$in": ids}}, {"version": 1})]
+        return {d["_id"]: int(d.get("version", 0)) for d in found if d}
+
+    async def _bulk_upsert(self, newest: dict[str, tuple[int, Document]]) -> set[str]:
+        """Write each newest change, guarded by version; the ids whose guard failed."""
+        if not newest:
+            return set()
+        ferretdb = await guards.is_ferretdb(self.collection)
+        keys = list(newest)
+        ops = [
+            UpdateOne(
+                {"_id": cid} if ferretdb else {"_id": cid, "version": {"$lt": newest[cid][0]}},
+                newest[cid][1],
+                upsert=True,
+            )
+            for cid in keys
+        ]
+        try:
+            await guards.bulk_write(self.collection, ops)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            return {keys[e["index"]] for e in errors}
+        return set()
+
+    async def clear(self) -> int:
+        """Forget every copy, before a rebuild from accounts.customer.change."""
+        return (await self.collection.delete_many({})).deleted_count

@@ -131,8 +131,7 @@ def _reap(pid: int) -> None:
     """Collect the exit status of our own dead child so it does not linger as a zombie."""
     popen = _CHILDREN.get(pid)
     if popen is not None:
-        if popen.poll() is not None:
-            _CHILDREN.pop(pid, None)
+        popen.poll()  # kept in _CHILDREN so a failed start can report the exit status
         return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -255,7 +254,9 @@ class Supervisor:
         if _starttime(rec.pid) != rec.starttime:
             return False
         cmd = _cmdline(rec.pid)
-        return cmd is not None and cmdline_matches(cmd, rec.argv)
+        # Right after exec the kernel may show an empty cmdline for a moment; the matching
+        # start time already proves it is the process we started.
+        return cmd is not None and (not cmd or cmdline_matches(cmd, rec.argv))
 
     def pid(self, name: str) -> int | None:
         """The pid of ``name`` if it is running (and verifiably ours), else None."""
@@ -394,9 +395,12 @@ class Supervisor:
         deadline = t0 + timeout
         while True:
             if not self.is_running(name):
+                rec = self.record(name)
+                popen = _CHILDREN.get(rec.pid) if rec and rec.pid else None
+                code = popen.poll() if popen is not None else None
                 raise ProcessError(
-                    f"{name} exited during startup; last lines of {self.log_path(name)}:\n"
-                    f"{self.tail(name)}"
+                    f"{name} exited during startup (exit status {code}); last lines of "
+                    f"{self.log_path(name)}:\n{self.tail(name)}"
                 )
             if check():
                 return time.monotonic() - t0

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from stack import tools
+from stack import prometheus, tools
 from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
-from storefront_cli import system
+from storefront_cli import consistency, ops, system
 from storefront_cli.clients import Clients
 from storefront_cli.demo import run_demo
 
@@ -35,10 +35,15 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
         f"   (admin http://127.0.0.1:{ports.envoy_admin})",
         f"  {'kafka':16} {stack.kafka_bootstrap}",
         f"  {'mongodb':16} {stack.mongodb_uri}",
+    ]
+    if stack.supervisor.is_running(prometheus.PROMETHEUS):
+        lines.append(f"  {'prometheus':16} http://127.0.0.1:{prometheus.DEFAULT_PORT}")
+    lines += [
         "",
         "Try:",
         f"  curl -s http://127.0.0.1:{ports.envoy}/v1/customers",
         f"  .tools/bin/grpcurl -plaintext 127.0.0.1:{ports.accounts} list",
+        "  uv run storefront status    # health, lag, outbox and DLQ at a glance",
         f"  logs: {stack.run_dir / 'logs'}",
         "",
         "Ctrl-C stops everything.",
@@ -63,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"[run] FAILED: {exc}")
         stack.stop()
         return 1
+    _start_prometheus(stack, ports)
     say(f"[run] system up in {time.monotonic() - t0:.1f}s")
     if not args.no_demo:
         asyncio.run(_demo(ports))
@@ -84,6 +90,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     stopped = stack.stop()
     say(f"[run] stopped {', '.join(stopped) if stopped else 'nothing'}")
     return 0
+
+
+def _start_prometheus(stack: EmbeddedStack, ports: system.SystemPorts) -> None:
+    """Metrics are a convenience locally: without Prometheus the system still runs."""
+    url = f"http://127.0.0.1:{prometheus.DEFAULT_PORT}"
+    if not stack.supervisor.is_running(prometheus.PROMETHEUS):
+        say("[run] starting prometheus ...")
+        try:
+            url = prometheus.start_prometheus(stack, ports, log=say)
+        except (ProcessError, TimeoutError, tools.ToolError) as exc:
+            say(f"[run] prometheus not started (the rest runs on): {exc}")
+            return
+    say(f"[run] prometheus {url}  (dashboard: docs/grafana/storefront-dashboard.json)")
 
 
 async def _demo(ports: system.SystemPorts) -> None:
@@ -109,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="run the sample-data demo against a running system")
     demo.set_defaults(func=cmd_demo)
+    consistency.register(sub)
+    ops.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -14,17 +14,20 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from svckit import logs, metrics
-from svckit.consumer import EventConsumer, EventHandler
+import storefront
+from svckit import logs, metrics, tracing
+from svckit.consumer import BatchHandler, EventConsumer, EventHandler
 from svckit.interceptors import ServerInterceptor
 from svckit.kafka import EventProducer
 from svckit.outbox import OutboxRelay
@@ -37,6 +40,30 @@ Document = dict[str, Any]
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
     return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+
+
+def reflection_pool() -> descriptor_pool.DescriptorPool | None:
+    """Descriptors for reflection from gen/storefront.binpb, which keeps json_name.
+
+    Python's generated descriptors drop json_name, so grpcurl would print proto
+    field names; from the descriptor set it prints lowerCamelCase, like Envoy.
+    """
+    package = Path(next(iter(storefront.__path__)))
+    # In the repo it sits beside gen/storefront/; the wheel ships it inside the package.
+    path = next(
+        (
+            p
+            for p in (package.parent / "storefront.binpb", package / "descriptor.binpb")
+            if p.exists()
+        ),
+        None,
+    )
+    if path is None:
+        return None
+    pool = descriptor_pool.DescriptorPool()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes()).file:
+        pool.Add(file)
+    return pool
 
 
 class ServiceApp:
@@ -53,6 +80,8 @@ class ServiceApp:
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._kafka_task: asyncio.Task[None] | None = None
+        self._started_consumers: list[EventConsumer] = []
         self._health_names: list[str] = [""]
 
     def add_service(
@@ -65,7 +94,12 @@ class ServiceApp:
         self._relays.append(relay)
         return relay
 
-    def consume(self, topics: list[str], handlers: Mapping[str, EventHandler]) -> EventConsumer:
+    def consume(
+        self,
+        topics: list[str],
+        handlers: Mapping[str, EventHandler],
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
+    ) -> EventConsumer:
         consumer = EventConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=self.settings.consumer_group,
@@ -73,6 +107,7 @@ class ServiceApp:
             handlers=handlers,
             producer=self.producer,
             service=self.settings.service_name,
+            batch_handlers=batch_handlers,
         )
         self._consumers.append(consumer)
         return consumer
@@ -85,25 +120,21 @@ class ServiceApp:
         s = self.settings
         for hook in self._on_start:
             await hook()
-        await self.producer.start()
-        if s.outbox_relay_enabled:
-            for relay in self._relays:
-                await relay.start()
-        for consumer in self._consumers:
-            await consumer.start()
+        for relay in self._relays:
+            await relay.ensure_index()
         options = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
             ("grpc.so_reuseport", 1),
         ]
-        server = grpc.aio.server(interceptors=[ServerInterceptor()], options=options)
+        server = grpc.aio.server(interceptors=[ServerInterceptor(s.service_name)], options=options)
         names = []
         for adder, servicer, name in self._services:
             adder(servicer, server)
             names.append(name)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server, pool=reflection_pool()
         )
         self.bound_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await server.start()
@@ -111,7 +142,31 @@ class ServiceApp:
         self._health_names = ["", *names]
         await self._update_health()
         self._health_task = asyncio.create_task(self._watch_health())
+        self._kafka_task = asyncio.create_task(self._start_kafka_side())
         log.info("%s serving gRPC on %s:%s", s.service_name, s.grpc_host, self.bound_port)
+
+    async def _start_kafka_side(self) -> None:
+        """Producer, relays and consumers, once Kafka answers, however long that takes.
+
+        The service serves RPCs meanwhile: writes land in the outbox and are published
+        when the broker is back; health stays NOT_SERVING until then.
+        """
+        try:
+            await self.producer.start(timeout=None)
+            log.info("kafka producer connected")
+            if self.settings.outbox_relay_enabled:
+                for relay in self._relays:
+                    await relay.start()
+            for consumer in self._consumers:
+                await consumer.start(timeout=None)
+                self._started_consumers.append(consumer)
+            log.info("relays and consumers started")
+            await self._update_health()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("starting the Kafka side failed; exiting so the supervisor restarts us")
+            signal.raise_signal(signal.SIGTERM)
 
     async def _ready(self) -> bool:
         try:
@@ -135,7 +190,10 @@ class ServiceApp:
     async def _watch_health(self) -> None:
         while True:
             await asyncio.sleep(5.0)
-            await self._update_health()
+            try:
+                await self._update_health()
+            except Exception:  # noqa: BLE001 - a failed probe must not end the watch
+                log.exception("health update failed")
 
     async def stop(self) -> None:
         s = self.settings
@@ -145,7 +203,9 @@ class ServiceApp:
             await self.server.stop(s.shutdown_grace_seconds)
         if self._health_task:
             self._health_task.cancel()
-        for consumer in self._consumers:
+        if self._kafka_task and not self._kafka_task.done():
+            self._kafka_task.cancel()
+        for consumer in self._started_consumers:
             await consumer.stop()
         for relay in self._relays:
             await relay.stop()
@@ -156,7 +216,8 @@ class ServiceApp:
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
         logs.configure(self.settings.service_name, self.settings.log_level)
-        metrics.serve(self.settings.metrics_port)
+        tracing.configure(self.settings.service_name, self.settings.otel_endpoint)
+        metrics.serve(self.settings.metrics_port, self.settings.grpc_host)  # listen where gRPC does
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -164,6 +225,7 @@ class ServiceApp:
         await self.start()
         await stop.wait()
         await self.stop()
+        tracing.shutdown()  # flush the last spans to the collector
 
 
 def run_service(build: Callable[[Settings], ServiceApp], settings: Settings) -> None:

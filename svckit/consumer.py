@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-from svckit import metrics
+from svckit import logs, metrics, tracing
 from svckit.envelope import Envelope, PoisonEvent, decode, format_time
 from svckit.kafka import EventProducer
 
@@ -34,6 +37,9 @@ class Outcome(enum.Enum):
 
 
 EventHandler = Callable[[Envelope], Awaitable[Outcome]]
+# Applies consecutive events of one partition at once (e.g. one bulk write) and returns one
+# outcome per event, in order, exactly as applying them one by one would have.
+BatchHandler = Callable[[list[Envelope]], Awaitable[list[Outcome]]]
 
 
 def dlq_topic(topic: str) -> str:
@@ -73,9 +79,11 @@ class EventConsumer:
         max_attempts: int = 5,
         backoff_base: float = 0.1,
         backoff_max: float = 2.0,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> None:
         self._topics = topics
         self._handlers = dict(handlers)
+        self._batch_handlers = dict(batch_handlers or {})
         self._producer = producer
         self._service = service
         self._group = group_id
@@ -96,16 +104,17 @@ class EventConsumer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._positions: dict[TopicPartition, int] = {}
+        self._lag_reported: set[TopicPartition] = set()
 
-    async def start(self, *, timeout: float = 60.0) -> None:
+    async def start(self, *, timeout: float | None = 60.0) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
             try:
                 await self._consumer.start()
                 break
             except Exception as exc:  # noqa: BLE001 - broker may still be starting
-                if loop.time() > deadline:
+                if deadline is not None and loop.time() > deadline:
                     raise
                 log.warning("consumer %s cannot reach kafka yet: %s", self._group, exc)
                 await asyncio.sleep(1.0)
@@ -123,18 +132,104 @@ class EventConsumer:
             try:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
                 for tp, records in batches.items():
-                    for record in records:
-                        await self._process(record)
+                    await self._process_records(records)
                     await self._consumer.commit({tp: records[-1].offset + 1})
                     self._positions[tp] = records[-1].offset + 1
-                self._report_lag()
+                await self._report_lag()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep consuming; uncommitted records come again
                 log.exception("consumer %s batch failed; will re-read", self._group)
                 await asyncio.sleep(1.0)
 
+    async def _process_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Apply one partition's poll batch in order: runs of consecutive events whose types
+        share a batch handler go to it in one call; everything else goes one by one."""
+        if not self._batch_handlers:
+            for record in records:
+                await self._process(record)
+            return
+        run: list[tuple[ConsumerRecord[bytes, bytes], Envelope]] = []
+        run_handler: BatchHandler | None = None
+        for record in records:
+            handler = None
+            try:
+                envelope = decode(
+                    record.value, record.headers, key=record.key, accepted_types=self._handlers
+                )
+                handler = self._batch_handlers.get(envelope.type)
+            except PoisonEvent:
+                pass  # _process dead-letters it, in its place in the order
+            if run and handler != run_handler:
+                await self._apply_run(run_handler, run)  # type: ignore[arg-type]
+                run = []
+            if handler is None:
+                await self._process(record)
+            else:
+                run.append((record, envelope))
+                run_handler = handler
+        if run:
+            await self._apply_run(run_handler, run)  # type: ignore[arg-type]
+
+    async def _apply_run(
+        self, handler: BatchHandler, run: list[tuple[ConsumerRecord[bytes, bytes], Envelope]]
+    ) -> None:
+        """One batch-handler call; if it fails, the one-by-one path (retries, DLQ) takes over,
+        which is safe because handlers are idempotent."""
+        topic = run[0][0].topic
+        started_ns = time.time_ns()
+        with tracing.tracer().start_as_current_span(
+            f"process {topic}",
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": topic,
+                "messaging.batch.message_count": len(run),
+                "messaging.consumer.group.name": self._group,
+                tracing.SERVICE_ATTRIBUTE: self._service,
+            },
+        ) as batch_span:
+            try:
+                outcomes = await handler([envelope for _, envelope in run])
+                if len(outcomes) != len(run):
+                    raise RuntimeError(f"{len(outcomes)} outcomes for {len(run)} events")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one by one below
+                log.warning("batch of %d events failed (%s); applying one by one", len(run), exc)
+                for record, _ in run:
+                    await self._process(record)
+                return
+        now = datetime.now(UTC)
+        ended_ns = time.time_ns()
+        for (record, envelope), outcome in zip(run, outcomes, strict=True):
+            metrics.EVENTS_CONSUMED.labels(
+                self._service, record.topic, envelope.type, outcome.value
+            ).inc()
+            tracing.event_span(
+                f"process {record.topic}",
+                envelope.traceparent,
+                {**self._span_attributes(record, envelope), "storefront.outcome": outcome.value},
+                start_ns=started_ns,
+                end_ns=ended_ns,
+                batch=batch_span.get_span_context(),
+            )
+            if outcome is Outcome.APPLIED:
+                metrics.PROPAGATION_SECONDS.labels(
+                    self._service, record.topic, envelope.type
+                ).observe(max(0.0, (now - envelope.time).total_seconds()))
+
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Decode and apply one record with its event id in every log line it causes."""
+        ce_id = next((v for k, v in record.headers or () if k == "ce_id"), b"")
+        token = logs.current_event.set(ce_id.decode(errors="replace") if ce_id else "")
+        try:
+            await self._decode_and_apply(record)
+        finally:
+            logs.current_event.reset(token)
+
+    async def _decode_and_apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
             envelope = decode(
                 record.value, record.headers, key=record.key, accepted_types=self._handlers
@@ -142,6 +237,33 @@ class EventConsumer:
         except PoisonEvent as exc:
             await self._dead_letter(record, str(exc), attempts=1, type_name="")
             return
+        # A child of the span that committed the event, so RPC -> event -> apply is one trace.
+        with tracing.tracer().start_as_current_span(
+            f"process {record.topic}",
+            context=tracing.parent_context(envelope.traceparent),
+            kind=SpanKind.CONSUMER,
+            attributes=self._span_attributes(record, envelope),
+        ):
+            await self._apply(record, envelope)
+
+    def _span_attributes(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope
+    ) -> dict[str, str | int]:
+        """OpenTelemetry messaging attributes of one event's CONSUMER span."""
+        return {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "messaging.kafka.message.key": envelope.key,
+            "messaging.message.id": envelope.id,
+            "messaging.consumer.group.name": self._group,
+            "cloudevents.event_type": envelope.type,
+            tracing.SERVICE_ATTRIBUTE: self._service,
+        }
+
+    async def _apply(self, record: ConsumerRecord[bytes, bytes], envelope: Envelope) -> None:
         handler = self._handlers[envelope.type]
         attempt = 0
         while True:
@@ -169,6 +291,7 @@ class EventConsumer:
         metrics.EVENTS_CONSUMED.labels(
             self._service, record.topic, envelope.type, outcome.value
         ).inc()
+        trace.get_current_span().set_attribute("storefront.outcome", outcome.value)
         if outcome is Outcome.APPLIED:
             delay_s = (datetime.now(UTC) - envelope.time).total_seconds()
             metrics.PROPAGATION_SECONDS.labels(self._service, record.topic, envelope.type).observe(
@@ -196,15 +319,28 @@ class EventConsumer:
         metrics.EVENTS_CONSUMED.labels(
             self._service, record.topic, type_name or "unknown", Outcome.DEAD_LETTERED.value
         ).inc()
+        trace.get_current_span().set_attribute("storefront.outcome", Outcome.DEAD_LETTERED.value)
 
-    def _report_lag(self) -> None:
-        for tp in self._consumer.assignment():
+    async def _report_lag(self) -> None:
+        """Lag of every partition this member owns, idle ones included; forget revoked ones
+        so another member's partitions are not reported twice with a stale value."""
+        assigned = self._consumer.assignment()
+        for tp in self._lag_reported - assigned:
+            metrics.CONSUMER_LAG.remove(self._service, tp.topic, str(tp.partition))
+        self._lag_reported &= assigned
+        for tp in assigned:
             highwater = self._consumer.highwater(tp)
-            position = self._positions.get(tp)
+            try:
+                # Known without I/O once fetching started; equals the committed offset here,
+                # because a batch is fully processed before the next getmany.
+                position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
+            except Exception:  # noqa: BLE001 - revoked meanwhile or not fetched yet
+                position = self._positions.get(tp)
             if highwater is not None and position is not None:
                 metrics.CONSUMER_LAG.labels(self._service, tp.topic, str(tp.partition)).set(
                     max(0, highwater - position)
                 )
+                self._lag_reported.add(tp)
 
     @property
     def assignment(self) -> set[TopicPartition]:

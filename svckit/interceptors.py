@@ -1,4 +1,9 @@
-"""The server interceptor: domain errors to gRPC status, metrics, log context."""
+"""The server interceptor: domain errors to gRPC status, metrics, a trace span, log context.
+
+Every unary RPC passes through here once, so each service gets the same status
+mapping, the go-grpc-prometheus metrics and an OpenTelemetry SERVER span (whose
+trace id the JSON logs and the events the RPC commits carry) without writing any.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,25 @@ from typing import Any
 
 import grpc
 from grpc_status import rpc_status
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from svckit import logs, metrics
+from svckit import logs, metrics, tracing
 from svckit.errors import DomainError
 
 log = logging.getLogger(__name__)
+
+# The codes OpenTelemetry's RPC conventions count as a server-side failure; the
+# rest (NOT_FOUND, INVALID_ARGUMENT, ...) are the caller's problem, not ours.
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -22,6 +41,11 @@ def _split(method: str) -> tuple[str, str]:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """`service` labels the metrics and spans: several services may share one process."""
+
+    def __init__(self, service: str = "") -> None:
+        self._service = service
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -30,31 +54,52 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # streaming RPCs (health watch, reflection) pass through
-        service, method = _split(handler_call_details.method)
+        grpc_service, method = _split(handler_call_details.method)
         inner = handler.unary_unary
+        labels = (self._service, "unary", grpc_service, method)
+        attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": grpc_service,
+            "rpc.method": method,
+            tracing.SERVICE_ATTRIBUTE: self._service,
+        }
+        parent = tracing.context_from_metadata(handler_call_details.invocation_metadata)
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            labels = ("unary", service, method)
             metrics.GRPC_STARTED.labels(*labels).inc()
-            token = logs.current_rpc.set(f"{service}/{method}")
+            token = logs.current_rpc.set(f"{grpc_service}/{method}")
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            try:
-                return await inner(request, context)
-            except DomainError as exc:
-                code = exc.code
-                await context.abort_with_status(rpc_status.to_status(exc.to_status()))
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unhandled error")
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            finally:
-                metrics.GRPC_HANDLED.labels(*labels, code.name).inc()
-                metrics.GRPC_HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
-                logs.current_rpc.reset(token)
+            with tracing.tracer().start_as_current_span(
+                f"{grpc_service}/{method}",
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    return await inner(request, context)
+                except DomainError as exc:
+                    code = exc.code
+                    await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                    raise
+                except Exception as exc:
+                    code = grpc.StatusCode.INTERNAL
+                    span.record_exception(exc)
+                    log.exception("unhandled error")
+                    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                finally:
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code in SERVER_ERRORS:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+                    metrics.GRPC_HANDLED.labels(*labels, code.name).inc()
+                    metrics.GRPC_HANDLING_SECONDS.labels(*labels).observe(
+                        time.perf_counter() - started
+                    )
+                    logs.current_rpc.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,

@@ -29,17 +29,17 @@ class EventProducer:
         )
         self._started = False
 
-    async def start(self, *, timeout: float = 60.0) -> None:
-        """Connect, retrying while the broker comes up (it may start after us)."""
+    async def start(self, *, timeout: float | None = 60.0) -> None:
+        """Connect, retrying while the broker comes up (None: retry for ever)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
             try:
                 await self._producer.start()
                 self._started = True
                 return
             except Exception as exc:  # noqa: BLE001 - any connect failure is retried
-                if loop.time() > deadline:
+                if deadline is not None and loop.time() > deadline:
                     raise
                 log.warning("kafka not reachable yet: %s", exc)
                 await asyncio.sleep(1.0)
@@ -59,6 +59,8 @@ class EventProducer:
         await (await self.send(topic, key, value, headers))
 
     async def healthy(self) -> bool:
+        if not self._started:
+            return False
         try:
             await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 3.0)
             return True

@@ -1,14 +1,17 @@
 """Every Prometheus metric the services export, defined once.
 
 gRPC server metrics use the names and labels of go-grpc-prometheus, so
-existing dashboards and alerts work unchanged.
+existing dashboards and alerts work unchanged. Every metric also carries a
+`service` label: the registry is process-global, and tests (or a future
+combined process) may host several services in one process, so the scrape
+target alone cannot tell their series apart. docs/observability.md lists them.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+GRPC_LABELS = ("service", "grpc_type", "grpc_service", "grpc_method")
 
 GRPC_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS)
 GRPC_HANDLED = Counter(
@@ -54,7 +57,10 @@ PROPAGATION_SECONDS = Histogram(
 )
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on its own HTTP port (0 disables it)."""
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    """Expose /metrics on its own HTTP port (0 disables it).
+
+    A port apart from gRPC so Prometheus (or Istio's merged scrape) needs no gRPC.
+    """
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=addr.strip("[]"))  # gRPC writes IPv6 as [::]

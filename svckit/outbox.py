@@ -11,6 +11,7 @@ case is a duplicate that consumers ignore.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -21,7 +22,7 @@ from google.protobuf import message as pb_message
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from svckit import doclocks, metrics
+from svckit import doclocks, guards, metrics, tracing
 from svckit.envelope import encode
 from svckit.kafka import EventProducer
 
@@ -41,9 +42,15 @@ def outbox_entry(
     now: datetime | None = None,
     traceparent: str | None = None,
 ) -> Document:
-    """An event ready to send, encoded at commit time so a re-publish is byte-identical."""
+    """An event ready to send, encoded at commit time so a re-publish is byte-identical.
+
+    `traceparent` defaults to the active span (the RPC or event being handled), so the
+    consumers' spans join the trace that caused the event without handlers passing it.
+    """
     event_id = uuid.uuid4().hex
     created = now or datetime.now(UTC)
+    if traceparent is None:
+        traceparent = tracing.current_traceparent()
     value, headers = encode(
         message, source=source, key=key, event_id=event_id, time=created, traceparent=traceparent
     )
@@ -57,6 +64,14 @@ def outbox_entry(
         "headers": {name: raw.decode() for name, raw in headers},
         "created": created,
     }
+
+
+class NullNotifier:
+    """For tools that run handlers outside a service (replay, repair): the service's
+    own relay sweep publishes whatever they queue."""
+
+    def notify(self, aggregate_id: Any) -> None:
+        pass
 
 
 def pending_filter() -> Document:
@@ -93,8 +108,14 @@ class OutboxRelay:
         self._due.add(aggregate_id)
         self._wake.set()
 
+    async def ensure_index(self) -> None:
+        """The sweep's index. Called before the service takes traffic: FerretDB's
+        createIndexes can stall for minutes behind a stream of writes."""
+        existing = [dict(ix["key"]) async for ix in await self._collection.list_indexes()]
+        if not any(f"{OUTBOX}.id" in key for key in existing):
+            await self._collection.create_index(f"{OUTBOX}.id")
+
     async def start(self) -> None:
-        await self._collection.create_index(f"{OUTBOX}.id")
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._collection.name}")
 
     async def stop(self) -> None:
@@ -127,6 +148,9 @@ class OutboxRelay:
                     return  # the entries stay in MongoDB for the next start's sweep
                 self._due |= due
                 sweep_at = time.monotonic() + 1.0
+                # A broker outage is exactly when the backlog grows: keep the gauges live.
+                with contextlib.suppress(Exception):
+                    await self._report_backlog()
             if self._stopping and not self._due:
                 return
 
@@ -134,8 +158,12 @@ class OutboxRelay:
         projection = {OUTBOX: 1}
         docs: dict[Any, Document] = {}
         if due:
-            async for doc in self._collection.find({"_id": {"$in": list(due)}}, projection):
-                docs[doc["_id"]] = doc
+            # One find by _id each, not one $in: FerretDB v1 pushes down only {"_id": value}
+            # and scans the whole collection for anything else (see svckit/guards.py).
+            found = await asyncio.gather(
+                *(self._collection.find_one({"_id": i}, projection) for i in due)
+            )
+            docs.update((doc["_id"], doc) for doc in found if doc)
         if sweeping:
             cursor = self._collection.find(pending_filter(), projection).limit(self._batch_limit)
             async for doc in cursor:
@@ -166,7 +194,7 @@ class OutboxRelay:
             for entry in doc[OUTBOX]
         ]
         async with doclocks.for_collection(self._collection).hold(*(d["_id"] for d in docs)):
-            await self._collection.bulk_write(removals, ordered=False)
+            await guards.bulk_write(self._collection, removals)
 
     async def _report_backlog(self) -> None:
         pending = 0
@@ -181,4 +209,3 @@ class OutboxRelay:
         metrics.OUTBOX_PENDING.labels(self._service, self._collection.name).set(pending)
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         metrics.OUTBOX_OLDEST_AGE.labels(self._service, self._collection.name).set(age)
-

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from svckit import doclocks
+from svckit import doclocks, guards
 from svckit.documents import from_document, to_document
 from svckit.errors import AlreadyExists
 from svckit.outbox import OUTBOX
@@ -34,8 +34,7 @@ class AggregateStore(Generic[M]):
         return from_document(doc, self._cls, id_field=self._id_field)
 
     async def get(self, aggregate_id: str, *, extra_filter: Document | None = None) -> M | None:
-        query = {"_id": aggregate_id, **(extra_filter or {})}
-        doc = await self.collection.find_one(query, {OUTBOX: 0})
+        doc = await guards.find_by_id(self.collection, aggregate_id, extra_filter, {OUTBOX: 0})
         return self.load(doc) if doc else None
 
     async def page(
@@ -80,7 +79,18 @@ class AggregateStore(Generic[M]):
         if events:
             update["$push"] = {OUTBOX: {"$each": events}}
         async with self._locks.hold(aggregate_id):
-            result = await self.collection.update_one(
-                {"_id": aggregate_id, "version": expected_version}, update
+            return await guards.update_one_if(
+                self.collection, aggregate_id, {"version": expected_version}, update
             )
-        return result.matched_count == 1
+
+    async def republish(
+        self, aggregate_id: str, expected_version: int, events: list[Document]
+    ) -> bool:
+        """Queue events for an unchanged aggregate (repairs): outbox only, version kept."""
+        async with self._locks.hold(aggregate_id):
+            return await guards.update_one_if(
+                self.collection,
+                aggregate_id,
+                {"version": expected_version},
+                {"$push": {OUTBOX: {"$each": events}}},
+            )

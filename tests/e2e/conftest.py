@@ -3,13 +3,15 @@ as real processes (as `storefront run` starts them) and Envoy, on free ports."""
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from stack.embedded import EmbeddedStack
+from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
 from storefront_cli.clients import Clients
 
@@ -40,6 +42,21 @@ def running_system(stack: EmbeddedStack) -> Iterator[System]:
     yield System(stack, ports, prefix)
     for name in ("envoy", *system.SERVICES):
         stack.supervisor.stop(name)
+
+
+@pytest.fixture(scope="module")
+def isolated_system() -> Iterator[System]:
+    """A system on a stack of its own, for tests that compare whole databases with
+    whole topics (`storefront check`, replay): the shared stack's topics carry
+    other suites' events, which a fresh consumer group rightly applies."""
+    st = EmbeddedStack(Path(tempfile.mkdtemp(prefix="storefront-isolated-")), Ports.free(), log=lambda _: None)
+    ports = system.SystemPorts.free()
+    try:
+        st.start()
+        system.start_services(st, ports, db_prefix="iso_", log=lambda _: None)
+        yield System(st, ports, "iso_")
+    finally:
+        st.stop()
 
 
 @pytest.fixture

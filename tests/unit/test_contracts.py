@@ -34,7 +34,7 @@ def test_buf_lint_catches_a_bad_proto(tmp_path: Path) -> None:
         )
         result = run("tools/protolint.py", "--against", "HEAD")
         assert result.returncode != 0
-        assert "should be suffixed with \"_UNSPECIFIED\"" in result.stdout + result.stderr
+        assert 'should be suffixed with "_UNSPECIFIED"' in result.stdout + result.stderr
     finally:
         (bad / "probe.proto").unlink()
         bad.rmdir()

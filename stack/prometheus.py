@@ -1,0 +1,162 @@
+"""A local Prometheus scraping the three services and Envoy, under the stack's Supervisor.
+
+Why: `make run` should show the system's metrics the way production does, with no Docker.
+Prometheus comes from Debian (`apt-get install prometheus`, the binary /usr/bin/prometheus);
+the package's own service is never used (there is no systemd here, and it would scrape the
+wrong things), we run the binary with a config rendered from ``prometheus.yml.tmpl`` into the
+run dir::
+
+    <run_dir>/config/<name>.yml     the rendered config
+    <run_dir>/data/<name>/          its TSDB
+    <run_dir>/logs/<name>.log       its output (see stack.procs)
+
+Use::
+
+    ensure_installed()                                   # apt-get only if the binary is missing
+    url = start_prometheus(stack, ports)                 # http://127.0.0.1:9090
+    stack.supervisor.stop("prometheus")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from string import Template
+from typing import Protocol
+
+from stack.embedded import EmbeddedStack
+from stack.tools import ToolError
+
+PROMETHEUS = "prometheus"
+"""Default Supervisor name of the Prometheus process."""
+DEFAULT_PORT = 9090
+TEMPLATE = Path(__file__).resolve().parent / "prometheus.yml.tmpl"
+APT_PACKAGE = "prometheus"
+
+Log = Callable[[str], None]
+
+
+class ScrapePorts(Protocol):
+    """Where the targets listen (storefront_cli.system.SystemPorts fits)."""
+
+    @property
+    def envoy_admin(self) -> int: ...
+
+    def metrics(self, service: str) -> int: ...
+
+
+def binary() -> Path | None:
+    """The Prometheus binary: $STOREFRONT_PROMETHEUS, else `prometheus` on PATH (Debian's)."""
+    override = os.environ.get("STOREFRONT_PROMETHEUS")
+    if override:
+        return Path(override) if Path(override).exists() else None
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
+    return Path(found) if found else None
+
+
+def ensure_installed(log: Log = print) -> bool:
+    """Install Debian's prometheus package unless the binary is there; True if it installed.
+
+    Idempotent and cheap when installed, like `stack.tools.ensure`. Waits for another apt
+    run's dpkg lock instead of failing, and refreshes the package lists once if they are stale.
+    """
+    if binary() is not None:
+        return False
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        raise ToolError(
+            "prometheus is not installed and cannot be installed from here "
+            "(as root: apt-get install -y prometheus)"
+        )
+    log("[install] prometheus: apt-get install prometheus ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "-q", "--no-install-recommends"]
+    install += ["-o", "DPkg::Lock::Timeout=300", APT_PACKAGE]
+    result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        update = [apt, "update", "-q", "-o", "DPkg::Lock::Timeout=300"]
+        subprocess.run(update, env=env, capture_output=True, text=True, check=False)
+        result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or binary() is None:
+        out = (result.stdout + result.stderr).strip()[-2000:]
+        raise ToolError(f"apt-get install prometheus failed ({result.returncode}):\n{out}")
+    return True
+
+
+def render_config(
+    path: Path,
+    ports: ScrapePorts,
+    *,
+    prometheus_port: int = DEFAULT_PORT,
+    scrape_interval: str = "5s",
+    namespace: str = "storefront",
+) -> Path:
+    """Write the scrape config for these ports; `namespace` mirrors the Kubernetes label."""
+    text = Template(TEMPLATE.read_text()).substitute(
+        scrape_interval=scrape_interval,
+        scrape_timeout=scrape_interval,
+        namespace=namespace,
+        accounts_metrics=ports.metrics("accounts"),
+        orders_metrics=ports.metrics("orders"),
+        fulfillment_metrics=ports.metrics("fulfillment"),
+        envoy_admin=ports.envoy_admin,
+        prometheus=prometheus_port,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def http_ready(url: str) -> bool:
+    """True once `url` answers 200 (Prometheus' /-/ready is 503 while the TSDB loads)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_prometheus(
+    stack: EmbeddedStack,
+    ports: ScrapePorts,
+    *,
+    port: int = DEFAULT_PORT,
+    name: str = PROMETHEUS,
+    scrape_interval: str = "5s",
+    timeout: float = 60.0,
+    log: Log = print,
+) -> str:
+    """Start Prometheus under the stack's Supervisor (installing it if needed); its URL."""
+    ensure_installed(log)
+    exe = binary()
+    assert exe is not None
+    config = render_config(
+        stack.run_dir / "config" / f"{name}.yml",
+        ports,
+        prometheus_port=port,
+        scrape_interval=scrape_interval,
+    )
+    data = stack.run_dir / "data" / name
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(exe),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        "--storage.tsdb.retention.time=2d",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    stack.supervisor.start(name, argv, ready=port, timeout=timeout)
+    remaining = max(5.0, timeout - (time.monotonic() - started))
+    stack.supervisor.wait_ready(name, lambda: http_ready(f"{url}/-/ready"), remaining)
+    return url

@@ -1,0 +1,43 @@
+"""Where the running system is: environment first, then `.run/stack.env` written
+by `make up` / `storefront run`, then the embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack import tools
+
+RUN_DIR = tools.REPO_ROOT / ".run"
+SERVICES = ("accounts", "orders", "fulfillment")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka: str
+    mongodb: str
+    db_prefix: str = ""
+
+    def database(self, service: str) -> str:
+        return f"{self.db_prefix}{service}"
+
+
+def load(run_dir: Path = RUN_DIR, *, db_prefix: str | None = None) -> Endpoints:
+    values: dict[str, str] = {}
+    env_file = run_dir / "stack.env"
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                values[key.strip()] = value.strip()
+    values.update(
+        {k: v for k, v in os.environ.items() if k in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI")}
+    )
+    return Endpoints(
+        kafka=values.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        mongodb=values.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
+        db_prefix=db_prefix
+        if db_prefix is not None
+        else os.environ.get("STOREFRONT_DB_PREFIX", ""),
+    )

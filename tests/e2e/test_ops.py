@@ -1,0 +1,215 @@
+"""`storefront status` and `storefront watch` against the running system, run as an
+operator runs them (the CLI in a subprocess), plus the counting behind them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from stack.embedded import EmbeddedStack, free_ports
+from storefront.accounts.v1 import accounts_pb2, events_pb2
+from storefront_cli import endpoints, ops, system
+from storefront_cli.clients import Clients
+from storefront_cli.demo import PEOPLE, customer_draft
+from svckit.outbox import outbox_entry
+from tests.e2e.conftest import System
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT[\d:.]+Z  (?P<topic>[a-z.]+)  (?P<partition>\d+)@(?P<offset>\d+)  "
+    r"(?P<type>\w+|\?)  (?P<key>\S*)  (?P<summary>.*)$"
+)
+
+
+def location_flags(s: System) -> list[str]:
+    [nothing_there] = free_ports(1)  # no Prometheus: status must still pass
+    return [
+        "--kafka",
+        s.stack.kafka_bootstrap,
+        "--mongodb",
+        s.stack.mongodb_uri,
+        "--db-prefix",
+        s.db_prefix,
+        "--accounts-port",
+        str(s.ports.accounts),
+        "--orders-port",
+        str(s.ports.orders),
+        "--fulfillment-port",
+        str(s.ports.fulfillment),
+        "--envoy-admin-port",
+        str(s.ports.envoy_admin),
+        "--prometheus-port",
+        str(nothing_there),
+    ]
+
+
+async def cli(*args: str, timeout: float = 90.0) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "storefront_cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def where(s: System) -> ops.Where:
+    ep = endpoints.Endpoints(s.stack.kafka_bootstrap, s.stack.mongodb_uri, s.db_prefix)
+    return ops.Where(ep, s.ports, prometheus_port=free_ports(1)[0])
+
+
+async def test_status_shows_every_part_up_and_the_tables(running_system: System) -> None:
+    code, out, err = await cli("status", *location_flags(running_system))
+    assert code == 0, out + err
+    health = out.split("\n\n")[0].splitlines()
+    for part in ("kafka", "mongodb", "accounts_svc", "orders_svc", "fulfillment_svc", "envoy"):
+        [row] = [line for line in health if line.startswith(part + " ")]
+        assert " UP " in row, row
+    assert "down (optional)" in out  # the absent Prometheus is reported, not fatal
+    p = running_system.db_prefix
+    for group, topics in ops.CONSUMED_TOPICS.items():
+        for topic in topics:
+            rows = [line for line in out.splitlines() if line.startswith(f"{p}{group}-svc ")]
+            assert len([r for r in rows if f" {topic} " in r]) == 3  # one per partition
+    for title in ("Consumer lag (total", "Dead-letter queues (total", "Outbox backlog (total"):
+        assert title in out
+    for service, collection in ops.OUTBOX_COLLECTIONS.items():
+        assert re.search(rf"^{service} +{re.escape(collection)} +\d+ +\d+ ", out, re.M), out
+
+
+async def test_status_fails_when_a_service_is_down(running_system: System) -> None:
+    [dead] = free_ports(1)
+    flags = location_flags(running_system)
+    flags[flags.index("--orders-port") + 1] = str(dead)
+    code, out, _ = await cli("status", *flags, "--timeout", "1")
+    assert code == 1
+    [row] = [line for line in out.splitlines() if line.startswith("orders_svc ")]
+    assert " DOWN " in row and "UNAVAILABLE" in row
+
+
+async def test_consumer_lag_drains_to_zero_after_a_flow(
+    running_system: System, clients: Clients
+) -> None:
+    customer = await clients.accounts.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[2]))
+    )
+    assert customer.id
+    w = where(running_system)
+    groups = {w.group(s): topics for s, topics in ops.CONSUMED_TOPICS.items()}
+
+    async def drained() -> list[ops.Lag] | None:
+        async with ops.KafkaOffsets(w.ep.kafka, 10.0) as kafka:
+            rows = await ops.consumer_lag(kafka, groups)
+        return rows if rows and all(r.lag == 0 for r in rows) else None
+
+    rows = await eventually(drained, timeout=60, what="zero lag")
+    orders_rows = [r for r in rows if r.group == w.group("orders")]
+    assert {r.topic for r in orders_rows} == set(ops.CONSUMED_TOPICS["orders"])
+    assert any(r.committed for r in orders_rows if r.topic == "accounts.customer.change")
+
+
+async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: EmbeddedStack) -> None:
+    prefix = f"ops{uuid.uuid4().hex[:8]}_"  # no service runs here, so nothing drains it
+    ep = endpoints.Endpoints(stack.kafka_bootstrap, stack.mongodb_uri, prefix)
+    now = datetime.now(UTC)
+    event = events_pb2.CustomerChanged(customer_id="c", version=1)
+    entries = [
+        outbox_entry("accounts.customer.change", "c", event, source="//t", seq=i, now=now - age)
+        for i, age in enumerate((timedelta(minutes=5), timedelta(seconds=3)))
+    ]
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongodb_uri)
+    try:
+        accounts = client[ep.database("accounts")]["customer.accounts"]
+        await accounts.insert_many(
+            [{"_id": "c", "_outbox": entries}, {"_id": "d", "_outbox": entries[:1]}, {"_id": "e"}]
+        )
+        rows = {b.service: b for b in await ops.outbox_backlog(ep, 10.0, now=now)}
+    finally:
+        for service in system.SERVICES:
+            await client.drop_database(ep.database(service))
+        await client.close()
+    assert (rows["accounts"].documents, rows["accounts"].events) == (2, 3)
+    assert rows["accounts"].oldest_age_s == pytest.approx(300, abs=1)
+    assert (rows["orders"].events, rows["orders"].oldest_age_s) == (0, None)
+
+
+async def test_watch_prints_the_next_event_decoded(
+    running_system: System, clients: Clients
+) -> None:
+    cid = f"watch-{uuid.uuid4().hex[:12]}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "storefront_cli",
+        "watch",
+        "--kafka",
+        running_system.stack.kafka_bootstrap,
+        "--key",
+        cid,
+        "--limit",
+        "1",
+        "--timeout",
+        "60",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        banner = b""
+        while b"watching" not in banner:  # anything else on stderr first is not ours to judge
+            banner = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert banner, "watch exited before it started watching"
+        assert b"from the end" in banner
+        await clients.accounts.CreateCustomer(
+            accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[0]), customer_id=cid)
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    [line] = out.decode().splitlines()
+    m = LINE.match(line)
+    assert m, line
+    assert (m["topic"], m["type"], m["key"]) == ("accounts.customer.change", "CustomerChanged", cid)
+    assert f'customer_id: "{cid}"' in m["summary"] and "version: 1" in m["summary"]
+    assert "4111" not in line  # the event never carries card numbers
+
+
+async def test_watch_from_the_beginning_stops_at_the_limit(
+    running_system: System, clients: Clients
+) -> None:
+    for person in PEOPLE[:2]:  # at least two events, whatever ran before
+        await clients.accounts.CreateCustomer(
+            accounts_pb2.CreateCustomerRequest(customer=customer_draft(person))
+        )
+    code, out, err = await cli(
+        "watch",
+        "--kafka",
+        running_system.stack.kafka_bootstrap,
+        "--topic",
+        "accounts.customer.change",
+        "--from-beginning",
+        "--limit",
+        "2",
+        "--timeout",
+        "60",
+    )
+    assert code == 0, err  # 1 would mean it ran into the timeout instead
+    lines = out.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        m = LINE.match(line)
+        assert m and m["topic"] == "accounts.customer.change", line

@@ -1,0 +1,119 @@
+"""The local Prometheus (`make run` starts it) scrapes every part of the running system,
+and its series carry the labels the one dashboard (docs/grafana) queries by."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from stack.embedded import free_ports
+from stack.prometheus import start_prometheus
+from tests.e2e.conftest import System
+
+pytestmark = pytest.mark.e2e
+T = TypeVar("T")
+NAME = "prometheus-e2e"
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "storefront-dashboard.json"
+SCRAPED = {"accounts", "orders", "fulfillment", "envoy"}
+
+
+@pytest.fixture(scope="module")
+def prometheus(running_system: System) -> Iterator[str]:
+    [port] = free_ports(1)
+    url = start_prometheus(
+        running_system.stack, running_system.ports, port=port, name=NAME, scrape_interval="1s"
+    )
+    yield url
+    running_system.stack.supervisor.stop(NAME)
+
+
+def api(url: str, path: str, **query: str) -> Any:
+    full = f"{url}/api/v1/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    with urllib.request.urlopen(full, timeout=5) as reply:
+        body = json.loads(reply.read())
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def poll(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_every_target_is_up(prometheus: str) -> None:
+    def all_up() -> list[dict[str, Any]] | None:
+        targets = api(prometheus, "targets")["activeTargets"]
+        apps = {t["labels"].get("app") for t in targets}
+        if SCRAPED <= apps and all(t["health"] == "up" for t in targets):
+            return list(targets)
+        return None
+
+    targets = poll(all_up, 60, "every Prometheus target up")
+    jobs = {t["labels"]["app"]: t["scrapePool"] for t in targets if "app" in t["labels"]}
+    assert jobs == {
+        "accounts": "storefront",
+        "orders": "storefront",
+        "fulfillment": "storefront",
+        "envoy": "envoy",
+    }
+    assert {t["labels"].get("namespace") for t in targets if "app" in t["labels"]} == {"storefront"}
+
+
+def test_service_series_are_labelled_for_the_dashboard(prometheus: str) -> None:
+    def per_app() -> dict[str, str] | None:
+        # Health checks are unary RPCs too, so every service has handled some by now.
+        result = api(prometheus, "query", query="sum by (app, service) (grpc_server_handled_total)")
+        found = {r["metric"]["app"]: r["metric"].get("service", "") for r in result["result"]}
+        return found if len(found) == 3 else None
+
+    assert poll(per_app, 60, "gRPC series from all three services") == {
+        "accounts": "accounts",
+        "orders": "orders",
+        "fulfillment": "fulfillment",
+    }
+    envoy = api(prometheus, "query", query='envoy_server_live{app="envoy"}')["result"]
+    assert envoy and envoy[0]["value"][1] == "1"
+
+
+def test_every_dashboard_query_runs_and_the_backlog_panels_have_data(prometheus: str) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {"$namespace": "storefront", "$service": ".*", "$__rate_interval": "1m"}
+    results: dict[str, list[Any]] = {}
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for name, value in variables.items():
+                expr = expr.replace(name, value)
+            results[panel["title"]] = api(prometheus, "query", query=expr)["result"]
+
+    def lag_and_outbox() -> bool | None:
+        for title in ("Consumer lag", "Outbox pending"):
+            results[title] = api(
+                prometheus, "query", query=panel_expr(dashboard, title, variables)
+            )["result"]
+        return True if results["Consumer lag"] and results["Outbox pending"] else None
+
+    poll(lag_and_outbox, 60, "lag and outbox series")
+    apps = {r["metric"]["app"] for r in results["Outbox pending"]}
+    assert apps == {"accounts", "orders", "fulfillment"}
+
+
+def panel_expr(dashboard: dict[str, Any], title: str, variables: dict[str, str]) -> str:
+    [panel] = [p for p in dashboard["panels"] if p["title"] == title]
+    expr = str(panel["targets"][0]["expr"])
+    for name, value in variables.items():
+        expr = expr.replace(name, value)
+    return expr

@@ -1,0 +1,184 @@
+"""A client that keeps a ledger of every write the system acknowledged.
+
+The ledger is the ground truth the fault suite checks the system against: an
+acknowledged write that is missing at the end was lost; a status that shows
+up twice was duplicated. Retries are how a real client survives a crashed
+service, so every call retries on UNAVAILABLE, and ambiguous outcomes (the
+service may have committed before it died) are settled by reading back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from storefront.accounts.v1 import accounts_pb2
+from storefront.common.v1 import common_pb2
+from storefront.fulfillment.v1 import fulfillment_pb2
+from storefront.orders.v1 import orders_pb2
+from storefront_cli.clients import Clients
+from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+
+T = TypeVar("T")
+Status = common_pb2.OrderStatus
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+}
+STEPS = [
+    (
+        Status.ORDER_STATUS_PROCESSING,
+        "ProcessFulfillment",
+        fulfillment_pb2.ProcessFulfillmentRequest,
+    ),
+    (Status.ORDER_STATUS_SHIPPED, "ShipFulfillment", fulfillment_pb2.ShipFulfillmentRequest),
+    (
+        Status.ORDER_STATUS_IN_TRANSIT,
+        "MarkFulfillmentInTransit",
+        fulfillment_pb2.MarkFulfillmentInTransitRequest,
+    ),
+    (
+        Status.ORDER_STATUS_RECEIVED,
+        "ConfirmFulfillmentReceived",
+        fulfillment_pb2.ConfirmFulfillmentReceivedRequest,
+    ),
+]
+
+
+@dataclass
+class Ledger:
+    customers: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (version, email)
+    orders: dict[str, str] = field(default_factory=dict)  # order id -> customer id
+    approved: set[str] = field(default_factory=set)
+    steps: dict[str, list[int]] = field(default_factory=dict)  # order id -> acked statuses
+    operations: int = 0
+    retries: int = 0
+
+
+async def call(fn: Callable[[], Awaitable[T]], ledger: Ledger, *, budget: float = 90.0) -> T:
+    """Retry while the service is down; anything else is the answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    while True:
+        try:
+            return await fn()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRYABLE or loop.time() > deadline:
+                raise
+            ledger.retries += 1
+            await asyncio.sleep(0.2)
+
+
+class Workload:
+    def __init__(self, clients: Clients, ledger: Ledger, seed: int) -> None:
+        self.c = clients
+        self.ledger = ledger
+        self.rng = random.Random(seed)
+        self.mine: list[str] = []  # customers this worker owns (single writer each)
+
+    async def create_customer(self, n: int) -> None:
+        cid = f"chaos-c{n}-{self.rng.randrange(10**9)}"
+        draft = customer_draft(PEOPLE[n % len(PEOPLE)])
+        draft.contact.email = f"{cid}@example.com"
+        req = accounts_pb2.CreateCustomerRequest(customer=draft, customer_id=cid)
+        try:
+            await call(lambda: self.c.accounts.CreateCustomer(req, timeout=5), self.ledger)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # our earlier attempt committed
+                raise
+        self.ledger.customers[cid] = (1, draft.contact.email)
+        self.mine.append(cid)
+        self.ledger.operations += 1
+
+    async def update_customer(self) -> None:
+        cid = self.rng.choice(self.mine)
+        version, _ = self.ledger.customers[cid]
+        email = f"{cid}.v{version + 1}@example.com"
+        patch = accounts_pb2.Customer(id=cid, etag=f'W/"{version}"')
+        patch.contact.email = email
+        req = accounts_pb2.UpdateCustomerRequest(
+            customer=patch, update_mask=field_mask_pb2.FieldMask(paths=["contact.email"])
+        )
+        try:
+            await call(lambda: self.c.accounts.UpdateCustomer(req, timeout=5), self.ledger)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ABORTED:
+                raise
+            now = await call(
+                lambda: self.c.accounts.GetCustomer(
+                    accounts_pb2.GetCustomerRequest(customer_id=cid), timeout=5
+                ),
+                self.ledger,
+            )
+            if (now.version, now.contact.email) != (version + 1, email):
+                raise AssertionError(f"{cid}: update neither applied nor refused cleanly") from exc
+        self.ledger.customers[cid] = (version + 1, email)
+        self.ledger.operations += 1
+
+    async def place_order(self, n: int) -> str | None:
+        cid = self.rng.choice(self.mine)
+        oid = f"chaos-o{n}-{self.rng.randrange(10**9)}"
+        req = orders_pb2.CreateOrderRequest(
+            customer_id=cid, order=order_draft((n % 3, 1 + n % 2)), order_id=oid
+        )
+        try:
+            await call(lambda: self.c.orders.CreateOrder(req, timeout=5), self.ledger)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                return None  # the customer's copy has not reached orders yet: a fact, not a loss
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+        self.ledger.orders[oid] = cid
+        self.ledger.operations += 1
+        return oid
+
+    async def approve(self, oid: str) -> None:
+        req = orders_pb2.ApproveOrderRequest(order_id=oid)
+        try:
+            await call(lambda: self.c.orders.ApproveOrder(req, timeout=5), self.ledger)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            now = await call(
+                lambda: self.c.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=oid), timeout=5),
+                self.ledger,
+            )
+            if Status.ORDER_STATUS_APPROVED not in [e.status for e in now.status_events]:
+                raise AssertionError(
+                    f"{oid}: approval neither applied nor refused cleanly"
+                ) from exc
+        self.ledger.approved.add(oid)
+        self.ledger.operations += 1
+
+    async def advance(self, oid: str) -> bool:
+        """The next fulfillment step, once the fulfillment exists; False if not there yet."""
+        done = self.ledger.steps.setdefault(oid, [])
+        if len(done) == len(STEPS):
+            return True
+        target, method, request = STEPS[len(done)]
+        rpc: Any = getattr(self.c.fulfillment, method)
+        try:
+            await call(lambda: rpc(request(order_id=oid), timeout=5), self.ledger)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            if exc.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
+                raise
+            now = await call(
+                lambda: self.c.fulfillment.GetFulfillment(
+                    fulfillment_pb2.GetFulfillmentRequest(order_id=oid), timeout=5
+                ),
+                self.ledger,
+            )
+            if target not in [e.status for e in now.status_events]:
+                return False  # refused (e.g. a concurrent step still in flight): try again later
+        done.append(target)
+        self.ledger.operations += 1
+        return True

@@ -1,0 +1,88 @@
+"""JSON log lines carry the RPC, the event id and the trace id of whatever they were
+logged under, so one grep joins a request, the events it caused and its trace."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from svckit import logs
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter("orders"))
+    logger = logging.getLogger("test.logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_line_is_json_with_rpc_event_and_trace_of_the_active_span(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+    tracer = TracerProvider().get_tracer("test")  # a private provider: no global state
+    rpc = logs.current_rpc.set("storefront.orders.v1.OrdersService/ApproveOrder")
+    event = logs.current_event.set("e-123")
+    try:
+        with tracer.start_as_current_span("apply") as span:
+            logger.info("approved %s", "o-1")
+            context = span.get_span_context()
+    finally:
+        logs.current_event.reset(event)
+        logs.current_rpc.reset(rpc)
+    [line] = lines(stream)
+    assert line["message"] == "approved o-1"
+    assert line["service"] == "orders"
+    assert line["level"] == "INFO"
+    assert line["rpc"] == "storefront.orders.v1.OrdersService/ApproveOrder"
+    assert line["event_id"] == "e-123"
+    assert line["trace_id"] == format(context.trace_id, "032x")
+    assert line["span_id"] == format(context.span_id, "016x")
+
+
+def test_outside_any_span_or_rpc_the_fields_are_empty_not_missing(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+    logger.warning("idle")
+    [line] = lines(stream)
+    assert (line["rpc"], line["event_id"], line["trace_id"], line["span_id"]) == ("", "", "", "")
+
+
+def test_a_known_trace_id_is_used_outside_a_span(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+    token = logs.current_trace.set("4bf92f3577b34da6a3ce929d0e0e4736")
+    try:
+        logger.info("from a script")
+    finally:
+        logs.current_trace.reset(token)
+    assert lines(stream)[0]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_exceptions_stay_inside_the_one_json_line(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("failed")
+    [line] = lines(stream)
+    assert "ValueError: boom" in str(line["exception"])
