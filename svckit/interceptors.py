@@ -7,6 +7,7 @@ trace id the JSON logs and the events the RPC commits carry) without writing any
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -79,7 +80,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 set_status_on_exception=False,
             ) as span:
                 try:
-                    return await inner(request, context)
+                    # Honour the caller's deadline: stop working once nobody waits for us.
+                    # A write that already committed is safe: its outbox entry is swept.
+                    async with asyncio.timeout(context.time_remaining()):
+                        return await inner(request, context)
+                except TimeoutError:
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED
+                    await context.abort(code, "deadline exceeded")
                 except DomainError as exc:
                     code = exc.code
                     await context.abort_with_status(rpc_status.to_status(exc.to_status()))

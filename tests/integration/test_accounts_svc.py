@@ -131,3 +131,14 @@ async def test_list_pages_through_everything_once(
         if not token:
             break
     assert sorted(seen) == sorted(made)
+
+
+async def test_oversized_request_is_refused_before_it_reaches_the_handler(
+    accounts: ServiceApp, stub: accounts_pb2_grpc.AccountsServiceStub
+) -> None:
+    big = draft()
+    big.addresses[0].description = "x" * (5 * 1024 * 1024)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=big))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await accounts.db["customer.accounts"].count_documents({}) == 0
