@@ -421,8 +421,8 @@ class EmbeddedStack:
             "kafka.tools.StorageTool",
             "format",
             "--standalone",
-            "--cluster-id",
-            _kafka_cluster_id(),
+            # One argument: an id may start with "-", which would read as an option.
+            f"--cluster-id={_kafka_cluster_id()}",
             "--config",
             str(self.kafka_config),
         )
