@@ -5,7 +5,7 @@ tests both start it from here, so they run the same thing."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,11 +76,12 @@ def start_service(
     *,
     db_prefix: str = "",
     timeout: float = 90.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> None:
     sup.start(
         service,
         [sys.executable, "-m", f"{service}_svc"],
-        env=service_env(stack, ports, service, db_prefix=db_prefix),
+        env={**service_env(stack, ports, service, db_prefix=db_prefix), **(extra_env or {})},
         ready=health_serving(ports.grpc(service)),
         timeout=timeout,
         cwd=Path(__file__).resolve().parent.parent,

@@ -7,6 +7,7 @@ consumer finds the class to decode it with.
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,8 +83,21 @@ def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
 
 
 def message_class(type_name: str) -> type[pb_message.Message]:
-    """The generated class for a full protobuf name (its module must be imported)."""
-    descriptor = symbol_database.Default().pool.FindMessageTypeByName(type_name)
+    """The generated class for a full protobuf name.
+
+    Event messages live in `<package>.events_pb2` by convention, imported on first use,
+    so a tool can decode any event without importing every service.
+    """
+    pool = symbol_database.Default().pool
+    try:
+        descriptor = pool.FindMessageTypeByName(type_name)
+    except KeyError:
+        package = type_name.rsplit(".", 1)[0]
+        try:
+            importlib.import_module(f"{package}.events_pb2")
+        except ImportError as exc:
+            raise KeyError(type_name) from exc
+        descriptor = pool.FindMessageTypeByName(type_name)
     return message_factory.GetMessageClass(descriptor)
 
 
