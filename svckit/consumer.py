@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 
 from svckit import logs, metrics, tracing
 from svckit.envelope import Envelope, PoisonEvent, decode, format_time
-from svckit.kafka import EventProducer
+from svckit.kafka import EventProducer, start_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +107,7 @@ class EventConsumer:
         self._lag_reported: set[TopicPartition] = set()
 
     async def start(self, *, timeout: float | None = 60.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            try:
-                await self._consumer.start()
-                break
-            except Exception as exc:  # noqa: BLE001 - broker may still be starting
-                if deadline is not None and loop.time() > deadline:
-                    raise
-                log.warning("consumer %s cannot reach kafka yet: %s", self._group, exc)
-                await asyncio.sleep(1.0)
+        await start_with_retry(self._consumer.start, f"consumer {self._group}", timeout)
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self._group}")
 
     async def stop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
@@ -11,6 +12,23 @@ from aiokafka.structs import RecordMetadata
 from svckit.envelope import Headers
 
 log = logging.getLogger(__name__)
+
+
+async def start_with_retry(
+    start: Callable[[], Awaitable[None]], what: str, timeout: float | None
+) -> None:
+    """Run an aiokafka client's start() until the broker answers, or `timeout` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        try:
+            await start()
+            return
+        except Exception as exc:  # noqa: BLE001 - the broker may still be starting
+            if deadline is not None and loop.time() > deadline:
+                raise
+            log.warning("%s cannot reach kafka yet: %s", what, exc)
+            await asyncio.sleep(1.0)
 
 
 class EventProducer:
@@ -31,18 +49,8 @@ class EventProducer:
 
     async def start(self, *, timeout: float | None = 60.0) -> None:
         """Connect, retrying while the broker comes up (None: retry for ever)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            try:
-                await self._producer.start()
-                self._started = True
-                return
-            except Exception as exc:  # noqa: BLE001 - any connect failure is retried
-                if deadline is not None and loop.time() > deadline:
-                    raise
-                log.warning("kafka not reachable yet: %s", exc)
-                await asyncio.sleep(1.0)
+        await start_with_retry(self._producer.start, "producer", timeout)
+        self._started = True
 
     async def stop(self) -> None:
         if self._started:
