@@ -39,3 +39,10 @@ def test_buf_lint_catches_a_bad_proto(tmp_path: Path) -> None:
         (bad / "probe.proto").unlink()
         bad.rmdir()
         bad.parent.rmdir()
+
+
+def test_ruff_is_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-3000:]

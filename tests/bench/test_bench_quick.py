@@ -1,0 +1,48 @@
+"""The benchmark suite cannot rot: `python -m bench --quick` runs every scenario end to end.
+
+It starts its own stack on free ports, so it needs nothing from the session fixtures. Only
+the shape of the output is checked, never a figure: CI machines are too noisy for that.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.runner import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+
+def test_quick_bench_prints_the_table_and_writes_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table = [line for line in res.stdout.splitlines() if line.startswith("| ")]
+    assert table and table[0].split("|")[1].strip() == "scenario", res.stdout[-3000:]
+    printed = {line.split("|")[1].strip() for line in table[1:]}
+    assert set(SCENARIOS) <= printed
+
+    report = json.loads(out.read_text())
+    assert report["profile"] == "quick"
+    assert set(report["scenarios"]) == set(SCENARIOS)
+    failed = {
+        name: scenario["error"]
+        for name, scenario in report["scenarios"].items()
+        if "error" in scenario
+    }
+    assert not failed, f"scenarios that did not run: {failed}\n{res.stdout[-3000:]}"
+    assert report["machine"]["cpus"] and report["versions"]["protobuf_backend"]
