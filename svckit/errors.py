@@ -15,6 +15,15 @@ from google.rpc import error_details_pb2, status_pb2
 ERROR_DOMAIN = "storefront.example"
 
 
+MAX_TEXT = 300
+
+
+def bounded(text: str) -> str:
+    """Messages quote ids from the request; an 8 KB id would push the status past
+    gRPC's 16 KB trailer limit and the client would see RESOURCE_EXHAUSTED instead."""
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+
+
 class DomainError(Exception):
     """Base of every error a client can be told about."""
 
@@ -22,6 +31,7 @@ class DomainError(Exception):
     reason: str = "UNKNOWN"
 
     def __init__(self, message: str) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
 
@@ -82,7 +92,7 @@ class FailedPrecondition(DomainError):
 
     def __init__(self, message: str, *, subject: str = "", type_: str = "STATE") -> None:
         super().__init__(message)
-        self.subject = subject
+        self.subject = bounded(subject)
         self.type_ = type_
 
     def details(self) -> list[any_pb2.Any]:

@@ -20,6 +20,9 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from stack.embedded import EmbeddedStack, Ports
+from storefront_cli import system
+from storefront_cli.clients import Clients
+from tests.support import System
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +72,23 @@ async def mongo_db(
         yield client[mongo_db_name]
     finally:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def running_system(stack: EmbeddedStack) -> Iterator[System]:
+    """The services as real processes (as `storefront run` starts them) and Envoy, on
+    free ports, once per session; shared by the e2e and fuzz suites."""
+    ports = system.SystemPorts.free()
+    prefix = f"e2e{uuid.uuid4().hex[:8]}_"
+    system.start_services(stack, ports, db_prefix=prefix, log=lambda _: None)
+    system.start_envoy(stack, ports, concurrency=1)
+    yield System(stack, ports, prefix)
+    for name in ("envoy", *system.SERVICES):
+        stack.supervisor.stop(name)
+
+
+@pytest.fixture
+async def clients(running_system: System) -> AsyncIterator[Clients]:
+    c = Clients.connect(*(running_system.target(s) for s in system.SERVICES))
+    yield c
+    await c.close()

@@ -6,11 +6,13 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stack.embedded import EmbeddedStack
+from storefront_cli import system
 from storefront_cli.clients import eventually  # noqa: F401 - re-exported for tests
 from svckit.app import ServiceApp
 from svckit.envelope import Envelope, decode
@@ -119,3 +121,20 @@ async def partition_ids(bootstrap: str, topic: str) -> list[int]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class System:
+    stack: EmbeddedStack
+    ports: system.SystemPorts
+    db_prefix: str
+
+    def target(self, service: str) -> str:
+        return system.grpc_target(self.ports, service)
+
+    @property
+    def envoy_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.envoy}"
+
+    def database(self, service: str) -> str:
+        return f"{self.db_prefix}{service}"

@@ -14,9 +14,7 @@ blocking gRPC stubs, and a `Harness` that
 Everything here is synchronous (blocking gRPC, pymongo's MongoClient): Hypothesis drives
 plain functions, and the Kafka look-ups run on a private event loop thread.
 
-The e2e `running_system` fixture is imported here, so pytest registers it for this folder
-too: run together with tests/e2e in one session, the fuzz tests get a system of their own
-(own ports and databases) on the same stack.
+It uses the session's `running_system` (tests/conftest.py), the same one the e2e tests use.
 """
 
 from __future__ import annotations
@@ -45,9 +43,7 @@ from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
-from tests.e2e.conftest import System
-from tests.e2e.conftest import running_system as running_system  # noqa: F401 - shared fixture
-from tests.support import partition_ids
+from tests.support import System, partition_ids
 
 T = TypeVar("T")
 Status = common_pb2.OrderStatus
@@ -473,7 +469,7 @@ class Harness:
 
 
 @pytest.fixture(scope="session")
-def harness(running_system: System) -> Iterator[Harness]:  # noqa: F811
+def harness(running_system: System) -> Iterator[Harness]:
     channels = [grpc.insecure_channel(running_system.target(s)) for s in COLLECTIONS]
     groups = {f"{running_system.db_prefix}{s}-svc": topics for s, topics in CONSUMES.items()}
     kafka = KafkaLag(running_system.stack.kafka_bootstrap, groups)

@@ -638,19 +638,11 @@ def test_valid_request_with_one_field_mutated(harness: Harness, method: str) -> 
         assert seen.get("OK", 0) > 0, f"no {method} request was accepted: {seen}"
 
 
-# --- known bugs, pinned ------------------------------------------------------------------------
+# --- found by fuzzing, fixed: error messages are bounded (svckit.errors.bounded) ---------------
 
 LONG_ID = "x" * 8000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "services echo the whole id into the error message (status message and again in "
-        "grpc-status-details-bin), so an id of ~8 KB makes trailers over gRPC's 16 KB "
-        "metadata limit and the client gets RESOURCE_EXHAUSTED instead of NOT_FOUND"
-    ),
-)
 @pytest.mark.parametrize(
     ("method", "request_"),
     [
