@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
 
+from envoy_config import strict_json
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "envoy"
 DEFAULT_DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
@@ -198,7 +200,12 @@ def render(
         "services": json.dumps([SERVICES[n] for n in names]),
         "max_request_bytes": str(max_request_bytes),
     }
-    blocks = {"routes": routes, "clusters": clusters, "local_reply_mappers": mappers}
+    blocks = {
+        "routes": routes,
+        "clusters": clusters,
+        "local_reply_mappers": mappers,
+        "strict_json": strict_json.lua_source(descriptor),
+    }
     body = _fill(_template("envoy.yaml.tmpl"), values, blocks)
     return GENERATED_HEADER + body
 

@@ -377,14 +377,13 @@ def test_create_echo_accepts_camel_and_snake_case_input(edge: Edge) -> None:
     assert body["addresses"][0]["type"] == "ADDRESS_TYPE_BILLING"
 
 
-def test_unknown_body_fields_are_dropped_not_rejected(edge: Edge) -> None:
-    """Documented limitation: Envoy's transcoder has no strict mode for JSON bodies.
-
-    If this starts failing, Envoy gained one: switch it on and update docs/api.md.
-    """
+def test_unknown_body_fields_are_rejected_before_the_service(edge: Edge) -> None:
+    """Envoy's transcoder would drop them silently; the strict-JSON Lua filter says 400."""
     reply = call(edge, "POST", "/v1/customers", b'{"name": {"firstName": "A", "nickname": "B"}}')
-    assert reply.status == 200, reply
-    assert "nickname" not in reply.body.decode()
+    assert reply.status == 400, reply
+    status = json.loads(reply.body)
+    assert status["code"] == 3
+    assert 'unknown field "name.nickname"' in status["message"]
 
 
 def test_access_log_is_json_with_the_rest_path(edge: Edge) -> None:
