@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-from google.protobuf.message import Message
+from typing import Any
 
 from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
 from fulfillment_svc.repository import FulfillmentRepository
 from svckit import paging
 from svckit.consumer import EventHandler, Outcome
-from svckit.envelope import Envelope, PoisonEvent
+from svckit.envelope import Envelope
 from svckit.errors import Aborted, AlreadyExists, NotFound
 from svckit.outbox import OutboxRelay, outbox_entry
 
@@ -21,20 +19,12 @@ CONSUMES = "orders.order.fulfill"
 TOPIC = "fulfillment.order.change"
 SOURCE = "//storefront/fulfillment"
 
-M = TypeVar("M", bound=Message)
 
 # How the consumer should count a cancellation that changes nothing.
 CANCELLATION_OUTCOMES = {
     domain.Cancellation.ALREADY_CANCELLED: Outcome.DUPLICATE,
     domain.Cancellation.TOO_LATE: Outcome.IGNORED,
 }
-
-
-def _payload(envelope: Envelope, cls: type[M]) -> M:
-    """The event as its class; the consumer routes by ce_type, so a mismatch is a wiring bug."""
-    if not isinstance(envelope.message, cls):
-        raise PoisonEvent(f"{envelope.type} is not {cls.DESCRIPTOR.full_name}")
-    return envelope.message
 
 
 class FulfillmentHandlers:
@@ -100,7 +90,7 @@ class FulfillmentHandlers:
         The order id is the document id, so a redelivered request, even after the
         fulfillment moved on or was cancelled, can only collide and is a duplicate.
         """
-        requested = _payload(envelope, domain.FulfillmentRequested)
+        requested = envelope.payload(domain.FulfillmentRequested)
         fulfillment = domain.new_fulfillment(requested, self.clock())
         try:
             await self.fulfillments.insert(fulfillment, [])
@@ -114,7 +104,7 @@ class FulfillmentHandlers:
         An order never seen here has nothing to stop: either its request was
         dead-lettered or it was cancelled before fulfillment existed.
         """
-        event = _payload(envelope, domain.FulfillmentCancelled)
+        event = envelope.payload(domain.FulfillmentCancelled)
         domain.validate_cancelled(event)
         current = await self.fulfillments.get(event.order_id)
         if current is None:

@@ -132,14 +132,12 @@ class OrdersHandlers:
     # --- Event use cases -----------------------------------------------------------
 
     async def apply_customer_changed(self, envelope: Envelope) -> Outcome:
-        event = envelope.message
-        assert isinstance(event, accounts_events.CustomerChanged)
+        event = envelope.payload(accounts_events.CustomerChanged)
         domain.check_customer_event(event)
         return await self.customers.apply_changed(domain.customer_copy(event))
 
     async def apply_customer_deleted(self, envelope: Envelope) -> Outcome:
-        event = envelope.message
-        assert isinstance(event, accounts_events.CustomerDeleted)
+        event = envelope.payload(accounts_events.CustomerDeleted)
         domain.check_customer_event(event)
         return await self.customers.apply_deleted(event.customer_id, event.version)
 
@@ -160,8 +158,7 @@ class OrdersHandlers:
 
     async def apply_order_status_changed(self, envelope: Envelope) -> Outcome:
         """Append the change to the order's history once, whatever the redeliveries."""
-        event = envelope.message
-        assert isinstance(event, fulfillment_events.OrderStatusChanged)
+        event = envelope.payload(fulfillment_events.OrderStatusChanged)
         domain.check_status_event(event)
         while True:
             found = await self.orders.get_with_applied(event.order_id)

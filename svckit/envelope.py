@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from google.protobuf import message as pb_message
 from google.protobuf import message_factory, symbol_database
@@ -22,6 +23,7 @@ SPEC_VERSION = "1.0"
 REQUIRED_HEADERS = ("ce_id", "ce_type", "ce_source", "ce_time", "ce_specversion")
 
 Headers = list[tuple[str, bytes]]
+M = TypeVar("M", bound=pb_message.Message)
 
 
 class PoisonEvent(Exception):
@@ -38,6 +40,12 @@ class Envelope:
     message: pb_message.Message
     traceparent: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def payload(self, cls: type[M]) -> M:
+        """The event as `cls`; consumers route by ce_type, so a mismatch is a wiring bug."""
+        if not isinstance(self.message, cls):
+            raise PoisonEvent(f"{self.type} is not {cls.DESCRIPTOR.full_name}")
+        return self.message
 
 
 def format_time(t: datetime) -> str:
