@@ -1,11 +1,14 @@
 """The embedded stack: a real Kafka broker and a MongoDB-compatible database, no Docker.
 
 Why: the services and tests need a real Kafka (4.1.1, KRaft combined mode, one node) and a real
-MongoDB wire endpoint (FerretDB with its SQLite backend). Both run as local processes under the
-:class:`stack.procs.Supervisor` of a run directory, bound to 127.0.0.1 only::
+MongoDB wire endpoint (FerretDB on its PostgreSQL backend, a private cluster: see
+:mod:`stack.postgres`). All run as local processes under the :class:`stack.procs.Supervisor` of
+a run directory, bound to 127.0.0.1 only::
 
     <run_dir>/data/kafka        Kafka log dirs + KRaft metadata (formatted once)
-    <run_dir>/data/ferretdb     one SQLite file per database
+    <run_dir>/data/postgres     the PostgreSQL cluster FerretDB stores documents in
+    <run_dir>/data/ferretdb     FerretDB's state file
+    <run_dir>/secrets/          the PostgreSQL password (0600)
     <run_dir>/config/           generated server.properties
     <run_dir>/logs/, pids/      see stack.procs
     <run_dir>/stack.json        the ports in use, so later commands reuse them
@@ -16,7 +19,7 @@ project's topics are ensured (created if missing) in both cases.
 
 Use::
 
-    st = EmbeddedStack(Path(".run"))              # default ports 9092/9093/27017
+    st = EmbeddedStack(Path(".run"))              # default ports 9092/9093/27017/5433
     st.start()
     st.kafka_bootstrap, st.mongodb_uri, st.env()
     st.supervisor.kill(KAFKA); st.supervisor.restart(KAFKA)   # crash + recover, same data
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stack import tools
+from stack.postgres import POSTGRES, PostgresCluster
 from stack.procs import ProcessError, Supervisor, port_open
 
 KAFKA = "kafka"
@@ -77,12 +81,14 @@ class Ports:
     """KRaft controller listener."""
     mongodb: int = 27017
     """FerretDB's MongoDB wire protocol listener."""
+    postgres: int = 5433
+    """The private PostgreSQL cluster (5433: a system PostgreSQL may hold 5432)."""
 
     @classmethod
     def free(cls) -> Ports:
-        """Three currently unused ports, so a test stack never clashes with ``make up``."""
-        kafka, controller, mongodb = free_ports(3)
-        return cls(kafka=kafka, kafka_controller=controller, mongodb=mongodb)
+        """Currently unused ports, so a test stack never clashes with ``make up``."""
+        kafka, controller, mongodb, postgres = free_ports(4)
+        return cls(kafka=kafka, kafka_controller=controller, mongodb=mongodb, postgres=postgres)
 
 
 def free_ports(count: int) -> list[int]:
@@ -228,6 +234,7 @@ class EmbeddedStack:
         self.state_file = self.run_dir / "stack.json"
         self.ports = ports or self._saved_ports() or Ports()
         self.supervisor = Supervisor(self.run_dir)
+        self.postgres = PostgresCluster(self.run_dir, self.ports.postgres, self.supervisor)
         self.log: Log = log or (lambda msg: print(msg, flush=True))
         self.external_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
         self.external_mongodb = os.environ.get("MONGODB_URI") or None
@@ -265,7 +272,9 @@ class EmbeddedStack:
     def is_up(self) -> bool:
         """True if every server this stack would start is running (external ones count)."""
         kafka_ok = bool(self.external_kafka) or self.supervisor.is_running(KAFKA)
-        mongo_ok = bool(self.external_mongodb) or self.supervisor.is_running(FERRETDB)
+        mongo_ok = bool(self.external_mongodb) or all(
+            self.supervisor.is_running(n) for n in (POSTGRES, FERRETDB)
+        )
         return kafka_ok and mongo_ok
 
     # ----- lifecycle -----------------------------------------------------------------------
@@ -273,14 +282,14 @@ class EmbeddedStack:
     def start(self, timeout: float = 90.0) -> dict[str, float]:
         """Start what is not running yet, ensure the topics, return per-step timings (s).
 
-        Installs the Kafka jars / FerretDB binary on first use (cached in ``.tools``). Kafka and
-        FerretDB are launched together and then waited on, since the JVM start dominates.
-        On failure everything this call started is stopped again.
+        Installs the Kafka jars / FerretDB binary / PostgreSQL on first use. Kafka and
+        PostgreSQL are launched together; FerretDB once PostgreSQL answers, and the JVM start
+        dominates. On failure everything this call started is stopped again.
         """
         self.timings = {}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         saved = self._saved_ports()
-        running = [n for n in (KAFKA, FERRETDB) if self.supervisor.is_running(n)]
+        running = [n for n in (KAFKA, POSTGRES, FERRETDB) if self.supervisor.is_running(n)]
         if saved and saved != self.ports and running:
             raise ProcessError(
                 f"{', '.join(running)} already running in {self.run_dir} on {saved}; "
@@ -290,7 +299,7 @@ class EmbeddedStack:
         started: list[str] = []
         try:
             needed = [] if self.external_kafka else ["kafka"]
-            needed += [] if self.external_mongodb else ["ferretdb"]
+            needed += [] if self.external_mongodb else ["postgresql", "ferretdb"]
             if needed:
                 self._step("install check", lambda: tools.ensure(needed, log=self.log))
             waits: list[tuple[str, int]] = []
@@ -299,6 +308,16 @@ class EmbeddedStack:
                 self._step("kafka spawn", self._spawn_kafka)
                 started.append(KAFKA)
                 waits.append((KAFKA, self.ports.kafka))
+            if not self.external_mongodb and not self.supervisor.is_running(POSTGRES):
+                self._step("postgres init", self.postgres.init)
+                self._check_port_free(POSTGRES, [self.ports.postgres])
+                self._step("postgres spawn", self.postgres.spawn)
+                started.append(POSTGRES)
+            if not self.external_mongodb:
+                self._step(
+                    "postgres ready", lambda: self._wait(POSTGRES, self.ports.postgres, timeout)
+                )
+                self._step("postgres setup", lambda: self.postgres.setup(timeout))
             if not self.external_mongodb and not self.supervisor.is_running(FERRETDB):
                 self._step("ferretdb spawn", self._spawn_ferretdb)
                 started.append(FERRETDB)
@@ -449,12 +468,13 @@ class EmbeddedStack:
         data.mkdir(parents=True, exist_ok=True)
         argv = [
             str(tools.path("ferretdb")),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{data}/",
+            "--handler=postgresql",
             f"--state-dir={data}",
             f"--listen-addr=127.0.0.1:{self.ports.mongodb}",
             "--debug-addr=-",  # no metrics/pprof port: it would clash between stacks
             "--telemetry=disable",
             "--log-level=info",
         ]
-        self.supervisor.start(FERRETDB, argv, ready=self.ports.mongodb, wait=False)
+        # The URL carries the password: in the environment, not on the command line.
+        env = {"FERRETDB_POSTGRESQL_URL": self.postgres.ferretdb_url()}
+        self.supervisor.start(FERRETDB, argv, env=env, ready=self.ports.mongodb, wait=False)

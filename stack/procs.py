@@ -72,6 +72,8 @@ class ProcRecord:
     """Start time of the process in clock ticks since boot (/proc/<pid>/stat field 22)."""
     started_at: float = 0.0
     """Wall-clock time of the (last) start; ``stop_all`` stops the newest first."""
+    user: str | None = None
+    """OS user to run as (PostgreSQL refuses to run as root); None: the caller's user."""
 
 
 @dataclass(frozen=True)
@@ -314,6 +316,7 @@ class Supervisor:
         ready: Ready | None = None,
         timeout: float = 60.0,
         wait: bool = True,
+        user: str | None = None,
     ) -> ProcRecord:
         """Start ``argv`` detached as process ``name`` and wait until it is ready.
 
@@ -326,6 +329,7 @@ class Supervisor:
         Raises :class:`ProcessError` (with the log tail) if ``name`` is already running, if the
         process exits, or if it is not ready within ``timeout`` seconds; in the last two cases
         the process group is killed first so nothing half-started is left behind.
+        ``user`` runs the program as that OS user (only root can switch).
         """
         if self.is_running(name):
             raise ProcessError(f"{name} is already running (pid {self.pid(name)})")
@@ -337,6 +341,7 @@ class Supervisor:
             env=dict(env or {}),
             ready_host=host,
             ready_port=port,
+            user=user,
         )
         self._spawn(rec)
         if check is not None and wait:
@@ -373,6 +378,7 @@ class Supervisor:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     close_fds=True,
+                    **as_user(rec.user),
                 )
             except OSError as exc:
                 raise ProcessError(f"cannot start {rec.name}: {exc}") from exc
@@ -488,6 +494,16 @@ class Supervisor:
         if ready is not None:
             self.wait_ready(name, ready, timeout)
         return rec
+
+
+def as_user(user: str | None) -> dict[str, object]:
+    """Popen keyword arguments that run a child as ``user`` with only that user's groups."""
+    if user is None:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _split_ready(ready: Ready | None) -> tuple[str | None, int | None, ReadyCheck | None]:

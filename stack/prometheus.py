@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from string import Template
 from typing import Protocol
 
 from stack.embedded import EmbeddedStack
-from stack.tools import ToolError
+from stack.tools import apt_install
 
 PROMETHEUS = "prometheus"
 """Default Supervisor name of the Prometheus process."""
@@ -63,32 +62,8 @@ def binary() -> Path | None:
 
 
 def ensure_installed(log: Log = print) -> bool:
-    """Install Debian's prometheus package unless the binary is there; True if it installed.
-
-    Idempotent and cheap when installed, like `stack.tools.ensure`. Waits for another apt
-    run's dpkg lock instead of failing, and refreshes the package lists once if they are stale.
-    """
-    if binary() is not None:
-        return False
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        raise ToolError(
-            "prometheus is not installed and cannot be installed from here "
-            "(as root: apt-get install -y prometheus)"
-        )
-    log("[install] prometheus: apt-get install prometheus ...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "-q", "--no-install-recommends"]
-    install += ["-o", "DPkg::Lock::Timeout=300", APT_PACKAGE]
-    result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        update = [apt, "update", "-q", "-o", "DPkg::Lock::Timeout=300"]
-        subprocess.run(update, env=env, capture_output=True, text=True, check=False)
-        result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0 or binary() is None:
-        out = (result.stdout + result.stderr).strip()[-2000:]
-        raise ToolError(f"apt-get install prometheus failed ({result.returncode}):\n{out}")
-    return True
+    """Install Debian's prometheus package unless the binary is there; True if it installed."""
+    return apt_install(APT_PACKAGE, lambda: binary() is not None, log)
 
 
 def render_config(

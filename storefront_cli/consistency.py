@@ -37,6 +37,7 @@ from orders_svc.repository import APPLIED, CustomerCopies, OrderRepository
 from storefront.common.v1 import common_pb2
 from storefront_cli import endpoints
 from storefront_cli.tables import render
+from svckit import mongo
 from svckit.consumer import DLQ_SUFFIX, EventHandler
 from svckit.envelope import header_map
 from svckit.outbox import OUTBOX, NullNotifier, outbox_entry
@@ -61,7 +62,7 @@ class Storefront:
 
     def __init__(self, ep: endpoints.Endpoints) -> None:
         self.ep = ep
-        self.client: AsyncMongoClient[Document] = AsyncMongoClient(ep.mongodb, tz_aware=True)
+        self.client: AsyncMongoClient[Document] = mongo.connect(ep.mongodb)
         self.dbs: dict[str, AsyncDatabase[Document]] = {
             s: self.client[ep.database(s)] for s in endpoints.SERVICES
         }

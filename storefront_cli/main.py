@@ -54,7 +54,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     say("[run] installing what is missing (first time: a few minutes) ...")
-    tools.install(["kafka", "ferretdb", "grpcurl"], log=say)
+    tools.install(["postgresql", "kafka", "ferretdb", "grpcurl"], log=say)
     stack = EmbeddedStack(Path(args.run_dir), log=say)
     ports = system.SystemPorts()
     try:

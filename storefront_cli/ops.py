@@ -38,7 +38,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pymongo import AsyncMongoClient
 
 from fulfillment_svc import handlers as fulfillment_handlers
 from orders_svc import handlers as orders_handlers
@@ -48,6 +47,7 @@ from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints, system
 from storefront_cli.tables import render
+from svckit import mongo
 from svckit.consumer import DLQ_SUFFIX
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
 from svckit.outbox import OUTBOX, pending_filter
@@ -136,9 +136,7 @@ async def kafka_health(bootstrap: str, timeout: float) -> Health:
 
 
 async def mongodb_health(uri: str, timeout: float) -> Health:
-    client: AsyncMongoClient[Document] = AsyncMongoClient(
-        uri, serverSelectionTimeoutMS=int(timeout * 1000)
-    )
+    client = mongo.connect(uri, timeout_ms=int(timeout * 1000))
     try:
         info = await client.admin.command("buildInfo")
         detail = f"version {info.get('version', '?')}"
@@ -317,9 +315,7 @@ async def outbox_backlog(
     ep: endpoints.Endpoints, timeout: float, now: datetime | None = None
 ) -> list[Backlog]:
     """Entries still inside the aggregates: committed, not yet acknowledged by Kafka."""
-    client: AsyncMongoClient[Document] = AsyncMongoClient(
-        ep.mongodb, tz_aware=True, serverSelectionTimeoutMS=int(timeout * 1000)
-    )
+    client = mongo.connect(ep.mongodb, timeout_ms=int(timeout * 1000))
     now = now or datetime.now(UTC)
     rows = []
     try:

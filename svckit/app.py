@@ -26,7 +26,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 import storefront
-from svckit import logs, metrics, tracing
+from svckit import logs, metrics, mongo, tracing
 from svckit.consumer import BatchHandler, EventConsumer, EventHandler
 from svckit.interceptors import ServerInterceptor
 from svckit.kafka import EventProducer
@@ -39,7 +39,7 @@ Document = dict[str, Any]
 
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
-    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    return mongo.connect(settings.mongodb_uri)
 
 
 def reflection_pool() -> descriptor_pool.DescriptorPool | None:

@@ -30,6 +30,11 @@ from svckit.kafka import EventProducer
 log = logging.getLogger(__name__)
 
 OUTBOX = "_outbox"
+PENDING = "_outbox_pending"
+"""Set (to True) by every write that queues an entry, unset once the outbox is empty: the
+sweep finds pending documents by equality on it, a lookup FerretDB hands to PostgreSQL and an
+index answers. (It pushes no other operator down: ``{"_outbox.id": {"$exists": true}}`` read
+and decoded every document of the collection on each sweep.)"""
 Document = dict[str, Any]
 
 
@@ -76,7 +81,12 @@ class NullNotifier:
 
 
 def pending_filter() -> Document:
-    return {f"{OUTBOX}.id": {"$exists": True}}
+    return {PENDING: True}
+
+
+def queue(events: list[Document]) -> Document:
+    """The update that appends ``events`` to a document's outbox and marks it pending."""
+    return {"$push": {OUTBOX: {"$each": events}}, "$set": {PENDING: True}}
 
 
 class OutboxRelay:
@@ -120,8 +130,8 @@ class OutboxRelay:
         """The sweep's index. Called before the service takes traffic: FerretDB's
         createIndexes can stall for minutes behind a stream of writes."""
         existing = [dict(ix["key"]) async for ix in await self._collection.list_indexes()]
-        if not any(f"{OUTBOX}.id" in key for key in existing):
-            await self._collection.create_index(f"{OUTBOX}.id")
+        if not any(PENDING in key for key in existing):
+            await self._collection.create_index(PENDING)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._collection.name}")
@@ -227,9 +237,17 @@ class OutboxRelay:
                     UpdateOne({"_id": doc_id}, {"$pull": {OUTBOX: entry}})
                     for _, (doc_id, entry) in batch
                 ]
+                doc_ids = list({doc_id: None for _, (doc_id, _) in batch})
+                # After the pulls, so a document is unmarked only once its outbox is empty; a
+                # write that queued more meanwhile keeps it marked ($size fails).
+                unmark = [
+                    UpdateOne({"_id": doc_id, OUTBOX: {"$size": 0}}, {"$unset": {PENDING: ""}})
+                    for doc_id in doc_ids
+                ]
                 try:
-                    async with locks.hold(*{doc_id for _, (doc_id, _) in batch}):
+                    async with locks.hold(*doc_ids):
                         await guards.bulk_write(self._collection, removals)
+                        await guards.bulk_write(self._collection, unmark)
                 except Exception:  # noqa: BLE001 - the entries stay; worst case a re-publish
                     log.exception("outbox removal for %s failed", self._collection.name)
                     if self._stopping:

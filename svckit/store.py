@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from svckit import doclocks, guards
 from svckit.documents import from_document, to_document
 from svckit.errors import AlreadyExists
-from svckit.outbox import OUTBOX
+from svckit.outbox import OUTBOX, PENDING, queue
 
 M = TypeVar("M", bound=Message)
 Document = dict[str, Any]
@@ -54,6 +54,8 @@ class AggregateStore(Generic[M]):
     ) -> None:
         doc = {**to_document(aggregate, id_field=self._id_field), **(extra or {})}
         doc[OUTBOX] = list(events)
+        if doc[OUTBOX]:
+            doc[PENDING] = True
         try:
             async with self._locks.hold(doc["_id"]):
                 await self.collection.insert_one(doc)
@@ -71,13 +73,12 @@ class AggregateStore(Generic[M]):
         """Write the new state if the stored version is still `expected_version`."""
         doc = {**to_document(aggregate, id_field=self._id_field), **(extra or {})}
         aggregate_id = doc.pop("_id")
-        update: Document = {"$set": doc}
+        events = list(events)
+        update: Document = queue(events) if events else {"$set": {}}
+        update["$set"].update(doc)
         removed = {name: "" for name in self._fields if name not in doc}
         if removed:
             update["$unset"] = removed
-        events = list(events)
-        if events:
-            update["$push"] = {OUTBOX: {"$each": events}}
         async with self._locks.hold(aggregate_id):
             return await guards.update_one_if(
                 self.collection, aggregate_id, {"version": expected_version}, update
@@ -92,5 +93,5 @@ class AggregateStore(Generic[M]):
                 self.collection,
                 aggregate_id,
                 {"version": expected_version},
-                {"$push": {OUTBOX: {"$each": events}}},
+                queue(events),
             )

@@ -35,7 +35,7 @@ from svckit import metrics
 from svckit.app import ServiceApp
 from svckit.envelope import Headers, encode
 from svckit.kafka import EventProducer
-from svckit.outbox import OutboxRelay, outbox_entry
+from svckit.outbox import OUTBOX, PENDING, OutboxRelay, outbox_entry
 from tests.support import eventually, read_topic, running, settings_for
 
 pytestmark = pytest.mark.integration
@@ -215,8 +215,8 @@ async def test_outbox_gauges_show_the_backlog_while_kafka_is_down(
 
     await collection.insert_many(
         [
-            {"_id": "a", "_outbox": [entry(30, 1), entry(5, 2)]},
-            {"_id": "b", "_outbox": [entry(1, 1)]},
+            {"_id": "a", OUTBOX: [entry(30, 1), entry(5, 2)], PENDING: True},
+            {"_id": "b", OUTBOX: [entry(1, 1)], PENDING: True},
         ]
     )
     service = f"test-{uuid.uuid4().hex[:6]}"  # a label no other test touches

@@ -1,0 +1,259 @@
+"""The embedded stack's PostgreSQL: a private cluster that FerretDB stores every document in.
+
+Why PostgreSQL: FerretDB 1.24 on SQLite ran a version-guarded update at 11/s; on PostgreSQL the
+same loop ran at 458/s (docs/performance.md). The cluster lives inside the run dir::
+
+    <run_dir>/data/postgres           initdb'd once; fsync and synchronous_commit stay on
+    <run_dir>/secrets/postgres.password  the superuser's password (0600), made once
+
+It listens on 127.0.0.1 only (no Unix socket), with scram-sha-256 password authentication, and
+runs as the ``postgres`` OS user when started as root (PostgreSQL refuses to run as root).
+
+Indexes FerretDB cannot make itself. FerretDB 1.24 looks a field up as ``_jsonb->'f' @> value``
+(containment), but the indexes it creates, its own unique index on ``_id`` included, are btrees
+on ``(_jsonb->'f')``, which ``@>`` cannot use: every lookup by ``_id``, ``customer_id`` or
+``status`` scans the table, and the cost grows with the data (find_one by ``_id`` measured at
+1,527/s with 1,000 documents, 150/s with 30,000). :data:`SETUP_SQL` installs an event trigger
+in FerretDB's database that gives every key expression of every btree index FerretDB creates
+a GIN twin (``jsonb_path_ops``, which answers ``@>``), so the services keep declaring their
+indexes the MongoDB way (``create_index``) and the same declaration serves both servers. It
+lives in the PostgreSQL catalog, so it survives restarts and covers collections created later;
+``plan_cache_mode = force_custom_plan`` makes the planner see the field name FerretDB passes as
+a bind parameter, without which no expression index matches.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+from stack import tools
+from stack.procs import ProcessError, Supervisor
+
+POSTGRES = "postgres"
+"""Supervisor name of the PostgreSQL server process."""
+SUPERUSER = "storefront"
+DATABASE = "ferretdb"
+"""The PostgreSQL database FerretDB keeps its data in (one schema per MongoDB database)."""
+OS_USER = "postgres"
+"""The OS user the server runs as when the stack runs as root (Debian's package creates it)."""
+
+MAX_CONNECTIONS = 300
+FERRETDB_POOL = 250
+"""FerretDB's PostgreSQL pool (pgx ``pool_max_conns``). FerretDB stops answering altogether,
+even ``ping``, once more operations are in flight than this pool holds (each can need a second
+connection while it holds one), so it is sized above what every MongoDB client of the stack can
+have in flight: three services and the operator tools at ``svckit.mongo.MAX_POOL_SIZE`` each,
+plus tests and benches. PostgreSQL's ``max_connections`` leaves room for psql and autovacuum."""
+
+SETTINGS: dict[str, str] = {
+    "listen_addresses": "127.0.0.1",
+    "unix_socket_directories": "",
+    "max_connections": str(MAX_CONNECTIONS),
+    "shared_buffers": "256MB",
+    "work_mem": "8MB",
+    "plan_cache_mode": "force_custom_plan",
+    # Durability is not traded for speed: a SIGKILL of the server keeps every committed write.
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "log_min_messages": "warning",
+    "log_line_prefix": "%m [%p] ",
+}
+
+SETUP_SQL = r"""
+CREATE OR REPLACE FUNCTION storefront_gin_twins(index_oid oid) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  ix record;
+  k int;
+  expr text;
+BEGIN
+  SELECT i.indnatts, n.nspname, t.relname AS tbl, am.amname
+    INTO ix
+    FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indexrelid
+    JOIN pg_am am ON am.oid = c.relam
+    JOIN pg_class t ON t.oid = i.indrelid
+    JOIN pg_namespace n ON n.oid = t.relnamespace
+   WHERE i.indexrelid = index_oid;
+  -- Only FerretDB's btrees on collection tables (the GIN indexes made here come back here).
+  IF ix.amname IS DISTINCT FROM 'btree' OR ix.tbl LIKE '\_ferretdb\_%'
+     OR ix.nspname IN ('pg_catalog', 'information_schema', 'public') THEN
+    RETURN;
+  END IF;
+  FOR k IN 1..ix.indnatts LOOP
+    expr := pg_get_indexdef(index_oid, k, false);
+    CONTINUE WHEN expr NOT LIKE '%\_jsonb -> %';
+    EXECUTE format(
+      'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((%s) jsonb_path_ops) '
+      'WITH (fastupdate = off)',
+      'sfgin_' || md5(ix.nspname || '.' || ix.tbl || ':' || expr), ix.nspname, ix.tbl, expr);
+  END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION storefront_gin_for_ferretdb() RETURNS event_trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  created record;
+BEGIN
+  FOR created IN SELECT objid FROM pg_event_trigger_ddl_commands()
+                 WHERE command_tag = 'CREATE INDEX' AND object_type = 'index' LOOP
+    PERFORM storefront_gin_twins(created.objid);
+  END LOOP;
+END
+$fn$;
+
+DROP EVENT TRIGGER IF EXISTS storefront_gin_for_ferretdb;
+CREATE EVENT TRIGGER storefront_gin_for_ferretdb ON ddl_command_end
+  WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION storefront_gin_for_ferretdb();
+
+-- Indexes FerretDB made before this trigger existed get their twins now.
+SELECT storefront_gin_twins(indexrelid) FROM pg_index;
+"""
+
+
+class PostgresCluster:
+    """One private cluster in ``<run_dir>/data/postgres``, listening on 127.0.0.1:``port``."""
+
+    def __init__(self, run_dir: Path, port: int, supervisor: Supervisor) -> None:
+        self.run_dir = run_dir
+        self.port = port
+        self.supervisor = supervisor
+        self.data_dir = run_dir / "data" / "postgres"
+        self.password_file = run_dir / "secrets" / "postgres.password"
+        self.os_user = OS_USER if os.geteuid() == 0 else None
+
+    # ----- endpoints -----------------------------------------------------------------------
+
+    @property
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def url(self, database: str = DATABASE, **params: str) -> str:
+        """A libpq/pgx URL for ``database`` as the superuser (``params`` become the query)."""
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        base = f"postgres://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{database}"
+        return f"{base}?{query}" if query else base
+
+    def ferretdb_url(self) -> str:
+        return self.url(pool_max_conns=str(FERRETDB_POOL))
+
+    # ----- lifecycle -----------------------------------------------------------------------
+
+    def init(self) -> None:
+        """initdb on first use (and the password file): later starts reuse the cluster."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self._make_password()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._hand_over(self.data_dir)
+        pwfile = self.run_dir / "secrets" / "postgres.initdb"
+        pwfile.write_text(self.password + "\n")
+        self._hand_over(pwfile)
+        try:
+            self._run(
+                [
+                    str(tools.path("postgresql") / "initdb"),
+                    f"--pgdata={self.data_dir}",
+                    f"--username={SUPERUSER}",
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                "initdb",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def argv(self) -> list[str]:
+        settings = {**SETTINGS, "port": str(self.port)}
+        flags = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()]
+        return [str(tools.path("postgresql") / "postgres"), "-D", str(self.data_dir), *flags]
+
+    def spawn(self) -> None:
+        self.supervisor.start(POSTGRES, self.argv(), ready=self.port, wait=False, user=self.os_user)
+
+    def setup(self, timeout: float) -> None:
+        """Create FerretDB's database and (re)install :data:`SETUP_SQL`; idempotent.
+
+        Retries while the server is still starting (it accepts TCP before it takes queries).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                exists = self.psql(
+                    "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
+                )
+                if exists.strip() != "1":
+                    self.psql("postgres", f"CREATE DATABASE {DATABASE}")
+                self.psql(DATABASE, SETUP_SQL)
+                return
+            except ProcessError:
+                if time.monotonic() > deadline or not self.supervisor.is_running(POSTGRES):
+                    raise
+                time.sleep(0.3)
+
+    # ----- internals -----------------------------------------------------------------------
+
+    def _make_password(self) -> None:
+        if self.password_file.exists():
+            return
+        self.password_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.password_file.touch(mode=0o600)
+        self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+
+    def _hand_over(self, path: Path) -> None:
+        """Give ``path`` to the server's OS user and let it reach it through the run dir."""
+        if self.os_user is None:
+            return
+        import pwd
+
+        entry = pwd.getpwnam(self.os_user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        # mkdtemp run dirs are 0700: the server needs to traverse them (not list them).
+        for parent in [path.parent, *path.parent.parents]:
+            if not parent.is_relative_to(self.run_dir):
+                break
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                os.chmod(parent, mode | 0o001)
+
+    def _run(self, argv: list[str], what: str) -> str:
+        from stack.procs import as_user
+
+        res = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+            check=False,
+            **as_user(self.os_user),  # type: ignore[arg-type]
+        )
+        if res.returncode != 0:
+            raise ProcessError(f"postgres {what} failed:\n{res.stdout}{res.stderr}")
+        return res.stdout
+
+    def psql(self, database: str, sql: str) -> str:
+        """Run ``sql`` in ``database`` as the superuser; its rows, unaligned (for tools, tests)."""
+        argv = [
+            str(tools.path("postgresql") / "psql"),
+            "--no-psqlrc",
+            "--quiet",
+            "--tuples-only",
+            "--no-align",
+            "--set=ON_ERROR_STOP=1",
+            f"--dbname={self.url(database, connect_timeout='5')}",
+            "--command",
+            sql,
+        ]
+        res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if res.returncode != 0:
+            raise ProcessError(f"psql failed: {res.stderr.strip()}")
+        return res.stdout

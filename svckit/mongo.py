@@ -1,0 +1,32 @@
+"""The one way every process of the project opens MongoDB: services, operator tools, benches.
+
+Why a bounded pool: FerretDB stops answering every client, even ``ping``, once more operations
+are in flight than its own PostgreSQL pool holds (reproduced in tests/integration/test_mongo.py
+with FerretDB's default pool of 50). A pymongo client runs at most ``maxPoolSize`` operations at
+once, so capping it here (32, or ``MONGODB_MAX_POOL_SIZE``) and sizing FerretDB's pool above
+the sum of the stack's clients (``stack.postgres.FERRETDB_POOL``) keeps the database answering
+however many requests queue up. A ``maxPoolSize`` in ``MONGODB_URI`` wins, so a real MongoDB
+deployment tunes it in the URI with no code change.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+MAX_POOL_SIZE = int(os.environ.get("MONGODB_MAX_POOL_SIZE", "32"))
+SERVER_SELECTION_TIMEOUT_MS = 5000
+
+Document = dict[str, Any]
+
+
+def connect(
+    uri: str, *, timeout_ms: int = SERVER_SELECTION_TIMEOUT_MS
+) -> AsyncMongoClient[Document]:
+    """An AsyncMongoClient with tz-aware datetimes and the project's pool bound."""
+    options: dict[str, Any] = {"tz_aware": True, "serverSelectionTimeoutMS": timeout_ms}
+    if "maxpoolsize=" not in uri.lower():
+        options["maxPoolSize"] = MAX_POOL_SIZE
+    return AsyncMongoClient(uri, **options)

@@ -1,0 +1,166 @@
+"""FerretDB on the private PostgreSQL cluster: indexes that lookups can use, a pool that cannot
+be exhausted, and committed writes that survive kill -9 of either server.
+
+These test the embedded stack itself, so they skip when MONGODB_URI points elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from stack import tools
+from stack.embedded import FERRETDB, EmbeddedStack, free_ports
+from stack.postgres import FERRETDB_POOL, POSTGRES
+from svckit import mongo
+
+pytestmark = pytest.mark.integration
+
+Doc = dict[str, object]
+
+
+@pytest.fixture
+def embedded(stack: EmbeddedStack) -> EmbeddedStack:
+    if stack.external_mongodb:
+        pytest.skip("MONGODB_URI is external: the embedded PostgreSQL is not in use")
+    return stack
+
+
+def _explain(stack: EmbeddedStack, schema: str, sql_where: str) -> str:
+    """EXPLAIN of a FerretDB-shaped query on the collection table of ``schema``."""
+    table = _table(stack, schema)
+    stack.postgres.psql("ferretdb", f'ANALYZE "{schema}"."{table}"')
+    return stack.postgres.psql(
+        "ferretdb", f'EXPLAIN SELECT _jsonb FROM "{schema}"."{table}" WHERE {sql_where}'
+    )
+
+
+async def test_lookups_by_id_and_indexed_fields_use_an_index(
+    embedded: EmbeddedStack, mongo_db_name: str
+) -> None:
+    client = mongo.connect(embedded.mongodb_uri)
+    try:
+        col = client[mongo_db_name]["things"]
+        await col.insert_many(
+            [{"_id": f"t{i:05d}", "owner": f"o{i % 50}", "n": i} for i in range(3000)]
+        )
+        await col.create_index([("owner", 1), ("_id", 1)])
+        found = await col.find_one({"_id": "t01234"})
+        assert found is not None and found["n"] == 1234
+        assert len(await col.find({"owner": "o7"}).to_list()) == 60
+    finally:
+        await client.close()
+    # The shape FerretDB sends: containment on the field, which only a GIN index answers.
+    by_id = _explain(embedded, mongo_db_name, "_jsonb -> '_id' @> '\"t01234\"'")
+    by_owner = _explain(embedded, mongo_db_name, "_jsonb -> 'owner' @> '\"o7\"'")
+    assert "sfgin_" in by_id and "Seq Scan" not in by_id, by_id
+    assert "sfgin_" in by_owner and "Seq Scan" not in by_owner, by_owner
+
+
+def _table(stack: EmbeddedStack, schema: str) -> str:
+    return stack.postgres.psql(
+        "ferretdb",
+        f"SELECT tablename FROM pg_tables WHERE schemaname = '{schema}' "
+        "AND tablename NOT LIKE '\\_ferretdb%'",
+    ).strip()
+
+
+async def test_more_operations_than_the_pool_holds_keep_the_database_answering(
+    embedded: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """Three clients as the services open them, each with far more concurrent writes queued
+    than FerretDB's PostgreSQL pool holds; the database finishes them all and answers a ping."""
+    clients = [mongo.connect(embedded.mongodb_uri) for _ in range(3)]
+    ops_per_client = FERRETDB_POOL * 2
+    try:
+        col = clients[0][mongo_db_name]["hot"]
+        await col.insert_many([{"_id": i, "v": 0} for i in range(100)])
+
+        async def write(client: AsyncMongoClient[Doc], i: int) -> None:
+            await client[mongo_db_name]["hot"].update_one({"_id": i % 100}, {"$inc": {"v": 1}})
+
+        writes = [write(c, i) for c in clients for i in range(ops_per_client)]
+        await asyncio.wait_for(asyncio.gather(*writes), 120)
+        pinger = mongo.connect(embedded.mongodb_uri)
+        try:
+            assert (await asyncio.wait_for(pinger.admin.command("ping"), 10))["ok"] == 1
+        finally:
+            await pinger.close()
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_an_unbounded_client_hangs_a_small_pool(embedded: EmbeddedStack) -> None:
+    """The finding the pool sizing answers, reproduced on a throwaway FerretDB with a pool of
+    10: 400 writes in flight at once from an unbounded client and it stops answering."""
+    (port,) = free_ports(1)
+    name = f"ferretdb-small-pool-{port}"
+    state = embedded.run_dir / "data" / name
+    state.mkdir(parents=True)
+    url = embedded.postgres.url(pool_max_conns="10")
+    embedded.supervisor.start(
+        name,
+        [
+            str(tools.path("ferretdb")),
+            "--handler=postgresql",
+            f"--state-dir={state}",
+            f"--listen-addr=127.0.0.1:{port}",
+            "--debug-addr=-",
+            "--telemetry=disable",
+        ],
+        env={"FERRETDB_POSTGRESQL_URL": url},
+        ready=port,
+    )
+    db = f"small_pool_{uuid.uuid4().hex[:8]}"
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{port}/", maxPoolSize=400, serverSelectionTimeoutMS=3000
+    )
+    try:
+        col = client[db]["hot"]
+        await col.insert_many([{"_id": i, "v": 0} for i in range(100)])
+        writes = [col.update_one({"_id": i % 100}, {"$inc": {"v": 1}}) for i in range(400)]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*writes), 20)
+        probe: AsyncMongoClient[Doc] = AsyncMongoClient(
+            f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=3000
+        )
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(probe.admin.command("ping"), 5)
+        finally:
+            await probe.close()
+    finally:
+        embedded.supervisor.stop(name, timeout=2)
+        await client.close()
+        embedded.postgres.psql("ferretdb", f'DROP SCHEMA IF EXISTS "{db}" CASCADE')
+
+
+async def test_committed_writes_survive_sigkill_of_postgres_and_ferretdb(
+    embedded: EmbeddedStack, mongo_db_name: str
+) -> None:
+    sup = embedded.supervisor
+    client = mongo.connect(embedded.mongodb_uri)
+    try:
+        col = client[mongo_db_name]["durable"]
+        await col.insert_many([{"_id": i, "v": i} for i in range(500)])
+        await col.update_many({}, {"$set": {"touched": True}})
+    finally:
+        await client.close()
+
+    assert sup.kill(POSTGRES) and sup.kill(FERRETDB)
+    sup.restart(POSTGRES, timeout=60)
+    embedded.postgres.setup(60)
+    sup.restart(FERRETDB, timeout=60)
+
+    client = mongo.connect(embedded.mongodb_uri, timeout_ms=30_000)
+    try:
+        col = client[mongo_db_name]["durable"]
+        assert await col.count_documents({"touched": True}) == 500
+        doc = await col.find_one({"_id": 321})
+        assert doc is not None and doc["v"] == 321
+    finally:
+        await client.close()
