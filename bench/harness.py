@@ -106,36 +106,3 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 
 def default_run_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="storefront-bench-"))
-
-
-def add_sqlite_id_indexes(run_dir: Path) -> int:
-    """Experiment (`python -m bench --ferretdb-id-index`): give every FerretDB table an index
-    on the expression FerretDB v1.24's own queries use for `_id`.
-
-    FerretDB creates its unique `_id` index on `_ferretdb_sjson->"_id"` but looks documents up
-    with `WHERE _ferretdb_sjson->'$._id' = ?`; SQLite matches index expressions as written,
-    so every find, update and upsert by `_id` scans the table (EXPLAIN QUERY PLAN: SCAN).
-    An index on the expression the queries use turns that into a search. FerretDB does not
-    know about it and does not need to; it goes away with the table. Returns indexes added.
-    """
-    import sqlite3
-
-    added = 0
-    for path in sorted((run_dir / "data" / "ferretdb").glob("*.sqlite")):
-        db = sqlite3.connect(path, timeout=30)
-        try:
-            tables = [r[0] for r in db.execute("SELECT table_name FROM _ferretdb_collections")]
-            for table in tables:
-                name = f"{table}_bench_id_path"
-                exists = db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
-                ).fetchone()
-                if not exists:
-                    db.execute(f"""CREATE INDEX "{name}" ON "{table}" (_ferretdb_sjson->'$._id')""")
-                    added += 1
-            db.commit()
-        except sqlite3.Error:
-            continue  # a database without collections yet
-        finally:
-            db.close()
-    return added

@@ -74,8 +74,10 @@ def ghz(
     connections: int = 1,
     rps: int = 0,
     timeout: float = 10.0,
+    total: int = 0,
 ) -> LoadResult:
-    """Run ghz for `duration` seconds; `data` is one request or a list used round-robin."""
+    """Run ghz for `duration` seconds (or for `total` requests, if given); `data` is one
+    request or a list used round-robin."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(data, f)
         data_file = f.name
@@ -92,8 +94,7 @@ def ghz(
         str(concurrency),
         "--connections",
         str(connections),
-        "--duration",
-        f"{duration:g}s",
+        *(("--total", str(total)) if total else ("--duration", f"{duration:g}s")),
         "--timeout",
         f"{timeout:g}s",
         "--format",
@@ -105,7 +106,8 @@ def ghz(
         argv += ["--rps", str(rps)]
     argv.append(target)
     try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        limit = timeout * total if total else duration
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=limit + 60)
     finally:
         os.unlink(data_file)
     if not res.stdout.strip():

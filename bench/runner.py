@@ -5,8 +5,11 @@
 2. GetCustomer and CreateCustomer over gRPC against accounts_svc (ghz)
 3. GetCustomer as JSON through Envoy (wrk) against gRPC direct
 4. propagation: UpdateCustomer at 200/s, accounts commit -> orders copy updated
-5. catch-up: orders consuming a backlog of CustomerChanged events, against the raw loop
-6. resident memory of each service after the run
+5. catch-up: orders consuming a backlog of CustomerChanged events, against the raw loop, with
+   a small and a large backlog
+6. growth: each read and write with a small and a large data set, ratio large/small
+   (bench/growth.py)
+7. resident memory of each service after the run
 
 Prints one table and writes bench/results.json. See docs/performance.md.
 """
@@ -32,8 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import data, loadgen
-from bench.harness import PREFIX, ROOT, Harness, add_sqlite_id_indexes
+from bench import data, growth, loadgen
+from bench.harness import PREFIX, ROOT, Harness
 from bench.stats import fraction_within, histogram_quantile
 
 RESULTS = ROOT / "bench" / "results.json"
@@ -49,6 +52,8 @@ SCENARIOS = (
     "json_via_envoy",
     "propagation",
     "catch_up",
+    "catch_up_large",
+    "growth",
     "memory",
 )
 
@@ -58,6 +63,7 @@ TARGETS = {
     "json_via_envoy": ("ratio", ">=", 0.80),
     "propagation": ("p99_ms", "<=", 100.0),
     "catch_up": ("ratio", ">=", 0.50),
+    "catch_up_large": ("ratio_to_small", ">=", 0.80),
     "memory": ("max_rss_mb", "<=", 150.0),
 }
 
@@ -72,10 +78,16 @@ class Profile:
     update_rate: int
     propagation_seconds: float
     backlog: int  # catch-up events
+    backlog_large: int
+    growth: growth.Sizes
 
 
-FULL = Profile("full", 10.0, 2.0, 32, 1000, 200, 20.0, 20_000)
-QUICK = Profile("quick", 2.0, 0.5, 16, 200, 200, 3.0, 2_000)
+FULL = Profile(
+    "full", 10.0, 2.0, 32, 1000, 200, 20.0, 20_000, 100_000, growth.Sizes(1000, 100_000)
+)
+QUICK = Profile(
+    "quick", 2.0, 0.5, 16, 200, 200, 3.0, 2_000, 6_000, growth.Sizes(200, 2_000, 10, 200)
+)
 
 
 def log(msg: str) -> None:
@@ -83,9 +95,8 @@ def log(msg: str) -> None:
 
 
 class Bench:
-    def __init__(self, profile: Profile, run_dir: Path, *, id_index: bool = False) -> None:
+    def __init__(self, profile: Profile, run_dir: Path) -> None:
         self.p = profile
-        self.id_index = id_index
         self.h = Harness(run_dir, log)
         self.results: dict[str, Any] = {}
         self.ids: list[str] = []
@@ -103,15 +114,7 @@ class Bench:
         assert self.h.stack
         return self.h.stack.kafka_bootstrap
 
-    def index_ids(self) -> None:
-        """With --ferretdb-id-index: index the tables that exist now (see harness)."""
-        if self.id_index:
-            added = add_sqlite_id_indexes(self.h.run_dir)
-            if added:
-                log(f"[bench] added {added} SQLite _id expression indexes")
-
     def ghz(self, target: str, method: str, payload: Any, **kw: Any) -> loadgen.LoadResult:
-        self.index_ids()
         call = f"{ACCOUNTS}.{method}"
         c = kw.pop("concurrency", self.p.concurrency)
         if self.p.warmup and not kw.get("rps"):
@@ -121,9 +124,6 @@ class Bench:
         )
 
     def raw_mongo(self, op: str, db: str, collection: str) -> dict[str, Any]:
-        if self.id_index:
-            asyncio.run(touch_collection(self.mongodb_uri, db, collection))
-            self.index_ids()
         ids_file = self.h.run_dir / "ids.json"
         ids_file.write_text(json.dumps(self.ids))
         argv = [
@@ -162,7 +162,6 @@ class Bench:
         self.bare_port = self.h.start_bare()
         loadgen.ensure_ghz()
         loadgen.ensure_wrk()
-        self.index_ids()
 
     def seed(self) -> None:
         """Customers to read and update, with client-chosen ids (the realistic shape)."""
@@ -214,7 +213,6 @@ class Bench:
                 "storefront_events_consumed_total",
                 topic=CUSTOMER_TOPIC,
             )
-            self.index_ids()
             now = (published, consumed)
             stable = stable + 1 if now == last and consumed >= published else 0
             if stable >= 4:
@@ -327,15 +325,22 @@ class Bench:
         }
 
     def catch_up(self) -> None:
-        n = self.p.backlog
+        self.results["catch_up"] = self.catch_up_of(self.p.backlog)
+
+    def catch_up_large(self) -> None:
+        large = self.catch_up_of(self.p.backlog_large)
+        small = self.results.get("catch_up", {}).get("events_per_s", 0.0)
+        large["events_per_s_small"] = small
+        large["ratio_to_small"] = ratio(large["events_per_s"], small)
+        self.results["catch_up_large"] = large
+
+    def catch_up_of(self, n: int) -> dict[str, Any]:
         events = backlog_events(n)
         log(f"[bench] catch-up ceiling: raw consume + bulk_write of {n} events")
-        asyncio.run(ensure_topic(self.bootstrap, RAW_TOPIC))
-        asyncio.run(produce(self.bootstrap, RAW_TOPIC, events))
-        if self.id_index:
-            asyncio.run(touch_collection(self.mongodb_uri, f"{PREFIX}raw", "customers"))
-            self.index_ids()
-        raw_group = f"{PREFIX}raw-consume"
+        raw_topic = f"{RAW_TOPIC}.{n}"
+        asyncio.run(ensure_topic(self.bootstrap, raw_topic))
+        asyncio.run(produce(self.bootstrap, raw_topic, events))
+        raw_group = f"{PREFIX}raw-consume-{n}"
         t_spawn = time.monotonic()
         proc = subprocess.Popen(
             [
@@ -346,7 +351,7 @@ class Bench:
                 "--bootstrap",
                 self.bootstrap,
                 "--topic",
-                RAW_TOPIC,
+                raw_topic,
                 "--group",
                 raw_group,
                 "--uri",
@@ -360,7 +365,7 @@ class Bench:
             stdout=subprocess.PIPE,
             text=True,
         )
-        raw = asyncio.run(watch_group(self.bootstrap, raw_group, RAW_TOPIC, t_spawn, 0))
+        raw = asyncio.run(watch_group(self.bootstrap, raw_group, raw_topic, t_spawn, 0))
         out, _ = proc.communicate(timeout=120)
         raw["self_reported"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
 
@@ -369,12 +374,11 @@ class Bench:
         self.h.stop_service("orders")
         baseline = asyncio.run(committed_total(self.bootstrap, group, CUSTOMER_TOPIC))
         asyncio.run(produce(self.bootstrap, CUSTOMER_TOPIC, events))
-        self.index_ids()
         t_spawn = time.monotonic()
         self.h.start_service("orders", wait=False)
         svc = asyncio.run(watch_group(self.bootstrap, group, CUSTOMER_TOPIC, t_spawn, baseline))
         self.h.wait_service("orders")
-        self.results["catch_up"] = {
+        return {
             "events": n,
             "events_per_s": svc["events_per_s"],
             "seconds": svc["seconds"],
@@ -385,6 +389,30 @@ class Bench:
             "method": "both timed the same way: the group's committed offsets polled every "
             "20 ms, from their first move to the end of the topic",
         }
+
+    def growth(self) -> None:
+        def measure(service: str, method: str, requests: Any, scans: bool) -> loadgen.LoadResult:
+            target = self.h.target(service)
+            if scans:
+                return loadgen.ghz(
+                    target, method, requests, concurrency=1, duration=0, total=3, timeout=300
+                )
+            c = min(self.p.concurrency, 16)
+            seconds = max(2.0, self.p.seconds / 2)
+            if self.p.warmup:
+                loadgen.ghz(target, method, requests, concurrency=c, duration=self.p.warmup)
+            return loadgen.ghz(target, method, requests, concurrency=c, duration=seconds)
+
+        self.results["growth"] = growth.Growth(
+            uri=self.mongodb_uri,
+            accounts_db=f"{PREFIX}accounts",
+            orders_db=f"{PREFIX}orders",
+            sizes=self.p.growth,
+            measure=measure,
+            settle=self.quiesce,
+            log=log,
+        ).run()
+        self.quiesce()
 
     def memory(self) -> None:
         out: dict[str, Any] = {}
@@ -404,6 +432,8 @@ class Bench:
             (("ceilings", "get_customer", "create_customer", "json_via_envoy"), self.reads),
             (("propagation",), self.propagation),
             (("catch_up",), self.catch_up),
+            (("catch_up_large",), self.catch_up_large),
+            (("growth",), self.growth),
             (("memory",), self.memory),
         ]
         try:
@@ -433,7 +463,7 @@ class Bench:
             "duration_s": time.time() - started,
             "machine": machine(load_before),
             "versions": versions(self.mongodb_uri if self.h.stack else ""),
-            "settings": {**self.p.__dict__, "ferretdb_id_index": self.id_index},
+            "settings": dataclasses.asdict(self.p),
             "scenarios": {name: self.results.get(name, {"error": "not run"}) for name in SCENARIOS},
         }
 
@@ -477,18 +507,6 @@ def propagation_buckets(url: str) -> dict[float, float]:
                 le = float(labels["le"])
                 out[le] = out.get(le, 0.0) + sample.value
     return out
-
-
-async def touch_collection(uri: str, db: str, collection: str) -> None:
-    """Create the collection (so its table exists) without leaving a document behind."""
-    from pymongo import AsyncMongoClient
-
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
-    try:
-        if collection not in await client[db].list_collection_names():
-            await client[db].create_collection(collection)
-    finally:
-        await client.close()
 
 
 def metric_sum(url: str, name: str, **labels: str) -> float:
@@ -676,7 +694,7 @@ def versions(mongodb_uri: str) -> dict[str, str]:
             with MongoClient(mongodb_uri, serverSelectionTimeoutMS=3000) as client:
                 info = client.admin.command("buildInfo")
             out["database"] = (
-                f"FerretDB {info['ferretdbVersion']} (SQLite)"
+                f"FerretDB {info['ferretdbVersion']} (PostgreSQL)"
                 if "ferretdbVersion" in info
                 else f"MongoDB {info.get('version')}"
             )
@@ -778,6 +796,24 @@ def table(report: dict[str, Any]) -> str:
     )
     safe(
         lambda: (
+            f"{s['catch_up_large']['events_per_s']:,.0f} events/s "
+            f"({s['catch_up_large']['events']:,} in {s['catch_up_large']['seconds']:.1f} s)",
+            f"{s['catch_up_large']['events_per_s_small']:,.0f} events/s with "
+            f"{s['catch_up']['events']:,}",
+            f"{s['catch_up_large']['ratio_to_small']:.2f}",
+        ),
+        "catch_up_large",
+    )
+    g = s.get("growth", {})
+    if "error" in g:
+        rows.append(("growth", "error: " + g["error"][:60], "", "", ""))
+    else:
+        try:
+            rows.extend(growth.rows(g))
+        except (KeyError, TypeError) as exc:
+            rows.append(("growth", f"incomplete ({exc})", "", "", ""))
+    safe(
+        lambda: (
             ", ".join(f"{n} {s['memory'][n]['rss_mb']:.0f} MiB" for n in SERVICES),
             "",
             "",
@@ -801,18 +837,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON path")
     parser.add_argument("--keep", action="store_true", help="keep the run dir (logs)")
     parser.add_argument("--backlog", type=int, default=0, help="catch-up events (default 20000)")
-    parser.add_argument(
-        "--ferretdb-id-index",
-        action="store_true",
-        help="experiment: index FerretDB's tables on the _id expression its queries use",
-    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.backlog:
         profile = dataclasses.replace(profile, backlog=args.backlog)
     run_dir = Path(tempfile.mkdtemp(prefix="storefront-bench-"))
     log(f"[bench] {profile.name} run in {run_dir}")
-    bench = Bench(profile, run_dir, id_index=args.ferretdb_id_index)
+    bench = Bench(profile, run_dir)
     try:
         report = bench.run()
     finally:

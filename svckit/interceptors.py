@@ -17,7 +17,7 @@ import grpc
 from grpc_status import rpc_status
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from svckit import logs, metrics, tracing
+from svckit import logs, metrics, text, tracing
 from svckit.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     # Honour the caller's deadline: stop working once nobody waits for us.
                     # A write that already committed is safe: its outbox entry is swept.
                     async with asyncio.timeout(context.time_remaining()):
+                        text.refuse_nul(request)
                         return await inner(request, context)
                 except TimeoutError:
                     code = grpc.StatusCode.DEADLINE_EXCEEDED

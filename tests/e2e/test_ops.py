@@ -17,7 +17,7 @@ from storefront.accounts.v1 import accounts_pb2, events_pb2
 from storefront_cli import endpoints, ops, system
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft
-from svckit.outbox import outbox_entry
+from svckit.outbox import OUTBOX, PENDING, outbox_entry
 from tests.e2e.conftest import System
 from tests.support import eventually
 
@@ -132,7 +132,11 @@ async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: Embedded
     try:
         accounts = client[ep.database("accounts")]["customer.accounts"]
         await accounts.insert_many(
-            [{"_id": "c", "_outbox": entries}, {"_id": "d", "_outbox": entries[:1]}, {"_id": "e"}]
+            [
+                {"_id": "c", OUTBOX: entries, PENDING: True},
+                {"_id": "d", OUTBOX: entries[:1], PENDING: True},
+                {"_id": "e"},
+            ]
         )
         rows = {b.service: b for b in await ops.outbox_backlog(ep, 10.0, now=now)}
     finally:

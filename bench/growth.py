@@ -1,0 +1,253 @@
+"""Growth: the same operation against a small and a large data set, the ratio large/small.
+
+A ratio near 1.0 means the cost per operation does not depend on how much is stored (every
+lookup is answered by an index); one far below means something scans. The large sets are
+seeded straight into the services' collections, as the repositories store them
+(``svckit.documents.to_document`` of what the domain builds, as already published events), in
+unordered ``insert_many`` batches: 100,000 customers take seconds instead of the minutes the
+RPCs would, and nothing in the measured path differs from data that came through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from accounts_svc import domain as accounts_domain
+from accounts_svc.repository import COLLECTION as CUSTOMERS
+from bench import data, loadgen
+from orders_svc import domain as orders_domain
+from storefront.common.v1 import common_pb2
+from storefront.orders.v1 import orders_pb2
+from svckit import mongo, paging
+from svckit.documents import to_document
+from svckit.outbox import OUTBOX
+
+ACCOUNTS = "storefront.accounts.v1.AccountsService"
+ORDERS = "storefront.orders.v1.OrdersService"
+ORDERS_COLLECTION = "customer.orders"
+COPIES_COLLECTION = "customers"
+ORDERS_PER_CUSTOMER = 10
+STATUSES = ("ORDER_STATUS_CREATED", "ORDER_STATUS_APPROVED", "ORDER_STATUS_REJECTED")
+BATCH = 1000
+
+Log = Callable[[str], None]
+Measure = Callable[[str, str, Any, bool], loadgen.LoadResult]
+"""(service, full method, requests, scans) -> result. ``scans``: the operation reads a share
+of the collection on FerretDB, so it is measured one request at a time for a fixed count
+instead of flooding the database for a fixed time (whose queued scans would still run into
+the next measurement)."""
+SCANS = ("list_customers_deep_page", "list_orders_by_status")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    small: int
+    """Customers (and orders) stored for the first measurement."""
+    large: int
+    """... and for the second."""
+    few_orders: int = 10
+    many_orders: int = 1000
+    """GetCustomerOrders: a customer with this many orders, against one with few_orders."""
+
+
+def _customer_doc(i: int, customer_id: str, now: datetime) -> dict[str, Any]:
+    customer = accounts_domain.new_customer(data.customer_draft(i), customer_id, now)
+    return to_document(customer, id_field="id") | {OUTBOX: []}
+
+
+def _order(customer_id: str, order_id: str, status: str, now: datetime) -> orders_pb2.Order:
+    draft = orders_pb2.Order()
+    item = draft.items.add(quantity=1)
+    item.product.id = "p-1"
+    item.product.title = "Widget"
+    item.product.price.currency_code = "USD"
+    item.product.price.units = 12
+    order = orders_domain.new_order(customer_id, draft, order_id, now)
+    target = common_pb2.OrderStatus.Value(status)
+    if target != order.status:
+        order = orders_domain.transition(order, target, now)
+    return order
+
+
+async def _insert(uri: str, db: str, collection: str, docs: list[dict[str, Any]], log: Log) -> None:
+    client = mongo.connect(uri)
+    try:
+        coll = client[db][collection]
+        t0 = time.monotonic()
+        for start in range(0, len(docs), BATCH):
+            await coll.insert_many(docs[start : start + BATCH], ordered=False)
+            done = start + BATCH
+            if done % 20_000 == 0:
+                log(f"[bench]   {collection}: {done:,} of {len(docs):,} seeded")
+        log(f"[bench]   {collection}: {len(docs):,} seeded in {time.monotonic() - t0:.1f}s")
+    finally:
+        await client.close()
+
+
+class Growth:
+    """Seeds to ``sizes.small`` then ``sizes.large`` and measures each operation at both."""
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        accounts_db: str,
+        orders_db: str,
+        sizes: Sizes,
+        measure: Measure,
+        settle: Callable[[], None],
+        log: Log,
+    ) -> None:
+        self.uri = uri
+        self.accounts_db = accounts_db
+        self.orders_db = orders_db
+        self.sizes = sizes
+        self.measure = measure
+        self.settle = settle
+        self.log = log
+        self.customers: list[str] = []
+        self.orders = 0
+        self.now = datetime.now(UTC)
+
+    def seed_to(self, n: int) -> None:
+        new = [f"growth-{i:07d}" for i in range(len(self.customers), n)]
+        docs = [_customer_doc(i, cid, self.now) for i, cid in enumerate(new, len(self.customers))]
+        asyncio.run(_insert(self.uri, self.accounts_db, CUSTOMERS, docs, self.log))
+        self.customers += new
+        # n orders: the first n / ORDERS_PER_CUSTOMER customers have ORDERS_PER_CUSTOMER each.
+        owners = [self.customers[i // ORDERS_PER_CUSTOMER] for i in range(self.orders, n)]
+        orders = [
+            to_document(
+                _order(owner, f"o-{i:07d}", STATUSES[i % len(STATUSES)], self.now),
+                id_field="order_id",
+            )
+            | {OUTBOX: []}
+            for i, owner in enumerate(owners, self.orders)
+        ]
+        asyncio.run(_insert(self.uri, self.orders_db, ORDERS_COLLECTION, orders, self.log))
+        self.orders = n
+
+    def seed_customer_with_orders(self, customer_id: str, count: int) -> None:
+        copy = {
+            "_id": customer_id,
+            "version": 1,
+            "deleted": False,
+            **{
+                k: v
+                for k, v in _customer_doc(0, customer_id, self.now).items()
+                if k in ("name", "contact", "addresses")
+            },
+        }
+        orders = [
+            to_document(
+                _order(customer_id, f"{customer_id}-o{i:05d}", STATUSES[0], self.now),
+                id_field="order_id",
+            )
+            | {OUTBOX: []}
+            for i in range(count)
+        ]
+        asyncio.run(_insert(self.uri, self.orders_db, COPIES_COLLECTION, [copy], self.log))
+        asyncio.run(_insert(self.uri, self.orders_db, ORDERS_COLLECTION, orders, self.log))
+
+    def operations(self) -> dict[str, tuple[str, str, Any]]:
+        """Name -> (target service, method, requests) over the data stored now."""
+        rng = random.Random(len(self.customers))
+        sample = rng.sample(self.customers, min(1000, len(self.customers)))
+        deep = paging.encode_token(self.customers[-60])
+        owners = self.customers[: max(1, self.orders // ORDERS_PER_CUSTOMER)]
+        owner_sample = rng.sample(owners, min(200, len(owners)))
+        return {
+            "get_customer": (
+                "accounts",
+                f"{ACCOUNTS}.GetCustomer",
+                [{"customer_id": c} for c in sample],
+            ),
+            "update_customer": (
+                "accounts",
+                f"{ACCOUNTS}.UpdateCustomer",
+                [
+                    {
+                        "customer": {"id": c, "contact": {"email": f"grown{n}@example.com"}},
+                        "update_mask": {"paths": ["contact.email"]},
+                    }
+                    for n, c in enumerate(sample)
+                ],
+            ),
+            "create_customer": (
+                "accounts",
+                f"{ACCOUNTS}.CreateCustomer",
+                {"customer": data.customer_body(3)},
+            ),
+            "list_customers_deep_page": (
+                "accounts",
+                f"{ACCOUNTS}.ListCustomers",
+                {"page_size": 50, "page_token": deep},
+            ),
+            "list_orders_by_customer": (
+                "orders",
+                f"{ORDERS}.ListOrders",
+                [{"customer_id": c, "page_size": 50} for c in owner_sample],
+            ),
+            "list_orders_by_status": (
+                "orders",
+                f"{ORDERS}.ListOrders",
+                {"status": STATUSES[1], "page_size": 50},
+            ),
+        }
+
+    def run(self) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for label, n in (("small", self.sizes.small), ("large", self.sizes.large)):
+            self.log(f"[bench] growth: seeding to {n:,} customers and {n:,} orders")
+            self.seed_to(n)
+            operations = self.operations()
+            order = [o for o in operations if o not in SCANS] + [o for o in SCANS]
+            for name in order:
+                service, method, requests = operations[name]
+                self.settle()
+                self.log(f"[bench] growth: {name} with {n:,} stored")
+                r = self.measure(service, method, requests, name in SCANS).as_dict()
+                results.setdefault(name, {})[label] = {**r, "stored": n}
+        few, many = f"growth-few-{self.sizes.few_orders}", f"growth-many-{self.sizes.many_orders}"
+        self.seed_customer_with_orders(few, self.sizes.few_orders)
+        self.seed_customer_with_orders(many, self.sizes.many_orders)
+        for label, cid, count in (
+            ("small", few, self.sizes.few_orders),
+            ("large", many, self.sizes.many_orders),
+        ):
+            self.settle()
+            self.log(f"[bench] growth: get_customer_orders of a customer with {count:,} orders")
+            r = self.measure("orders", f"{ORDERS}.GetCustomerOrders", {"customer_id": cid}, False)
+            results.setdefault("get_customer_orders", {})[label] = {**r.as_dict(), "stored": count}
+        for r in results.values():
+            small, large = r["small"]["rps"], r["large"]["rps"]
+            r["ratio"] = large / small if small else 0.0
+            r["target"] = "ratio >= 0.8"
+            r["met"] = r["ratio"] >= 0.8
+        return results
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Table rows: name, large figure, small figure, ratio, target : met."""
+    out = []
+    for name, r in results.items():
+        if "error" in r:
+            out.append((f"growth {name}", "error: " + str(r["error"])[:60], "", "", ""))
+            continue
+        small, large = r["small"], r["large"]
+        out.append(
+            (
+                f"growth {name}",
+                f"{large['rps']:,.0f} rps with {large['stored']:,}",
+                f"{small['rps']:,.0f} rps with {small['stored']:,}",
+                f"{r['ratio']:.2f}",
+                f"{r['target']} : {'yes' if r['met'] else 'NO'}",
+            )
+        )
+    return out
