@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from google.protobuf import json_format
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -15,6 +14,7 @@ from orders_svc import domain
 from storefront.orders.v1 import orders_pb2
 from svckit import doclocks, guards
 from svckit.consumer import Outcome
+from svckit.documents import dict_to_message, message_to_dict
 from svckit.outbox import OUTBOX
 from svckit.store import AggregateStore
 
@@ -74,7 +74,7 @@ class CustomerCopies:
         if doc is None:
             return None
         data = {k: doc[k] for k in ("name", "contact", "addresses") if k in doc}
-        copy = json_format.ParseDict(data, CustomerCopy(), ignore_unknown_fields=True)
+        copy = dict_to_message(data, CustomerCopy())
         copy.customer_id = doc["_id"]
         copy.customer_version = doc["version"]
         return copy
@@ -107,7 +107,7 @@ class CustomerCopies:
 
     @staticmethod
     def changed_update(copy: CustomerCopy) -> Document:
-        fields = json_format.MessageToDict(copy, preserving_proto_field_name=True)
+        fields = message_to_dict(copy)
         data = {k: fields[k] for k in ("name", "contact", "addresses") if k in fields}
         update: Document = {"$set": {**data, "version": copy.customer_version, "deleted": False}}
         missing = {k: "" for k in ("name", "contact", "addresses") if k not in data}

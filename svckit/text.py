@@ -17,34 +17,73 @@ from svckit.errors import FieldViolation, InvalidArgument
 NUL = "\x00"
 
 
+# How each field is searched, decided once per field: its kind, and whether it is repeated.
+_STRING, _MESSAGE, _MAP, _SKIP = range(4)
+_KINDS: dict[str, tuple[int, bool]] = {}
+
+
+def _kind(field: FieldDescriptor) -> tuple[int, bool]:
+    kind = _KINDS.get(field.full_name)
+    if kind is None:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            code = _STRING
+        elif field.type != FieldDescriptor.TYPE_MESSAGE:
+            code = _SKIP
+        elif field.message_type.GetOptions().map_entry:
+            code = _MAP
+        else:
+            code = _MESSAGE
+        kind = _KINDS[field.full_name] = (code, field.is_repeated)
+    return kind
+
+
 def nul_fields(message: Message, prefix: str = "") -> list[str]:
     """Paths of the string fields (at any depth, repeated and map ones too) that hold a NUL."""
     found: list[str] = []
     for field, value in message.ListFields():
+        code, repeated = _kind(field)
+        if code == _SKIP:
+            continue
         path = prefix + field.name
-        if field.type == FieldDescriptor.TYPE_STRING:
-            values = value if field.is_repeated else [value]
-            if any(NUL in v for v in values):
+        if code == _STRING:
+            if any(NUL in v for v in value) if repeated else NUL in value:
                 found.append(path)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
-                for key, item in value.items():
-                    if isinstance(key, str) and NUL in key:
-                        found.append(path)
-                    if isinstance(item, str) and NUL in item:
-                        found.append(f"{path}[{key!r}]")
-                    elif isinstance(item, Message):
-                        found += nul_fields(item, f"{path}[{key!r}].")
-            elif field.is_repeated:
+        elif code == _MESSAGE:
+            if repeated:
                 for i, item in enumerate(value):
                     found += nul_fields(item, f"{path}[{i}].")
             else:
                 found += nul_fields(value, f"{path}.")
+        else:
+            for key, item in value.items():
+                if isinstance(key, str) and NUL in key:
+                    found.append(path)
+                if isinstance(item, str) and NUL in item:
+                    found.append(f"{path}[{key!r}]")
+                elif isinstance(item, Message):
+                    found += nul_fields(item, f"{path}[{key!r}].")
     return found
+
+
+def has_nul(message: Message) -> bool:
+    """Does any string of ``message`` hold a NUL? (The cheap check every request pays.)"""
+    for field, value in message.ListFields():
+        code, repeated = _kind(field)
+        if code == _STRING:
+            if any(NUL in v for v in value) if repeated else NUL in value:
+                return True
+        elif code == _MESSAGE:
+            if any(has_nul(v) for v in value) if repeated else has_nul(value):
+                return True
+        elif code == _MAP and nul_fields(message):
+            return True
+    return False
 
 
 def refuse_nul(message: Message) -> None:
     """Raise InvalidArgument naming every field of ``message`` that holds a NUL character."""
+    if not has_nul(message):
+        return
     fields = nul_fields(message)
     if fields:
         raise InvalidArgument(

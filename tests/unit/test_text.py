@@ -8,7 +8,7 @@ import pytest
 from storefront.accounts.v1 import accounts_pb2
 from storefront.orders.v1 import orders_pb2
 from svckit.errors import InvalidArgument
-from svckit.text import nul_fields, refuse_nul
+from svckit.text import has_nul, nul_fields, refuse_nul
 
 
 def test_clean_messages_pass() -> None:
@@ -37,3 +37,11 @@ def test_refusal_is_invalid_argument_naming_the_field() -> None:
         refuse_nul(orders_pb2.GetOrderRequest(order_id="o\x00"))
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in err.value.violations] == ["order_id"]
+
+
+def test_cheap_check_agrees_with_the_paths() -> None:
+    clean = accounts_pb2.CreateCustomerRequest(customer_id="c")
+    dirty = accounts_pb2.CreateCustomerRequest()
+    dirty.customer.addresses.add(city="a\x00")
+    assert not has_nul(clean) and nul_fields(clean) == []
+    assert has_nul(dirty) and nul_fields(dirty) == ["customer.addresses[0].city"]
