@@ -48,6 +48,7 @@ from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints, system
 from storefront_cli.tables import render
 from svckit import mongo
+from svckit.app import EVENTS_HEALTH
 from svckit.consumer import DLQ_SUFFIX
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
 from svckit.outbox import OUTBOX, pending_filter
@@ -150,15 +151,19 @@ async def mongodb_health(uri: str, timeout: float) -> Health:
 
 
 async def service_health(service: str, target: str, timeout: float) -> Health:
-    """grpc.health.v1: SERVING means the service reaches both MongoDB and Kafka."""
+    """grpc.health.v1: "" SERVING means RPCs are served (MongoDB reachable); ``events`` says
+    whether the Kafka side flows (broker reachable, no consumer waiting out an outage)."""
     part = f"{service}_svc"
     try:
         async with grpc.aio.insecure_channel(target) as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            stub = health_pb2_grpc.HealthStub(channel)
+            rpc, events = await asyncio.gather(
+                stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout),
+                stub.Check(health_pb2.HealthCheckRequest(service=EVENTS_HEALTH), timeout=timeout),
             )
-        name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        return Health(part, target, reply.status == health_pb2.HealthCheckResponse.SERVING, name)
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name
+        detail = f"{name(rpc.status)}, events {name(events.status)}"
+        return Health(part, target, rpc.status == health_pb2.HealthCheckResponse.SERVING, detail)
     except grpc.aio.AioRpcError as exc:
         return Health(part, target, False, _error(f"{exc.code().name}: {exc.details() or ''}"))
 

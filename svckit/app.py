@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 
+LIVENESS_HEALTH = "liveness"
+"""Health name the liveness probe asks: the process answers."""
+KAFKA_HEALTH = "kafka"
+EVENTS_HEALTH = "events"
+
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
     return mongo.connect(settings.mongodb_uri)
@@ -152,8 +157,8 @@ class ServiceApp:
     async def _start_kafka_side(self) -> None:
         """Producer, relays and consumers, once Kafka answers, however long that takes.
 
-        The service serves RPCs meanwhile: writes land in the outbox and are published
-        when the broker is back; health stays NOT_SERVING until then.
+        The service serves RPCs meanwhile (readiness needs only MongoDB): writes land in the
+        outbox and are published when the broker is back; health ``events`` says when.
         """
         try:
             await self.producer.start(timeout=None)
@@ -172,24 +177,38 @@ class ServiceApp:
             log.exception("starting the Kafka side failed; exiting so the supervisor restarts us")
             signal.raise_signal(signal.SIGTERM)
 
-    async def _ready(self) -> bool:
+    async def _mongodb_ok(self) -> bool:
         try:
             await asyncio.wait_for(self.mongo.admin.command("ping"), 3.0)
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False
-        return await self.producer.healthy()
+        return True
+
+    def stalled_consumers(self) -> list[EventConsumer]:
+        return [c for c in self._started_consumers if c.stalled_since is not None]
 
     async def _update_health(self) -> None:
-        ready = await self._ready()
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if ready
-            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        """Readiness ("" and each gRPC service) is what the pod can serve: RPCs need MongoDB,
+        not Kafka (writes queue in the outbox while the broker is away). Kafka and the event
+        flow have names of their own, for dashboards and operators, not for the Service:
+        ``kafka`` (the producer reaches the broker) and ``events`` (Kafka side started and no
+        consumer holding its position for an outage)."""
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
         )
+        rpc_status = serving if await self._mongodb_ok() else not_serving
         for name in self._health_names:
-            await self._health.set(name, status)
-        # Liveness: the process answers. Readiness ("" and each service) needs MongoDB and Kafka.
-        await self._health.set("liveness", health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, rpc_status)
+        kafka_ok = await self.producer.healthy()
+        await self._health.set(KAFKA_HEALTH, serving if kafka_ok else not_serving)
+        flowing = (
+            kafka_ok
+            and len(self._started_consumers) == len(self._consumers)
+            and not self.stalled_consumers()
+        )
+        await self._health.set(EVENTS_HEALTH, serving if flowing else not_serving)
+        await self._health.set(LIVENESS_HEALTH, serving)
 
     async def _watch_health(self) -> None:
         while True:

@@ -1,9 +1,16 @@
 """The consumer loop every service uses: at-least-once, idempotent handlers,
-bounded retries with backoff, poison events to `<topic>.dlq`.
+poison events to `<topic>.dlq`, outages waited out.
 
 Offsets are committed only after the batch's database writes, so a crash
 re-delivers rather than loses. Handlers decide whether an event is newer than
 the state they hold and report the outcome.
+
+The loop never moves past a record it neither applied nor dead-lettered: on any
+failure it seeks each partition of the poll back to its first unprocessed record
+(aiokafka's position is already past the whole poll). A failure that says a
+dependency is away (svckit.failures) is retried without limit with capped
+backoff, holding the partition, and shows as a stall in health and metrics; only
+a failure of the event itself goes to the DLQ, after bounded retries.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from opentelemetry.trace import SpanKind
 
 from svckit import logs, metrics, tracing
 from svckit.envelope import Envelope, PoisonEvent, decode, format_time
+from svckit.failures import is_transient
 from svckit.kafka import EventProducer, start_with_retry
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,14 @@ EventHandler = Callable[[Envelope], Awaitable[Outcome]]
 # Applies consecutive events of one partition at once (e.g. one bulk write) and returns one
 # outcome per event, in order, exactly as applying them one by one would have.
 BatchHandler = Callable[[list[Envelope]], Awaitable[list[Outcome]]]
+
+
+class Stalled(Exception):
+    """A record could not be applied because a dependency is away: hold the position."""
+
+    def __init__(self, record: ConsumerRecord[bytes, bytes], cause: BaseException) -> None:
+        super().__init__(f"{record.topic}[{record.partition}]@{record.offset}: {cause!r}")
+        self.cause = cause
 
 
 def dlq_topic(topic: str) -> str:
@@ -79,6 +95,7 @@ class EventConsumer:
         max_attempts: int = 5,
         backoff_base: float = 0.1,
         backoff_max: float = 2.0,
+        stall_backoff_max: float = 15.0,
         batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> None:
         self._topics = topics
@@ -91,6 +108,7 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        self._stall_backoff_max = stall_backoff_max
         self._consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=bootstrap_servers,
@@ -105,6 +123,12 @@ class EventConsumer:
         self._task: asyncio.Task[None] | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._lag_reported: set[TopicPartition] = set()
+        # Next offset to process of each partition of the poll in hand (records before it
+        # are applied or dead-lettered): where a failed poll rewinds to.
+        self._done: dict[TopicPartition, int] = {}
+        self.stalled_since: float | None = None
+        """Monotonic time since which a dependency has been away (None while flowing)."""
+        self.stall_reason = ""
 
     async def start(self, *, timeout: float | None = 60.0) -> None:
         await start_with_retry(self._consumer.start, f"consumer {self._group}", timeout)
@@ -118,19 +142,71 @@ class EventConsumer:
         await self._consumer.stop()
 
     async def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
+            batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
             try:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+                self._done = {tp: records[0].offset for tp, records in batches.items()}
                 for tp, records in batches.items():
                     await self._process_records(records)
                     await self._consumer.commit({tp: records[-1].offset + 1})
                     self._positions[tp] = records[-1].offset + 1
+                self._flowing()
+                failures = 0
                 await self._report_lag()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - keep consuming; uncommitted records come again
-                log.exception("consumer %s batch failed; will re-read", self._group)
-                await asyncio.sleep(1.0)
+            except Exception as exc:  # noqa: BLE001 - rewind, wait, poll the same records again
+                await self._rewind(batches)
+                failures += 1
+                if isinstance(exc, Stalled):
+                    self._stalled(exc)
+                    delay = min(self._stall_backoff_max, 0.25 * 2 ** min(failures, 10))
+                    log.warning("consumer %s waiting %.1fs: %s", self._group, delay, exc)
+                else:
+                    delay = min(self._stall_backoff_max, 1.0 * failures)
+                    log.exception("consumer %s batch failed; re-reading it", self._group)
+                await asyncio.sleep(delay)
+
+    async def _rewind(
+        self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Put each partition of a failed poll back at its first unprocessed record, keeping
+        (committing) what was done; a revoked partition is left to its new owner."""
+        for tp in batches:
+            done = self._done.get(tp)
+            if done is None:
+                continue
+            try:
+                self._consumer.seek(tp, done)
+            except Exception:  # noqa: BLE001 - revoked meanwhile: the new owner starts at the commit
+                continue
+            if done > batches[tp][0].offset:
+                try:
+                    await self._consumer.commit({tp: done})
+                    self._positions[tp] = done
+                except Exception:  # noqa: BLE001 - uncommitted work is only re-applied
+                    pass
+
+    def _stalled(self, exc: Stalled) -> None:
+        if self.stalled_since is None:
+            self.stalled_since = time.monotonic()
+        self.stall_reason = f"{type(exc.cause).__name__}"
+        metrics.CONSUMER_STALLED.labels(self._service, self._group).set(
+            time.monotonic() - self.stalled_since
+        )
+
+    def _flowing(self) -> None:
+        if self.stalled_since is not None:
+            log.info(
+                "consumer %s flowing again after %.1fs",
+                self._group,
+                time.monotonic() - self.stalled_since,
+            )
+        self.stalled_since = None
+        self.stall_reason = ""
+        metrics.CONSUMER_STALLED.labels(self._service, self._group).set(0)
 
     async def _process_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Apply one partition's poll batch in order: runs of consecutive events whose types
@@ -138,6 +214,7 @@ class EventConsumer:
         if not self._batch_handlers:
             for record in records:
                 await self._process(record)
+                self._mark_done(record)
             return
         run: list[tuple[ConsumerRecord[bytes, bytes], Envelope]] = []
         run_handler: BatchHandler | None = None
@@ -152,14 +229,20 @@ class EventConsumer:
                 pass  # _process dead-letters it, in its place in the order
             if run and handler != run_handler:
                 await self._apply_run(run_handler, run)  # type: ignore[arg-type]
+                self._mark_done(run[-1][0])
                 run = []
             if handler is None:
                 await self._process(record)
+                self._mark_done(record)
             else:
                 run.append((record, envelope))
                 run_handler = handler
         if run:
             await self._apply_run(run_handler, run)  # type: ignore[arg-type]
+            self._mark_done(run[-1][0])
+
+    def _mark_done(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._done[TopicPartition(record.topic, record.partition)] = record.offset + 1
 
     async def _apply_run(
         self, handler: BatchHandler, run: list[tuple[ConsumerRecord[bytes, bytes], Envelope]]
@@ -187,6 +270,8 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one by one below
+                if is_transient(exc):
+                    raise Stalled(run[0][0], exc) from exc
                 log.warning("batch of %d events failed (%s); applying one by one", len(run), exc)
                 for record, _ in run:
                     await self._process(record)
@@ -265,6 +350,8 @@ class EventConsumer:
                 await self._dead_letter(record, str(exc), attempts=attempt, type_name=envelope.type)
                 return
             except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
+                if is_transient(exc):
+                    raise Stalled(record, exc) from exc  # an outage: hold, never park
                 if attempt >= self._max_attempts or self._stopping.is_set():
                     if self._stopping.is_set():
                         raise  # leave it uncommitted; the next owner retries it

@@ -53,7 +53,11 @@ def format_time(t: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An RFC 3339 time; one without a UTC offset is refused (ValueError): it names no instant."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError(f"time {text!r} has no UTC offset")
+    return when
 
 
 def encode(

@@ -41,6 +41,11 @@ CONSUMER_LAG = Gauge(
     "Records between the consumer's position and the partition's end.",
     ("service", "topic", "partition"),
 )
+CONSUMER_STALLED = Gauge(
+    "storefront_consumer_stalled_seconds",
+    "How long the consumer has been holding its position waiting for a dependency (0: flowing).",
+    ["service", "group"],
+)
 OUTBOX_PENDING = Gauge(
     "storefront_outbox_pending", "Outbox entries not yet published.", ("service", "collection")
 )
