@@ -13,8 +13,9 @@ from grpc_status import rpc_status
 from accounts_svc.main import build
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from storefront_cli.clients import channel
 from svckit.app import ServiceApp
-from tests.support import eventually, read_topic, running, settings_for
+from tests.support import eventually, read_topic, running, settings_for, tokens_of
 from tests.unit.test_accounts_domain import draft
 
 pytestmark = pytest.mark.integration
@@ -29,9 +30,11 @@ async def accounts(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Se
 
 
 @pytest.fixture
-async def stub(accounts: ServiceApp) -> AsyncIterator[accounts_pb2_grpc.AccountsServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{accounts.bound_port}") as channel:
-        yield accounts_pb2_grpc.AccountsServiceStub(channel)
+async def stub(
+    stack: EmbeddedStack, accounts: ServiceApp
+) -> AsyncIterator[accounts_pb2_grpc.AccountsServiceStub]:
+    async with channel(f"127.0.0.1:{accounts.bound_port}", tokens_of(stack)) as channel_:
+        yield accounts_pb2_grpc.AccountsServiceStub(channel_)
 
 
 async def test_create_update_delete_publish_versioned_events_without_cards(
