@@ -30,6 +30,7 @@ from svckit.ids import new_id
 
 T = TypeVar("T")
 
+MAX_SUBJECT = 1024
 TokenFor = Callable[[str, Message], str | None]
 """(full method name, request) -> the bearer token to send, or None for none."""
 
@@ -52,7 +53,11 @@ def acting_as_needed(issuer: LocalIssuer, *, ttl: float = 3600.0) -> TokenFor:
         grant = rule.grants.get(CUSTOMER)
         if grant is None:
             return role_tokens[STAFF]  # nobody may: the service says so
-        return issuer.customer(get_field(request, grant.field) or new_id(), ttl=ttl)  # type: ignore[attr-defined]
+        named = get_field(request, grant.field)  # type: ignore[attr-defined]
+        # A token for a kilobytes-long id could not travel in gRPC metadata (8 KiB); no
+        # customer has one, so such a call goes as another customer (the policy: NOT_FOUND).
+        subject = named if 0 < len(named) <= MAX_SUBJECT else new_id()
+        return issuer.customer(subject, ttl=ttl)
 
     return token_for
 
