@@ -56,16 +56,19 @@ POLICY: dict[str, Rule] = {
     # nothing but the three services): no token.
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
+    "/grpc.health.v1.Health/List": PUBLIC,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
 }
 
 CELLS = {Every: "all", Own: "own", OwnedVia: "own", SignUp: "self"}
-"""How docs/security.md writes a grant; a role without one is "-" (PERMISSION_DENIED)."""
-COLUMNS = ROLES
+"""How docs/security.md writes a grant. "403": the role has none (PERMISSION_DENIED); "401":
+no valid token (UNAUTHENTICATED); "own": the caller's own resources, another's answer 404;
+"self": only as themselves, another id answers 403."""
+COLUMNS = ("anonymous", *ROLES)
 
 
 def matrix() -> str:
-    """The RPC x role matrix of docs/security.md, as a Markdown table."""
+    """The RPC x caller matrix of docs/security.md, as a Markdown table."""
     lines = [
         "| RPC | " + " | ".join(COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
@@ -74,7 +77,8 @@ def matrix() -> str:
         if rule.public:
             cells = ["public"] * len(COLUMNS)
         else:
-            cells = [CELLS[type(g)] if (g := rule.grants.get(r)) else "-" for r in COLUMNS]
+            grants = [rule.grants.get(r) for r in ROLES]
+            cells = ["401", *(CELLS[type(g)] if g else "403" for g in grants)]
         lines.append(f"| `{method.lstrip('/')}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
