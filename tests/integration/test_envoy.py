@@ -450,7 +450,14 @@ def test_native_grpc_to_an_unrouted_service_is_unimplemented(edge: Edge) -> None
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "Bearer not-a-jwt", "Basic dXNlcjpwYXNz", "Bearer {expired}", "Bearer {foreign}"],
+    [
+        None,
+        "Bearer not-a-jwt",
+        "Basic dXNlcjpwYXNz",
+        "Bearer {expired}",
+        "Bearer {foreign}",
+        "Bearer {audience}",
+    ],
 )
 def test_requests_without_a_valid_token_are_401_at_the_edge(
     edge: Edge, authorization: str | None
@@ -459,6 +466,7 @@ def test_requests_without_a_valid_token_are_401_at_the_edge(
     tokens = {
         "expired": edge.issuer.token("c1", ["staff"], ttl=-3600),
         "foreign": stranger.token("c1", ["staff"]),
+        "audience": edge.issuer.token("c1", ["staff"], aud="another-api"),  # Envoy says 403
     }
     conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
     try:
