@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -38,10 +36,10 @@ from svckit.authz import get_field
 from tests.e2e.conftest import System
 from tests.support import http_rules, issuer_of, unique
 from tests.tokens import attacks
+from tests.unit.test_policy import documented_matrix as matrix_block
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 Status = common_pb2.OrderStatus
 Code = grpc.StatusCode
 HTTP = {Code.OK: 200, Code.UNAUTHENTICATED: 401, Code.PERMISSION_DENIED: 403, Code.NOT_FOUND: 404}
@@ -57,10 +55,7 @@ CALLERS = ("anonymous", "customer B", "staff", "warehouse", "customer A")
 
 def documented_matrix() -> dict[str, dict[str, str]]:
     """RPC (full method name) -> caller column -> cell, from docs/security.md."""
-    text = (ROOT / "docs" / "security.md").read_text()
-    block = re.search(r"<!-- matrix:begin -->\n(.*?)<!-- matrix:end -->", text, re.S)
-    assert block
-    header, _, *rows = block.group(1).strip().splitlines()
+    header, _, *rows = matrix_block().strip().splitlines()
     columns = [c.strip() for c in header.strip("|").split("|")][1:]
     matrix = {}
     for row in rows:
