@@ -39,15 +39,16 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     ]
     if stack.supervisor.is_running(prometheus.PROMETHEUS):
         lines.append(f"  {'prometheus':16} http://127.0.0.1:{prometheus.DEFAULT_PORT}")
+    run_dir = "" if stack.run_dir.resolve() == RUN_DIR.resolve() else f" --run-dir {stack.run_dir}"
     lines += [
         "",
         "Every call needs a bearer token from the local issuer (keys in "
         f"{stack.run_dir / 'auth'}):",
-        "  uv run storefront token --role staff          # or --role warehouse",
-        "  uv run storefront token --customer ID         # act as that customer (sign-up: new id)",
+        f"  uv run storefront token{run_dir} --role staff       # or --role warehouse",
+        f"  uv run storefront token{run_dir} --customer ID      # as that customer (or sign-up)",
         "",
         "Try:",
-        "  TOKEN=$(uv run storefront token --role staff)",
+        f"  TOKEN=$(uv run storefront token{run_dir} --role staff)",
         f'  curl -s -H "authorization: Bearer $TOKEN" http://127.0.0.1:{ports.envoy}/v1/customers',
         f"  .tools/bin/grpcurl -plaintext 127.0.0.1:{ports.accounts} list",
         "  uv run storefront status    # health, lag, outbox and DLQ at a glance",

@@ -204,3 +204,18 @@ def test_unreachable_keys_are_unauthenticated_not_a_crash(issuer: LocalIssuer) -
     verifier = TokenVerifier(AuthConfig(LOCAL_ISSUER, LOCAL_AUDIENCE, "/nonexistent/jwks.json"))
     with pytest.raises(Unauthenticated, match="signing keys are unavailable"):
         verify(verifier, issuer.customer("c"))
+
+
+def test_storefront_token_prints_tokens_the_run_dirs_issuer_signed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from storefront_cli.main import main
+
+    assert main(["token", "--role", "warehouse", "--ttl", "60", "--run-dir", str(tmp_path)]) == 0
+    warehouse = capsys.readouterr().out.strip()
+    assert main(["token", "--customer", "c-9", "--run-dir", str(tmp_path)]) == 0
+    customer = capsys.readouterr().out.strip()
+    verifier = TokenVerifier(LocalIssuer.ensure(tmp_path / "auth").config())
+    assert verify(verifier, warehouse).roles == {"warehouse"}
+    assert verify(verifier, customer) == Principal("c-9", frozenset({"customer"}))
+    assert (tmp_path / "auth" / "signing-key.pem").stat().st_mode & 0o077 == 0
