@@ -37,12 +37,24 @@ STATUSES = ("ORDER_STATUS_CREATED", "ORDER_STATUS_APPROVED", "ORDER_STATUS_REJEC
 BATCH = 1000
 
 Log = Callable[[str], None]
-Measure = Callable[[str, str, Any, bool], loadgen.LoadResult]
-"""(service, full method, requests, scans) -> result. ``scans``: the operation reads a share
-of the collection on FerretDB, so it is measured one request at a time for a fixed count
-instead of flooding the database for a fixed time (whose queued scans would still run into
-the next measurement)."""
-SCANS = ("list_customers_deep_page", "list_orders_by_status")
+
+
+@dataclass(frozen=True)
+class Operation:
+    service: str
+    method: str
+    requests: Any
+    caller: str
+    """Whose token each request carries (docs/security.md): ``staff``; ``customer``, each
+    request as the customer in ``customers`` at its index; ``sign_up``, a new customer each."""
+    customers: tuple[str, ...] = ()
+    scans: bool = False
+    """The operation reads a share of the collection on FerretDB: measured one request at a
+    time for a fixed count, instead of flooding the database for a fixed time (queued scans
+    would still be running into the next measurement)."""
+
+
+Measure = Callable[[Operation], loadgen.LoadResult]
 
 
 @dataclass(frozen=True)
@@ -155,20 +167,18 @@ class Growth:
         asyncio.run(_insert(self.uri, self.orders_db, COPIES_COLLECTION, [copy], self.log))
         asyncio.run(_insert(self.uri, self.orders_db, ORDERS_COLLECTION, orders, self.log))
 
-    def operations(self) -> dict[str, tuple[str, str, Any]]:
-        """Name -> (target service, method, requests) over the data stored now."""
+    def operations(self) -> dict[str, Operation]:
+        """The operations measured, over the data stored now; those that scan last."""
         rng = random.Random(len(self.customers))
         sample = rng.sample(self.customers, min(1000, len(self.customers)))
         deep = paging.encode_token(self.customers[-60])
         owners = self.customers[: max(1, self.orders // ORDERS_PER_CUSTOMER)]
         owner_sample = rng.sample(owners, min(200, len(owners)))
         return {
-            "get_customer": (
-                "accounts",
-                f"{ACCOUNTS}.GetCustomer",
-                [{"customer_id": c} for c in sample],
+            "get_customer": Operation(
+                "accounts", f"{ACCOUNTS}.GetCustomer", [{"customer_id": c} for c in sample], "staff"
             ),
-            "update_customer": (
+            "update_customer": Operation(
                 "accounts",
                 f"{ACCOUNTS}.UpdateCustomer",
                 [
@@ -178,26 +188,34 @@ class Growth:
                     }
                     for n, c in enumerate(sample)
                 ],
+                "customer",
+                tuple(sample),
             ),
-            "create_customer": (
+            "create_customer": Operation(
                 "accounts",
                 f"{ACCOUNTS}.CreateCustomer",
                 {"customer": data.customer_body(3)},
+                "sign_up",
             ),
-            "list_customers_deep_page": (
-                "accounts",
-                f"{ACCOUNTS}.ListCustomers",
-                {"page_size": 50, "page_token": deep},
-            ),
-            "list_orders_by_customer": (
+            "list_orders_by_customer": Operation(
                 "orders",
                 f"{ORDERS}.ListOrders",
                 [{"customer_id": c, "page_size": 50} for c in owner_sample],
+                "staff",
             ),
-            "list_orders_by_status": (
+            "list_customers_deep_page": Operation(
+                "accounts",
+                f"{ACCOUNTS}.ListCustomers",
+                {"page_size": 50, "page_token": deep},
+                "staff",
+                scans=True,
+            ),
+            "list_orders_by_status": Operation(
                 "orders",
                 f"{ORDERS}.ListOrders",
                 {"status": STATUSES[1], "page_size": 50},
+                "staff",
+                scans=True,
             ),
         }
 
@@ -206,13 +224,10 @@ class Growth:
         for label, n in (("small", self.sizes.small), ("large", self.sizes.large)):
             self.log(f"[bench] growth: seeding to {n:,} customers and {n:,} orders")
             self.seed_to(n)
-            operations = self.operations()
-            order = [o for o in operations if o not in SCANS] + [o for o in SCANS]
-            for name in order:
-                service, method, requests = operations[name]
+            for name, operation in self.operations().items():
                 self.settle()
                 self.log(f"[bench] growth: {name} with {n:,} stored")
-                r = self.measure(service, method, requests, name in SCANS).as_dict()
+                r = self.measure(operation).as_dict()
                 results.setdefault(name, {})[label] = {**r, "stored": n}
         few, many = f"growth-few-{self.sizes.few_orders}", f"growth-many-{self.sizes.many_orders}"
         self.seed_customer_with_orders(few, self.sizes.few_orders)
@@ -223,7 +238,10 @@ class Growth:
         ):
             self.settle()
             self.log(f"[bench] growth: get_customer_orders of a customer with {count:,} orders")
-            r = self.measure("orders", f"{ORDERS}.GetCustomerOrders", {"customer_id": cid}, False)
+            operation = Operation(
+                "orders", f"{ORDERS}.GetCustomerOrders", {"customer_id": cid}, "staff"
+            )
+            r = self.measure(operation)
             results.setdefault("get_customer_orders", {})[label] = {**r.as_dict(), "stored": count}
         for r in results.values():
             small, large = r["small"]["rps"], r["large"]["rps"]

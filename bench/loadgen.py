@@ -74,13 +74,21 @@ def ghz(
     connections: int = 1,
     rps: int = 0,
     timeout: float = 10.0,
+    metadata: list[dict[str, str]] | dict[str, str] | None = None,
     total: int = 0,
 ) -> LoadResult:
-    """Run ghz for `duration` seconds (or for `total` requests, if given); `data` is one
-    request or a list used round-robin."""
+    """Run ghz for `duration` seconds (or for `total` requests); `data` is one request or a
+    list used round-robin, and so is `metadata` (e.g. the authorization header), in step
+    with `data`."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(data, f)
         data_file = f.name
+    metadata_file = None
+    template, env = metadata_template(metadata)
+    if template is not None:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(template, f)
+            metadata_file = f.name
     argv = [
         str(ensure_ghz()),
         "--insecure",
@@ -104,12 +112,21 @@ def ghz(
     ]
     if rps:
         argv += ["--rps", str(rps)]
+    if metadata_file:
+        argv += ["--metadata-file", metadata_file]
     argv.append(target)
     try:
-        limit = timeout * total if total else duration
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=limit + 60)
+        res = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=(max(600, timeout * total) if total else duration) + 60,
+            env={**os.environ, **env},
+        )
     finally:
         os.unlink(data_file)
+        if metadata_file:
+            os.unlink(metadata_file)
     if not res.stdout.strip():
         raise LoadError(f"ghz printed nothing: {res.stderr.strip()[-2000:]}")
     report = json.loads(res.stdout)
@@ -133,6 +150,35 @@ def ghz(
     )
 
 
+MAX_METADATA_POOL = 2500
+"""Per-request metadata rides in environment variables (~1 MB for 2,500 tokens; Linux allows
+2 MB of argv + environment), because ghz 0.121 takes one metadata object, not a list."""
+
+
+def metadata_template(
+    metadata: list[dict[str, str]] | dict[str, str] | None,
+) -> tuple[dict[str, str] | None, dict[str, str]]:
+    """ghz metadata for a fixed object, or for a list used round-robin by request number, as
+    its data list is: a template that picks entry `RequestNumber % len` from the environment
+    (signed tokens differ per request and ghz cannot sign)."""
+    if metadata is None or isinstance(metadata, dict):
+        return metadata, {}
+    if not 0 < len(metadata) <= MAX_METADATA_POOL:
+        raise LoadError(f"metadata list of {len(metadata)}: 1 to {MAX_METADATA_POOL} entries")
+    keys = sorted(metadata[0])
+    env = {
+        f"GHZ_MD_{k}_{i}": entry[key]
+        for i, entry in enumerate(metadata)
+        for k, key in enumerate(keys)
+    }
+    n = len(metadata)
+    template = {
+        key: f"{{{{ env (printf `GHZ_MD_{k}_%d` (mod .RequestNumber {n})) }}}}"
+        for k, key in enumerate(keys)
+    }
+    return template, env
+
+
 # wrk prints its summary through this script's done() as one JSON line.
 WRK_SCRIPT = r"""
 local paths = {}
@@ -142,7 +188,10 @@ init = function(args)
 end
 request = function()
   counter = counter + 1
-  return wrk.format("GET", paths[(counter % #paths) + 1], {["Accept"] = "application/json"})
+  -- wrk.format's headers replace wrk.headers (the -H options, e.g. authorization): merge them
+  local headers = {["Accept"] = "application/json"}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  return wrk.format("GET", paths[(counter % #paths) + 1], headers)
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -156,7 +205,13 @@ end
 
 
 def wrk_get(
-    base_url: str, paths: list[str], *, concurrency: int, duration: float, threads: int = 1
+    base_url: str,
+    paths: list[str],
+    *,
+    concurrency: int,
+    duration: float,
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     """GET the paths round-robin over `concurrency` keep-alive HTTP/1.1 connections."""
     wrk = ensure_wrk()
@@ -177,6 +232,7 @@ def wrk_get(
             "10s",
             "-s",
             str(script),
+            *(a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")),
             base_url,
             "--",
             str(path_file),

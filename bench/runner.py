@@ -38,6 +38,9 @@ from typing import Any
 from bench import data, growth, loadgen
 from bench.harness import PREFIX, ROOT, Harness
 from bench.stats import fraction_within, histogram_quantile
+from storefront_cli import system
+from storefront_cli.clients import acting_as_needed, channel
+from svckit.ids import new_id
 
 RESULTS = ROOT / "bench" / "results.json"
 ACCOUNTS = "storefront.accounts.v1.AccountsService"
@@ -82,12 +85,11 @@ class Profile:
     growth: growth.Sizes
 
 
-FULL = Profile(
-    "full", 10.0, 2.0, 32, 1000, 200, 20.0, 20_000, 100_000, growth.Sizes(1000, 100_000)
-)
+FULL = Profile("full", 10.0, 2.0, 32, 1000, 200, 20.0, 20_000, 100_000, growth.Sizes(1000, 100_000))
 QUICK = Profile(
     "quick", 2.0, 0.5, 16, 200, 200, 3.0, 2_000, 6_000, growth.Sizes(200, 2_000, 10, 200)
 )
+MAX_METADATA_POOL = loadgen.MAX_METADATA_POOL
 
 
 def log(msg: str) -> None:
@@ -115,12 +117,69 @@ class Bench:
         return self.h.stack.kafka_bootstrap
 
     def ghz(self, target: str, method: str, payload: Any, **kw: Any) -> loadgen.LoadResult:
+        """`metadata` may be a function, called for a fresh value per run (sign-up tokens)."""
         call = f"{ACCOUNTS}.{method}"
         c = kw.pop("concurrency", self.p.concurrency)
+        md = kw.pop("metadata", None)
         if self.p.warmup and not kw.get("rps"):
-            loadgen.ghz(target, call, payload, concurrency=c, duration=self.p.warmup)
+            loadgen.ghz(
+                target,
+                call,
+                payload,
+                concurrency=c,
+                duration=self.p.warmup,
+                metadata=md() if callable(md) else md,
+            )
         return loadgen.ghz(
-            target, call, payload, concurrency=c, **{"duration": self.p.seconds, **kw}
+            target,
+            call,
+            payload,
+            concurrency=c,
+            metadata=md() if callable(md) else md,
+            **{"duration": self.p.seconds, **kw},
+        )
+
+    # Every call to the services carries a token of the run dir's local issuer: staff read
+    # customers, each customer signs up and updates as themselves (docs/security.md).
+
+    def staff(self) -> dict[str, str]:
+        assert self.h.stack
+        return {"authorization": f"Bearer {system.local_issuer(self.h.stack).role('staff')}"}
+
+    def as_customers(self, ids: list[str]) -> list[dict[str, str]]:
+        """One token per id, in the same order: ghz sends data[i] with metadata[i]."""
+        assert self.h.stack
+        issuer = system.local_issuer(self.h.stack)
+        return [{"authorization": f"Bearer {issuer.customer(i)}"} for i in ids]
+
+    def sign_ups(self, count: int) -> list[dict[str, str]]:
+        """Tokens of `count` new customers: a sub signs up once, so each request has its own."""
+        return self.as_customers([new_id() for _ in range(count)])
+
+    def sign_up_load(self, target: str, payload: Any) -> loadgen.LoadResult:
+        """CreateCustomer by new customers: a run counted in requests, one token each, sized
+        from the warm-up's rate to last about `seconds` (at most MAX_METADATA_POOL)."""
+        call, c, pool = f"{ACCOUNTS}.CreateCustomer", self.p.concurrency, MAX_METADATA_POOL
+        rate = 0.0
+        if self.p.warmup:
+            warm = loadgen.ghz(
+                target,
+                call,
+                payload,
+                concurrency=c,
+                duration=self.p.warmup,
+                metadata=self.sign_ups(pool),
+            )
+            rate = warm.rps
+        total = min(pool, max(4 * c, int(rate * self.p.seconds))) if rate else pool
+        return loadgen.ghz(
+            target,
+            call,
+            payload,
+            concurrency=c,
+            duration=self.p.seconds,
+            total=total,
+            metadata=self.sign_ups(total),
         )
 
     def raw_mongo(self, op: str, db: str, collection: str) -> dict[str, Any]:
@@ -171,10 +230,11 @@ class Bench:
         ids = [f"bench-{i:06d}" for i in range(n)]
 
         async def go() -> None:
-            import grpc
 
-            async with grpc.aio.insecure_channel(self.h.target("accounts")) as channel:
-                stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+            assert self.h.stack
+            tokens = acting_as_needed(system.local_issuer(self.h.stack))
+            async with channel(self.h.target("accounts"), tokens) as accounts:
+                stub = accounts_pb2_grpc.AccountsServiceStub(accounts)
                 sem = asyncio.Semaphore(16)
 
                 async def one(i: int) -> None:
@@ -235,14 +295,20 @@ class Bench:
         log("[bench] ceiling: raw find_one")
         ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", "customer.accounts")
         log("[bench] GetCustomer over gRPC")
-        get = self.ghz(accounts, "GetCustomer", reads).as_dict()
+        get = self.ghz(accounts, "GetCustomer", reads, metadata=self.staff()).as_dict()
         log("[bench] GetCustomer as JSON through Envoy")
         envoy = f"http://127.0.0.1:{self.h.ports.envoy}"  # type: ignore[union-attr]
         paths = [f"/v1/customers/{i}" for i in self.ids]
         if self.p.warmup:
-            loadgen.wrk_get(envoy, paths, concurrency=self.p.concurrency, duration=1)
+            loadgen.wrk_get(
+                envoy, paths, concurrency=self.p.concurrency, duration=1, headers=self.staff()
+            )
         json_get = loadgen.wrk_get(
-            envoy, paths, concurrency=self.p.concurrency, duration=self.p.seconds
+            envoy,
+            paths,
+            concurrency=self.p.concurrency,
+            duration=self.p.seconds,
+            headers=self.staff(),
         ).as_dict()
         log("[bench] ceiling: bare gRPC CreateCustomer")
         ceilings["bare_grpc_create"] = self.ghz(bare, "CreateCustomer", create).as_dict()
@@ -251,7 +317,7 @@ class Bench:
         log("[bench] floor of an in-document outbox: raw insert + find + $pull")
         ceilings["raw_outbox_write"] = self.raw_mongo("outbox", f"{PREFIX}raw", "outbox")
         log("[bench] CreateCustomer over gRPC")
-        created = self.ghz(accounts, "CreateCustomer", create).as_dict()
+        created = self.sign_up_load(accounts, create).as_dict()
         self.results["ceilings"] = ceilings
         self.quiesce()
 
@@ -298,6 +364,7 @@ class Bench:
             concurrency=16,
             duration=self.p.propagation_seconds,
             rps=self.p.update_rate,
+            metadata=self.as_customers(self.ids),
         )
         time.sleep(2.0)  # the last updates' events reach orders
         after = propagation_buckets(url)
@@ -391,17 +458,49 @@ class Bench:
         }
 
     def growth(self) -> None:
-        def measure(service: str, method: str, requests: Any, scans: bool) -> loadgen.LoadResult:
-            target = self.h.target(service)
-            if scans:
+        def measure(op: growth.Operation) -> loadgen.LoadResult:
+            target = self.h.target(op.service)
+            metadata: Any = None
+            if op.caller == "staff":
+                metadata = self.staff()
+            elif op.caller == "customer":
+                metadata = self.as_customers(list(op.customers))
+            if op.scans:
                 return loadgen.ghz(
-                    target, method, requests, concurrency=1, duration=0, total=3, timeout=300
+                    target,
+                    op.method,
+                    op.requests,
+                    concurrency=1,
+                    duration=0,
+                    total=3,
+                    timeout=300,
+                    metadata=metadata,
                 )
             c = min(self.p.concurrency, 16)
+            if op.caller == "sign_up":  # one new customer per request: a counted run
+                count = min(MAX_METADATA_POOL, 400 if self.p.name == "full" else 100)
+                return loadgen.ghz(
+                    target,
+                    op.method,
+                    op.requests,
+                    concurrency=c,
+                    duration=0,
+                    total=count,
+                    metadata=self.sign_ups(count),
+                )
             seconds = max(2.0, self.p.seconds / 2)
             if self.p.warmup:
-                loadgen.ghz(target, method, requests, concurrency=c, duration=self.p.warmup)
-            return loadgen.ghz(target, method, requests, concurrency=c, duration=seconds)
+                loadgen.ghz(
+                    target,
+                    op.method,
+                    op.requests,
+                    concurrency=c,
+                    duration=self.p.warmup,
+                    metadata=metadata,
+                )
+            return loadgen.ghz(
+                target, op.method, op.requests, concurrency=c, duration=seconds, metadata=metadata
+            )
 
         self.results["growth"] = growth.Growth(
             uri=self.mongodb_uri,

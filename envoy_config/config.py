@@ -25,10 +25,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from envoy_config import strict_json
+from svckit.auth import LEEWAY_SECONDS, AuthConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "envoy"
@@ -43,6 +45,8 @@ SERVICES: dict[str, str] = {
 
 LOCAL_REPLY_CODES: dict[int, int] = {
     400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed JSON, bad enum value
+    401: 16,  # UNAUTHENTICATED: no bearer token, or one jwt_authn rejects
+    403: 7,  # PERMISSION_DENIED
     404: 5,  # NOT_FOUND: no RPC has this method + path
     408: 4,  # DEADLINE_EXCEEDED: request headers too slow
     413: 3,  # INVALID_ARGUMENT: body larger than max_request_bytes (as Google APIs do)
@@ -74,6 +78,28 @@ GENERATED_HEADER = (
 )
 
 _BLOCK = re.compile(r"^(?P<indent>[ ]*)\$\{(?P<name>\w+)\}[ ]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class EdgeAuth:
+    """What jwt_authn trusts: the issuer and audience of the tokens, and the JWKS file."""
+
+    issuer: str
+    audiences: tuple[str, ...]
+    jwks_path: Path | str
+    clock_skew_seconds: int = int(LEEWAY_SECONDS)
+
+    @classmethod
+    def of(cls, config: AuthConfig) -> EdgeAuth:
+        """The edge trusts what the services trust (a local JWKS file)."""
+        if config.jwks_uri.startswith(("http://", "https://")):
+            raise ConfigError("the local edge reads its JWKS from a file, not a URI")
+        return cls(
+            config.issuer,
+            (config.audience,),
+            config.jwks_uri.removeprefix("file://"),
+            int(config.leeway_seconds),
+        )
 
 
 class ConfigError(ValueError):
@@ -137,6 +163,7 @@ def render(
     upstreams: Mapping[str, tuple[str, int]] | None = None,
     descriptor_path: Path | str = DEFAULT_DESCRIPTOR,
     *,
+    auth: EdgeAuth,
     listen_host: str = DEFAULT_LISTEN_HOST,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     access_log_path: Path | str = DEFAULT_ACCESS_LOG,
@@ -148,7 +175,8 @@ def render(
     ``upstreams`` maps a name from :data:`SERVICES` (``accounts``, ``orders``, ``fulfillment``)
     to the ``(host, port)`` of its gRPC server; default :data:`DEFAULT_UPSTREAMS`. A subset is
     allowed (only those services are routed and transcoded). ``descriptor_path`` is made
-    absolute, so the rendered file works from any working directory.
+    absolute, so the rendered file works from any working directory. ``auth`` is required:
+    there is no configuration without token checks.
     """
     upstreams = dict(DEFAULT_UPSTREAMS if upstreams is None else upstreams)
     unknown = sorted(set(upstreams) - set(SERVICES))
@@ -164,6 +192,8 @@ def render(
     if max_request_bytes <= 0:
         raise ConfigError("max_request_bytes must be positive")
     descriptor = Path(descriptor_path).resolve()
+    if not auth.issuer or not auth.audiences:
+        raise ConfigError("auth needs an issuer and at least one audience")
 
     names = [n for n in SERVICES if n in upstreams]  # fixed order: stable output
     route_t, cluster_t = _template("route.yaml.tmpl"), _template("cluster.yaml.tmpl")
@@ -199,6 +229,10 @@ def render(
         "descriptor_path": _quote(str(descriptor)),
         "services": json.dumps([SERVICES[n] for n in names]),
         "max_request_bytes": str(max_request_bytes),
+        "jwt_issuer": _quote(auth.issuer),
+        "jwt_audiences": json.dumps(list(auth.audiences)),
+        "jwks_path": _quote(str(Path(auth.jwks_path).resolve())),
+        "jwt_clock_skew": str(auth.clock_skew_seconds),
     }
     blocks = {
         "routes": routes,
@@ -289,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR)
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
     parser.add_argument("--access-log", default=DEFAULT_ACCESS_LOG, help="file or /dev/stdout")
+    parser.add_argument("--jwt-issuer", required=True, help="the iss tokens must carry")
+    parser.add_argument("--jwt-audience", required=True, help="the aud tokens must carry")
+    parser.add_argument("--jwks", type=Path, required=True, help="the issuer's JWKS file")
     parser.add_argument("--validate", action="store_true", help="also run envoy --mode validate")
     args = parser.parse_args(argv)
     try:
@@ -301,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen_host=args.listen_host,
             max_request_bytes=args.max_request_bytes,
             access_log_path=args.access_log,
+            auth=EdgeAuth(args.jwt_issuer, (args.jwt_audience,), args.jwks),
         )
         if args.validate:
             validate(out)

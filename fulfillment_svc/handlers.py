@@ -53,6 +53,11 @@ class FulfillmentHandlers:
             raise NotFound(f"fulfillment for order {order_id!r} not found")
         return fulfillment
 
+    async def owner_of(self, order_id: str) -> str | None:
+        """Whose order is being fulfilled, for the access policy (None: no such fulfillment)."""
+        fulfillment = await self.fulfillments.get(order_id)
+        return fulfillment.customer_id if fulfillment is not None else None
+
     async def list_fulfillments(
         self, status: Status | None, size: int, token: str
     ) -> tuple[list[Fulfillment], str]:

@@ -21,6 +21,7 @@ def build(settings: Settings) -> ServiceApp:
     fulfillments = FulfillmentRepository(app.db)
     handlers = FulfillmentHandlers(fulfillments, app.outbox_relay(fulfillments.collection))
     app.on_start(fulfillments.ensure_indexes)
+    app.owners("fulfillment", handlers.owner_of)
     app.add_service(
         fulfillment_pb2_grpc.add_FulfillmentServiceServicer_to_server,
         FulfillmentServicer(handlers),

@@ -63,6 +63,11 @@ class OrdersHandlers:
             raise NotFound(f"order {order_id!r} not found")
         return order
 
+    async def owner_of(self, order_id: str) -> str | None:
+        """Who placed the order, for the access policy (None: no such order)."""
+        order = await self.orders.get(order_id)
+        return order.customer_id if order is not None else None
+
     async def list_orders(
         self, customer_id: str, status: int, size: int, token: str
     ) -> tuple[list[Order], str]:

@@ -17,6 +17,7 @@ def build(settings: Settings) -> ServiceApp:
     orders = OrderRepository(app.db)
     handlers = OrdersHandlers(orders, CustomerCopies(app.db), app.outbox_relay(orders.collection))
     app.on_start(orders.ensure_indexes)
+    app.owners("order", handlers.owner_of)
     app.consume(CONSUMES, handlers.event_handlers(), handlers.batch_handlers())
     app.add_service(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server, OrdersServicer(handlers), SERVICE

@@ -1,19 +1,121 @@
-"""Generated-stub clients for the three services, from one set of endpoints."""
+"""Generated-stub clients for the three services, from one set of endpoints, and the
+tokens they present.
+
+Every call carries a bearer token. `Clients.connect(..., tokens=...)` takes a `TokenFor`:
+the token for one call, given its method and request. `acting_as_needed` is the one the
+demo and the tests use: minted from the local issuer's key, each call goes as a principal
+the policy allows to make it (staff or warehouse where they may; otherwise the customer the
+request names, and for a sign-up a new customer), so a whole flow runs with real tokens and
+the services' checks in force. A caller with one identity passes `fixed(token)`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
 from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
+from svckit import policy
+from svckit.authz import CUSTOMER, STAFF, WAREHOUSE, Every, get_field
+from svckit.ids import new_id
 
 T = TypeVar("T")
+
+MAX_SUBJECT = 1024
+TokenFor = Callable[[str, Message], str | None]
+"""(full method name, request) -> the bearer token to send, or None for none."""
+
+
+def fixed(token: str) -> TokenFor:
+    return lambda method, request: token
+
+
+def acting_as_needed(issuer: LocalIssuer, *, ttl: float = 3600.0) -> TokenFor:
+    """Tokens of a principal the policy lets make each call (see the module docstring)."""
+    role_tokens = {role: issuer.role(role, ttl=ttl) for role in (STAFF, WAREHOUSE)}
+
+    def token_for(method: str, request: Message) -> str | None:
+        rule = policy.POLICY.get(method)
+        if rule is None or rule.public:
+            return None
+        for role, token in role_tokens.items():
+            if isinstance(rule.grants.get(role), Every):
+                return token
+        grant = rule.grants.get(CUSTOMER)
+        if grant is None:
+            return role_tokens[STAFF]  # nobody may: the service says so
+        named = get_field(request, grant.field)  # type: ignore[attr-defined]
+        # A token for a kilobytes-long id could not travel in gRPC metadata (8 KiB); no
+        # customer has one, so such a call goes as another customer (the policy: NOT_FOUND).
+        subject = named if 0 < len(named) <= MAX_SUBJECT else new_id()
+        return issuer.customer(subject, ttl=ttl)
+
+    return token_for
+
+
+def _with_token(metadata: Any, token: str | None) -> list[tuple[str, str]]:
+    kept = [(k, v) for k, v in (metadata or ()) if k.lower() != "authorization"]
+    return kept + ([("authorization", f"Bearer {token}")] if token else [])
+
+
+class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds `authorization: Bearer <token>` to each unary call of an aio channel."""
+
+    def __init__(self, tokens: TokenFor) -> None:
+        self._tokens = tokens
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        method = client_call_details.method
+        name = method.decode() if isinstance(method, bytes) else method
+        details = client_call_details._replace(
+            metadata=_with_token(client_call_details.metadata, self._tokens(name, request))
+        )
+        return await continuation(details, request)
+
+
+class SyncBearerInterceptor(grpc.UnaryUnaryClientInterceptor):
+    """The same for a blocking channel (`grpc.intercept_channel`)."""
+
+    _Details = collections.namedtuple(
+        "_Details",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    )
+
+    def __init__(self, tokens: TokenFor) -> None:
+        self._tokens = tokens
+
+    def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        d = client_call_details
+        details = self._Details(
+            d.method,
+            d.timeout,
+            _with_token(d.metadata, self._tokens(d.method, request)),
+            d.credentials,
+            d.wait_for_ready,
+            getattr(d, "compression", None),
+        )
+        return continuation(details, request)
+
+
+def channel(target: str, tokens: TokenFor) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, interceptors=[BearerInterceptor(tokens)])
+
+
+def sync_channel(target: str, tokens: TokenFor) -> grpc.Channel:
+    return grpc.intercept_channel(grpc.insecure_channel(target), SyncBearerInterceptor(tokens))
 
 
 @dataclass
@@ -24,8 +126,8 @@ class Clients:
     channels: list[grpc.aio.Channel]
 
     @classmethod
-    def connect(cls, accounts: str, orders: str, fulfillment: str) -> Clients:
-        channels = [grpc.aio.insecure_channel(t) for t in (accounts, orders, fulfillment)]
+    def connect(cls, accounts: str, orders: str, fulfillment: str, *, tokens: TokenFor) -> Clients:
+        channels = [channel(t, tokens) for t in (accounts, orders, fulfillment)]
         return cls(
             accounts_pb2_grpc.AccountsServiceStub(channels[0]),
             orders_pb2_grpc.OrdersServiceStub(channels[1]),

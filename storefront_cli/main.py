@@ -9,12 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from stack import prometheus, tools
+from stack import issuer, prometheus, tools
 from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
 from storefront_cli import consistency, ops, system
-from storefront_cli.clients import Clients
+from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
+from svckit.authz import STAFF, WAREHOUSE
 
 RUN_DIR = tools.REPO_ROOT / ".run"
 
@@ -38,10 +39,17 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     ]
     if stack.supervisor.is_running(prometheus.PROMETHEUS):
         lines.append(f"  {'prometheus':16} http://127.0.0.1:{prometheus.DEFAULT_PORT}")
+    run_dir = "" if stack.run_dir.resolve() == RUN_DIR.resolve() else f" --run-dir {stack.run_dir}"
     lines += [
         "",
+        "Every call needs a bearer token from the local issuer (keys in "
+        f"{stack.run_dir / 'auth'}):",
+        f"  uv run storefront token{run_dir} --role staff       # or --role warehouse",
+        f"  uv run storefront token{run_dir} --customer ID      # as that customer (or sign-up)",
+        "",
         "Try:",
-        f"  curl -s http://127.0.0.1:{ports.envoy}/v1/customers",
+        f"  TOKEN=$(uv run storefront token{run_dir} --role staff)",
+        f'  curl -s -H "authorization: Bearer $TOKEN" http://127.0.0.1:{ports.envoy}/v1/customers',
         f"  .tools/bin/grpcurl -plaintext 127.0.0.1:{ports.accounts} list",
         "  uv run storefront status    # health, lag, outbox and DLQ at a glance",
         f"  logs: {stack.run_dir / 'logs'}",
@@ -71,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _start_prometheus(stack, ports)
     say(f"[run] system up in {time.monotonic() - t0:.1f}s")
     if not args.no_demo:
-        asyncio.run(_demo(ports))
+        asyncio.run(_demo(ports, stack.run_dir))
     say(endpoints(ports, stack))
     if args.detach:
         say("Detached: `make down` stops it.")
@@ -105,8 +113,13 @@ def _start_prometheus(stack: EmbeddedStack, ports: system.SystemPorts) -> None:
     say(f"[run] prometheus {url}  (dashboard: docs/grafana/storefront-dashboard.json)")
 
 
-async def _demo(ports: system.SystemPorts) -> None:
-    clients = Clients.connect(*(system.grpc_target(ports, s) for s in system.SERVICES))
+async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
+    """Each step acts as whoever the policy lets take it: customers sign up and order,
+    staff approve, the warehouse ships; tokens from the run dir's issuer."""
+    clients = Clients.connect(
+        *(system.grpc_target(ports, s) for s in system.SERVICES),
+        tokens=acting_as_needed(issuer.for_run_dir(run_dir)),
+    )
     try:
         await run_demo(clients, say)
     finally:
@@ -114,7 +127,17 @@ async def _demo(ports: system.SystemPorts) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    asyncio.run(_demo(system.SystemPorts()))
+    asyncio.run(_demo(system.SystemPorts(), Path(args.run_dir)))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a bearer token signed by the run dir's local issuer."""
+    local = issuer.for_run_dir(args.run_dir)
+    if args.customer:
+        print(local.customer(args.customer, ttl=args.ttl))
+    else:
+        print(local.role(args.role, ttl=args.ttl, subject=args.subject))
     return 0
 
 
@@ -127,7 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--detach", action="store_true", help="leave it running and return")
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="run the sample-data demo against a running system")
+    demo.add_argument("--run-dir", default=str(RUN_DIR))
     demo.set_defaults(func=cmd_demo)
+    token = sub.add_parser("token", help="print a bearer token from the local issuer")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer", metavar="ID", help="a customer's token (sub = ID)")
+    who.add_argument("--role", choices=(STAFF, WAREHOUSE), help="a staff or warehouse token")
+    token.add_argument("--subject", default="", help="with --role: who it names in the logs")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
+    token.add_argument("--run-dir", default=str(RUN_DIR))
+    token.set_defaults(func=cmd_token)
     consistency.register(sub)
     ops.register(sub)
     args = parser.parse_args(argv)

@@ -12,7 +12,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stack import issuer
 from stack.embedded import EmbeddedStack, free_ports
+from stack.issuer import LocalIssuer
 from stack.procs import Supervisor
 
 SERVICES = ("accounts", "orders", "fulfillment")
@@ -55,11 +57,17 @@ def health_serving(port: int, service: str = "") -> Callable[[], bool]:
     return check
 
 
+def local_issuer(stack: EmbeddedStack) -> LocalIssuer:
+    """The run dir's token issuer, which Envoy and the services trust."""
+    return issuer.for_run_dir(stack.run_dir)
+
+
 def service_env(
     stack: EmbeddedStack, ports: SystemPorts, service: str, *, db_prefix: str = ""
 ) -> dict[str, str]:
     return {
         **stack.env(),
+        **local_issuer(stack).config().env(),
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": str(ports.grpc(service)),
         "METRICS_PORT": str(ports.metrics(service)),
@@ -110,7 +118,7 @@ def grpc_target(ports: SystemPorts, service: str) -> str:
 
 def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:
     """Envoy in front of the three services: JSON/REST and native gRPC on one port."""
-    from envoy_config.config import envoy_argv, write_config
+    from envoy_config.config import EdgeAuth, envoy_argv, write_config
 
     upstreams = {s: ("127.0.0.1", ports.grpc(s)) for s in SERVICES}
     config = write_config(
@@ -119,6 +127,7 @@ def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 
         admin_port=ports.envoy_admin,
         upstreams=upstreams,
         access_log_path=stack.run_dir / "logs" / "envoy-access.log",
+        auth=EdgeAuth.of(local_issuer(stack).config()),
     )
     stack.supervisor.start(
         "envoy",

@@ -26,7 +26,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 import storefront
-from svckit import logs, metrics, mongo, tracing
+from svckit import logs, metrics, mongo, policy, tracing
+from svckit.auth import TokenVerifier
+from svckit.authz import AuthInterceptor, Authorizer, OwnerLookup
 from svckit.consumer import BatchHandler, EventConsumer, EventHandler
 from svckit.interceptors import ServerInterceptor
 from svckit.kafka import EventProducer
@@ -92,6 +94,7 @@ class ServiceApp:
         self._kafka_task: asyncio.Task[None] | None = None
         self._started_consumers: list[EventConsumer] = []
         self._health_names: list[str] = [""]
+        self._owners: dict[str, OwnerLookup] = {}
 
     def add_service(
         self, adder: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
@@ -121,6 +124,16 @@ class ServiceApp:
         self._consumers.append(consumer)
         return consumer
 
+    def owners(self, resource: str, lookup: OwnerLookup) -> None:
+        """How the policy finds who owns a `resource` (e.g. an order) a request names."""
+        self._owners[resource] = lookup
+
+    def _auth_interceptor(self) -> AuthInterceptor:
+        if self.settings.auth is None:
+            raise RuntimeError("authentication is not configured: set AUTH_ISSUER, ...")
+        verifier = TokenVerifier(self.settings.auth)
+        return AuthInterceptor(verifier, Authorizer(policy.POLICY, self._owners))
+
     def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run before serving, e.g. to create indexes."""
         self._on_start.append(hook)
@@ -136,7 +149,8 @@ class ServiceApp:
             ("grpc.max_send_message_length", s.max_message_bytes),
             ("grpc.so_reuseport", 1),
         ]
-        server = grpc.aio.server(interceptors=[ServerInterceptor(s.service_name)], options=options)
+        interceptors = [ServerInterceptor(s.service_name), self._auth_interceptor()]
+        server = grpc.aio.server(interceptors=interceptors, options=options)
         names = []
         for adder, servicer, name in self._services:
             adder(servicer, server)

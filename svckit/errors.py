@@ -108,6 +108,20 @@ class FailedPrecondition(DomainError):
         return [packed, *super().details()]
 
 
+class Unauthenticated(DomainError):
+    """No usable credentials: missing, malformed, expired or badly signed token."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """The caller is known, and the policy does not let them make this call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
 class Aborted(DomainError):
     """Optimistic concurrency: the caller's view is stale; re-read and retry."""
 

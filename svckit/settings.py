@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from svckit.auth import AuthConfig
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -21,6 +23,8 @@ class Settings:
     max_message_bytes: int
     otel_endpoint: str | None
     outbox_relay_enabled: bool = True
+    auth: AuthConfig | None = None
+    """Whom to trust (AUTH_* variables); a service refuses to start without it."""
 
     @classmethod
     def from_env(cls, service_name: str, *, grpc_port: int, metrics_port: int) -> Settings:
@@ -42,4 +46,5 @@ class Settings:
             # Fault-injection switch: "off" leaves events in the outbox (tests kill the
             # service with entries pending, then restart it with the relay on).
             outbox_relay_enabled=env("OUTBOX_RELAY", "on") != "off",
+            auth=AuthConfig.from_env() if env("AUTH_ISSUER") else None,
         )

@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
 from storefront_cli.clients import Clients
-from tests.support import System
+from tests.support import System, tokens_of
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +89,8 @@ def running_system(stack: EmbeddedStack) -> Iterator[System]:
 
 @pytest.fixture
 async def clients(running_system: System) -> AsyncIterator[Clients]:
-    c = Clients.connect(*(running_system.target(s) for s in system.SERVICES))
+    c = Clients.connect(
+        *(running_system.target(s) for s in system.SERVICES), tokens=tokens_of(running_system.stack)
+    )
     yield c
     await c.close()

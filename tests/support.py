@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,19 +12,42 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from google.api import annotations_pb2
+from google.protobuf import empty_pb2, message_factory
+from google.protobuf.message import Message
 
 from stack.embedded import EmbeddedStack
+from stack.issuer import LocalIssuer
+from storefront.accounts.v1 import accounts_pb2
+from storefront.fulfillment.v1 import fulfillment_pb2
+from storefront.orders.v1 import orders_pb2
 from storefront_cli import system
-from storefront_cli.clients import eventually  # noqa: F401 - re-exported for tests
+from storefront_cli.clients import (
+    TokenFor,
+    acting_as_needed,
+    eventually,  # noqa: F401 - re-exported for tests
+)
 from svckit.app import ServiceApp
+from svckit.authz import set_field
 from svckit.envelope import Envelope, decode
 from svckit.settings import Settings
+
+
+def issuer_of(stack: EmbeddedStack) -> LocalIssuer:
+    """The test stack's token issuer (its run dir's key), which every service trusts."""
+    return system.local_issuer(stack)
+
+
+def tokens_of(stack: EmbeddedStack) -> TokenFor:
+    """Per call, a token of a principal the policy allows (storefront_cli.clients)."""
+    return acting_as_needed(issuer_of(stack))
 
 
 def settings_for(
     stack: EmbeddedStack, service: str, database: str, **overrides: object
 ) -> Settings:
-    """Settings for an in-process service on the test stack: own database and group, port 0."""
+    """Settings for an in-process service on the test stack: own database and group, port 0,
+    trusting the stack's issuer."""
     base = Settings.from_env(service, grpc_port=0, metrics_port=0)
     return dataclasses.replace(
         base,
@@ -34,6 +59,7 @@ def settings_for(
         kafka_bootstrap_servers=stack.kafka_bootstrap,
         consumer_group=f"{database}-{service}",
         shutdown_grace_seconds=1.0,
+        auth=issuer_of(stack).config(),
         **overrides,
     )
 
@@ -138,3 +164,85 @@ class System:
 
     def database(self, service: str) -> str:
         return f"{self.db_prefix}{service}"
+
+
+# --- REST: which RPC a JSON request becomes, and back ----------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpRule:
+    """One RPC's `google.api.http` binding."""
+
+    method: str
+    """The full gRPC method name, e.g. /storefront.orders.v1.OrdersService/ApproveOrder."""
+    verb: str
+    template: str
+    body: str
+    request_class: type[Message]
+
+    @property
+    def fields(self) -> list[str]:
+        """The request fields bound to the path, in template order."""
+        return re.findall(r"\{([^}]+)\}", self.template)
+
+    def match(self, verb: str, path: str) -> dict[str, str] | None:
+        if verb.upper() != self.verb:
+            return None
+        pattern = re.sub(r"\\\{[^}]+\\\}", "([^/:]+)", re.escape(self.template))
+        found = re.fullmatch(pattern, path.split("?", 1)[0])
+        if found is None:
+            return None
+        return {f: urllib.parse.unquote(v) for f, v in zip(self.fields, found.groups(), strict=True)}
+
+
+def http_rules() -> list[HttpRule]:
+    rules = []
+    for module in (accounts_pb2, orders_pb2, fulfillment_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for m in service.methods:
+                rule = m.GetOptions().Extensions[annotations_pb2.http]
+                verb = rule.WhichOneof("pattern")
+                rules.append(
+                    HttpRule(
+                        method=f"/{service.full_name}/{m.name}",
+                        verb=verb.upper(),
+                        template=getattr(rule, verb),
+                        body=rule.body,
+                        request_class=message_factory.GetMessageClass(m.input_type),
+                    )
+                )
+    return rules
+
+
+def rest_request(verb: str, path: str, query: dict[str, str] | None = None) -> tuple[str, Message]:
+    """The RPC a REST call becomes and the part of its request the path and query give
+    ("" and an empty message when no RPC matches)."""
+    for rule in http_rules():
+        bound = rule.match(verb, path)
+        if bound is None:
+            continue
+        request = rule.request_class()
+        for name, value in bound.items():
+            set_field(request, name, value)
+        for key, value in (query or {}).items():
+            field = request.DESCRIPTOR.fields_by_camelcase_name.get(key) or (
+                request.DESCRIPTOR.fields_by_name.get(key)
+            )
+            if field is not None and field.type == field.TYPE_STRING:
+                setattr(request, field.name, str(value))
+        return rule.method, request
+    return "", empty_pb2.Empty()
+
+
+def rest_authorization(
+    tokens: TokenFor, verb: str, path: str, query: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The authorization header `tokens` gives the RPC this REST call becomes. A call that
+    maps to no RPC still gets a valid token, so Envoy answers what it would (404, 400)."""
+    method, request = rest_request(verb, path, query)
+    token = tokens(method or ANY_RPC, request if method else ANY_REQUEST)
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+ANY_RPC = "/storefront.orders.v1.OrdersService/ListOrders"
+ANY_REQUEST = orders_pb2.ListOrdersRequest()

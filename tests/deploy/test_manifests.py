@@ -264,6 +264,9 @@ def test_mtls_and_authorization(objects: list[dict[str, Any]]) -> None:
             for p in src["source"]["principals"]
         }
         assert admitted == {GATEWAY_PRINCIPAL}
+        # ... and only with a verified bearer token, in every rule.
+        for rule in policies[service]["spec"]["rules"]:
+            assert all(src["source"]["requestPrincipals"] == ["*"] for src in rule["from"])
         admitted_to_db = {
             p
             for rule in policies[f"{service}-mongodb"]["spec"]["rules"]
@@ -271,6 +274,32 @@ def test_mtls_and_authorization(objects: list[dict[str, Any]]) -> None:
             for p in src["source"]["principals"]
         }
         assert admitted_to_db == {f"cluster.local/ns/storefront/sa/{service}"}
+
+
+@needs_tools
+def test_bearer_tokens_are_required_at_the_gateway_and_trusted_alike_everywhere(
+    objects: list[dict[str, Any]],
+) -> None:
+    config = of_kind(objects, "ConfigMap")["storefront-config"]["data"]
+    authns = [o for o in objects if o["kind"] == "RequestAuthentication"]
+    assert {(o["metadata"]["namespace"], o["metadata"].get("name")) for o in authns} == {
+        ("istio-system", "storefront-jwt"),
+        ("storefront", "storefront-jwt"),
+    }
+    for authn in authns:
+        [rule] = authn["spec"]["jwtRules"]
+        assert rule["issuer"] == config["AUTH_ISSUER"]
+        assert rule["jwksUri"] == config["AUTH_JWKS_URI"]
+        assert rule["audiences"] == [config["AUTH_AUDIENCE"]]
+        assert rule["forwardOriginalToken"] is True  # the services verify it again
+    gateway = next(a for a in authns if a["metadata"]["namespace"] == "istio-system")
+    assert gateway["spec"]["selector"]["matchLabels"] == {"istio": "ingressgateway"}
+    deny = of_kind(objects, "AuthorizationPolicy")["storefront-require-jwt"]
+    assert deny["metadata"]["namespace"] == "istio-system"
+    assert deny["spec"]["action"] == "DENY"
+    [rule] = deny["spec"]["rules"]
+    assert rule["from"] == [{"source": {"notRequestPrincipals": ["*"]}}]
+    assert set(rule["to"][0]["operation"]["paths"]) == {"/v1/*", "/storefront.*"}
 
 
 @needs_tools

@@ -21,14 +21,17 @@ from storefront_cli.endpoints import Endpoints
 from svckit.envelope import encode
 from tests.e2e.conftest import System
 from tests.integration.test_orders_svc import customer_changed
-from tests.support import unique
+from tests.support import tokens_of, unique
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 async def clients(isolated_system: System) -> AsyncIterator[Clients]:
-    c = Clients.connect(*(isolated_system.target(s) for s in system.SERVICES))
+    c = Clients.connect(
+        *(isolated_system.target(s) for s in system.SERVICES),
+        tokens=tokens_of(isolated_system.stack),
+    )
     yield c
     await c.close()
 

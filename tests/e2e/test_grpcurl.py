@@ -7,6 +7,9 @@ so the native gRPC call through Envoy's port gives grpcurl the descriptor set in
 grpcurl's JSON replies are read back into the generated message types with
 `json_format.ParseDict`, which accepts both JSON spellings of a field name; the spelling itself
 is checked only where it is the point of the test.
+
+Every call carries `-H "authorization: Bearer ..."`, as docs/api.md shows, with a token of a
+principal the policy allows for the call (tests.support.tokens_of).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from stack import tools
 from storefront.accounts.v1 import accounts_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
-from storefront_cli.clients import eventually
+from storefront_cli.clients import TokenFor, eventually
 from tests.e2e.conftest import System
+from tests.support import http_rules, tokens_of
 
 pytestmark = [
     pytest.mark.e2e,
@@ -48,6 +52,22 @@ NOT_FOUND, INVALID_ARGUMENT = 5, 3
 
 Json = dict[str, Any]
 M = TypeVar("M", bound=Message)
+REQUESTS = {rule.method: rule.request_class for rule in http_rules()}
+TOKENS: list[TokenFor] = []
+
+
+@pytest.fixture(autouse=True)
+def tokens(running_system: System) -> None:
+    """The running system's issuer signs the tokens `call` sends."""
+    TOKENS[:] = [tokens_of(running_system.stack)]
+
+
+def authorization(method: str, request: Json) -> list[str]:
+    """grpcurl's -H option with the token this call needs (none for health)."""
+    cls = REQUESTS.get(f"/{method}")
+    message = json_format.ParseDict(request, cls()) if cls else None
+    token = TOKENS[0](f"/{method}", message) if message is not None else None  # type: ignore[arg-type]
+    return ["-H", f"authorization: Bearer {token}"] if token else []
 
 
 def parsed(reply: Json, cls: Callable[[], M]) -> M:
@@ -84,7 +104,8 @@ async def grpcurl(*args: str) -> str:
 
 async def call(target: str, method: str, request: Json, *options: str) -> Json:
     """One unary call with a JSON request; the JSON reply."""
-    return json.loads(await grpcurl(*options, "-d", json.dumps(request), target, method))
+    auth = authorization(method, request)
+    return json.loads(await grpcurl(*options, *auth, "-d", json.dumps(request), target, method))
 
 
 async def found_or_none(probe: Callable[[], Any]) -> Any:
@@ -330,6 +351,7 @@ async def test_native_grpc_through_envoy_with_the_descriptor_set(running_system:
 
 async def test_envoy_does_not_route_reflection(running_system: System) -> None:
     argv = [str(tools.path("grpcurl")), "-plaintext", "-max-time", "20"]
+    argv += authorization(f"{ACCOUNTS}/ListCustomers", {})  # past jwt_authn: to the router
     argv += [f"127.0.0.1:{running_system.ports.envoy}", "list"]
     done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0

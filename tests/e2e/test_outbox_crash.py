@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 
-import grpc
 import pytest
 from pymongo import AsyncMongoClient
 
@@ -13,10 +12,10 @@ from stack.procs import _CHILDREN
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import system
-from storefront_cli.clients import Clients, eventually
+from storefront_cli.clients import Clients, channel, eventually
 from storefront_cli.demo import PEOPLE, customer_draft
 from tests.e2e.conftest import System
-from tests.support import read_topic
+from tests.support import read_topic, tokens_of
 
 pytestmark = pytest.mark.e2e
 TYPES = ["storefront.accounts.v1.CustomerChanged", "storefront.accounts.v1.CustomerDeleted"]
@@ -31,8 +30,9 @@ def restart_accounts(sys_: System, **extra_env: str) -> None:
 async def test_sigkill_with_pending_outbox_loses_nothing(running_system: System, clients: Clients) -> None:
     restart_accounts(running_system, OUTBOX_RELAY="off")  # saves, never publishes
     try:
-        async with grpc.aio.insecure_channel(running_system.target("accounts")) as channel:
-            stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+        tokens = tokens_of(running_system.stack)
+        async with channel(running_system.target("accounts"), tokens) as accounts:
+            stub = accounts_pb2_grpc.AccountsServiceStub(accounts)
             ids = [
                 (await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=customer_draft(p)))).id
                 for p in PEOPLE

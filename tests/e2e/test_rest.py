@@ -25,9 +25,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
-from storefront_cli.clients import eventually
+from storefront_cli.clients import TokenFor, eventually
 from tests.e2e.conftest import System
-from tests.support import partition_ids
+from tests.support import partition_ids, rest_authorization, tokens_of
 
 pytestmark = pytest.mark.e2e
 
@@ -145,11 +145,13 @@ class Reply:
 @dataclass
 class Rest:
     base_url: str
+    tokens: TokenFor
 
     async def call(self, method: str, path: str, body: Json | None = None, **query: str) -> Reply:
         url = self.base_url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = None if body is None else json.dumps(body).encode()
-        return await asyncio.to_thread(_send, method, url, data)
+        headers = rest_authorization(self.tokens, method, path, query)
+        return await asyncio.to_thread(_send, method, url, data, headers)
 
     async def get(self, path: str, **query: str) -> Reply:
         return await self.call("GET", path, **query)
@@ -161,9 +163,9 @@ class Rest:
         return await self.call("PATCH", path, body, **query)
 
 
-def _send(method: str, url: str, data: bytes | None) -> Reply:
+def _send(method: str, url: str, data: bytes | None, headers: dict[str, str]) -> Reply:
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
+        url, data=data, method=method, headers={"content-type": "application/json", **headers}
     )
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
@@ -272,7 +274,7 @@ class Stored:
 
 @pytest.fixture
 def rest(running_system: System) -> Rest:
-    return Rest(running_system.envoy_url)
+    return Rest(running_system.envoy_url, tokens_of(running_system.stack))
 
 
 @pytest.fixture

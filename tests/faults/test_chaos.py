@@ -29,6 +29,7 @@ from storefront_cli import consistency, system
 from storefront_cli.clients import Clients
 from storefront_cli.endpoints import Endpoints
 from tests.faults.workload import Ledger, Workload
+from tests.support import tokens_of
 
 pytestmark = pytest.mark.faults
 OPS = int(os.environ.get("STOREFRONT_FAULT_OPS", "2000"))
@@ -168,7 +169,10 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
     started = time.monotonic()
     ledger = Ledger()
     kills: collections.Counter[str] = collections.Counter()
-    clients = Clients.connect(*(system.grpc_target(chaos.ports, s) for s in system.SERVICES))
+    clients = Clients.connect(
+        *(system.grpc_target(chaos.ports, s) for s in system.SERVICES),
+        tokens=tokens_of(chaos.stack),
+    )
     try:
         workers = [Workload(clients, ledger, seed) for seed in range(WORKERS)]
         rngs = [random.Random(100 + i) for i in range(WORKERS)]

@@ -42,8 +42,10 @@ from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
+from storefront_cli.clients import TokenFor, sync_channel
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
-from tests.support import System, partition_ids
+from svckit.outbox import OUTBOX, PENDING
+from tests.support import System, partition_ids, tokens_of
 
 T = TypeVar("T")
 Status = common_pb2.OrderStatus
@@ -93,7 +95,6 @@ SERVER_FAULTS = frozenset(
     }
 )
 CALL_TIMEOUT = 20.0
-OUTBOX = "_outbox"
 ID_FIELDS = ("id", "customer_id", "order_id")
 HALF_SETTINGS = settings(FUZZ_SETTINGS, max_examples=max(1, EXAMPLES // 2))
 
@@ -240,6 +241,8 @@ class Harness:
     mongo: MongoClient[dict[str, Any]]
     kafka: KafkaLag
     channels: list[grpc.Channel]
+    tokens: TokenFor
+    """Each call's token: a principal the policy allows (tests.support.tokens_of)."""
     accounts: accounts_pb2_grpc.AccountsServiceStub
     orders: orders_pb2_grpc.OrdersServiceStub
     fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
@@ -304,6 +307,8 @@ class Harness:
                     unstorable = isinstance(doc_id, str) and "\x00" in doc_id
                     doc = None if unstorable else self.db(service)[name].find_one({"_id": doc_id})
                     entries = doc.pop(OUTBOX, []) if doc is not None else []
+                    if doc is not None:
+                        doc.pop(PENDING, None)  # the relay's marker, cleared asynchronously
                     docs[key] = doc
                     outboxes[key] = {str(e.get("id")) for e in entries}
         counts.update(self.kafka.records())
@@ -473,7 +478,8 @@ class Harness:
 
 @pytest.fixture(scope="session")
 def harness(running_system: System) -> Iterator[Harness]:
-    channels = [grpc.insecure_channel(running_system.target(s)) for s in COLLECTIONS]
+    tokens = tokens_of(running_system.stack)
+    channels = [sync_channel(running_system.target(s), tokens) for s in COLLECTIONS]
     groups = {f"{running_system.db_prefix}{s}-svc": topics for s, topics in CONSUMES.items()}
     kafka = KafkaLag(running_system.stack.kafka_bootstrap, groups)
     mongo: MongoClient[dict[str, Any]] = MongoClient(
@@ -484,6 +490,7 @@ def harness(running_system: System) -> Iterator[Harness]:
         mongo,
         kafka,
         channels,
+        tokens,
         accounts_pb2_grpc.AccountsServiceStub(channels[0]),
         orders_pb2_grpc.OrdersServiceStub(channels[1]),
         fulfillment_pb2_grpc.FulfillmentServiceStub(channels[2]),

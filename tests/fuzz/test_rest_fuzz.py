@@ -41,6 +41,7 @@ from storefront.common.v1 import common_pb2
 from storefront_cli.demo import PEOPLE, PRODUCTS, customer_draft, order_draft
 from tests.fuzz.conftest import HALF_SETTINGS, REPORT, Harness
 from tests.fuzz.test_grpc_fuzz import mutated
+from tests.support import rest_authorization
 
 pytestmark = pytest.mark.e2e
 
@@ -192,7 +193,9 @@ def test_rest_requests_never_fail_on_the_server_nor_store_when_rejected(
     write = method in WRITES
     named = targets(path, params)
     before = harness.before(named) if write else None
-    response = case.call(base_url=harness.system.envoy_url, timeout=TIMEOUT)
+    query = {k: str(v) for k, v in (case.query or {}).items()}
+    auth = rest_authorization(harness.tokens, method, case.formatted_path, query)
+    response = case.call(base_url=harness.system.envoy_url, timeout=TIMEOUT, headers=auth)
     seen = REPORT.setdefault(f"REST {method} {path}", {})
     seen[str(response.status_code)] = seen.get(str(response.status_code), 0) + 1
     case.validate_response(response, checks=[not_a_server_error])

@@ -30,6 +30,7 @@ from grpc_status import rpc_status
 
 from envoy_config import config
 from stack import tools
+from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.common.v1 import common_pb2
 
@@ -148,6 +149,12 @@ class Edge:
     admin_port: int
     access_log: Path
     log: Path
+    issuer: LocalIssuer
+
+    @property
+    def bearer(self) -> str:
+        """Any valid token passes the edge; the fake upstream checks none."""
+        return f"Bearer {self.issuer.role('staff')}"
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -174,7 +181,8 @@ def wait_for(check: Any, what: str, proc: subprocess.Popen[bytes], log: Path) ->
 @pytest.fixture(scope="module")
 def edge(fake_accounts: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     run = tmp_path_factory.mktemp("envoy")
-    e = Edge(free_port(), free_port(), run / "access.log", run / "envoy.log")
+    issuer = LocalIssuer.ensure(run / "auth")
+    e = Edge(free_port(), free_port(), run / "access.log", run / "envoy.log", issuer)
     cfg = config.write_config(
         run / "envoy.yaml",
         listen_port=e.port,
@@ -184,6 +192,7 @@ def edge(fake_accounts: FakeServer, tmp_path_factory: pytest.TempPathFactory) ->
         access_log_path=e.access_log,
         max_request_bytes=MAX_REQUEST_BYTES,
         health_check_interval=HEALTH_CHECK_INTERVAL,
+        auth=config.EdgeAuth.of(issuer.config()),
     )
     with e.log.open("wb") as log:
         proc = subprocess.Popen(
@@ -223,10 +232,14 @@ class Reply:
         return json.loads(self.body)
 
 
-def call(edge: Edge, method: str, path: str, body: bytes | None = None) -> Reply:
+def call(
+    edge: Edge, method: str, path: str, body: bytes | None = None, *, token: bool = True
+) -> Reply:
     conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
     try:
         headers = {"content-type": "application/json"} if body is not None else {}
+        if token:
+            headers["authorization"] = edge.bearer
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
@@ -407,12 +420,15 @@ def test_access_log_is_json_with_the_rest_path(edge: Edge) -> None:
 
 
 def test_native_grpc_through_envoy(edge: Edge) -> None:
+    auth = [("authorization", edge.bearer)]
     with grpc.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
         stub = accounts_pb2_grpc.AccountsServiceStub(channel)
-        customer = stub.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id="c1"), timeout=5)
+        request = accounts_pb2.GetCustomerRequest(customer_id="c1")
+        customer = stub.GetCustomer(request, timeout=5, metadata=auth)
         assert customer == fixed_customer()
         with pytest.raises(grpc.RpcError) as err:
-            stub.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id="nope"), timeout=5)
+            request = accounts_pb2.GetCustomerRequest(customer_id="nope")
+            stub.GetCustomer(request, timeout=5, metadata=auth)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         assert err.value.details() == "customer nope not found"
 
@@ -422,9 +438,56 @@ def test_native_grpc_to_an_unrouted_service_is_unimplemented(edge: Edge) -> None
     with grpc.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
         health_stub = health_pb2_grpc.HealthStub(channel)
         with pytest.raises(grpc.RpcError) as err:
-            health_stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            health_stub.Check(
+                health_pb2.HealthCheckRequest(), timeout=5, metadata=[("authorization", edge.bearer)]
+            )
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert not (err.value.details() or "").startswith("{")
+
+
+# ----- the token check at the edge -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer not-a-jwt",
+        "Basic dXNlcjpwYXNz",
+        "Bearer {expired}",
+        "Bearer {foreign}",
+        "Bearer {audience}",
+    ],
+)
+def test_requests_without_a_valid_token_are_401_at_the_edge(
+    edge: Edge, authorization: str | None
+) -> None:
+    stranger = LocalIssuer.ensure(edge.log.parent / "stranger")  # a key Envoy does not know
+    tokens = {
+        "expired": edge.issuer.token("c1", ["staff"], ttl=-3600),
+        "foreign": stranger.token("c1", ["staff"]),
+        "audience": edge.issuer.token("c1", ["staff"], aud="another-api"),  # Envoy says 403
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
+    try:
+        headers = {"authorization": authorization.format(**tokens)} if authorization else {}
+        conn.request("GET", "/v1/customers/c1", headers=headers)
+        resp = conn.getresponse()
+        reply = Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+    assert reply.status == 401
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+    assert_status_body(reply, 16)
+
+    with grpc.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
+        stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            metadata = [("authorization", headers["authorization"])] if headers else None
+            stub.GetCustomer(
+                accounts_pb2.GetCustomerRequest(customer_id="c1"), timeout=5, metadata=metadata
+            )
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 # ----- active health checks (last: flips the fake's health) -----------------------------------

@@ -30,11 +30,13 @@ from fulfillment_svc.repository import COLLECTION
 from stack.embedded import EmbeddedStack
 from storefront.fulfillment.v1 import events_pb2, fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import events_pb2 as orders_events_pb2
+from storefront_cli.clients import channel
 from svckit.app import ServiceApp
 from svckit.consumer import dlq_topic
 from svckit.envelope import Headers, decode, encode, header_map
 from svckit.outbox import OUTBOX
 from svckit.settings import Settings
+from tests.support import issuer_of, tokens_of
 
 if TYPE_CHECKING:
     from storefront.fulfillment.v1.fulfillment_pb2_grpc import FulfillmentServiceAsyncStub
@@ -213,14 +215,15 @@ async def service(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Run
         kafka_bootstrap_servers=stack.kafka_bootstrap,
         consumer_group=f"fulfillment-test-{uuid.uuid4().hex}",
         shutdown_grace_seconds=1.0,
+        auth=issuer_of(stack).config(),
     )
     app = build(settings)
     await app.start()
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.bound_port}") as channel:
-            stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel)
+        async with channel(f"127.0.0.1:{app.bound_port}", tokens_of(stack)) as channel_:
+            stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel_)
             yield Running(app, stub, stack, producer)
     finally:
         await producer.stop()

@@ -29,6 +29,7 @@ from orders_svc.main import build as build_orders
 from stack.embedded import EmbeddedStack, free_ports
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc, events_pb2
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
+from storefront_cli.clients import channel
 from storefront_cli.demo import PEOPLE, customer_draft
 from storefront_cli.ops import CONSUMED_TOPICS, KafkaOffsets, consumer_lag
 from svckit import metrics
@@ -36,7 +37,7 @@ from svckit.app import ServiceApp
 from svckit.envelope import Headers, encode
 from svckit.kafka import EventProducer
 from svckit.outbox import OUTBOX, PENDING, OutboxRelay, outbox_entry
-from tests.support import eventually, read_topic, running, settings_for
+from tests.support import eventually, read_topic, running, settings_for, tokens_of
 
 pytestmark = pytest.mark.integration
 
@@ -123,8 +124,8 @@ async def test_a_flow_moves_each_counter_by_what_happened(
     before = await scrape(metrics_url)
 
     async with (
-        grpc.aio.insecure_channel(f"127.0.0.1:{apps['accounts'].bound_port}") as a,
-        grpc.aio.insecure_channel(f"127.0.0.1:{apps['orders'].bound_port}") as o,
+        channel(f"127.0.0.1:{apps['accounts'].bound_port}", tokens_of(stack)) as a,
+        channel(f"127.0.0.1:{apps['orders'].bound_port}", tokens_of(stack)) as o,
     ):
         accounts = accounts_pb2_grpc.AccountsServiceStub(a)
         orders = orders_pb2_grpc.OrdersServiceStub(o)

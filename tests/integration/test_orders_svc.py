@@ -18,9 +18,10 @@ from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
+from storefront_cli.clients import channel
 from svckit.app import ServiceApp
 from svckit.envelope import encode
-from tests.support import eventually, read_topic, running, settings_for, unique
+from tests.support import eventually, read_topic, running, settings_for, tokens_of, unique
 
 pytestmark = pytest.mark.integration
 Status = common_pb2.OrderStatus
@@ -33,9 +34,11 @@ async def orders(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Serv
 
 
 @pytest.fixture
-async def stub(orders: ServiceApp) -> AsyncIterator[orders_pb2_grpc.OrdersServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{orders.bound_port}") as channel:
-        yield orders_pb2_grpc.OrdersServiceStub(channel)
+async def stub(
+    stack: EmbeddedStack, orders: ServiceApp
+) -> AsyncIterator[orders_pb2_grpc.OrdersServiceStub]:
+    async with channel(f"127.0.0.1:{orders.bound_port}", tokens_of(stack)) as channel_:
+        yield orders_pb2_grpc.OrdersServiceStub(channel_)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from storefront_cli.demo import PEOPLE, customer_draft, order_draft
 from svckit import tracing
 from svckit.app import ServiceApp
 from svckit.settings import Settings
-from tests.support import eventually, running, settings_for
+from tests.support import eventually, running, settings_for, tokens_of
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,9 @@ async def clients(stack: EmbeddedStack, databases: dict[str, str]) -> AsyncItera
             )
             for service, build in BUILDERS.items()
         }
-        c = Clients.connect(*(f"127.0.0.1:{started[s].bound_port}" for s in BUILDERS))
+        c = Clients.connect(
+            *(f"127.0.0.1:{started[s].bound_port}" for s in BUILDERS), tokens=tokens_of(stack)
+        )
         try:
             yield c
         finally:

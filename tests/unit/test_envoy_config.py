@@ -5,15 +5,28 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from envoy_config import config
-from envoy_config.config import ConfigError, render, validate, write_config
+from envoy_config.config import ConfigError, EdgeAuth, validate
 from stack import tools
+from stack.issuer import LocalIssuer
 
 ROOT = Path(__file__).resolve().parents[2]
+ISSUER = LocalIssuer.ensure(tempfile.mkdtemp(prefix="envoy-config-test-"))
+AUTH = EdgeAuth.of(ISSUER.config())
+
+
+def render(*args: Any, **kwargs: Any) -> str:
+    return config.render(*args, auth=kwargs.pop("auth", AUTH), **kwargs)
+
+
+def write_config(path: Path, **kwargs: Any) -> Path:
+    return config.write_config(path, auth=AUTH, **kwargs)
 
 needs_envoy = pytest.mark.skipif(not tools.available("envoy"), reason="envoy not installed")
 
@@ -28,6 +41,28 @@ def test_defaults_route_every_service_to_its_port() -> None:
         assert f'"{service}"' in text.split("services:", 1)[1].splitlines()[0]
     assert 'socket_address: {address: "127.0.0.1", port_value: 8080}' in text
     assert "${" not in text
+
+
+def test_every_request_meets_jwt_authn_first() -> None:
+    text = render()
+    filters = text.split("http_filters:", 1)[1]
+    names = [line.split("name: ", 1)[1] for line in filters.splitlines() if "- name: " in line]
+    assert names[0] == "envoy.filters.http.jwt_authn"  # before Lua and the transcoder
+    assert f'issuer: "{AUTH.issuer}"' in filters
+    assert 'audiences: ["storefront"]' in filters
+    assert f'filename: "{Path(AUTH.jwks_path).resolve()}"' in filters
+    assert "forward: true" in filters  # the services verify the token again
+    assert "require_expiration: true" in filters
+    assert 'requires: {provider_name: storefront}' in filters and 'prefix: "/"' in filters
+
+
+def test_there_is_no_config_without_token_checks() -> None:
+    with pytest.raises(TypeError):
+        config.render()  # type: ignore[call-arg]
+    with pytest.raises(ConfigError):
+        render(auth=EdgeAuth("", ("storefront",), AUTH.jwks_path))
+    with pytest.raises(ConfigError):
+        EdgeAuth.of(ISSUER.config().__class__("iss", "aud", "https://idp.example/jwks"))
 
 
 def test_admin_is_loopback_only_even_when_the_listener_is_not() -> None:
@@ -115,6 +150,8 @@ def test_envoy_rejects_a_broken_config(tmp_path: Path) -> None:
 def test_cli_writes_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sub" / "envoy.yaml"
     argv = ["--out", str(out), "--accounts", "127.0.0.1:6001", "--orders", "localhost:6002"]
+    argv += ["--jwt-issuer", AUTH.issuer, "--jwt-audience", "storefront"]
+    argv += ["--jwks", str(AUTH.jwks_path)]
     assert config.main([*argv, "--listen-port", "6080", "--admin-port", "6901"]) == 0
     text = out.read_text()
     assert "port_value: 6001" in text and "port_value: 6002" in text

@@ -1,0 +1,225 @@
+"""Authorization: the one place where a verified caller meets the declared policy.
+
+A `Rule` per RPC (the table is `svckit.policy.POLICY`) says which roles may call it and on
+which resources. `Authorizer.check` applies it before any handler runs; `AuthInterceptor`
+puts token verification and that check in front of every RPC of a server. Handlers never ask
+who is calling.
+
+Grants, for one role on one RPC:
+- `EVERY`: any resource.
+- `Own(field)`: the resource the request names in `field` is the caller's own customer id
+  (the token's sub). Another id answers NOT_FOUND, as if it did not exist, so ids cannot be
+  probed; `fill=True` turns an empty field into the caller's id (a list filtered to them).
+- `OwnedVia(field, resource)`: the request names a resource (an order) whose owner the
+  service looks up (`owners[resource]`); not the caller's, or absent: NOT_FOUND alike.
+- `SignUp(field)`: creating one's own account: the id is the caller's sub (an empty field is
+  filled with it); any other id is PERMISSION_DENIED.
+
+Denials: no or bad token -> UNAUTHENTICATED; no grant for any of the caller's roles ->
+PERMISSION_DENIED; another customer's resource -> NOT_FOUND. Each is logged once, with the
+principal, the RPC and the reason, never the token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from svckit.auth import Principal, TokenVerifier, bearer_token
+from svckit.errors import NotFound, PermissionDenied, Unauthenticated, require
+
+log = logging.getLogger(__name__)
+
+CUSTOMER = "customer"
+STAFF = "staff"
+WAREHOUSE = "warehouse"
+ROLES = (CUSTOMER, STAFF, WAREHOUSE)
+
+OwnerLookup = Callable[[str], Awaitable[str | None]]
+"""Resource id -> the customer id that owns it, or None when there is no such resource."""
+
+
+class Grant:
+    """What one role may do with one RPC."""
+
+
+@dataclass(frozen=True)
+class Every(Grant):
+    pass
+
+
+EVERY = Every()
+
+
+@dataclass(frozen=True)
+class Own(Grant):
+    field: str
+    noun: str = "customer"
+    fill: bool = False
+
+
+@dataclass(frozen=True)
+class OwnedVia(Grant):
+    field: str
+    resource: str
+    noun: str
+
+
+@dataclass(frozen=True)
+class SignUp(Grant):
+    field: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    grants: Mapping[str, Grant] = field(default_factory=dict)
+    public: bool = False
+    """No token needed (health, reflection)."""
+
+
+PUBLIC = Rule(public=True)
+
+
+def allow(**grants: Grant) -> Rule:
+    unknown = set(grants) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown role(s) {sorted(unknown)}")
+    return Rule(grants=grants)
+
+
+def get_field(message: Message, path: str) -> str:
+    value: Any = message
+    for part in path.split("."):
+        value = getattr(value, part)
+    return str(value)
+
+
+def set_field(message: Message, path: str, value: str) -> None:
+    *parents, last = path.split(".")
+    target: Any = message
+    for part in parents:
+        target = getattr(target, part)
+    setattr(target, last, value)
+
+
+class Authorizer:
+    def __init__(
+        self, policy: Mapping[str, Rule], owners: Mapping[str, OwnerLookup] | None = None
+    ) -> None:
+        self.policy = policy
+        self.owners = dict(owners or {})
+
+    def rule(self, method: str) -> Rule | None:
+        return self.policy.get(method)
+
+    async def check(self, method: str, principal: Principal, request: Message) -> None:
+        """Return if `principal` may make this call; raise the denial otherwise.
+
+        May fill a field of `request` (an `Own(fill=True)` or `SignUp` grant)."""
+        rule = self.policy.get(method)
+        if rule is None:
+            raise PermissionDenied(f"{method} has no declared policy")
+        grants = [rule.grants[r] for r in sorted(principal.roles) if r in rule.grants]
+        if not grants:
+            raise PermissionDenied(f"not allowed for role(s) {sorted(principal.roles)}")
+        if any(isinstance(g, Every) for g in grants):
+            return
+        for grant in grants:
+            await self._owned(grant, principal, request)
+
+    async def _owned(self, grant: Grant, principal: Principal, request: Message) -> None:
+        if isinstance(grant, SignUp):
+            value = get_field(request, grant.field)
+            if not value:
+                set_field(request, grant.field, principal.subject)
+            elif value != principal.subject:
+                raise PermissionDenied("customers sign up with their own id only")
+        elif isinstance(grant, Own):
+            value = get_field(request, grant.field)
+            if not value and grant.fill:
+                set_field(request, grant.field, principal.subject)
+            elif value != principal.subject:
+                require(value, grant.field)
+                raise NotFound(f"{grant.noun} {value!r} not found")
+        elif isinstance(grant, OwnedVia):
+            value = get_field(request, grant.field)
+            require(value, grant.field)
+            owner = await self.owners[grant.resource](value)
+            if owner != principal.subject:
+                raise NotFound(f"{grant.noun} {value!r} not found")
+        else:
+            raise TypeError(f"unknown grant {grant!r}")
+
+
+_DENIALS = (Unauthenticated, PermissionDenied, NotFound)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Verifies the bearer token and applies the policy before every non-public RPC.
+
+    It sits inside `svckit.interceptors.ServerInterceptor`, which turns the denials (domain
+    errors) into statuses and counts them like any other outcome. A method without a rule
+    is refused, so a new RPC cannot ship open by omission."""
+
+    def __init__(self, verifier: TokenVerifier, authorizer: Authorizer) -> None:
+        self.verifier = verifier
+        self.authorizer = authorizer
+
+    async def guard(self, method: str, context: grpc.aio.ServicerContext, request: Any) -> None:
+        principal: Principal | str = "anonymous"
+        try:
+            principal = await self.verifier.verify(bearer_token(context.invocation_metadata()))
+            await self.authorizer.check(method, principal, request)
+        except _DENIALS as exc:
+            log.warning("denied %s to %s: %s", method, principal, exc.message)
+            raise
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        rule = self.authorizer.rule(method)
+        if handler is None or (rule is not None and rule.public):
+            return handler
+        if handler.unary_unary is None:
+            return _refused(handler, method)
+        inner = handler.unary_unary
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self.guard(method, context, request)
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            checked,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _refused(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """Streaming RPCs are only served when public (health watch, reflection)."""
+    log.warning("denied %s: streaming RPC without a public rule", method)
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not served")
+
+    kind = (
+        grpc.unary_stream_rpc_method_handler
+        if handler.unary_stream
+        else grpc.stream_unary_rpc_method_handler
+        if handler.stream_unary
+        else grpc.stream_stream_rpc_method_handler
+    )
+    return kind(  # type: ignore[operator]
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
