@@ -10,9 +10,10 @@ from google.protobuf import field_mask_pb2
 from accounts_svc import domain
 from accounts_svc.repository import Customer, CustomerRepository
 from svckit import paging
-from svckit.errors import Aborted, NotFound, Violations
+from svckit.errors import NotFound, Violations
 from svckit.ids import check_client_id, new_id
 from svckit.outbox import OutboxRelay, outbox_entry
+from svckit.store import until_saved
 
 TOPIC = "accounts.customer.change"
 SOURCE = "//storefront/accounts"
@@ -55,19 +56,26 @@ class AccountsHandlers:
         return found, paging.encode_token(last) if last else ""
 
     async def update_customer(self, patch: Customer, mask: field_mask_pb2.FieldMask) -> Customer:
-        current = await self.get_customer(patch.id)
-        customer = domain.updated_customer(current, patch, mask, self.clock())
-        event = self._event(customer.id, domain.customer_changed(customer), customer.version)
-        if not await self.customers.update(customer, current.version, [event]):
-            raise Aborted(f"customer {patch.id} changed concurrently; re-read and retry")
+        async def attempt() -> Customer | None:
+            current = await self.get_customer(patch.id)
+            customer = domain.updated_customer(current, patch, mask, self.clock())
+            event = self._event(customer.id, domain.customer_changed(customer), customer.version)
+            saved = await self.customers.update(customer, current.version, [event])
+            return customer if saved else None
+
+        async with self.customers.exclusive(patch.id):
+            customer = await until_saved(attempt, what=f"customer {patch.id}", retry=not patch.etag)
         self.relay.notify(customer.id)
         return customer
 
     async def delete_customer(self, customer_id: str, etag: str = "") -> None:
-        current = await self.get_customer(customer_id)
-        domain.check_etag(current, etag)
-        deleted = domain.customer_deleted(current, self.clock())
-        event = self._event(customer_id, deleted, deleted.version)
-        if not await self.customers.tombstone(current, current.version, [event]):
-            raise Aborted(f"customer {customer_id} changed concurrently; re-read and retry")
+        async def attempt() -> bool | None:
+            current = await self.get_customer(customer_id)
+            domain.check_etag(current, etag)
+            deleted = domain.customer_deleted(current, self.clock())
+            event = self._event(customer_id, deleted, deleted.version)
+            return await self.customers.tombstone(current, current.version, [event]) or None
+
+        async with self.customers.exclusive(customer_id):
+            await until_saved(attempt, what=f"customer {customer_id}", retry=not etag)
         self.relay.notify(customer_id)

@@ -153,6 +153,20 @@ def cancelled(current: Fulfillment, event: FulfillmentCancelled, now: datetime) 
     return _with_status(current, CANCELLED, when, now, event.reason)
 
 
+def cancelled_before_requested(event: FulfillmentCancelled, now: datetime) -> Fulfillment:
+    """A tombstone: the cancellation of an order whose request has not arrived (parked in the
+    DLQ, or reordered by a replay). Stored under the order's id, it makes any later
+    FulfillmentRequested for that order a duplicate, so a cancelled order is never shipped."""
+    validate_cancelled(event)
+    when = event.cancel_time.ToDatetime(UTC) if event.HasField("cancel_time") else now
+    f = Fulfillment(order_id=event.order_id, status=CANCELLED, version=1)
+    f.create_time.FromDatetime(when)
+    f.update_time.FromDatetime(now)
+    entry = f.status_events.add(status=CANCELLED, note=event.reason)
+    entry.time.FromDatetime(when)
+    return f
+
+
 def _with_status(
     current: Fulfillment, status: Status, happened: datetime, now: datetime, note: str
 ) -> Fulfillment:

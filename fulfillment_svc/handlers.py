@@ -12,8 +12,9 @@ from fulfillment_svc.repository import FulfillmentRepository
 from svckit import paging
 from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
-from svckit.errors import Aborted, AlreadyExists, NotFound
+from svckit.errors import AlreadyExists, NotFound
 from svckit.outbox import OutboxRelay, outbox_entry
+from svckit.store import until_saved
 
 CONSUMES = "orders.order.fulfill"
 TOPIC = "fulfillment.order.change"
@@ -80,12 +81,16 @@ class FulfillmentHandlers:
 
     async def _advance(self, order_id: str, target: Status, note: str) -> Fulfillment:
         """Every shipping step: one transition and its OrderStatusChanged, in one write."""
-        current = await self.get_fulfillment(order_id)
-        fulfillment = domain.transition(current, target, self.clock(), note)
-        if not await self.fulfillments.update(
-            fulfillment, current.version, [self._event(fulfillment)]
-        ):
-            raise Aborted(f"fulfillment {order_id} changed concurrently; re-read and retry")
+
+        async def attempt() -> Fulfillment | None:
+            current = await self.get_fulfillment(order_id)
+            fulfillment = domain.transition(current, target, self.clock(), note)
+            events = [self._event(fulfillment)]
+            saved = await self.fulfillments.update(fulfillment, current.version, events)
+            return fulfillment if saved else None
+
+        async with self.fulfillments.exclusive(order_id):
+            fulfillment = await until_saved(attempt, what=f"fulfillment {order_id}")
         self.relay.notify(order_id)
         return fulfillment
 
@@ -106,22 +111,31 @@ class FulfillmentHandlers:
     async def apply_fulfillment_cancelled(self, envelope: Envelope) -> Outcome:
         """Stop a fulfillment that has not shipped; orders set CANCELLED itself, so no event.
 
-        An order never seen here has nothing to stop: either its request was
-        dead-lettered or it was cancelled before fulfillment existed.
+        For an order never seen here (its request parked in the DLQ, or still to come after a
+        replay) the cancellation leaves a CANCELLED tombstone, which that request then hits
+        as a duplicate: a cancelled order is never shipped, whatever the arrival order.
         """
         event = envelope.payload(domain.FulfillmentCancelled)
         domain.validate_cancelled(event)
-        current = await self.fulfillments.get(event.order_id)
-        if current is None:
-            return Outcome.IGNORED
-        verdict = domain.cancellation(current)
-        if verdict in CANCELLATION_OUTCOMES:
-            return CANCELLATION_OUTCOMES[verdict]
-        fulfillment = domain.cancelled(current, event, self.clock())
-        if not await self.fulfillments.update(fulfillment, current.version, []):
-            # A shipping step won the race; the consumer retries against the new state.
-            raise Aborted(f"fulfillment {event.order_id} changed concurrently")
-        return Outcome.APPLIED
+
+        async def attempt() -> Outcome | None:
+            current = await self.fulfillments.get(event.order_id)
+            if current is None:
+                try:
+                    tombstone = domain.cancelled_before_requested(event, self.clock())
+                    await self.fulfillments.insert(tombstone, [])
+                except AlreadyExists:
+                    return None  # the request landed meanwhile: decide again on it
+                return Outcome.APPLIED
+            verdict = domain.cancellation(current)
+            if verdict in CANCELLATION_OUTCOMES:
+                return CANCELLATION_OUTCOMES[verdict]
+            fulfillment = domain.cancelled(current, event, self.clock())
+            saved = await self.fulfillments.update(fulfillment, current.version, [])
+            return Outcome.APPLIED if saved else None  # a shipping step won: decide again
+
+        async with self.fulfillments.exclusive(event.order_id):
+            return await until_saved(attempt, what=f"fulfillment {event.order_id}")
 
     def event_handlers(self) -> dict[str, EventHandler]:
         return {

@@ -15,9 +15,10 @@ from storefront.orders.v1 import orders_pb2
 from svckit import paging
 from svckit.consumer import BatchHandler, EventHandler, Outcome
 from svckit.envelope import Envelope
-from svckit.errors import Aborted, FailedPrecondition, NotFound, Violations
+from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.ids import check_client_id, new_id
 from svckit.outbox import OutboxRelay, outbox_entry
+from svckit.store import until_saved
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,24 @@ class OrdersHandlers:
         copy.orders.extend(await self.orders.of_customer(customer_id, MAX_CUSTOMER_ORDERS))
         return copy
 
-    async def _save(self, before: Order, after: Order, events: list[dict[str, object]]) -> Order:
+    async def _save(
+        self, before: Order, after: Order, events: list[dict[str, object]]
+    ) -> Order | None:
+        """The version-guarded write of a use case; None if another writer came first."""
         if not await self.orders.update(after, before.version, events):
-            raise Aborted(f"order {before.order_id} changed concurrently; re-read and retry")
+            return None
         if events:
             self.relay.notify(after.order_id)
         return after
 
     async def approve_order(self, order_id: str, note: str = "") -> Order:
         domain.validate_note(note, "note")
+        async with self.orders.exclusive(order_id):
+            return await until_saved(
+                lambda: self._approve(order_id, note), what=f"order {order_id}"
+            )
+
+    async def _approve(self, order_id: str, note: str) -> Order | None:
         order = await self.get_order(order_id)
         approved = domain.transition(order, domain.Status.ORDER_STATUS_APPROVED, self.clock(), note)
         customer = await self.customers.get(order.customer_id)
@@ -114,6 +124,12 @@ class OrdersHandlers:
 
     async def reject_order(self, order_id: str, reason: str = "") -> Order:
         domain.validate_note(reason, "reason")
+        async with self.orders.exclusive(order_id):
+            return await until_saved(
+                lambda: self._reject(order_id, reason), what=f"order {order_id}"
+            )
+
+    async def _reject(self, order_id: str, reason: str) -> Order | None:
         order = await self.get_order(order_id)
         rejected = domain.transition(
             order, domain.Status.ORDER_STATUS_REJECTED, self.clock(), reason
@@ -122,6 +138,12 @@ class OrdersHandlers:
 
     async def cancel_order(self, order_id: str, reason: str = "") -> Order:
         domain.validate_note(reason, "reason")
+        async with self.orders.exclusive(order_id):
+            return await until_saved(
+                lambda: self._cancel(order_id, reason), what=f"order {order_id}"
+            )
+
+    async def _cancel(self, order_id: str, reason: str) -> Order | None:
         order = await self.get_order(order_id)
         cancelled = domain.transition(
             order, domain.Status.ORDER_STATUS_CANCELLED, self.clock(), reason

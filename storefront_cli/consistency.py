@@ -160,9 +160,18 @@ async def order_divergences(sf: Storefront) -> list[Divergence]:
                 )
             continue
         if f is None:
-            found.append(
-                Divergence("approved order without fulfillment", oid, "", _rerequest(sf, oid))
-            )
+            if order.status == Status.ORDER_STATUS_CANCELLED:
+                # Re-requesting would start shipping a cancelled order: send the cancellation,
+                # which leaves fulfillment a CANCELLED tombstone that any late request hits.
+                found.append(
+                    Divergence(
+                        "cancelled order unknown to fulfillment", oid, "", _recancel(sf, oid)
+                    )
+                )
+            else:
+                found.append(
+                    Divergence("approved order without fulfillment", oid, "", _rerequest(sf, oid))
+                )
             continue
         for change in fulfillment_domain.published_changes(f):
             if change.version not in applied:

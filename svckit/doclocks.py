@@ -20,24 +20,32 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 
 class DocumentLocks:
+    """Re-entrant per task: a use case that holds a document's lock around its read, decide
+    and write (svckit.store.until_saved) can call the store's write, which takes it again."""
+
     def __init__(self) -> None:
         self._locks: dict[Hashable, asyncio.Lock] = {}
         self._users: dict[Hashable, int] = {}
+        self._owners: dict[Hashable, asyncio.Task[Any] | None] = {}
 
     @asynccontextmanager
     async def hold(self, *ids: Hashable) -> AsyncIterator[None]:
+        me = asyncio.current_task()
         keys = sorted(set(ids), key=repr)  # one acquisition order for every caller: no deadlock
+        keys = [k for k in keys if self._owners.get(k) is not me or me is None]
         for key in keys:
             self._users[key] = self._users.get(key, 0) + 1
-        locks = [self._locks.setdefault(key, asyncio.Lock()) for key in keys]
-        held: list[asyncio.Lock] = []
+        locks = [(key, self._locks.setdefault(key, asyncio.Lock())) for key in keys]
+        held: list[tuple[Hashable, asyncio.Lock]] = []
         try:
-            for lock in locks:
+            for key, lock in locks:
                 await lock.acquire()
-                held.append(lock)
+                self._owners[key] = me
+                held.append((key, lock))
             yield
         finally:
-            for lock in reversed(held):
+            for key, lock in reversed(held):
+                self._owners.pop(key, None)
                 lock.release()
             for key in keys:
                 self._users[key] -= 1

@@ -15,13 +15,15 @@ Transient:
 - FerretDB's own answer when its PostgreSQL is unreachable or restarting: error code 1 with
   pgx's connection error text (FerretDB has no code of its own for it);
 - Kafka errors (aiokafka's KafkaError family: broker away, request timed out, not the leader);
-- OS-level network errors and timeouts.
+- OS-level network errors and timeouts;
+- ABORTED from the project's own save step: other writers kept winning the version race.
 """
 
 from __future__ import annotations
 
 import re
 
+import grpc
 from aiokafka.errors import KafkaError
 from pymongo.errors import (
     ConnectionFailure,
@@ -30,6 +32,8 @@ from pymongo.errors import (
     PyMongoError,
     WTimeoutError,
 )
+
+from svckit.errors import DomainError
 
 # MongoDB codes for a server that is stepping down, shutting down, or lost a write race.
 TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 112})
@@ -48,6 +52,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError | KafkaError):
         return True
     if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, DomainError) and exc.code == grpc.StatusCode.ABORTED:
         return True
     if isinstance(exc, PyMongoError) and (
         exc.has_error_label("RetryableWriteError")

@@ -6,7 +6,11 @@ new state, the version guard and the events to publish are one MongoDB write.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
@@ -15,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from svckit import doclocks, guards
 from svckit.documents import from_document, to_document
-from svckit.errors import AlreadyExists
+from svckit.errors import Aborted, AlreadyExists
 from svckit.outbox import OUTBOX, PENDING, queue
 
 M = TypeVar("M", bound=Message)
@@ -84,6 +88,12 @@ class AggregateStore(Generic[M]):
                 self.collection, aggregate_id, {"version": expected_version}, update
             )
 
+    def exclusive(self, aggregate_id: str) -> AbstractAsyncContextManager[None]:
+        """This process's lock on one aggregate, for a whole read-decide-write: writers in the
+        process then never race each other (other processes are still caught by the version
+        guard). The store's own writes inside it take the lock again without waiting."""
+        return self._locks.hold(aggregate_id)
+
     async def republish(
         self, aggregate_id: str, expected_version: int, events: list[Document]
     ) -> bool:
@@ -95,3 +105,33 @@ class AggregateStore(Generic[M]):
                 {"version": expected_version},
                 queue(events),
             )
+
+
+T = TypeVar("T")
+SAVE_BUDGET_SECONDS = 10.0
+"""How long a request without an etag keeps re-deciding before it gives up (ABORTED):
+far beyond any real contention; the caller's deadline ends it sooner."""
+
+
+async def until_saved(
+    attempt: Callable[[], Awaitable[T | None]], *, what: str, retry: bool = True
+) -> T:
+    """Run a read-decide-write use case until its version-guarded write lands.
+
+    ``attempt`` reads the aggregate, applies the rule and writes with the version it read;
+    it returns the result, or None when another writer got there first. A request without an
+    etag asks for no concurrency check (AIP-154), so it is re-read and re-decided on the new
+    state (a rule may now refuse it, e.g. cancelling what was just shipped); only a request
+    that carries an etag (``retry=False``) is answered ABORTED.
+    """
+    give_up = time.monotonic() + SAVE_BUDGET_SECONDS
+    n = 0
+    while True:
+        result = await attempt()
+        if result is not None:
+            return result
+        if not retry or time.monotonic() > give_up:
+            raise Aborted(f"{what} changed concurrently; re-read and retry")
+        # Jittered, so racing writers fall out of step and one of them wins each round.
+        await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**n)))
+        n += 1

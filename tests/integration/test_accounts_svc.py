@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -150,3 +151,31 @@ async def test_oversized_request_is_refused_before_it_reaches_the_handler(
         await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=big))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert await accounts.db["customer.accounts"].count_documents({}) == 0
+
+
+async def test_updates_without_etag_all_succeed_under_concurrent_writers(
+    stub: accounts_pb2_grpc.AccountsServiceStub,
+) -> None:
+    """Issue 12 finding 6: 8 writers, no etag: the server re-reads and re-applies; none is
+    told ABORTED, and every update counts."""
+    created = await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=draft()))
+    mask = field_mask_pb2.FieldMask(paths=["contact.email"])
+
+    async def writer(w: int) -> list[str]:
+        codes = []
+        for n in range(10):
+            patch = accounts_pb2.Customer(id=created.id)
+            patch.contact.email = f"w{w}n{n}@example.com"
+            try:
+                await stub.UpdateCustomer(
+                    accounts_pb2.UpdateCustomerRequest(customer=patch, update_mask=mask)
+                )
+                codes.append("OK")
+            except grpc.aio.AioRpcError as exc:
+                codes.append(exc.code().name)
+        return codes
+
+    results = await asyncio.gather(*(writer(w) for w in range(8)))
+    assert [c for codes in results for c in codes] == ["OK"] * 80
+    final = await stub.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id=created.id))
+    assert final.version == 81

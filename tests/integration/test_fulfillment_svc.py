@@ -425,3 +425,48 @@ async def test_request_without_order_id_is_dead_lettered_and_consuming_goes_on(
     assert "without order_id" in origin["dlq_error"]
     assert origin["dlq_topic"] == CONSUMES
     assert parked.value == value
+
+
+async def test_a_cancellation_before_its_request_leaves_a_tombstone_the_request_hits(
+    service: Running,
+) -> None:
+    """Issue 12 finding 3: the request was parked (or a replay brings it late) and the
+    cancellation came first; the late request must not start shipping a cancelled order."""
+    order_id = new_order_id()
+    await service.consumed(await service.cancel(order_id, reason="changed my mind"))
+    tombstone = await service.get(order_id)
+    assert (tombstone.status, tombstone.version) == (domain.CANCELLED, 1)
+    assert [(e.status, e.note) for e in tombstone.status_events] == [
+        (domain.CANCELLED, "changed my mind")
+    ]
+
+    value, headers = encode(requested(order_id), source=ORDERS_SOURCE, key=order_id)
+    await service.consumed(await service.publish(value, headers, order_id))  # the late request
+    assert await service.get(order_id) == tombstone
+    assert await service.count(order_id) == 1
+    error = await rpc_error(
+        service.stub.ProcessFulfillment(
+            fulfillment_pb2.ProcessFulfillmentRequest(order_id=order_id)
+        )
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_concurrent_steps_without_etag_are_decided_on_the_new_state(
+    service: Running,
+) -> None:
+    """Issue 12 finding 6 for fulfillment: racing requests are re-read and re-decided by the
+    server (one wins, the other is refused by the rule, not ABORTED)."""
+    order_id = new_order_id()
+    await service.request(order_id)
+    await service.arrived(order_id)
+    calls = [
+        service.stub.ProcessFulfillment(
+            fulfillment_pb2.ProcessFulfillmentRequest(order_id=order_id)
+        )
+        for _ in range(8)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    codes = sorted(r.code().name if isinstance(r, grpc.aio.AioRpcError) else "OK" for r in results)
+    assert codes == ["FAILED_PRECONDITION"] * 7 + ["OK"], codes
+    assert (await service.get(order_id)).version == 2
