@@ -3,7 +3,6 @@ and customers' copies in `customers`."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
@@ -99,9 +98,7 @@ class CustomerCopies:
                 return Outcome.STALE
             # Same version: normally an identical redelivery. If the copy was damaged, the
             # owner's republished state (storefront check --repair) overwrites it.
-            same = {"_id": customer_id}  # under the lock, FerretDB: version already checked
-            if not await guards.is_ferretdb(self.collection):
-                same["version"] = version
+            same = {"_id": customer_id, "version": version}
             result = await self.collection.update_one(same, update)
             return Outcome.APPLIED if result.modified_count else Outcome.DUPLICATE
 
@@ -161,25 +158,17 @@ class CustomerCopies:
         return [o or Outcome.DUPLICATE for o in outcomes]
 
     async def _versions(self, ids: list[str]) -> dict[str, int]:
-        if await guards.is_ferretdb(self.collection):
-            found = await asyncio.gather(
-                *(self.collection.find_one({"_id": i}, {"version": 1}) for i in ids)
-            )
-        else:
-            found = [d async for d in self.collection.find({"_id": {"$in": ids}}, {"version": 1})]
-        return {d["_id"]: int(d.get("version", 0)) for d in found if d}
+        found = await guards.find_by_ids(self.collection, ids, {"version": 1})
+        return {d["_id"]: int(d.get("version", 0)) for d in found}
 
     async def _bulk_upsert(self, newest: dict[str, tuple[int, Document]]) -> set[str]:
         """Write each newest change, guarded by version; the ids whose guard failed."""
         if not newest:
             return set()
-        ferretdb = await guards.is_ferretdb(self.collection)
         keys = list(newest)
         ops = [
             UpdateOne(
-                {"_id": cid} if ferretdb else {"_id": cid, "version": {"$lt": newest[cid][0]}},
-                newest[cid][1],
-                upsert=True,
+                {"_id": cid, "version": {"$lt": newest[cid][0]}}, newest[cid][1], upsert=True
             )
             for cid in keys
         ]

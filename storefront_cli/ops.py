@@ -329,6 +329,8 @@ async def outbox_backlog(
             documents = events = 0
             oldest: datetime | None = None
             async for doc in collection.find(pending_filter(), {f"{OUTBOX}.created": 1}):
+                if not doc.get(OUTBOX):
+                    continue  # drained; the relay's next sweep clears the mark
                 documents += 1
                 for entry in doc.get(OUTBOX, []):
                     events += 1

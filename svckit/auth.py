@@ -211,12 +211,38 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+VERIFIED_TTL_SECONDS = 60.0
+"""How long a token already verified is trusted without checking its signature again (never
+past its own expiry). Below the JWKS cache's refresh time, so a removed key stops working no
+later than it did without this cache."""
+VERIFIED_MAX = 20_000
+
+
 class TokenVerifier:
     def __init__(self, config: AuthConfig, jwks: JwksCache | None = None) -> None:
         self.config = config
         self._jwks = jwks or JwksCache(config.jwks_uri)
+        # token -> (principal, trusted until): a client sends the same token with every call,
+        # and an ES256/RS256 check costs more than the rest of a GetCustomer's Python.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     async def verify(self, token: str) -> Principal:
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None:
+            if now < known[1]:
+                return known[0]
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX:
+            self._verified.pop(next(iter(self._verified)))  # the oldest
+        self._verified[token] = (
+            principal,
+            min(now + VERIFIED_TTL_SECONDS, expires + self.config.leeway_seconds),
+        )
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -232,7 +258,7 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("token has no subject")
-        return Principal(subject, roles_of(claims, self.config.roles_claim))
+        return Principal(subject, roles_of(claims, self.config.roles_claim)), float(claims["exp"])
 
     def _decode(self, token: str, keys: list[PyJWK], algorithm: str) -> dict[str, Any]:
         reason = "bad token signature"

@@ -1,23 +1,23 @@
-"""Conditional writes by `_id` that stay fast on FerretDB v1.
+"""Conditional writes and reads by `_id`, the same on MongoDB and on FerretDB.
 
-Why: FerretDB v1 (SQLite backend) pushes a filter down to SQL only when it is exactly
-`{"_id": <value>}`; any other filter, even `{"_id": x, "version": 3}`, reads and decodes every
-document of the collection (measured with bench/: a find_one by `_id` plus one more condition
-ran 4x slower on 1,000 documents, a guarded upsert 15x slower, and both get slower as the
-collection grows). MongoDB answers both from the `_id` index.
+A guarded write is one `update_one({"_id": id, **condition})`: on MongoDB an atomic,
+index-backed write that holds across processes; on FerretDB 1.24 (PostgreSQL backend) the
+`_id` equality is handed to PostgreSQL (answered by the stack's GIN index, stack/postgres.py)
+and the rest of the condition is tested on that one document. FerretDB does not isolate
+concurrent updates of a document, so callers hold the document's lock (svckit.doclocks): that
+is what makes the guard hold there, within the one process per service the stack runs.
 
-So on FerretDB a guarded write becomes: read the document by `_id`, test the guard here, write
-by `_id`. The caller holds the document's lock (svckit.doclocks), which is also what makes the
-guard hold on FerretDB at all, since FerretDB v1 does not isolate concurrent updates. On MongoDB
-the guard stays in the filter: one atomic, index-backed write that holds across processes.
+(On the SQLite backend this used to be "read by `_id`, test here, write by `_id`": SQLite got
+no filter but a bare `_id` pushed down. On PostgreSQL the extra read only cost a round trip.)
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 Document = dict[str, Any]
 
@@ -83,6 +83,17 @@ async def find_by_id(
     return doc  # type: ignore[no-any-return]
 
 
+async def find_by_ids(
+    collection: AsyncCollection[Any], ids: list[Any], projection: Document | None = None
+) -> list[Document]:
+    """The documents with these ids that exist. FerretDB hands PostgreSQL no `$in` (it would
+    read the whole collection), so there it is one `_id` lookup each, concurrently."""
+    if await is_ferretdb(collection):
+        found = await asyncio.gather(*(collection.find_one({"_id": i}, projection) for i in ids))
+        return [d for d in found if d is not None]
+    return [d async for d in collection.find({"_id": {"$in": ids}}, projection)]
+
+
 async def update_one_if(
     collection: AsyncCollection[Any],
     doc_id: Any,
@@ -92,31 +103,17 @@ async def update_one_if(
     upsert: bool = False,
 ) -> bool:
     """update_one({"_id": doc_id, **condition}, update); True if a document matched or was
-    inserted. As on MongoDB, an upsert whose guard fails on an existing document raises
-    DuplicateKeyError. Hold the document's lock around this call."""
-    if not await is_ferretdb(collection):
-        result = await collection.update_one({"_id": doc_id, **condition}, update, upsert=upsert)
-        return result.matched_count == 1 or result.upserted_id is not None
-    projection = {name: 1 for name in condition} or {"_id": 1}
-    doc = await collection.find_one({"_id": doc_id}, projection)
-    if doc is None:
-        if not upsert:
-            return False
-        result = await collection.update_one({"_id": doc_id}, update, upsert=True)
-        return True
-    if not matches(doc, condition):
-        if upsert:
-            raise DuplicateKeyError(f"E11000 duplicate key error: _id {doc_id!r} (guard failed)")
-        return False
-    result = await collection.update_one({"_id": doc_id}, update)
-    return result.matched_count == 1
+    inserted. An upsert whose guard fails on an existing document raises DuplicateKeyError
+    (its insert collides on `_id`). Hold the document's lock around this call."""
+    result = await collection.update_one({"_id": doc_id, **condition}, update, upsert=upsert)
+    return result.matched_count == 1 or result.upserted_id is not None
 
 
 # FerretDB v1 keeps each statement's query open until the whole `update` command returns
 # (handler/msg_update.go defers every iterator's Close inside its loop), and each open query
-# holds one of the database's 100 SQLite connections. One bulk_write of ~100 updates therefore
-# takes them all and then waits forever for one more: the database hangs for every client
-# (seen twice under bench/ before this limit). Small commands keep far below the pool.
+# holds one of its backend connections (PostgreSQL: stack.postgres.FERRETDB_POOL). One large
+# bulk_write can therefore take them all and then wait forever for one more: the database hangs
+# for every client (seen under bench/ on SQLite's pool of 100). Small commands stay far below.
 MAX_WRITES_PER_COMMAND = 20
 
 

@@ -219,3 +219,19 @@ def test_storefront_token_prints_tokens_the_run_dirs_issuer_signed(
     assert verify(verifier, warehouse).roles == {"warehouse"}
     assert verify(verifier, customer) == Principal("c-9", frozenset({"customer"}))
     assert (tmp_path / "auth" / "signing-key.pem").stat().st_mode & 0o077 == 0
+
+
+def test_a_remembered_token_still_expires(issuer: LocalIssuer) -> None:
+    """Verified tokens are remembered (no signature check per call), never past their exp."""
+    import dataclasses
+    import time
+
+    verifier = TokenVerifier(dataclasses.replace(issuer.config(), leeway_seconds=0))
+    token = issuer.customer("c-short", ttl=1.5)
+    assert verify(verifier, token).subject == "c-short"
+    assert verify(verifier, token).subject == "c-short"  # from memory
+    assert token in verifier._verified
+    time.sleep(2.1)
+    with pytest.raises(Unauthenticated, match="token expired"):
+        verify(verifier, token)
+    assert token not in verifier._verified
