@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from stack import issuer, prometheus, tools
 from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
-from storefront_cli import consistency, ops, system
+from storefront_cli import consistency, ops, system, watch
 from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
 from svckit.authz import STAFF, WAREHOUSE
@@ -20,8 +19,8 @@ from svckit.authz import STAFF, WAREHOUSE
 RUN_DIR = tools.REPO_ROOT / ".run"
 
 
-def say(msg: str) -> None:
-    print(msg, flush=True)
+OUTPUT = watch.Output()
+say = OUTPUT.say
 
 
 def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
@@ -66,6 +65,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     stack = EmbeddedStack(Path(args.run_dir), log=say)
     ports = system.SystemPorts()
     try:
+        if not args.detach:
+            watch.claim_run_dir(stack.run_dir, stack.supervisor, say)
+    except ProcessError as exc:
+        say(f"[run] FAILED: {exc}")
+        return 1
+    try:
         stack.start()
         stack.write_env_file()
         system.start_services(stack, ports, log=say)
@@ -75,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ProcessError, TimeoutError) as exc:
         say(f"[run] FAILED: {exc}")
         stack.stop()
+        watch.release_run_dir(stack.run_dir)
         return 1
     _start_prometheus(stack, ports)
     say(f"[run] system up in {time.monotonic() - t0:.1f}s")
@@ -84,18 +90,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         say("Detached: `make down` stops it.")
         return 0
-    stop = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stop:
-        time.sleep(0.5)
-    say("\n[run] stopping ...")
+    running = [n for n in stack.supervisor.names() if stack.supervisor.is_running(n)]
+    watchdog = watch.Watchdog(stack.supervisor, running, say)
+    reason = watch.serve_until_stopped(watchdog, OUTPUT)
+    say(f"\n[run] stopping ({reason}) ...")
     stopped = stack.stop()
+    watch.release_run_dir(stack.run_dir)
     say(f"[run] stopped {', '.join(stopped) if stopped else 'nothing'}")
     return 0
 
