@@ -129,6 +129,13 @@ class Aborted(DomainError):
     reason = "CONCURRENT_MODIFICATION"
 
 
+class Unavailable(DomainError):
+    """Try again later: e.g. the aggregate's events wait for Kafka and its outbox is full."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "BACKPRESSURE"
+
+
 @dataclass
 class Violations:
     """Collects field violations so a request is rejected once, with all of them."""

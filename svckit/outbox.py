@@ -105,7 +105,7 @@ class OutboxRelay:
         *,
         service: str,
         sweep_interval: float = 2.0,
-        batch_limit: int = 500,
+        batch_limit: int = 100,
     ) -> None:
         self._collection = collection
         self._producer = producer

@@ -19,11 +19,22 @@ from pymongo.errors import DuplicateKeyError
 
 from svckit import doclocks, guards
 from svckit.documents import from_document, to_document
-from svckit.errors import Aborted, AlreadyExists
+from svckit.errors import Aborted, AlreadyExists, Unavailable
 from svckit.outbox import OUTBOX, PENDING, queue
 
 M = TypeVar("M", bound=Message)
 Document = dict[str, Any]
+
+MAX_PENDING_EVENTS = 50
+"""Events one document may hold unpublished. Past it (Kafka away, or acknowledging nothing),
+writes that would queue more fail fast with UNAVAILABLE, never with an oversized document:
+at the largest customer a few hundred events would reach MongoDB's 16 MB limit, and the relay's
+sweep reads whole outboxes. 50 covers any burst a client makes while the broker blinks."""
+
+
+def _room_for_more() -> Document:
+    """The guard "fewer than MAX_PENDING_EVENTS entries": the last allowed index is unused."""
+    return {f"{OUTBOX}.{MAX_PENDING_EVENTS - 1}": {"$exists": False}}
 
 
 class AggregateStore(Generic[M]):
@@ -83,10 +94,29 @@ class AggregateStore(Generic[M]):
         removed = {name: "" for name in self._fields if name not in doc}
         if removed:
             update["$unset"] = removed
+        return await self._guarded(aggregate_id, expected_version, update, queues=bool(events))
+
+    async def _guarded(
+        self, aggregate_id: str, expected_version: int, update: Document, *, queues: bool
+    ) -> bool:
+        """The version-guarded write; one that queues events also needs room in the outbox.
+        False: the version moved (a concurrent writer). Raises Unavailable: no room."""
+        condition: Document = {"version": expected_version}
+        if queues:
+            condition.update(_room_for_more())
         async with self._locks.hold(aggregate_id):
-            return await guards.update_one_if(
-                self.collection, aggregate_id, {"version": expected_version}, update
+            if await guards.update_one_if(self.collection, aggregate_id, condition, update):
+                return True
+            if not queues:
+                return False
+            doc = await self.collection.find_one({"_id": aggregate_id}, {"version": 1, OUTBOX: 1})
+        if doc is not None and doc.get("version") == expected_version:
+            pending = len(doc.get(OUTBOX) or [])
+            raise Unavailable(
+                f"{self._id_field} {aggregate_id} has {pending} events waiting to be published "
+                "(the event broker is unreachable or slow); retry later"
             )
+        return False
 
     def exclusive(self, aggregate_id: str) -> AbstractAsyncContextManager[None]:
         """This process's lock on one aggregate, for a whole read-decide-write: writers in the
@@ -98,13 +128,7 @@ class AggregateStore(Generic[M]):
         self, aggregate_id: str, expected_version: int, events: list[Document]
     ) -> bool:
         """Queue events for an unchanged aggregate (repairs): outbox only, version kept."""
-        async with self._locks.hold(aggregate_id):
-            return await guards.update_one_if(
-                self.collection,
-                aggregate_id,
-                {"version": expected_version},
-                queue(events),
-            )
+        return await self._guarded(aggregate_id, expected_version, queue(events), queues=True)
 
 
 T = TypeVar("T")

@@ -3,14 +3,16 @@ relay has published and removed every entry, so the sweep's equality lookup miss
 
 from __future__ import annotations
 
+import grpc
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import events_pb2
+from svckit.errors import Unavailable
 from svckit.kafka import EventProducer
 from svckit.outbox import OUTBOX, PENDING, OutboxRelay, outbox_entry, pending_filter
-from svckit.store import AggregateStore
+from svckit.store import MAX_PENDING_EVENTS, AggregateStore
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -56,3 +58,27 @@ async def test_marker_follows_the_outbox(
         await relay.stop()
         await producer.stop()
     assert await collection.count_documents(pending_filter()) == 0
+
+
+async def test_a_full_outbox_refuses_more_with_unavailable_and_changes_nothing(
+    mongo_db: AsyncDatabase[dict[str, object]],
+) -> None:
+    """Issue 12 finding 4: with nothing publishing, the outbox is capped; the write past the
+    cap fails fast (UNAVAILABLE, a clear message) and leaves the document as it was."""
+    collection = mongo_db["capped.aggregates"]
+    store = AggregateStore(collection, events_pb2.CustomerChanged, "customer_id")
+    agg = events_pb2.CustomerChanged(customer_id="m-1", version=1)
+    await store.insert(agg, [event(1)])
+    for version in range(2, MAX_PENDING_EVENTS + 1):
+        agg.version = version
+        assert await store.update(agg, version - 1, [event(version)])
+    before = await collection.find_one({"_id": "m-1"})
+    assert before is not None and len(before[OUTBOX]) == MAX_PENDING_EVENTS
+
+    agg.version = MAX_PENDING_EVENTS + 1
+    with pytest.raises(Unavailable, match="events waiting to be published") as err:
+        await store.update(agg, MAX_PENDING_EVENTS, [event(MAX_PENDING_EVENTS + 1)])
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert await collection.find_one({"_id": "m-1"}) == before
+    # A write that queues nothing (a stale version, here) is still told apart from a full one.
+    assert not await store.update(agg, 1, [])
