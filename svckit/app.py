@@ -34,6 +34,7 @@ from svckit.interceptors import ServerInterceptor
 from svckit.kafka import EventProducer
 from svckit.outbox import OutboxRelay
 from svckit.settings import Settings
+from svckit.writer import SecondWriter, WriterLease
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class ServiceApp:
         self.mongo = mongo_client(settings)
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongodb_database]
         self.producer = EventProducer(settings.kafka_bootstrap_servers, settings.service_name)
+        self._lease = WriterLease(self.db, settings.service_name)
         self._services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]] = []
         self._relays: list[OutboxRelay] = []
         self._consumers: list[EventConsumer] = []
@@ -140,6 +142,7 @@ class ServiceApp:
 
     async def start(self) -> None:
         s = self.settings
+        await self._lease.acquire()  # FerretDB: one writing process per service database
         for hook in self._on_start:
             await hook()
         for relay in self._relays:
@@ -147,7 +150,8 @@ class ServiceApp:
         options = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
-            ("grpc.so_reuseport", 1),
+            # A second process must not share the port (and, on FerretDB, the database).
+            ("grpc.so_reuseport", 0),
         ]
         interceptors = [ServerInterceptor(s.service_name), self._auth_interceptor()]
         server = grpc.aio.server(interceptors=interceptors, options=options)
@@ -247,6 +251,7 @@ class ServiceApp:
         for relay in self._relays:
             await relay.stop()
         await self.producer.stop()
+        await self._lease.release()
         await self.mongo.close()
         log.info("%s stopped", s.service_name)
 
@@ -277,4 +282,8 @@ def run_service(build: Callable[[Settings], ServiceApp], settings: Settings) -> 
     async def serve() -> None:
         await build(settings).run()  # built inside the loop: aiokafka binds to it
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except SecondWriter as exc:
+        logging.getLogger(settings.service_name).error("refusing to start: %s", exc)
+        raise SystemExit(2) from None

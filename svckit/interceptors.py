@@ -17,7 +17,7 @@ import grpc
 from grpc_status import rpc_status
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from svckit import logs, metrics, text, tracing
+from svckit import failures, logs, metrics, text, tracing
 from svckit.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
                     raise
                 except Exception as exc:
-                    code = grpc.StatusCode.INTERNAL
                     span.record_exception(exc)
+                    if failures.is_transient(exc):
+                        # The database or broker is away: the caller should retry, as for
+                        # any outage. The class only: driver errors quote documents.
+                        code = grpc.StatusCode.UNAVAILABLE
+                        log.warning("dependency unavailable: %s", type(exc).__name__)
+                        await context.abort(code, "a backing service is unavailable; retry")
+                    code = grpc.StatusCode.INTERNAL
                     log.exception("unhandled error")
                     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
                 finally:

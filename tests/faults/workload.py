@@ -57,6 +57,8 @@ class Ledger:
     customers: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (version, email)
     orders: dict[str, str] = field(default_factory=dict)  # order id -> customer id
     approved: set[str] = field(default_factory=set)
+    rejected: set[str] = field(default_factory=set)
+    cancelled: set[str] = field(default_factory=set)  # approved, then cancelled before shipping
     steps: dict[str, list[int]] = field(default_factory=dict)  # order id -> acked statuses
     operations: int = 0
     retries: int = 0
@@ -121,6 +123,49 @@ class Workload:
                 raise AssertionError(f"{cid}: update neither applied nor refused cleanly") from exc
         self.ledger.customers[cid] = (version + 1, email)
         self.ledger.operations += 1
+
+    async def update_shared_customer(self) -> None:
+        """Any worker's customer, without etag: several clients write the same customers. The
+        server re-decides on conflict (never ABORTED); the ledger keeps the newest version
+        acknowledged, which the stored one may only exceed (a retried write can land twice)."""
+        cid = self.rng.choice(sorted(self.ledger.customers))
+        email = f"{cid}.s{self.rng.randrange(10**9)}@example.com"
+        patch = accounts_pb2.Customer(id=cid)
+        patch.contact.email = email
+        req = accounts_pb2.UpdateCustomerRequest(
+            customer=patch, update_mask=field_mask_pb2.FieldMask(paths=["contact.email"])
+        )
+        got = await call(lambda: self.c.accounts.UpdateCustomer(req, timeout=5), self.ledger)
+        if got.version > self.ledger.customers[cid][0]:
+            self.ledger.customers[cid] = (got.version, email)
+        self.ledger.operations += 1
+
+    async def reject(self, oid: str) -> None:
+        req = orders_pb2.RejectOrderRequest(order_id=oid, reason="chaos says no")
+        got = await call(lambda: self.c.orders.RejectOrder(req, timeout=5), self.ledger)
+        assert got.status == Status.ORDER_STATUS_REJECTED
+        self.ledger.rejected.add(oid)
+        self.ledger.operations += 1
+
+    async def cancel(self, oid: str) -> bool:
+        """Cancel an approved order; False if it has shipped meanwhile (a fact, not a loss)."""
+        req = orders_pb2.CancelOrderRequest(order_id=oid, reason="chaos changed its mind")
+        try:
+            got = await call(lambda: self.c.orders.CancelOrder(req, timeout=5), self.ledger)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            now = await call(
+                lambda: self.c.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=oid), timeout=5),
+                self.ledger,
+            )
+            if now.status != Status.ORDER_STATUS_CANCELLED:
+                return False
+        else:
+            assert got.status == Status.ORDER_STATUS_CANCELLED
+        self.ledger.cancelled.add(oid)
+        self.ledger.operations += 1
+        return True
 
     async def place_order(self, n: int) -> str | None:
         cid = self.rng.choice(self.mine)
