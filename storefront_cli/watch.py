@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack.procs import ProcessError, Supervisor
+from svckit.writer import pid_alive
 
 Say = Callable[[str], None]
 
@@ -126,7 +127,7 @@ def claim_run_dir(run_dir: Path, sup: Supervisor, say: Say) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError, ValueError):
         owner = int(marker.read_text().split()[0])
-        if owner != os.getpid() and _alive(owner):
+        if owner != os.getpid() and pid_alive(owner):
             raise ProcessError(
                 f"another `storefront run` (pid {owner}) owns {run_dir}; stop it first "
                 "(Ctrl-C there, or `make down`)"
@@ -143,17 +144,6 @@ def release_run_dir(run_dir: Path) -> None:
     with contextlib.suppress(FileNotFoundError, ValueError):
         if int(marker.read_text().split()[0]) == os.getpid():
             marker.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat_line = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
-    return bool(stat_line) and stat_line.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -23,6 +23,7 @@ import signal
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -41,14 +42,19 @@ class SecondWriter(RuntimeError):
     """Another live process of this service writes the same (FerretDB) database."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is a process with this pid alive on this host (a zombie counts as dead)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True  # no /proc: kill(0) said it exists
+    return state not in ("Z", "X")
 
 
 class WriterLease:
@@ -67,7 +73,7 @@ class WriterLease:
             if until <= now:
                 return True
         same_host = lease.get("host") == self._me["host"]
-        return same_host and isinstance(lease.get("pid"), int) and not _pid_alive(lease["pid"])
+        return same_host and isinstance(lease.get("pid"), int) and not pid_alive(lease["pid"])
 
     async def acquire(self) -> None:
         """Take the lease (FerretDB only) or raise SecondWriter naming the other process."""
