@@ -117,6 +117,23 @@ SELECT storefront_gin_twins(indexrelid) FROM pg_index;
 """
 
 
+def _server_user() -> str | None:
+    """Who runs the server: ourselves, or (as root, which PostgreSQL refuses) Debian's
+    ``postgres`` user, which the package creates."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pwd.getpwnam(OS_USER)
+    except KeyError:
+        raise ProcessError(
+            f"running as root, but there is no {OS_USER!r} OS user to run PostgreSQL as "
+            f"(install Debian's postgresql package, or run as an ordinary user)"
+        ) from None
+    return OS_USER
+
+
 class PostgresCluster:
     """One private cluster in ``<run_dir>/data/postgres``, listening on 127.0.0.1:``port``."""
 
@@ -126,7 +143,15 @@ class PostgresCluster:
         self.supervisor = supervisor
         self.data_dir = run_dir / "data" / "postgres"
         self.password_file = run_dir / "secrets" / "postgres.password"
-        self.os_user = OS_USER if os.geteuid() == 0 else None
+        self._os_user: str | None | bool = False  # looked up on first use
+
+    @property
+    def os_user(self) -> str | None:
+        """The OS user the server runs as (None: ours); only looked up when the embedded
+        database is really used, so an external MONGODB_URI needs none of it."""
+        if self._os_user is False:
+            self._os_user = _server_user()
+        return self._os_user  # type: ignore[return-value]
 
     # ----- endpoints -----------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    stop = watch.StopSignals()
     say("[run] installing what is missing (first time: a few minutes) ...")
     tools.install(["postgresql", "kafka", "ferretdb", "grpcurl"], log=say)
     stack = EmbeddedStack(Path(args.run_dir), log=say)
@@ -92,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     running = [n for n in stack.supervisor.names() if stack.supervisor.is_running(n)]
     watchdog = watch.Watchdog(stack.supervisor, running, say)
-    reason = watch.serve_until_stopped(watchdog, OUTPUT)
+    reason = watch.serve_until_stopped(watchdog, OUTPUT, stop)
     say(f"\n[run] stopping ({reason}) ...")
     stopped = stack.stop()
     watch.release_run_dir(stack.run_dir)

@@ -149,23 +149,27 @@ def release_run_dir(run_dir: Path) -> None:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def serve_until_stopped(watchdog: Watchdog, output: Output, *, interval: float = 0.5) -> str:
+class StopSignals:
+    """Catches SIGINT, SIGTERM and SIGHUP from the moment it is made (a run asked to stop
+    while it is still starting stops everything once the start returns, instead of dying
+    and leaving its processes behind); ``reason`` names the first one."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._caught)
+
+    def _caught(self, signum: int, frame: object) -> None:
+        self.reason = self.reason or signal.Signals(signum).name
+
+
+def serve_until_stopped(
+    watchdog: Watchdog, output: Output, stop: StopSignals, *, interval: float = 0.5
+) -> str:
     """Watch until a stop signal or the output's reader goes; returns why it stopped."""
-    reason = ""
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal reason
-        reason = signal.Signals(signum).name
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-    try:
-        while not reason:
-            if output.reader_gone():
-                reason = "output closed"
-                break
-            watchdog.check()
-            time.sleep(interval)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return reason
+    while not stop.reason:
+        if output.reader_gone():
+            return "output closed"
+        watchdog.check()
+        time.sleep(interval)
+    return stop.reason

@@ -70,11 +70,13 @@ CHILD = textwrap.dedent(
     from stack.procs import Supervisor
     from storefront_cli import watch
 
+    stop = watch.StopSignals()
     sup = Supervisor(Path(sys.argv[1]))
     sup.start("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"])
     out = watch.Output()
     out.say("ready")
-    reason = watch.serve_until_stopped(watch.Watchdog(sup, ["sleeper"], out.say), out, interval=0.1)
+    dog = watch.Watchdog(sup, ["sleeper"], out.say)
+    reason = watch.serve_until_stopped(dog, out, stop, interval=0.1)
     out.say("stopping")  # must not raise, whatever happened to the pipe
     sup.stop_all(timeout=2)
     Path(sys.argv[1], "reason").write_text(reason)
