@@ -332,6 +332,21 @@ class Harness:
                 raise AssertionError(f"not quiet after {timeout}s: unsent outboxes {self.touched}")
             time.sleep(0.01)
 
+    def changes_since(
+        self, before: Snapshot, targets: dict[str, list[str]] | None = None
+    ) -> list[str]:
+        """What changed since `before`, confirmed: counts come from FerretDB's collStats,
+        which on PostgreSQL is ANALYZE's live-row count and can be off by one while another
+        write (the relay's sweep clearing a mark) is in flight; a real change persists, so
+        a difference is only reported if it is still there a moment later."""
+        changed = before.diff(self.snapshot(targets))
+        for _ in range(5):
+            if not changed:
+                break
+            time.sleep(0.3)
+            changed = before.diff(self.snapshot(targets))
+        return changed
+
     def before(self, targets: dict[str, list[str]] | None = None) -> Snapshot:
         if self.dirty:
             self.quiet()

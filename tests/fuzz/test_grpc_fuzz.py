@@ -407,7 +407,7 @@ def check(h: Harness, rpc: Rpc, request: Message) -> grpc.StatusCode:
         f"{rpc.method} answered {outcome.code.name}: {outcome.details}\nrequest: {request!r}"
     )
     if outcome.code != grpc.StatusCode.OK:
-        changed = before.diff(h.snapshot(targets))
+        changed = h.changes_since(before, targets)
         assert not changed, (
             f"{rpc.method} was rejected with {outcome.code.name} ({outcome.details}) "
             f"but the database changed: {changed}\nrequest: {request!r}"
