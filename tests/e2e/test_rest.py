@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from storefront_cli.clients import TokenFor, eventually
+from svckit.outbox import OUTBOX, PENDING
 from tests.e2e.conftest import System
 from tests.support import partition_ids, rest_authorization, tokens_of
 
@@ -211,11 +212,13 @@ class Stored:
         return await self.collection(service, name).find_one({"_id": doc_id})
 
     async def settled(self, service: str, name: str, doc_id: str) -> Json:
-        """The document once its outbox relay has published every pending event."""
+        """The document once its outbox relay has published every pending event and its
+        sweep has cleared the pending mark (the relay's last write to it)."""
 
         async def published() -> Json | None:
             doc = await self.document(service, name, doc_id)
-            return doc if doc is not None and not doc.get("_outbox") else None
+            done = doc is not None and not doc.get(OUTBOX) and PENDING not in doc
+            return doc if done else None
 
         return await eventually(published, what=f"{service}/{name}/{doc_id} published")
 
