@@ -149,6 +149,11 @@ class Workload:
             self.ledger.customers[cid] = (got.version, email)
         self.ledger.operations += 1
 
+    async def order_now(self, oid: str) -> orders_pb2.Order:
+        """The order as stored, to tell a refusal from an earlier attempt whose answer was lost."""
+        request = orders_pb2.GetOrderRequest(order_id=oid)
+        return await call(lambda: self.c.orders.GetOrder(request, timeout=5), self.ledger)
+
     async def reject(self, oid: str) -> None:
         req = orders_pb2.RejectOrderRequest(order_id=oid, reason="chaos says no")
         try:
@@ -156,10 +161,7 @@ class Workload:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
-            got = await call(  # our earlier attempt committed, its answer was lost
-                lambda: self.c.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=oid), timeout=5),
-                self.ledger,
-            )
+            got = await self.order_now(oid)
         if got.status != Status.ORDER_STATUS_REJECTED:
             raise AssertionError(f"{oid}: rejection neither applied nor refused cleanly")
         self.ledger.rejected.add(oid)
@@ -173,10 +175,7 @@ class Workload:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
-            now = await call(
-                lambda: self.c.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=oid), timeout=5),
-                self.ledger,
-            )
+            now = await self.order_now(oid)
             if now.status != Status.ORDER_STATUS_CANCELLED:
                 return False
         else:
@@ -210,10 +209,7 @@ class Workload:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
-            now = await call(
-                lambda: self.c.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=oid), timeout=5),
-                self.ledger,
-            )
+            now = await self.order_now(oid)
             if Status.ORDER_STATUS_APPROVED not in [e.status for e in now.status_events]:
                 raise AssertionError(
                     f"{oid}: approval neither applied nor refused cleanly"
