@@ -4,9 +4,10 @@
     python istio/gen_transcoder.py --check    exit 1 when that file is stale
     python istio/gen_transcoder.py --envoy    also have Envoy itself validate the filter config
 
-The transcoded services are every service in a storefront.* package of the descriptor set, so a
-new service is picked up by re-running this after `make gen`. Needs protobuf (a project
-dependency): run it with the project's interpreter, e.g. `uv run python istio/gen_transcoder.py`.
+The transcoded services are every public service (not the internal admin one, see
+tools/protogen.py) in a storefront.* package of the descriptor set, so a new service is
+picked up by re-running this after `make gen`. Needs protobuf (a project dependency): run it
+with the project's interpreter, e.g. `uv run python istio/gen_transcoder.py`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.protogen import is_public  # noqa: E402
+
 DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
 OUTPUT = ROOT / "istio" / "ingress" / "transcoder-envoyfilter.yaml"
 FILTER_TYPE = (
@@ -73,7 +78,7 @@ spec:
 
 def storefront_services(descriptor_set: bytes) -> list[str]:
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
-    ours = [f for f in fds.file if f.package.startswith("storefront.")]
+    ours = [f for f in fds.file if f.package.startswith("storefront.") and is_public(f.name)]
     services = sorted(f"{f.package}.{s.name}" for f in ours for s in f.service)
     if not services:
         raise SystemExit(f"{DESCRIPTOR}: no storefront.* service in the descriptor set")

@@ -26,7 +26,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 import storefront
-from svckit import logs, metrics, mongo, policy, tracing
+from storefront.admin.v1 import admin_pb2_grpc
+from svckit import admin, logs, metrics, mongo, policy, tracing
 from svckit.auth import TokenVerifier
 from svckit.authz import AuthInterceptor, Authorizer, OwnerLookup
 from svckit.consumer import BatchHandler, EventConsumer, EventHandler
@@ -97,6 +98,7 @@ class ServiceApp:
         self._started_consumers: list[EventConsumer] = []
         self._health_names: list[str] = [""]
         self._owners: dict[str, OwnerLookup] = {}
+        self._admin: admin.AdminServicer | None = None
 
     def add_service(
         self, adder: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
@@ -125,6 +127,19 @@ class ServiceApp:
         )
         self._consumers.append(consumer)
         return consumer
+
+    def admin(
+        self,
+        owner: admin.Owner,
+        consumer: admin.Consumer | None = None,
+    ) -> None:
+        """Serve the internal admin service (svckit.admin) with this service's use cases."""
+        self._admin = admin.AdminServicer(
+            owner,
+            consumer,
+            bootstrap=self.settings.kafka_bootstrap_servers,
+            consumer_group=self.settings.consumer_group,
+        )
 
     def owners(self, resource: str, lookup: OwnerLookup) -> None:
         """How the policy finds who owns a `resource` (e.g. an order) a request names."""
@@ -159,9 +174,15 @@ class ServiceApp:
         for adder, servicer, name in self._services:
             adder(servicer, server)
             names.append(name)
+        internal = []
+        if self._admin is not None:
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(self._admin, server)
+            internal.append(admin.SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server, pool=reflection_pool()
+            [*names, *internal, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            server,
+            pool=reflection_pool(),
         )
         self.bound_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await server.start()

@@ -22,6 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GEN = ROOT / "gen"
 DESCRIPTOR_NAME = "storefront.binpb"
+INTERNAL_PROTOS = "storefront/admin/"
+"""The internal admin service: served on each service's own port only, so it is never
+transcoded, routed by Envoy or the ingress, or in the REST API's OpenAPI document."""
+
+
+def is_public(proto_file: str) -> bool:
+    """Whether a proto file (its path under protos/) belongs to the public API."""
+    return not proto_file.startswith(INTERNAL_PROTOS)
 
 
 def include_dirs(protos: Path) -> list[Path]:
