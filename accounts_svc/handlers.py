@@ -9,15 +9,16 @@ from google.protobuf import field_mask_pb2
 
 from accounts_svc import domain
 from accounts_svc.repository import Customer, CustomerRepository
-from svckit import paging
+from svckit import names, paging
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.errors import NotFound, Violations
 from svckit.ids import check_client_id, new_id
 from svckit.outbox import OutboxRelay, outbox_entry
 from svckit.store import until_saved
 
-TOPIC = "accounts.customer.change"
-SOURCE = "//storefront/accounts"
+TOPIC = names.PUBLISHES[names.ACCOUNTS]
+SOURCE = names.source(names.ACCOUNTS)
+
 
 
 class AccountsHandlers:

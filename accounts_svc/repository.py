@@ -7,11 +7,11 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from storefront.accounts.v1 import accounts_pb2
+from svckit import names
 from svckit.outbox import OUTBOX
 from svckit.store import AggregateStore
 
 Customer = accounts_pb2.Customer
-COLLECTION = "customer.accounts"
 # Deleted customers stay as tombstones: their CustomerDeleted is still in the
 # outbox, and a late retry of a create with the same id must not resurrect them.
 LIVE = {"deleted": {"$ne": True}}
@@ -19,7 +19,7 @@ LIVE = {"deleted": {"$ne": True}}
 
 class CustomerRepository(AggregateStore[Customer]):
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
-        super().__init__(db[COLLECTION], Customer, "id")
+        super().__init__(db[names.CUSTOMERS], Customer, "id")
 
     async def get_live(self, customer_id: str) -> Customer | None:
         return await self.get(customer_id, extra_filter=LIVE)

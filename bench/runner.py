@@ -40,11 +40,11 @@ from bench.harness import PREFIX, ROOT, Harness
 from bench.stats import fraction_within, histogram_quantile
 from storefront_cli import system
 from storefront_cli.clients import acting_as_needed, channel
+from svckit import names
 from svckit.ids import new_id
 
 RESULTS = ROOT / "bench" / "results.json"
 ACCOUNTS = "storefront.accounts.v1.AccountsService"
-CUSTOMER_TOPIC = "accounts.customer.change"
 RAW_TOPIC = "bench.raw.customer.change"
 SERVICES = ("accounts", "orders", "fulfillment")
 PROPAGATION_LADDER = (50, 100, 200, 400)
@@ -267,12 +267,12 @@ class Bench:
             published = metric_sum(
                 f"http://127.0.0.1:{ports.accounts_metrics}/metrics",
                 "storefront_events_published_total",
-                topic=CUSTOMER_TOPIC,
+                topic=names.CUSTOMER_CHANGES,
             )
             consumed = metric_sum(
                 f"http://127.0.0.1:{ports.orders_metrics}/metrics",
                 "storefront_events_consumed_total",
-                topic=CUSTOMER_TOPIC,
+                topic=names.CUSTOMER_CHANGES,
             )
             now = (published, consumed)
             stable = stable + 1 if now == last and consumed >= published else 0
@@ -294,7 +294,7 @@ class Bench:
         log("[bench] ceiling: bare gRPC GetCustomer")
         ceilings["bare_grpc_get"] = self.ghz(bare, "GetCustomer", reads).as_dict()
         log("[bench] ceiling: raw find_one")
-        ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", "customer.accounts")
+        ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", names.CUSTOMERS)
         log("[bench] GetCustomer over gRPC")
         get = self.ghz(accounts, "GetCustomer", reads, metadata=self.staff()).as_dict()
         log("[bench] GetCustomer as JSON through Envoy")
@@ -344,7 +344,7 @@ class Bench:
 
     def propagation(self) -> None:
         log("[bench] ceiling: raw update_one by _id on accounts' collection")
-        raw_update = self.raw_mongo("update", f"{PREFIX}accounts", "customer.accounts")
+        raw_update = self.raw_mongo("update", f"{PREFIX}accounts", names.CUSTOMERS)
         result = self.propagation_at(self.p.update_rate, self.p.propagation_seconds)
         # The highest of these rates at which p99 stays <= 250 ms (a ladder, stopped at the
         # first rate that misses): where the limit is, measured in the same run.
@@ -460,13 +460,15 @@ class Bench:
         raw["self_reported"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
 
         log(f"[bench] catch-up: orders_svc consuming a backlog of {n} events")
-        group = f"{PREFIX}orders-svc"
+        group = names.consumer_group(names.ORDERS, PREFIX)
         self.h.stop_service("orders")
-        baseline = asyncio.run(committed_total(self.bootstrap, group, CUSTOMER_TOPIC))
-        asyncio.run(produce(self.bootstrap, CUSTOMER_TOPIC, events))
+        baseline = asyncio.run(committed_total(self.bootstrap, group, names.CUSTOMER_CHANGES))
+        asyncio.run(produce(self.bootstrap, names.CUSTOMER_CHANGES, events))
         t_spawn = time.monotonic()
         self.h.start_service("orders", wait=False)
-        svc = asyncio.run(watch_group(self.bootstrap, group, CUSTOMER_TOPIC, t_spawn, baseline))
+        svc = asyncio.run(
+            watch_group(self.bootstrap, group, names.CUSTOMER_CHANGES, t_spawn, baseline)
+        )
         self.h.wait_service("orders")
         return {
             "events": n,
@@ -623,7 +625,7 @@ def propagation_buckets(url: str) -> dict[float, float]:
             labels = sample.labels
             if (
                 sample.name.endswith("_bucket")
-                and labels.get("topic") == CUSTOMER_TOPIC
+                and labels.get("topic") == names.CUSTOMER_CHANGES
                 and labels.get("type", "").endswith("CustomerChanged")
             ):
                 le = float(labels["le"])
@@ -656,7 +658,7 @@ def backlog_events(n: int) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
         round_, i = divmod(k, per_round)
         key = f"bench-backlog-{stamp}-{i:06d}"
         event = data.customer_changed(key, round_ + 1, i)
-        value, headers = encode(event, source="//storefront/accounts", key=key)
+        value, headers = encode(event, source=names.source(names.ACCOUNTS), key=key)
         out.append((key, value, headers))
     return out
 

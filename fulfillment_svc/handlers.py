@@ -9,7 +9,7 @@ from typing import Any
 from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
 from fulfillment_svc.repository import FulfillmentRepository
-from svckit import paging
+from svckit import names, paging
 from svckit.admin import ReadModel, Republished, Verdict, republish_each
 from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
@@ -17,9 +17,8 @@ from svckit.errors import AlreadyExists, NotFound
 from svckit.outbox import OutboxRelay, outbox_entry
 from svckit.store import until_saved
 
-CONSUMES = "orders.order.fulfill"
-TOPIC = "fulfillment.order.change"
-SOURCE = "//storefront/fulfillment"
+TOPIC = names.PUBLISHES[names.FULFILLMENT]
+SOURCE = names.source(names.FULFILLMENT)
 
 
 # How the consumer should count a cancellation that changes nothing.
@@ -146,7 +145,7 @@ class FulfillmentHandlers:
 
     def read_models(self) -> dict[str, ReadModel]:
         """What the consumed topic builds here, for replays."""
-        return {CONSUMES: ReadModel(self.fulfillments.collection)}
+        return {names.ORDER_FULFILLMENT: ReadModel(self.fulfillments.collection)}
 
     async def forget(self, topic: str) -> int:
         """Fulfillment is the system of record for shipping: nothing here is only derived."""

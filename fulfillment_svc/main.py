@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fulfillment_svc.grpc_api import FulfillmentServicer
-from fulfillment_svc.handlers import CONSUMES, FulfillmentHandlers
+from fulfillment_svc.handlers import FulfillmentHandlers
 from fulfillment_svc.repository import FulfillmentRepository
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import events_pb2 as orders_events_pb2
+from svckit import names
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
@@ -27,7 +28,7 @@ def build(settings: Settings) -> ServiceApp:
         FulfillmentServicer(handlers),
         SERVICE,
     )
-    app.consume([CONSUMES], handlers.event_handlers())
+    app.consume(names.CONSUMES[names.FULFILLMENT], handlers.event_handlers())
     app.admin(handlers, handlers)
     return app
 

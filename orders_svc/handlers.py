@@ -12,7 +12,7 @@ from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
-from svckit import paging
+from svckit import names, paging
 from svckit.admin import ReadModel, Republished, Verdict, republish_each
 from svckit.consumer import BatchHandler, EventHandler, Outcome
 from svckit.envelope import Envelope
@@ -23,9 +23,8 @@ from svckit.store import until_saved
 
 log = logging.getLogger(__name__)
 
-TOPIC = "orders.order.fulfill"
-SOURCE = "//storefront/orders"
-CONSUMES = ["accounts.customer.change", "fulfillment.order.change"]
+TOPIC = names.PUBLISHES[names.ORDERS]
+SOURCE = names.source(names.ORDERS)
 MAX_CUSTOMER_ORDERS = 1000
 
 
@@ -205,9 +204,9 @@ class OrdersHandlers:
 
     async def forget(self, topic: str) -> int:
         """Drop what orders derived from `topic`, so a replay rebuilds it from scratch."""
-        if topic == "accounts.customer.change":
+        if topic == names.CUSTOMER_CHANGES:
             return await self.customers.clear()
-        if topic == "fulfillment.order.change":
+        if topic == names.ORDER_STATUS:
             return await self.orders.strip_fulfillment_history(self.clock())
         raise ValueError(f"orders does not consume {topic}")
 
@@ -232,9 +231,9 @@ class OrdersHandlers:
     def read_models(self) -> dict[str, ReadModel]:
         """What each consumed topic builds here, for replays."""
         return {
-            "accounts.customer.change": ReadModel(self.customers.collection),
+            names.CUSTOMER_CHANGES: ReadModel(self.customers.collection),
             # Re-applying status changes bumps an order's version, not its content.
-            "fulfillment.order.change": ReadModel(
+            names.ORDER_STATUS: ReadModel(
                 self.orders.collection, frozenset({"version", "update_time"})
             ),
         }

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from orders_svc.grpc_api import OrdersServicer
-from orders_svc.handlers import CONSUMES, OrdersHandlers
+from orders_svc.handlers import OrdersHandlers
 from orders_svc.repository import CustomerCopies, OrderRepository
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
+from svckit import names
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
@@ -18,7 +19,9 @@ def build(settings: Settings) -> ServiceApp:
     handlers = OrdersHandlers(orders, CustomerCopies(app.db), app.outbox_relay(orders.collection))
     app.on_start(orders.ensure_indexes)
     app.owners("order", handlers.owner_of)
-    app.consume(CONSUMES, handlers.event_handlers(), handlers.batch_handlers())
+    app.consume(
+        names.CONSUMES[names.ORDERS], handlers.event_handlers(), handlers.batch_handlers()
+    )
     app.admin(handlers, handlers)
     app.add_service(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server, OrdersServicer(handlers), SERVICE

@@ -11,7 +11,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from orders_svc import domain
 from storefront.orders.v1 import orders_pb2
-from svckit import doclocks, guards
+from svckit import doclocks, guards, names
 from svckit.consumer import Outcome
 from svckit.documents import dict_to_message, message_to_dict
 from svckit.outbox import OUTBOX
@@ -27,7 +27,7 @@ APPLIED = "applied_fulfillment_versions"
 
 class OrderRepository(AggregateStore[Order]):
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        super().__init__(db["customer.orders"], Order, "order_id")
+        super().__init__(db[names.ORDER_DOCUMENTS], Order, "order_id")
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("customer_id", ASCENDING), ("_id", ASCENDING)])
@@ -65,7 +65,7 @@ class CustomerCopies:
     """Orders' copy of each customer, only ever moved forward by version."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.collection = db["customers"]
+        self.collection = db[names.CUSTOMER_COPIES]
         self._locks = doclocks.for_collection(self.collection)
 
     async def get(self, customer_id: str) -> CustomerCopy | None:

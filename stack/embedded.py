@@ -45,17 +45,13 @@ from typing import Any, TypeVar
 from stack import tools
 from stack.postgres import POSTGRES, PostgresCluster
 from stack.procs import ProcessError, Supervisor, port_open
+from svckit import names
 
 KAFKA = "kafka"
 """Supervisor name of the Kafka broker process."""
 FERRETDB = "ferretdb"
 """Supervisor name of the FerretDB process."""
 
-BASE_TOPICS = ("accounts.customer.change", "orders.order.fulfill", "fulfillment.order.change")
-"""The project's event topics (see DESIGN.md)."""
-DLQ_SUFFIX = ".dlq"
-TOPICS: tuple[str, ...] = tuple(t for base in BASE_TOPICS for t in (base, base + DLQ_SUFFIX))
-"""Every topic the stack ensures: each base topic and its dead-letter twin."""
 TOPIC_PARTITIONS = 3
 
 KAFKA_HEAP = os.environ.get("STACK_KAFKA_HEAP", "512m")
@@ -130,7 +126,7 @@ def _run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 async def ensure_topics(
     bootstrap: str,
-    topics: Sequence[str] = TOPICS,
+    topics: Sequence[str] = names.ALL_TOPICS,
     *,
     partitions: int = TOPIC_PARTITIONS,
     replication_factor: int | None = None,

@@ -35,19 +35,16 @@ from orders_svc.repository import APPLIED, CustomerCopies, OrderRepository
 from stack import issuer
 from storefront.admin.v1 import admin_pb2
 from storefront.common.v1 import common_pb2
-from storefront_cli import endpoints, system
+from storefront_cli import endpoints
 from storefront_cli.clients import Clients, TokenFor, acting_as_needed, fixed
-from storefront_cli.ops import CONSUMER_OF, consumer_group
 from storefront_cli.tables import render
-from svckit import dlq, mongo
+from svckit import dlq, mongo, names
 from svckit.admin import MAX_IDS
-from svckit.consumer import dlq_topic
 from svckit.outbox import OUTBOX
 
 Document = dict[str, Any]
 Status = common_pb2.OrderStatus
 Log = Callable[[str], None]
-TOPICS = ("accounts.customer.change", "orders.order.fulfill", "fulfillment.order.change")
 REPLAY_DEADLINE = 3600.0
 
 
@@ -67,7 +64,7 @@ class Storefront:
         self.ep = ep
         self.client: AsyncMongoClient[Document] = mongo.connect(ep.mongodb)
         self.dbs: dict[str, AsyncDatabase[Document]] = {
-            s: self.client[ep.database(s)] for s in endpoints.SERVICES
+            s: self.client[ep.database(s)] for s in names.SERVICES
         }
         self.customers = CustomerRepository(self.dbs["accounts"])
         self.orders = OrderRepository(self.dbs["orders"])
@@ -86,7 +83,7 @@ def tokens() -> TokenFor:
 
 
 def connect(ep: endpoints.Endpoints) -> Clients:
-    return Clients.connect(*(ep.grpc[s] for s in system.SERVICES), tokens=tokens())
+    return Clients.connect(*(ep.grpc[s] for s in names.SERVICES), tokens=tokens())
 
 
 # --- check ---------------------------------------------------------------------------
@@ -266,9 +263,9 @@ def _report(found: list[Divergence], log: Log, *, after_repair: bool = False) ->
 
 
 def _consumer_of(topic: str, service: str | None, log: Log) -> str | None:
-    owner = CONSUMER_OF.get(topic)
+    owner = names.CONSUMER_OF.get(topic)
     if owner is None or (service is not None and service != owner):
-        known = ", ".join(f"{s} {t}" for t, s in CONSUMER_OF.items())
+        known = ", ".join(f"{s} {t}" for t, s in names.CONSUMER_OF.items())
         log(f"unknown read model {service or '?'} {topic}; one of: {known}")
         return None
     return owner
@@ -303,7 +300,7 @@ async def replay(clients: Clients, service: str, topic: str, *, rebuild: bool, l
 
 
 def _topics(topic: str | None) -> list[str]:
-    return [topic] if topic else list(TOPICS)
+    return [topic] if topic else list(names.TOPICS)
 
 
 async def _replayed(
@@ -311,16 +308,16 @@ async def _replayed(
 ) -> Mapping[TopicPartition, int]:
     """Per DLQ partition, how far its consumer's "replay everything" got."""
     upto: dict[TopicPartition, int] = {}
-    for topic, service in CONSUMER_OF.items():
-        mine = [r.tp for r in records if r.dlq_topic == dlq_topic(topic)]
+    for topic, service in names.CONSUMER_OF.items():
+        mine = [r.tp for r in records if r.dlq_topic == names.dlq_topic(topic)]
         if mine:
-            group = dlq.replay_group(consumer_group(ep, service))
+            group = names.dlq_replay_group(names.consumer_group(service, ep.db_prefix))
             upto.update(await dlq.replayed_upto(ep.kafka, group, mine))
     return upto
 
 
 async def dlq_list(ep: endpoints.Endpoints, topic: str | None, log: Log) -> int:
-    records = await dlq.parked(ep.kafka, [dlq_topic(t) for t in _topics(topic)])
+    records = await dlq.parked(ep.kafka, [names.dlq_topic(t) for t in _topics(topic)])
     done = await _replayed(ep, records)
     rows = []
     for r in records:
@@ -351,13 +348,13 @@ async def dlq_replay(clients: Clients, topic: str | None, ids: list[str], log: L
     wanted: dict[str, list[str]] = {}
     for record_id in ids:
         origin = dlq.origin_of(record_id.split(":", 1)[0])
-        if origin not in CONSUMER_OF or (topic and origin != topic):
+        if origin not in names.CONSUMER_OF or (topic and origin != topic):
             log(f"no such DLQ record: {record_id}")
             return 2
         wanted.setdefault(origin, []).append(record_id)
     failed = total = 0
-    for t in wanted or [t for t in _topics(topic) if t in CONSUMER_OF]:
-        service = CONSUMER_OF[t]
+    for t in wanted or [t for t in _topics(topic) if t in names.CONSUMER_OF]:
+        service = names.CONSUMER_OF[t]
         try:
             reply = await clients.admin[service].ReplayParked(
                 admin_pb2.ReplayParkedRequest(topic=t, ids=wanted.get(t, [])),
@@ -404,8 +401,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("replay", help="have a service re-apply a topic to its read model")
-    p.add_argument("service", choices=sorted(set(CONSUMER_OF.values())))
-    p.add_argument("topic", choices=list(CONSUMER_OF))
+    p.add_argument("service", choices=sorted(set(names.CONSUMER_OF.values())))
+    p.add_argument("topic", choices=list(names.CONSUMER_OF))
     p.add_argument("--rebuild", action="store_true", help="forget the derived state first")
     p.set_defaults(
         func=lambda a: asyncio.run(
@@ -419,10 +416,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq_cmd = sub.add_parser("dlq", help="list or replay dead-lettered events")
     dsub = dlq_cmd.add_subparsers(dest="dlq_command", required=True)
     p = dsub.add_parser("list")
-    p.add_argument("--topic", choices=list(TOPICS))
+    p.add_argument("--topic", choices=list(names.TOPICS))
     p.set_defaults(func=lambda a: asyncio.run(dlq_list(endpoints.load(), a.topic, _say)))
     p = dsub.add_parser("replay", help="have the consuming service apply parked events")
-    p.add_argument("--topic", choices=list(CONSUMER_OF))
+    p.add_argument("--topic", choices=list(names.CONSUMER_OF))
     p.add_argument("ids", nargs="*", help="ids from `dlq list` (topic:partition:offset)")
     p.set_defaults(
         func=lambda a: asyncio.run(

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from stack import tools
 from storefront_cli import system
+from svckit import names
 
 RUN_DIR = tools.REPO_ROOT / ".run"
-SERVICES = system.SERVICES
 
 
 def default_targets() -> dict[str, str]:
-    return {s: system.grpc_target(system.SystemPorts(), s) for s in SERVICES}
+    return {s: system.grpc_target(system.SystemPorts(), s) for s in names.SERVICES}
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def load(run_dir: Path = RUN_DIR, *, db_prefix: str | None = None) -> Endpoints:
             key, sep, value = line.partition("=")
             if sep:
                 values[key.strip()] = value.strip()
-    targets = {f"STOREFRONT_{s.upper()}_GRPC": s for s in SERVICES}
+    targets = {f"STOREFRONT_{s.upper()}_GRPC": s for s in names.SERVICES}
     values.update(
         {
             k: v

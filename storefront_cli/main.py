@@ -14,6 +14,7 @@ from stack.procs import ProcessError
 from storefront_cli import consistency, ops, system, watch
 from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
+from svckit import names
 from svckit.authz import STAFF, WAREHOUSE
 
 RUN_DIR = tools.REPO_ROOT / ".run"
@@ -25,7 +26,7 @@ say = OUTPUT.say
 
 def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     lines = ["", "Storefront is running:"]
-    for s in system.SERVICES:
+    for s in names.SERVICES:
         lines.append(
             f"  {s + '_svc':16} gRPC 127.0.0.1:{ports.grpc(s)}   "
             f"metrics http://127.0.0.1:{ports.metrics(s)}/metrics"
@@ -118,7 +119,7 @@ async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
     """Each step acts as whoever the policy lets take it: customers sign up and order,
     staff approve, the warehouse ships; tokens from the run dir's issuer."""
     clients = Clients.connect(
-        *(system.grpc_target(ports, s) for s in system.SERVICES),
+        *(system.grpc_target(ports, s) for s in names.SERVICES),
         tokens=acting_as_needed(issuer.for_run_dir(run_dir)),
     )
     try:

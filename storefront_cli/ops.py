@@ -39,43 +39,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fulfillment_svc import handlers as fulfillment_handlers
-from orders_svc import handlers as orders_handlers
-from stack.embedded import BASE_TOPICS
 from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints, system
 from storefront_cli.tables import render
-from svckit import dlq, mongo
+from svckit import mongo, names
 from svckit.app import EVENTS_HEALTH
-from svckit.consumer import DLQ_SUFFIX, dlq_topic
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
 from svckit.outbox import OUTBOX, pending_filter
 
 Log = Callable[[str], None]
 Document = dict[str, Any]
-
-OUTBOX_COLLECTIONS = {
-    "accounts": "customer.accounts",
-    "orders": "customer.orders",
-    "fulfillment": "fulfillment.requests",
-}
-"""Each service's aggregate collection, where its outbox entries wait to be published."""
-
-
-def _as_list(topics: str | Sequence[str]) -> list[str]:
-    return [topics] if isinstance(topics, str) else list(topics)
-
-
-CONSUMED_TOPICS: dict[str, list[str]] = {
-    "orders": _as_list(orders_handlers.CONSUMES),
-    "fulfillment": _as_list(fulfillment_handlers.CONSUMES),
-}
-"""What each consuming service subscribes to: its handlers module says, so this cannot drift."""
-
-CONSUMER_OF: dict[str, str] = {t: s for s, topics in CONSUMED_TOPICS.items() for t in topics}
-"""Which service consumes each topic, and so owns its read model and its DLQ."""
 
 EVENT_TYPES = frozenset(
     message.full_name
@@ -83,10 +58,6 @@ EVENT_TYPES = frozenset(
     for message in module.DESCRIPTOR.message_types_by_name.values()
 )
 """Every event message the services publish; `watch` decodes any of them."""
-
-
-def consumer_group(ep: endpoints.Endpoints, service: str) -> str:
-    return f"{ep.db_prefix}{service}-svc"  # as storefront_cli.system starts them
 
 
 @dataclass(frozen=True)
@@ -99,7 +70,7 @@ class Where:
     prometheus_port: int = 9090
 
     def group(self, service: str) -> str:
-        return consumer_group(self.ep, service)
+        return names.consumer_group(service, self.ep.db_prefix)  # as system starts them
 
 
 # --- health ------------------------------------------------------------------------------
@@ -197,7 +168,7 @@ async def health(where: Where, timeout: float) -> list[Health]:
         mongodb_health(where.ep.mongodb, timeout),
         *(
             service_health(s, f"{where.host}:{where.ports.grpc(s)}", timeout)
-            for s in system.SERVICES
+            for s in names.SERVICES
         ),
         http_health("envoy", f"http://{where.host}:{where.ports.envoy_admin}/ready", timeout),
         http_health(
@@ -332,7 +303,7 @@ async def outbox_backlog(
     now = now or datetime.now(UTC)
     rows = []
     try:
-        for service, name in OUTBOX_COLLECTIONS.items():
+        for service, name in names.AGGREGATES.items():
             collection = client[ep.database(service)][name]
             documents = events = 0
             oldest: datetime | None = None
@@ -379,9 +350,10 @@ async def status(where: Where, *, timeout: float = 3.0, log: Log = print) -> int
         )
     )
     kafka_up = parts[0].ok
-    groups = {where.group(s): topics for s, topics in CONSUMED_TOPICS.items()}
+    groups = {where.group(s): topics for s, topics in names.CONSUMES.items()}
     replay_groups = {
-        dlq_topic(t): dlq.replay_group(where.group(s)) for t, s in CONSUMER_OF.items()
+        names.dlq_topic(t): names.dlq_replay_group(where.group(s))
+        for t, s in names.CONSUMER_OF.items()
     }
     if kafka_up:
         try:
@@ -462,7 +434,7 @@ def event_line(record: ConsumerRecord[bytes, bytes], width: int = 160) -> str:
         f"{format_time(envelope.time)}  {where}  {envelope.type.rsplit('.', 1)[-1]}  "
         f"{envelope.key}  {summarize(envelope.message, width)}"
     )
-    if record.topic.endswith(DLQ_SUFFIX):
+    if record.topic.endswith(names.DLQ_SUFFIX):
         try:
             error = header_map(record.headers).get("dlq_error", "")
         except PoisonEvent:
@@ -574,7 +546,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     _quiet_clients()
     ep = endpoints.load(Path(args.run_dir))
-    topics = args.topic or [t for base in BASE_TOPICS for t in (base, base + DLQ_SUFFIX)]
+    topics = args.topic or list(names.ALL_TOPICS)
     try:
         return asyncio.run(
             watch(
@@ -598,7 +570,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _location_flags(p)
     defaults = system.SystemPorts()
     p.add_argument("--host", default="127.0.0.1", help="where the services and Envoy listen")
-    for service in system.SERVICES:
+    for service in names.SERVICES:
         p.add_argument(
             f"--{service}-port",
             type=int,

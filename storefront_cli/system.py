@@ -16,18 +16,17 @@ from stack import issuer
 from stack.embedded import EmbeddedStack, free_ports
 from stack.issuer import LocalIssuer
 from stack.procs import Supervisor
-
-SERVICES = ("accounts", "orders", "fulfillment")
+from svckit import names
 
 
 @dataclass(frozen=True)
 class SystemPorts:
-    accounts: int = 50051
-    orders: int = 50052
-    fulfillment: int = 50053
-    accounts_metrics: int = 9464
-    orders_metrics: int = 9465
-    fulfillment_metrics: int = 9466
+    accounts: int = names.GRPC_PORTS[names.ACCOUNTS]
+    orders: int = names.GRPC_PORTS[names.ORDERS]
+    fulfillment: int = names.GRPC_PORTS[names.FULFILLMENT]
+    accounts_metrics: int = names.METRICS_PORTS[names.ACCOUNTS]
+    orders_metrics: int = names.METRICS_PORTS[names.ORDERS]
+    fulfillment_metrics: int = names.METRICS_PORTS[names.FULFILLMENT]
     envoy: int = 8080
     envoy_admin: int = 9901
 
@@ -72,7 +71,7 @@ def service_env(
         "GRPC_PORT": str(ports.grpc(service)),
         "METRICS_PORT": str(ports.metrics(service)),
         "MONGODB_DATABASE": f"{db_prefix}{service}",
-        "KAFKA_CONSUMER_GROUP": f"{db_prefix}{service}-svc",
+        "KAFKA_CONSUMER_GROUP": names.consumer_group(service, db_prefix),
     }
 
 
@@ -104,7 +103,7 @@ def start_services(
     log: Callable[[str], None] = print,
 ) -> None:
     sup = stack.supervisor
-    for service in SERVICES:
+    for service in names.SERVICES:
         if sup.is_running(service):
             log(f"[run] {service}_svc already running")
             continue
@@ -120,7 +119,7 @@ def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 
     """Envoy in front of the three services: JSON/REST and native gRPC on one port."""
     from envoy_config.config import EdgeAuth, envoy_argv, write_config
 
-    upstreams = {s: ("127.0.0.1", ports.grpc(s)) for s in SERVICES}
+    upstreams = {s: ("127.0.0.1", ports.grpc(s)) for s in names.SERVICES}
     config = write_config(
         stack.run_dir / "envoy.yaml",
         listen_port=ports.envoy,

@@ -23,7 +23,7 @@ import grpc
 from pymongo.asynchronous.collection import AsyncCollection
 
 from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
-from svckit import dlq
+from svckit import dlq, names
 from svckit.consumer import EventHandler
 from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.outbox import OUTBOX, PENDING
@@ -129,7 +129,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.consumer = consumer
         self.read_models = consumer.read_models() if consumer else {}
         self.bootstrap = bootstrap
-        self.replay_group = dlq.replay_group(consumer_group)
+        self.replay_group = names.dlq_replay_group(consumer_group)
 
     def _consumed(self, topic: str) -> tuple[Consumer, ReadModel]:
         v = Violations()

@@ -30,11 +30,9 @@ from svckit import logs, metrics, tracing
 from svckit.envelope import Envelope, PoisonEvent, decode, format_time
 from svckit.failures import is_transient
 from svckit.kafka import EventProducer, start_with_retry
+from svckit.names import dlq_topic
 
 log = logging.getLogger(__name__)
-
-DLQ_SUFFIX = ".dlq"
-
 
 class Outcome(enum.Enum):
     APPLIED = "applied"
@@ -56,10 +54,6 @@ class Stalled(Exception):
     def __init__(self, record: ConsumerRecord[bytes, bytes], cause: BaseException) -> None:
         super().__init__(f"{record.topic}[{record.partition}]@{record.offset}: {cause!r}")
         self.cause = cause
-
-
-def dlq_topic(topic: str) -> str:
-    return topic + DLQ_SUFFIX
 
 
 def dlq_headers(

@@ -6,7 +6,7 @@ is a use case of the service that consumes the topic: it applies the parked even
 its own handlers, so they are never appended to the original topic behind newer events
 for the same key, and only that service writes its documents. How far "replay
 everything" got is the committed offsets of the service's DLQ-replay group
-(`replay_group`); a record replayed by id does not move it.
+(`names.dlq_replay_group`); a record replayed by id does not move it.
 """
 
 from __future__ import annotations
@@ -17,19 +17,15 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from svckit.consumer import DLQ_SUFFIX, EventHandler, dlq_topic
+from svckit.consumer import EventHandler
 from svckit.envelope import PoisonEvent, decode, header_map
 from svckit.errors import DomainError
+from svckit.names import DLQ_SUFFIX, dlq_topic
 from svckit.replay import TopicReader
 
 log = logging.getLogger(__name__)
 
 FAILED = "failed"
-
-
-def replay_group(consumer_group: str) -> str:
-    """The group whose committed offsets record how far a service's DLQ replays got."""
-    return f"{consumer_group}-dlq-replay"
 
 
 def origin_of(dlq: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from svckit import names
 from svckit.auth import AuthConfig
 
 
@@ -38,7 +39,7 @@ class Settings:
             mongodb_uri=env("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
             mongodb_database=env("MONGODB_DATABASE", service_name),
             kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            consumer_group=env("KAFKA_CONSUMER_GROUP", f"{service_name}-svc"),
+            consumer_group=env("KAFKA_CONSUMER_GROUP", names.consumer_group(service_name)),
             log_level=env("LOG_LEVEL", "INFO"),
             shutdown_grace_seconds=float(env("SHUTDOWN_GRACE_SECONDS", "10")),
             max_message_bytes=int(env("GRPC_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),

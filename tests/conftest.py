@@ -22,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
 from storefront_cli.clients import Clients
+from svckit import names
 from tests.support import System, tokens_of
 
 
@@ -83,14 +84,14 @@ def running_system(stack: EmbeddedStack) -> Iterator[System]:
     system.start_services(stack, ports, db_prefix=prefix, log=lambda _: None)
     system.start_envoy(stack, ports, concurrency=1)
     yield System(stack, ports, prefix)
-    for name in ("envoy", *system.SERVICES):
+    for name in ("envoy", *names.SERVICES):
         stack.supervisor.stop(name)
 
 
 @pytest.fixture
 async def clients(running_system: System) -> AsyncIterator[Clients]:
     c = Clients.connect(
-        *(running_system.target(s) for s in system.SERVICES), tokens=tokens_of(running_system.stack)
+        *(running_system.target(s) for s in names.SERVICES), tokens=tokens_of(running_system.stack)
     )
     yield c
     await c.close()

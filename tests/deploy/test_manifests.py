@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from svckit import names
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("STOREFRONT_DEPLOY_TOOLS") or ROOT / ".tools" / "deploy")
 KUSTOMIZE = TOOLS / "bin" / "kustomize"
@@ -30,7 +32,7 @@ DOCKERFILES = [ROOT / f"{s}_svc" / "Dockerfile" for s in SERVICES]
 GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
 TOPICS = {
     f"{t}{suffix}"
-    for t in ("accounts.customer.change", "orders.order.fulfill", "fulfillment.order.change")
+    for t in (names.CUSTOMER_CHANGES, names.ORDER_FULFILLMENT, names.ORDER_STATUS)
     for suffix in ("", ".dlq")
 }
 

@@ -32,7 +32,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import eventually
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
-from svckit import policy
+from svckit import names, policy
 from svckit.authz import get_field
 from svckit.outbox import OUTBOX, PENDING
 from tests.e2e.conftest import System
@@ -47,9 +47,9 @@ Code = grpc.StatusCode
 HTTP = {Code.OK: 200, Code.UNAUTHENTICATED: 401, Code.PERMISSION_DENIED: 403, Code.NOT_FOUND: 404}
 RULES = {rule.method: rule for rule in http_rules()}
 STORED_IN = {  # the collection each service writes its aggregates to
-    "accounts": "customer.accounts",
-    "orders": "customer.orders",
-    "fulfillment": "fulfillment.requests",
+    "accounts": names.CUSTOMERS,
+    "orders": names.ORDER_DOCUMENTS,
+    "fulfillment": names.FULFILLMENTS,
 }
 CALLERS = ("anonymous", "customer B", "staff", "warehouse", "customer A")
 """Refusals first, the owner last: an allowed call may change the target."""
@@ -215,7 +215,7 @@ class World:
         return cid
 
     async def known_to_orders(self, cid: str) -> None:
-        find = self.mongo[self.system.database("orders")]["customers"].find_one
+        find = self.mongo[self.system.database("orders")][names.CUSTOMER_COPIES].find_one
         await eventually(lambda: find({"_id": cid}), what=f"orders' copy of {cid}")
 
     async def order(self, owner: str) -> str:
@@ -232,7 +232,7 @@ class World:
         return oid
 
     async def fulfillment_exists(self, oid: str) -> None:
-        find = self.mongo[self.system.database("fulfillment")]["fulfillment.requests"].find_one
+        find = self.mongo[self.system.database("fulfillment")][names.FULFILLMENTS].find_one
         await eventually(lambda: find({"_id": oid}), what=f"fulfillment of {oid}")
 
     async def snapshot(self, service: str, doc_id: str) -> tuple[int, Any, set[str]]:

@@ -18,12 +18,13 @@ from stack.embedded import free_ports
 from storefront.accounts.v1 import accounts_pb2
 from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
 from storefront.orders.v1 import orders_pb2
-from storefront_cli import consistency, system
+from storefront_cli import consistency
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, run_demo
 from storefront_cli.endpoints import Endpoints
-from svckit.consumer import dlq_topic
+from svckit import names
 from svckit.envelope import encode
+from svckit.names import dlq_topic
 from svckit.replay import TopicReader
 from tests.e2e.conftest import System
 from tests.e2e.test_access import call_grpc_via_envoy
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 async def clients(isolated_system: System) -> AsyncIterator[Clients]:
     c = Clients.connect(
-        *(isolated_system.target(s) for s in system.SERVICES),
+        *(isolated_system.target(s) for s in names.SERVICES),
         tokens=tokens_of(isolated_system.stack),
     )
     yield c
@@ -76,15 +77,15 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
         db = client[orders_db]
-        damaged = await db["customers"].find_one({"deleted": False})
-        await db["customers"].update_one(
+        damaged = await db[names.CUSTOMER_COPIES].find_one({"deleted": False})
+        await db[names.CUSTOMER_COPIES].update_one(
             {"_id": damaged["_id"]}, {"$set": {"contact.email": "x@evil.test"}}
         )
-        lost = await db["customers"].find_one({"deleted": False, "_id": {"$ne": damaged["_id"]}})
-        await db["customers"].delete_one({"_id": lost["_id"]})
-        shipped = await db["customer.orders"].find_one({"status": "ORDER_STATUS_RECEIVED"})
+        lost = await db[names.CUSTOMER_COPIES].find_one({"deleted": False, "_id": {"$ne": damaged["_id"]}})
+        await db[names.CUSTOMER_COPIES].delete_one({"_id": lost["_id"]})
+        shipped = await db[names.ORDER_DOCUMENTS].find_one({"status": "ORDER_STATUS_RECEIVED"})
         history = [e for e in shipped["status_events"] if e["status"] != "ORDER_STATUS_SHIPPED"]
-        await db["customer.orders"].update_one(
+        await db[names.ORDER_DOCUMENTS].update_one(
             {"_id": shipped["_id"]},
             {"$set": {"status_events": history, "applied_fulfillment_versions": [2, 4, 5]}},
         )
@@ -113,26 +114,26 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
 async def test_replay_rebuilds_read_models_identically(clients: Clients) -> None:
     # The consuming service replays, through its admin service.
     assert (
-        await consistency.replay(clients, "orders", "accounts.customer.change", rebuild=True, log=print)
+        await consistency.replay(clients, "orders", names.CUSTOMER_CHANGES, rebuild=True, log=print)
         == 0
     )
     assert (
-        await consistency.replay(clients, "orders", "fulfillment.order.change", rebuild=True, log=print)
+        await consistency.replay(clients, "orders", names.ORDER_STATUS, rebuild=True, log=print)
         == 0
     )
     # Re-consuming a whole topic over intact state changes nothing.
     assert (
         await consistency.replay(
-            clients, "fulfillment", "orders.order.fulfill", rebuild=False, log=print
+            clients, "fulfillment", names.ORDER_FULFILLMENT, rebuild=False, log=print
         )
         == 0
     )
     assert (
-        await consistency.replay(clients, "orders", "accounts.customer.change", rebuild=False, log=print)
+        await consistency.replay(clients, "orders", names.CUSTOMER_CHANGES, rebuild=False, log=print)
         == 0
     )
     assert (
-        await consistency.replay(clients, "fulfillment", "orders.order.fulfill", rebuild=True, log=print)
+        await consistency.replay(clients, "fulfillment", names.ORDER_FULFILLMENT, rebuild=True, log=print)
         == 2
     )
 
@@ -141,11 +142,11 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     """An event dead-lettered during an outage is applied once replayed from the DLQ."""
     cid = unique("parked")
     value, headers = encode(
-        customer_changed(cid, 1, "parked@example.com"), source="//storefront/accounts", key=cid
+        customer_changed(cid, 1, "parked@example.com"), source=names.source(names.ACCOUNTS), key=cid
     )
     parked_headers = headers + [
         ("dlq_error", b"ServerSelectionTimeoutError: database unreachable"),
-        ("dlq_topic", b"accounts.customer.change"),
+        ("dlq_topic", names.CUSTOMER_CHANGES.encode()),
         ("dlq_partition", b"0"),
         ("dlq_offset", b"0"),
         ("dlq_attempts", b"5"),
@@ -154,18 +155,18 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     await producer.start()
     try:
         meta = await producer.send_and_wait(
-            "accounts.customer.change.dlq", value, key=cid.encode(), headers=parked_headers
+            names.dlq_topic(names.CUSTOMER_CHANGES), value, key=cid.encode(), headers=parked_headers
         )
     finally:
         await producer.stop()
-    record_id = f"accounts.customer.change.dlq:{meta.partition}:{meta.offset}"
+    record_id = f"{names.dlq_topic(names.CUSTOMER_CHANGES)}:{meta.partition}:{meta.offset}"
     ep = endpoints_of(isolated_system)
     lines: list[str] = []
-    await consistency.dlq_list(ep, "accounts.customer.change", lines.append)
+    await consistency.dlq_list(ep, names.CUSTOMER_CHANGES, lines.append)
     assert record_id in "\n".join(lines)
-    topic_before = await end_offsets(isolated_system, "accounts.customer.change")
+    topic_before = await end_offsets(isolated_system, names.CUSTOMER_CHANGES)
     assert (
-        await consistency.dlq_replay(clients, "accounts.customer.change", [record_id], lines.append)
+        await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [record_id], lines.append)
         == 0
     ), lines
     assert f"[dlq] {record_id}: applied" in lines
@@ -178,16 +179,16 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     copy = await eventually(applied, what="the replayed event applied")
     assert copy.contact.email == "parked@example.com"
     # Applied in place by orders: nothing was appended to accounts' topic behind newer events.
-    assert await end_offsets(isolated_system, "accounts.customer.change") == topic_before
-    for bad in ("nope:0:0", "accounts.customer.change.dlq:0:999999"):
+    assert await end_offsets(isolated_system, names.CUSTOMER_CHANGES) == topic_before
+    for bad in ("nope:0:0", f"{names.dlq_topic(names.CUSTOMER_CHANGES)}:0:999999"):
         assert (
-            await consistency.dlq_replay(clients, "accounts.customer.change", [bad], lines.append)
+            await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [bad], lines.append)
             == 2
         ), bad
     # The parked customer was invented for this test; accounts never had it.
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
-        await client[isolated_system.database("orders")]["customers"].delete_one({"_id": cid})
+        await client[isolated_system.database("orders")][names.CUSTOMER_COPIES].delete_one({"_id": cid})
     finally:
         await client.close()
 
@@ -213,7 +214,7 @@ async def test_admin_service_is_staff_only_on_each_service_and_not_routed_by_env
         issuer.role("warehouse"): grpc.StatusCode.PERMISSION_DENIED,
     }
     request = admin_pb2.RepublishRequest(ids=["no-such-id"])
-    for service in system.SERVICES:
+    for service in names.SERVICES:
         async with grpc.aio.insecure_channel(isolated_system.target(service)) as channel:
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             for token, code in refused.items():
@@ -257,7 +258,7 @@ def bearer(token: str | None) -> list[tuple[str, str]] | None:
 
 async def park(system: System, topic: str, event: Message, key: str) -> str:
     """Put an event in `topic`'s DLQ as the consumer would, returning its record id."""
-    value, headers = encode(event, source="//storefront/accounts", key=key)
+    value, headers = encode(event, source=names.source(names.ACCOUNTS), key=key)
     parked_headers = headers + [
         ("dlq_error", b"ServerSelectionTimeoutError"),
         ("dlq_topic", topic.encode()),
@@ -282,15 +283,15 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
     everything" then records its progress, so a second run has nothing left to do."""
     cid = unique("inplace")
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
-    copies = client[isolated_system.database("orders")]["customers"]
+    copies = client[isolated_system.database("orders")][names.CUSTOMER_COPIES]
     producer = AIOKafkaProducer(bootstrap_servers=isolated_system.stack.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         value, headers = encode(
-            customer_changed(cid, 2, "newer@example.com"), source="//storefront/accounts", key=cid
+            customer_changed(cid, 2, "newer@example.com"), source=names.source(names.ACCOUNTS), key=cid
         )
         await producer.send_and_wait(
-            "accounts.customer.change", value, key=cid.encode(), headers=headers
+            names.CUSTOMER_CHANGES, value, key=cid.encode(), headers=headers
         )
         await producer.stop()
 
@@ -300,21 +301,21 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
 
         assert await eventually(copy_now, what="v2 applied") == (2, "newer@example.com")
         event = customer_changed(cid, 1, "older@example.com")
-        older = await park(isolated_system, "accounts.customer.change", event, cid)
+        older = await park(isolated_system, names.CUSTOMER_CHANGES, event, cid)
         lines: list[str] = []
         assert (
-            await consistency.dlq_replay(clients, "accounts.customer.change", [], lines.append) == 0
+            await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
         )
         assert f"[dlq] {older}: stale" in lines, lines
         assert await copy_now() == (2, "newer@example.com")
         lines.clear()
         assert (
-            await consistency.dlq_replay(clients, "accounts.customer.change", [], lines.append) == 0
+            await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
         )
         assert not any(older in line for line in lines), lines
         listed: list[str] = []
         await consistency.dlq_list(
-            endpoints_of(isolated_system), "accounts.customer.change", listed.append
+            endpoints_of(isolated_system), names.CUSTOMER_CHANGES, listed.append
         )
         row = next(line for line in listed if older in line)
         assert " yes " in row, row  # shown as replayed
@@ -336,13 +337,13 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
     )
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
-        copies = client[isolated_system.database("orders")]["customers"]
+        copies = client[isolated_system.database("orders")][names.CUSTOMER_COPIES]
         damaged = await eventually(
             lambda: copies.find_one({"_id": created.id}), what="orders' copy"
         )
         assert await settled(isolated_system) == 0
         await copies.update_one({"_id": damaged["_id"]}, {"$set": {"name.given_name": "Mallory"}})
-        accounts = client[isolated_system.database("accounts")]["customer.accounts"]
+        accounts = client[isolated_system.database("accounts")][names.CUSTOMERS]
         before = await accounts.find_one({"_id": damaged["_id"]})
         nowhere = Clients.connect(
             *(f"127.0.0.1:{p}" for p in free_ports(3)), tokens=tokens_of(isolated_system.stack)
@@ -365,7 +366,7 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
 
 async def settled_after_repair(isolated: System) -> int:
     clients = Clients.connect(
-        *(isolated.target(s) for s in system.SERVICES), tokens=tokens_of(isolated.stack)
+        *(isolated.target(s) for s in names.SERVICES), tokens=tokens_of(isolated.stack)
     )
     try:
         return await consistency.check(

@@ -10,12 +10,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
-from stack.embedded import TOPICS
 from storefront.accounts.v1 import accounts_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+from svckit import names
 from tests.e2e.conftest import System
 from tests.support import partition_ids
 
@@ -35,7 +35,7 @@ async def all_topic_bytes(bootstrap: str) -> list[bytes]:
     out: list[bytes] = []
     try:
         partitions = [
-            TopicPartition(t, p) for t in TOPICS for p in await partition_ids(bootstrap, t)
+            TopicPartition(t, p) for t in names.ALL_TOPICS for p in await partition_ids(bootstrap, t)
         ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -86,7 +86,7 @@ async def test_no_card_number_anywhere_outside_accounts(
             for name in await db.list_collection_names():
                 haystack += [bson.encode(doc) async for doc in db[name].find({})]
         accounts = client[running_system.database("accounts")]
-        stored = [bson.encode(doc) async for doc in accounts["customer.accounts"].find({})]
+        stored = [bson.encode(doc) async for doc in accounts[names.CUSTOMERS].find({})]
     finally:
         await client.close()
     for number in numbers:

@@ -14,9 +14,10 @@ from pymongo import AsyncMongoClient
 
 from stack.embedded import EmbeddedStack, free_ports
 from storefront.accounts.v1 import accounts_pb2, events_pb2
-from storefront_cli import endpoints, ops, system
+from storefront_cli import endpoints, ops
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft
+from svckit import names
 from svckit.outbox import OUTBOX, PENDING, outbox_entry
 from tests.e2e.conftest import System
 from tests.support import eventually
@@ -78,13 +79,13 @@ async def test_status_shows_every_part_up_and_the_tables(running_system: System)
         assert " UP " in row, row
     assert "down (optional)" in out  # the absent Prometheus is reported, not fatal
     p = running_system.db_prefix
-    for group, topics in ops.CONSUMED_TOPICS.items():
+    for group, topics in names.CONSUMES.items():
         for topic in topics:
             rows = [line for line in out.splitlines() if line.startswith(f"{p}{group}-svc ")]
             assert len([r for r in rows if f" {topic} " in r]) == 3  # one per partition
     for title in ("Consumer lag (total", "Dead-letter queues (total", "Outbox backlog (total"):
         assert title in out
-    for service, collection in ops.OUTBOX_COLLECTIONS.items():
+    for service, collection in names.AGGREGATES.items():
         assert re.search(rf"^{service} +{re.escape(collection)} +\d+ +\d+ ", out, re.M), out
 
 
@@ -106,7 +107,7 @@ async def test_consumer_lag_drains_to_zero_after_a_flow(
     )
     assert customer.id
     w = where(running_system)
-    groups = {w.group(s): topics for s, topics in ops.CONSUMED_TOPICS.items()}
+    groups = {w.group(s): topics for s, topics in names.CONSUMES.items()}
 
     async def drained() -> list[ops.Lag] | None:
         async with ops.KafkaOffsets(w.ep.kafka, 10.0) as kafka:
@@ -115,8 +116,8 @@ async def test_consumer_lag_drains_to_zero_after_a_flow(
 
     rows = await eventually(drained, timeout=60, what="zero lag")
     orders_rows = [r for r in rows if r.group == w.group("orders")]
-    assert {r.topic for r in orders_rows} == set(ops.CONSUMED_TOPICS["orders"])
-    assert any(r.committed for r in orders_rows if r.topic == "accounts.customer.change")
+    assert {r.topic for r in orders_rows} == set(names.CONSUMES[names.ORDERS])
+    assert any(r.committed for r in orders_rows if r.topic == names.CUSTOMER_CHANGES)
 
 
 async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: EmbeddedStack) -> None:
@@ -125,12 +126,12 @@ async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: Embedded
     now = datetime.now(UTC)
     event = events_pb2.CustomerChanged(customer_id="c", version=1)
     entries = [
-        outbox_entry("accounts.customer.change", "c", event, source="//t", seq=i, now=now - age)
+        outbox_entry(names.CUSTOMER_CHANGES, "c", event, source="//t", seq=i, now=now - age)
         for i, age in enumerate((timedelta(minutes=5), timedelta(seconds=3)))
     ]
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongodb_uri)
     try:
-        accounts = client[ep.database("accounts")]["customer.accounts"]
+        accounts = client[ep.database("accounts")][names.CUSTOMERS]
         await accounts.insert_many(
             [
                 {"_id": "c", OUTBOX: entries, PENDING: True},
@@ -140,7 +141,7 @@ async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: Embedded
         )
         rows = {b.service: b for b in await ops.outbox_backlog(ep, 10.0, now=now)}
     finally:
-        for service in system.SERVICES:
+        for service in names.SERVICES:
             await client.drop_database(ep.database(service))
         await client.close()
     assert (rows["accounts"].documents, rows["accounts"].events) == (2, 3)
@@ -187,7 +188,7 @@ async def test_watch_prints_the_next_event_decoded(
     [line] = out.decode().splitlines()
     m = LINE.match(line)
     assert m, line
-    assert (m["topic"], m["type"], m["key"]) == ("accounts.customer.change", "CustomerChanged", cid)
+    assert (m["topic"], m["type"], m["key"]) == (names.CUSTOMER_CHANGES, "CustomerChanged", cid)
     assert f'customer_id: "{cid}"' in m["summary"] and "version: 1" in m["summary"]
     assert "4111" not in line  # the event never carries card numbers
 
@@ -204,7 +205,7 @@ async def test_watch_from_the_beginning_stops_at_the_limit(
         "--kafka",
         running_system.stack.kafka_bootstrap,
         "--topic",
-        "accounts.customer.change",
+        names.CUSTOMER_CHANGES,
         "--from-beginning",
         "--limit",
         "2",
@@ -216,4 +217,4 @@ async def test_watch_from_the_beginning_stops_at_the_limit(
     assert len(lines) == 2
     for line in lines:
         m = LINE.match(line)
-        assert m and m["topic"] == "accounts.customer.change", line
+        assert m and m["topic"] == names.CUSTOMER_CHANGES, line

@@ -14,6 +14,7 @@ from storefront.orders.v1 import orders_pb2
 from storefront_cli import system
 from storefront_cli.clients import Clients, channel, eventually
 from storefront_cli.demo import PEOPLE, customer_draft
+from svckit import names
 from tests.e2e.conftest import System
 from tests.support import read_topic, tokens_of
 
@@ -39,12 +40,12 @@ async def test_sigkill_with_pending_outbox_loses_nothing(running_system: System,
             ]
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(running_system.stack.mongodb_uri)
         try:
-            accounts = client[running_system.database("accounts")]["customer.accounts"]
+            accounts = client[running_system.database("accounts")][names.CUSTOMERS]
             pending = await accounts.count_documents({"_id": {"$in": ids}, "_outbox.id": {"$exists": True}})
         finally:
             await client.close()
         assert pending == len(ids), "the events must be waiting in the outbox"
-        assert await read_topic(running_system.stack.kafka_bootstrap, "accounts.customer.change", TYPES, key=ids[0]) == []
+        assert await read_topic(running_system.stack.kafka_bootstrap, names.CUSTOMER_CHANGES, TYPES, key=ids[0]) == []
         assert running_system.stack.supervisor.kill("accounts", signal.SIGKILL)
     finally:
         restart_accounts(running_system)  # relay on: the start-up sweep publishes what was left
@@ -55,7 +56,7 @@ async def test_sigkill_with_pending_outbox_loses_nothing(running_system: System,
 
         copy = await eventually(copied, what=f"copy of {cid} after the crash")
         assert copy.customer_version == 1
-        events = await read_topic(running_system.stack.kafka_bootstrap, "accounts.customer.change", TYPES, key=cid)
+        events = await read_topic(running_system.stack.kafka_bootstrap, names.CUSTOMER_CHANGES, TYPES, key=cid)
         assert [e.message.version for e in events] == [1], "published once, after the restart"
 
 

@@ -26,20 +26,21 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from storefront_cli.clients import TokenFor, eventually
+from svckit import names
 from svckit.outbox import OUTBOX, PENDING
 from tests.e2e.conftest import System
 from tests.support import partition_ids, rest_authorization, tokens_of
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER_CHANGES = "accounts.customer.change"  # key: customer id
-FULFILLMENT_REQUESTS = "orders.order.fulfill"  # key: order id
-STATUS_CHANGES = "fulfillment.order.change"  # key: order id
+CUSTOMER_CHANGES = names.CUSTOMER_CHANGES  # key: customer id
+FULFILLMENT_REQUESTS = names.ORDER_FULFILLMENT  # key: order id
+STATUS_CHANGES = names.ORDER_STATUS  # key: order id
 # (service, collection): where each service keeps what the tests look at.
-ACCOUNT = ("accounts", "customer.accounts")
-ORDER = ("orders", "customer.orders")
-ORDERS_COPY = ("orders", "customers")
-FULFILLMENT = ("fulfillment", "fulfillment.requests")
+ACCOUNT = ("accounts", names.CUSTOMERS)
+ORDER = ("orders", names.ORDER_DOCUMENTS)
+ORDERS_COPY = ("orders", names.CUSTOMER_COPIES)
+FULFILLMENT = ("fulfillment", names.FULFILLMENTS)
 COLLECTIONS = (ACCOUNT, ORDER, ORDERS_COPY, FULFILLMENT)
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 PRECONDITION_FAILURE = "type.googleapis.com/google.rpc.PreconditionFailure"

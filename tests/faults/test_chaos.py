@@ -29,13 +29,13 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
-from stack.embedded import FERRETDB, KAFKA, TOPICS, EmbeddedStack, Ports
+from stack.embedded import FERRETDB, KAFKA, EmbeddedStack, Ports
 from stack.postgres import POSTGRES
 from storefront.common.v1 import common_pb2
 from storefront_cli import consistency, system
 from storefront_cli.clients import Clients
 from storefront_cli.endpoints import Endpoints
-from svckit.consumer import DLQ_SUFFIX
+from svckit import names
 from tests.faults.workload import Ledger, Workload
 from tests.support import read_raw, tokens_of
 
@@ -127,7 +127,7 @@ async def drive(worker: Workload, ledger: Ledger, rng: random.Random) -> None:
 async def inject(
     chaos: Chaos, ledger: Ledger, kills: collections.Counter[str], rng: random.Random
 ) -> None:
-    targets = [*system.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
+    targets = [*names.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
     plan = targets * KILLS
     if not chaos.stack.external_mongodb:
         plan += [FERRETDB, POSTGRES] * DB_OUTAGES
@@ -150,10 +150,10 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
         chaos.stack.mongodb_uri, tz_aware=True
     )
     try:
-        db = {s: client[f"{PREFIX}{s}"] for s in system.SERVICES}
+        db = {s: client[f"{PREFIX}{s}"] for s in names.SERVICES}
         for cid, (version, email) in ledger.customers.items():
-            doc = await db["accounts"]["customer.accounts"].find_one({"_id": cid})
-            copy = await db["orders"]["customers"].find_one({"_id": cid})
+            doc = await db["accounts"][names.CUSTOMERS].find_one({"_id": cid})
+            copy = await db["orders"][names.CUSTOMER_COPIES].find_one({"_id": cid})
             for where, got in (("accounts", doc), ("orders copy", copy)):
                 # Newer than acknowledged is possible (a retried write without etag may land
                 # twice); older, or the acknowledged version with other content, is a loss.
@@ -162,21 +162,21 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                     lost += 1
                     what.append(f"customer {cid} v{version} in {where}")
         for oid in ledger.orders:
-            if await db["orders"]["customer.orders"].count_documents({"_id": oid}) != 1:
+            if await db["orders"][names.ORDER_DOCUMENTS].count_documents({"_id": oid}) != 1:
                 lost += 1
                 what.append(f"order {oid}")
         for oid in ledger.approved:
-            count = await db["fulfillment"]["fulfillment.requests"].count_documents({"_id": oid})
+            count = await db["fulfillment"][names.FULFILLMENTS].count_documents({"_id": oid})
             if count != 1:
                 lost += count == 0
                 duplicated += max(0, count - 1)
                 what.append(f"order {oid} has {count} fulfillments")
         for oid in ledger.rejected:
-            if await db["fulfillment"]["fulfillment.requests"].count_documents({"_id": oid}):
+            if await db["fulfillment"][names.FULFILLMENTS].count_documents({"_id": oid}):
                 duplicated += 1
                 what.append(f"rejected order {oid} has a fulfillment")
         for oid in ledger.cancelled:
-            f = await db["fulfillment"]["fulfillment.requests"].find_one({"_id": oid})
+            f = await db["fulfillment"][names.FULFILLMENTS].find_one({"_id": oid})
             if f is not None and f["status"] in (
                 "ORDER_STATUS_APPROVED",
                 "ORDER_STATUS_PROCESSING",
@@ -184,8 +184,8 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                 lost += 1
                 what.append(f"cancelled order {oid} still active in fulfillment")
         for oid, acked in ledger.steps.items():
-            order = await db["orders"]["customer.orders"].find_one({"_id": oid})
-            f = await db["fulfillment"]["fulfillment.requests"].find_one({"_id": oid})
+            order = await db["orders"][names.ORDER_DOCUMENTS].find_one({"_id": oid})
+            f = await db["fulfillment"][names.FULFILLMENTS].find_one({"_id": oid})
             for where, doc in (("orders", order), ("fulfillment", f)):
                 history = collections.Counter(
                     e["status"] for e in (doc or {}).get("status_events", [])
@@ -211,7 +211,7 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
     ledger = Ledger()
     kills: collections.Counter[str] = collections.Counter()
     clients = Clients.connect(
-        *(system.grpc_target(chaos.ports, s) for s in system.SERVICES),
+        *(system.grpc_target(chaos.ports, s) for s in names.SERVICES),
         tokens=tokens_of(chaos.stack),
     )
     try:
@@ -256,7 +256,7 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
     assert (lost, duplicated) == (0, 0), "\n".join(what[:30])
     assert not parked, f"an outage parked events: {parked}"
     assert ledger.operations >= OPS
-    expected = [*system.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
+    expected = [*names.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
     assert all(kills[t] >= KILLS for t in expected), kills
     if not chaos.stack.external_mongodb:
         assert kills[FERRETDB] >= DB_OUTAGES and kills[POSTGRES] >= DB_OUTAGES, kills
@@ -266,6 +266,5 @@ async def dlq_sizes(chaos: Chaos) -> dict[str, int]:
     """Records in each dead-letter topic of this suite's own stack."""
     return {
         dlq: len(await read_raw(chaos.stack.kafka_bootstrap, dlq))
-        for dlq in TOPICS
-        if dlq.endswith(DLQ_SUFFIX)
+        for dlq in names.DLQ_TOPICS
     }

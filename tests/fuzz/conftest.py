@@ -37,13 +37,13 @@ from hypothesis import HealthCheck, settings
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
-from stack.embedded import TOPICS
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import TokenFor, sync_channel
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+from svckit import names
 from svckit.outbox import OUTBOX, PENDING
 from tests.support import System, partition_ids, tokens_of
 
@@ -68,20 +68,12 @@ FUZZ_SETTINGS = settings(
 )
 
 COLLECTIONS: dict[str, tuple[str, ...]] = {
-    "accounts": ("customer.accounts",),
-    "orders": ("customer.orders", "customers"),
-    "fulfillment": ("fulfillment.requests",),
+    "accounts": (names.CUSTOMERS,),
+    "orders": (names.ORDER_DOCUMENTS, names.CUSTOMER_COPIES),
+    "fulfillment": (names.FULFILLMENTS,),
 }
 """Every collection each service writes (DESIGN.md section 1 and the repositories)."""
-OUTBOXES = {
-    "accounts": "customer.accounts",
-    "orders": "customer.orders",
-    "fulfillment": "fulfillment.requests",
-}
-CONSUMES = {
-    "orders": ("accounts.customer.change", "fulfillment.order.change"),
-    "fulfillment": ("orders.order.fulfill",),
-}
+OUTBOXES = names.AGGREGATES
 
 SERVER_FAULTS = frozenset(
     {
@@ -179,7 +171,7 @@ class KafkaLag:
                 for p in await partition_ids(self._bootstrap, t)
             ]
         self._topic_partitions = [
-            TopicPartition(t, p) for t in TOPICS for p in await partition_ids(self._bootstrap, t)
+            TopicPartition(t, p) for t in names.ALL_TOPICS for p in await partition_ids(self._bootstrap, t)
         ]
 
     async def _lag(self) -> int:
@@ -495,7 +487,10 @@ class Harness:
 def harness(running_system: System) -> Iterator[Harness]:
     tokens = tokens_of(running_system.stack)
     channels = [sync_channel(running_system.target(s), tokens) for s in COLLECTIONS]
-    groups = {f"{running_system.db_prefix}{s}-svc": topics for s, topics in CONSUMES.items()}
+    groups = {
+        names.consumer_group(s, running_system.db_prefix): topics
+        for s, topics in names.CONSUMES.items()
+    }
     kafka = KafkaLag(running_system.stack.kafka_bootstrap, groups)
     mongo: MongoClient[dict[str, Any]] = MongoClient(
         running_system.stack.mongodb_uri, serverSelectionTimeoutMS=10_000

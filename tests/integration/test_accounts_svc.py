@@ -15,12 +15,13 @@ from accounts_svc.main import build
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront_cli.clients import channel
+from svckit import names
 from svckit.app import ServiceApp
 from tests.support import eventually, read_topic, running, settings_for, tokens_of
 from tests.unit.test_accounts_domain import draft
 
 pytestmark = pytest.mark.integration
-TOPIC = "accounts.customer.change"
+TOPIC = names.CUSTOMER_CHANGES
 TYPES = ["storefront.accounts.v1.CustomerChanged", "storefront.accounts.v1.CustomerDeleted"]
 
 
@@ -63,7 +64,7 @@ async def test_create_update_delete_publish_versioned_events_without_cards(
         ("CustomerDeleted", 3),
     ]
     assert events[1].message.name.first_name == "Raj"
-    assert all(e.source == "//storefront/accounts" for e in events)
+    assert all(e.source == names.source(names.ACCOUNTS) for e in events)
     for event in events:
         assert b"4242" not in event.message.SerializeToString()
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -72,7 +73,7 @@ async def test_create_update_delete_publish_versioned_events_without_cards(
 
     async def drained() -> bool | None:
         # Entries leave the document after Kafka acknowledged them: soon after, not before.
-        pending = await accounts.db["customer.accounts"].count_documents(
+        pending = await accounts.db[names.CUSTOMERS].count_documents(
             {"_outbox.id": {"$exists": True}}
         )
         return True if pending == 0 else None
@@ -108,7 +109,7 @@ async def test_invalid_create_lists_field_violations_and_stores_nothing(
     request = error_details_pb2.BadRequest()
     assert any(d.Unpack(request) for d in status.details)
     assert [v.field for v in request.field_violations] == ["customer.contact.email"]
-    assert await accounts.db["customer.accounts"].count_documents({}) == 0
+    assert await accounts.db[names.CUSTOMERS].count_documents({}) == 0
 
 
 async def test_client_chosen_id_makes_create_retry_safe(
@@ -150,7 +151,7 @@ async def test_oversized_request_is_refused_before_it_reaches_the_handler(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=big))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert await accounts.db["customer.accounts"].count_documents({}) == 0
+    assert await accounts.db[names.CUSTOMERS].count_documents({}) == 0
 
 
 async def test_updates_without_etag_all_succeed_under_concurrent_writers(

@@ -16,9 +16,10 @@ from pymongo.errors import AutoReconnect, OperationFailure
 
 from stack.embedded import EmbeddedStack, ensure_topics
 from storefront.accounts.v1 import events_pb2
-from svckit.consumer import EventConsumer, Outcome, dlq_topic
+from svckit.consumer import EventConsumer, Outcome
 from svckit.envelope import Envelope, encode
 from svckit.kafka import EventProducer
+from svckit.names import dlq_topic
 from tests.support import eventually, read_raw, unique
 
 pytestmark = pytest.mark.integration

@@ -11,18 +11,19 @@ from aiokafka import AIOKafkaProducer
 from stack.embedded import EmbeddedStack
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2
+from svckit import names
 from svckit.envelope import encode, header_map
 from tests.support import read_raw, read_topic, unique
 
 pytestmark = pytest.mark.integration
-TOPIC = "fulfillment.order.change"
+TOPIC = names.ORDER_STATUS
 
 
 async def test_protobuf_event_with_cloudevents_headers_round_trips(stack: EmbeddedStack) -> None:
     order_id = unique("envelope")
     event = events_pb2.OrderStatusChanged(order_id=order_id, version=3, status=common_pb2.ORDER_STATUS_SHIPPED, note="UPS")
     event.change_time.FromDatetime(datetime(2026, 11, 1, 12, 0, tzinfo=UTC))
-    value, headers = encode(event, source="//storefront/fulfillment", key=order_id, event_id=order_id)
+    value, headers = encode(event, source=names.source(names.FULFILLMENT), key=order_id, event_id=order_id)
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -34,7 +35,7 @@ async def test_protobuf_event_with_cloudevents_headers_round_trips(stack: Embedd
     h = header_map(raw.headers)
     assert h["ce_specversion"] == "1.0"
     assert h["ce_type"] == "storefront.fulfillment.v1.OrderStatusChanged"
-    assert h["ce_source"] == "//storefront/fulfillment"
+    assert h["ce_source"] == names.source(names.FULFILLMENT)
     assert h["ce_id"] == order_id
     assert h["content-type"] == "application/protobuf"
     assert events_pb2.OrderStatusChanged.FromString(raw.value) == event  # the value is plain protobuf

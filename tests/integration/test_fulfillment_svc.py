@@ -24,16 +24,16 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from fulfillment_svc import domain
-from fulfillment_svc.handlers import CONSUMES, SOURCE, TOPIC
+from fulfillment_svc.handlers import SOURCE, TOPIC
 from fulfillment_svc.main import build
-from fulfillment_svc.repository import COLLECTION
 from stack.embedded import EmbeddedStack
 from storefront.fulfillment.v1 import events_pb2, fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import events_pb2 as orders_events_pb2
 from storefront_cli.clients import channel
+from svckit import names
 from svckit.app import ServiceApp
-from svckit.consumer import dlq_topic
 from svckit.envelope import Headers, decode, encode, header_map
+from svckit.names import dlq_topic
 from svckit.outbox import OUTBOX
 from svckit.settings import Settings
 from tests.support import issuer_of, tokens_of
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 WAIT_SECONDS = 60.0
-ORDERS_SOURCE = "//storefront/orders"
+ORDERS_SOURCE = names.source(names.ORDERS)
 STATUS_CHANGED = events_pb2.OrderStatusChanged.DESCRIPTOR.full_name
 
 
@@ -57,7 +57,7 @@ class Running:
     producer: AIOKafkaProducer
 
     async def publish(self, value: bytes, headers: Headers, key: str) -> RecordMetadata:
-        return await self.producer.send_and_wait(CONSUMES, value, key=key.encode(), headers=headers)
+        return await self.producer.send_and_wait(names.ORDER_FULFILLMENT, value, key=key.encode(), headers=headers)
 
     async def request(self, order_id: str) -> tuple[bytes, Headers]:
         """Publish a FulfillmentRequested as orders would; returns it for redelivery."""
@@ -73,7 +73,7 @@ class Running:
 
     async def count(self, order_id: str) -> int:
         """Stored fulfillments for the order, straight from the service's collection."""
-        return await self.app.db[COLLECTION].count_documents({"_id": order_id})
+        return await self.app.db[names.FULFILLMENTS].count_documents({"_id": order_id})
 
     async def step(
         self, call: Awaitable[fulfillment_pb2.Fulfillment]
@@ -87,7 +87,7 @@ class Running:
         fulfillment = await call
 
         async def attempt() -> bool | None:
-            doc = await self.app.db[COLLECTION].find_one({"_id": fulfillment.order_id})
+            doc = await self.app.db[names.FULFILLMENTS].find_one({"_id": fulfillment.order_id})
             return True if doc is not None and not doc.get(OUTBOX) else None
 
         await eventually(attempt, f"the outbox of {fulfillment.order_id} to drain")
@@ -417,13 +417,13 @@ async def test_request_without_order_id_is_dead_lettered_and_consuming_goes_on(
     assert (await service.arrived(following)).status == domain.APPROVED
     parked, *_ = await read_topic(
         service.stack,
-        dlq_topic(CONSUMES),
+        dlq_topic(names.ORDER_FULFILLMENT),
         lambda r: header_map(r.headers).get("ce_id") == poison_id,
         1,
     )
     origin = header_map(parked.headers)
     assert "without order_id" in origin["dlq_error"]
-    assert origin["dlq_topic"] == CONSUMES
+    assert origin["dlq_topic"] == names.ORDER_FULFILLMENT
     assert parked.value == value
 
 

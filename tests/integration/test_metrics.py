@@ -31,8 +31,8 @@ from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc, events_pb2
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import channel
 from storefront_cli.demo import PEOPLE, customer_draft
-from storefront_cli.ops import CONSUMED_TOPICS, KafkaOffsets, consumer_lag
-from svckit import metrics
+from storefront_cli.ops import KafkaOffsets, consumer_lag
+from svckit import metrics, names
 from svckit.app import ServiceApp
 from svckit.envelope import Headers, encode
 from svckit.kafka import EventProducer
@@ -41,7 +41,7 @@ from tests.support import eventually, read_topic, running, settings_for, tokens_
 
 pytestmark = pytest.mark.integration
 
-TOPIC = "accounts.customer.change"
+TOPIC = names.CUSTOMER_CHANGES
 CHANGED = "storefront.accounts.v1.CustomerChanged"
 ACCOUNTS_API = "storefront.accounts.v1.AccountsService"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -110,7 +110,7 @@ async def caught_up(bootstrap: str, group: str) -> None:
 
     async def lag_is_zero() -> bool | None:
         async with KafkaOffsets(bootstrap, 10.0) as kafka:
-            rows = await consumer_lag(kafka, {group: CONSUMED_TOPICS["orders"]})
+            rows = await consumer_lag(kafka, {group: names.CONSUMES[names.ORDERS]})
         return True if sum(r.lag for r in rows) == 0 else None
 
     await eventually(lag_is_zero, timeout=120, what=f"{group} to catch up")
@@ -170,12 +170,12 @@ async def test_a_flow_moves_each_counter_by_what_happened(
 
     lags = series(after, "storefront_consumer_lag", service="orders")
     by_topic = {(dict(ls)["topic"], dict(ls)["partition"]) for ls in lags}
-    assert {(t, p) for t in CONSUMED_TOPICS["orders"] for p in "012"} <= by_topic
+    assert {(t, p) for t in names.CONSUMES[names.ORDERS] for p in "012"} <= by_topic
     assert all(v == 0 for v in lags.values())  # caught up
 
     async def outbox_drained() -> bool | None:
         now = await scrape(metrics_url)
-        labels = {"service": "accounts", "collection": "customer.accounts"}
+        labels = {"service": "accounts", "collection": names.CUSTOMERS}
         pending = series(now, "storefront_outbox_pending", **labels)
         if pending and sum(pending.values()) == 0:
             return True

@@ -10,11 +10,13 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from svckit import names
+
 pytestmark = pytest.mark.integration
 
 
 async def test_unique_index_refuses_duplicate(mongo_db: AsyncDatabase[dict[str, object]]) -> None:
-    accounts = mongo_db["customer.accounts"]
+    accounts = mongo_db[names.CUSTOMERS]
     await accounts.create_index("email", unique=True, name="email_unique")
 
     await accounts.insert_one({"_id": "c-1", "email": "ada@example.com", "name": "Ada"})
@@ -29,4 +31,4 @@ async def test_unique_index_refuses_duplicate(mongo_db: AsyncDatabase[dict[str, 
     assert await accounts.count_documents({}) == 2
     info = await accounts.index_information()
     assert info["email_unique"].get("unique") is True
-    assert "customer.accounts" in await mongo_db.list_collection_names()
+    assert names.CUSTOMERS in await mongo_db.list_collection_names()

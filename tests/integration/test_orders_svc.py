@@ -19,6 +19,7 @@ from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import channel
+from svckit import names
 from svckit.app import ServiceApp
 from svckit.envelope import encode
 from tests.support import eventually, read_topic, running, settings_for, tokens_of, unique
@@ -92,7 +93,7 @@ async def test_customer_copy_only_moves_forward(
     orders: ServiceApp, stub: orders_pb2_grpc.OrdersServiceStub, producer: AIOKafkaProducer
 ) -> None:
     cid = unique("cust")
-    topic, src = "accounts.customer.change", "//storefront/accounts"
+    topic, src = names.CUSTOMER_CHANGES, names.source(names.ACCOUNTS)
     await publish(producer, topic, cid, customer_changed(cid, 2, "v2@example.com"), src)
     assert await eventually(lambda: copy_email(stub, cid, 2), what="copy v2") == "v2@example.com"
     # An older version arriving late, then a duplicate of v2, then v3.
@@ -116,7 +117,7 @@ async def test_customer_copy_only_moves_forward(
     marker = unique("cust")
     await publish(producer, topic, marker, customer_changed(marker, 1, "m@example.com"), src)
     await eventually(lambda: copy_email(stub, marker, 1), what="marker applied")
-    assert (await orders.db["customers"].find_one({"_id": cid}))["deleted"] is True
+    assert (await orders.db[names.CUSTOMER_COPIES].find_one({"_id": cid}))["deleted"] is True
 
 
 async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
@@ -131,10 +132,10 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     await publish(
         producer,
-        "accounts.customer.change",
+        names.CUSTOMER_CHANGES,
         cid,
         customer_changed(cid, 1, "a@example.com"),
-        "//storefront/accounts",
+        names.source(names.ACCOUNTS),
     )
     await eventually(lambda: copy_email(stub, cid, 1), what="copy")
     order = await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
@@ -148,7 +149,7 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     async def requested() -> list[object] | None:
         found = await read_topic(
             stack.kafka_bootstrap,
-            "orders.order.fulfill",
+            names.ORDER_FULFILLMENT,
             ["storefront.orders.v1.FulfillmentRequested"],
             key=order.order_id,
         )
@@ -165,10 +166,10 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     for _ in range(3):  # redelivered: must appear once
         await publish(
             producer,
-            "fulfillment.order.change",
+            names.ORDER_STATUS,
             order.order_id,
             changed,
-            "//storefront/fulfillment",
+            names.source(names.FULFILLMENT),
         )
 
     async def processing() -> orders_pb2.Order | None:
@@ -179,10 +180,10 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     marker = unique("cust")
     await publish(
         producer,
-        "accounts.customer.change",
+        names.CUSTOMER_CHANGES,
         marker,
         customer_changed(marker, 1, "m@example.com"),
-        "//storefront/accounts",
+        names.source(names.ACCOUNTS),
     )
     await eventually(lambda: copy_email(stub, marker, 1), what="later event applied")
     final = await stub.GetOrder(orders_pb2.GetOrderRequest(order_id=order.order_id))
@@ -205,10 +206,10 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
     cid = unique("cust")
     await publish(
         producer,
-        "accounts.customer.change",
+        names.CUSTOMER_CHANGES,
         cid,
         customer_changed(cid, 1, "a@example.com"),
-        "//storefront/accounts",
+        names.source(names.ACCOUNTS),
     )
     await eventually(lambda: copy_email(stub, cid, 1), what="copy")
     order = await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
@@ -221,7 +222,7 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
     async def both() -> list[object] | None:
         found = await read_topic(
             stack.kafka_bootstrap,
-            "orders.order.fulfill",
+            names.ORDER_FULFILLMENT,
             [
                 "storefront.orders.v1.FulfillmentRequested",
                 "storefront.orders.v1.FulfillmentCancelled",
@@ -246,4 +247,4 @@ async def test_bad_order_is_rejected_and_nothing_stored(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id="c", order=bad))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert await orders.db["customer.orders"].count_documents({}) == 0
+    assert await orders.db[names.ORDER_DOCUMENTS].count_documents({}) == 0

@@ -9,6 +9,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import events_pb2
+from svckit import names
 from svckit.errors import Unavailable
 from svckit.kafka import EventProducer
 from svckit.outbox import OUTBOX, PENDING, OutboxRelay, outbox_entry, pending_filter
@@ -17,7 +18,7 @@ from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
-TOPIC = "accounts.customer.change"
+TOPIC = names.CUSTOMER_CHANGES
 
 
 def event(version: int) -> dict[str, object]:

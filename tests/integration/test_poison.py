@@ -14,14 +14,15 @@ from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
+from svckit import names
 from svckit.app import ServiceApp
 from svckit.envelope import encode, header_map
 from tests.integration.test_orders_svc import customer_changed
 from tests.support import eventually, read_raw, running, settings_for, unique
 
 pytestmark = pytest.mark.integration
-TOPIC = "accounts.customer.change"
-SRC = "//storefront/accounts"
+TOPIC = names.CUSTOMER_CHANGES
+SRC = names.source(names.ACCOUNTS)
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ async def test_poison_goes_to_dlq_and_the_next_good_event_applies(
     await producer.send_and_wait(TOPIC, value, key=good_id.encode(), headers=headers)
 
     async def copied() -> dict[str, object] | None:
-        return await orders.db["customers"].find_one({"_id": good_id})
+        return await orders.db[names.CUSTOMER_COPIES].find_one({"_id": good_id})
 
     await eventually(copied, what="the good event after the poison")
 
@@ -92,7 +93,7 @@ async def test_poison_goes_to_dlq_and_the_next_good_event_applies(
         assert meta["dlq_attempts"] == "1", name
         assert meta["dlq_partition"].isdigit(), name
         assert meta["dlq_error"], name
-    assert await orders.db["customers"].count_documents({"_id": key}) == 0
+    assert await orders.db[names.CUSTOMER_COPIES].count_documents({"_id": key}) == 0
 
 
 async def test_status_change_for_unknown_order_is_ignored_then_next_applies(
@@ -102,19 +103,19 @@ async def test_status_change_for_unknown_order_is_ignored_then_next_applies(
     event = fulfillment_events.OrderStatusChanged(
         order_id=ghost, version=2, status=common_pb2.ORDER_STATUS_PROCESSING
     )
-    value, headers = encode(event, source="//storefront/fulfillment", key=ghost)
+    value, headers = encode(event, source=names.source(names.FULFILLMENT), key=ghost)
     await producer.send_and_wait(
-        "fulfillment.order.change", value, key=ghost.encode(), headers=headers
+        names.ORDER_STATUS, value, key=ghost.encode(), headers=headers
     )
     good_id = unique("good")
     value, headers = encode(customer_changed(good_id, 1, "g@example.com"), source=SRC, key=good_id)
     await producer.send_and_wait(TOPIC, value, key=good_id.encode(), headers=headers)
 
     async def copied() -> dict[str, object] | None:
-        return await orders.db["customers"].find_one({"_id": good_id})
+        return await orders.db[names.CUSTOMER_COPIES].find_one({"_id": good_id})
 
     await eventually(copied, what="the good event")
-    assert await orders.db["customer.orders"].count_documents({"_id": ghost}) == 0
+    assert await orders.db[names.ORDER_DOCUMENTS].count_documents({"_id": ghost}) == 0
 
 
 async def test_a_valid_but_impossible_event_is_poison() -> None:

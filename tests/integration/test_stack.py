@@ -14,8 +14,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stack import tools
-from stack.embedded import KAFKA, TOPIC_PARTITIONS, TOPICS, EmbeddedStack, ensure_topics
+from stack.embedded import KAFKA, TOPIC_PARTITIONS, EmbeddedStack, ensure_topics
 from stack.procs import ProcessError, ProcRecord, Supervisor, port_open
+from svckit import names
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +57,11 @@ def test_kcat_lists_all_topics(stack: EmbeddedStack) -> None:
         m.group(1): int(m.group(2))
         for m in re.finditer(r'topic "([^"]+)" with (\d+) partitions', out)
     }
-    for topic in TOPICS:
+    for topic in names.ALL_TOPICS:
         assert topic in partitions, f"{topic} missing from kcat -L:\n{out}"
         if not stack.external_kafka:
             assert partitions[topic] == TOPIC_PARTITIONS
-    assert len([t for t in TOPICS if t.endswith(".dlq")]) == 3
+    assert len([t for t in names.ALL_TOPICS if t.endswith(".dlq")]) == 3
 
 
 def test_supervisor_stop_leaves_no_process(tmp_path: Path) -> None:
