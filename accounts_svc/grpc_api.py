@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 from google.protobuf import empty_pb2
 
@@ -10,7 +12,7 @@ from accounts_svc.handlers import AccountsHandlers
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from svckit.errors import require
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):

@@ -238,8 +238,8 @@ class Growth:
             operation = Operation(
                 "orders", f"{ORDERS}.GetCustomerOrders", {"customer_id": cid}, "staff"
             )
-            r = self.measure(operation)
-            results.setdefault("get_customer_orders", {})[label] = {**r.as_dict(), "stored": count}
+            measured = self.measure(operation).as_dict()
+            results.setdefault("get_customer_orders", {})[label] = {**measured, "stored": count}
         for r in results.values():
             small, large = r["small"]["rps"], r["large"]["rps"]
             r["ratio"] = large / small if small else 0.0

@@ -37,7 +37,7 @@ class Harness:
         self.ports = system.SystemPorts.free()
 
     @property
-    def sup(self):  # type: ignore[no-untyped-def]
+    def sup(self):
         assert self.stack is not None
         return self.stack.supervisor
 

@@ -61,6 +61,7 @@ async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
                     doc_id = uuid.uuid4().hex
                     await coll.insert_one({**template, "_id": doc_id})
                     stored = await coll.find_one({"_id": doc_id}, {OUTBOX: 1})
+                    assert stored is not None
                     await coll.update_one({"_id": doc_id}, {"$pull": {OUTBOX: stored[OUTBOX][0]}})
             except Exception:  # noqa: BLE001 - counted
                 errors += 1
@@ -114,7 +115,9 @@ async def consume_loop(args: argparse.Namespace) -> dict[str, Any]:
                 for record in records:
                     event = events_pb2.CustomerChanged.FromString(record.value)
                     fields = json_format.MessageToDict(event, preserving_proto_field_name=True)
-                    data = {k: fields[k] for k in ("name", "contact", "addresses") if k in fields}
+                    data: dict[str, Any] = {
+                        k: fields[k] for k in ("name", "contact", "addresses") if k in fields
+                    }
                     update = {"$set": {**data, "version": event.version, "deleted": False}}
                     ops.append(UpdateOne({"_id": event.customer_id}, update, upsert=True))
                 await guards.bulk_write(coll, ops)  # FerretDB: <= 20 per command

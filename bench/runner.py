@@ -609,7 +609,7 @@ def run_json(argv: list[str]) -> dict[str, Any]:
     res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
         raise RuntimeError(f"{argv[2:4]} failed: {res.stderr[-2000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def propagation_buckets(url: str) -> dict[float, float]:
@@ -815,6 +815,7 @@ def versions(mongodb_uri: str) -> dict[str, str]:
         try:
             from pymongo import MongoClient
 
+            client: MongoClient[dict[str, Any]]
             with MongoClient(mongodb_uri, serverSelectionTimeoutMS=3000) as client:
                 info = client.admin.command("buildInfo")
             out["database"] = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 
 from fulfillment_svc import domain
@@ -11,7 +13,7 @@ from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from svckit.errors import Violations
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 def _check_request(order_id: str, note: str = "") -> None:

@@ -38,7 +38,7 @@ FULFILLMENT_REQUESTED = {Status.ORDER_STATUS_APPROVED, Status.ORDER_STATUS_PROCE
 
 
 def status_name(status: int) -> str:
-    return Status.Name(status).removeprefix("ORDER_STATUS_")
+    return Status.Name(Status.ValueType(status)).removeprefix("ORDER_STATUS_")
 
 
 def _money_nanos(m: money_pb2.Money) -> int:
@@ -96,7 +96,7 @@ def validate_note(note: str, field: str) -> None:
 def _append_status(order: Order, status: int, when: datetime, note: str = "") -> None:
     entry = order.status_events.add(status=status, note=note)
     entry.time.FromDatetime(when)
-    order.status = status
+    order.status = Status.ValueType(status)
 
 
 def new_order(customer_id: str, draft: Order, order_id: str, now: datetime) -> Order:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 
 from orders_svc.handlers import OrdersHandlers
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from svckit.errors import require
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):

@@ -80,7 +80,7 @@ class OrdersHandlers:
         if customer_id:
             query["customer_id"] = customer_id
         if status:
-            query["status"] = common_pb2.OrderStatus.Name(status)
+            query["status"] = domain.Status.Name(domain.Status.ValueType(status))
         found, last = await self.orders.page(
             query, after=paging.decode_token(token), limit=paging.page_size(size)
         )

@@ -72,7 +72,7 @@ class CustomerCopies:
         doc = await guards.find_by_id(self.collection, customer_id, {"deleted": {"$ne": True}})
         if doc is None:
             return None
-        data = {k: doc[k] for k in ("name", "contact", "addresses") if k in doc}
+        data: dict[str, Any] = {k: doc[k] for k in ("name", "contact", "addresses") if k in doc}
         copy = dict_to_message(data, CustomerCopy())
         copy.customer_id = doc["_id"]
         copy.customer_version = doc["version"]

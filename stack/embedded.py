@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import socket
@@ -319,7 +320,7 @@ class EmbeddedStack:
                 started.append(FERRETDB)
                 waits.append((FERRETDB, self.ports.mongodb))
             for name, port in waits:
-                self._step(f"{name} ready", lambda n=name, p=port: self._wait(n, p, timeout))
+                self._step(f"{name} ready", functools.partial(self._wait, name, port, timeout))
             self._step("topics", lambda: self._ensure_topics(timeout))
         except BaseException:
             for name in started:

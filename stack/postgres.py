@@ -259,7 +259,7 @@ class PostgresCluster:
             stdin=subprocess.DEVNULL,
             cwd="/",
             check=False,
-            **as_user(self.os_user),  # type: ignore[arg-type]
+            **as_user(self.os_user),
         )
         if res.returncode != 0:
             raise ProcessError(f"postgres {what} failed:\n{res.stdout}{res.stderr}")

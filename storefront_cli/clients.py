@@ -68,7 +68,7 @@ def _with_token(metadata: Any, token: str | None) -> list[tuple[str, str]]:
     return kept + ([("authorization", f"Bearer {token}")] if token else [])
 
 
-class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds `authorization: Bearer <token>` to each unary call of an aio channel."""
 
     def __init__(self, tokens: TokenFor) -> None:

@@ -7,6 +7,7 @@ service's view once they have converged.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -69,7 +70,7 @@ def order_draft(*lines: tuple[int, int]) -> orders_pb2.Order:
 
 
 def status(value: int) -> str:
-    return Status.Name(value).removeprefix("ORDER_STATUS_")
+    return Status.Name(Status.ValueType(value)).removeprefix("ORDER_STATUS_")
 
 
 def money(m: object) -> str:
@@ -99,7 +100,7 @@ async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
     log("[demo] waiting for orders to hold the customers' copies ...")
     for customer in customers:
         await eventually(
-            lambda cid=customer.id, v=customer.version: _copy_at(c, cid, v),
+            functools.partial(_copy_at, c, customer.id, customer.version),
             timeout=timeout,
             what=f"orders' copy of {customer.id}",
         )
@@ -133,8 +134,8 @@ async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
     for depth, order in zip((4, 4, 3, 1), approved, strict=True):
         oid = order.order_id
         await eventually(
-            lambda oid=oid: c.fulfillment.GetFulfillment(
-                fulfillment_pb2.GetFulfillmentRequest(order_id=oid)
+            functools.partial(
+                c.fulfillment.GetFulfillment, fulfillment_pb2.GetFulfillmentRequest(order_id=oid)
             ),
             timeout=timeout,
             what=f"fulfillment of {oid}",
@@ -144,7 +145,7 @@ async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
     log("[demo] waiting for order histories to converge ...")
     for order in approved:
         await eventually(
-            lambda oid=order.order_id: _histories_agree(c, oid),
+            functools.partial(_histories_agree, c, order.order_id),
             timeout=timeout,
             what=f"history of {order.order_id}",
         )

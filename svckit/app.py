@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +112,14 @@ class ServiceApp:
 
     def consume(
         self,
-        topics: list[str],
+        topics: Sequence[str],
         handlers: Mapping[str, EventHandler],
         batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> EventConsumer:
         consumer = EventConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=self.settings.consumer_group,
-            topics=topics,
+            topics=list(topics),
             handlers=handlers,
             producer=self.producer,
             service=self.settings.service_name,

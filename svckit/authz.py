@@ -218,7 +218,7 @@ def _refused(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
         if handler.stream_unary
         else grpc.stream_stream_rpc_method_handler
     )
-    return kind(  # type: ignore[operator]
+    return kind(
         refuse,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,

@@ -80,7 +80,7 @@ class _Converter:
 _CONVERTERS: dict[str, _Converter | None] = {}
 
 
-def _converter(descriptor: Descriptor) -> _Converter | None:
+def _converter(descriptor: Any) -> _Converter | None:
     """The compiled converter of a message type, or None where json_format must do it."""
     name = descriptor.full_name
     if name not in _CONVERTERS:
@@ -99,8 +99,10 @@ def _scalar(field: FieldDescriptor) -> tuple[Dump, Callable[[Any], Any]]:
     if field.type in _INT64:
         return str, int
     if field.type == FieldDescriptor.TYPE_ENUM:
-        by_number = {v.number: v.name for v in field.enum_type.values}
-        by_name = {v.name: v.number for v in field.enum_type.values}
+        enum = field.enum_type
+        assert enum is not None
+        by_number = {v.number: v.name for v in enum.values}
+        by_name = {v.name: v.number for v in enum.values}
 
         def enum_in(v: Any) -> Any:
             if not isinstance(v, str):
@@ -136,6 +138,7 @@ def _field_functions(field: FieldDescriptor) -> tuple[Dump, Load]:
 
         return to_doc, load_one
     sub = field.message_type
+    assert sub is not None
     if sub.GetOptions().map_entry:
         raise _Unsupported(field.full_name)
     if sub.full_name == _TIMESTAMP:
@@ -192,7 +195,7 @@ def to_document(message: Message, *, id_field: str) -> Document:
     doc = message_to_dict(message)
     doc["_id"] = doc.pop(id_field, getattr(message, id_field))
     if hasattr(message, "version"):
-        doc["version"] = int(message.version)  # type: ignore[attr-defined]
+        doc["version"] = int(message.version)
     return doc
 
 

@@ -7,6 +7,7 @@ consumer finds the class to decode it with.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf import message as pb_message
-from google.protobuf import message_factory, symbol_database
 from google.protobuf.message import DecodeError
 
 CONTENT_TYPE = "application/protobuf"
@@ -41,7 +42,7 @@ class Envelope:
     traceparent: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
 
-    def payload(self, cls: type[M]) -> M:
+    def payload(self, cls: builtins.type[M]) -> M:
         """The event as `cls`; consumers route by ce_type, so a mismatch is a wiring bug."""
         if not isinstance(self.message, cls):
             raise PoisonEvent(f"{self.type} is not {cls.DESCRIPTOR.full_name}")
@@ -100,7 +101,7 @@ def message_class(type_name: str) -> type[pb_message.Message]:
     Event messages live in `<package>.events_pb2` by convention, imported on first use,
     so a tool can decode any event without importing every service.
     """
-    pool = symbol_database.Default().pool
+    pool = descriptor_pool.Default()
     try:
         descriptor = pool.FindMessageTypeByName(type_name)
     except KeyError:

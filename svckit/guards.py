@@ -80,7 +80,7 @@ async def find_by_id(
     doc = await collection.find_one({"_id": doc_id}, projection)
     if doc is None or (condition and not matches(doc, condition)):
         return None
-    return doc  # type: ignore[no-any-return]
+    return doc
 
 
 async def find_by_ids(

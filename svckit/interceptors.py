@@ -92,7 +92,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     code = exc.code
                     await context.abort_with_status(rpc_status.to_status(exc.to_status()))
                 except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                    code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 except Exception as exc:
                     span.record_exception(exc)

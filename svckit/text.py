@@ -29,7 +29,7 @@ def _kind(field: FieldDescriptor) -> tuple[int, bool]:
             code = _STRING
         elif field.type != FieldDescriptor.TYPE_MESSAGE:
             code = _SKIP
-        elif field.message_type.GetOptions().map_entry:
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
             code = _MAP
         else:
             code = _MESSAGE

@@ -66,7 +66,7 @@ def authorization(method: str, request: Json) -> list[str]:
     """grpcurl's -H option with the token this call needs (none for health)."""
     cls = REQUESTS.get(f"/{method}")
     message = json_format.ParseDict(request, cls()) if cls else None
-    token = TOKENS[0](f"/{method}", message) if message is not None else None  # type: ignore[arg-type]
+    token = TOKENS[0](f"/{method}", message) if message is not None else None
     return ["-H", f"authorization: Bearer {token}"] if token else []
 
 

@@ -222,7 +222,7 @@ def ids_in(message: Message | None) -> list[str]:
         return []
     fields = message.DESCRIPTOR.fields_by_name
     found = [str(getattr(message, name)) for name in ID_FIELDS if name in fields]
-    if "customer" in fields and message.HasField("customer"):  # type: ignore[arg-type]
+    if "customer" in fields and message.HasField("customer"):
         found += ids_in(message.customer)  # type: ignore[attr-defined]
     return found
 
@@ -254,8 +254,8 @@ class Harness:
         try:
             response = getattr(self.stub(service), method)(request, timeout=CALL_TIMEOUT)
         except grpc.RpcError as exc:
-            code = exc.code()  # type: ignore[attr-defined]
-            return Outcome(code, exc.details() or "", None)  # type: ignore[attr-defined]
+            code = exc.code()
+            return Outcome(code, exc.details() or "", None)
         self.accepted(service, *ids_in(request), *ids_in(response))
         return Outcome(grpc.StatusCode.OK, "", response)
 
@@ -352,7 +352,7 @@ class Harness:
                 if found is not None:
                     return found
             except grpc.RpcError as exc:
-                if exc.code() not in (  # type: ignore[attr-defined]
+                if exc.code() not in (
                     grpc.StatusCode.NOT_FOUND,
                     grpc.StatusCode.FAILED_PRECONDITION,
                 ):

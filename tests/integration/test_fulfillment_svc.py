@@ -165,7 +165,7 @@ async def rpc_error(call: Awaitable[Message]) -> grpc.aio.AioRpcError:
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]  # an AioRpcError is a Call
+    status = rpc_status.from_call(error)  # an AioRpcError is a Call
     assert status is not None, "no google.rpc.Status in the trailers"
     out: dict[str, str] = {}
     for detail in status.details:

@@ -115,7 +115,7 @@ def test_upstreams_are_parameters() -> None:
 )
 def test_bad_parameters_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
-        render(**kwargs)  # type: ignore[arg-type]
+        render(**kwargs)
 
 
 @needs_envoy
