@@ -27,6 +27,7 @@ check-gen:
 
 lint:
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen mypy
 	$(PY) tools/protolint.py
 
 run: install

@@ -174,7 +174,7 @@ class OrdersHandlers:
         changes = []
         for envelope in envelopes:
             event = envelope.message
-            domain.check_customer_event(event)  # type: ignore[arg-type]
+            domain.check_customer_event(event)
             if isinstance(event, accounts_events.CustomerChanged):
                 update = self.customers.changed_update(domain.customer_copy(event))
             else:

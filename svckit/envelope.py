@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf import message as pb_message
@@ -38,7 +38,8 @@ class Envelope:
     source: str
     time: datetime
     key: str
-    message: pb_message.Message
+    message: Any
+    """The decoded event, of the class its ce_type names (`payload(cls)` checks which)."""
     traceparent: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
 

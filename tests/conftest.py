@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
@@ -57,6 +58,7 @@ def mongo_db_name(stack: EmbeddedStack) -> Iterator[str]:
     """
     name = f"test_{uuid.uuid4().hex[:16]}"
     yield name
+    client: MongoClient[dict[str, Any]]
     with MongoClient(stack.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
         client.drop_database(name)
 
@@ -64,9 +66,9 @@ def mongo_db_name(stack: EmbeddedStack) -> Iterator[str]:
 @pytest.fixture
 async def mongo_db(
     stack: EmbeddedStack, mongo_db_name: str
-) -> AsyncIterator[AsyncDatabase[dict[str, object]]]:
+) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
     """An ``AsyncDatabase`` on :func:`mongo_db_name` (dropped after the test)."""
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         stack.mongodb_uri, serverSelectionTimeoutMS=10_000
     )
     try:

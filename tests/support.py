@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -44,7 +45,7 @@ def tokens_of(stack: EmbeddedStack) -> TokenFor:
 
 
 def settings_for(
-    stack: EmbeddedStack, service: str, database: str, **overrides: object
+    stack: EmbeddedStack, service: str, database: str, **overrides: Any
 ) -> Settings:
     """Settings for an in-process service on the test stack: own database and group, port 0,
     trusting the stack's issuer."""

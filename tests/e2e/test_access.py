@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -43,7 +43,7 @@ from tests.unit.test_policy import documented_matrix as matrix_block
 pytestmark = pytest.mark.e2e
 
 Status = common_pb2.OrderStatus
-Code = grpc.StatusCode
+Code: TypeAlias = grpc.StatusCode
 HTTP = {Code.OK: 200, Code.UNAUTHENTICATED: 401, Code.PERMISSION_DENIED: 403, Code.NOT_FOUND: 404}
 RULES = {rule.method: rule for rule in http_rules()}
 STORED_IN = {  # the collection each service writes its aggregates to

@@ -7,6 +7,7 @@ consumers' backs, an event that never arrived, an event parked in the DLQ.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -74,16 +75,19 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
     await run_demo(clients, lambda _: None)
     assert await settled(isolated_system) == 0
     orders_db = isolated_system.database("orders")
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
         db = client[orders_db]
         damaged = await db[names.CUSTOMER_COPIES].find_one({"deleted": False})
+        assert damaged is not None
         await db[names.CUSTOMER_COPIES].update_one(
             {"_id": damaged["_id"]}, {"$set": {"contact.email": "x@evil.test"}}
         )
         lost = await db[names.CUSTOMER_COPIES].find_one({"deleted": False, "_id": {"$ne": damaged["_id"]}})
+        assert lost is not None
         await db[names.CUSTOMER_COPIES].delete_one({"_id": lost["_id"]})
         shipped = await db[names.ORDER_DOCUMENTS].find_one({"status": "ORDER_STATUS_RECEIVED"})
+        assert shipped is not None
         history = [e for e in shipped["status_events"] if e["status"] != "ORDER_STATUS_SHIPPED"]
         await db[names.ORDER_DOCUMENTS].update_one(
             {"_id": shipped["_id"]},
@@ -171,7 +175,7 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     ), lines
     assert f"[dlq] {record_id}: applied" in lines
 
-    async def applied() -> object:
+    async def applied() -> Any:
         return await clients.orders.GetCustomerOrders(
             orders_pb2.GetCustomerOrdersRequest(customer_id=cid)
         )
@@ -186,7 +190,7 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
             == 2
         ), bad
     # The parked customer was invented for this test; accounts never had it.
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
         await client[isolated_system.database("orders")][names.CUSTOMER_COPIES].delete_one({"_id": cid})
     finally:
@@ -282,7 +286,7 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
     consumer's own version-guarded handler it is stale, and the copy stays at v2. "Replay
     everything" then records its progress, so a second run has nothing left to do."""
     cid = unique("inplace")
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     copies = client[isolated_system.database("orders")][names.CUSTOMER_COPIES]
     producer = AIOKafkaProducer(bootstrap_servers=isolated_system.stack.kafka_bootstrap, acks="all")
     await producer.start()
@@ -297,7 +301,7 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
 
         async def copy_now() -> tuple[object, object] | None:
             doc = await copies.find_one({"_id": cid})
-            return None if doc is None else (doc["version"], doc["contact"]["email"])  # type: ignore[index]
+            return None if doc is None else (doc["version"], doc["contact"]["email"])
 
         assert await eventually(copy_now, what="v2 applied") == (2, "newer@example.com")
         event = customer_changed(cid, 1, "older@example.com")
@@ -335,7 +339,7 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
     created = await clients.accounts.CreateCustomer(
         accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[1]))
     )
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
         copies = client[isolated_system.database("orders")][names.CUSTOMER_COPIES]
         damaged = await eventually(

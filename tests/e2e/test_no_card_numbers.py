@@ -3,7 +3,9 @@ fulfillment's databases, after a full run of every flow."""
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Any
 
 import bson
 import pytest
@@ -72,14 +74,16 @@ async def test_no_card_number_anywhere_outside_accounts(
         )
         await clients.orders.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
         get = fulfillment_pb2.GetFulfillmentRequest(order_id=order.order_id)
-        await eventually(lambda g=get: clients.fulfillment.GetFulfillment(g), what="fulfillment")
+        await eventually(
+            functools.partial(clients.fulfillment.GetFulfillment, get), what="fulfillment"
+        )
         await clients.fulfillment.ProcessFulfillment(
             fulfillment_pb2.ProcessFulfillmentRequest(order_id=order.order_id)
         )
 
     haystack = await all_topic_bytes(running_system.stack.kafka_bootstrap)
     assert haystack, "the topics should not be empty after the flows"
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(running_system.stack.mongodb_uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(running_system.stack.mongodb_uri)
     try:
         for service in ("orders", "fulfillment"):
             db = client[running_system.database(service)]

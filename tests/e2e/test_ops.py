@@ -8,6 +8,7 @@ import re
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -129,7 +130,7 @@ async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: Embedded
         outbox_entry(names.CUSTOMER_CHANGES, "c", event, source="//t", seq=i, now=now - age)
         for i, age in enumerate((timedelta(minutes=5), timedelta(seconds=3)))
     ]
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongodb_uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongodb_uri)
     try:
         accounts = client[ep.database("accounts")][names.CUSTOMERS]
         await accounts.insert_many(

@@ -4,6 +4,7 @@ exactly once in effect; and SIGTERM drains cleanly."""
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -38,7 +39,7 @@ async def test_sigkill_with_pending_outbox_loses_nothing(running_system: System,
                 (await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=customer_draft(p)))).id
                 for p in PEOPLE
             ]
-        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(running_system.stack.mongodb_uri)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(running_system.stack.mongodb_uri)
         try:
             accounts = client[running_system.database("accounts")][names.CUSTOMERS]
             pending = await accounts.count_documents({"_id": {"$in": ids}, "_outbox.id": {"$exists": True}})
@@ -51,7 +52,7 @@ async def test_sigkill_with_pending_outbox_loses_nothing(running_system: System,
         restart_accounts(running_system)  # relay on: the start-up sweep publishes what was left
 
     for cid in ids:
-        async def copied(cid: str = cid) -> object:
+        async def copied(cid: str = cid) -> Any:
             return await clients.orders.GetCustomerOrders(orders_pb2.GetCustomerOrdersRequest(customer_id=cid))
 
         copy = await eventually(copied, what=f"copy of {cid} after the crash")

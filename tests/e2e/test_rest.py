@@ -156,7 +156,7 @@ class Rest:
         return await asyncio.to_thread(_send, method, url, data, headers)
 
     async def get(self, path: str, **query: str) -> Reply:
-        return await self.call("GET", path, **query)
+        return await self.call("GET", path, None, **query)
 
     async def post(self, path: str, body: Json | None = None, **query: str) -> Reply:
         return await self.call("POST", path, {} if body is None else body, **query)

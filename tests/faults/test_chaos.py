@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -146,7 +147,7 @@ async def inject(
 async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
     """Compare the databases with the ledger: (lost, duplicated, what)."""
     lost, duplicated, what = 0, 0, []
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         chaos.stack.mongodb_uri, tz_aware=True
     )
     try:
@@ -158,7 +159,8 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                 # Newer than acknowledged is possible (a retried write without etag may land
                 # twice); older, or the acknowledged version with other content, is a loss.
                 stored = -1 if got is None else int(got["version"])
-                if stored < version or (stored == version and got["contact"]["email"] != email):
+                changed = got is not None and got["contact"]["email"] != email
+                if stored < version or (stored == version and changed):
                     lost += 1
                     what.append(f"customer {cid} v{version} in {where}")
         for oid in ledger.orders:
@@ -191,7 +193,7 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                     e["status"] for e in (doc or {}).get("status_events", [])
                 )
                 for status in acked:
-                    name = common_pb2.OrderStatus.Name(status)
+                    name = common_pb2.OrderStatus.Name(common_pb2.OrderStatus.ValueType(status))
                     if history[name] == 0:
                         lost += 1
                         what.append(f"{name} of {oid} missing in {where}")

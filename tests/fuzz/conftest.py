@@ -20,6 +20,7 @@ It uses the session's `running_system` (tests/conftest.py), the same one the e2e
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -393,7 +394,7 @@ class Harness:
         """An order that orders holds in `status` (CREATED ones are always fresh)."""
         if status != Status.ORDER_STATUS_CREATED:
             page = self.ok(
-                "orders", "ListOrders", orders_pb2.ListOrdersRequest(status=status, page_size=1)
+                "orders", "ListOrders", orders_pb2.ListOrdersRequest(status=Status.ValueType(status), page_size=1)
             )
             if page.orders:
                 return str(page.orders[0].order_id)
@@ -416,7 +417,7 @@ class Harness:
                 if (o := self.orders.GetOrder(get, timeout=CALL_TIMEOUT)).status == status
                 else None
             ),
-            what=f"order {order_id} {Status.Name(status)}",
+            what=f"order {order_id} {Status.Name(Status.ValueType(status))}",
         )
         return order_id
 
@@ -425,7 +426,7 @@ class Harness:
         page = self.ok(
             "fulfillment",
             "ListFulfillments",
-            fulfillment_pb2.ListFulfillmentsRequest(status=status, page_size=1),
+            fulfillment_pb2.ListFulfillmentsRequest(status=Status.ValueType(status), page_size=1),
         )
         if page.fulfillments:
             return str(page.fulfillments[0].order_id)
@@ -450,7 +451,7 @@ class Harness:
                 == status
                 else None
             ),
-            what=f"fulfillment {order_id} {Status.Name(status)}",
+            what=f"fulfillment {order_id} {Status.Name(Status.ValueType(status))}",
         )
 
     def _walk_fulfillment(self, order_id: str, status: int) -> None:
@@ -510,7 +511,7 @@ def harness(running_system: System) -> Iterator[Harness]:
             customer = h.new_customer(i)
             get = orders_pb2.GetCustomerOrdersRequest(customer_id=customer.id)
             h.eventually(
-                lambda get=get: h.orders.GetCustomerOrders(get, timeout=CALL_TIMEOUT),
+                functools.partial(h.orders.GetCustomerOrders, get, timeout=CALL_TIMEOUT),
                 what=f"orders' copy of {customer.id}",
             )
             h.customers.append(customer.id)

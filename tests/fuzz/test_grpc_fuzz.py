@@ -22,14 +22,14 @@ run half as many).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
@@ -53,6 +53,9 @@ pytestmark = pytest.mark.e2e
 
 Status = common_pb2.OrderStatus
 FD = FieldDescriptor
+AnyDescriptor = Any
+"""A message or field descriptor: the stubs split them between protobuf's Python and upb
+classes, and either arrives here."""
 
 # --- values ------------------------------------------------------------------------------
 
@@ -143,7 +146,7 @@ def ints(lo: int, hi: int, favourites: tuple[int, ...] = ()) -> st.SearchStrateg
     return st.one_of(st.sampled_from(edges), st.integers(lo, hi))
 
 
-def enums(field: FieldDescriptor) -> st.SearchStrategy[int]:
+def enums(field: AnyDescriptor) -> st.SearchStrategy[int]:
     known = [v.number for v in field.enum_type.values]
     return st.one_of(st.sampled_from(known), st.integers(*INT32))  # proto3 enums are open
 
@@ -183,7 +186,7 @@ SPECIAL_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
 """Per-field values for the well-known types: near their valid ranges and just outside."""
 
 
-def special_message(descriptor: Descriptor) -> st.SearchStrategy[Message]:
+def special_message(descriptor: AnyDescriptor) -> st.SearchStrategy[Message]:
     cls = message_factory.GetMessageClass(descriptor)
     fields = SPECIAL_FIELDS[descriptor.full_name]
     if descriptor.full_name == "google.protobuf.FieldMask":
@@ -191,7 +194,7 @@ def special_message(descriptor: Descriptor) -> st.SearchStrategy[Message]:
     return st.builds(cls, **fields)
 
 
-def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
+def scalar(field: AnyDescriptor) -> st.SearchStrategy[Any]:
     special = SPECIAL_FIELDS.get(field.containing_type.full_name)
     if special is not None:
         return special[field.name]
@@ -217,13 +220,13 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     raise NotImplementedError(f"no strategy for {field.full_name} (type {t})")
 
 
-def single_value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
+def single_value(field: AnyDescriptor, depth: int) -> st.SearchStrategy[Any]:
     if field.type == FD.TYPE_MESSAGE:
         return message_of(field.message_type, depth + 1)
     return scalar(field)
 
 
-def field_value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
+def field_value(field: AnyDescriptor, depth: int) -> st.SearchStrategy[Any]:
     one = single_value(field, depth)
     if not field.is_repeated:
         return one
@@ -233,7 +236,7 @@ def field_value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     )
 
 
-def message_of(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Message]:
+def message_of(descriptor: AnyDescriptor, depth: int = 0) -> st.SearchStrategy[Message]:
     """Any message of this type: each field independently unset or set to a fuzzed value."""
     if descriptor.full_name in SPECIAL_FIELDS:
         return special_message(descriptor)
@@ -251,7 +254,7 @@ def build(cls: type[Message], values: dict[str, Any]) -> Message:
     return msg
 
 
-def assign(msg: Message, field: FieldDescriptor, value: Any) -> None:
+def assign(msg: Message, field: AnyDescriptor, value: Any) -> None:
     target = getattr(msg, field.name)
     if field.is_repeated:
         msg.ClearField(field.name)
@@ -268,7 +271,7 @@ def assign(msg: Message, field: FieldDescriptor, value: Any) -> None:
 
 # --- one-field mutations of a valid request ----------------------------------------------
 
-Slot = tuple[Message, FieldDescriptor, int | None]
+Slot = tuple[Message, AnyDescriptor, int | None]
 
 
 def slots(msg: Message, prefix: str = "") -> dict[str, Slot]:
@@ -335,7 +338,7 @@ class Rpc:
     service: str
     method: str
     request: type[Message]
-    targets: Callable[[Message], dict[str, list[str]]]
+    targets: Callable[[Any], dict[str, list[str]]]
     """Which documents (service -> ids) the request names, to compare before and after."""
 
 
@@ -556,7 +559,11 @@ def create_order_base(h: Harness, draw: Draw) -> Message:
 
 
 def order_id_choice(
-    h: Harness, draw: Draw, states: list[int], sources: list[int], finder: Callable[[int], str]
+    h: Harness,
+    draw: Draw,
+    states: Sequence[int],
+    sources: Sequence[int],
+    finder: Callable[[int], str],
 ) -> str:
     """Mostly an order (or fulfillment) in a state the RPC can leave, else in any state,
     else one that does not exist."""

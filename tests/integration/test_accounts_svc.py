@@ -17,6 +17,7 @@ from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront_cli.clients import channel
 from svckit import names
 from svckit.app import ServiceApp
+from svckit.envelope import Envelope
 from tests.support import eventually, read_topic, running, settings_for, tokens_of
 from tests.unit.test_accounts_domain import draft
 
@@ -53,7 +54,7 @@ async def test_create_update_delete_publish_versioned_events_without_cards(
     assert (updated.version, updated.name.last_name) == (2, "Iyer")
     await stub.DeleteCustomer(accounts_pb2.DeleteCustomerRequest(customer_id=created.id))
 
-    async def three_events() -> list[object] | None:
+    async def three_events() -> list[Envelope] | None:
         events = await read_topic(stack.kafka_bootstrap, TOPIC, TYPES, key=created.id)
         return events if len(events) >= 3 else None
 

@@ -12,7 +12,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import grpc
 import pytest
@@ -223,7 +223,8 @@ async def service(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Run
     await producer.start()
     try:
         async with channel(f"127.0.0.1:{app.bound_port}", tokens_of(stack)) as channel_:
-            stub = fulfillment_pb2_grpc.FulfillmentServiceStub(channel_)
+            # On an aio channel the generated stub is the async one its .pyi calls AsyncStub.
+            stub = cast("FulfillmentServiceAsyncStub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel_))
             yield Running(app, stub, stack, producer)
     finally:
         await producer.stop()

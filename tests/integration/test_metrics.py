@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -84,7 +85,7 @@ def databases(stack: EmbeddedStack) -> Iterator[dict[str, str]]:
     prefix = f"metrics_{uuid.uuid4().hex[:10]}"
     names = {s: f"{prefix}_{s}" for s in ("accounts", "orders")}
     yield names
-    client: MongoClient[dict[str, object]]
+    client: MongoClient[dict[str, Any]]
     with MongoClient(stack.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
         for name in names.values():
             client.drop_database(name)
@@ -203,7 +204,7 @@ class UnreachableBroker(EventProducer):
 
 
 async def test_outbox_gauges_show_the_backlog_while_kafka_is_down(
-    mongo_db: AsyncDatabase[dict[str, object]],
+    mongo_db: AsyncDatabase[dict[str, Any]],
     metrics_url: str,
 ) -> None:
     collection = mongo_db["metrics.outbox"]

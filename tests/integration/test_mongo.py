@@ -6,6 +6,8 @@ index on the e-mail; a duplicate must be refused with the normal driver error.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -15,7 +17,7 @@ from svckit import names
 pytestmark = pytest.mark.integration
 
 
-async def test_unique_index_refuses_duplicate(mongo_db: AsyncDatabase[dict[str, object]]) -> None:
+async def test_unique_index_refuses_duplicate(mongo_db: AsyncDatabase[dict[str, Any]]) -> None:
     accounts = mongo_db[names.CUSTOMERS]
     await accounts.create_index("email", unique=True, name="email_unique")
 

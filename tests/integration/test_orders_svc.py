@@ -21,7 +21,7 @@ from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import channel
 from svckit import names
 from svckit.app import ServiceApp
-from svckit.envelope import encode
+from svckit.envelope import Envelope, encode
 from tests.support import eventually, read_topic, running, settings_for, tokens_of, unique
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,8 @@ async def test_customer_copy_only_moves_forward(
     marker = unique("cust")
     await publish(producer, topic, marker, customer_changed(marker, 1, "m@example.com"), src)
     await eventually(lambda: copy_email(stub, marker, 1), what="marker applied")
-    assert (await orders.db[names.CUSTOMER_COPIES].find_one({"_id": cid}))["deleted"] is True
+    tombstone = await orders.db[names.CUSTOMER_COPIES].find_one({"_id": cid})
+    assert tombstone is not None and tombstone["deleted"] is True
 
 
 async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
@@ -146,7 +147,7 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
         await stub.RejectOrder(orders_pb2.RejectOrderRequest(order_id=order.order_id))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
-    async def requested() -> list[object] | None:
+    async def requested() -> list[Envelope] | None:
         found = await read_topic(
             stack.kafka_bootstrap,
             names.ORDER_FULFILLMENT,
@@ -219,7 +220,7 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
     )
     assert cancelled.status == Status.ORDER_STATUS_CANCELLED
 
-    async def both() -> list[object] | None:
+    async def both() -> list[Envelope] | None:
         found = await read_topic(
             stack.kafka_bootstrap,
             names.ORDER_FULFILLMENT,

@@ -3,6 +3,8 @@ relay has published and removed every entry, so the sweep's equality lookup miss
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,7 +29,7 @@ def event(version: int) -> dict[str, object]:
 
 
 async def test_marker_follows_the_outbox(
-    stack: EmbeddedStack, mongo_db: AsyncDatabase[dict[str, object]]
+    stack: EmbeddedStack, mongo_db: AsyncDatabase[dict[str, Any]]
 ) -> None:
     collection = mongo_db["marker.aggregates"]
     store = AggregateStore(collection, events_pb2.CustomerChanged, "customer_id")
@@ -62,7 +64,7 @@ async def test_marker_follows_the_outbox(
 
 
 async def test_a_full_outbox_refuses_more_with_unavailable_and_changes_nothing(
-    mongo_db: AsyncDatabase[dict[str, object]],
+    mongo_db: AsyncDatabase[dict[str, Any]],
 ) -> None:
     """Issue 12 finding 4: with nothing publishing, the outbox is capped; the write past the
     cap fails fast (UNAVAILABLE, a clear message) and leaves the document as it was."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -77,7 +78,7 @@ async def test_poison_goes_to_dlq_and_the_next_good_event_applies(
 
     await eventually(copied, what="the good event after the poison")
 
-    async def parked() -> list[object] | None:
+    async def parked() -> dict[int, Any] | None:
         records = [
             r
             for r in await read_raw(stack.kafka_bootstrap, TOPIC + ".dlq")

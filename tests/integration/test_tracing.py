@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 import grpc
 import pytest
@@ -45,7 +46,7 @@ def databases(stack: EmbeddedStack) -> Iterator[dict[str, str]]:
     prefix = f"trace_{uuid.uuid4().hex[:10]}"
     names = {service: f"{prefix}_{service}" for service in BUILDERS}
     yield names
-    client: MongoClient[dict[str, object]]
+    client: MongoClient[dict[str, Any]]
     with MongoClient(stack.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
         for name in names.values():
             client.drop_database(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -34,7 +35,7 @@ async def test_a_second_instance_on_the_same_database_refuses_to_start(
 
 
 async def test_a_lease_left_by_a_dead_process_on_this_host_is_taken_over(
-    stack: EmbeddedStack, mongo_db: AsyncDatabase[dict[str, object]]
+    stack: EmbeddedStack, mongo_db: AsyncDatabase[dict[str, Any]]
 ) -> None:
     if not await guards.is_ferretdb(mongo_db[COLLECTION]):
         pytest.skip("no lease on MongoDB")

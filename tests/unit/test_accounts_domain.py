@@ -1,4 +1,5 @@
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from google.protobuf import field_mask_pb2, json_format
@@ -11,7 +12,7 @@ NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def draft(**overrides: object) -> accounts_pb2.Customer:
-    body = {
+    body: dict[str, Any] = {
         "name": {"title": "Mr.", "firstName": "Rajesh", "lastName": "Iyer"},
         "contact": {"primaryPhone": "555-666-7777", "email": "rajesh@example.com"},
         "addresses": [
