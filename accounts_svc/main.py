@@ -6,6 +6,7 @@ from accounts_svc.grpc_api import AccountsServicer
 from accounts_svc.handlers import AccountsHandlers
 from accounts_svc.repository import CustomerRepository
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from svckit import names
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
@@ -24,4 +25,11 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    run_service(build, Settings.from_env("accounts", grpc_port=50051, metrics_port=9464))
+    run_service(
+        build,
+        Settings.from_env(
+            names.ACCOUNTS,
+            grpc_port=names.GRPC_PORTS[names.ACCOUNTS],
+            metrics_port=names.METRICS_PORTS[names.ACCOUNTS],
+        ),
+    )

@@ -15,6 +15,7 @@ from typing import TypeAlias
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2, fulfillment_pb2
 from storefront.orders.v1 import events_pb2 as orders_events_pb2
+from svckit import statuses
 from svckit.envelope import PoisonEvent
 from svckit.errors import FailedPrecondition
 
@@ -42,11 +43,8 @@ MAX_NOTE = 500
 
 
 def status_name(status: Status) -> str:
-    """The enum name for messages, tolerating numbers newer than this code."""
-    try:
-        return common_pb2.OrderStatus.Name(status)
-    except ValueError:
-        return str(status)
+    """The enum name, as stored and in messages."""
+    return statuses.status_name(status)
 
 
 def subject(order_id: str) -> str:

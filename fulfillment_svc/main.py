@@ -6,15 +6,11 @@ from fulfillment_svc.grpc_api import FulfillmentServicer
 from fulfillment_svc.handlers import FulfillmentHandlers
 from fulfillment_svc.repository import FulfillmentRepository
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
-from storefront.orders.v1 import events_pb2 as orders_events_pb2
 from svckit import names
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
 SERVICE = fulfillment_pb2.DESCRIPTOR.services_by_name["FulfillmentService"].full_name
-# Importing orders' events registers their classes, which is how the envelope decoder finds them.
-FULFILLMENT_REQUESTED = orders_events_pb2.FulfillmentRequested.DESCRIPTOR.full_name
-FULFILLMENT_CANCELLED = orders_events_pb2.FulfillmentCancelled.DESCRIPTOR.full_name
 
 
 def build(settings: Settings) -> ServiceApp:
@@ -34,4 +30,11 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    run_service(build, Settings.from_env("fulfillment", grpc_port=50053, metrics_port=9466))
+    run_service(
+        build,
+        Settings.from_env(
+            names.FULFILLMENT,
+            grpc_port=names.GRPC_PORTS[names.FULFILLMENT],
+            metrics_port=names.METRICS_PORTS[names.FULFILLMENT],
+        ),
+    )

@@ -11,6 +11,7 @@ from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2, orders_pb2
+from svckit import statuses
 from svckit.envelope import PoisonEvent
 from svckit.errors import FailedPrecondition, Violations
 
@@ -38,7 +39,8 @@ FULFILLMENT_REQUESTED = {Status.ORDER_STATUS_APPROVED, Status.ORDER_STATUS_PROCE
 
 
 def status_name(status: int) -> str:
-    return Status.Name(Status.ValueType(status)).removeprefix("ORDER_STATUS_")
+    """For messages: the status without its ORDER_STATUS_ prefix."""
+    return statuses.status_name(status, short=True)
 
 
 def _money_nanos(m: money_pb2.Money) -> int:

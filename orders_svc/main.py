@@ -19,9 +19,7 @@ def build(settings: Settings) -> ServiceApp:
     handlers = OrdersHandlers(orders, CustomerCopies(app.db), app.outbox_relay(orders.collection))
     app.on_start(orders.ensure_indexes)
     app.owners("order", handlers.owner_of)
-    app.consume(
-        names.CONSUMES[names.ORDERS], handlers.event_handlers(), handlers.batch_handlers()
-    )
+    app.consume(names.CONSUMES[names.ORDERS], handlers.event_handlers(), handlers.batch_handlers())
     app.admin(handlers, handlers)
     app.add_service(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server, OrdersServicer(handlers), SERVICE
@@ -30,4 +28,11 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    run_service(build, Settings.from_env("orders", grpc_port=50052, metrics_port=9465))
+    run_service(
+        build,
+        Settings.from_env(
+            names.ORDERS,
+            grpc_port=names.GRPC_PORTS[names.ORDERS],
+            metrics_port=names.METRICS_PORTS[names.ORDERS],
+        ),
+    )

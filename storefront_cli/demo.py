@@ -19,6 +19,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.tables import render
+from svckit.statuses import status_name
 
 Status = common_pb2.OrderStatus
 Log = Callable[[str], None]
@@ -70,7 +71,7 @@ def order_draft(*lines: tuple[int, int]) -> orders_pb2.Order:
 
 
 def status(value: int) -> str:
-    return Status.Name(Status.ValueType(value)).removeprefix("ORDER_STATUS_")
+    return status_name(value, short=True)
 
 
 def money(m: object) -> str:
