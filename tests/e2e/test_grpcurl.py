@@ -35,15 +35,9 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import TokenFor, eventually
 from tests.e2e.conftest import System
-from tests.support import http_rules, tokens_of
+from tests.support import ensure_tools, http_rules, tokens_of
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not tools.available("grpcurl"),
-        reason="grpcurl not installed (uv run python -m stack install --only grpcurl)",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 PROTOSET = tools.REPO_ROOT / "gen" / "storefront.binpb"
 ACCOUNTS = "storefront.accounts.v1.AccountsService"
@@ -57,6 +51,11 @@ Json = dict[str, Any]
 M = TypeVar("M", bound=Message)
 REQUESTS = {rule.method: rule.request_class for rule in http_rules()}
 TOKENS: list[TokenFor] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def installed() -> None:
+    ensure_tools("grpcurl", "ghz")
 
 
 @pytest.fixture(autouse=True)

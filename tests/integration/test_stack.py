@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stack import tools
 from stack.embedded import KAFKA, TOPIC_PARTITIONS, TOPICS, EmbeddedStack, ensure_topics
 from stack.procs import ProcessError, ProcRecord, Supervisor, port_open
+from tests.support import ensure_tools
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,7 @@ def _session_pids(sid: int) -> list[int]:
 
 
 def test_kcat_lists_all_topics(stack: EmbeddedStack) -> None:
-    if not tools.available("kcat"):
-        pytest.skip("kcat not installed (apt-get install -y kcat)")
+    ensure_tools("kcat")
     out = subprocess.run(
         [str(tools.path("kcat")), "-b", stack.kafka_bootstrap, "-L", "-m", "15"],
         capture_output=True,
