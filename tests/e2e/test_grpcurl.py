@@ -261,6 +261,7 @@ async def test_ghz_calls_a_method_found_through_reflection_alone(running_system:
         metadata={name: value},
         protoset=None,
     )
+    print(f"ghz via reflection: {result}")  # figures, with pytest -s
     assert (result.requests, result.errors) == (40, 0), result.error_kinds
 
 
