@@ -321,6 +321,9 @@ def test_the_gateway_serves_grpc_web_with_cors_on_every_grpc_route(
     # Both go before the router in this order: gRPC-Web becomes gRPC before the transcoder,
     # which passes gRPC through.
     assert names == ["envoy.filters.http.grpc_web", "envoy.filters.http.grpc_json_transcoder"]
+    # Only the public services, as the local edge: no internal (admin) service is transcoded.
+    transcoder = envoy_filter["spec"]["configPatches"][1]["patch"]["value"]["typed_config"]
+    assert set(transcoder["services"]) == set(edge_config.SERVICES.values())
     routes = of_kind(objects, "VirtualService")["storefront"]["spec"]["http"]
     grpc_routes = [r for r in routes if "/storefront" in json.dumps(r["match"])]
     assert len(grpc_routes) == 2 * len(SERVICES)
