@@ -225,7 +225,19 @@ def customer_changed(c: Customer) -> events_pb2.CustomerChanged:
     return event
 
 
-def customer_deleted(c: Customer, now: datetime) -> events_pb2.CustomerDeleted:
-    event = events_pb2.CustomerDeleted(customer_id=c.id, version=c.version + 1)
+def _deletion(customer_id: str, version: int, now: datetime) -> events_pb2.CustomerDeleted:
+    event = events_pb2.CustomerDeleted(customer_id=customer_id, version=version)
     event.delete_time.FromDatetime(now)
     return event
+
+
+def customer_deleted(c: Customer, now: datetime) -> events_pb2.CustomerDeleted:
+    return _deletion(c.id, c.version + 1, now)
+
+
+def current_state(
+    c: Customer, *, deleted: bool, now: datetime
+) -> events_pb2.CustomerChanged | events_pb2.CustomerDeleted:
+    """The event that tells the others what the customer is now (repairs): its state, or, for
+    a tombstone (which already carries the deletion's version), the deletion."""
+    return _deletion(c.id, c.version, now) if deleted else customer_changed(c)

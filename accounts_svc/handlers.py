@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf import field_mask_pb2
@@ -10,6 +10,7 @@ from google.protobuf import field_mask_pb2
 from accounts_svc import domain
 from accounts_svc.repository import Customer, CustomerRepository
 from svckit import paging
+from svckit.admin import Republished, Verdict, republish_each
 from svckit.errors import NotFound, Violations
 from svckit.ids import check_client_id, new_id
 from svckit.outbox import OutboxRelay, outbox_entry
@@ -79,3 +80,19 @@ class AccountsHandlers:
         async with self.customers.exclusive(customer_id):
             await until_saved(attempt, what=f"customer {customer_id}", retry=not etag)
         self.relay.notify(customer_id)
+
+    # --- Operator use cases (svckit.admin) ---------------------------------------------
+
+    async def republish(self, ids: Sequence[str]) -> Republished:
+        """Repairs: queue each customer's current state, or its deletion, again."""
+        return await republish_each(ids, self.customers, self._republish, self.relay.notify)
+
+    async def _republish(self, customer_id: str) -> Verdict | None:
+        found = await self.customers.get_any(customer_id)
+        if found is None:
+            return Verdict.NOT_FOUND
+        customer, deleted = found
+        event = domain.current_state(customer, deleted=deleted, now=self.clock())
+        entry = self._event(customer_id, event, customer.version)
+        saved = await self.customers.republish(customer_id, customer.version, [entry])
+        return Verdict.QUEUED if saved else None

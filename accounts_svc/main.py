@@ -16,6 +16,7 @@ def build(settings: Settings) -> ServiceApp:
     app = ServiceApp(settings)
     customers = CustomerRepository(app.db)
     handlers = AccountsHandlers(customers, app.outbox_relay(customers.collection))
+    app.admin(handlers)
     app.add_service(
         accounts_pb2_grpc.add_AccountsServiceServicer_to_server, AccountsServicer(handlers), SERVICE
     )

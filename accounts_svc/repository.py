@@ -7,6 +7,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from storefront.accounts.v1 import accounts_pb2
+from svckit.outbox import OUTBOX
 from svckit.store import AggregateStore
 
 Customer = accounts_pb2.Customer
@@ -22,6 +23,11 @@ class CustomerRepository(AggregateStore[Customer]):
 
     async def get_live(self, customer_id: str) -> Customer | None:
         return await self.get(customer_id, extra_filter=LIVE)
+
+    async def get_any(self, customer_id: str) -> tuple[Customer, bool] | None:
+        """The customer, live or a tombstone, and whether it is deleted."""
+        doc = await self.collection.find_one({"_id": customer_id}, {OUTBOX: 0})
+        return None if doc is None else (self.load(doc), bool(doc.get("deleted")))
 
     async def page_live(self, after: str | None, limit: int) -> tuple[list[Customer], str | None]:
         return await self.page(dict(LIVE), after=after, limit=limit)

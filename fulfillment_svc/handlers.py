@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +10,7 @@ from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
 from fulfillment_svc.repository import FulfillmentRepository
 from svckit import paging
+from svckit.admin import ReadModel, Republished, Verdict, republish_each
 from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
 from svckit.errors import AlreadyExists, NotFound
@@ -143,8 +144,29 @@ class FulfillmentHandlers:
             domain.FulfillmentCancelled.DESCRIPTOR.full_name: self.apply_fulfillment_cancelled,
         }
 
+    def read_models(self) -> dict[str, ReadModel]:
+        """What the consumed topic builds here, for replays."""
+        return {CONSUMES: ReadModel(self.fulfillments.collection)}
+
     async def forget(self, topic: str) -> int:
         """Fulfillment is the system of record for shipping: nothing here is only derived."""
         raise ValueError(
             "fulfillment owns its state; replay orders.order.fulfill without --rebuild"
         )
+
+    async def republish(self, ids: Sequence[str]) -> Republished:
+        """Repairs: queue every status change each fulfillment has published, again."""
+        return await republish_each(ids, self.fulfillments, self._republish, self.relay.notify)
+
+    async def _republish(self, order_id: str) -> Verdict | None:
+        fulfillment = await self.fulfillments.get(order_id)
+        if fulfillment is None:
+            return Verdict.NOT_FOUND
+        entries = [
+            outbox_entry(TOPIC, order_id, change, source=SOURCE, seq=change.version)
+            for change in domain.published_changes(fulfillment)
+        ]
+        if not entries:
+            return Verdict.NOTHING_TO_PUBLISH
+        saved = await self.fulfillments.republish(order_id, fulfillment.version, entries)
+        return Verdict.QUEUED if saved else None

@@ -28,6 +28,7 @@ def build(settings: Settings) -> ServiceApp:
         SERVICE,
     )
     app.consume([CONSUMES], handlers.event_handlers())
+    app.admin(handlers, handlers)
     return app
 
 

@@ -5,9 +5,10 @@ gen/storefront.binpb.
     python istio/gen_transcoder.py --check    exit 1 when that file is stale
     python istio/gen_transcoder.py --envoy    also have Envoy itself validate the filter config
 
-The transcoded services are the public ones (``envoy_config.SERVICES``, which the local edge
-routes too), checked to be in the descriptor set; re-run this after `make gen`. Needs the
-project's packages: run it with the project's interpreter (`uv run python istio/gen_transcoder.py`).
+The transcoded services are every public service (not the internal admin one, see
+tools/protogen.py) in a storefront.* package of the descriptor set, so a new service is
+picked up by re-running this after `make gen`. Needs protobuf (a project dependency): run it
+with the project's interpreter, e.g. `uv run python istio/gen_transcoder.py`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
-from envoy_config.config import SERVICES
-
-PUBLIC_SERVICES = tuple(SERVICES.values())
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.protogen import is_public  # noqa: E402
+
 DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
 OUTPUT = ROOT / "istio" / "ingress" / "transcoder-envoyfilter.yaml"
 FILTER_TYPE = (
@@ -85,15 +86,11 @@ PATCH = """\
 
 
 def storefront_services(descriptor_set: bytes) -> list[str]:
-    """The public services (envoy_config.SERVICES, as the local edge routes them), each of
-    which must be in the descriptor set; other storefront.* services (internal admin ones) are
-    not transcoded, as the gateway routes none of them."""
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
-    found = {f"{f.package}.{s.name}" for f in fds.file for s in f.service}
-    missing = sorted(set(PUBLIC_SERVICES) - found)
-    if missing:
-        raise SystemExit(f"{DESCRIPTOR}: public service(s) {missing} not in the descriptor set")
-    services = sorted(PUBLIC_SERVICES)
+    ours = [f for f in fds.file if f.package.startswith("storefront.") and is_public(f.name)]
+    services = sorted(f"{f.package}.{s.name}" for f in ours for s in f.service)
+    if not services:
+        raise SystemExit(f"{DESCRIPTOR}: no storefront.* service in the descriptor set")
     if not any(f.package == "google.rpc" for f in fds.file):
         print(
             "warning: google.rpc types are not in the descriptor set, so the transcoder "

@@ -160,6 +160,22 @@ def fulfillment_cancelled(order: Order, reason: str) -> events_pb2.FulfillmentCa
     return event
 
 
+def fulfillment_should_know(
+    order: Order, customer: orders_pb2.CustomerOrders | None
+) -> events_pb2.FulfillmentRequested | events_pb2.FulfillmentCancelled | None:
+    """What fulfillment must have heard about an order (repairs): the cancellation of a
+    cancelled order it was asked to fulfil (never a new request: it would ship it), the
+    request for an approved one; nothing for an order never approved, or, lacking the
+    customer's copy, nothing yet (repair the copy first)."""
+    if Status.ORDER_STATUS_APPROVED not in {e.status for e in order.status_events}:
+        return None
+    if order.status == Status.ORDER_STATUS_CANCELLED:
+        return fulfillment_cancelled(order, order.status_events[-1].note)
+    if order.status == Status.ORDER_STATUS_REJECTED or customer is None:
+        return None
+    return fulfillment_requested(order, customer)
+
+
 def applied_status(
     order: Order, event: fulfillment_events.OrderStatusChanged, now: datetime
 ) -> Order:

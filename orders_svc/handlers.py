@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from orders_svc import domain
@@ -13,6 +13,7 @@ from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
 from svckit import paging
+from svckit.admin import ReadModel, Republished, Verdict, republish_each
 from svckit.consumer import BatchHandler, EventHandler, Outcome
 from svckit.envelope import Envelope
 from svckit.errors import FailedPrecondition, NotFound, Violations
@@ -209,6 +210,34 @@ class OrdersHandlers:
         if topic == "fulfillment.order.change":
             return await self.orders.strip_fulfillment_history(self.clock())
         raise ValueError(f"orders does not consume {topic}")
+
+    # --- Operator use cases (svckit.admin) ---------------------------------------------
+
+    async def republish(self, ids: Sequence[str]) -> Republished:
+        """Repairs: tell fulfillment again what each order's current status means for it."""
+        return await republish_each(ids, self.orders, self._republish, self.relay.notify)
+
+    async def _republish(self, order_id: str) -> Verdict | None:
+        order = await self.orders.get(order_id)
+        if order is None:
+            return Verdict.NOT_FOUND
+        customer = await self.customers.get(order.customer_id)
+        event = domain.fulfillment_should_know(order, customer)
+        if event is None:
+            return Verdict.NOTHING_TO_PUBLISH
+        entry = outbox_entry(TOPIC, order_id, event, source=SOURCE, seq=order.version)
+        saved = await self.orders.republish(order_id, order.version, [entry])
+        return Verdict.QUEUED if saved else None
+
+    def read_models(self) -> dict[str, ReadModel]:
+        """What each consumed topic builds here, for replays."""
+        return {
+            "accounts.customer.change": ReadModel(self.customers.collection),
+            # Re-applying status changes bumps an order's version, not its content.
+            "fulfillment.order.change": ReadModel(
+                self.orders.collection, frozenset({"version", "update_time"})
+            ),
+        }
 
     def batch_handlers(self) -> dict[str, BatchHandler]:
         """Customer events share one version sequence, so one handler takes runs of both."""

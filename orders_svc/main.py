@@ -19,6 +19,7 @@ def build(settings: Settings) -> ServiceApp:
     app.on_start(orders.ensure_indexes)
     app.owners("order", handlers.owner_of)
     app.consume(CONSUMES, handlers.event_handlers(), handlers.batch_handlers())
+    app.admin(handlers, handlers)
     app.add_service(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server, OrdersServicer(handlers), SERVICE
     )

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
+from storefront.admin.v1 import admin_pb2_grpc
 from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
 from svckit import policy
@@ -124,6 +125,8 @@ class Clients:
     orders: orders_pb2_grpc.OrdersServiceStub
     fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
     channels: list[grpc.aio.Channel]
+    admin: dict[str, admin_pb2_grpc.AdminServiceStub]
+    """Each service's internal admin service, by service name (on the service's own port)."""
 
     @classmethod
     def connect(cls, accounts: str, orders: str, fulfillment: str, *, tokens: TokenFor) -> Clients:
@@ -133,6 +136,10 @@ class Clients:
             orders_pb2_grpc.OrdersServiceStub(channels[1]),
             fulfillment_pb2_grpc.FulfillmentServiceStub(channels[2]),
             channels,
+            {
+                name: admin_pb2_grpc.AdminServiceStub(c)
+                for name, c in zip(("accounts", "orders", "fulfillment"), channels, strict=True)
+            },
         )
 
     async def close(self) -> None:

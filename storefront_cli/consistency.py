@@ -4,49 +4,51 @@ models from their topics, and work the dead-letter queues.
 Each system of record is compared with the copies others keep of it:
 accounts' customers vs orders' copies, and fulfillment's shipping history vs
 the orders' status histories (plus: every approved order has a fulfillment,
-and a cancellation reached fulfillment). `--repair` never edits a copy: it
-makes the owner queue its current state in its outbox again, and the owner's
-relay and the consumers do the rest, with the usual idempotency rules.
+and a cancellation reached fulfillment). The check only reads the databases. Every
+write is a use case of the owning service, called through its internal admin service
+(svckit.admin) as staff: `--repair` never edits a copy, it asks the owner to queue its
+current state in its outbox again (the owner's relay and the consumers do the rest, with
+the usual idempotency rules); `replay` and `dlq replay` ask the consuming service to
+re-apply a topic or its parked events through its own handlers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+import grpc
+from aiokafka import TopicPartition
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from accounts_svc import domain as accounts_domain
-from accounts_svc import handlers as accounts_handlers
 from accounts_svc.repository import CustomerRepository
 from fulfillment_svc import domain as fulfillment_domain
-from fulfillment_svc import handlers as fulfillment_handlers
-from fulfillment_svc.handlers import FulfillmentHandlers
 from fulfillment_svc.repository import FulfillmentRepository
 from orders_svc import domain as orders_domain
-from orders_svc import handlers as orders_handlers
-from orders_svc.handlers import OrdersHandlers
 from orders_svc.repository import APPLIED, CustomerCopies, OrderRepository
+from stack import issuer
+from storefront.admin.v1 import admin_pb2
 from storefront.common.v1 import common_pb2
-from storefront_cli import endpoints
+from storefront_cli import endpoints, system
+from storefront_cli.clients import Clients, TokenFor, acting_as_needed, fixed
+from storefront_cli.ops import CONSUMER_OF, consumer_group
 from storefront_cli.tables import render
-from svckit import mongo
-from svckit.consumer import DLQ_SUFFIX, EventHandler
-from svckit.envelope import header_map
-from svckit.outbox import OUTBOX, NullNotifier, outbox_entry
-from svckit.replay import partitions_of, replay_topic
+from svckit import dlq, mongo
+from svckit.admin import MAX_IDS
+from svckit.consumer import dlq_topic
+from svckit.outbox import OUTBOX
 
 Document = dict[str, Any]
 Status = common_pb2.OrderStatus
 Log = Callable[[str], None]
 TOPICS = ("accounts.customer.change", "orders.order.fulfill", "fulfillment.order.change")
+REPLAY_DEADLINE = 3600.0
 
 
 @dataclass
@@ -54,11 +56,12 @@ class Divergence:
     kind: str
     subject: str
     detail: str
-    repair: Callable[[], Awaitable[bool]] | None = None
+    owner: str | None = None
+    """The service that republishes `subject` to repair it; None: not repairable."""
 
 
 class Storefront:
-    """The three databases, with each service's own repositories over them."""
+    """The three databases, read through each service's own repositories."""
 
     def __init__(self, ep: endpoints.Endpoints) -> None:
         self.ep = ep
@@ -74,12 +77,16 @@ class Storefront:
     async def close(self) -> None:
         await self.client.close()
 
-    def handlers(self, service: str) -> OrdersHandlers | FulfillmentHandlers:
-        if service == "orders":
-            return OrdersHandlers(self.orders, self.copies, NullNotifier())  # type: ignore[arg-type]
-        if service == "fulfillment":
-            return FulfillmentHandlers(self.fulfillments, NullNotifier())  # type: ignore[arg-type]
-        raise ValueError(f"{service} consumes no topic")
+
+def tokens() -> TokenFor:
+    """`STOREFRONT_TOKEN` (a staff token of the deployment's issuer), else tokens minted from
+    the local run dir's issuer."""
+    token = os.environ.get("STOREFRONT_TOKEN")
+    return fixed(token) if token else acting_as_needed(issuer.for_run_dir(endpoints.RUN_DIR))
+
+
+def connect(ep: endpoints.Endpoints) -> Clients:
+    return Clients.connect(*(ep.grpc[s] for s in system.SERVICES), tokens=tokens())
 
 
 # --- check ---------------------------------------------------------------------------
@@ -95,50 +102,32 @@ async def customer_divergences(sf: Storefront) -> list[Divergence]:
     async for doc in sf.customers.collection.find({}, {OUTBOX: 0}):
         cid, version = doc["_id"], doc["version"]
         copy = copies.pop(cid, None)
-        repair = _republish_customer(sf, cid, version)
         if doc.get("deleted"):
             if copy is not None and not copy.get("deleted"):
                 found.append(
-                    Divergence("deleted customer still copied", cid, f"v{version}", repair)
+                    Divergence("deleted customer still copied", cid, f"v{version}", "accounts")
                 )
             continue
         if copy is None:
-            found.append(Divergence("missing customer copy", cid, f"accounts v{version}", repair))
+            found.append(
+                Divergence("missing customer copy", cid, f"accounts v{version}", "accounts")
+            )
         elif copy.get("deleted"):
-            found.append(Divergence("copy deleted, customer live", cid, f"v{version}", repair))
+            found.append(Divergence("copy deleted, customer live", cid, f"v{version}", "accounts"))
         elif copy["version"] < version:
             found.append(
                 Divergence(
-                    "stale customer copy", cid, f"copy v{copy['version']} < v{version}", repair
+                    "stale customer copy", cid, f"copy v{copy['version']} < v{version}", "accounts"
                 )
             )
         elif _copy_fields(copy) != _copy_fields(doc):
-            found.append(Divergence("customer copy differs", cid, f"both v{version}", repair))
+            found.append(Divergence("customer copy differs", cid, f"both v{version}", "accounts"))
     for cid, copy in copies.items():
         if not copy.get("deleted"):
             found.append(
                 Divergence("copy of unknown customer", cid, "accounts has no such customer")
             )
     return found
-
-
-def _republish_customer(sf: Storefront, cid: str, version: int) -> Callable[[], Awaitable[bool]]:
-    async def repair() -> bool:
-        doc = await sf.customers.collection.find_one({"_id": cid}, {OUTBOX: 0})
-        if doc is None:
-            return False
-        now = datetime.now(UTC)
-        if doc.get("deleted"):
-            event: Any = accounts_domain.customer_deleted(sf.customers.load(doc), now)
-            event.version = doc["version"]
-        else:
-            event = accounts_domain.customer_changed(sf.customers.load(doc))
-        entry = outbox_entry(
-            accounts_handlers.TOPIC, cid, event, source=accounts_handlers.SOURCE, seq=doc["version"]
-        )
-        return await sf.customers.republish(cid, doc["version"], [entry])
-
-    return repair
 
 
 async def order_divergences(sf: Storefront) -> list[Divergence]:
@@ -160,18 +149,14 @@ async def order_divergences(sf: Storefront) -> list[Divergence]:
                 )
             continue
         if f is None:
-            if order.status == Status.ORDER_STATUS_CANCELLED:
-                # Re-requesting would start shipping a cancelled order: send the cancellation,
-                # which leaves fulfillment a CANCELLED tombstone that any late request hits.
-                found.append(
-                    Divergence(
-                        "cancelled order unknown to fulfillment", oid, "", _recancel(sf, oid)
-                    )
-                )
-            else:
-                found.append(
-                    Divergence("approved order without fulfillment", oid, "", _rerequest(sf, oid))
-                )
+            # Orders decides what to send: for a cancelled order the cancellation (which
+            # leaves fulfillment a CANCELLED tombstone), never a request that would ship it.
+            kind = (
+                "cancelled order unknown to fulfillment"
+                if order.status == Status.ORDER_STATUS_CANCELLED
+                else "approved order without fulfillment"
+            )
+            found.append(Divergence(kind, oid, "", "orders"))
             continue
         for change in fulfillment_domain.published_changes(f):
             if change.version not in applied:
@@ -181,7 +166,7 @@ async def order_divergences(sf: Storefront) -> list[Divergence]:
                         "status change missing in order",
                         oid,
                         f"{name} (v{change.version})",
-                        _republish_statuses(sf, oid),
+                        "fulfillment",
                     )
                 )
         if (
@@ -193,7 +178,7 @@ async def order_divergences(sf: Storefront) -> list[Divergence]:
                     "cancellation not applied",
                     oid,
                     f"fulfillment {orders_domain.status_name(f.status)}",
-                    _recancel(sf, oid),
+                    "orders",
                 )
             )
     for oid in fulfillments:
@@ -201,73 +186,56 @@ async def order_divergences(sf: Storefront) -> list[Divergence]:
     return found
 
 
-def _republish_statuses(sf: Storefront, oid: str) -> Callable[[], Awaitable[bool]]:
-    async def repair() -> bool:
-        f = await sf.fulfillments.get(oid)
-        if f is None:
-            return False
-        entries = [
-            outbox_entry(
-                fulfillment_handlers.TOPIC,
-                oid,
-                e,
-                source=fulfillment_handlers.SOURCE,
-                seq=e.version,
-            )
-            for e in fulfillment_domain.published_changes(f)
-        ]
-        return await sf.fulfillments.republish(oid, f.version, entries)
-
-    return repair
-
-
-def _rerequest(sf: Storefront, oid: str) -> Callable[[], Awaitable[bool]]:
-    async def repair() -> bool:
-        order = await sf.orders.get(oid)
-        copy = await sf.copies.get(order.customer_id) if order else None
-        if order is None or copy is None:
-            return False
-        event = orders_domain.fulfillment_requested(order, copy)
-        entry = outbox_entry(
-            orders_handlers.TOPIC, oid, event, source=orders_handlers.SOURCE, seq=order.version
-        )
-        return await sf.orders.republish(oid, order.version, [entry])
-
-    return repair
-
-
-def _recancel(sf: Storefront, oid: str) -> Callable[[], Awaitable[bool]]:
-    async def repair() -> bool:
-        order = await sf.orders.get(oid)
-        if order is None:
-            return False
-        event = orders_domain.fulfillment_cancelled(order, order.status_events[-1].note)
-        entry = outbox_entry(
-            orders_handlers.TOPIC, oid, event, source=orders_handlers.SOURCE, seq=order.version
-        )
-        return await sf.orders.republish(oid, order.version, [entry])
-
-    return repair
-
-
 async def divergences(sf: Storefront) -> list[Divergence]:
     return [*await customer_divergences(sf), *await order_divergences(sf)]
 
 
-async def check(ep: endpoints.Endpoints, *, repair: bool, wait: float, log: Log) -> int:
+async def republish(clients: Clients, found: list[Divergence], log: Log) -> int:
+    """Ask each owner to republish its subjects; returns how many it queued."""
+    subjects: dict[str, list[str]] = {}
+    for d in found:
+        if d.owner:
+            subjects.setdefault(d.owner, [])
+            if d.subject not in subjects[d.owner]:
+                subjects[d.owner].append(d.subject)
+    queued = 0
+    for owner, ids in subjects.items():
+        for i in range(0, len(ids), MAX_IDS):
+            reply = await clients.admin[owner].Republish(
+                admin_pb2.RepublishRequest(ids=ids[i : i + MAX_IDS]), timeout=120
+            )
+            queued += len(reply.queued)
+            for what, which in (
+                ("nothing to publish", reply.nothing_to_publish),
+                ("not found", reply.not_found),
+            ):
+                if which:
+                    log(f"[repair] {owner}: {what} for {', '.join(which[:10])}")
+    return queued
+
+
+async def check(
+    ep: endpoints.Endpoints,
+    *,
+    repair: bool,
+    wait: float,
+    log: Log,
+    clients: Clients | None = None,
+) -> int:
+    """Report divergence (exit 1 if any); with `repair`, have the owners republish (through
+    `clients`' admin stubs) and wait up to `wait` seconds for it to converge."""
     sf = Storefront(ep)
     try:
         found = await divergences(sf)
         _report(found, log)
         if not found or not repair:
             return 1 if found else 0
-        repaired = 0
-        for d in found:
-            if d.repair and await d.repair():
-                repaired += 1
+        if clients is None:
+            raise ValueError("repairing needs clients of the services' admin service")
+        queued = await republish(clients, found, log)
         log(
-            f"[repair] {repaired} of {len(found)} queued for republishing by their owners; "
-            "waiting ..."
+            f"[repair] {len(found)} divergences: their owners queued {queued} aggregates "
+            "for republishing; waiting ..."
         )
         deadline = time.monotonic() + wait
         while found and time.monotonic() < deadline:
@@ -284,10 +252,10 @@ def _report(found: list[Divergence], log: Log, *, after_repair: bool = False) ->
     if not found:
         log(f"{when}no divergence: every copy agrees with its system of record")
         return
-    rows = [(d.kind, d.subject, d.detail, "yes" if d.repair else "no") for d in found]
+    rows = [(d.kind, d.subject, d.detail, d.owner or "no") for d in found]
     log(
         render(
-            ("divergence", "subject", "detail", "repairable"),
+            ("divergence", "subject", "detail", "repaired by"),
             rows,
             title=f"{when}{len(found)} divergences",
         )
@@ -296,141 +264,74 @@ def _report(found: list[Divergence], log: Log, *, after_repair: bool = False) ->
 
 # --- replay ----------------------------------------------------------------------------
 
-COMPARE_IGNORES = {"_outbox", "version", "update_time"}
+
+def _consumer_of(topic: str, service: str | None, log: Log) -> str | None:
+    owner = CONSUMER_OF.get(topic)
+    if owner is None or (service is not None and service != owner):
+        known = ", ".join(f"{s} {t}" for t, s in CONSUMER_OF.items())
+        log(f"unknown read model {service or '?'} {topic}; one of: {known}")
+        return None
+    return owner
 
 
-async def _snapshot(
-    db: AsyncDatabase[Document], collection: str, ignore: set[str]
-) -> dict[str, Document]:
-    return {
-        d["_id"]: {k: v for k, v in d.items() if k not in ignore}
-        async for d in db[collection].find({})
-    }
-
-
-READ_MODELS = {
-    ("orders", "accounts.customer.change"): ("customers", {"_outbox"}),
-    ("orders", "fulfillment.order.change"): ("customer.orders", COMPARE_IGNORES),
-    ("fulfillment", "orders.order.fulfill"): ("fulfillment.requests", {"_outbox"}),
-}
-
-
-async def replay(
-    ep: endpoints.Endpoints, service: str, topic: str, *, rebuild: bool, log: Log
-) -> int:
-    if (service, topic) not in READ_MODELS:
-        known = ", ".join(f"{s} {t}" for s, t in READ_MODELS)
-        log(f"unknown read model {service} {topic}; one of: {known}")
+async def replay(clients: Clients, service: str, topic: str, *, rebuild: bool, log: Log) -> int:
+    """Have `service` re-apply `topic` (exit 0: its read model came out identical)."""
+    if _consumer_of(topic, service, log) is None:
         return 2
-    collection, ignore = READ_MODELS[(service, topic)]
-    sf = Storefront(ep)
+    log(f"[replay] {service} re-applies {topic}{' after forgetting it' if rebuild else ''} ...")
     try:
-        db = sf.dbs[service]
-        handlers = sf.handlers(service)
-        before = await _snapshot(db, collection, ignore)
-        if rebuild:
-            try:
-                dropped = await handlers.forget(topic)
-            except ValueError as exc:
-                log(f"cannot rebuild: {exc}")
-                return 2
-            log(f"[replay] forgot {dropped} documents derived from {topic}")
-        handler_map: dict[str, EventHandler] = handlers.event_handlers()
-        await replay_topic(ep.kafka, topic, handler_map, log=log)
-        after = await _snapshot(db, collection, ignore)
-        differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-        if differ:
-            log(
-                f"[replay] {len(differ)} documents differ from before the replay: "
-                + ", ".join(differ[:10])
-            )
-            return 1
-        log(
-            f"[replay] {service}/{collection}: {len(after)} documents, "
-            "identical to before the replay"
+        reply = await clients.admin[service].ReplayTopic(
+            admin_pb2.ReplayTopicRequest(topic=topic, rebuild=rebuild), timeout=REPLAY_DEADLINE
         )
-        return 0
-    finally:
-        await sf.close()
+    except grpc.aio.AioRpcError as exc:
+        log(f"cannot replay: {exc.details()}")
+        return 2
+    if rebuild:
+        log(f"[replay] forgot {reply.forgotten} documents derived from {topic}")
+    log(f"[replay] {topic}: {reply.records} records, {dict(reply.outcomes)}")
+    if reply.changed_count:
+        log(
+            f"[replay] {reply.changed_count} documents differ from before the replay: "
+            + ", ".join(reply.changed[:10])
+        )
+        return 1
+    log(f"[replay] {service}: {reply.documents} documents, identical to before the replay")
+    return 0
 
 
 # --- DLQ -----------------------------------------------------------------------------
 
-REPLAY_GROUP = "storefront-dlq-replay"
+
+def _topics(topic: str | None) -> list[str]:
+    return [topic] if topic else list(TOPICS)
 
 
-@dataclass
-class Parked:
-    id: str
-    dlq_topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-    @property
-    def meta(self) -> dict[str, str]:
-        return header_map(self.headers)
-
-
-async def parked(ep: endpoints.Endpoints, topics: list[str]) -> list[Parked]:
-    """Every record in the given DLQ topics, oldest first per partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=ep.kafka, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    out: list[Parked] = []
-    try:
-        partitions = [tp for t in topics for tp in await partitions_of(ep.kafka, t)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            while await consumer.position(tp) < ends[tp]:
-                for r in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    out.append(
-                        Parked(
-                            f"{r.topic}:{r.partition}:{r.offset}",
-                            r.topic,
-                            r.partition,
-                            r.offset,
-                            r.key,
-                            r.value,
-                            list(r.headers or ()),
-                        )
-                    )
-    finally:
-        await consumer.stop()
-    return out
-
-
-async def _replayed_upto(
-    ep: endpoints.Endpoints, partitions: list[TopicPartition]
-) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=ep.kafka, group_id=REPLAY_GROUP, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        return {tp: (await consumer.committed(tp)) or 0 for tp in partitions}
-    finally:
-        await consumer.stop()
+async def _replayed(
+    ep: endpoints.Endpoints, records: list[dlq.Parked]
+) -> Mapping[TopicPartition, int]:
+    """Per DLQ partition, how far its consumer's "replay everything" got."""
+    upto: dict[TopicPartition, int] = {}
+    for topic, service in CONSUMER_OF.items():
+        mine = [r.tp for r in records if r.dlq_topic == dlq_topic(topic)]
+        if mine:
+            group = dlq.replay_group(consumer_group(ep, service))
+            upto.update(await dlq.replayed_upto(ep.kafka, group, mine))
+    return upto
 
 
 async def dlq_list(ep: endpoints.Endpoints, topic: str | None, log: Log) -> int:
-    topics = [f"{topic or t}{DLQ_SUFFIX}" for t in ([topic] if topic else TOPICS)]
-    records = await parked(ep, topics)
-    done = await _replayed_upto(ep, [TopicPartition(r.dlq_topic, r.partition) for r in records])
+    records = await dlq.parked(ep.kafka, [dlq_topic(t) for t in _topics(topic)])
+    done = await _replayed(ep, records)
     rows = []
     for r in records:
         m = r.meta
-        replayed = r.offset < done.get(TopicPartition(r.dlq_topic, r.partition), 0)
         rows.append(
             (
                 r.id,
                 m.get("ce_type", "?"),
                 (r.key or b"").decode(errors="replace"),
                 m.get("dlq_attempts", ""),
-                "yes" if replayed else "no",
+                "yes" if r.offset < done.get(r.tp, 0) else "no",
                 m.get("dlq_error", "")[:70],
             )
         )
@@ -444,104 +345,91 @@ async def dlq_list(ep: endpoints.Endpoints, topic: str | None, log: Log) -> int:
     return 0
 
 
-async def dlq_replay(ep: endpoints.Endpoints, topic: str | None, ids: list[str], log: Log) -> int:
-    """Send parked records back to their original topic, original headers restored.
-
-    Without ids, replays everything not replayed before (progress is the
-    committed offset of the `storefront-dlq-replay` group).
-    """
-    topics = [f"{topic or t}{DLQ_SUFFIX}" for t in ([topic] if topic else TOPICS)]
-    records = await parked(ep, topics)
-    done = await _replayed_upto(ep, [TopicPartition(r.dlq_topic, r.partition) for r in records])
-    if ids:
-        unknown = set(ids) - {r.id for r in records}
-        if unknown:
-            log(f"no such DLQ record: {', '.join(sorted(unknown))}")
+async def dlq_replay(clients: Clients, topic: str | None, ids: list[str], log: Log) -> int:
+    """Have the consuming service apply parked records in place: the given ids, or without
+    ids everything it has not replayed before. Exit 1 if any failed again, 2 on bad ids."""
+    wanted: dict[str, list[str]] = {}
+    for record_id in ids:
+        origin = dlq.origin_of(record_id.split(":", 1)[0])
+        if origin not in CONSUMER_OF or (topic and origin != topic):
+            log(f"no such DLQ record: {record_id}")
             return 2
-        chosen = [r for r in records if r.id in ids]
-    else:
-        chosen = [
-            r for r in records if r.offset >= done.get(TopicPartition(r.dlq_topic, r.partition), 0)
-        ]
-    producer = AIOKafkaProducer(bootstrap_servers=ep.kafka, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for r in chosen:
-            origin = r.meta.get("dlq_topic") or r.dlq_topic.removesuffix(DLQ_SUFFIX)
-            headers = [(k, v) for k, v in r.headers if not k.startswith("dlq_")]
-            await producer.send_and_wait(origin, r.value, key=r.key, headers=headers)
-            log(f"[dlq] replayed {r.id} -> {origin}")
-    finally:
-        await producer.stop()
-    if not ids and chosen:
-        await _commit_replayed(ep, chosen)
-    log(f"[dlq] {len(chosen)} replayed")
-    return 0
-
-
-async def _commit_replayed(ep: endpoints.Endpoints, replayed: list[Parked]) -> None:
-    upto: dict[TopicPartition, int] = {}
-    for r in replayed:
-        tp = TopicPartition(r.dlq_topic, r.partition)
-        upto[tp] = max(upto.get(tp, 0), r.offset + 1)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=ep.kafka, group_id=REPLAY_GROUP, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        consumer.assign(list(upto))
-        await consumer.commit(upto)
-    finally:
-        await consumer.stop()
+        wanted.setdefault(origin, []).append(record_id)
+    failed = total = 0
+    for t in wanted or [t for t in _topics(topic) if t in CONSUMER_OF]:
+        service = CONSUMER_OF[t]
+        try:
+            reply = await clients.admin[service].ReplayParked(
+                admin_pb2.ReplayParkedRequest(topic=t, ids=wanted.get(t, [])),
+                timeout=REPLAY_DEADLINE,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log(f"[dlq] {service} cannot replay {t}: {exc.details()}")
+            return 2 if exc.code() == grpc.StatusCode.NOT_FOUND else 1
+        for r in reply.results:
+            total += 1
+            failed += r.outcome == dlq.FAILED
+            log(f"[dlq] {r.id}: {r.outcome}{f' ({r.error})' if r.error else ''}")
+    log(f"[dlq] {total - failed} replayed, {failed} failed")
+    return 1 if failed else 0
 
 
 # --- CLI -----------------------------------------------------------------------------
+
+
+async def _with_clients(ep: endpoints.Endpoints, use: Callable[[Clients], Any]) -> int:
+    clients = connect(ep)
+    try:
+        return int(await use(clients))
+    finally:
+        await clients.close()
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db-prefix", default=None, help="database name prefix (tests)")
 
+    def cmd_check(a: argparse.Namespace) -> int:
+        ep = endpoints.load(db_prefix=a.db_prefix)
+        return asyncio.run(
+            _with_clients(
+                ep, lambda c: check(ep, repair=a.repair, wait=a.wait, log=_say, clients=c)
+            )
+        )
+
     p = sub.add_parser("check", help="compare each system of record with its copies")
     p.add_argument("--repair", action="store_true", help="make owners republish current state")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for repairs to land")
     common(p)
-    p.set_defaults(
-        func=lambda a: asyncio.run(
-            check(endpoints.load(db_prefix=a.db_prefix), repair=a.repair, wait=a.wait, log=_say)
-        )
-    )
+    p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("replay", help="re-apply a topic from offset 0 to a service's read model")
-    p.add_argument("service", choices=["orders", "fulfillment"])
-    p.add_argument("topic", choices=list(TOPICS))
+    p = sub.add_parser("replay", help="have a service re-apply a topic to its read model")
+    p.add_argument("service", choices=sorted(set(CONSUMER_OF.values())))
+    p.add_argument("topic", choices=list(CONSUMER_OF))
     p.add_argument("--rebuild", action="store_true", help="forget the derived state first")
-    common(p)
     p.set_defaults(
         func=lambda a: asyncio.run(
-            replay(
-                endpoints.load(db_prefix=a.db_prefix),
-                a.service,
-                a.topic,
-                rebuild=a.rebuild,
-                log=_say,
+            _with_clients(
+                endpoints.load(),
+                lambda c: replay(c, a.service, a.topic, rebuild=a.rebuild, log=_say),
             )
         )
     )
 
-    dlq = sub.add_parser("dlq", help="list or replay dead-lettered events")
-    dsub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_cmd = sub.add_parser("dlq", help="list or replay dead-lettered events")
+    dsub = dlq_cmd.add_subparsers(dest="dlq_command", required=True)
     p = dsub.add_parser("list")
     p.add_argument("--topic", choices=list(TOPICS))
     p.set_defaults(func=lambda a: asyncio.run(dlq_list(endpoints.load(), a.topic, _say)))
-    p = dsub.add_parser("replay")
-    p.add_argument("--topic", choices=list(TOPICS))
+    p = dsub.add_parser("replay", help="have the consuming service apply parked events")
+    p.add_argument("--topic", choices=list(CONSUMER_OF))
     p.add_argument("ids", nargs="*", help="ids from `dlq list` (topic:partition:offset)")
-    p.set_defaults(func=lambda a: asyncio.run(dlq_replay(endpoints.load(), a.topic, a.ids, _say)))
+    p.set_defaults(
+        func=lambda a: asyncio.run(
+            _with_clients(endpoints.load(), lambda c: dlq_replay(c, a.topic, a.ids, _say))
+        )
+    )
 
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
-
-
-

@@ -47,9 +47,9 @@ from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints, system
 from storefront_cli.tables import render
-from svckit import mongo
+from svckit import dlq, mongo
 from svckit.app import EVENTS_HEALTH
-from svckit.consumer import DLQ_SUFFIX
+from svckit.consumer import DLQ_SUFFIX, dlq_topic
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
 from svckit.outbox import OUTBOX, pending_filter
 
@@ -74,8 +74,8 @@ CONSUMED_TOPICS: dict[str, list[str]] = {
 }
 """What each consuming service subscribes to: its handlers module says, so this cannot drift."""
 
-DLQ_REPLAY_GROUP = "storefront-dlq-replay"
-"""The group whose committed offsets record how far `storefront dlq replay` got."""
+CONSUMER_OF: dict[str, str] = {t: s for s, topics in CONSUMED_TOPICS.items() for t in topics}
+"""Which service consumes each topic, and so owns its read model and its DLQ."""
 
 EVENT_TYPES = frozenset(
     message.full_name
@@ -83,6 +83,10 @@ EVENT_TYPES = frozenset(
     for message in module.DESCRIPTOR.message_types_by_name.values()
 )
 """Every event message the services publish; `watch` decodes any of them."""
+
+
+def consumer_group(ep: endpoints.Endpoints, service: str) -> str:
+    return f"{ep.db_prefix}{service}-svc"  # as storefront_cli.system starts them
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class Where:
     prometheus_port: int = 9090
 
     def group(self, service: str) -> str:
-        return f"{self.ep.db_prefix}{service}-svc"  # as storefront_cli.system starts them
+        return consumer_group(self.ep, service)
 
 
 # --- health ------------------------------------------------------------------------------
@@ -290,11 +294,15 @@ async def consumer_lag(kafka: KafkaOffsets, groups: Mapping[str, Sequence[str]])
     return rows
 
 
-async def dead_letters(kafka: KafkaOffsets, topics: Sequence[str]) -> list[DeadLetters]:
-    """Records retained in each DLQ, and how many `storefront dlq replay` has not resent."""
+async def dead_letters(kafka: KafkaOffsets, replay_groups: Mapping[str, str]) -> list[DeadLetters]:
+    """Records retained in each DLQ (topic -> the group recording its replays), and how many
+    `storefront dlq replay` has not applied yet."""
+    topics = list(replay_groups)
     partitions = await kafka.partitions(topics)
     starts, ends = await kafka.bounds(partitions)
-    replayed = await kafka.committed(DLQ_REPLAY_GROUP)
+    replayed: dict[TopicPartition, int] = {}
+    for group in set(replay_groups.values()):
+        replayed.update(await kafka.committed(group))
     rows = []
     for topic in topics:
         mine = [tp for tp in partitions if tp.topic == topic]
@@ -372,12 +380,14 @@ async def status(where: Where, *, timeout: float = 3.0, log: Log = print) -> int
     )
     kafka_up = parts[0].ok
     groups = {where.group(s): topics for s, topics in CONSUMED_TOPICS.items()}
-    dlq_topics = [t + DLQ_SUFFIX for t in BASE_TOPICS]
+    replay_groups = {
+        dlq_topic(t): dlq.replay_group(where.group(s)) for t, s in CONSUMER_OF.items()
+    }
     if kafka_up:
         try:
             async with KafkaOffsets(where.ep.kafka, timeout) as kafka:
                 lags = await consumer_lag(kafka, groups)
-                dlqs = await dead_letters(kafka, dlq_topics)
+                dlqs = await dead_letters(kafka, replay_groups)
             total = sum(row.lag for row in lags)
             log("")
             log(

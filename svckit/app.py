@@ -22,7 +22,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from svckit import logs, metrics, mongo, policy, reflection, tracing
+from storefront.admin.v1 import admin_pb2_grpc
+from svckit import admin, logs, metrics, mongo, policy, reflection, tracing
 from svckit.auth import TokenVerifier
 from svckit.authz import AuthInterceptor, Authorizer, OwnerLookup
 from svckit.consumer import BatchHandler, EventConsumer, EventHandler
@@ -65,6 +66,7 @@ class ServiceApp:
         self._started_consumers: list[EventConsumer] = []
         self._health_names: list[str] = [""]
         self._owners: dict[str, OwnerLookup] = {}
+        self._admin: admin.AdminServicer | None = None
 
     def add_service(
         self, adder: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
@@ -93,6 +95,19 @@ class ServiceApp:
         )
         self._consumers.append(consumer)
         return consumer
+
+    def admin(
+        self,
+        owner: admin.Owner,
+        consumer: admin.Consumer | None = None,
+    ) -> None:
+        """Serve the internal admin service (svckit.admin) with this service's use cases."""
+        self._admin = admin.AdminServicer(
+            owner,
+            consumer,
+            bootstrap=self.settings.kafka_bootstrap_servers,
+            consumer_group=self.settings.consumer_group,
+        )
 
     def owners(self, resource: str, lookup: OwnerLookup) -> None:
         """How the policy finds who owns a `resource` (e.g. an order) a request names."""
@@ -127,8 +142,12 @@ class ServiceApp:
         for adder, servicer, name in self._services:
             adder(servicer, server)
             names.append(name)
+        internal = []
+        if self._admin is not None:
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(self._admin, server)
+            internal.append(admin.SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable(server, [*names, health.SERVICE_NAME])
+        reflection.enable(server, [*names, *internal, health.SERVICE_NAME])
         self.bound_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await server.start()
         self.server = server

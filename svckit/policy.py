@@ -25,6 +25,7 @@ from svckit.authz import (
 ACCOUNTS = "/storefront.accounts.v1.AccountsService"
 ORDERS = "/storefront.orders.v1.OrdersService"
 FULFILLMENT = "/storefront.fulfillment.v1.FulfillmentService"
+ADMIN = "/storefront.admin.v1.AdminService"
 
 OWN_ACCOUNT = Own("customer_id")
 OWN_ORDER = OwnedVia("order_id", "order", "order")
@@ -52,6 +53,11 @@ POLICY: dict[str, Rule] = {
     f"{FULFILLMENT}/ShipFulfillment": allow(warehouse=EVERY),
     f"{FULFILLMENT}/MarkFulfillmentInTransit": allow(warehouse=EVERY),
     f"{FULFILLMENT}/ConfirmFulfillmentReceived": allow(warehouse=EVERY),
+    # The internal admin service every service serves (repairs, replays): staff only, and
+    # routed by neither Envoy nor the gateway.
+    f"{ADMIN}/Republish": allow(staff=EVERY),
+    f"{ADMIN}/ReplayTopic": allow(staff=EVERY),
+    f"{ADMIN}/ReplayParked": allow(staff=EVERY),
     # Probes and tooling, served on the service ports only (Envoy and the gateway route
     # nothing but the three services): no token.
     "/grpc.health.v1.Health/Check": PUBLIC,

@@ -1,24 +1,29 @@
-"""Re-apply a topic from offset 0 through a service's own event handlers.
+"""Reading topics from their first retained offset to their end, and re-applying them
+through a service's own event handlers.
 
-Used to rebuild a read model and to prove idempotency: handlers apply only
-what is newer than the state they hold, so re-applying a whole topic over an
-intact read model changes nothing. Poison records are counted and skipped;
-the live consumer has already parked them in the DLQ.
+`TopicReader` reads without joining a consumer group, so it never disturbs the live
+consumers: `replay_topic`, the DLQ use cases (svckit.dlq) and the operator tools read
+topics with it. Re-applying a whole topic rebuilds a read model and proves idempotency:
+handlers apply only what is newer than the state they hold, so re-applying a topic over an
+intact read model changes nothing. Poison records are counted and skipped; the live
+consumer has already parked them in the DLQ.
 """
 
 from __future__ import annotations
 
 import collections
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from types import TracebackType
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from svckit.consumer import EventHandler
 from svckit.envelope import PoisonEvent, decode
 
 Log = Callable[[str], None]
+BATCH = 1000
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
@@ -33,6 +38,61 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
 
 
+class TopicReader:
+    """Every record of some topics, up to the end each partition had when reading began.
+
+    ``async with TopicReader(bootstrap, topics) as reader:`` then ``reader.total`` is the
+    number of records to come and ``async for record in reader.records()`` yields them,
+    partition by partition, oldest first.
+    """
+
+    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self.partitions: list[TopicPartition] = []
+        self.ends: dict[TopicPartition, int] = {}
+        self.total = 0
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"storefront-reader-{uuid.uuid4().hex[:6]}",
+            max_poll_records=BATCH,
+        )
+
+    async def __aenter__(self) -> TopicReader:
+        self.partitions = [tp for t in self.topics for tp in await partitions_of(self.bootstrap, t)]
+        await self._consumer.start()
+        try:
+            self._consumer.assign(self.partitions)
+            await self._consumer.seek_to_beginning(*self.partitions)
+            self.ends = await self._consumer.end_offsets(self.partitions)
+            starts = await self._consumer.beginning_offsets(self.partitions)
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        self.total = sum(self.ends.values()) - sum(starts.values())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._consumer.stop()
+
+    async def records(self) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+        consumer = self._consumer
+        for tp in self.partitions:
+            while await consumer.position(tp) < self.ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=BATCH)
+                for record in batch.get(tp, []):
+                    if record.offset >= self.ends[tp]:
+                        break
+                    yield record
+
+
 async def replay_topic(
     bootstrap: str,
     topic: str,
@@ -40,43 +100,23 @@ async def replay_topic(
     *,
     log: Log = print,
     progress_every: int = 2000,
-) -> collections.Counter[str]:
-    """Apply every record up to the topic's current end; returns outcome counts."""
-    partitions = await partitions_of(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        client_id=f"storefront-replay-{uuid.uuid4().hex[:6]}",
-        max_poll_records=1000,
-    )
-    await consumer.start()
+) -> tuple[int, collections.Counter[str]]:
+    """Apply every record up to the topic's current end; returns (records, outcome counts)."""
     counts: collections.Counter[str] = collections.Counter()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        total = sum(ends.values()) - sum((await consumer.beginning_offsets(partitions)).values())
-        log(f"[replay] {topic}: {total} records in {len(partitions)} partitions")
-        done = 0
-        for tp in partitions:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
-                for record in batch.get(tp, []):
-                    if record.offset >= ends[tp]:
-                        break
-                    try:
-                        envelope = decode(
-                            record.value, record.headers, key=record.key, accepted_types=handlers
-                        )
-                        outcome = await handlers[envelope.type](envelope)
-                        counts[outcome.value] += 1
-                    except PoisonEvent:
-                        counts["poison"] += 1
-                    done += 1
-                    if done % progress_every == 0:
-                        log(f"[replay] {topic}: {done}/{total}")
-    finally:
-        await consumer.stop()
+    done = 0
+    async with TopicReader(bootstrap, [topic]) as reader:
+        log(f"[replay] {topic}: {reader.total} records in {len(reader.partitions)} partitions")
+        async for record in reader.records():
+            try:
+                envelope = decode(
+                    record.value, record.headers, key=record.key, accepted_types=handlers
+                )
+                outcome = await handlers[envelope.type](envelope)
+                counts[outcome.value] += 1
+            except PoisonEvent:
+                counts["poison"] += 1
+            done += 1
+            if done % progress_every == 0:
+                log(f"[replay] {topic}: {done}/{reader.total}")
     log(f"[replay] {topic}: done, {dict(counts)}")
-    return counts
+    return done, counts

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from stack import tools
-from tools.protogen import PROTOS, ROOT, include_dirs, proto_files
+from tools.protogen import PROTOS, ROOT, include_dirs, is_public, proto_files
 
 OUT = ROOT / "docs" / "openapi" / "storefront.swagger.json"
 PLUGIN = "protoc-gen-openapiv2"
@@ -60,7 +60,7 @@ def _quiet_install_log(msg: str) -> None:
 def render() -> str:
     """The OpenAPI document for the current protos, as committed (JSON text)."""
     tools.ensure([PLUGIN], log=_quiet_install_log)
-    files = proto_files(PROTOS)
+    files = [f for f in proto_files(PROTOS) if is_public(f)]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "grpc_tools.protoc"]
         cmd += [f"-I{d}" for d in include_dirs(PROTOS)]

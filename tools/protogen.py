@@ -42,6 +42,15 @@ module {GO_MODULE}
 
 go 1.24
 """
+INTERNAL_PROTOS = "storefront/admin/"
+"""The internal admin service: served on each service's own port only, so it is never
+transcoded, routed by Envoy or the ingress, in the REST API's OpenAPI document, or in the Go
+and TypeScript clients."""
+
+
+def is_public(proto_file: str) -> bool:
+    """Whether a proto file (its path under protos/) belongs to the public API."""
+    return not proto_file.startswith(INTERNAL_PROTOS)
 
 
 def include_dirs(protos: Path) -> list[Path]:
@@ -78,7 +87,9 @@ def buf_generate(out: Path) -> None:
     build_descriptor_set(image, source_info=True)  # source info: comments in the generated code
     plugins = os.pathsep.join(str(tools.path(t).parent) for t in BUF_TOOLS[1:])
     cmd = [str(tools.path("buf")), "generate", str(image), "--template", str(BUF_TEMPLATE)]
+    # The public API only: the internal admin service is for the operators' Python tools.
     cmd += ["--output", str(out.parent), "--path", "storefront"]
+    cmd += ["--exclude-path", INTERNAL_PROTOS.rstrip("/")]
     env = {**os.environ, "PATH": f"{plugins}{os.pathsep}{os.environ.get('PATH', '')}"}
     subprocess.run(cmd, check=True, env=env)
     (out / "go" / "go.mod").write_text(GO_MOD)

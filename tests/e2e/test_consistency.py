@@ -8,20 +8,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
+from google.protobuf.message import Message
 from pymongo import AsyncMongoClient
 
+from stack.embedded import free_ports
 from storefront.accounts.v1 import accounts_pb2
+from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import consistency, system
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, run_demo
 from storefront_cli.endpoints import Endpoints
+from svckit.consumer import dlq_topic
 from svckit.envelope import encode
+from svckit.replay import TopicReader
 from tests.e2e.conftest import System
+from tests.e2e.test_access import call_grpc_via_envoy
 from tests.integration.test_orders_svc import customer_changed
-from tests.support import tokens_of, unique
+from tests.support import issuer_of, tokens_of, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +41,11 @@ async def clients(isolated_system: System) -> AsyncIterator[Clients]:
     )
     yield c
     await c.close()
+
+
+async def end_offsets(system: System, topic: str) -> dict[int, int]:
+    async with TopicReader(system.stack.kafka_bootstrap, [topic]) as reader:
+        return {tp.partition: end for tp, end in reader.ends.items()}
 
 
 def endpoints_of(system: System) -> Endpoints:
@@ -91,36 +103,36 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
 
     lines.clear()
     code = await consistency.check(
-        endpoints_of(isolated_system), repair=True, wait=30, log=lines.append
+        endpoints_of(isolated_system), repair=True, wait=30, log=lines.append, clients=clients
     )
     assert code == 0, "\n".join(lines)
     order = await clients.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=shipped["_id"]))
     assert [e.status for e in order.status_events].count(4) == 1  # SHIPPED back, once
 
 
-async def test_replay_rebuilds_read_models_identically(isolated_system: System) -> None:
-    ep = endpoints_of(isolated_system)
+async def test_replay_rebuilds_read_models_identically(clients: Clients) -> None:
+    # The consuming service replays, through its admin service.
     assert (
-        await consistency.replay(ep, "orders", "accounts.customer.change", rebuild=True, log=print)
+        await consistency.replay(clients, "orders", "accounts.customer.change", rebuild=True, log=print)
         == 0
     )
     assert (
-        await consistency.replay(ep, "orders", "fulfillment.order.change", rebuild=True, log=print)
+        await consistency.replay(clients, "orders", "fulfillment.order.change", rebuild=True, log=print)
         == 0
     )
     # Re-consuming a whole topic over intact state changes nothing.
     assert (
         await consistency.replay(
-            ep, "fulfillment", "orders.order.fulfill", rebuild=False, log=print
+            clients, "fulfillment", "orders.order.fulfill", rebuild=False, log=print
         )
         == 0
     )
     assert (
-        await consistency.replay(ep, "orders", "accounts.customer.change", rebuild=False, log=print)
+        await consistency.replay(clients, "orders", "accounts.customer.change", rebuild=False, log=print)
         == 0
     )
     assert (
-        await consistency.replay(ep, "fulfillment", "orders.order.fulfill", rebuild=True, log=print)
+        await consistency.replay(clients, "fulfillment", "orders.order.fulfill", rebuild=True, log=print)
         == 2
     )
 
@@ -151,9 +163,12 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     lines: list[str] = []
     await consistency.dlq_list(ep, "accounts.customer.change", lines.append)
     assert record_id in "\n".join(lines)
+    topic_before = await end_offsets(isolated_system, "accounts.customer.change")
     assert (
-        await consistency.dlq_replay(ep, "accounts.customer.change", [record_id], lines.append) == 0
-    )
+        await consistency.dlq_replay(clients, "accounts.customer.change", [record_id], lines.append)
+        == 0
+    ), lines
+    assert f"[dlq] {record_id}: applied" in lines
 
     async def applied() -> object:
         return await clients.orders.GetCustomerOrders(
@@ -162,10 +177,13 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
 
     copy = await eventually(applied, what="the replayed event applied")
     assert copy.contact.email == "parked@example.com"
-    assert (
-        await consistency.dlq_replay(ep, "accounts.customer.change", ["nope:0:0"], lines.append)
-        == 2
-    )
+    # Applied in place by orders: nothing was appended to accounts' topic behind newer events.
+    assert await end_offsets(isolated_system, "accounts.customer.change") == topic_before
+    for bad in ("nope:0:0", "accounts.customer.change.dlq:0:999999"):
+        assert (
+            await consistency.dlq_replay(clients, "accounts.customer.change", [bad], lines.append)
+            == 2
+        ), bad
     # The parked customer was invented for this test; accounts never had it.
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
@@ -179,3 +197,179 @@ async def test_check_on_a_fresh_customer_settles(isolated_system: System, client
         accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[2]))
     )
     assert await settled(isolated_system) == 0
+
+
+# --- the admin service: who may call it, and what it does --------------------------------
+
+
+async def test_admin_service_is_staff_only_on_each_service_and_not_routed_by_envoy(
+    isolated_system: System,
+) -> None:
+    issuer = issuer_of(isolated_system.stack)
+    staff = issuer.role("staff", subject="operator-e2e")
+    refused = {
+        None: grpc.StatusCode.UNAUTHENTICATED,
+        issuer.customer(unique("cust")): grpc.StatusCode.PERMISSION_DENIED,
+        issuer.role("warehouse"): grpc.StatusCode.PERMISSION_DENIED,
+    }
+    request = admin_pb2.RepublishRequest(ids=["no-such-id"])
+    for service in system.SERVICES:
+        async with grpc.aio.insecure_channel(isolated_system.target(service)) as channel:
+            stub = admin_pb2_grpc.AdminServiceStub(channel)
+            for token, code in refused.items():
+                with pytest.raises(grpc.aio.AioRpcError) as denied:
+                    await stub.Republish(request, metadata=bearer(token), timeout=10)
+                assert denied.value.code() == code, (service, code)
+            reply = await stub.Republish(request, metadata=bearer(staff), timeout=10)
+            assert list(reply.not_found) == ["no-such-id"], service
+            with pytest.raises(grpc.aio.AioRpcError) as empty:
+                await stub.Republish(admin_pb2.RepublishRequest(), metadata=bearer(staff))
+            assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await stub.ReplayTopic(
+                    admin_pb2.ReplayTopicRequest(topic="no.such.topic"), metadata=bearer(staff)
+                )
+            assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "topic" in (unknown.value.details() or "")
+
+
+async def test_envoy_does_not_route_the_admin_service(running_system: System) -> None:
+    staff = issuer_of(running_system.stack).role("staff", subject="operator-e2e")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running_system.ports.envoy}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as edge:
+            await admin_pb2_grpc.AdminServiceStub(channel).Republish(
+                admin_pb2.RepublishRequest(ids=["x"]), metadata=bearer(staff), timeout=10
+            )
+    assert edge.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND)
+    # The same call reaches the public service behind the same route table.
+    public = await call_grpc_via_envoy(
+        running_system,
+        "/storefront.accounts.v1.AccountsService/ListCustomers",
+        accounts_pb2.ListCustomersRequest(page_size=1),
+        staff,
+    )
+    assert public.code == grpc.StatusCode.OK
+
+
+def bearer(token: str | None) -> list[tuple[str, str]] | None:
+    return [("authorization", f"Bearer {token}")] if token else None
+
+
+async def park(system: System, topic: str, event: Message, key: str) -> str:
+    """Put an event in `topic`'s DLQ as the consumer would, returning its record id."""
+    value, headers = encode(event, source="//storefront/accounts", key=key)
+    parked_headers = headers + [
+        ("dlq_error", b"ServerSelectionTimeoutError"),
+        ("dlq_topic", topic.encode()),
+        ("dlq_attempts", b"5"),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=system.stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(
+            dlq_topic(topic), value, key=key.encode(), headers=parked_headers
+        )
+    finally:
+        await producer.stop()
+    return f"{dlq_topic(topic)}:{meta.partition}:{meta.offset}"
+
+
+async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
+    isolated_system: System, clients: Clients
+) -> None:
+    """Finding 3: appending a parked v1 to the topic put it after v2; applied in place by the
+    consumer's own version-guarded handler it is stale, and the copy stays at v2. "Replay
+    everything" then records its progress, so a second run has nothing left to do."""
+    cid = unique("inplace")
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
+    copies = client[isolated_system.database("orders")]["customers"]
+    producer = AIOKafkaProducer(bootstrap_servers=isolated_system.stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        value, headers = encode(
+            customer_changed(cid, 2, "newer@example.com"), source="//storefront/accounts", key=cid
+        )
+        await producer.send_and_wait(
+            "accounts.customer.change", value, key=cid.encode(), headers=headers
+        )
+        await producer.stop()
+
+        async def copy_now() -> tuple[object, object] | None:
+            doc = await copies.find_one({"_id": cid})
+            return None if doc is None else (doc["version"], doc["contact"]["email"])  # type: ignore[index]
+
+        assert await eventually(copy_now, what="v2 applied") == (2, "newer@example.com")
+        event = customer_changed(cid, 1, "older@example.com")
+        older = await park(isolated_system, "accounts.customer.change", event, cid)
+        lines: list[str] = []
+        assert (
+            await consistency.dlq_replay(clients, "accounts.customer.change", [], lines.append) == 0
+        )
+        assert f"[dlq] {older}: stale" in lines, lines
+        assert await copy_now() == (2, "newer@example.com")
+        lines.clear()
+        assert (
+            await consistency.dlq_replay(clients, "accounts.customer.change", [], lines.append) == 0
+        )
+        assert not any(older in line for line in lines), lines
+        listed: list[str] = []
+        await consistency.dlq_list(
+            endpoints_of(isolated_system), "accounts.customer.change", listed.append
+        )
+        row = next(line for line in listed if older in line)
+        assert " yes " in row, row  # shown as replayed
+    finally:
+        await producer.stop()
+        # Accounts never had these customers: this one, and any an earlier test replayed by id
+        # (a replay by id leaves "replay everything" to apply it again, harmlessly).
+        await copies.delete_many({"_id": {"$regex": "^(inplace|parked)-"}})
+        await client.close()
+
+
+async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
+    isolated_system: System, clients: Clients
+) -> None:
+    """Finding 8: the repair is the owner's use case. With the owner unreachable the repair
+    fails loudly and the CLI has written nothing (no outbox entry appears)."""
+    created = await clients.accounts.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[1]))
+    )
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
+    try:
+        copies = client[isolated_system.database("orders")]["customers"]
+        damaged = await eventually(
+            lambda: copies.find_one({"_id": created.id}), what="orders' copy"
+        )
+        assert await settled(isolated_system) == 0
+        await copies.update_one({"_id": damaged["_id"]}, {"$set": {"name.given_name": "Mallory"}})
+        accounts = client[isolated_system.database("accounts")]["customer.accounts"]
+        before = await accounts.find_one({"_id": damaged["_id"]})
+        nowhere = Clients.connect(
+            *(f"127.0.0.1:{p}" for p in free_ports(3)), tokens=tokens_of(isolated_system.stack)
+        )
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as down:
+                await consistency.check(
+                    endpoints_of(isolated_system), repair=True, wait=0, log=print, clients=nowhere
+                )
+            assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await nowhere.close()
+        after = await accounts.find_one({"_id": damaged["_id"]})
+        assert after == before
+        # The owner itself repairs it.
+        assert await settled_after_repair(isolated_system) == 0
+    finally:
+        await client.close()
+
+
+async def settled_after_repair(isolated: System) -> int:
+    clients = Clients.connect(
+        *(isolated.target(s) for s in system.SERVICES), tokens=tokens_of(isolated.stack)
+    )
+    try:
+        return await consistency.check(
+            endpoints_of(isolated), repair=True, wait=30, log=print, clients=clients
+        )
+    finally:
+        await clients.close()

@@ -159,11 +159,17 @@ def a_customer() -> Json:
 # --- reflection: list and describe ----------------------------------------------------------
 
 
+ADMIN = "storefront.admin.v1.AdminService"
+
+
 @pytest.mark.parametrize("service", list(SERVICE_NAMES))
 async def test_list_shows_the_service_and_health(running_system: System, service: str) -> None:
     listed = (await grpcurl(running_system.target(service), "list")).split()
     assert {SERVICE_NAMES[service], HEALTH} <= set(listed)
-    assert [s for s in listed if s.startswith("storefront.")] == [SERVICE_NAMES[service]]
+    # Each service also serves the internal admin service (on its own port only).
+    assert [s for s in listed if s.startswith("storefront.")] == sorted(
+        [SERVICE_NAMES[service], ADMIN]
+    )
 
 
 @pytest.mark.parametrize(

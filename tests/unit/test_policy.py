@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from storefront.admin.v1 import admin_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from svckit import policy
@@ -50,7 +51,7 @@ AUTHORIZER = Authorizer(policy.POLICY, {"order": owner, "fulfillment": owner})
 def served_methods() -> set[str]:
     methods = {
         f"/{service.full_name}/{m.name}"
-        for module in (accounts_pb2, orders_pb2, fulfillment_pb2)
+        for module in (accounts_pb2, orders_pb2, fulfillment_pb2, admin_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
     }
@@ -65,7 +66,7 @@ def served_methods() -> set[str]:
 
 def request_class(method: str) -> type[Message]:
     _, service_name, name = method.split("/")
-    for module in (accounts_pb2, orders_pb2, fulfillment_pb2):
+    for module in (accounts_pb2, orders_pb2, fulfillment_pb2, admin_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             if service.full_name == service_name:
                 return message_factory.GetMessageClass(service.methods_by_name[name].input_type)

@@ -1,0 +1,208 @@
+"""The internal admin service (storefront.admin.v1.AdminService) every service serves.
+
+Repairs, replays and DLQ replays are use cases of the service that owns the documents, so
+only the service process writes them: its per-document locks and version guards then cover
+these writes too (FerretDB's updates are not atomic across processes). A service gives
+`ServiceApp.admin` its handlers (an `Owner`, and a `Consumer` if it consumes); this module
+turns them into the RPCs. Envoy and the ingress route only the public services; the policy
+grants these RPCs to staff only.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import bson
+import grpc
+from pymongo.asynchronous.collection import AsyncCollection
+
+from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
+from svckit import dlq
+from svckit.consumer import EventHandler
+from svckit.errors import FailedPrecondition, NotFound, Violations
+from svckit.outbox import OUTBOX, PENDING
+from svckit.replay import replay_topic
+from svckit.store import AggregateStore, until_saved
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+MAX_IDS = 1000
+MAX_CHANGED_LISTED = 100
+
+
+class Verdict(enum.Enum):
+    """What republishing one aggregate did."""
+
+    QUEUED = "queued"
+    NOTHING_TO_PUBLISH = "nothing_to_publish"
+    NOT_FOUND = "not_found"
+
+
+@dataclass
+class Republished:
+    """What a republish did, per id."""
+
+    queued: list[str] = field(default_factory=list)
+    nothing_to_publish: list[str] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+
+    def add(self, aggregate_id: str, verdict: Verdict) -> None:
+        getattr(self, verdict.value).append(aggregate_id)
+
+
+async def republish_each(
+    ids: Sequence[str],
+    store: AggregateStore[Any],
+    decide: Callable[[str], Awaitable[Verdict | None]],
+    notify: Callable[[str], None],
+) -> Republished:
+    """Run a service's republish decision for each id, as its other use cases run: under the
+    aggregate's lock, re-decided if another writer came first (`decide` returns None)."""
+    done = Republished()
+    for aggregate_id in ids:
+        async with store.exclusive(aggregate_id):
+            verdict = await until_saved(partial(decide, aggregate_id), what=aggregate_id)
+        done.add(aggregate_id, verdict)
+        if verdict is Verdict.QUEUED:
+            notify(aggregate_id)
+    return done
+
+
+@dataclass(frozen=True)
+class ReadModel:
+    """What a consumed topic builds here: the collection, and the fields a replay may
+    change without the read model being different (bookkeeping, not content)."""
+
+    collection: AsyncCollection[Document]
+    bookkeeping: frozenset[str] = frozenset()
+
+
+class Owner(Protocol):
+    """A service's handlers, as the system of record of their aggregates."""
+
+    async def republish(self, ids: Sequence[str]) -> Republished:
+        """Queue the current state of these aggregates in the outbox again."""
+
+
+class Consumer(Protocol):
+    """A consuming service's handlers, as the keepers of what they derive from topics."""
+
+    def event_handlers(self) -> dict[str, EventHandler]:
+        """The handler of each event type the service consumes."""
+
+    async def forget(self, topic: str) -> int:
+        """Drop what was derived from `topic` (ValueError: the service owns that state)."""
+
+    def read_models(self) -> dict[str, ReadModel]:
+        """What each consumed topic builds here."""
+
+
+async def digests(model: ReadModel) -> dict[str, bytes]:
+    """A digest per document, bookkeeping left out: compares a whole read model before and
+    after a replay in memory that does not grow with the documents' size."""
+    ignored = {OUTBOX, PENDING, *model.bookkeeping}
+    projection = dict.fromkeys(ignored, 0)
+    return {
+        str(doc["_id"]): hashlib.blake2b(bson.encode(doc), digest_size=16).digest()
+        async for doc in model.collection.find({}, projection)
+    }
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(
+        self,
+        owner: Owner,
+        consumer: Consumer | None = None,
+        *,
+        bootstrap: str,
+        consumer_group: str,
+    ) -> None:
+        self.owner = owner
+        self.consumer = consumer
+        self.read_models = consumer.read_models() if consumer else {}
+        self.bootstrap = bootstrap
+        self.replay_group = dlq.replay_group(consumer_group)
+
+    def _consumed(self, topic: str) -> tuple[Consumer, ReadModel]:
+        v = Violations()
+        if not topic:
+            v.add("topic", "is required")
+        elif topic not in self.read_models:
+            known = ", ".join(self.read_models) or "none"
+            v.add("topic", f"is not a topic this service consumes (it consumes: {known})")
+        v.raise_if_any()
+        assert self.consumer is not None  # read models come only with a consumer
+        return self.consumer, self.read_models[topic]
+
+    async def Republish(
+        self, request: admin_pb2.RepublishRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RepublishResponse:
+        v = Violations()
+        if not request.ids:
+            v.add("ids", "is required")
+        if len(request.ids) > MAX_IDS:
+            v.add("ids", f"at most {MAX_IDS} per call")
+        if any(not i for i in request.ids):
+            v.add("ids", "must not contain an empty id")
+        v.raise_if_any()
+        done = await self.owner.republish(list(dict.fromkeys(request.ids)))
+        return admin_pb2.RepublishResponse(
+            queued=done.queued, nothing_to_publish=done.nothing_to_publish, not_found=done.not_found
+        )
+
+    async def ReplayTopic(
+        self, request: admin_pb2.ReplayTopicRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ReplayTopicResponse:
+        consumer, model = self._consumed(request.topic)
+        before = await digests(model)
+        forgotten = 0
+        if request.rebuild:
+            try:
+                forgotten = await consumer.forget(request.topic)
+            except ValueError as exc:
+                raise FailedPrecondition(f"cannot rebuild: {exc}", subject=request.topic) from exc
+        records, outcomes = await replay_topic(
+            self.bootstrap, request.topic, consumer.event_handlers(), log=_log
+        )
+        after = await digests(model)
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        return admin_pb2.ReplayTopicResponse(
+            records=records,
+            outcomes=dict(outcomes),
+            forgotten=forgotten,
+            documents=len(after),
+            changed=changed[:MAX_CHANGED_LISTED],
+            changed_count=len(changed),
+        )
+
+    async def ReplayParked(
+        self, request: admin_pb2.ReplayParkedRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ReplayParkedResponse:
+        consumer, _ = self._consumed(request.topic)
+        try:
+            results = await dlq.replay_parked(
+                self.bootstrap,
+                request.topic,
+                list(request.ids),
+                consumer.event_handlers(),
+                group=self.replay_group,
+            )
+        except LookupError as exc:
+            raise NotFound(str(exc.args[0])) from exc
+        return admin_pb2.ReplayParkedResponse(
+            results=[
+                admin_pb2.ParkedOutcome(id=r.id, outcome=r.outcome, error=r.error) for r in results
+            ]
+        )
+
+
+def _log(line: str) -> None:
+    log.info("%s", line)

@@ -1,0 +1,157 @@
+"""Dead-letter queues: reading what is parked, and replaying it in place.
+
+The consumer (svckit.consumer) parks a record it cannot apply in `<topic>.dlq` with its
+key, value and headers, plus `dlq_*` headers saying where it came from and why. Replaying
+is a use case of the service that consumes the topic: it applies the parked events through
+its own handlers, so they are never appended to the original topic behind newer events
+for the same key, and only that service writes its documents. How far "replay
+everything" got is the committed offsets of the service's DLQ-replay group
+(`replay_group`); a record replayed by id does not move it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from svckit.consumer import DLQ_SUFFIX, EventHandler, dlq_topic
+from svckit.envelope import PoisonEvent, decode, header_map
+from svckit.errors import DomainError
+from svckit.replay import TopicReader
+
+log = logging.getLogger(__name__)
+
+FAILED = "failed"
+
+
+def replay_group(consumer_group: str) -> str:
+    """The group whose committed offsets record how far a service's DLQ replays got."""
+    return f"{consumer_group}-dlq-replay"
+
+
+def origin_of(dlq: str) -> str:
+    return dlq.removesuffix(DLQ_SUFFIX)
+
+
+@dataclass(frozen=True)
+class Parked:
+    dlq_topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.dlq_topic}:{self.partition}:{self.offset}"
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.dlq_topic, self.partition)
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return header_map(self.headers)
+
+    @property
+    def original_headers(self) -> list[tuple[str, bytes]]:
+        return [(k, v) for k, v in self.headers if not k.startswith("dlq_")]
+
+
+async def parked(bootstrap: str, dlq_topics: Sequence[str]) -> list[Parked]:
+    """Every record in the given DLQ topics, oldest first per partition."""
+    async with TopicReader(bootstrap, dlq_topics) as reader:
+        return [
+            Parked(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
+            async for r in reader.records()
+        ]
+
+
+def _consumer(bootstrap: str, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+
+
+async def replayed_upto(
+    bootstrap: str, group: str, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Per DLQ partition: records below this offset were replayed by "replay everything"."""
+    consumer = _consumer(bootstrap, group)
+    await consumer.start()
+    try:
+        return {tp: (await consumer.committed(tp)) or 0 for tp in set(partitions)}
+    finally:
+        await consumer.stop()
+
+
+async def _commit(bootstrap: str, group: str, upto: Mapping[TopicPartition, int]) -> None:
+    consumer = _consumer(bootstrap, group)
+    await consumer.start()
+    try:
+        consumer.assign(list(upto))
+        await consumer.commit(dict(upto))
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True)
+class Replayed:
+    id: str
+    outcome: str
+    error: str = ""
+
+
+def _failure(exc: BaseException) -> str:
+    """The error's class and code: a database error's text can hold the whole document."""
+    code = getattr(exc, "code", None)
+    if isinstance(exc, DomainError):
+        return f"{type(exc).__name__}: {exc.message}"
+    return type(exc).__name__ + (f" (code {code})" if isinstance(code, int) else "")
+
+
+async def replay_parked(
+    bootstrap: str,
+    topic: str,
+    ids: Sequence[str],
+    handlers: Mapping[str, EventHandler],
+    *,
+    group: str,
+) -> list[Replayed]:
+    """Apply parked records of `topic`'s DLQ through `handlers`: the named ones, or every
+    one not replayed before. Raises LookupError for an id that is not parked there."""
+    dlq = dlq_topic(topic)
+    records = await parked(bootstrap, [dlq])
+    if ids:
+        by_id = {r.id: r for r in records}
+        unknown = sorted(set(ids) - set(by_id))
+        if unknown:
+            raise LookupError(f"not parked in {dlq}: {', '.join(unknown)}")
+        chosen = [by_id[i] for i in dict.fromkeys(ids)]
+    else:
+        done = await replayed_upto(bootstrap, group, [r.tp for r in records])
+        chosen = [r for r in records if r.offset >= done.get(r.tp, 0)]
+    results = []
+    upto: dict[TopicPartition, int] = {}
+    blocked: set[TopicPartition] = set()
+    for record in chosen:
+        try:
+            envelope = decode(
+                record.value, record.original_headers, key=record.key, accepted_types=handlers
+            )
+            outcome = (await handlers[envelope.type](envelope)).value
+            results.append(Replayed(record.id, outcome))
+        except PoisonEvent as exc:
+            results.append(Replayed(record.id, FAILED, f"still poison: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - reported per record, the rest go on
+            results.append(Replayed(record.id, FAILED, _failure(exc)))
+        if results[-1].outcome == FAILED:
+            blocked.add(record.tp)  # progress stops below the first failure
+            log.warning("dlq replay of %s failed: %s", record.id, results[-1].error)
+        elif record.tp not in blocked:
+            upto[record.tp] = record.offset + 1
+    if not ids and upto:
+        await _commit(bootstrap, group, upto)
+    return results
