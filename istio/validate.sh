@@ -7,7 +7,7 @@
 #                                  full run validates the rendered istio/
 #
 # Checks: kustomize renders istio/; kubeconform validates every object against the Kubernetes
-# API schemas and the Istio and Strimzi CRD schemas (strict: unknown fields fail); hadolint lints
+# API schemas and the Istio, Strimzi and Prometheus Operator CRD schemas (strict: unknown fields fail); hadolint lints
 # each service Dockerfile; the transcoder EnvoyFilter is current with gen/storefront.binpb and
 # Envoy accepts its filter config. Tools live in .tools/deploy (override: STOREFRONT_DEPLOY_TOOLS).
 set -euo pipefail
@@ -17,6 +17,7 @@ KUBECONFORM_VERSION=v0.8.0
 KUBERNETES_VERSION=1.33.0 # schemas from kubernetes-validate (istio/tools/requirements.txt)
 ISTIO_API_VERSION=v1.31.1 # Go module istio.io/api: kubernetes/customresourcedefinitions.gen.yaml
 STRIMZI_VERSION=1.2.0     # Maven io.strimzi:api + crd-generator
+PROMETHEUS_OPERATOR_VERSION=v0.85.0 # Go module: example/prometheus-operator-crd (PrometheusRule)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS=${STOREFRONT_DEPLOY_TOOLS:-$ROOT/.tools/deploy}
@@ -86,8 +87,8 @@ java21() { # Strimzi 1.x's generator is built for Java 21+; Debian's default may
 }
 
 crd_schemas() {
-  local key istio_dir java crds=$TOOLS/crds
-  key="$ISTIO_API_VERSION $STRIMZI_VERSION $(digest "$HERE/tools/schemas.py" "$HERE/tools/strimzi/pom.xml")"
+  local key istio_dir operator_dir java crds=$TOOLS/crds
+  key="$ISTIO_API_VERSION $STRIMZI_VERSION $PROMETHEUS_OPERATOR_VERSION $(digest "$HERE/tools/schemas.py" "$HERE/tools/strimzi/pom.xml")"
   fresh crd-schemas "$key" && return
   rm -rf "$crds" "$SCHEMAS/crds"
   mkdir -p "$crds"
@@ -97,6 +98,14 @@ crd_schemas() {
     "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') ||
     fail "go mod download istio.io/api@$ISTIO_API_VERSION"
   cp "$istio_dir/kubernetes/customresourcedefinitions.gen.yaml" "$crds/istio.yaml"
+
+  step "PrometheusRule CRD from Go module prometheus-operator@$PROMETHEUS_OPERATOR_VERSION"
+  operator_dir=$(GOTOOLCHAIN=local go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+    "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') ||
+    fail "go mod download prometheus-operator@$PROMETHEUS_OPERATOR_VERSION"
+  cp "$operator_dir/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" \
+    "$crds/prometheusrules.yaml"
 
   step "Strimzi $STRIMZI_VERSION CRDs from Maven Central (io.strimzi:api, crd-generator)"
   command -v mvn >/dev/null || fail "mvn is not on PATH"

@@ -7,6 +7,8 @@ wrong things), we run the binary with a config rendered from ``prometheus.yml.tm
 run dir::
 
     <run_dir>/config/<name>.yml     the rendered config
+    <run_dir>/config/<name>-rules.yml  the alert rules of istio/storefront/alerts.yaml, the
+                                    same groups the cluster's PrometheusRule holds
     <run_dir>/data/<name>/          its TSDB
     <run_dir>/logs/<name>.log       its output (see stack.procs)
 
@@ -19,6 +21,7 @@ Use::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -29,13 +32,17 @@ from pathlib import Path
 from string import Template
 from typing import Protocol
 
+import yaml
+
 from stack.embedded import EmbeddedStack
-from stack.tools import apt_install
+from stack.tools import REPO_ROOT, apt_install
 
 PROMETHEUS = "prometheus"
 """Default Supervisor name of the Prometheus process."""
 DEFAULT_PORT = 9090
 TEMPLATE = Path(__file__).resolve().parent / "prometheus.yml.tmpl"
+ALERTS = REPO_ROOT / "istio" / "storefront" / "alerts.yaml"
+"""The PrometheusRule deployed with the services; its groups are the local rules too."""
 APT_PACKAGE = "prometheus"
 
 Log = Callable[[str], None]
@@ -66,6 +73,14 @@ def ensure_installed(log: Log = print) -> bool:
     return apt_install(APT_PACKAGE, lambda: binary() is not None, log)
 
 
+def render_rules(path: Path) -> Path:
+    """A Prometheus rules file with the PrometheusRule's groups (JSON is YAML)."""
+    rule = yaml.safe_load(ALERTS.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"groups": rule["spec"]["groups"]}, indent=1))
+    return path
+
+
 def render_config(
     path: Path,
     ports: ScrapePorts,
@@ -74,8 +89,11 @@ def render_config(
     scrape_interval: str = "5s",
     namespace: str = "storefront",
 ) -> Path:
-    """Write the scrape config for these ports; `namespace` mirrors the Kubernetes label."""
+    """Write the scrape config for these ports, and the alert rules beside it; `namespace`
+    mirrors the Kubernetes label."""
+    rules = render_rules(path.with_name(f"{path.stem}-rules.yml"))
     text = Template(TEMPLATE.read_text()).substitute(
+        rules=json.dumps(str(rules)),
         scrape_interval=scrape_interval,
         scrape_timeout=scrape_interval,
         namespace=namespace,

@@ -253,6 +253,23 @@ def test_workloads_are_mesh_ready(objects: list[dict[str, Any]]) -> None:
         assert ports["grpc"]["appProtocol"] == "grpc"
 
 
+OPERATOR_PRINCIPAL = "cluster.local/ns/storefront/sa/storefront-operator"
+ADMIN_PATHS = "/storefront.admin.v1.AdminService/*"
+
+
+@needs_tools
+def test_alert_rules_watch_what_readiness_does_not(objects: list[dict[str, Any]]) -> None:
+    """Readiness needs only MongoDB, so a Kafka outage or a stalled consumer must alert."""
+    [rule] = [o for o in objects if o["kind"] == "PrometheusRule"]
+    exprs = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    for metric in (
+        "storefront_consumer_stalled_seconds",
+        "storefront_outbox_oldest_age_seconds",
+        'storefront_events_consumed_total{outcome="dead_lettered"}',
+    ):
+        assert any(metric in e for e in exprs.values()), metric
+
+
 @needs_tools
 def test_mtls_and_authorization(objects: list[dict[str, Any]]) -> None:
     assert of_kind(objects, "PeerAuthentication")["default"]["spec"]["mtls"]["mode"] == "STRICT"
@@ -264,12 +281,21 @@ def test_mtls_and_authorization(objects: list[dict[str, Any]]) -> None:
             assert rules[host]["spec"]["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL"
         assert "outlierDetection" in rules[service]["spec"]["trafficPolicy"]
         admitted = {
-            p
+            p: rule["to"]
             for rule in policies[service]["spec"]["rules"]
             for src in rule["from"]
             for p in src["source"]["principals"]
         }
-        assert admitted == {GATEWAY_PRINCIPAL}
+        # The gateway to the public service only; the operators' identity to the internal
+        # admin service only.
+        assert set(admitted) == {GATEWAY_PRINCIPAL, OPERATOR_PRINCIPAL}
+        assert admitted[GATEWAY_PRINCIPAL] == [
+            {"operation": {"ports": ["50051"], "notPaths": [ADMIN_PATHS]}}
+        ]
+        assert admitted[OPERATOR_PRINCIPAL] == [
+            {"operation": {"ports": ["50051"], "paths": [ADMIN_PATHS]}}
+        ]
+        assert "storefront-operator" in of_kind(objects, "ServiceAccount")
         # ... and only with a verified bearer token, in every rule.
         for rule in policies[service]["spec"]["rules"]:
             assert all(src["source"]["requestPrincipals"] == ["*"] for src in rule["from"])

@@ -4,6 +4,7 @@ and its series carry the labels the one dashboard (docs/grafana) queries by."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -12,9 +13,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from stack.embedded import free_ports
-from stack.prometheus import start_prometheus
+from stack.prometheus import ALERTS, start_prometheus
+from storefront.accounts.v1 import accounts_pb2
+from storefront_cli.clients import Clients
+from storefront_cli.demo import PEOPLE, customer_draft
 from tests.e2e.conftest import System
 
 pytestmark = pytest.mark.e2e
@@ -117,3 +122,37 @@ def panel_expr(dashboard: dict[str, Any], title: str, variables: dict[str, str])
     for name, value in variables.items():
         expr = expr.replace(name, value)
     return expr
+
+
+async def test_the_deployed_alert_rules_load_and_evaluate_over_real_series(
+    prometheus: str, clients: Clients
+) -> None:
+    """The local Prometheus runs the groups of istio/storefront/alerts.yaml (the cluster's
+    PrometheusRule): every rule parses and evaluates, and every metric a rule reads exists
+    with the `app` label its alerts group by (a sign-up makes events flow)."""
+    await clients.accounts.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[0]))
+    )
+    deployed = yaml.safe_load(ALERTS.read_text())["spec"]["groups"]
+    wanted = {r["alert"] for g in deployed for r in g["rules"]}
+    assert len(wanted) >= 4
+
+    def evaluated() -> dict[str, dict[str, Any]] | None:
+        rules = {
+            r["name"]: r for g in api(prometheus, "rules")["groups"] for r in g["rules"]
+        }
+        done = set(rules) == wanted and all(
+            r.get("lastEvaluation", "").startswith("20") for r in rules.values()
+        )
+        return rules if done else None
+
+    rules = poll(evaluated, 60, "every alert rule evaluated")
+    for name, rule in rules.items():
+        assert rule["health"] == "ok", (name, rule.get("lastError"))
+        for metric in set(re.findall(r"storefront_[a-z_]+", rule["query"])):
+
+            def labelled(metric: str = metric) -> list[Any] | None:
+                found = api(prometheus, "series", **{"match[]": metric})
+                return found if found and all("app" in s for s in found) else None
+
+            assert poll(labelled, 60, f"{name}: {metric} series")
