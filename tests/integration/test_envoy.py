@@ -539,12 +539,12 @@ def test_grpc_web_through_envoy(edge: Edge) -> None:
 
 
 def test_grpc_web_to_an_unrouted_service_is_refused(edge: Edge) -> None:
-    """Only the public services' prefixes are routed: not health, reflection or an admin
-    service, even in the public services' package."""
+    """Only the public services' prefixes are routed: not health, reflection or the services'
+    internal admin service."""
     for path in (
         "/grpc.health.v1.Health/Check",
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        "/storefront.accounts.v1.AccountsAdminService/RepairCustomer",  # internal, not public
+        "/storefront.admin.v1.AdminService/Republish",  # internal, not public
     ):
         reply = grpc_web(edge, path, b"")
         assert reply.http_status == 404, (path, reply)
