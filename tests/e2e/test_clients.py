@@ -126,3 +126,19 @@ def test_a_client_without_a_token_says_how_to_get_one() -> None:
     )
     assert done.returncode != 0
     assert "storefront token --customer" in done.stderr
+
+
+async def test_envoy_refuses_the_typescript_client_a_bad_token(running_system: System) -> None:
+    """jwt_authn applies to gRPC-Web as to REST: Connect reads Envoy's 401 as UNAUTHENTICATED."""
+    env = {**os.environ, "TOKEN": "not-a-jwt", "STOREFRONT_URL": running_system.envoy_url}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(tools.path("tsx")), str(TS_CLIENT)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "[unauthenticated]" in done.stderr, done.stderr[-2000:]
