@@ -46,7 +46,7 @@ demo:
 	$(UV) run --frozen storefront demo
 
 test: install
-	$(UV) run --frozen pytest -q -p no:cacheprovider
+	$(UV) run --frozen pytest -q -rs -p no:cacheprovider
 
 test-fast:
 	$(UV) run --frozen pytest -q tests/unit

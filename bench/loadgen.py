@@ -76,10 +76,11 @@ def ghz(
     timeout: float = 10.0,
     metadata: list[dict[str, str]] | dict[str, str] | None = None,
     total: int = 0,
+    protoset: Path | None = PROTOSET,
 ) -> LoadResult:
     """Run ghz for `duration` seconds (or for `total` requests); `data` is one request or a
     list used round-robin, and so is `metadata` (e.g. the authorization header), in step
-    with `data`."""
+    with `data`. `protoset=None` makes ghz find the method through server reflection."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(data, f)
         data_file = f.name
@@ -92,8 +93,7 @@ def ghz(
     argv = [
         str(ensure_ghz()),
         "--insecure",
-        "--protoset",
-        str(PROTOSET),
+        *(("--protoset", str(protoset)) if protoset else ()),
         "--call",
         call,
         "--data-file",

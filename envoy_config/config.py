@@ -1,8 +1,9 @@
 """Render the Envoy edge configuration from the templates in ``envoy/``.
 
 Envoy fronts the three gRPC services on one port: JSON/REST calls are transcoded to gRPC by
-``grpc_json_transcoder`` (from the descriptor set ``gen/storefront.binpb``) and native gRPC calls
-pass through. Ports and upstream addresses are parameters because tests run everything on
+``grpc_json_transcoder`` (from the descriptor set ``gen/storefront.binpb``), gRPC-Web calls are
+turned into gRPC by ``grpc_web`` (with CORS for the allowed browser origins), and native gRPC
+calls pass through. Ports and upstream addresses are parameters because tests run everything on
 ports picked by the OS::
 
     text = render(8080, 9901, {"accounts": ("127.0.0.1", 50051), ...})
@@ -21,9 +22,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import re
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +74,22 @@ DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 DEFAULT_ACCESS_LOG = "/dev/stdout"
 DEFAULT_ROUTE_TIMEOUT = 15.0
 DEFAULT_HEALTH_CHECK_INTERVAL = 5.0
+DEFAULT_CORS_ORIGINS = ("http://localhost:3000",)
+"""Browser origins allowed to call through CORS: a web app's dev server, by default."""
+CORS_ORIGINS_ENV = "STOREFRONT_CORS_ORIGINS"
+"""Comma-separated origins that replace the default (empty: no CORS at all)."""
+CORS_ALLOW_HEADERS = (
+    "authorization",
+    "content-type",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+)
+"""Request headers a browser may send: the token, and what gRPC-Web and Connect clients set."""
+CORS_EXPOSE_HEADERS = ("grpc-status", "grpc-message", "grpc-status-details-bin", "www-authenticate")
+"""Reply headers a browser script may read: a gRPC-Web trailers-only error is in the headers."""
 
 GENERATED_HEADER = (
     "# Storefront edge proxy, rendered by envoy_config from envoy/*.yaml.tmpl. Do not edit:\n"
@@ -139,6 +158,42 @@ def _fill(template: Template, values: Mapping[str, str], blocks: Mapping[str, st
     return _BLOCK.sub(indent_block, template.substitute({**values, **keep_blocks}))
 
 
+def cors_origins_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """$STOREFRONT_CORS_ORIGINS (comma-separated) if set, else :data:`DEFAULT_CORS_ORIGINS`."""
+    env = os.environ if environ is None else environ
+    if CORS_ORIGINS_ENV not in env:
+        return DEFAULT_CORS_ORIGINS
+    return tuple(o.strip() for o in env[CORS_ORIGINS_ENV].split(",") if o.strip())
+
+
+def _cors_policy(origins: Sequence[str]) -> str:
+    """The virtual host's CORS policy for ``origins`` (exact matches); "" for none."""
+    for origin in origins:
+        parts = urllib.parse.urlsplit(origin)
+        if not (
+            parts.scheme in ("http", "https")
+            and parts.hostname
+            and origin == f"{parts.scheme}://{parts.netloc}"
+            and "@" not in parts.netloc
+            and "*" not in origin
+        ):
+            raise ConfigError(
+                f"CORS origin {origin!r} is not scheme://host[:port] (http or https, no path, "
+                "no wildcard)"
+            )
+    if not origins:
+        return ""
+    policy = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [{"exact": o} for o in origins],
+        "allow_methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+        "allow_headers": ", ".join(CORS_ALLOW_HEADERS),
+        "expose_headers": ", ".join(CORS_EXPOSE_HEADERS),
+        "max_age": "600",
+    }
+    return "typed_per_filter_config:\n  envoy.filters.http.cors: " + json.dumps(policy) + "\n"
+
+
 def _upstream_values(name: str, host: str, port: int) -> dict[str, str]:
     if not host:
         raise ConfigError(f"upstream {name!r}: empty host")
@@ -169,6 +224,7 @@ def render(
     access_log_path: Path | str = DEFAULT_ACCESS_LOG,
     route_timeout: float = DEFAULT_ROUTE_TIMEOUT,
     health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
+    cors_origins: Sequence[str] = DEFAULT_CORS_ORIGINS,
 ) -> str:
     """The Envoy bootstrap YAML.
 
@@ -176,7 +232,9 @@ def render(
     to the ``(host, port)`` of its gRPC server; default :data:`DEFAULT_UPSTREAMS`. A subset is
     allowed (only those services are routed and transcoded). ``descriptor_path`` is made
     absolute, so the rendered file works from any working directory. ``auth`` is required:
-    there is no configuration without token checks.
+    there is no configuration without token checks. ``cors_origins`` are the browser origins
+    (``http://localhost:3000``) allowed cross-origin gRPC-Web calls; none, no CORS. (REST paths
+    are routed only once transcoded, so a REST preflight finds no CORS policy.)
     """
     upstreams = dict(DEFAULT_UPSTREAMS if upstreams is None else upstreams)
     unknown = sorted(set(upstreams) - set(SERVICES))
@@ -239,6 +297,7 @@ def render(
         "clusters": clusters,
         "local_reply_mappers": mappers,
         "strict_json": strict_json.lua_source(descriptor),
+        "cors_policy": _cors_policy(tuple(cors_origins)),
     }
     body = _fill(_template("envoy.yaml.tmpl"), values, blocks)
     return GENERATED_HEADER + body
@@ -326,8 +385,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jwt-issuer", required=True, help="the iss tokens must carry")
     parser.add_argument("--jwt-audience", required=True, help="the aud tokens must carry")
     parser.add_argument("--jwks", type=Path, required=True, help="the issuer's JWKS file")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help=f"a browser origin allowed CORS calls, repeatable (default: ${CORS_ORIGINS_ENV} "
+        f"or {', '.join(DEFAULT_CORS_ORIGINS)})",
+    )
     parser.add_argument("--validate", action="store_true", help="also run envoy --mode validate")
     args = parser.parse_args(argv)
+    origins = cors_origins_from_env() if args.cors_origins is None else args.cors_origins
     try:
         out = write_config(
             args.out,
@@ -339,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_request_bytes=args.max_request_bytes,
             access_log_path=args.access_log,
             auth=EdgeAuth(args.jwt_issuer, (args.jwt_audience,), args.jwks),
+            cors_origins=origins,
         )
         if args.validate:
             validate(out)

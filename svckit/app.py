@@ -14,20 +14,16 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-import storefront
 from storefront.admin.v1 import admin_pb2_grpc
-from svckit import admin, logs, metrics, mongo, policy, tracing
+from svckit import admin, logs, metrics, mongo, policy, reflection, tracing
 from svckit.auth import TokenVerifier
 from svckit.authz import AuthInterceptor, Authorizer, OwnerLookup
 from svckit.consumer import BatchHandler, EventConsumer, EventHandler
@@ -49,34 +45,6 @@ EVENTS_HEALTH = "events"
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
     return mongo.connect(settings.mongodb_uri)
-
-
-def reflection_pool() -> descriptor_pool.DescriptorPool | None:
-    """Descriptors for reflection from gen/storefront.binpb, which keeps json_name.
-
-    Python's generated descriptors drop json_name, so grpcurl would print proto
-    field names; from the descriptor set it prints lowerCamelCase, like Envoy.
-    """
-    package = Path(next(iter(storefront.__path__)))
-    # In the repo it sits beside gen/storefront/; the wheel ships it inside the package.
-    path = next(
-        (
-            p
-            for p in (package.parent / "storefront.binpb", package / "descriptor.binpb")
-            if p.exists()
-        ),
-        None,
-    )
-    if path is None:
-        return None
-    pool = descriptor_pool.DescriptorPool()
-    for file in descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes()).file:
-        pool.Add(file)
-    for module in (health_pb2, reflection_pb2):  # served too, and not in our descriptor set
-        proto = descriptor_pb2.FileDescriptorProto()
-        module.DESCRIPTOR.CopyToProto(proto)
-        pool.Add(proto)
-    return pool
 
 
 class ServiceApp:
@@ -179,11 +147,7 @@ class ServiceApp:
             admin_pb2_grpc.add_AdminServiceServicer_to_server(self._admin, server)
             internal.append(admin.SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [*names, *internal, health.SERVICE_NAME, reflection.SERVICE_NAME],
-            server,
-            pool=reflection_pool(),
-        )
+        reflection.enable(server, [*names, *internal, health.SERVICE_NAME])
         self.bound_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await server.start()
         self.server = server

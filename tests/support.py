@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from google.api import annotations_pb2
@@ -32,6 +33,18 @@ from svckit.app import ServiceApp
 from svckit.authz import set_field
 from svckit.envelope import Envelope, decode
 from svckit.settings import Settings
+
+
+def ensure_tools(*components: str) -> None:
+    """Install what a test needs (stack.tools components, cheap when current), so a missing
+    tool is installed rather than skipped; a test skips only when the install itself cannot
+    be done here (e.g. apt-get as a non-root user), and says why."""
+    from stack import tools
+
+    try:
+        tools.ensure(components, log=lambda _: None)
+    except tools.ToolError as exc:
+        pytest.skip(f"cannot install {', '.join(components)} here: {exc}")
 
 
 def issuer_of(stack: EmbeddedStack) -> LocalIssuer:
@@ -193,7 +206,9 @@ class HttpRule:
         found = re.fullmatch(pattern, path.split("?", 1)[0])
         if found is None:
             return None
-        return {f: urllib.parse.unquote(v) for f, v in zip(self.fields, found.groups(), strict=True)}
+        return {
+            f: urllib.parse.unquote(v) for f, v in zip(self.fields, found.groups(), strict=True)
+        }
 
 
 def http_rules() -> list[HttpRule]:

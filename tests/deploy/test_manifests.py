@@ -5,7 +5,6 @@ hadolint, and Envoy for the transcoder."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from envoy_config import config as edge_config
+from stack import tools
 from svckit import names
+from tests.support import ensure_tools
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = Path(os.environ.get("STOREFRONT_DEPLOY_TOOLS") or ROOT / ".tools" / "deploy")
+TOOLS = tools.DEPLOY_TOOLS
 KUSTOMIZE = TOOLS / "bin" / "kustomize"
 KUBECONFORM = TOOLS / "bin" / "kubeconform"
 HADOLINT = TOOLS / "venv" / "bin" / "hadolint"
@@ -36,11 +38,14 @@ TOPICS = {
     for suffix in ("", ".dlq")
 }
 
-STAMPS = [TOOLS / "stamps" / name for name in ("kubernetes-schemas", "crd-schemas")]
-needs_tools = pytest.mark.skipif(
-    not all(p.exists() for p in (KUSTOMIZE, KUBECONFORM, HADOLINT, *STAMPS)),
-    reason=f"deployment tools not installed in {TOOLS}: run `bash istio/validate.sh install`",
-)
+
+@pytest.fixture(scope="module")
+def deploy_tools() -> None:
+    """istio/validate.sh install (python -m stack install --only deploy): cheap when current."""
+    ensure_tools("deploy")
+
+
+needs_tools = pytest.mark.usefixtures("deploy_tools")
 needs_descriptor = pytest.mark.skipif(
     not DESCRIPTOR.exists(), reason="gen/storefront.binpb not generated yet (make gen)"
 )
@@ -59,7 +64,7 @@ def validate_manifest(tmp_path: Path, text: str) -> subprocess.CompletedProcess[
 
 
 @pytest.fixture(scope="module")
-def rendered() -> str:
+def rendered(deploy_tools: None) -> str:
     build = run(KUSTOMIZE, "build", "istio/")
     assert build.returncode == 0, build.stderr
     return build.stdout
@@ -327,7 +332,35 @@ def test_bearer_tokens_are_required_at_the_gateway_and_trusted_alike_everywhere(
     assert deny["spec"]["action"] == "DENY"
     [rule] = deny["spec"]["rules"]
     assert rule["from"] == [{"source": {"notRequestPrincipals": ["*"]}}]
-    assert set(rule["to"][0]["operation"]["paths"]) == {"/v1/*", "/storefront.*"}
+    [operation] = [to["operation"] for to in rule["to"]]
+    assert set(operation["paths"]) == {"/v1/*", "/storefront.*"}  # REST, gRPC and gRPC-Web
+    # Only CORS preflights pass without a token (the gateway answers them); the services' own
+    # policies still admit nothing without one (test_mtls_and_authorization).
+    assert operation["notMethods"] == ["OPTIONS"]
+
+
+@needs_tools
+def test_the_gateway_serves_grpc_web_with_cors_on_every_grpc_route(
+    objects: list[dict[str, Any]],
+) -> None:
+    [envoy_filter] = of_kind(objects, "EnvoyFilter").values()
+    names = [patch["patch"]["value"]["name"] for patch in envoy_filter["spec"]["configPatches"]]
+    # Both go before the router in this order: gRPC-Web becomes gRPC before the transcoder,
+    # which passes gRPC through.
+    assert names == ["envoy.filters.http.grpc_web", "envoy.filters.http.grpc_json_transcoder"]
+    # Only the public services, as the local edge: no internal (admin) service is transcoded.
+    transcoder = envoy_filter["spec"]["configPatches"][1]["patch"]["value"]["typed_config"]
+    assert set(transcoder["services"]) == set(edge_config.SERVICES.values())
+    routes = of_kind(objects, "VirtualService")["storefront"]["spec"]["http"]
+    grpc_routes = [r for r in routes if "/storefront" in json.dumps(r["match"])]
+    assert len(grpc_routes) == 2 * len(SERVICES)
+    policies = [r.get("corsPolicy") for r in grpc_routes]
+    assert policies[0] and all(p == policies[0] for p in policies), "one CORS policy for all"
+    cors = policies[0]
+    assert all(set(origin) == {"exact"} for origin in cors["allowOrigins"])  # no wildcards
+    # The same headers as the local edge (envoy_config) lets browsers send and read.
+    assert set(cors["allowHeaders"]) == set(edge_config.CORS_ALLOW_HEADERS)
+    assert set(cors["exposeHeaders"]) == set(edge_config.CORS_EXPOSE_HEADERS)
 
 
 @needs_tools

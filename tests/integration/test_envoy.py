@@ -1,4 +1,5 @@
-"""Envoy in front of a tiny in-test AccountsService: JSON/REST transcoding, errors, native gRPC.
+"""Envoy in front of a tiny in-test AccountsService: JSON/REST transcoding, errors, native gRPC,
+gRPC-Web and CORS.
 
 Everything runs on ports picked by the OS. The fake service implements GetCustomer (a fixed
 customer for id "c1", NOT_FOUND otherwise, INVALID_ARGUMENT with BadRequest details for "bad")
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ pytestmark = pytest.mark.skipif(not tools.available("envoy"), reason="envoy not 
 
 MAX_REQUEST_BYTES = 4096
 HEALTH_CHECK_INTERVAL = 0.5
+ORIGIN = "https://shop.example.com"
+"""The one browser origin this edge allows (configurable: not the default)."""
 
 
 def fixed_customer() -> accounts_pb2.Customer:
@@ -195,6 +199,7 @@ def edge(fake_accounts: FakeServer, tmp_path_factory: pytest.TempPathFactory) ->
         max_request_bytes=MAX_REQUEST_BYTES,
         health_check_interval=HEALTH_CHECK_INTERVAL,
         auth=config.EdgeAuth.of(issuer.config()),
+        cors_origins=(ORIGIN,),
     )
     with e.log.open("wb") as log:
         proc = subprocess.Popen(
@@ -441,10 +446,157 @@ def test_native_grpc_to_an_unrouted_service_is_unimplemented(edge: Edge) -> None
         health_stub = health_pb2_grpc.HealthStub(channel)
         with pytest.raises(grpc.RpcError) as err:
             health_stub.Check(
-                health_pb2.HealthCheckRequest(), timeout=5, metadata=[("authorization", edge.bearer)]
+                health_pb2.HealthCheckRequest(),
+                timeout=5,
+                metadata=[("authorization", edge.bearer)],
             )
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert not (err.value.details() or "").startswith("{")
+
+
+# ----- gRPC-Web and CORS ----------------------------------------------------------------------
+
+
+@dataclass
+class GrpcWebReply:
+    http_status: int
+    headers: dict[str, str]
+    messages: list[bytes]
+    trailers: dict[str, str]
+
+    @property
+    def grpc_status(self) -> int:
+        """What a gRPC-Web client reads: the trailer frame, the headers of a trailers-only
+        reply, or else the HTTP status mapped as gRPC's spec says. Envoy's own replies to a
+        gRPC-Web call (no route, no token) take the last form: it decides a request is gRPC
+        before grpc_web has turned it into one."""
+        found = self.trailers.get("grpc-status") or self.headers.get("grpc-status")
+        return int(found) if found else GRPC_CODE_OF_HTTP_STATUS.get(self.http_status, 2)
+
+
+GRPC_CODE_OF_HTTP_STATUS = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
+"""gRPC's "HTTP to gRPC status code mapping" (doc/http-grpc-status-mapping.md); else UNKNOWN."""
+
+
+def grpc_web(
+    edge: Edge,
+    path: str,
+    request: bytes,
+    *,
+    authorization: str | None = "valid",
+    origin: str | None = None,
+) -> GrpcWebReply:
+    """One unary gRPC-Web call over HTTP/1.1, as a browser's client library frames it."""
+    headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
+    if authorization:
+        headers["authorization"] = edge.bearer if authorization == "valid" else authorization
+    if origin:
+        headers["origin"] = origin
+    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
+    try:
+        conn.request(
+            "POST", path, body=b"\0" + len(request).to_bytes(4, "big") + request, headers=headers
+        )
+        resp = conn.getresponse()
+        status, reply_headers, body = resp.status, resp.getheaders(), resp.read()
+    finally:
+        conn.close()
+    messages, trailers, at = [], {}, 0
+    while at < len(body):  # frames: 1 flag byte (0x80 = trailers), 4 length bytes, payload
+        flag, size = body[at], int.from_bytes(body[at + 1 : at + 5], "big")
+        frame = body[at + 5 : at + 5 + size]
+        if flag & 0x80:
+            for line in frame.decode().split("\r\n"):
+                if line:
+                    key, _, value = line.partition(":")
+                    trailers[key.strip().lower()] = value.strip()
+        else:
+            messages.append(frame)
+        at += 5 + size
+    return GrpcWebReply(status, {k.lower(): v for k, v in reply_headers}, messages, trailers)
+
+
+GET_CUSTOMER = "/storefront.accounts.v1.AccountsService/GetCustomer"
+
+
+def get_customer_request(customer_id: str) -> bytes:
+    return accounts_pb2.GetCustomerRequest(customer_id=customer_id).SerializeToString()
+
+
+def test_grpc_web_through_envoy(edge: Edge) -> None:
+    reply = grpc_web(edge, GET_CUSTOMER, get_customer_request("c1"))
+    assert (reply.http_status, reply.grpc_status) == (200, 0), reply
+    assert reply.headers["content-type"].startswith("application/grpc-web")
+    assert [accounts_pb2.Customer.FromString(m) for m in reply.messages] == [fixed_customer()]
+
+    missing = grpc_web(edge, GET_CUSTOMER, get_customer_request("nope"))
+    assert missing.grpc_status == grpc.StatusCode.NOT_FOUND.value[0], missing
+    assert (
+        urllib.parse.unquote(
+            missing.trailers.get("grpc-message") or missing.headers["grpc-message"]
+        )
+        == "customer nope not found"
+    )
+    assert missing.messages == []
+
+
+def test_grpc_web_to_an_unrouted_service_is_refused(edge: Edge) -> None:
+    """Only the public services' prefixes are routed: not health, reflection or the services'
+    internal admin service."""
+    for path in (
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/storefront.admin.v1.AdminService/Republish",  # internal, not public
+    ):
+        reply = grpc_web(edge, path, b"")
+        assert reply.http_status == 404, (path, reply)
+        assert reply.grpc_status == grpc.StatusCode.UNIMPLEMENTED.value[0], (path, reply)
+        assert reply.messages == []
+
+
+def preflight(edge: Edge, origin: str, path: str = GET_CUSTOMER) -> Reply:
+    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
+    try:
+        conn.request(
+            "OPTIONS",
+            path,
+            headers={
+                "origin": origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization,content-type,x-grpc-web",
+            },
+        )
+        resp = conn.getresponse()
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def test_cors_preflight_of_the_allowed_origin_is_answered_without_a_token(edge: Edge) -> None:
+    reply = preflight(edge, ORIGIN)
+    assert reply.status == 200, reply
+    assert reply.headers["access-control-allow-origin"] == ORIGIN
+    allowed = {h.strip() for h in reply.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type", "x-grpc-web"} <= allowed
+    assert "POST" in reply.headers["access-control-allow-methods"]
+
+
+def test_cors_refuses_other_origins(edge: Edge) -> None:
+    reply = preflight(edge, "https://evil.example.com")
+    assert "access-control-allow-origin" not in reply.headers
+    assert reply.status == 401  # not a preflight Envoy answers: the token check refuses it
+    call = grpc_web(
+        edge, GET_CUSTOMER, get_customer_request("c1"), origin="https://evil.example.com"
+    )
+    assert "access-control-allow-origin" not in call.headers
+
+
+def test_a_cross_origin_call_may_read_the_grpc_status(edge: Edge) -> None:
+    reply = grpc_web(edge, GET_CUSTOMER, get_customer_request("nope"), origin=ORIGIN)
+    assert reply.headers["access-control-allow-origin"] == ORIGIN
+    exposed = {h.strip() for h in reply.headers["access-control-expose-headers"].split(",")}
+    assert {"grpc-status", "grpc-message"} <= exposed
+    assert reply.grpc_status == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 # ----- the token check at the edge -------------------------------------------------------------
@@ -490,6 +642,14 @@ def test_requests_without_a_valid_token_are_401_at_the_edge(
                 accounts_pb2.GetCustomerRequest(customer_id="c1"), timeout=5, metadata=metadata
             )
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    # gRPC-Web meets the same check: UNAUTHENTICATED, and nothing reaches the service.
+    web = grpc_web(
+        edge, GET_CUSTOMER, get_customer_request("c1"), authorization=headers.get("authorization")
+    )
+    assert web.grpc_status == grpc.StatusCode.UNAUTHENTICATED.value[0], web
+    assert web.headers["www-authenticate"].startswith("Bearer")
+    assert web.messages == []
 
 
 # ----- active health checks (last: flips the fake's health) -----------------------------------

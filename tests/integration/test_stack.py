@@ -17,6 +17,7 @@ from stack import tools
 from stack.embedded import KAFKA, TOPIC_PARTITIONS, EmbeddedStack, ensure_topics
 from stack.procs import ProcessError, ProcRecord, Supervisor, port_open
 from svckit import names
+from tests.support import ensure_tools
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +45,7 @@ def _session_pids(sid: int) -> list[int]:
 
 
 def test_kcat_lists_all_topics(stack: EmbeddedStack) -> None:
-    if not tools.available("kcat"):
-        pytest.skip("kcat not installed (apt-get install -y kcat)")
+    ensure_tools("kcat")
     out = subprocess.run(
         [str(tools.path("kcat")), "-b", stack.kafka_bootstrap, "-L", "-m", "15"],
         capture_output=True,

@@ -3,6 +3,7 @@ compatibility with the previous commit (buf breaking)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,14 @@ def test_ruff_is_clean() -> None:
         [sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_generators_match_the_runtimes_the_clients_use() -> None:
+    """Generated code and its runtime library go together: protoc-gen-es with @bufbuild/protobuf
+    (package.json), protoc-gen-go with google.golang.org/protobuf (examples/go/go.mod)."""
+    from stack import tools
+
+    package = json.loads((ROOT / "package.json").read_text())
+    assert package["dependencies"]["@bufbuild/protobuf"] == tools.NPM_TOOLS["protoc-gen-es"][1]
+    go_mod = (ROOT / "examples" / "go" / "go.mod").read_text()
+    assert f"google.golang.org/protobuf {tools.GO_TOOLS['protoc-gen-go'][1]}\n" in go_mod

@@ -28,6 +28,7 @@ def render(*args: Any, **kwargs: Any) -> str:
 def write_config(path: Path, **kwargs: Any) -> Path:
     return config.write_config(path, auth=AUTH, **kwargs)
 
+
 needs_envoy = pytest.mark.skipif(not tools.available("envoy"), reason="envoy not installed")
 
 
@@ -43,17 +44,26 @@ def test_defaults_route_every_service_to_its_port() -> None:
     assert "${" not in text
 
 
-def test_every_request_meets_jwt_authn_first() -> None:
+def test_every_request_meets_jwt_authn_before_any_other_work() -> None:
     text = render()
-    filters = text.split("http_filters:", 1)[1]
+    filters = text.split("http_filters:", 1)[1].split("clusters:", 1)[0]
     names = [line.split("name: ", 1)[1] for line in filters.splitlines() if "- name: " in line]
-    assert names[0] == "envoy.filters.http.jwt_authn"  # before Lua and the transcoder
+    # CORS only answers preflights (they carry no token); grpc_web only reframes gRPC-Web as
+    # gRPC, so the token check sees it as any gRPC call.
+    assert names == [
+        "envoy.filters.http.cors",
+        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.router",
+    ]
     assert f'issuer: "{AUTH.issuer}"' in filters
     assert 'audiences: ["storefront"]' in filters
     assert f'filename: "{Path(AUTH.jwks_path).resolve()}"' in filters
     assert "forward: true" in filters  # the services verify the token again
     assert "require_expiration: true" in filters
-    assert 'requires: {provider_name: storefront}' in filters and 'prefix: "/"' in filters
+    assert "requires: {provider_name: storefront}" in filters and 'prefix: "/"' in filters
 
 
 def test_there_is_no_config_without_token_checks() -> None:
@@ -63,6 +73,33 @@ def test_there_is_no_config_without_token_checks() -> None:
         render(auth=EdgeAuth("", ("storefront",), AUTH.jwks_path))
     with pytest.raises(ConfigError):
         EdgeAuth.of(ISSUER.config().__class__("iss", "aud", "https://idp.example/jwks"))
+
+
+def test_cors_allows_exactly_the_configured_origins() -> None:
+    default = render()
+    assert '"allow_origin_string_match": [{"exact": "http://localhost:3000"}]' in default
+    text = render(cors_origins=("https://shop.example.com", "http://127.0.0.1:5173"))
+    assert '[{"exact": "https://shop.example.com"}, {"exact": "http://127.0.0.1:5173"}]' in text
+    assert "grpc-status, grpc-message" in text  # a script may read a gRPC-Web error
+    assert "CorsPolicy" not in render(cors_origins=())
+
+
+@pytest.mark.parametrize(
+    "origin", ["*", "http://*.example.com", "shop.example.com", "ftp://x", "http://x/path", ""]
+)
+def test_a_malformed_cors_origin_is_refused(origin: str) -> None:
+    with pytest.raises(ConfigError, match="CORS origin"):
+        render(cors_origins=(origin,))
+
+
+def test_cors_origins_come_from_the_environment() -> None:
+    env = config.CORS_ORIGINS_ENV
+    assert config.cors_origins_from_env({}) == config.DEFAULT_CORS_ORIGINS
+    assert config.cors_origins_from_env({env: "https://a.example, http://b:81"}) == (
+        "https://a.example",
+        "http://b:81",
+    )
+    assert config.cors_origins_from_env({env: ""}) == ()
 
 
 def test_admin_is_loopback_only_even_when_the_listener_is_not() -> None:

@@ -60,7 +60,8 @@ def served_methods() -> set[str]:
         reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
     ):
         methods |= {f"/{service.full_name}/{m.name}" for m in service.methods}
-    return methods
+    # Reflection v1 has the same methods as v1alpha (svckit.reflection serves both).
+    return methods | {m.replace(".v1alpha.", ".v1.") for m in methods if "v1alpha" in m}
 
 
 def request_class(method: str) -> type[Message]:
