@@ -97,7 +97,7 @@ def file_of(pool: descriptor_pool.DescriptorPool, symbol: str) -> FileDescriptor
 class Reflection(ReflectionServicer):
     """grpcio-reflection's servicer, resolving every kind of symbol (see the module doc)."""
 
-    def _file_containing_symbol(self, request, fully_qualified_name):  # type: ignore[no-untyped-def]
+    def _file_containing_symbol(self, request, fully_qualified_name):
         try:
             file = file_of(self._pool, fully_qualified_name)
         except KeyError:

@@ -4,6 +4,7 @@ versions, and every kind of symbol resolves, methods included (grpc/grpc#34743).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
 import pytest
@@ -13,7 +14,8 @@ from grpc_reflection.v1alpha import reflection_pb2
 from svckit import reflection
 
 ACCOUNTS = "storefront.accounts.v1.AccountsService"
-Request, Response = reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+Request: TypeAlias = reflection_pb2.ServerReflectionRequest
+Response: TypeAlias = reflection_pb2.ServerReflectionResponse
 
 
 @pytest.fixture
