@@ -11,7 +11,7 @@ from pathlib import Path
 from stack import issuer, prometheus, tools
 from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
-from storefront_cli import consistency, ops, system, watch
+from storefront_cli import consistency, keys, ops, system, watch
 from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
 from svckit.authz import STAFF, WAREHOUSE
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     token.set_defaults(func=cmd_token)
     consistency.register(sub)
     ops.register(sub)
+    keys.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

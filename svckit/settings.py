@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from svckit.auth import AuthConfig
 
 
+class ConfigError(ValueError):
+    """A setting is missing or unusable: the process refuses to start, saying which."""
+
+
 @dataclass(frozen=True)
 class Settings:
     service_name: str

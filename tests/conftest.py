@@ -19,6 +19,7 @@ import pytest
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from stack import cardkeys
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
 from storefront_cli.clients import Clients
@@ -39,6 +40,9 @@ def stack() -> Iterator[EmbeddedStack]:
     """
     run_dir = Path(tempfile.mkdtemp(prefix="storefront-stack-"))
     st = EmbeddedStack(run_dir, Ports.free())
+    # In-process services (accounts_svc.main.build) read their card keys from the
+    # environment, as in production; these are the run dir's local ones.
+    os.environ.update(cardkeys.env_for(run_dir))
     try:
         st.start()
         yield st
