@@ -38,10 +38,10 @@ async def cards_by_key(repo: CustomerRepository) -> Counter[str]:
     return counts
 
 
-async def status(ep: endpoints.Endpoints, config: CardKeyConfig, out: Any = print) -> int:
-    client = mongo.connect(ep.mongodb)
+async def status(uri: str, database: str, config: CardKeyConfig, out: Any = print) -> int:
+    client = mongo.connect(uri)
     try:
-        repo = CustomerRepository(client[ep.database("accounts")])
+        repo = CustomerRepository(client[database])
         vault = CardVault(config, client)
         newest = await vault.newest_key()
         counts = await cards_by_key(repo)
@@ -64,12 +64,12 @@ async def status(ep: endpoints.Endpoints, config: CardKeyConfig, out: Any = prin
 
 
 async def rotate(
-    ep: endpoints.Endpoints, config: CardKeyConfig, *, wait: float, out: Any = print
+    uri: str, database: str, config: CardKeyConfig, *, wait: float, out: Any = print
 ) -> int:
     """Add a newer data key, then wait until accounts has re-sealed every card with it."""
-    client = mongo.connect(ep.mongodb)
+    client = mongo.connect(uri)
     try:
-        repo = CustomerRepository(client[ep.database("accounts")])
+        repo = CustomerRepository(client[database])
         vault = CardVault(config, client)
         key = await vault.create_key()
         await vault.close()
@@ -112,9 +112,10 @@ def _cmd(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"storefront keys: {exc}")
         return 2
+    database = ep.database("accounts")
     if args.action == "rotate":
-        return asyncio.run(rotate(ep, config, wait=args.wait))
-    return asyncio.run(status(ep, config))
+        return asyncio.run(rotate(ep.mongodb, database, config, wait=args.wait))
+    return asyncio.run(status(ep.mongodb, database, config))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
