@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -29,6 +30,18 @@ from svckit import tracing
 current_rpc: contextvars.ContextVar[str] = contextvars.ContextVar("rpc", default="")
 current_event: contextvars.ContextVar[str] = contextvars.ContextVar("event_id", default="")
 current_trace: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
+
+
+_URI_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+):[^@\s]*@")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:password|secret|token|authMechanismProperties|tlsCertificateKeyFilePassword)=)"
+    r"[^&;\s]*"
+)
+
+
+def redacted(text: str) -> str:
+    """`text` with the passwords of the URIs in it replaced: mongodb://user:***@host/..."""
+    return _SECRET_PARAM.sub(r"\1***", _URI_PASSWORD.sub(r"\1:***@", text))
 
 
 def describe(exc: BaseException) -> str:

@@ -21,8 +21,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from stack import cardkeys
 from stack.embedded import EmbeddedStack, Ports
+from stack.embedded import _run_sync as run_sync
 from storefront_cli import system
 from storefront_cli.clients import Clients
+from tests import leaks
 from tests.support import System, tokens_of
 
 
@@ -43,13 +45,19 @@ def stack() -> Iterator[EmbeddedStack]:
     # In-process services (accounts_svc.main.build) read their card keys from the
     # environment, as in production; these are the run dir's local ones.
     os.environ.update(cardkeys.env_for(run_dir))
+    found: list[str] = []
     try:
         st.start()
         yield st
+        # After every suite of the session ran (services stopped, logs complete): no line of
+        # any log and no DLQ header holds the test data's names, e-mails or card digits.
+        found = leaks.log_leaks(run_dir)
+        found += run_sync(lambda: leaks.topic_leaks(st.kafka_bootstrap))[0]
     finally:
         st.stop()
-        if os.environ.get("STACK_KEEP_RUN_DIR") != "1":
+        if os.environ.get("STACK_KEEP_RUN_DIR") != "1" and not found:
             shutil.rmtree(run_dir, ignore_errors=True)
+    assert not found, f"personal or card data in {run_dir}:\n" + "\n".join(found[:20])
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import time
 from collections.abc import AsyncIterator
 
@@ -25,6 +24,7 @@ from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront_cli import keys
 from storefront_cli.clients import channel
 from svckit.app import ServiceApp
+from tests.leaks import card_encodings
 from tests.support import eventually, running, settings_for, tokens_of
 from tests.unit.test_accounts_domain import draft
 
@@ -43,19 +43,6 @@ def customer_with(*numbers: str) -> accounts_pb2.Customer:
     del c.credit_cards[:]
     c.credit_cards.extend(card(n) for n in numbers)
     return c
-
-
-def encodings(number: str) -> list[bytes]:
-    """Every way the tests write a card number, and its runs of 8 digits."""
-    digits = re.sub(r"\D", "", number)
-    groups = [digits[i : i + 4] for i in range(0, len(digits), 4)]
-    return [
-        digits.encode(),
-        " ".join(groups).encode(),
-        "-".join(groups).encode(),
-        digits[:8].encode(),
-        digits[-8:].encode(),
-    ]
 
 
 def config_for(database: str) -> CardKeyConfig:
@@ -97,7 +84,7 @@ async def test_a_stored_card_is_ciphertext_last_four_and_fingerprint(
     doc = await accounts.db[COLLECTION].find_one({"_id": created.id})
     assert doc is not None
     raw = bson.encode(doc)
-    for needle in encodings(number):
+    for needle in card_encodings(number):
         assert needle not in raw
     [stored] = doc["credit_cards"]
     ciphertext = stored[cards.CIPHERTEXT]

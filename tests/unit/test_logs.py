@@ -117,3 +117,24 @@ def test_an_exception_is_logged_as_class_and_code_never_its_message(
 def test_describe_names_grpc_and_domain_codes() -> None:
     assert logs.describe(Aborted("customer c-1 changed")) == "Aborted code=ABORTED reason=CONCURRENT_MODIFICATION"
     assert logs.describe(OperationFailure("x", code=11000)) == "OperationFailure code=11000"
+
+
+@pytest.mark.parametrize(
+    ("shown", "expected"),
+    [
+        ("mongodb://app:s3cr%40t@db-0:27017/?tls=true", "mongodb://app:***@db-0:27017/?tls=true"),
+        (
+            "mongodb+srv://app:pw@cluster0.example.net/accounts",
+            "mongodb+srv://app:***@cluster0.example.net/accounts",
+        ),
+        ("mongodb://127.0.0.1:27017/", "mongodb://127.0.0.1:27017/"),
+        ("mongodb://onlyuser@h/", "mongodb://onlyuser@h/"),
+        (
+            "mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:abc",
+            "mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties=***",
+        ),
+        ("failed on mongodb://u:p@h:1/ (timeout)", "failed on mongodb://u:***@h:1/ (timeout)"),
+    ],
+)
+def test_uris_are_shown_without_their_passwords(shown: str, expected: str) -> None:
+    assert logs.redacted(shown) == expected
