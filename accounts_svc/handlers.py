@@ -123,6 +123,15 @@ class AccountsHandlers:
             if after is None:
                 return done
 
+    async def rotate_card_key(self) -> tuple[str, int]:
+        """Rotation in one call, for an operator RPC: a new data key becomes the current one
+        and every card is re-sealed with it. Returns the key's id and the customers re-sealed.
+        (`storefront keys rotate` adds the key itself and lets `follow_card_keys` re-seal.)"""
+        vault = self.customers.vault
+        assert vault is not None
+        key = await vault.create_key()
+        return cards.key_name(key), await self.reseal_all()
+
     async def follow_card_keys(self, every: float = 5.0) -> None:
         """While serving: re-seal everything once at start (which encrypts the cards of a
         database from before encryption), then again each time `storefront keys rotate` adds

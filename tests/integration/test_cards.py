@@ -244,3 +244,16 @@ async def test_rotation_while_requests_run_loses_no_write_and_every_card_reads(
         assert docs[cid]["contact"]["email"] == emails[cid]
     got = await stub.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id=ids[0]))
     assert [c.number[-4:] for c in got.credit_cards] == [x[-4:] for x in expected[ids[0]]]
+
+
+async def test_rotation_in_one_call_for_an_operator_rpc(accounts: ServiceApp, stub: Stub) -> None:
+    """The use case an admin RPC would call: new key, every card re-sealed, numbers intact."""
+    created = await stub.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_with("3400 0000 0000 009"))
+    )
+    handlers = accounts._services[0][1].h
+    key, resealed = await handlers.rotate_card_key()
+    assert resealed == 1
+    doc = await accounts.db[COLLECTION].find_one({"_id": created.id})
+    assert doc is not None and cards.key_name(doc["credit_cards"][0][cards.KEY_ID]) == key
+    assert await opened(accounts, created.id) == ["340000000000009"]
