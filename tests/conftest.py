@@ -21,7 +21,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from stack import cardkeys
 from stack.embedded import EmbeddedStack, Ports
-from stack.embedded import _run_sync as run_sync
 from storefront_cli import system
 from storefront_cli.clients import Clients
 from tests import leaks
@@ -51,8 +50,7 @@ def stack() -> Iterator[EmbeddedStack]:
         yield st
         # After every suite of the session ran (services stopped, logs complete): no line of
         # any log and no DLQ header holds the test data's names, e-mails or card digits.
-        found = leaks.log_leaks(run_dir)
-        found += run_sync(lambda: leaks.topic_leaks(st.kafka_bootstrap))[0]
+        found = leaks.stack_leaks(st)
     finally:
         st.stop()
         if os.environ.get("STACK_KEEP_RUN_DIR") != "1" and not found:

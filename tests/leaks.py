@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from stack.embedded import TOPICS
+from stack.embedded import TOPICS, EmbeddedStack
+from stack.embedded import _run_sync as run_sync
 from storefront_cli.demo import PEOPLE
 from svckit.consumer import DLQ_SUFFIX
 from tests.support import read_raw
@@ -83,3 +84,9 @@ async def topic_leaks(bootstrap: str, topics: Iterable[str] = TOPICS) -> tuple[l
             else:
                 found += card_leaks(f"{where} headers", headers)
     return found, records
+
+
+def stack_leaks(stack: EmbeddedStack) -> list[str]:
+    """Every log of a stack's run dir and every record of its topics (call it with the
+    services stopped, so their logs are complete)."""
+    return log_leaks(stack.run_dir) + run_sync(lambda: topic_leaks(stack.kafka_bootstrap))[0]
