@@ -92,7 +92,8 @@ class AccountsHandlers:
 
     async def reseal_cards(self, customer_id: str) -> bool:
         """Store one customer's cards under the current card key (or encrypt them at all, in a
-        database from before encryption). Same version, no event. False: nothing to do."""
+        database from before encryption). Same version, no event. False: the customer is gone.
+        A write that lands first (the version moved) is re-read and its cards re-sealed."""
         vault = self.customers.vault
         assert vault is not None and vault.current is not None
 
