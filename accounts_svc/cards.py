@@ -36,6 +36,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.encryption import AsyncClientEncryption
 from pymongo.encryption import Algorithm
 
+from svckit import guards
 from svckit.settings import ConfigError
 
 Document = dict[str, Any]
@@ -194,6 +195,16 @@ class CardVault:
         return await self._ce.create_data_key(
             self.config.provider, master_key=master_key, key_alt_names=[alt_name]
         )
+
+    async def ensure_index(self) -> None:
+        """The key vault index MongoDB's documentation asks for (unique alternate names).
+        FerretDB 1.24 has no partial indexes; the names made here are random anyway."""
+        if not await guards.is_ferretdb(self.keys):
+            await self.keys.create_index(
+                "keyAltNames",
+                unique=True,
+                partialFilterExpression={"keyAltNames": {"$exists": True}},
+            )
 
     async def refresh(self) -> bool:
         """Follow the newest key of the vault (creating the first); True if it changed."""

@@ -139,10 +139,13 @@ class AccountsHandlers:
         a newer key to the vault."""
         vault = self.customers.vault
         assert vault is not None
-        pending = True
+        pending, indexed = True, False
         try:
             while True:
                 try:
+                    if not indexed:
+                        await vault.ensure_index()
+                        indexed = True
                     pending = await vault.refresh() or pending
                     if pending:
                         started = asyncio.get_running_loop().time()
