@@ -196,6 +196,15 @@ class CardVault:
             self.config.provider, master_key=master_key, key_alt_names=[alt_name]
         )
 
+    async def rewrap_all(self) -> int:
+        """Wrap every data key of the vault with the configured master key (the new one, when
+        the master key changes); the cards themselves are untouched. Returns how many."""
+        master_key = dict(self.config.master_key) if self.config.master_key else None
+        result = await self._ce.rewrap_many_data_key(
+            {}, provider=self.config.provider, master_key=master_key
+        )
+        return result.bulk_write_result.modified_count if result.bulk_write_result else 0
+
     async def ensure_index(self) -> None:
         """The key vault index MongoDB's documentation asks for (unique alternate names).
         FerretDB 1.24 has no partial indexes; the names made here are random anyway."""

@@ -1,4 +1,4 @@
-"""`storefront keys status | rotate`: the card encryption keys (accounts_svc.cards).
+"""`storefront keys status | rotate | rewrap`: the card encryption keys (accounts_svc.cards).
 
 `rotate` adds a new data key to the card key vault, wrapped by the configured master key.
 The running accounts_svc notices the newer key within seconds and re-seals every card with
@@ -6,6 +6,9 @@ it (`AccountsHandlers.reseal_all`), each customer under its lock and version gua
 write, so requests keep running and none is lost; this command only waits and reports. The
 old keys stay in the vault (cards under them remain readable until re-sealed) and can be
 deleted once `status` shows no card under them.
+
+`rewrap` changes the master key instead: every data key is wrapped again with the configured
+one (CARD_KMS_PROVIDER, CARD_MASTER_KEY), and the cards stay as they are.
 """
 
 from __future__ import annotations
@@ -90,6 +93,19 @@ async def rotate(
         await client.close()
 
 
+async def rewrap(uri: str, database: str, config: CardKeyConfig, out: Any = print) -> int:
+    """Wrap every data key with the configured master key, so an old one can be retired."""
+    client = mongo.connect(uri)
+    try:
+        vault = CardVault(config, client)
+        n = await vault.rewrap_all()
+        await vault.close()
+        out(f"{n} data keys now wrapped by provider {config.provider}")
+        return 0
+    finally:
+        await client.close()
+
+
 async def due(repo: CustomerRepository, key: Any) -> int:
     """Customers whose cards are not all sealed with `key` yet."""
     n, after = 0, None
@@ -117,13 +133,15 @@ def _cmd(args: argparse.Namespace) -> int:
     database = ep.database("accounts")
     if args.action == "rotate":
         return asyncio.run(rotate(ep.mongodb, database, config, wait=args.wait))
+    if args.action == "rewrap":
+        return asyncio.run(rewrap(ep.mongodb, database, config))
     return asyncio.run(status(ep.mongodb, database, config))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `keys` to the `storefront` command."""
-    p = sub.add_parser("keys", help="card encryption keys: status, rotate")
-    p.add_argument("action", choices=("status", "rotate"))
+    p = sub.add_parser("keys", help="card encryption keys: status, rotate, rewrap")
+    p.add_argument("action", choices=("status", "rotate", "rewrap"))
     p.add_argument("--run-dir", default=str(endpoints.RUN_DIR), help="where the local keys are")
     p.add_argument("--mongodb", help="MongoDB URI (default: stack.env, then 127.0.0.1:27017)")
     p.add_argument("--db-prefix", default=None, help="database name prefix (tests)")

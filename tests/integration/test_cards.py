@@ -5,6 +5,8 @@ while requests run."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import os
 import random
 import time
@@ -14,6 +16,7 @@ import bson
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from pymongo.errors import EncryptionError
 
 from accounts_svc import cards
 from accounts_svc.cards import CardKeyConfig, CardVault
@@ -257,3 +260,54 @@ async def test_rotation_in_one_call_for_an_operator_rpc(accounts: ServiceApp, st
     doc = await accounts.db[COLLECTION].find_one({"_id": created.id})
     assert doc is not None and cards.key_name(doc["credit_cards"][0][cards.KEY_ID]) == key
     assert await opened(accounts, created.id) == ["340000000000009"]
+
+
+async def test_master_key_change_by_rewrap_while_accounts_runs(
+    stack: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """The local master key is replaced: accounts runs with both, `rewrap` wraps every data
+    key with the new one, and accounts restarted with the new key alone reads and updates
+    every card (with only the old one it could no longer open them)."""
+    new_key = base64.b64encode(os.urandom(96)).decode()
+    old = config_for(mongo_db_name)
+    both = dataclasses.replace(
+        old, provider="local:2", kms_providers={**old.kms_providers, "local:2": {"key": new_key}}
+    )
+    only_new = dataclasses.replace(both, kms_providers={"local:2": {"key": new_key}})
+    settings = settings_for(stack, "accounts", mongo_db_name)
+    async with running(lambda s: build(s, old), settings) as app:
+        async with channel(f"127.0.0.1:{app.bound_port}", tokens_of(stack)) as ch:
+            created = await Stub(ch).CreateCustomer(
+                accounts_pb2.CreateCustomerRequest(customer=customer_with("5555 5555 5555 4444"))
+            )
+    async with running(lambda s: build(s, both), settings) as app:
+        lines: list[str] = []
+        assert await keys.rewrap(stack.mongodb_uri, mongo_db_name, both, out=lines.append) == 0
+        assert lines == ["1 data keys now wrapped by provider local:2"], lines
+        masters = [k["masterKey"]["provider"] async for k in app.db["__keyVault"].find({})]
+        assert masters == ["local:2"]
+    async with running(lambda s: build(s, only_new), settings) as app:
+        async with channel(f"127.0.0.1:{app.bound_port}", tokens_of(stack)) as ch:
+            read = await Stub(ch).GetCustomer(
+                accounts_pb2.GetCustomerRequest(customer_id=created.id)
+            )
+            patch = accounts_pb2.Customer(id=read.id, etag=read.etag)
+            patch.credit_cards.extend(read.credit_cards)
+            patch.credit_cards.add().CopyFrom(card("4000 0000 0000 0002"))
+            await Stub(ch).UpdateCustomer(
+                accounts_pb2.UpdateCustomerRequest(
+                    customer=patch, update_mask=field_mask_pb2.FieldMask(paths=["credit_cards"])
+                )
+            )
+        vault = CardVault(only_new, app.mongo)
+        doc = await app.db[COLLECTION].find_one({"_id": created.id})
+        assert doc is not None
+        assert [(await vault.open(c))["number"] for c in doc["credit_cards"]] == [
+            "5555555555554444",
+            "4000000000000002",
+        ]
+        await vault.close()
+        stale = CardVault(old, app.mongo)
+        with pytest.raises(EncryptionError):
+            await stale.open(doc["credit_cards"][0])
+        await stale.close()
