@@ -159,6 +159,7 @@ def new_customer(draft: Customer, customer_id: str, now: datetime) -> Customer:
     c.id = customer_id
     for card in c.credit_cards:
         card.number = card_digits(card.number)
+        card.card_id = ""  # the store gives each card its id
     c.create_time.FromDatetime(now)
     _stamp(c, 1, now)
     return c
@@ -187,9 +188,11 @@ def updated_customer(
 ) -> Customer:
     """Apply the masked fields of `patch`, validate the result, bump the version.
 
-    A card sent back masked, as responses show it, keeps the stored number when
-    its last four digits match a stored card; that lets clients round-trip
-    a customer without ever holding card numbers.
+    A card sent back masked, as responses show it, keeps the stored card it names: by its
+    `card_id` (the stored card's fingerprint), or, from a client that does not send card ids,
+    by its last four digits when exactly one stored card ends in them. That lets clients
+    round-trip a customer without ever holding card numbers, and two cards with the same last
+    four never take each other's number.
     """
     check_etag(current, patch.etag)
     paths = _mask_paths(mask, patch)
@@ -199,20 +202,40 @@ def updated_customer(
         patch, result, replace_message_field=True, replace_repeated_field=True
     )
     v = Violations()
-    stored = {card_digits(c.number)[-4:]: c.number for c in current.credit_cards}
     for i, card in enumerate(result.credit_cards):
         if is_masked(card.number):
-            last4 = card_digits(card.number)[-4:]
-            if last4 in stored:
-                card.number = stored[last4]
+            kept = stored_card(current, card)
+            if isinstance(kept, str):
+                v.add(f"customer.credit_cards[{i}].number", kept)
             else:
-                v.add(f"customer.credit_cards[{i}].number", "masked number matches no stored card")
+                card.number, card.card_id = kept.number, kept.card_id
         else:
             card.number = card_digits(card.number)
+            card.card_id = ""  # a new number is a new card; the store gives it its id
     validate_customer(result, v)
     v.raise_if_any()
     _stamp(result, current.version + 1, now)
     return result
+
+
+def stored_card(
+    current: Customer, masked_card: accounts_pb2.CreditCard
+) -> accounts_pb2.CreditCard | str:
+    """The stored card a masked card sent back refers to, or why none can be chosen."""
+    last4 = card_digits(masked_card.number)[-4:]
+    if masked_card.card_id:
+        by_id = [c for c in current.credit_cards if c.card_id == masked_card.card_id]
+        if not by_id:
+            return "card_id matches no stored card"
+        if card_digits(by_id[0].number)[-4:] != last4:
+            return "masked number does not end like the stored card its card_id names"
+        return by_id[0]
+    by_last4 = [c for c in current.credit_cards if card_digits(c.number)[-4:] == last4]
+    if not by_last4:
+        return "masked number matches no stored card"
+    if len({c.card_id or c.number for c in by_last4}) > 1:
+        return "masked number matches several stored cards; send the card_id it was read with"
+    return by_last4[0]
 
 
 def customer_changed(c: Customer) -> events_pb2.CustomerChanged:

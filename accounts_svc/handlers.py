@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf import field_mask_pb2
 
-from accounts_svc import domain
+from accounts_svc import cards, domain
 from accounts_svc.repository import Customer, CustomerRepository
-from svckit import names, paging
+from svckit import logs, names, paging
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.errors import NotFound, Violations
 from svckit.ids import check_client_id, new_id
 from svckit.outbox import OutboxRelay, outbox_entry
 from svckit.store import until_saved
+
+log = logging.getLogger(__name__)
 
 TOPIC = names.PUBLISHES[names.ACCOUNTS]
 SOURCE = names.source(names.ACCOUNTS)
@@ -51,6 +55,12 @@ class AccountsHandlers:
             raise NotFound(f"customer {customer_id!r} not found")
         return customer
 
+    async def _revealed(self, customer_id: str) -> Customer:
+        customer = await self.customers.get_revealed(customer_id)
+        if customer is None:
+            raise NotFound(f"customer {customer_id!r} not found")
+        return customer
+
     async def list_customers(self, size: int, token: str) -> tuple[list[Customer], str]:
         found, last = await self.customers.page_live(
             paging.decode_token(token), paging.page_size(size)
@@ -59,7 +69,7 @@ class AccountsHandlers:
 
     async def update_customer(self, patch: Customer, mask: field_mask_pb2.FieldMask) -> Customer:
         async def attempt() -> Customer | None:
-            current = await self.get_customer(patch.id)
+            current = await self._revealed(patch.id)
             customer = domain.updated_customer(current, patch, mask, self.clock())
             event = self._event(customer.id, domain.customer_changed(customer), customer.version)
             saved = await self.customers.update(customer, current.version, [event])
@@ -97,3 +107,79 @@ class AccountsHandlers:
         entry = self._event(customer_id, event, customer.version)
         saved = await self.customers.republish(customer_id, customer.version, [entry])
         return Verdict.QUEUED if saved else None
+
+    async def reseal_cards(self, customer_id: str) -> bool:
+        """Store one customer's cards under the current card key (or encrypt them at all, in a
+        database from before encryption). Same version, no event. False: the customer is gone.
+        A write that lands first (the version moved) is re-read and its cards re-sealed."""
+        vault = self.customers.vault
+        assert vault is not None and vault.current is not None
+
+        async def attempt() -> bool | None:
+            current = await self.customers.get_revealed(customer_id)
+            if current is None:
+                return False  # deleted meanwhile: a tombstone keeps no cards
+            return await self.customers.reseal(current) or None
+
+        async with self.customers.exclusive(customer_id):
+            return await until_saved(attempt, what=f"customer {customer_id}")
+
+    async def reseal_all(self, page: int = 100) -> int:
+        """Rotation's use case: every card not under the newest key of the card key vault is
+        re-encrypted with it, while requests run (each customer under its lock and version
+        guard, like any write). Returns how many customers were re-sealed."""
+        vault = self.customers.vault
+        assert vault is not None
+        await vault.refresh()
+        key = vault.current
+        assert key is not None
+        done = 0
+        after: str | None = None
+        while True:
+            due, after = await self.customers.ids_to_reseal(key, after, page)
+            for customer_id in due:
+                done += await self.reseal_cards(customer_id)
+            if after is None:
+                return done
+
+    async def rotate_card_key(self) -> tuple[str, int]:
+        """Rotation in one call, for an operator RPC: a new data key becomes the current one
+        and every card is re-sealed with it. Returns the key's id and the customers re-sealed.
+        (`storefront keys rotate` adds the key itself and lets `follow_card_keys` re-seal.)"""
+        vault = self.customers.vault
+        assert vault is not None
+        key = await vault.create_key()
+        return cards.key_name(key), await self.reseal_all()
+
+    async def follow_card_keys(self, every: float = 5.0) -> None:
+        """While serving: re-seal everything once at start (which encrypts the cards of a
+        database from before encryption), then again each time `storefront keys rotate` adds
+        a newer key to the vault."""
+        vault = self.customers.vault
+        assert vault is not None
+        pending, indexed = True, False
+        try:
+            while True:
+                try:
+                    if not indexed:
+                        await vault.ensure_index()
+                        indexed = True
+                    pending = await vault.refresh() or pending
+                    if pending:
+                        started = asyncio.get_running_loop().time()
+                        n = await self.reseal_all()
+                        pending = False
+                        took = asyncio.get_running_loop().time() - started
+                        log.info(
+                            "card key %s: %d customers re-sealed in %.1fs",
+                            cards.key_name(vault.current),  # type: ignore[arg-type]
+                            n,
+                            took,
+                        )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the database is away: try again
+                    log.warning("re-sealing cards failed (%s); retrying", logs.describe(exc))
+                await asyncio.sleep(every)
+        finally:
+            await vault.close()

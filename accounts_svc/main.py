@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from accounts_svc.cards import CardKeyConfig, CardVault
 from accounts_svc.grpc_api import AccountsServicer
 from accounts_svc.handlers import AccountsHandlers
 from accounts_svc.repository import CustomerRepository
@@ -13,11 +14,13 @@ from svckit.settings import Settings
 SERVICE = accounts_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name
 
 
-def build(settings: Settings) -> ServiceApp:
+def build(settings: Settings, card_keys: CardKeyConfig | None = None) -> ServiceApp:
     app = ServiceApp(settings)
-    customers = CustomerRepository(app.db)
+    keys = card_keys or CardKeyConfig.from_env(settings.mongodb_database)
+    customers = CustomerRepository(app.db, CardVault(keys, app.mongo))
     handlers = AccountsHandlers(customers, app.outbox_relay(customers.collection))
     app.admin(handlers)
+    app.background(handlers.follow_card_keys)
     app.add_service(
         accounts_pb2_grpc.add_AccountsServiceServicer_to_server, AccountsServicer(handlers), SERVICE
     )

@@ -1,25 +1,67 @@
-"""Customers in MongoDB (`accounts` / `customer.accounts`), with their outbox."""
+"""Customers in MongoDB (`accounts` / `customer.accounts`), with their outbox.
+
+Card numbers are sealed on the way in and never opened on the way out (accounts_svc.cards):
+a loaded customer's cards carry masked numbers and their card_id; only `get_revealed`, for
+use cases that write the customer back, decrypts them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bson.binary import Binary
 from pymongo.asynchronous.database import AsyncDatabase
 
+from accounts_svc import cards
+from accounts_svc.cards import CardVault
 from storefront.accounts.v1 import accounts_pb2
-from svckit import names
+from svckit import guards, names
+from svckit.documents import from_document, to_document
 from svckit.outbox import OUTBOX
 from svckit.store import AggregateStore
 
 Customer = accounts_pb2.Customer
+Document = dict[str, Any]
+CARDS = "credit_cards"
 # Deleted customers stay as tombstones: their CustomerDeleted is still in the
 # outbox, and a late retry of a create with the same id must not resurrect them.
 LIVE = {"deleted": {"$ne": True}}
 
 
 class CustomerRepository(AggregateStore[Customer]):
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], vault: CardVault | None = None) -> None:
+        """Without a vault (operator tools) customers can be read and republished, not written."""
         super().__init__(db[names.CUSTOMERS], Customer, "id")
+        self.vault = vault
+
+    def load(self, doc: Document) -> Customer:
+        if CARDS not in doc:
+            return super().load(doc)
+        return super().load({**doc, CARDS: [cards.view(c) for c in doc[CARDS]]})
+
+    async def document(self, aggregate: Customer) -> Document:
+        """Seals every card, and gives each its card_id on `aggregate`, so the response of the
+        write that stored it can be sent back on the next update."""
+        doc = to_document(aggregate, id_field="id")
+        if not doc.get(CARDS):
+            return doc
+        if self.vault is None:
+            raise RuntimeError("writing cards needs the card vault")
+        doc[CARDS] = [await self.vault.seal(card) for card in doc[CARDS]]
+        for card, sealed in zip(aggregate.credit_cards, doc[CARDS], strict=True):
+            card.card_id = cards.card_id(sealed[cards.FINGERPRINT])
+        return doc
+
+    async def get_revealed(self, customer_id: str) -> Customer | None:
+        """A live customer with the card numbers decrypted, to be written back."""
+        doc = await guards.find_by_id(self.collection, customer_id, LIVE, {OUTBOX: 0})
+        if doc is None:
+            return None
+        if doc.get(CARDS):
+            if self.vault is None:
+                raise RuntimeError("reading card numbers needs the card vault")
+            doc[CARDS] = [await self.vault.open(card) for card in doc[CARDS]]
+        return from_document(doc, Customer, id_field="id")
 
     async def get_live(self, customer_id: str) -> Customer | None:
         return await self.get(customer_id, extra_filter=LIVE)
@@ -38,3 +80,24 @@ class CustomerRepository(AggregateStore[Customer]):
         """Keep only id and version, mark deleted and queue CustomerDeleted, in one write."""
         gone = Customer(id=customer.id, version=expected_version + 1)
         return await self.update(gone, expected_version, events, extra={"deleted": True})
+
+    async def ids_to_reseal(
+        self, current_key: Binary, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        """One keyset page of the customers with a card in clear or under another key than
+        `current_key`, and the id to continue after (None at the end). Filtered here: FerretDB
+        hands PostgreSQL no array-element condition, so it would read every document anyway."""
+        query: Document = {**LIVE, CARDS: {"$exists": True}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        docs = await self.collection.find(query, {CARDS: 1}).sort("_id", 1).limit(limit).to_list()
+        due = [d["_id"] for d in docs if any(cards.needs_reseal(c, current_key) for c in d[CARDS])]
+        return due, (docs[-1]["_id"] if len(docs) == limit else None)
+
+    async def reseal(self, customer: Customer) -> bool:
+        """Store `customer`'s cards sealed anew with the current key: same version, no event
+        (the customer did not change, only how its cards are stored). False: it changed
+        since it was read."""
+        sealed = (await self.document(customer)).get(CARDS, [])
+        update = {"$set": {CARDS: sealed}}
+        return await self._guarded(customer.id, customer.version, update, queues=False)

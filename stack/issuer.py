@@ -33,7 +33,7 @@ KEY_FILE = "signing-key.pem"
 JWKS_FILE = "jwks.json"
 
 
-def _create_private(path: Path, data: bytes) -> None:
+def create_private(path: Path, data: bytes) -> None:
     """Owner-only from the first byte, and whole or not at all; if another process made
     the file first, its key stays."""
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -69,7 +69,7 @@ class LocalIssuer:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            _create_private(key_path, pem)
+            create_private(key_path, pem)
         loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{key_path} is not an EC private key")

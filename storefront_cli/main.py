@@ -11,10 +11,10 @@ from pathlib import Path
 from stack import issuer, prometheus, tools
 from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
-from storefront_cli import consistency, ops, system, watch
+from storefront_cli import consistency, keys, ops, system, watch
 from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
-from svckit import names
+from svckit import logs, names
 from svckit.authz import STAFF, WAREHOUSE
 
 RUN_DIR = tools.REPO_ROOT / ".run"
@@ -35,7 +35,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
         f"  {'envoy':16} JSON/REST + gRPC-Web + gRPC http://127.0.0.1:{ports.envoy}"
         f"   (admin http://127.0.0.1:{ports.envoy_admin})",
         f"  {'kafka':16} {stack.kafka_bootstrap}",
-        f"  {'mongodb':16} {stack.mongodb_uri}",
+        f"  {'mongodb':16} {logs.redacted(stack.mongodb_uri)}",
     ]
     if stack.supervisor.is_running(prometheus.PROMETHEUS):
         lines.append(f"  {'prometheus':16} http://127.0.0.1:{prometheus.DEFAULT_PORT}")
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     token.set_defaults(func=cmd_token)
     consistency.register(sub)
     ops.register(sub)
+    keys.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

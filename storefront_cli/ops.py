@@ -44,7 +44,7 @@ from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints, system
 from storefront_cli.tables import render
-from svckit import mongo, names
+from svckit import logs, mongo, names
 from svckit.app import EVENTS_HEALTH
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
 from svckit.outbox import OUTBOX, pending_filter
@@ -93,7 +93,7 @@ class Health:
 
 def _error(exc: BaseException | str) -> str:
     """The first line, cut: the table stays readable and the cause is still named."""
-    text = str(exc) or type(exc).__name__
+    text = logs.redacted(str(exc)) or type(exc).__name__
     return text.splitlines()[0].split(" (configured timeouts")[0][:80]
 
 
@@ -118,9 +118,9 @@ async def mongodb_health(uri: str, timeout: float) -> Health:
         detail = f"version {info.get('version', '?')}"
         if "ferretdb" in info:
             detail += " (FerretDB)"
-        return Health("mongodb", uri, True, detail)
+        return Health("mongodb", logs.redacted(uri), True, detail)
     except Exception as exc:  # noqa: BLE001
-        return Health("mongodb", uri, False, _error(exc))
+        return Health("mongodb", logs.redacted(uri), False, _error(exc))
     finally:
         await client.close()
 

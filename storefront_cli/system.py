@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stack import issuer
+from stack import cardkeys, issuer
 from stack.embedded import EmbeddedStack, free_ports
 from stack.issuer import LocalIssuer
 from stack.procs import Supervisor
@@ -67,6 +67,7 @@ def service_env(
     return {
         **stack.env(),
         **local_issuer(stack).config().env(),
+        **(cardkeys.env_for(stack.run_dir) if service == "accounts" else {}),
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": str(ports.grpc(service)),
         "METRICS_PORT": str(ports.metrics(service)),

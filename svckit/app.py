@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -30,7 +30,7 @@ from svckit.consumer import BatchHandler, EventConsumer, EventHandler
 from svckit.interceptors import ServerInterceptor
 from svckit.kafka import EventProducer
 from svckit.outbox import OutboxRelay
-from svckit.settings import Settings
+from svckit.settings import ConfigError, Settings
 from svckit.writer import SecondWriter, WriterLease
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class ServiceApp:
         self._relays: list[OutboxRelay] = []
         self._consumers: list[EventConsumer] = []
         self._on_start: list[Callable[[], Awaitable[None]]] = []
+        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._background_tasks: list[asyncio.Task[None]] = []
         self._health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
@@ -123,6 +125,11 @@ class ServiceApp:
         """Run before serving, e.g. to create indexes."""
         self._on_start.append(hook)
 
+    def background(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `job` while serving (started after the server, cancelled before consumers
+        stop), e.g. a service's own maintenance loop."""
+        self._background.append(job)
+
     async def start(self) -> None:
         s = self.settings
         await self._lease.acquire()  # FerretDB: one writing process per service database
@@ -155,6 +162,7 @@ class ServiceApp:
         await self._update_health()
         self._health_task = asyncio.create_task(self._watch_health())
         self._kafka_task = asyncio.create_task(self._start_kafka_side())
+        self._background_tasks = [asyncio.create_task(job()) for job in self._background]
         log.info("%s serving gRPC on %s:%s", s.service_name, s.grpc_host, self.bound_port)
 
     async def _start_kafka_side(self) -> None:
@@ -231,6 +239,9 @@ class ServiceApp:
             self._health_task.cancel()
         if self._kafka_task and not self._kafka_task.done():
             self._kafka_task.cancel()
+        for task in self._background_tasks:
+            task.cancel()
+        await asyncio.gather(*self._background_tasks, return_exceptions=True)
         for consumer in self._started_consumers:
             await consumer.stop()
         for relay in self._relays:
@@ -269,6 +280,6 @@ def run_service(build: Callable[[Settings], ServiceApp], settings: Settings) -> 
 
     try:
         asyncio.run(serve())
-    except SecondWriter as exc:
-        logging.getLogger(settings.service_name).error("refusing to start: %s", exc)
+    except (SecondWriter, ConfigError) as exc:
+        logging.getLogger(settings.service_name).error("refusing to start: %s", str(exc))
         raise SystemExit(2) from None

@@ -52,7 +52,9 @@ class Stalled(Exception):
     """A record could not be applied because a dependency is away: hold the position."""
 
     def __init__(self, record: ConsumerRecord[bytes, bytes], cause: BaseException) -> None:
-        super().__init__(f"{record.topic}[{record.partition}]@{record.offset}: {cause!r}")
+        super().__init__(
+            f"{record.topic}[{record.partition}]@{record.offset}: {logs.describe_chain(cause)}"
+        )
         self.cause = cause
 
 
@@ -157,7 +159,7 @@ class EventConsumer:
                 if isinstance(exc, Stalled):
                     self._stalled(exc)
                     delay = min(self._stall_backoff_max, 0.25 * 2 ** min(failures, 10))
-                    log.warning("consumer %s waiting %.1fs: %s", self._group, delay, exc)
+                    log.warning("consumer %s waiting %.1fs: %s", self._group, delay, str(exc))
                 else:
                     delay = min(self._stall_backoff_max, 1.0 * failures)
                     log.exception("consumer %s batch failed; re-reading it", self._group)
@@ -256,6 +258,7 @@ class EventConsumer:
                 "messaging.consumer.group.name": self._group,
                 tracing.SERVICE_ATTRIBUTE: self._service,
             },
+            record_exception=False,  # its message can quote the document or the event
         ) as batch_span:
             try:
                 outcomes = await handler([envelope for _, envelope in run])
@@ -266,7 +269,11 @@ class EventConsumer:
             except Exception as exc:  # noqa: BLE001 - one by one below
                 if is_transient(exc):
                     raise Stalled(run[0][0], exc) from exc
-                log.warning("batch of %d events failed (%s); applying one by one", len(run), exc)
+                log.warning(
+                    "batch of %d events failed (%s); applying one by one",
+                    len(run),
+                    logs.describe_chain(exc),
+                )
                 for record, _ in run:
                     await self._process(record)
                 return
@@ -312,6 +319,7 @@ class EventConsumer:
             context=tracing.parent_context(envelope.traceparent),
             kind=SpanKind.CONSUMER,
             attributes=self._span_attributes(record, envelope),
+            record_exception=False,  # its message can quote the document or the event
         ):
             await self._apply(record, envelope)
 
@@ -351,13 +359,18 @@ class EventConsumer:
                         raise  # leave it uncommitted; the next owner retries it
                     await self._dead_letter(
                         record,
-                        f"{type(exc).__name__}: {exc}",
+                        logs.describe_chain(exc),  # never the message: it can quote the event
                         attempts=attempt,
                         type_name=envelope.type,
                     )
                     return
                 delay = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
-                log.warning("applying %s failed (attempt %d): %s", envelope.id, attempt, exc)
+                log.warning(
+                    "applying %s failed (attempt %d): %s",
+                    envelope.id,
+                    attempt,
+                    logs.describe_chain(exc),
+                )
                 await asyncio.sleep(delay)
         metrics.EVENTS_CONSUMED.labels(
             self._service, record.topic, envelope.type, outcome.value
@@ -385,7 +398,7 @@ class EventConsumer:
                 )
                 break
             except Exception as exc:  # noqa: BLE001
-                log.warning("DLQ write failed, retrying: %s", exc)
+                log.warning("DLQ write failed, retrying: %s", logs.describe(exc))
                 await asyncio.sleep(1.0)
         metrics.EVENTS_CONSUMED.labels(
             self._service, record.topic, type_name or "unknown", Outcome.DEAD_LETTERED.value

@@ -95,7 +95,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 except Exception as exc:
-                    span.record_exception(exc)
+                    # The class only, as in the logs: driver errors quote documents.
+                    span.add_event("exception", {"exception.type": logs.describe(exc)})
                     if failures.is_transient(exc):
                         # The database or broker is away: the caller should retry, as for
                         # any outage. The class only: driver errors quote documents.

@@ -9,6 +9,10 @@ from svckit import names
 from svckit.auth import AuthConfig
 
 
+class ConfigError(ValueError):
+    """A setting is missing or unusable: the process refuses to start, saying which."""
+
+
 @dataclass(frozen=True)
 class Settings:
     service_name: str

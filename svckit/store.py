@@ -64,10 +64,14 @@ class AggregateStore(Generic[M]):
         docs = docs[:limit]
         return [self.load(d) for d in docs], (docs[-1]["_id"] if more else None)
 
+    async def document(self, aggregate: M) -> Document:
+        """The stored form of `aggregate`; a repository that seals fields at rest overrides it."""
+        return to_document(aggregate, id_field=self._id_field)
+
     async def insert(
         self, aggregate: M, events: Iterable[Document], *, extra: Document | None = None
     ) -> None:
-        doc = {**to_document(aggregate, id_field=self._id_field), **(extra or {})}
+        doc = {**await self.document(aggregate), **(extra or {})}
         doc[OUTBOX] = list(events)
         if doc[OUTBOX]:
             doc[PENDING] = True
@@ -86,7 +90,7 @@ class AggregateStore(Generic[M]):
         extra: Document | None = None,
     ) -> bool:
         """Write the new state if the stored version is still `expected_version`."""
-        doc = {**to_document(aggregate, id_field=self._id_field), **(extra or {})}
+        doc = {**await self.document(aggregate), **(extra or {})}
         aggregate_id = doc.pop("_id")
         events = list(events)
         update: Document = queue(events) if events else {"$set": {}}

@@ -20,10 +20,12 @@ import pytest
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from stack import cardkeys
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
 from storefront_cli.clients import Clients
 from svckit import names
+from tests import leaks
 from tests.support import System, tokens_of
 
 
@@ -41,13 +43,21 @@ def stack() -> Iterator[EmbeddedStack]:
     """
     run_dir = Path(tempfile.mkdtemp(prefix="storefront-stack-"))
     st = EmbeddedStack(run_dir, Ports.free())
+    # In-process services (accounts_svc.main.build) read their card keys from the
+    # environment, as in production; these are the run dir's local ones.
+    os.environ.update(cardkeys.env_for(run_dir))
+    found: list[str] = []
     try:
         st.start()
         yield st
+        # After every suite of the session ran (services stopped, logs complete): no line of
+        # any log and no DLQ header holds the test data's names, e-mails or card digits.
+        found = leaks.stack_leaks(st)
     finally:
         st.stop()
-        if os.environ.get("STACK_KEEP_RUN_DIR") != "1":
+        if os.environ.get("STACK_KEEP_RUN_DIR") != "1" and not found:
             shutil.rmtree(run_dir, ignore_errors=True)
+    assert not found, f"personal or card data in {run_dir}:\n" + "\n".join(found[:20])
 
 
 @pytest.fixture

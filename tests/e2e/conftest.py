@@ -10,6 +10,8 @@ import pytest
 
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
+from svckit import names
+from tests import leaks
 from tests.support import System
 
 
@@ -20,12 +22,17 @@ def isolated_system() -> Iterator[System]:
     other suites' events, which a fresh consumer group rightly applies."""
     st = EmbeddedStack(Path(tempfile.mkdtemp(prefix="storefront-isolated-")), Ports.free(), log=lambda _: None)
     ports = system.SystemPorts.free()
+    found: list[str] = []
     try:
         st.start()
         system.start_services(st, ports, db_prefix="iso_", log=lambda _: None)
         yield System(st, ports, "iso_")
+        for service in names.SERVICES:  # complete logs, as at the session's end
+            st.supervisor.stop(service)
+        found = leaks.stack_leaks(st)
     finally:
         st.stop()
+    assert not found, f"personal or card data in {st.run_dir}:\n" + "\n".join(found[:20])
 
 
 __all__ = ["System", "isolated_system"]

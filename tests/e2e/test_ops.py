@@ -90,6 +90,18 @@ async def test_status_shows_every_part_up_and_the_tables(running_system: System)
         assert re.search(rf"^{service} +{re.escape(collection)} +\d+ +\d+ ", out, re.M), out
 
 
+async def test_status_shows_database_credentials_redacted(running_system: System) -> None:
+    """A URI with a password (FerretDB here takes no credentials, so it may answer DOWN):
+    the table names the user, never the password, whatever the answer."""
+    flags = location_flags(running_system)
+    uri = running_system.stack.mongodb_uri.replace("mongodb://", "mongodb://shop:hunter2@")
+    flags[flags.index("--mongodb") + 1] = uri
+    code, out, err = await cli("status", *flags, "--timeout", "1")
+    assert "hunter2" not in out + err
+    [row] = [line for line in out.splitlines() if line.startswith("mongodb ")]
+    assert "mongodb://shop:***@" in row, row
+
+
 async def test_status_fails_when_a_service_is_down(running_system: System) -> None:
     [dead] = free_ports(1)
     flags = location_flags(running_system)

@@ -110,3 +110,82 @@ def test_masked_card_round_trips_to_stored_number() -> None:
     mask = field_mask_pb2.FieldMask(paths=["credit_cards"])
     updated = domain.updated_customer(current, patch, mask, NOW)
     assert updated.credit_cards[0].number == "1234678900004242"
+
+
+def two_cards_ending_alike() -> accounts_pb2.Customer:
+    """A stored customer as the repository hands it over: each card with its card_id."""
+    current = domain.new_customer(
+        draft(
+            creditCards=[
+                {"type": t, "number": n, "expiration": "6/29", "nameOnCard": "Rajesh Iyer"}
+                for t, n in (
+                    ("CREDIT_CARD_TYPE_PRIMARY", "4000 0000 1111 4242"),
+                    ("CREDIT_CARD_TYPE_ALTERNATE", "5500-0000-2222-4242"),
+                )
+            ]
+        ),
+        "c1",
+        NOW,
+    )
+    for card, card_id in zip(current.credit_cards, ("id-visa", "id-master"), strict=True):
+        card.card_id = card_id
+    return current
+
+
+def test_masked_cards_with_the_same_last_four_keep_their_own_numbers() -> None:
+    """Sent back as read (masked, with card_id) in the other order, neither card takes the
+    other's number (matching by last four did: both became the same card)."""
+    current = two_cards_ending_alike()
+    patch = domain.masked(current)
+    patch.credit_cards[0].type, patch.credit_cards[1].type = (
+        patch.credit_cards[1].type,
+        patch.credit_cards[0].type,
+    )
+    patch.credit_cards.reverse()
+    mask = field_mask_pb2.FieldMask(paths=["credit_cards"])
+    updated = domain.updated_customer(current, patch, mask, NOW)
+    assert [(c.card_id, c.number) for c in updated.credit_cards] == [
+        ("id-master", "5500000022224242"),
+        ("id-visa", "4000000011114242"),
+    ]
+
+
+def test_masked_card_without_card_id_matching_several_cards_is_refused() -> None:
+    """An old client that sends no card_id: unambiguous last four still work, ambiguous ones
+    are an error naming the card, never a guess."""
+    current = two_cards_ending_alike()
+    patch = domain.masked(current)
+    for card in patch.credit_cards:
+        card.card_id = ""
+    with pytest.raises(InvalidArgument) as exc:
+        domain.updated_customer(
+            current, patch, field_mask_pb2.FieldMask(paths=["credit_cards"]), NOW
+        )
+    assert violations(exc) == {"customer.credit_cards[0].number", "customer.credit_cards[1].number"}
+    assert "card_id" in exc.value.violations[0].description
+
+
+def test_card_id_of_another_card_or_wrong_last_four_is_refused() -> None:
+    current = two_cards_ending_alike()
+    for card_id, number in (("id-nope", "************4242"), ("id-visa", "************9999")):
+        patch = accounts_pb2.Customer(id="c1")
+        patch.credit_cards.add().CopyFrom(domain.masked(current).credit_cards[0])
+        patch.credit_cards[0].card_id, patch.credit_cards[0].number = card_id, number
+        with pytest.raises(InvalidArgument):
+            domain.updated_customer(
+                current, patch, field_mask_pb2.FieldMask(paths=["credit_cards"]), NOW
+            )
+
+
+def test_a_new_number_is_a_new_card_whatever_card_id_it_claims() -> None:
+    current = two_cards_ending_alike()
+    patch = accounts_pb2.Customer(id="c1")
+    patch.credit_cards.add().CopyFrom(current.credit_cards[0])
+    patch.credit_cards[0].number = "4000 0000 3333 1881"
+    updated = domain.updated_customer(
+        current, patch, field_mask_pb2.FieldMask(paths=["credit_cards"]), NOW
+    )
+    assert (updated.credit_cards[0].number, updated.credit_cards[0].card_id) == (
+        "4000000033331881",
+        "",
+    )

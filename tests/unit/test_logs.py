@@ -10,8 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from pymongo.errors import OperationFailure
 
 from svckit import logs
+from svckit.errors import Aborted
 
 
 @pytest.fixture
@@ -85,4 +87,54 @@ def test_exceptions_stay_inside_the_one_json_line(
     except ValueError:
         logger.exception("failed")
     [line] = lines(stream)
-    assert "ValueError: boom" in str(line["exception"])
+    assert line["exception"] == "ValueError"
+    assert 'raise ValueError("boom")' in str(line["traceback"])  # where, not what
+
+
+def test_an_exception_is_logged_as_class_and_code_never_its_message(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """pymongo's messages quote the refused document: logged either way, none of it shows."""
+    logger, stream = captured
+    doc = {"name": "Ada Lovelace", "email": "ada@example.com", "number": "4111111111111111"}
+    refused = OperationFailure(f"document failed validation, full error: {doc}", code=121)
+    try:
+        try:
+            raise KeyError("ada@example.com")
+        except KeyError as inner:
+            raise refused from inner
+    except OperationFailure as exc:
+        logger.exception("write failed")
+        logger.warning("write failed: %s (%r)", exc, exc)
+    out = stream.getvalue()
+    for secret in ("Ada", "ada@example.com", "4111111111111111", "validation"):
+        assert secret not in out
+    first, second = lines(stream)
+    assert first["exception"] == "OperationFailure code=121 <- KeyError"
+    assert second["message"] == "write failed: OperationFailure code=121 ('OperationFailure code=121')"
+
+
+def test_describe_names_grpc_and_domain_codes() -> None:
+    assert logs.describe(Aborted("customer c-1 changed")) == "Aborted code=ABORTED reason=CONCURRENT_MODIFICATION"
+    assert logs.describe(OperationFailure("x", code=11000)) == "OperationFailure code=11000"
+
+
+@pytest.mark.parametrize(
+    ("shown", "expected"),
+    [
+        ("mongodb://app:s3cr%40t@db-0:27017/?tls=true", "mongodb://app:***@db-0:27017/?tls=true"),
+        (
+            "mongodb+srv://app:pw@cluster0.example.net/accounts",
+            "mongodb+srv://app:***@cluster0.example.net/accounts",
+        ),
+        ("mongodb://127.0.0.1:27017/", "mongodb://127.0.0.1:27017/"),
+        ("mongodb://onlyuser@h/", "mongodb://onlyuser@h/"),
+        (
+            "mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:abc",
+            "mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties=***",
+        ),
+        ("failed on mongodb://u:p@h:1/ (timeout)", "failed on mongodb://u:***@h:1/ (timeout)"),
+    ],
+)
+def test_uris_are_shown_without_their_passwords(shown: str, expected: str) -> None:
+    assert logs.redacted(shown) == expected

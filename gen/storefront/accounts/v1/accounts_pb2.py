@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from storefront.common.v1 import common_pb2 as storefront_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%storefront/accounts/v1/accounts.proto\x12\x16storefront.accounts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!storefront/common/v1/common.proto\"\x91\x01\n\nCreditCard\x12\x34\n\x04type\x18\x01 \x01(\x0e\x32&.storefront.accounts.v1.CreditCardType\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x12\n\nexpiration\x18\x04 \x01(\t\x12\x14\n\x0cname_on_card\x18\x05 \x01(\t\"\x87\x03\n\x08\x43ustomer\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x04name\x18\x02 \x01(\x0b\x32 .storefront.common.v1.PersonNameB\x04\xe2\x41\x01\x02\x12\x34\n\x07\x63ontact\x18\x03 \x01(\x0b\x32\x1d.storefront.common.v1.ContactB\x04\xe2\x41\x01\x02\x12\x30\n\taddresses\x18\x04 \x03(\x0b\x32\x1d.storefront.common.v1.Address\x12\x38\n\x0c\x63redit_cards\x18\x05 \x03(\x0b\x32\".storefront.accounts.v1.CreditCard\x12\x15\n\x07version\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"f\n\x15\x43reateCustomerRequest\x12\x38\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32 .storefront.accounts.v1.CustomerB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"/\n\x12GetCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"e\n\x15ListCustomersResponse\x12\x33\n\tcustomers\x18\x01 \x03(\x0b\x32 .storefront.accounts.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x82\x01\n\x15UpdateCustomerRequest\x12\x38\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32 .storefront.accounts.v1.CustomerB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x15\x44\x65leteCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t*p\n\x0e\x43reditCardType\x12 \n\x1c\x43REDIT_CARD_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43REDIT_CARD_TYPE_PRIMARY\x10\x01\x12\x1e\n\x1a\x43REDIT_CARD_TYPE_ALTERNATE\x10\x02\x32\xb0\x05\n\x0f\x41\x63\x63ountsService\x12\x82\x01\n\x0e\x43reateCustomer\x12-.storefront.accounts.v1.CreateCustomerRequest\x1a .storefront.accounts.v1.Customer\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/customers:\x08\x63ustomer\x12\x80\x01\n\x0bGetCustomer\x12*.storefront.accounts.v1.GetCustomerRequest\x1a .storefront.accounts.v1.Customer\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/customers/{customer_id}\x12\x83\x01\n\rListCustomers\x12,.storefront.accounts.v1.ListCustomersRequest\x1a-.storefront.accounts.v1.ListCustomersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/customers\x12\x90\x01\n\x0eUpdateCustomer\x12-.storefront.accounts.v1.UpdateCustomerRequest\x1a .storefront.accounts.v1.Customer\"-\x82\xd3\xe4\x93\x02\'2\x1b/v1/customers/{customer.id}:\x08\x63ustomer\x12|\n\x0e\x44\x65leteCustomer\x12-.storefront.accounts.v1.DeleteCustomerRequest\x1a\x16.google.protobuf.Empty\"#\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/customers/{customer_id}B\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%storefront/accounts/v1/accounts.proto\x12\x16storefront.accounts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!storefront/common/v1/common.proto\"\xa2\x01\n\nCreditCard\x12\x34\n\x04type\x18\x01 \x01(\x0e\x32&.storefront.accounts.v1.CreditCardType\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x12\n\nexpiration\x18\x04 \x01(\t\x12\x14\n\x0cname_on_card\x18\x05 \x01(\t\x12\x0f\n\x07\x63\x61rd_id\x18\x06 \x01(\t\"\x87\x03\n\x08\x43ustomer\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x04name\x18\x02 \x01(\x0b\x32 .storefront.common.v1.PersonNameB\x04\xe2\x41\x01\x02\x12\x34\n\x07\x63ontact\x18\x03 \x01(\x0b\x32\x1d.storefront.common.v1.ContactB\x04\xe2\x41\x01\x02\x12\x30\n\taddresses\x18\x04 \x03(\x0b\x32\x1d.storefront.common.v1.Address\x12\x38\n\x0c\x63redit_cards\x18\x05 \x03(\x0b\x32\".storefront.accounts.v1.CreditCard\x12\x15\n\x07version\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"f\n\x15\x43reateCustomerRequest\x12\x38\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32 .storefront.accounts.v1.CustomerB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"/\n\x12GetCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"e\n\x15ListCustomersResponse\x12\x33\n\tcustomers\x18\x01 \x03(\x0b\x32 .storefront.accounts.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x82\x01\n\x15UpdateCustomerRequest\x12\x38\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32 .storefront.accounts.v1.CustomerB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x15\x44\x65leteCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t*p\n\x0e\x43reditCardType\x12 \n\x1c\x43REDIT_CARD_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43REDIT_CARD_TYPE_PRIMARY\x10\x01\x12\x1e\n\x1a\x43REDIT_CARD_TYPE_ALTERNATE\x10\x02\x32\xb0\x05\n\x0f\x41\x63\x63ountsService\x12\x82\x01\n\x0e\x43reateCustomer\x12-.storefront.accounts.v1.CreateCustomerRequest\x1a .storefront.accounts.v1.Customer\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/customers:\x08\x63ustomer\x12\x80\x01\n\x0bGetCustomer\x12*.storefront.accounts.v1.GetCustomerRequest\x1a .storefront.accounts.v1.Customer\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/customers/{customer_id}\x12\x83\x01\n\rListCustomers\x12,.storefront.accounts.v1.ListCustomersRequest\x1a-.storefront.accounts.v1.ListCustomersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/customers\x12\x90\x01\n\x0eUpdateCustomer\x12-.storefront.accounts.v1.UpdateCustomerRequest\x1a .storefront.accounts.v1.Customer\"-\x82\xd3\xe4\x93\x02\'2\x1b/v1/customers/{customer.id}:\x08\x63ustomer\x12|\n\x0e\x44\x65leteCustomer\x12-.storefront.accounts.v1.DeleteCustomerRequest\x1a\x16.google.protobuf.Empty\"#\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/customers/{customer_id}B\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,24 +68,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNTSSERVICE'].methods_by_name['UpdateCustomer']._serialized_options = b'\202\323\344\223\002\'2\033/v1/customers/{customer.id}:\010customer'
   _globals['_ACCOUNTSSERVICE'].methods_by_name['DeleteCustomer']._loaded_options = None
   _globals['_ACCOUNTSSERVICE'].methods_by_name['DeleteCustomer']._serialized_options = b'\202\323\344\223\002\035*\033/v1/customers/{customer_id}'
-  _globals['_CREDITCARDTYPE']._serialized_start=1319
-  _globals['_CREDITCARDTYPE']._serialized_end=1431
+  _globals['_CREDITCARDTYPE']._serialized_start=1336
+  _globals['_CREDITCARDTYPE']._serialized_end=1448
   _globals['_CREDITCARD']._serialized_start=260
-  _globals['_CREDITCARD']._serialized_end=405
-  _globals['_CUSTOMER']._serialized_start=408
-  _globals['_CUSTOMER']._serialized_end=799
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=801
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=903
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=905
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=952
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=954
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1015
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1017
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1118
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=1121
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=1251
-  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1253
-  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1317
-  _globals['_ACCOUNTSSERVICE']._serialized_start=1434
-  _globals['_ACCOUNTSSERVICE']._serialized_end=2122
+  _globals['_CREDITCARD']._serialized_end=422
+  _globals['_CUSTOMER']._serialized_start=425
+  _globals['_CUSTOMER']._serialized_end=816
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=818
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=920
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=922
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=969
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=971
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1032
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1034
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1135
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=1138
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=1268
+  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1270
+  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1334
+  _globals['_ACCOUNTSSERVICE']._serialized_start=1451
+  _globals['_ACCOUNTSSERVICE']._serialized_end=2139
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,7 @@ class CreditCard(_message.Message):
     NUMBER_FIELD_NUMBER: _builtins.int
     EXPIRATION_FIELD_NUMBER: _builtins.int
     NAME_ON_CARD_FIELD_NUMBER: _builtins.int
+    CARD_ID_FIELD_NUMBER: _builtins.int
     type: Global___CreditCardType.ValueType
     """Primary or alternate."""
     description: _builtins.str
@@ -69,6 +70,11 @@ class CreditCard(_message.Message):
     """MM/YY or MM/YYYY."""
     name_on_card: _builtins.str
     """As printed on the card."""
+    card_id: _builtins.str
+    """Opaque id of the stored card, set in responses. To keep a stored card on update, send
+    it back as read: masked number plus this id. A masked number without it still matches
+    by its last four digits when exactly one stored card ends in them.
+    """
     def __init__(
         self,
         *,
@@ -77,10 +83,11 @@ class CreditCard(_message.Message):
         number: _builtins.str = ...,
         expiration: _builtins.str = ...,
         name_on_card: _builtins.str = ...,
+        card_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "expiration", b"expiration", "name_on_card", b"name_on_card", "number", b"number", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_id", b"card_id", "description", b"description", "expiration", b"expiration", "name_on_card", b"name_on_card", "number", b"number", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -92,7 +92,11 @@ type CreditCard struct {
 	// MM/YY or MM/YYYY.
 	Expiration string `protobuf:"bytes,4,opt,name=expiration,proto3" json:"expiration,omitempty"`
 	// As printed on the card.
-	NameOnCard    string `protobuf:"bytes,5,opt,name=name_on_card,json=nameOnCard,proto3" json:"name_on_card,omitempty"`
+	NameOnCard string `protobuf:"bytes,5,opt,name=name_on_card,json=nameOnCard,proto3" json:"name_on_card,omitempty"`
+	// Opaque id of the stored card, set in responses. To keep a stored card on update, send
+	// it back as read: masked number plus this id. A masked number without it still matches
+	// by its last four digits when exactly one stored card ends in them.
+	CardId        string `protobuf:"bytes,6,opt,name=card_id,json=cardId,proto3" json:"card_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,6 +162,13 @@ func (x *CreditCard) GetExpiration() string {
 func (x *CreditCard) GetNameOnCard() string {
 	if x != nil {
 		return x.NameOnCard
+	}
+	return ""
+}
+
+func (x *CreditCard) GetCardId() string {
+	if x != nil {
+		return x.CardId
 	}
 	return ""
 }
@@ -608,7 +619,7 @@ var File_storefront_accounts_v1_accounts_proto protoreflect.FileDescriptor
 
 const file_storefront_accounts_v1_accounts_proto_rawDesc = "" +
 	"\n" +
-	"%storefront/accounts/v1/accounts.proto\x12\x16storefront.accounts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!storefront/common/v1/common.proto\"\xc4\x01\n" +
+	"%storefront/accounts/v1/accounts.proto\x12\x16storefront.accounts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!storefront/common/v1/common.proto\"\xdd\x01\n" +
 	"\n" +
 	"CreditCard\x12:\n" +
 	"\x04type\x18\x01 \x01(\x0e2&.storefront.accounts.v1.CreditCardTypeR\x04type\x12 \n" +
@@ -618,7 +629,8 @@ const file_storefront_accounts_v1_accounts_proto_rawDesc = "" +
 	"expiration\x18\x04 \x01(\tR\n" +
 	"expiration\x12 \n" +
 	"\fname_on_card\x18\x05 \x01(\tR\n" +
-	"nameOnCard\"\xd9\x03\n" +
+	"nameOnCard\x12\x17\n" +
+	"\acard_id\x18\x06 \x01(\tR\x06cardId\"\xd9\x03\n" +
 	"\bCustomer\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x02id\x12:\n" +
 	"\x04name\x18\x02 \x01(\v2 .storefront.common.v1.PersonNameB\x04\xe2A\x01\x02R\x04name\x12=\n" +

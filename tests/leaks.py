@@ -1,0 +1,92 @@
+"""Where the test data's personal and card data must never show up: log files, DLQ headers,
+topics and databases. Used by the e2e card test, the fault suite and the session's end
+(tests/conftest.py), which scan what the services really wrote.
+
+The needles are the test data: the demo people and the other customers the suites create
+(names, card numbers in every encoding the tests send: bare digits, groups of four with
+spaces or dashes, and their first and last eight digits), and any e-mail address at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from stack.embedded import EmbeddedStack
+from stack.embedded import _run_sync as run_sync
+from storefront_cli.demo import PEOPLE
+from svckit import names
+from tests.support import read_raw
+
+CARD_NUMBERS = sorted(
+    {p[-1] for p in PEOPLE} | {"4111111111111111", "5555555555554444", "1234678900004242"}
+)
+NAMES = sorted({n for p in PEOPLE for n in p[1:3]} | {"Ada", "Lovelace"})
+EMAIL = re.compile(rb"[A-Za-z0-9._%+{}-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_NAME = re.compile(rb"\b(?:" + b"|".join(n.encode() for n in NAMES) + rb")\b")
+
+
+def card_encodings(number: str) -> list[bytes]:
+    digits = re.sub(r"\D", "", number)
+    groups = [digits[i : i + 4] for i in range(0, len(digits), 4)]
+    return [
+        digits.encode(),
+        " ".join(groups).encode(),
+        "-".join(groups).encode(),
+        digits[:8].encode(),
+        digits[-8:].encode(),
+    ]
+
+
+def card_leaks(where: str, blob: bytes, numbers: Iterable[str] = CARD_NUMBERS) -> list[str]:
+    return [
+        f"{where}: card digits {needle.decode()}"
+        for number in numbers
+        for needle in card_encodings(number)
+        if needle in blob
+    ]
+
+
+def personal_leaks(where: str, blob: bytes) -> list[str]:
+    """Names and e-mail addresses of the test data, and card digits."""
+    found = [f"{where}: e-mail {m.group().decode(errors='replace')}" for m in EMAIL.finditer(blob)]
+    found += [f"{where}: name {m.group().decode()}" for m in _NAME.finditer(blob)]
+    return found + card_leaks(where, blob)
+
+
+def log_files(run_dir: Path) -> list[Path]:
+    return sorted(p for p in (run_dir / "logs").glob("*") if p.is_file())
+
+
+def log_leaks(run_dir: Path) -> list[str]:
+    """Every line of every log of the run dir: services, Envoy, Kafka, FerretDB, PostgreSQL."""
+    found = []
+    for path in log_files(run_dir):
+        for n, line in enumerate(path.read_bytes().splitlines(), 1):
+            found += personal_leaks(f"{path.name}:{n}", line)
+    return found
+
+
+async def topic_leaks(bootstrap: str, topics: Iterable[str] = names.ALL_TOPICS) -> tuple[list[str], int]:
+    """Card digits anywhere in any record (events carry names by design, cards never), and
+    personal data in DLQ headers. Also returns how many records were read."""
+    found: list[str] = []
+    records = 0
+    for topic in topics:
+        for r in await read_raw(bootstrap, topic):
+            records += 1
+            where = f"{topic}:{r.partition}@{r.offset}"
+            headers = b"\n".join(k.encode() + b"=" + v for k, v in r.headers or ())
+            found += card_leaks(where, (r.key or b"") + (r.value or b""))
+            if topic.endswith(names.DLQ_SUFFIX):
+                found += personal_leaks(f"{where} headers", headers)
+            else:
+                found += card_leaks(f"{where} headers", headers)
+    return found, records
+
+
+def stack_leaks(stack: EmbeddedStack) -> list[str]:
+    """Every log of a stack's run dir and every record of its topics (call it with the
+    services stopped, so their logs are complete)."""
+    return log_leaks(stack.run_dir) + run_sync(lambda: topic_leaks(stack.kafka_bootstrap))[0]

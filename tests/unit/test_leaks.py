@@ -1,0 +1,31 @@
+"""The leak scanner of the e2e and fault suites finds what it looks for, and only that."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests import leaks
+
+
+def test_log_scan_finds_names_emails_and_card_digits_in_any_encoding(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    clean = (
+        '{"level": "INFO", "message": "denied GetOrder to cust-b (customer)", '
+        '"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "rpc": "storefront.accounts.v1"}\n'
+        '{"message": "dependency unavailable: OperationFailure code=1", "metadata": "x"}\n'
+    )
+    (logs / "accounts.log").write_text(clean)
+    assert leaks.log_leaks(tmp_path) == []
+    (logs / "orders.log").write_text(
+        clean
+        + "full error: {'first_name': 'Rajesh'}\n"
+        + "email chaos-c1-77.v2@example.com\n"
+        + "card 4111 1111 1111 1111\n"
+        + "card 5500-0055-5555-5559\n"
+    )
+    found = leaks.log_leaks(tmp_path)
+    assert {f.split(": ", 1)[0] for f in found} == {f"orders.log:{n}" for n in (3, 4, 5, 6)}
+    assert any("name Rajesh" in f for f in found)
+    assert any("e-mail chaos-c1-77.v2@example.com" in f for f in found)
+    assert any("orders.log:6" in f for f in found)
