@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from google.protobuf import field_mask_pb2
 
 from accounts_svc import cards, domain
-from accounts_svc.repository import Customer, CustomerRepository
+from accounts_svc.domain import Customer
+from accounts_svc.repository import CustomerRepository
 from svckit import logs, names, paging
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.errors import NotFound, Violations

@@ -14,13 +14,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from accounts_svc import cards
 from accounts_svc.cards import CardVault
-from storefront.accounts.v1 import accounts_pb2
+from accounts_svc.domain import Customer
 from svckit import guards, names
 from svckit.documents import from_document, to_document
 from svckit.outbox import OUTBOX
 from svckit.store import AggregateStore
 
-Customer = accounts_pb2.Customer
 Document = dict[str, Any]
 CARDS = "credit_cards"
 # Deleted customers stay as tombstones: their CustomerDeleted is still in the

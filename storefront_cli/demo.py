@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from typing import Any
 
 from google.protobuf import field_mask_pb2, json_format
 
@@ -36,10 +37,11 @@ PRODUCTS = [
 ]
 
 
-def customer_draft(person: tuple[str, ...]) -> accounts_pb2.Customer:
+def customer_body(person: tuple[str, ...]) -> dict[str, Any]:
+    """A create request's customer as proto JSON: 2 addresses (billing, shipping), 1 card."""
     title, first, last, phone, city, state, postal, card = person
     address = {"address1": "123 Oak Street", "city": city, "state": state, "postalCode": postal}
-    body = {
+    return {
         "name": {"title": title, "firstName": first, "lastName": last},
         "contact": {"primaryPhone": phone, "email": f"{first.lower()}.{last.lower()}@example.com"},
         "addresses": [
@@ -56,7 +58,10 @@ def customer_draft(person: tuple[str, ...]) -> accounts_pb2.Customer:
             }
         ],
     }
-    return json_format.ParseDict(body, accounts_pb2.Customer())
+
+
+def customer_draft(person: tuple[str, ...]) -> accounts_pb2.Customer:
+    return json_format.ParseDict(customer_body(person), accounts_pb2.Customer())
 
 
 def order_draft(*lines: tuple[int, int]) -> orders_pb2.Order:

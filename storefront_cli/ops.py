@@ -47,7 +47,7 @@ from storefront_cli.tables import render
 from svckit import logs, mongo, names
 from svckit.app import EVENTS_HEALTH
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
-from svckit.outbox import OUTBOX, pending_filter
+from svckit.outbox import scan_backlog
 
 Log = Callable[[str], None]
 Document = dict[str, Any]
@@ -304,21 +304,10 @@ async def outbox_backlog(
     rows = []
     try:
         for service, name in names.AGGREGATES.items():
-            collection = client[ep.database(service)][name]
-            documents = events = 0
-            oldest: datetime | None = None
-            async for doc in collection.find(pending_filter(), {f"{OUTBOX}.created": 1}):
-                if not doc.get(OUTBOX):
-                    continue  # drained; the relay's next sweep clears the mark
-                documents += 1
-                for entry in doc.get(OUTBOX, []):
-                    events += 1
-                    created = entry.get("created")
-                    if isinstance(created, datetime):
-                        created = created if created.tzinfo else created.replace(tzinfo=UTC)
-                        oldest = created if oldest is None else min(oldest, created)
-            age = (now - oldest).total_seconds() if oldest else None
-            rows.append(Backlog(service, name, documents, events, age))
+            found = await scan_backlog(client[ep.database(service)][name])
+            rows.append(
+                Backlog(service, name, found.documents, found.events, found.age_seconds(now))
+            )
     finally:
         await client.close()
     return rows

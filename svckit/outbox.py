@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,6 +85,36 @@ class NullNotifier:
 
 def pending_filter() -> Document:
     return {PENDING: True}
+
+
+@dataclass(frozen=True)
+class BacklogScan:
+    """What waits in a collection's outboxes: committed, not yet acknowledged by Kafka."""
+
+    documents: int
+    events: int
+    oldest: datetime | None
+
+    def age_seconds(self, now: datetime) -> float | None:
+        return (now - self.oldest).total_seconds() if self.oldest else None
+
+
+async def scan_backlog(collection: AsyncCollection[Document]) -> BacklogScan:
+    """The relay's gauges and `storefront status` read the backlog this one way."""
+    documents = events = 0
+    oldest: datetime | None = None
+    async for doc in collection.find(pending_filter(), {f"{OUTBOX}.created": 1}):
+        entries = doc.get(OUTBOX) or []
+        if not entries:
+            continue  # drained; the relay's next sweep clears the mark
+        documents += 1
+        for entry in entries:
+            events += 1
+            created = entry.get("created")
+            if isinstance(created, datetime):
+                created = created if created.tzinfo else created.replace(tzinfo=UTC)
+                oldest = created if oldest is None else min(oldest, created)
+    return BacklogScan(documents, events, oldest)
 
 
 def queue(events: list[Document]) -> Document:
@@ -276,15 +307,7 @@ class OutboxRelay:
                 return
 
     async def _report_backlog(self) -> None:
-        pending = 0
-        oldest: datetime | None = None
-        async for doc in self._collection.find(pending_filter(), {f"{OUTBOX}.created": 1}):
-            pending += len(doc[OUTBOX])
-            for entry in doc[OUTBOX]:
-                created = entry["created"]
-                if created.tzinfo is None:
-                    created = created.replace(tzinfo=UTC)
-                oldest = created if oldest is None else min(oldest, created)
-        metrics.OUTBOX_PENDING.labels(self._service, self._collection.name).set(pending)
-        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        found = await scan_backlog(self._collection)
+        metrics.OUTBOX_PENDING.labels(self._service, self._collection.name).set(found.events)
+        age = found.age_seconds(datetime.now(UTC)) or 0.0
         metrics.OUTBOX_OLDEST_AGE.labels(self._service, self._collection.name).set(age)
