@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
-from fulfillment_svc.repository import FulfillmentRepository
 from svckit import names, paging
-from svckit.admin import ReadModel, Republished, Verdict, republish_each
+from svckit.admin import Republished, Verdict, republish_each
 from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
 from svckit.errors import AlreadyExists, NotFound
-from svckit.outbox import OutboxRelay, outbox_entry
-from svckit.store import until_saved
+from svckit.outbox import Notifier, outbox_entry
+from svckit.store import Store, until_saved
 
 TOPIC = names.PUBLISHES[names.FULFILLMENT]
 SOURCE = names.source(names.FULFILLMENT)
@@ -28,11 +27,19 @@ CANCELLATION_OUTCOMES = {
 }
 
 
+class Fulfillments(Store[Fulfillment], Protocol):
+    """Fulfillment's store (`FulfillmentRepository`; a fake in unit tests)."""
+
+    async def page_by_status(
+        self, status: Status | None, after: str | None, limit: int
+    ) -> tuple[list[Fulfillment], str | None]: ...
+
+
 class FulfillmentHandlers:
     def __init__(
         self,
-        fulfillments: FulfillmentRepository,
-        relay: OutboxRelay,
+        fulfillments: Fulfillments,
+        relay: Notifier,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.fulfillments = fulfillments
@@ -142,10 +149,6 @@ class FulfillmentHandlers:
             domain.FulfillmentRequested.DESCRIPTOR.full_name: self.apply_fulfillment_requested,
             domain.FulfillmentCancelled.DESCRIPTOR.full_name: self.apply_fulfillment_cancelled,
         }
-
-    def read_models(self) -> dict[str, ReadModel]:
-        """What the consumed topic builds here, for replays."""
-        return {names.ORDER_FULFILLMENT: ReadModel(self.fulfillments.collection)}
 
     async def forget(self, topic: str) -> int:
         """Fulfillment is the system of record for shipping: nothing here is only derived."""

@@ -7,6 +7,7 @@ from fulfillment_svc.handlers import FulfillmentHandlers
 from fulfillment_svc.repository import FulfillmentRepository
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from svckit import names
+from svckit.admin import ReadModel
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
@@ -25,7 +26,7 @@ def build(settings: Settings) -> ServiceApp:
         SERVICE,
     )
     app.consume(names.CONSUMES[names.FULFILLMENT], handlers.event_handlers())
-    app.admin(handlers, handlers)
+    app.admin(handlers, handlers, {names.ORDER_FULFILLMENT: ReadModel(fulfillments.collection)})
     return app
 
 

@@ -5,21 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from orders_svc import domain
-from orders_svc.repository import CustomerCopies, Order, OrderRepository
+from orders_svc.repository import CopyChange, CustomerCopy, Order
 from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
 from svckit import names, paging
-from svckit.admin import ReadModel, Republished, Verdict, republish_each
+from svckit.admin import Republished, Verdict, republish_each
 from svckit.consumer import BatchHandler, EventHandler, Outcome
 from svckit.envelope import Envelope
 from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.ids import check_client_id, new_id
-from svckit.outbox import OutboxRelay, outbox_entry
-from svckit.store import until_saved
+from svckit.outbox import Notifier, outbox_entry
+from svckit.store import Store, until_saved
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,46 @@ SOURCE = names.source(names.ORDERS)
 MAX_CUSTOMER_ORDERS = 1000
 
 
+class Orders(Store[Order], Protocol):
+    """Orders' store of orders (`OrderRepository`; a fake in unit tests)."""
+
+    async def page(
+        self, query: dict[str, Any], *, after: str | None, limit: int
+    ) -> tuple[list[Order], str | None]:
+        """A keyset page in id order of the orders whose fields equal `query`'s."""
+
+    async def of_customer(self, customer_id: str, limit: int) -> list[Order]: ...
+
+    async def get_with_applied(self, order_id: str) -> tuple[Order, list[int]] | None:
+        """The order and the fulfillment versions applied to it."""
+
+    async def save_applied(self, order: Order, expected_version: int, applied: list[int]) -> bool:
+        ...
+
+    async def strip_fulfillment_history(self, now: datetime) -> int: ...
+
+
+class Copies(Protocol):
+    """Orders' copies of the customers (`CustomerCopies`; a fake in unit tests): each only
+    ever moves forward by version, and a deleted one stays a tombstone."""
+
+    async def get(self, customer_id: str) -> CustomerCopy | None: ...
+
+    async def apply_changed(self, copy: CustomerCopy) -> Outcome: ...
+
+    async def apply_deleted(self, customer_id: str, version: int) -> Outcome: ...
+
+    async def apply_batch(self, batch: list[CopyChange]) -> list[Outcome]: ...
+
+    async def clear(self) -> int: ...
+
+
 class OrdersHandlers:
     def __init__(
         self,
-        orders: OrderRepository,
-        customers: CustomerCopies,
-        relay: OutboxRelay,
+        orders: Orders,
+        customers: Copies,
+        relay: Notifier,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.orders = orders
@@ -171,16 +206,15 @@ class OrdersHandlers:
     async def apply_customer_events(self, envelopes: list[Envelope]) -> list[Outcome]:
         """A run of CustomerChanged / CustomerDeleted as one batch: same outcomes as applying
         them one by one (the consumer falls back to that if this raises)."""
-        changes = []
+        changes: list[CopyChange] = []
         for envelope in envelopes:
             event = envelope.message
             domain.check_customer_event(event)
             if isinstance(event, accounts_events.CustomerChanged):
-                update = self.customers.changed_update(domain.customer_copy(event))
+                changes.append((event.customer_id, event.version, domain.customer_copy(event)))
             else:
                 assert isinstance(event, accounts_events.CustomerDeleted)
-                update = self.customers.deleted_update(event.version)
-            changes.append((event.customer_id, event.version, update))
+                changes.append((event.customer_id, event.version, None))
         return await self.customers.apply_batch(changes)
 
     async def apply_order_status_changed(self, envelope: Envelope) -> Outcome:
@@ -227,16 +261,6 @@ class OrdersHandlers:
         entry = outbox_entry(TOPIC, order_id, event, source=SOURCE, seq=order.version)
         saved = await self.orders.republish(order_id, order.version, [entry])
         return Verdict.QUEUED if saved else None
-
-    def read_models(self) -> dict[str, ReadModel]:
-        """What each consumed topic builds here, for replays."""
-        return {
-            names.CUSTOMER_CHANGES: ReadModel(self.customers.collection),
-            # Re-applying status changes bumps an order's version, not its content.
-            names.ORDER_STATUS: ReadModel(
-                self.orders.collection, frozenset({"version", "update_time"})
-            ),
-        }
 
     def batch_handlers(self) -> dict[str, BatchHandler]:
         """Customer events share one version sequence, so one handler takes runs of both."""

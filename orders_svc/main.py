@@ -7,6 +7,7 @@ from orders_svc.handlers import OrdersHandlers
 from orders_svc.repository import CustomerCopies, OrderRepository
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from svckit import names
+from svckit.admin import ReadModel
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
@@ -16,11 +17,20 @@ SERVICE = orders_pb2.DESCRIPTOR.services_by_name["OrdersService"].full_name
 def build(settings: Settings) -> ServiceApp:
     app = ServiceApp(settings)
     orders = OrderRepository(app.db)
-    handlers = OrdersHandlers(orders, CustomerCopies(app.db), app.outbox_relay(orders.collection))
+    copies = CustomerCopies(app.db)
+    handlers = OrdersHandlers(orders, copies, app.outbox_relay(orders.collection))
     app.on_start(orders.ensure_indexes)
     app.owners("order", handlers.owner_of)
     app.consume(names.CONSUMES[names.ORDERS], handlers.event_handlers(), handlers.batch_handlers())
-    app.admin(handlers, handlers)
+    app.admin(
+        handlers,
+        handlers,
+        {
+            names.CUSTOMER_CHANGES: ReadModel(copies.collection),
+            # Re-applying status changes bumps an order's version, not its content.
+            names.ORDER_STATUS: ReadModel(orders.collection, frozenset({"version", "update_time"})),
+        },
+    )
     app.add_service(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server, OrdersServicer(handlers), SERVICE
     )

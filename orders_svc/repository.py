@@ -23,6 +23,8 @@ Document = dict[str, Any]
 
 # Fulfillment versions already in an order's history: the dedup key for OrderStatusChanged.
 APPLIED = "applied_fulfillment_versions"
+CopyChange = tuple[str, int, CustomerCopy | None]
+"""A customer event for the copies: customer id, version, the new copy (None: deleted)."""
 
 
 class OrderRepository(AggregateStore[Order]):
@@ -126,11 +128,15 @@ class CustomerCopies:
     async def apply_deleted(self, customer_id: str, version: int) -> Outcome:
         return await self._upsert_if_newer(customer_id, version, self.deleted_update(version))
 
-    async def apply_batch(self, changes: list[tuple[str, int, Document]]) -> list[Outcome]:
-        """Apply (customer id, version, update) changes in order, with the outcomes applying
-        them one by one would give, in one read of the stored versions and one bulk write:
-        per customer only the newest version in the batch is written. A change at exactly the
-        stored version takes the one-by-one path (it may be a repair)."""
+    async def apply_batch(self, batch: list[CopyChange]) -> list[Outcome]:
+        """Apply (customer id, version, copy or None for a deletion) changes in order, with the
+        outcomes applying them one by one would give, in one read of the stored versions and
+        one bulk write: per customer only the newest version in the batch is written. A change
+        at exactly the stored version takes the one-by-one path (it may be a repair)."""
+        changes = [
+            (cid, v, self.deleted_update(v) if copy is None else self.changed_update(copy))
+            for cid, v, copy in batch
+        ]
         ids = list(dict.fromkeys(cid for cid, _, _ in changes))
         outcomes: list[Outcome | None] = []
         redo: list[int] = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -28,7 +28,7 @@ from svckit.consumer import EventHandler
 from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.outbox import OUTBOX, PENDING
 from svckit.replay import replay_topic
-from svckit.store import AggregateStore, until_saved
+from svckit.store import Store, until_saved
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Republished:
 
 async def republish_each(
     ids: Sequence[str],
-    store: AggregateStore[Any],
+    store: Store[Any],
     decide: Callable[[str], Awaitable[Verdict | None]],
     notify: Callable[[str], None],
 ) -> Republished:
@@ -101,9 +101,6 @@ class Consumer(Protocol):
     async def forget(self, topic: str) -> int:
         """Drop what was derived from `topic` (ValueError: the service owns that state)."""
 
-    def read_models(self) -> dict[str, ReadModel]:
-        """What each consumed topic builds here."""
-
 
 async def digests(model: ReadModel) -> dict[str, bytes]:
     """A digest per document, bookkeeping left out: compares a whole read model before and
@@ -121,13 +118,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self,
         owner: Owner,
         consumer: Consumer | None = None,
+        read_models: Mapping[str, ReadModel] | None = None,
         *,
         bootstrap: str,
         consumer_group: str,
     ) -> None:
         self.owner = owner
         self.consumer = consumer
-        self.read_models = consumer.read_models() if consumer else {}
+        self.read_models = dict(read_models or {}) if consumer else {}
         self.bootstrap = bootstrap
         self.replay_group = names.dlq_replay_group(consumer_group)
 

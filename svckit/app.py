@@ -102,11 +102,14 @@ class ServiceApp:
         self,
         owner: admin.Owner,
         consumer: admin.Consumer | None = None,
+        read_models: Mapping[str, admin.ReadModel] | None = None,
     ) -> None:
-        """Serve the internal admin service (svckit.admin) with this service's use cases."""
+        """Serve the internal admin service (svckit.admin) with this service's use cases:
+        `read_models` says what each consumed topic builds, for replays to compare."""
         self._admin = admin.AdminServicer(
             owner,
             consumer,
+            read_models,
             bootstrap=self.settings.kafka_bootstrap_servers,
             consumer_group=self.settings.consumer_group,
         )

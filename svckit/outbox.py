@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import message as pb_message
 from pymongo import UpdateOne
@@ -73,6 +73,13 @@ def outbox_entry(
         "headers": {name: raw.decode() for name, raw in headers},
         "created": created,
     }
+
+
+class Notifier(Protocol):
+    """What a use case tells the relay after a write that queued events: publish this one now
+    (`OutboxRelay`; the sweep would find it anyway)."""
+
+    def notify(self, aggregate_id: Any) -> None: ...
 
 
 class NullNotifier:

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 from pymongo.asynchronous.collection import AsyncCollection
@@ -35,6 +35,26 @@ sweep reads whole outboxes. 50 covers any burst a client makes while the broker 
 def _room_for_more() -> Document:
     """The guard "fewer than MAX_PENDING_EVENTS entries": the last allowed index is unused."""
     return {f"{OUTBOX}.{MAX_PENDING_EVENTS - 1}": {"$exists": False}}
+
+
+class Store(Protocol[M]):
+    """The store a service's use cases write through: `AggregateStore` in the services, an
+    in-memory fake in the handlers' unit tests (tests/unit/fakes.py)."""
+
+    async def get(self, aggregate_id: str) -> M | None: ...
+
+    async def insert(self, aggregate: M, events: Iterable[Document]) -> None:
+        """Raises AlreadyExists for a taken id."""
+
+    async def update(self, aggregate: M, expected_version: int, events: Iterable[Document]) -> bool:
+        """False: the stored version is no longer `expected_version` (another writer came first).
+        Raises Unavailable when the outbox is full."""
+
+    async def republish(
+        self, aggregate_id: str, expected_version: int, events: list[Document]
+    ) -> bool: ...
+
+    def exclusive(self, aggregate_id: str) -> AbstractAsyncContextManager[None]: ...
 
 
 class AggregateStore(Generic[M]):

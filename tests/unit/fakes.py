@@ -1,0 +1,221 @@
+"""In-memory stand-ins for the ports the handlers depend on (svckit.store.Store, the services'
+own store Protocols, svckit.outbox.Notifier), so each handler class is unit tested with no
+server: the same version guard, the same outbox cap and the same per-document lock as the real
+stores, plus a switch that makes the next writes lose to "another writer"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import Message
+
+from fulfillment_svc.domain import Fulfillment, Status
+from orders_svc import domain as orders_domain
+from orders_svc.repository import CopyChange, CustomerCopy, Order
+from svckit.consumer import Outcome
+from svckit.envelope import Envelope, decode
+from svckit.errors import AlreadyExists, Unavailable
+from svckit.store import MAX_PENDING_EVENTS
+
+M = TypeVar("M", bound=Message)
+VERSION = "version"  # every aggregate has one; Message does not declare it
+Document = dict[str, Any]
+
+
+class FakeStore(Generic[M]):
+    """Aggregates by id, each with its outbox, behind a version guard."""
+
+    def __init__(self, id_field: str) -> None:
+        self.id_field = id_field
+        self.state: dict[str, M] = {}
+        self.outbox: dict[str, list[Document]] = {}
+        self.lose_next = 0
+        """How many of the next guarded writes lose to another writer (return False)."""
+        self.writes = 0
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.held: list[str] = []
+
+    def _id(self, aggregate: M) -> str:
+        return str(getattr(aggregate, self.id_field))
+
+    def _copy(self, aggregate: M) -> M:
+        clone = type(aggregate)()
+        clone.CopyFrom(aggregate)
+        return clone
+
+    async def get(self, aggregate_id: str) -> M | None:
+        found = self.state.get(aggregate_id)
+        return self._copy(found) if found is not None else None
+
+    async def insert(self, aggregate: M, events: Iterable[Document]) -> None:
+        aggregate_id = self._id(aggregate)
+        if aggregate_id in self.state:
+            raise AlreadyExists(f"{self.id_field} {aggregate_id} already exists")
+        self.state[aggregate_id] = self._copy(aggregate)
+        self.outbox[aggregate_id] = list(events)
+        self.writes += 1
+
+    def _guard(self, aggregate_id: str, expected_version: int, events: list[Document]) -> bool:
+        current = self.state.get(aggregate_id)
+        if current is None or getattr(current, VERSION) != expected_version:
+            return False
+        if self.lose_next:
+            self.lose_next -= 1
+            return False
+        if events and len(self.outbox[aggregate_id]) + len(events) > MAX_PENDING_EVENTS:
+            raise Unavailable(f"{aggregate_id} has events waiting to be published")
+        return True
+
+    async def update(self, aggregate: M, expected_version: int, events: Iterable[Document]) -> bool:
+        aggregate_id, events = self._id(aggregate), list(events)
+        if not self._guard(aggregate_id, expected_version, events):
+            return False
+        self.state[aggregate_id] = self._copy(aggregate)
+        self.outbox[aggregate_id] += events
+        self.writes += 1
+        return True
+
+    async def republish(
+        self, aggregate_id: str, expected_version: int, events: list[Document]
+    ) -> bool:
+        if not self._guard(aggregate_id, expected_version, events):
+            return False
+        self.outbox[aggregate_id] += events
+        return True
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, aggregate_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(aggregate_id, asyncio.Lock())
+        async with lock:
+            self.held.append(aggregate_id)
+            yield
+
+    def events(self, aggregate_id: str, accepted: Iterable[str]) -> list[Envelope]:
+        """The aggregate's queued events, decoded as a consumer would."""
+        return [
+            decode(
+                e["value"],
+                [(k, v.encode()) for k, v in e["headers"].items()],
+                key=e["key"].encode(),
+                accepted_types=accepted,
+            )
+            for e in self.outbox.get(aggregate_id, [])
+        ]
+
+    def _page(
+        self, matching: list[M], after: str | None, limit: int
+    ) -> tuple[list[M], str | None]:
+        ordered = sorted(
+            (a for a in matching if after is None or self._id(a) > after), key=self._id
+        )
+        more = len(ordered) > limit
+        page = [self._copy(a) for a in ordered[:limit]]
+        return page, (self._id(page[-1]) if more else None)
+
+
+class FakeFulfillments(FakeStore[Fulfillment]):
+    def __init__(self) -> None:
+        super().__init__("order_id")
+
+    async def page_by_status(
+        self, status: Status | None, after: str | None, limit: int
+    ) -> tuple[list[Fulfillment], str | None]:
+        wanted = [f for f in self.state.values() if not status or f.status == status]
+        return self._page(wanted, after, limit)
+
+
+class FakeOrders(FakeStore[Order]):
+    def __init__(self) -> None:
+        super().__init__("order_id")
+        self.applied: dict[str, list[int]] = {}
+
+    async def page(
+        self, query: dict[str, Any], *, after: str | None, limit: int
+    ) -> tuple[list[Order], str | None]:
+        def matches(order: Order) -> bool:
+            for name, value in query.items():
+                got = getattr(order, name)
+                if name == "status":
+                    got = orders_domain.Status.Name(got)
+                if got != value:
+                    return False
+            return True
+
+        return self._page([o for o in self.state.values() if matches(o)], after, limit)
+
+    async def of_customer(self, customer_id: str, limit: int) -> list[Order]:
+        found, _ = await self.page({"customer_id": customer_id}, after=None, limit=limit)
+        return found
+
+    async def get_with_applied(self, order_id: str) -> tuple[Order, list[int]] | None:
+        order = await self.get(order_id)
+        return None if order is None else (order, list(self.applied.get(order_id, [])))
+
+    async def save_applied(self, order: Order, expected_version: int, applied: list[int]) -> bool:
+        if not await self.update(order, expected_version, []):
+            return False
+        self.applied[order.order_id] = list(applied)
+        return True
+
+    async def strip_fulfillment_history(self, now: datetime) -> int:
+        stripped = 0
+        for order_id in [i for i, a in self.applied.items() if a]:
+            order = self.state[order_id]
+            await self.save_applied(
+                orders_domain.without_fulfillment_history(order, now), order.version, []
+            )
+            stripped += 1
+        return stripped
+
+
+class FakeCopies:
+    """Copies by customer id: (version, copy or None for a tombstone)."""
+
+    def __init__(self) -> None:
+        self.copies: dict[str, tuple[int, CustomerCopy | None]] = {}
+
+    async def get(self, customer_id: str) -> CustomerCopy | None:
+        found = self.copies.get(customer_id)
+        if found is None or found[1] is None:
+            return None
+        copy = CustomerCopy()
+        copy.CopyFrom(found[1])
+        return copy
+
+    def _apply(self, customer_id: str, version: int, copy: CustomerCopy | None) -> Outcome:
+        stored = self.copies.get(customer_id, (0, None))[0]
+        if version < stored:
+            return Outcome.STALE
+        if version == stored:
+            return Outcome.DUPLICATE
+        self.copies[customer_id] = (version, copy)
+        return Outcome.APPLIED
+
+    async def apply_changed(self, copy: CustomerCopy) -> Outcome:
+        return self._apply(copy.customer_id, copy.customer_version, copy)
+
+    async def apply_deleted(self, customer_id: str, version: int) -> Outcome:
+        return self._apply(customer_id, version, None)
+
+    async def apply_batch(self, batch: list[CopyChange]) -> list[Outcome]:
+        return [self._apply(cid, version, copy) for cid, version, copy in batch]
+
+    async def clear(self) -> int:
+        n = len(self.copies)
+        self.copies.clear()
+        return n
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.notified: list[Any] = []
+
+    def notify(self, aggregate_id: Any) -> None:
+        self.notified.append(aggregate_id)
+
+
+__all__ = ["FakeCopies", "FakeFulfillments", "FakeOrders", "FakeStore", "RecordingNotifier"]
