@@ -42,6 +42,8 @@ def _print_endpoints(st: EmbeddedStack) -> None:
     kafka_src = "external" if st.external_kafka else "embedded"
     mongo_src = "external" if st.external_mongodb else "embedded"
     _say(f"  KAFKA_BOOTSTRAP_SERVERS={st.kafka_bootstrap}  ({kafka_src})")
+    if not st.external_kafka:
+        _say(f"  Kafka: SASL/SCRAM and ACLs, passwords in {st.kafka_credentials.dir}")
     _say(f"  MONGODB_URI={st.mongodb_uri}  ({mongo_src})")
     env_file = st.run_dir / "stack.env"
     if env_file.exists():

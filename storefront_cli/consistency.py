@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -376,7 +376,7 @@ class Parked:
 
 async def parked(ep: endpoints.Endpoints, topics: list[str]) -> list[Parked]:
     """Every record in the given DLQ topics, oldest first per partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=ep.kafka, group_id=None, enable_auto_commit=False)
+    consumer = ep.kafka.consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
     out: list[Parked] = []
     try:
@@ -406,9 +406,7 @@ async def parked(ep: endpoints.Endpoints, topics: list[str]) -> list[Parked]:
 async def _replayed_upto(
     ep: endpoints.Endpoints, partitions: list[TopicPartition]
 ) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=ep.kafka, group_id=REPLAY_GROUP, enable_auto_commit=False
-    )
+    consumer = ep.kafka.consumer(group_id=REPLAY_GROUP, enable_auto_commit=False)
     await consumer.start()
     try:
         return {tp: (await consumer.committed(tp)) or 0 for tp in partitions}
@@ -463,7 +461,7 @@ async def dlq_replay(ep: endpoints.Endpoints, topic: str | None, ids: list[str],
         chosen = [
             r for r in records if r.offset >= done.get(TopicPartition(r.dlq_topic, r.partition), 0)
         ]
-    producer = AIOKafkaProducer(bootstrap_servers=ep.kafka, acks="all", enable_idempotence=True)
+    producer = ep.kafka.producer(acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for r in chosen:
@@ -484,9 +482,7 @@ async def _commit_replayed(ep: endpoints.Endpoints, replayed: list[Parked]) -> N
     for r in replayed:
         tp = TopicPartition(r.dlq_topic, r.partition)
         upto[tp] = max(upto.get(tp, 0), r.offset + 1)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=ep.kafka, group_id=REPLAY_GROUP, enable_auto_commit=False
-    )
+    consumer = ep.kafka.consumer(group_id=REPLAY_GROUP, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(upto))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stack import tools
+from svckit.kafka import KafkaConnection
 
 RUN_DIR = tools.REPO_ROOT / ".run"
 SERVICES = ("accounts", "orders", "fulfillment")
@@ -15,7 +16,8 @@ SERVICES = ("accounts", "orders", "fulfillment")
 
 @dataclass(frozen=True)
 class Endpoints:
-    kafka: str
+    kafka: KafkaConnection
+    """The brokers, as the operator (stack.env) or whoever the KAFKA_* variables say."""
     mongodb: str
     db_prefix: str = ""
 
@@ -31,11 +33,14 @@ def load(run_dir: Path = RUN_DIR, *, db_prefix: str | None = None) -> Endpoints:
             key, sep, value = line.partition("=")
             if sep:
                 values[key.strip()] = value.strip()
-    values.update(
-        {k: v for k, v in os.environ.items() if k in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI")}
-    )
+    # Kafka settings come whole from one place: a KAFKA_BOOTSTRAP_SERVERS of the environment
+    # must not meet the embedded stack's user and password.
+    kafka_env = {k: v for k, v in os.environ.items() if k.startswith("KAFKA_")}
+    kafka_values = kafka_env if "KAFKA_BOOTSTRAP_SERVERS" in kafka_env else values
+    if "MONGODB_URI" in os.environ:
+        values["MONGODB_URI"] = os.environ["MONGODB_URI"]
     return Endpoints(
-        kafka=values.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        kafka=KafkaConnection.from_env(kafka_values),
         mongodb=values.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
         db_prefix=db_prefix
         if db_prefix is not None

@@ -16,6 +16,7 @@ from stack import issuer
 from stack.embedded import EmbeddedStack, free_ports
 from stack.issuer import LocalIssuer
 from stack.procs import Supervisor
+from svckit.settings import consumer_group
 
 SERVICES = ("accounts", "orders", "fulfillment")
 
@@ -67,12 +68,13 @@ def service_env(
 ) -> dict[str, str]:
     return {
         **stack.env(),
+        **stack.kafka_as(service).env(),
         **local_issuer(stack).config().env(),
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": str(ports.grpc(service)),
         "METRICS_PORT": str(ports.metrics(service)),
         "MONGODB_DATABASE": f"{db_prefix}{service}",
-        "KAFKA_CONSUMER_GROUP": f"{db_prefix}{service}-svc",
+        "KAFKA_CONSUMER_GROUP": consumer_group(service, db_prefix),
     }
 
 

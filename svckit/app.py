@@ -83,7 +83,7 @@ class ServiceApp:
         self.settings = settings
         self.mongo = mongo_client(settings)
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongodb_database]
-        self.producer = EventProducer(settings.kafka_bootstrap_servers, settings.service_name)
+        self.producer = EventProducer(settings.kafka, settings.service_name)
         self._lease = WriterLease(self.db, settings.service_name)
         self._services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]] = []
         self._relays: list[OutboxRelay] = []
@@ -115,7 +115,7 @@ class ServiceApp:
         batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> EventConsumer:
         consumer = EventConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            kafka=self.settings.kafka,
             group_id=self.settings.consumer_group,
             topics=topics,
             handlers=handlers,

@@ -12,17 +12,17 @@ import collections
 import uuid
 from collections.abc import Callable, Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from svckit.consumer import EventHandler
 from svckit.envelope import PoisonEvent, decode
+from svckit.kafka import KafkaConnection
 
 Log = Callable[[str], None]
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partitions_of(kafka: KafkaConnection, topic: str) -> list[TopicPartition]:
+    admin = kafka.admin()
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -34,7 +34,7 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
 
 
 async def replay_topic(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topic: str,
     handlers: Mapping[str, EventHandler],
     *,
@@ -42,9 +42,8 @@ async def replay_topic(
     progress_every: int = 2000,
 ) -> collections.Counter[str]:
     """Apply every record up to the topic's current end; returns outcome counts."""
-    partitions = await partitions_of(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    partitions = await partitions_of(kafka, topic)
+    consumer = kafka.consumer(
         group_id=None,
         enable_auto_commit=False,
         client_id=f"storefront-replay-{uuid.uuid4().hex[:6]}",

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from svckit.auth import AuthConfig
+from svckit.kafka import KafkaConnection
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,8 @@ class Settings:
     metrics_port: int
     mongodb_uri: str
     mongodb_database: str
-    kafka_bootstrap_servers: str
+    kafka: KafkaConnection
+    """Brokers and this service's identity on them (KAFKA_* variables, svckit.kafka)."""
     consumer_group: str
     log_level: str
     shutdown_grace_seconds: float
@@ -37,8 +39,8 @@ class Settings:
             metrics_port=int(env("METRICS_PORT", str(metrics_port))),
             mongodb_uri=env("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
             mongodb_database=env("MONGODB_DATABASE", service_name),
-            kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            consumer_group=env("KAFKA_CONSUMER_GROUP", f"{service_name}-svc"),
+            kafka=KafkaConnection.from_env(),
+            consumer_group=env("KAFKA_CONSUMER_GROUP", consumer_group(service_name)),
             log_level=env("LOG_LEVEL", "INFO"),
             shutdown_grace_seconds=float(env("SHUTDOWN_GRACE_SECONDS", "10")),
             max_message_bytes=int(env("GRPC_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
@@ -48,3 +50,15 @@ class Settings:
             outbox_relay_enabled=env("OUTBOX_RELAY", "on") != "off",
             auth=AuthConfig.from_env() if env("AUTH_ISSUER") else None,
         )
+
+
+def consumer_group(service: str, run: str = "") -> str:
+    """A service's consumer group: ``<service>-svc``, or ``<service>-svc.<run>`` for one of
+    several runs sharing a broker (tests). The broker's ACLs grant each service the groups
+    under its own name only (docs/security.md)."""
+    return f"{run_groups_prefix(service)}{run}" if run else f"{service}-svc"
+
+
+def run_groups_prefix(service: str) -> str:
+    """What every per-run group of `service` starts with."""
+    return f"{service}-svc."

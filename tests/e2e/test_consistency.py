@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from storefront.accounts.v1 import accounts_pb2
@@ -37,7 +36,7 @@ async def clients(isolated_system: System) -> AsyncIterator[Clients]:
 
 
 def endpoints_of(system: System) -> Endpoints:
-    return Endpoints(system.stack.kafka_bootstrap, system.stack.mongodb_uri, system.db_prefix)
+    return Endpoints(system.stack.kafka, system.stack.mongodb_uri, system.db_prefix)
 
 
 async def settled(system: System) -> int:
@@ -138,7 +137,7 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
         ("dlq_offset", b"0"),
         ("dlq_attempts", b"5"),
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=isolated_system.stack.kafka_bootstrap, acks="all")
+    producer = isolated_system.stack.kafka.producer(acks="all")
     await producer.start()
     try:
         meta = await producer.send_and_wait(

@@ -7,7 +7,7 @@ import re
 
 import bson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from pymongo import AsyncMongoClient
 
 from stack.embedded import TOPICS
@@ -16,6 +16,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+from svckit.kafka import KafkaConnection
 from tests.e2e.conftest import System
 from tests.support import partition_ids
 
@@ -27,16 +28,12 @@ def needles(number: str) -> list[bytes]:
     return [digits.encode(), digits[:8].encode(), digits[-8:].encode()]
 
 
-async def all_topic_bytes(bootstrap: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
+async def all_topic_bytes(kafka: KafkaConnection) -> list[bytes]:
+    consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
     out: list[bytes] = []
     try:
-        partitions = [
-            TopicPartition(t, p) for t in TOPICS for p in await partition_ids(bootstrap, t)
-        ]
+        partitions = [TopicPartition(t, p) for t in TOPICS for p in await partition_ids(kafka, t)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
@@ -77,7 +74,7 @@ async def test_no_card_number_anywhere_outside_accounts(
             fulfillment_pb2.ProcessFulfillmentRequest(order_id=order.order_id)
         )
 
-    haystack = await all_topic_bytes(running_system.stack.kafka_bootstrap)
+    haystack = await all_topic_bytes(running_system.stack.kafka)
     assert haystack, "the topics should not be empty after the flows"
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(running_system.stack.mongodb_uri)
     try:

@@ -63,7 +63,7 @@ class Chaos:
 
     @property
     def endpoints(self) -> Endpoints:
-        return Endpoints(self.stack.kafka_bootstrap, self.stack.mongodb_uri, PREFIX)
+        return Endpoints(self.stack.kafka, self.stack.mongodb_uri, PREFIX)
 
     def kill_and_restart(self, target: str, pause: float) -> None:
         sup = self.stack.supervisor
@@ -265,7 +265,7 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
 async def dlq_sizes(chaos: Chaos) -> dict[str, int]:
     """Records in each dead-letter topic of this suite's own stack."""
     return {
-        dlq: len(await read_raw(chaos.stack.kafka_bootstrap, dlq))
+        dlq: len(await read_raw(chaos.stack.kafka, dlq))
         for dlq in TOPICS
         if dlq.endswith(DLQ_SUFFIX)
     }

@@ -43,7 +43,7 @@ async def stub(
 
 @pytest.fixture
 async def producer(stack: EmbeddedStack) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    p = stack.kafka.producer(acks="all")
     await p.start()
     yield p
     await p.stop()
@@ -147,7 +147,7 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
 
     async def requested() -> list[object] | None:
         found = await read_topic(
-            stack.kafka_bootstrap,
+            stack.kafka,
             "orders.order.fulfill",
             ["storefront.orders.v1.FulfillmentRequested"],
             key=order.order_id,
@@ -220,7 +220,7 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
 
     async def both() -> list[object] | None:
         found = await read_topic(
-            stack.kafka_bootstrap,
+            stack.kafka,
             "orders.order.fulfill",
             [
                 "storefront.orders.v1.FulfillmentRequested",

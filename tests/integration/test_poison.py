@@ -32,7 +32,7 @@ async def orders(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Serv
 
 @pytest.fixture
 async def producer(stack: EmbeddedStack) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    p = stack.kafka.producer(acks="all")
     await p.start()
     yield p
     await p.stop()
@@ -77,11 +77,7 @@ async def test_poison_goes_to_dlq_and_the_next_good_event_applies(
     await eventually(copied, what="the good event after the poison")
 
     async def parked() -> list[object] | None:
-        records = [
-            r
-            for r in await read_raw(stack.kafka_bootstrap, TOPIC + ".dlq")
-            if r.key == key.encode()
-        ]
+        records = [r for r in await read_raw(stack.kafka, TOPIC + ".dlq") if r.key == key.encode()]
         mine = {int(header_map(r.headers)["dlq_offset"]): r for r in records}
         return mine if set(sent) <= set(mine) else None
 

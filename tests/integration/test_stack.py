@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from stack import tools
 from stack.embedded import KAFKA, TOPIC_PARTITIONS, TOPICS, EmbeddedStack, ensure_topics
@@ -42,11 +43,15 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def test_kcat_lists_all_topics(stack: EmbeddedStack) -> None:
+def test_kcat_lists_all_topics(stack: EmbeddedStack, tmp_path: Path) -> None:
     if not tools.available("kcat"):
         pytest.skip("kcat not installed (apt-get install -y kcat)")
+    # librdkafka's settings in a file: the password stays off the command line.
+    config = tmp_path / "kcat.conf"
+    config.touch(mode=0o600)
+    config.write_text("".join(f"{k}={v}\n" for k, v in stack.kafka.librdkafka_config().items()))
     out = subprocess.run(
-        [str(tools.path("kcat")), "-b", stack.kafka_bootstrap, "-L", "-m", "15"],
+        [str(tools.path("kcat")), "-F", str(config), "-L", "-m", "15"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -131,7 +136,7 @@ async def test_kafka_restarts_after_sigkill_with_same_port_and_data(stack: Embed
     topic = "orders.order.fulfill.dlq"
     key = uuid.uuid4().hex.encode()
 
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    producer = stack.kafka.producer(acks="all")
     await producer.start()
     try:
         meta = await producer.send_and_wait(topic, b"survives kill -9", key=key)
@@ -151,8 +156,8 @@ async def test_kafka_restarts_after_sigkill_with_same_port_and_data(stack: Embed
     assert sup.pid(KAFKA) not in (None, old_pid)
     assert port_open(stack.ports.kafka)
 
-    assert await ensure_topics(stack.kafka_bootstrap, max_wait=60) == []  # nothing recreated
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    assert await ensure_topics(stack.kafka, max_wait=60) == []  # nothing recreated
+    consumer = stack.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(topic, meta.partition)
@@ -163,3 +168,14 @@ async def test_kafka_restarts_after_sigkill_with_same_port_and_data(stack: Embed
         assert records and records[0].key == key and records[0].value == b"survives kill -9"
     finally:
         await consumer.stop()
+
+    # Users and ACLs live in the KRaft metadata log: a service still logs in, and is still
+    # held to its own topics.
+    accounts = stack.kafka_as("accounts").producer(acks="all")
+    await accounts.start()
+    try:
+        await accounts.send_and_wait("accounts.customer.change", b"after restart", key=key)
+        with pytest.raises(TopicAuthorizationFailedError):
+            await accounts.send_and_wait(topic, b"not allowed", key=key)
+    finally:
+        await accounts.stop()
