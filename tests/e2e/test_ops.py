@@ -19,6 +19,7 @@ from storefront_cli import endpoints, ops, system
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft
 from svckit.outbox import OUTBOX, PENDING, outbox_entry
+from svckit.settings import consumer_group
 from tests.e2e.conftest import System
 from tests.support import eventually
 
@@ -87,7 +88,7 @@ async def test_status_shows_every_part_up_and_the_tables(running_system: System)
     p = running_system.db_prefix
     for group, topics in ops.CONSUMED_TOPICS.items():
         for topic in topics:
-            rows = [line for line in out.splitlines() if line.startswith(f"{p}{group}-svc ")]
+            rows = [line for line in out.splitlines() if line.startswith(f"{consumer_group(group, p)} ")]
             assert len([r for r in rows if f" {topic} " in r]) == 3  # one per partition
     for title in ("Consumer lag (total", "Dead-letter queues (total", "Outbox backlog (total"):
         assert title in out
