@@ -347,7 +347,7 @@ class EmbeddedStack:
             for name, port in waits:
                 self._step(f"{name} ready", lambda n=name, p=port: self._wait(n, p, timeout))
             if not self.external_kafka:
-                self._step("kafka acls", self._sync_acls)
+                self._step("kafka acls", lambda: self._sync_acls(timeout))
             self._step("topics", lambda: self._ensure_topics(timeout))
         except BaseException:
             for name in started:
@@ -386,8 +386,21 @@ class EmbeddedStack:
         """The stack's own set-up runs as the broker's super user (external: the env's)."""
         return self.kafka_as(BROKER)
 
-    def _sync_acls(self) -> None:
-        created, deleted = _run_sync(lambda: sync_acls(self._admin_connection(), all_acls()))
+    def _sync_acls(self, timeout: float) -> None:
+        from aiokafka.errors import KafkaError
+
+        async def go() -> tuple[int, int]:
+            # The port opens before the broker has loaded its users from the metadata log.
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    return await sync_acls(self._admin_connection(), all_acls())
+                except (KafkaError, OSError) as exc:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"could not set Kafka's ACLs: {exc!r}") from exc
+                    await asyncio.sleep(0.5)
+
+        created, deleted = _run_sync(go)
         if created or deleted:
             self.log(f"[stack] kafka ACLs: {created} created, {deleted} removed")
 
