@@ -14,7 +14,7 @@ StandardAuthorizer, ``allow.everyone.if.no.acl.found=false``, ``super.users=User
 Passwords are generated per run dir into ``<run_dir>/secrets/kafka/<user>.password`` (0600);
 the SCRAM credentials go into the metadata log when the storage is formatted (``--add-scram``
 with salt and salted password, so no password is on a command line), and the ACLs are
-created (idempotently) at every start, both persisted in the metadata log across restarts.
+synchronised with the table at every start; both persist in the metadata log across restarts.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ SERVICES = ("accounts", "orders", "fulfillment")
 USERS = (BROKER, *SERVICES, OPERATOR)
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
-"""PBKDF2 rounds per credential; a client pays them once per connection (~3 ms here)."""
+"""PBKDF2 rounds per credential (Kafka's minimum is 4096); a client pays them once per
+connection: 10 ms measured here (14 ms with the fault suite running)."""
 
 
 class Resource(enum.IntEnum):
