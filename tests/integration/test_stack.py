@@ -46,6 +46,14 @@ def _session_pids(sid: int) -> list[int]:
 def test_kcat_lists_all_topics(stack: EmbeddedStack, tmp_path: Path) -> None:
     if not tools.available("kcat"):
         pytest.skip("kcat not installed (apt-get install -y kcat)")
+    version = subprocess.run(
+        [str(tools.path("kcat")), "-V"], capture_output=True, text=True, check=False
+    ).stdout
+    found = re.search(r"librdkafka (\d+)\.(\d+)\.(\d+)", version)
+    if found and tuple(map(int, found.groups())) < (2, 6, 1):
+        # Its SCRAM client-final message repeats the client nonce, which Kafka 4.x refuses
+        # (librdkafka#4895; edenhill/kcat#462): seen here with Debian's 2.0.2.
+        pytest.skip(f"kcat links librdkafka {'.'.join(found.groups())}: SCRAM needs 2.6.1+")
     # librdkafka's settings in a file: the password stays off the command line.
     config = tmp_path / "kcat.conf"
     config.touch(mode=0o600)
