@@ -259,6 +259,21 @@ def _rule(acl: Acl) -> Rule:
     return (acl.resource, acl.name, acl.pattern, acl.principal, "*", acl.op, ALLOW)
 
 
+def rule_text(rule: Rule) -> str:
+    """One line for people: ``User:orders READ TOPIC accounts.customer.change (LITERAL)``."""
+    rtype, name, pattern, principal, host, op, permission = rule
+
+    def label(kind: type[enum.IntEnum], code: int) -> str:
+        return kind(code).name if code in kind._value2member_map_ else str(code)
+
+    allow = "" if permission == ALLOW else f" permission={permission}"
+    at = "" if host == "*" else f" from {host}"
+    return (
+        f"{principal} {label(Op, op)} {label(Resource, rtype)} {name} "
+        f"({label(Pattern, pattern)}){at}{allow}"
+    )
+
+
 class _CreateAcls(Request[CreateAclsRequest_v1]):
     """CreateAcls (v1: pattern types) for many rules in one request. aiokafka's admin client
     has no ACL methods; its protocol module has the messages."""

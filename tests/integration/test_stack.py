@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from stack import tools
-from stack.embedded import KAFKA, TOPIC_PARTITIONS, TOPICS, EmbeddedStack, ensure_topics
+from stack.embedded import KAFKA, TOPIC_PARTITIONS, TOPICS, EmbeddedStack, Ports, ensure_topics
 from stack.procs import ProcessError, ProcRecord, Supervisor, port_open
 
 pytestmark = pytest.mark.integration
@@ -187,3 +187,16 @@ async def test_kafka_restarts_after_sigkill_with_same_port_and_data(stack: Embed
             await accounts.send_and_wait(topic, b"not allowed", key=key)
     finally:
         await accounts.stop()
+
+
+def test_kafka_storage_without_users_is_refused(tmp_path: Path) -> None:
+    """A run dir whose broker was formatted before users and ACLs existed (or whose passwords
+    are gone) is not started half-secured: the message names what to remove."""
+    st = EmbeddedStack(tmp_path, Ports.free(), log=lambda _: None)
+    if st.external_kafka:
+        pytest.skip("Kafka is external")
+    st.kafka_data.mkdir(parents=True)
+    (st.kafka_data / "meta.properties").write_text("node.id=1\n")
+    with pytest.raises(ProcessError, match=str(st.kafka_data)):
+        st.start()
+    assert not st.supervisor.is_running(KAFKA)
