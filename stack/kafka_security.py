@@ -151,17 +151,22 @@ def roles() -> list[Role]:
 
 
 def operator_acls() -> list[Acl]:
-    """The operator reads and repairs every topic and group (status, dlq, replay, check) and
-    creates topics (tests, benchmarks); it cannot change ACLs or broker configuration."""
-    wide = [
-        Acl(OPERATOR, Resource.TOPIC, "*", Pattern.LITERAL, Op.ALL),
-        Acl(OPERATOR, Resource.GROUP, "*", Pattern.LITERAL, Op.ALL),
+    """The operator reads every topic and group's offsets (status, watch, dlq list, check),
+    writes topics (dlq replay, tests' events), commits its own groups' offsets (dlq replay)
+    and creates topics (tests, benchmarks). It cannot delete or reconfigure topics, change
+    ACLs or the broker."""
+    topics = [
+        Acl(OPERATOR, Resource.TOPIC, "*", Pattern.LITERAL, op)
+        for op in (Op.READ, Op.WRITE, Op.DESCRIBE, Op.CREATE)
+    ]
+    groups = [
+        Acl(OPERATOR, Resource.GROUP, "*", Pattern.LITERAL, op) for op in (Op.READ, Op.DESCRIBE)
     ]
     cluster = [
         Acl(OPERATOR, Resource.CLUSTER, CLUSTER_NAME, Pattern.LITERAL, op)
-        for op in (Op.CREATE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS)
+        for op in (Op.CREATE, Op.DESCRIBE)
     ]
-    return wide + cluster
+    return topics + groups + cluster
 
 
 def all_acls() -> list[Acl]:
