@@ -2,7 +2,7 @@
 
     python -m bench.raw mongo --uri U --db D --collection C --op find|insert --ids-file F \\
         --concurrency 32 --duration 10
-    python -m bench.raw consume --bootstrap B --topic T --group G --uri U --db D --expect N
+    python -m bench.raw consume --topic T --group G --uri U --db D --expect N
 
 Both print one JSON line. `mongo` runs `concurrency` tasks, each a find_one by _id (of the ids
 in the file, round robin) or an insert_one of a customer document as accounts stores it, in a
@@ -86,18 +86,17 @@ async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def consume_loop(args: argparse.Namespace) -> dict[str, Any]:
-    from aiokafka import AIOKafkaConsumer
     from google.protobuf import json_format
     from pymongo import AsyncMongoClient, UpdateOne
 
     from storefront.accounts.v1 import events_pb2
     from svckit import guards
+    from svckit.kafka import KafkaConnection
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(args.uri, tz_aware=True)
     coll = client[args.db]["customers"]
-    consumer = AIOKafkaConsumer(
+    consumer = KafkaConnection.from_env().consumer(  # KAFKA_* from the bench runner
         args.topic,
-        bootstrap_servers=args.bootstrap,
         group_id=args.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -142,7 +141,6 @@ def main() -> None:
     m.add_argument("--concurrency", type=int, default=32)
     m.add_argument("--duration", type=float, default=10.0)
     c = sub.add_parser("consume")
-    c.add_argument("--bootstrap", required=True)
     c.add_argument("--topic", required=True)
     c.add_argument("--group", required=True)
     c.add_argument("--uri", required=True)

@@ -42,6 +42,7 @@ from storefront_cli import system
 from storefront_cli.clients import acting_as_needed, channel
 from svckit import names
 from svckit.ids import new_id
+from svckit.kafka import KafkaConnection
 
 RESULTS = ROOT / "bench" / "results.json"
 ACCOUNTS = "storefront.accounts.v1.AccountsService"
@@ -113,9 +114,9 @@ class Bench:
         return self.h.stack.mongodb_uri
 
     @property
-    def bootstrap(self) -> str:
+    def kafka(self) -> KafkaConnection:
         assert self.h.stack
-        return self.h.stack.kafka_bootstrap
+        return self.h.stack.kafka
 
     def ghz(self, target: str, method: str, payload: Any, **kw: Any) -> loadgen.LoadResult:
         """`metadata` may be a function, called for a fresh value per run (sign-up tokens)."""
@@ -428,8 +429,8 @@ class Bench:
         events = backlog_events(n)
         log(f"[bench] catch-up ceiling: raw consume + bulk_write of {n} events")
         raw_topic = f"{RAW_TOPIC}.{n}"
-        asyncio.run(ensure_topic(self.bootstrap, raw_topic))
-        asyncio.run(produce(self.bootstrap, raw_topic, events))
+        asyncio.run(ensure_topic(self.kafka, raw_topic))
+        asyncio.run(produce(self.kafka, raw_topic, events))
         raw_group = f"{PREFIX}raw-consume-{n}"
         t_spawn = time.monotonic()
         proc = subprocess.Popen(
@@ -438,8 +439,6 @@ class Bench:
                 "-m",
                 "bench.raw",
                 "consume",
-                "--bootstrap",
-                self.bootstrap,
                 "--topic",
                 raw_topic,
                 "--group",
@@ -452,22 +451,23 @@ class Bench:
                 str(n),
             ],
             cwd=ROOT,
+            env={**os.environ, **self.kafka.env()},
             stdout=subprocess.PIPE,
             text=True,
         )
-        raw = asyncio.run(watch_group(self.bootstrap, raw_group, raw_topic, t_spawn, 0))
+        raw = asyncio.run(watch_group(self.kafka, raw_group, raw_topic, t_spawn, 0))
         out, _ = proc.communicate(timeout=120)
         raw["self_reported"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
 
         log(f"[bench] catch-up: orders_svc consuming a backlog of {n} events")
         group = names.consumer_group(names.ORDERS, PREFIX)
         self.h.stop_service("orders")
-        baseline = asyncio.run(committed_total(self.bootstrap, group, names.CUSTOMER_CHANGES))
-        asyncio.run(produce(self.bootstrap, names.CUSTOMER_CHANGES, events))
+        baseline = asyncio.run(committed_total(self.kafka, group, names.CUSTOMER_CHANGES))
+        asyncio.run(produce(self.kafka, names.CUSTOMER_CHANGES, events))
         t_spawn = time.monotonic()
         self.h.start_service("orders", wait=False)
         svc = asyncio.run(
-            watch_group(self.bootstrap, group, names.CUSTOMER_CHANGES, t_spawn, baseline)
+            watch_group(self.kafka, group, names.CUSTOMER_CHANGES, t_spawn, baseline)
         )
         self.h.wait_service("orders")
         return {
@@ -669,20 +669,16 @@ def uuid_hex() -> str:
     return uuid.uuid4().hex[:8]
 
 
-async def ensure_topic(bootstrap: str, topic: str) -> None:
+async def ensure_topic(kafka: KafkaConnection, topic: str) -> None:
     from stack.embedded import ensure_topics
 
-    await ensure_topics(bootstrap, [topic])
+    await ensure_topics(kafka, [topic])
 
 
 async def produce(
-    bootstrap: str, topic: str, events: list[tuple[str, bytes, list[tuple[str, bytes]]]]
+    kafka: KafkaConnection, topic: str, events: list[tuple[str, bytes, list[tuple[str, bytes]]]]
 ) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
-    )
+    producer = kafka.producer(acks="all", linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
         futures = [
@@ -694,10 +690,8 @@ async def produce(
         await producer.stop()
 
 
-async def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def committed_total(kafka: KafkaConnection, group: str, topic: str) -> int:
+    admin = kafka.admin()
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -707,14 +701,18 @@ async def committed_total(bootstrap: str, group: str, topic: str) -> int:
 
 
 async def watch_group(
-    bootstrap: str, group: str, topic: str, t_spawn: float, baseline: int, timeout: float = 600
+    kafka: KafkaConnection,
+    group: str,
+    topic: str,
+    t_spawn: float,
+    baseline: int,
+    timeout: float = 600,
 ) -> dict[str, Any]:
     """Poll the group's committed offsets on `topic` until they reach the end of the topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    reader = kafka.consumer(group_id=None)
+    admin = kafka.admin()
     await reader.start()
     await admin.start()
     try:

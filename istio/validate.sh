@@ -6,8 +6,9 @@
 #   istio/validate.sh manifests F  validate Kubernetes YAML file(s) F ("-" = stdin) as the
 #                                  full run validates the rendered istio/
 #
-# Checks: kustomize renders istio/; kubeconform validates every object against the Kubernetes
-# API schemas and the Istio, Strimzi and Prometheus Operator CRD schemas (strict: unknown fields fail); hadolint lints
+# Checks: kustomize renders istio/ (with random MongoDB secrets if none are there yet); kubeconform
+# validates every object against the Kubernetes API schemas and the Istio, Strimzi and
+# Prometheus Operator CRD schemas (strict: unknown fields fail); hadolint lints
 # each service Dockerfile; the transcoder EnvoyFilter is current with gen/storefront.binpb and
 # Envoy accepts its filter config. Tools live in .tools/deploy (override: STOREFRONT_DEPLOY_TOOLS).
 set -euo pipefail
@@ -18,6 +19,8 @@ KUBERNETES_VERSION=1.33.0 # schemas from kubernetes-validate (istio/tools/requir
 ISTIO_API_VERSION=v1.31.1 # Go module istio.io/api: kubernetes/customresourcedefinitions.gen.yaml
 STRIMZI_VERSION=1.2.0     # Maven io.strimzi:api + crd-generator
 PROMETHEUS_OPERATOR_VERSION=v0.85.0 # Go module: example/prometheus-operator-crd (PrometheusRule)
+# The Strimzi kinds istio/ uses, each generated into a CRD schema (in the crd-schemas key).
+STRIMZI_KINDS=(kafka.Kafka nodepool.KafkaNodePool topic.KafkaTopic user.KafkaUser)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS=${STOREFRONT_DEPLOY_TOOLS:-$ROOT/.tools/deploy}
@@ -88,7 +91,7 @@ java21() { # Strimzi 1.x's generator is built for Java 21+; Debian's default may
 
 crd_schemas() {
   local key istio_dir operator_dir java crds=$TOOLS/crds
-  key="$ISTIO_API_VERSION $STRIMZI_VERSION $PROMETHEUS_OPERATOR_VERSION $(digest "$HERE/tools/schemas.py" "$HERE/tools/strimzi/pom.xml")"
+  key="$ISTIO_API_VERSION $STRIMZI_VERSION ${STRIMZI_KINDS[*]} $PROMETHEUS_OPERATOR_VERSION $(digest "$HERE/tools/schemas.py" "$HERE/tools/strimzi/pom.xml")"
   fresh crd-schemas "$key" && return
   rm -rf "$crds" "$SCHEMAS/crds"
   mkdir -p "$crds"
@@ -113,12 +116,13 @@ crd_schemas() {
     dependency:build-classpath -Dmdep.outputFile="$crds/strimzi.classpath" >"$crds/mvn.log" 2>&1 ||
     { cat "$crds/mvn.log" >&2; fail "mvn could not resolve io.strimzi:api:$STRIMZI_VERSION"; }
   java=$(java21)
+  local kind kinds=()
+  for kind in "${STRIMZI_KINDS[@]}"; do
+    kinds+=("io.strimzi.api.kafka.model.$kind=$crds/strimzi-${kind#*.}.yaml")
+  done
   "$java" -cp "$(cat "$crds/strimzi.classpath")" io.strimzi.crdgenerator.CrdGenerator \
     --crd-api-version v1 --api-versions v1 --storage-version v1 --target-kube 1.16+ --yaml \
-    io.strimzi.api.kafka.model.kafka.Kafka="$crds/strimzi-kafka.yaml" \
-    io.strimzi.api.kafka.model.nodepool.KafkaNodePool="$crds/strimzi-kafkanodepool.yaml" \
-    io.strimzi.api.kafka.model.topic.KafkaTopic="$crds/strimzi-kafkatopic.yaml" ||
-    fail "Strimzi CRD generator"
+    "${kinds[@]}" || fail "Strimzi CRD generator"
 
   "$VENV/bin/python" "$HERE/tools/schemas.py" crds "$SCHEMAS/crds" "$crds"/*.yaml || fail "CRD schemas"
   stamp crd-schemas "$key"
@@ -146,6 +150,8 @@ check_all() {
   local rendered=$TOOLS/rendered.yaml failed=()
   cd "$ROOT"
 
+  # The MongoDB Secrets come from git-ignored env files: random ones where there are none.
+  uv run --frozen python istio/gen_secrets.py || failed+=("istio/gen_secrets.py")
   step "kustomize build istio/"
   if "$BIN/kustomize" build istio/ >"$rendered"; then
     step "kubeconform: $(grep -c '^kind:' "$rendered") objects"

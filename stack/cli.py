@@ -42,6 +42,8 @@ def _print_endpoints(st: EmbeddedStack) -> None:
     kafka_src = "external" if st.external_kafka else "embedded"
     mongo_src = "external" if st.external_mongodb else "embedded"
     _say(f"  KAFKA_BOOTSTRAP_SERVERS={st.kafka_bootstrap}  ({kafka_src})")
+    if not st.external_kafka:
+        _say(f"  Kafka: SASL/SCRAM and ACLs, passwords in {st.kafka_credentials.dir}")
     _say(f"  MONGODB_URI={st.mongodb_uri}  ({mongo_src})")
     env_file = st.run_dir / "stack.env"
     if env_file.exists():
@@ -136,6 +138,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if running or st.is_up() else 3
 
 
+def cmd_acls(args: argparse.Namespace) -> int:
+    """The ACLs the embedded broker holds, read as its super user (stack.kafka_security)."""
+    from stack.embedded import _run_sync
+    from stack.kafka_security import BROKER, describe_acls, rule_text
+
+    st = EmbeddedStack(Path(args.run_dir).resolve(), log=_say)
+    if st.external_kafka or not st.supervisor.is_running(KAFKA):
+        _say("the embedded Kafka of this run dir is not running")
+        return 1
+    for rule in sorted(_run_sync(lambda: describe_acls(st.kafka_as(BROKER)))):
+        _say(rule_text(rule))
+    return 0
+
+
 def cmd_path(args: argparse.Namespace) -> int:
     try:
         _say(str(tools.path(args.name)))
@@ -156,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         ("up", cmd_up, "start Kafka + FerretDB detached, write <run-dir>/stack.env"),
         ("down", cmd_down, "stop every process started in the run dir"),
         ("status", cmd_status, "show the processes of the run dir"),
+        ("acls", cmd_acls, "list the ACLs the embedded Kafka enforces"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR), help="default: <repo>/.run")

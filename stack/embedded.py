@@ -8,20 +8,26 @@ a run directory, bound to 127.0.0.1 only::
     <run_dir>/data/kafka        Kafka log dirs + KRaft metadata (formatted once)
     <run_dir>/data/postgres     the PostgreSQL cluster FerretDB stores documents in
     <run_dir>/data/ferretdb     FerretDB's state file
-    <run_dir>/secrets/          the PostgreSQL password (0600)
-    <run_dir>/config/           generated server.properties
+    <run_dir>/secrets/          the PostgreSQL password, one Kafka password per user (0600)
+    <run_dir>/config/           generated server.properties (0600: the broker's password)
     <run_dir>/logs/, pids/      see stack.procs
     <run_dir>/stack.json        the ports in use, so later commands reuse them
 
+The broker always runs with SASL/SCRAM and ACLs (:mod:`stack.kafka_security`): every client
+connects as one of the run dir's users, :meth:`EmbeddedStack.kafka_as`.
+
 External infrastructure: if ``MONGODB_URI`` is set no FerretDB is started and that URI is used;
-if ``KAFKA_BOOTSTRAP_SERVERS`` is set no Kafka is started and those brokers are used. The
-project's topics are ensured (created if missing) in both cases.
+if ``KAFKA_BOOTSTRAP_SERVERS`` is set no Kafka is started and those brokers are used, with the
+identity the other ``KAFKA_*`` variables give (svckit.kafka) for every client. The project's
+topics are ensured (created if missing) in both cases.
 
 Use::
 
     st = EmbeddedStack(Path(".run"))              # default ports 9092/9093/27017/5433
     st.start()
     st.kafka_bootstrap, st.mongodb_uri, st.env()
+    st.kafka                                      # the operator's KafkaConnection
+    st.kafka_as("orders")                         # a service's
     st.supervisor.kill(KAFKA); st.supervisor.restart(KAFKA)   # crash + recover, same data
     st.stop()                                     # stops every process recorded in run_dir
 """
@@ -44,9 +50,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stack import tools
+from stack.kafka_security import BROKER, OPERATOR, Credentials, all_acls, sync_acls
 from stack.postgres import POSTGRES, PostgresCluster
 from stack.procs import ProcessError, Supervisor, port_open
 from svckit import names
+from svckit.kafka import KafkaConnection
 
 KAFKA = "kafka"
 """Supervisor name of the Kafka broker process."""
@@ -73,7 +81,7 @@ class Ports:
     """TCP ports of the embedded servers (all on 127.0.0.1)."""
 
     kafka: int = 9092
-    """Kafka client (PLAINTEXT) listener: the bootstrap port."""
+    """Kafka client (SASL_PLAINTEXT, SCRAM) listener: the bootstrap port."""
     kafka_controller: int = 9093
     """KRaft controller listener."""
     mongodb: int = 27017
@@ -126,7 +134,7 @@ def _run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 async def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topics: Sequence[str] = names.ALL_TOPICS,
     *,
     partitions: int = TOPIC_PARTITIONS,
@@ -139,13 +147,13 @@ async def ensure_topics(
     ``min(3, number of brokers)``. Returns the topics that were created. Retries while the
     broker is still starting, up to ``max_wait`` seconds.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
     from aiokafka.errors import KafkaError
 
     deadline = time.monotonic() + max_wait
     last_error: BaseException | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+        admin = kafka.admin(request_timeout_ms=15000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -169,7 +177,9 @@ async def ensure_topics(
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
-    raise TimeoutError(f"could not ensure topics on {bootstrap} in {max_wait:.0f}s: {last_error}")
+    raise TimeoutError(
+        f"could not ensure topics on {kafka.bootstrap_servers} in {max_wait:.0f}s: {last_error}"
+    )
 
 
 async def _wait_for_leaders(admin: Any, topics: Sequence[str], deadline: float) -> None:
@@ -190,14 +200,11 @@ async def _wait_for_leaders(admin: Any, topics: Sequence[str], deadline: float) 
         await asyncio.sleep(0.2)
 
 
-def list_topics(bootstrap: str, timeout: float = 30.0) -> list[str]:
-    """Topic names on ``bootstrap`` (sync helper for scripts and tests)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+def list_topics(kafka: KafkaConnection, timeout: float = 30.0) -> list[str]:
+    """Topic names `kafka`'s identity may see (sync helper for scripts and tests)."""
 
     async def go() -> list[str]:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
-        )
+        admin = kafka.admin(request_timeout_ms=int(timeout * 1000))
         try:
             await admin.start()
             return sorted(await admin.list_topics())
@@ -234,6 +241,7 @@ class EmbeddedStack:
         self.postgres = PostgresCluster(self.run_dir, self.ports.postgres, self.supervisor)
         self.log: Log = log or (lambda msg: print(msg, flush=True))
         self.external_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+        self.kafka_credentials = Credentials(self.run_dir)
         self.external_mongodb = os.environ.get("MONGODB_URI") or None
         self.timings: dict[str, float] = {}
         """Seconds taken by each step of the last :meth:`start`."""
@@ -245,15 +253,28 @@ class EmbeddedStack:
         """Bootstrap servers for Kafka clients (external one if configured)."""
         return self.external_kafka or f"127.0.0.1:{self.ports.kafka}"
 
+    def kafka_as(self, user: str) -> KafkaConnection:
+        """How `user` (a service, ``operator``) connects; an external Kafka gets the one
+        identity of the KAFKA_* variables, whoever asks."""
+        if self.external_kafka:
+            return KafkaConnection.from_env()
+        return self.kafka_credentials.connection(self.kafka_bootstrap, user)
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """The operator's connection: tools and tests."""
+        return self.kafka_as(OPERATOR)
+
     @property
     def mongodb_uri(self) -> str:
         """MongoDB connection string (external one if configured)."""
         return self.external_mongodb or f"mongodb://127.0.0.1:{self.ports.mongodb}/"
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point a service or tool at this stack."""
+        """Environment variables that point a tool at this stack (as the Kafka operator; a
+        service adds its own identity, ``kafka_as(service).env()``)."""
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            **self.kafka.env(),
             "MONGODB_URI": self.mongodb_uri,
             "STACK_RUN_DIR": str(self.run_dir),
             "STOREFRONT_TOOLS_DIR": str(tools.TOOLS_DIR),
@@ -262,7 +283,8 @@ class EmbeddedStack:
     def write_env_file(self, path: Path | None = None) -> Path:
         """Write :meth:`env` as shell ``KEY=value`` lines (default ``<run_dir>/stack.env``)."""
         path = path or self.run_dir / "stack.env"
-        lines = [f"{k}={v}" for k, v in self.env().items()]
+        # A password from the environment stays there; the embedded stack's are files.
+        lines = [f"{k}={v}" for k, v in self.env().items() if k != "KAFKA_SASL_PASSWORD"]
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -321,6 +343,8 @@ class EmbeddedStack:
                 waits.append((FERRETDB, self.ports.mongodb))
             for name, port in waits:
                 self._step(f"{name} ready", functools.partial(self._wait, name, port, timeout))
+            if not self.external_kafka:
+                self._step("kafka acls", lambda: self._sync_acls(timeout))
             self._step("topics", lambda: self._ensure_topics(timeout))
         except BaseException:
             for name in started:
@@ -355,8 +379,30 @@ class EmbeddedStack:
     def _wait(self, name: str, port: int, timeout: float) -> None:
         self.supervisor.wait_ready(name, port, timeout)
 
+    def _admin_connection(self) -> KafkaConnection:
+        """The stack's own set-up runs as the broker's super user (external: the env's)."""
+        return self.kafka_as(BROKER)
+
+    def _sync_acls(self, timeout: float) -> None:
+        from aiokafka.errors import KafkaError
+
+        async def go() -> tuple[int, int]:
+            # The port opens before the broker has loaded its users from the metadata log.
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    return await sync_acls(self._admin_connection(), all_acls())
+                except (KafkaError, OSError) as exc:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"could not set Kafka's ACLs: {exc!r}") from exc
+                    await asyncio.sleep(0.5)
+
+        created, deleted = _run_sync(go)
+        if created or deleted:
+            self.log(f"[stack] kafka ACLs: {created} created, {deleted} removed")
+
     def _ensure_topics(self, timeout: float) -> None:
-        created = _run_sync(lambda: ensure_topics(self.kafka_bootstrap, max_wait=timeout))
+        created = _run_sync(lambda: ensure_topics(self._admin_connection(), max_wait=timeout))
         if created:
             self.log(f"[stack] created topics: {', '.join(created)}")
 
@@ -377,11 +423,12 @@ class EmbeddedStack:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{p.kafka_controller}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{p.kafka},CONTROLLER://127.0.0.1:{p.kafka_controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p.kafka}",
+            "listeners": f"CLIENT://127.0.0.1:{p.kafka},CONTROLLER://127.0.0.1:{p.kafka_controller}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{p.kafka}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": "CLIENT",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT",
+            **self.kafka_credentials.broker_properties("CLIENT"),
             "log.dirs": str(self.kafka_data),
             # Single node: internal topics cannot have more than one replica.
             "offsets.topic.replication.factor": "1",
@@ -427,10 +474,21 @@ class EmbeddedStack:
         ]
 
     def _format_kafka(self) -> None:
-        """Write the config and, on first use only, format the storage as a standalone quorum."""
+        """Write the config and, on first use only, format the storage as a standalone quorum
+        with every user's SCRAM credential."""
+        formatted = (self.kafka_data / "meta.properties").exists()
+        if formatted and not self.kafka_credentials.exist():
+            raise ProcessError(
+                f"{self.kafka_data} was formatted before Kafka had users and ACLs (or its "
+                f"passwords in {self.kafka_credentials.dir} are gone); remove it to start "
+                "afresh (its topics' records are lost, the databases are kept)"
+            )
+        self.kafka_credentials.create()
         self.kafka_config.parent.mkdir(parents=True, exist_ok=True)
+        self.kafka_config.touch(mode=0o600)
+        self.kafka_config.chmod(0o600)
         self.kafka_config.write_text(self._kafka_properties())
-        if (self.kafka_data / "meta.properties").exists():
+        if formatted:
             return
         self.kafka_data.mkdir(parents=True, exist_ok=True)
         argv = self._java_argv(
@@ -441,6 +499,7 @@ class EmbeddedStack:
             f"--cluster-id={_kafka_cluster_id()}",
             "--config",
             str(self.kafka_config),
+            *self.kafka_credentials.format_args(),
         )
         res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if res.returncode != 0:

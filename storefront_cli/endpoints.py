@@ -13,6 +13,7 @@ from pathlib import Path
 from stack import tools
 from storefront_cli import system
 from svckit import names
+from svckit.kafka import KafkaConnection
 
 RUN_DIR = tools.REPO_ROOT / ".run"
 
@@ -23,7 +24,8 @@ def default_targets() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Endpoints:
-    kafka: str
+    kafka: KafkaConnection
+    """The brokers, as the operator (stack.env) or whoever the KAFKA_* variables say."""
     mongodb: str
     db_prefix: str = ""
     grpc: Mapping[str, str] = field(default_factory=default_targets)
@@ -40,16 +42,16 @@ def load(run_dir: Path = RUN_DIR, *, db_prefix: str | None = None) -> Endpoints:
             key, sep, value = line.partition("=")
             if sep:
                 values[key.strip()] = value.strip()
+    # Kafka settings come whole from one place: a KAFKA_BOOTSTRAP_SERVERS of the environment
+    # must not meet the embedded stack's user and password.
+    kafka_env = {k: v for k, v in os.environ.items() if k.startswith("KAFKA_")}
+    kafka_values = kafka_env if "KAFKA_BOOTSTRAP_SERVERS" in kafka_env else values
+    if "MONGODB_URI" in os.environ:
+        values["MONGODB_URI"] = os.environ["MONGODB_URI"]
     targets = {f"STOREFRONT_{s.upper()}_GRPC": s for s in names.SERVICES}
-    values.update(
-        {
-            k: v
-            for k, v in os.environ.items()
-            if k in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI", *targets)
-        }
-    )
+    values.update({k: v for k, v in os.environ.items() if k in targets})
     return Endpoints(
-        kafka=values.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        kafka=KafkaConnection.from_env(kafka_values),
         mongodb=values.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
         db_prefix=db_prefix
         if db_prefix is not None

@@ -34,7 +34,12 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     lines += [
         f"  {'envoy':16} JSON/REST + gRPC-Web + gRPC http://127.0.0.1:{ports.envoy}"
         f"   (admin http://127.0.0.1:{ports.envoy_admin})",
-        f"  {'kafka':16} {stack.kafka_bootstrap}",
+        f"  {'kafka':16} {stack.kafka_bootstrap}"
+        + (
+            ""
+            if stack.external_kafka
+            else f"   (SASL/SCRAM; users in {stack.kafka_credentials.dir})"
+        ),
         f"  {'mongodb':16} {logs.redacted(stack.mongodb_uri)}",
     ]
     if stack.supervisor.is_running(prometheus.PROMETHEUS):

@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord, TopicPartition
 from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -47,6 +46,7 @@ from storefront_cli.tables import render
 from svckit import logs, mongo, names
 from svckit.app import EVENTS_HEALTH
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
+from svckit.kafka import KafkaConnection
 from svckit.outbox import scan_backlog
 
 Log = Callable[[str], None]
@@ -97,8 +97,9 @@ def _error(exc: BaseException | str) -> str:
     return text.splitlines()[0].split(" (configured timeouts")[0][:80]
 
 
-async def kafka_health(bootstrap: str, timeout: float) -> Health:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+async def kafka_health(kafka: KafkaConnection, timeout: float) -> Health:
+    admin = kafka.admin(request_timeout_ms=int(timeout * 1000))
+    bootstrap = kafka.bootstrap_servers
     try:
         await asyncio.wait_for(admin.start(), timeout)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout)
@@ -205,11 +206,10 @@ class DeadLetters:
 class KafkaOffsets:
     """Partitions, log start/end offsets and group commits, read without joining any group."""
 
-    def __init__(self, bootstrap: str, timeout: float) -> None:
+    def __init__(self, kafka: KafkaConnection, timeout: float) -> None:
         ms = int(timeout * 1000)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=ms)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._admin = kafka.admin(request_timeout_ms=ms)
+        self._consumer = kafka.consumer(
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=ms,
@@ -433,7 +433,7 @@ def event_line(record: ConsumerRecord[bytes, bytes], width: int = 160) -> str:
 
 
 async def watch(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topics: Sequence[str],
     *,
     from_beginning: bool = False,
@@ -450,13 +450,12 @@ async def watch(
     produced right after "watching" is printed is never skipped.
     """
     note = note or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka.consumer(
         group_id=None,
         enable_auto_commit=False,
         client_id=f"storefront-watch-{uuid.uuid4().hex[:6]}",
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin()
     await consumer.start()
     shown = 0
     try:
@@ -505,7 +504,9 @@ async def watch(
 
 def _where(args: argparse.Namespace) -> Where:
     ep = endpoints.load(Path(args.run_dir), db_prefix=args.db_prefix)
-    ep = dataclasses.replace(ep, kafka=args.kafka or ep.kafka, mongodb=args.mongodb or ep.mongodb)
+    ep = dataclasses.replace(
+        ep, kafka=ep.kafka.with_bootstrap(args.kafka), mongodb=args.mongodb or ep.mongodb
+    )
     overrides = {
         field: value
         for field in ("accounts", "orders", "fulfillment", "envoy_admin")
@@ -539,7 +540,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(
             watch(
-                args.kafka or ep.kafka,
+                ep.kafka.with_bootstrap(args.kafka),
                 topics,
                 from_beginning=args.from_beginning,
                 limit=args.limit,

@@ -66,6 +66,7 @@ def service_env(
 ) -> dict[str, str]:
     return {
         **stack.env(),
+        **stack.kafka_as(service).env(),
         **local_issuer(stack).config().env(),
         **(cardkeys.env_for(stack.run_dir) if service == "accounts" else {}),
         "GRPC_HOST": "127.0.0.1",

@@ -26,6 +26,7 @@ from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
 from svckit import dlq, names
 from svckit.consumer import EventHandler
 from svckit.errors import FailedPrecondition, NotFound, Violations
+from svckit.kafka import KafkaConnection
 from svckit.outbox import OUTBOX, PENDING
 from svckit.replay import replay_topic
 from svckit.store import Store, until_saved
@@ -120,13 +121,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         consumer: Consumer | None = None,
         read_models: Mapping[str, ReadModel] | None = None,
         *,
-        bootstrap: str,
+        kafka: KafkaConnection,
         consumer_group: str,
     ) -> None:
         self.owner = owner
         self.consumer = consumer
         self.read_models = dict(read_models or {}) if consumer else {}
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.replay_group = names.dlq_replay_group(consumer_group)
 
     def _consumed(self, topic: str) -> tuple[Consumer, ReadModel]:
@@ -168,7 +169,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             except ValueError as exc:
                 raise FailedPrecondition(f"cannot rebuild: {exc}", subject=request.topic) from exc
         records, outcomes = await replay_topic(
-            self.bootstrap, request.topic, consumer.event_handlers(), log=_log
+            self.kafka, request.topic, consumer.event_handlers(), log=_log
         )
         after = await digests(model)
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
@@ -187,7 +188,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         consumer, _ = self._consumed(request.topic)
         try:
             results = await dlq.replay_parked(
-                self.bootstrap,
+                self.kafka,
                 request.topic,
                 list(request.ids),
                 consumer.event_handlers(),

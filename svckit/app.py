@@ -52,7 +52,7 @@ class ServiceApp:
         self.settings = settings
         self.mongo = mongo_client(settings)
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongodb_database]
-        self.producer = EventProducer(settings.kafka_bootstrap_servers, settings.service_name)
+        self.producer = EventProducer(settings.kafka, settings.service_name)
         self._lease = WriterLease(self.db, settings.service_name)
         self._services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]] = []
         self._relays: list[OutboxRelay] = []
@@ -87,7 +87,7 @@ class ServiceApp:
         batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> EventConsumer:
         consumer = EventConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            kafka=self.settings.kafka,
             group_id=self.settings.consumer_group,
             topics=list(topics),
             handlers=handlers,
@@ -110,7 +110,7 @@ class ServiceApp:
             owner,
             consumer,
             read_models,
-            bootstrap=self.settings.kafka_bootstrap_servers,
+            kafka=self.settings.kafka,
             consumer_group=self.settings.consumer_group,
         )
 

@@ -22,14 +22,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from svckit import logs, metrics, tracing
 from svckit.envelope import Envelope, PoisonEvent, decode, format_time
 from svckit.failures import is_transient
-from svckit.kafka import EventProducer, start_with_retry
+from svckit.kafka import EventProducer, KafkaConnection, start_with_retry
 from svckit.names import dlq_topic
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class EventConsumer:
     def __init__(
         self,
         *,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         group_id: str,
         topics: list[str],
         handlers: Mapping[str, EventHandler],
@@ -105,9 +105,8 @@ class EventConsumer:
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._stall_backoff_max = stall_backoff_max
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = kafka.consumer(
             *topics,
-            bootstrap_servers=bootstrap_servers,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

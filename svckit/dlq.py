@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from svckit.consumer import EventHandler
 from svckit.envelope import PoisonEvent, decode, header_map
 from svckit.errors import DomainError
+from svckit.kafka import KafkaConnection
 from svckit.names import DLQ_SUFFIX, dlq_topic
 from svckit.replay import TopicReader
 
@@ -58,24 +59,24 @@ class Parked:
         return [(k, v) for k, v in self.headers if not k.startswith("dlq_")]
 
 
-async def parked(bootstrap: str, dlq_topics: Sequence[str]) -> list[Parked]:
+async def parked(kafka: KafkaConnection, dlq_topics: Sequence[str]) -> list[Parked]:
     """Every record in the given DLQ topics, oldest first per partition."""
-    async with TopicReader(bootstrap, dlq_topics) as reader:
+    async with TopicReader(kafka, dlq_topics) as reader:
         return [
             Parked(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
             async for r in reader.records()
         ]
 
 
-def _consumer(bootstrap: str, group: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+def _consumer(kafka: KafkaConnection, group: str) -> AIOKafkaConsumer:
+    return kafka.consumer(group_id=group, enable_auto_commit=False)
 
 
 async def replayed_upto(
-    bootstrap: str, group: str, partitions: Sequence[TopicPartition]
+    kafka: KafkaConnection, group: str, partitions: Sequence[TopicPartition]
 ) -> dict[TopicPartition, int]:
     """Per DLQ partition: records below this offset were replayed by "replay everything"."""
-    consumer = _consumer(bootstrap, group)
+    consumer = _consumer(kafka, group)
     await consumer.start()
     try:
         return {tp: (await consumer.committed(tp)) or 0 for tp in set(partitions)}
@@ -83,8 +84,8 @@ async def replayed_upto(
         await consumer.stop()
 
 
-async def _commit(bootstrap: str, group: str, upto: Mapping[TopicPartition, int]) -> None:
-    consumer = _consumer(bootstrap, group)
+async def _commit(kafka: KafkaConnection, group: str, upto: Mapping[TopicPartition, int]) -> None:
+    consumer = _consumer(kafka, group)
     await consumer.start()
     try:
         consumer.assign(list(upto))
@@ -109,7 +110,7 @@ def _failure(exc: BaseException) -> str:
 
 
 async def replay_parked(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topic: str,
     ids: Sequence[str],
     handlers: Mapping[str, EventHandler],
@@ -119,7 +120,7 @@ async def replay_parked(
     """Apply parked records of `topic`'s DLQ through `handlers`: the named ones, or every
     one not replayed before. Raises LookupError for an id that is not parked there."""
     dlq = dlq_topic(topic)
-    records = await parked(bootstrap, [dlq])
+    records = await parked(kafka, [dlq])
     if ids:
         by_id = {r.id: r for r in records}
         unknown = sorted(set(ids) - set(by_id))
@@ -127,7 +128,7 @@ async def replay_parked(
             raise LookupError(f"not parked in {dlq}: {', '.join(unknown)}")
         chosen = [by_id[i] for i in dict.fromkeys(ids)]
     else:
-        done = await replayed_upto(bootstrap, group, [r.tp for r in records])
+        done = await replayed_upto(kafka, group, [r.tp for r in records])
         chosen = [r for r in records if r.offset >= done.get(r.tp, 0)]
     results = []
     upto: dict[TopicPartition, int] = {}
@@ -149,5 +150,5 @@ async def replay_parked(
         elif record.tp not in blocked:
             upto[record.tp] = record.offset + 1
     if not ids and upto:
-        await _commit(bootstrap, group, upto)
+        await _commit(kafka, group, upto)
     return results

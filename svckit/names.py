@@ -56,14 +56,22 @@ ALL_TOPICS = (*TOPICS, *DLQ_TOPICS)
 """Every topic the system uses: the event topics and their dead-letter twins."""
 
 
-def consumer_group(service: str, prefix: str = "") -> str:
-    """A service's consumer group (`prefix`: a test system's isolation prefix)."""
-    return f"{prefix}{service}-svc"
+def consumer_group(service: str, run: str = "") -> str:
+    """A service's consumer group: ``<service>-svc``, or ``<service>-svc.<run>`` for one of
+    several runs sharing a broker (tests). The broker's ACLs grant each service the groups
+    under its own name only (docs/security.md)."""
+    return f"{run_groups_prefix(service)}{run}" if run else f"{service}-svc"
+
+
+def run_groups_prefix(service: str) -> str:
+    """What every per-run group of `service` starts with (and its DLQ-replay group)."""
+    return f"{service}-svc."
 
 
 def dlq_replay_group(group: str) -> str:
-    """The group whose committed offsets record how far a service's DLQ replays got."""
-    return f"{group}-dlq-replay"
+    """The group whose committed offsets record how far a service's DLQ replays got: under
+    the service's own groups (``orders-svc.dlq-replay``), which its ACLs grant."""
+    return f"{group}.dlq-replay"
 
 
 # --- collections ---------------------------------------------------------------------------

@@ -16,18 +16,18 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord, TopicPartition
 
 from svckit.consumer import EventHandler
 from svckit.envelope import PoisonEvent, decode
+from svckit.kafka import KafkaConnection
 
 Log = Callable[[str], None]
 BATCH = 1000
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partitions_of(kafka: KafkaConnection, topic: str) -> list[TopicPartition]:
+    admin = kafka.admin()
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -41,19 +41,18 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
 class TopicReader:
     """Every record of some topics, up to the end each partition had when reading began.
 
-    ``async with TopicReader(bootstrap, topics) as reader:`` then ``reader.total`` is the
+    ``async with TopicReader(kafka, topics) as reader:`` then ``reader.total`` is the
     number of records to come and ``async for record in reader.records()`` yields them,
     partition by partition, oldest first.
     """
 
-    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, topics: Sequence[str]) -> None:
+        self.kafka = kafka
         self.topics = list(topics)
         self.partitions: list[TopicPartition] = []
         self.ends: dict[TopicPartition, int] = {}
         self.total = 0
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._consumer = kafka.consumer(
             group_id=None,
             enable_auto_commit=False,
             client_id=f"storefront-reader-{uuid.uuid4().hex[:6]}",
@@ -61,7 +60,7 @@ class TopicReader:
         )
 
     async def __aenter__(self) -> TopicReader:
-        self.partitions = [tp for t in self.topics for tp in await partitions_of(self.bootstrap, t)]
+        self.partitions = [tp for t in self.topics for tp in await partitions_of(self.kafka, t)]
         await self._consumer.start()
         try:
             self._consumer.assign(self.partitions)
@@ -94,7 +93,7 @@ class TopicReader:
 
 
 async def replay_topic(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topic: str,
     handlers: Mapping[str, EventHandler],
     *,
@@ -104,7 +103,7 @@ async def replay_topic(
     """Apply every record up to the topic's current end; returns (records, outcome counts)."""
     counts: collections.Counter[str] = collections.Counter()
     done = 0
-    async with TopicReader(bootstrap, [topic]) as reader:
+    async with TopicReader(kafka, [topic]) as reader:
         log(f"[replay] {topic}: {reader.total} records in {len(reader.partitions)} partitions")
         async for record in reader.records():
             try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from svckit import names
 from svckit.auth import AuthConfig
+from svckit.kafka import KafkaConnection
 
 
 class ConfigError(ValueError):
@@ -21,7 +22,8 @@ class Settings:
     metrics_port: int
     mongodb_uri: str
     mongodb_database: str
-    kafka_bootstrap_servers: str
+    kafka: KafkaConnection
+    """Brokers and this service's identity on them (KAFKA_* variables, svckit.kafka)."""
     consumer_group: str
     log_level: str
     shutdown_grace_seconds: float
@@ -42,7 +44,7 @@ class Settings:
             metrics_port=int(env("METRICS_PORT", str(metrics_port))),
             mongodb_uri=env("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
             mongodb_database=env("MONGODB_DATABASE", service_name),
-            kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            kafka=KafkaConnection.from_env(),
             consumer_group=env("KAFKA_CONSUMER_GROUP", names.consumer_group(service_name)),
             log_level=env("LOG_LEVEL", "INFO"),
             shutdown_grace_seconds=float(env("SHUTDOWN_GRACE_SECONDS", "10")),

@@ -17,6 +17,7 @@ from stack.embedded import EmbeddedStack
 from stack.embedded import _run_sync as run_sync
 from storefront_cli.demo import PEOPLE
 from svckit import names
+from svckit.kafka import KafkaConnection
 from tests.support import read_raw
 
 CARD_NUMBERS = sorted(
@@ -68,13 +69,15 @@ def log_leaks(run_dir: Path) -> list[str]:
     return found
 
 
-async def topic_leaks(bootstrap: str, topics: Iterable[str] = names.ALL_TOPICS) -> tuple[list[str], int]:
+async def topic_leaks(
+    kafka: KafkaConnection, topics: Iterable[str] = names.ALL_TOPICS
+) -> tuple[list[str], int]:
     """Card digits anywhere in any record (events carry names by design, cards never), and
     personal data in DLQ headers. Also returns how many records were read."""
     found: list[str] = []
     records = 0
     for topic in topics:
-        for r in await read_raw(bootstrap, topic):
+        for r in await read_raw(kafka, topic):
             records += 1
             where = f"{topic}:{r.partition}@{r.offset}"
             headers = b"\n".join(k.encode() + b"=" + v for k, v in r.headers or ())
@@ -89,4 +92,4 @@ async def topic_leaks(bootstrap: str, topics: Iterable[str] = names.ALL_TOPICS) 
 def stack_leaks(stack: EmbeddedStack) -> list[str]:
     """Every log of a stack's run dir and every record of its topics (call it with the
     services stopped, so their logs are complete)."""
-    return log_leaks(stack.run_dir) + run_sync(lambda: topic_leaks(stack.kafka_bootstrap))[0]
+    return log_leaks(stack.run_dir) + run_sync(lambda: topic_leaks(stack.kafka))[0]

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord, TopicPartition
 from google.api import annotations_pb2
 from google.protobuf import empty_pb2, message_factory
 from google.protobuf.message import Message
@@ -32,6 +31,8 @@ from storefront_cli.clients import (
 from svckit.app import ServiceApp
 from svckit.authz import set_field
 from svckit.envelope import Envelope, decode
+from svckit.kafka import KafkaConnection
+from svckit.names import consumer_group
 from svckit.settings import Settings
 
 
@@ -60,8 +61,8 @@ def tokens_of(stack: EmbeddedStack) -> TokenFor:
 def settings_for(
     stack: EmbeddedStack, service: str, database: str, **overrides: Any
 ) -> Settings:
-    """Settings for an in-process service on the test stack: own database and group, port 0,
-    trusting the stack's issuer."""
+    """Settings for an in-process service on the test stack: own database and group, its own
+    Kafka identity, port 0, trusting the stack's issuer."""
     base = Settings.from_env(service, grpc_port=0, metrics_port=0)
     return dataclasses.replace(
         base,
@@ -70,8 +71,8 @@ def settings_for(
         metrics_port=0,
         mongodb_uri=stack.mongodb_uri,
         mongodb_database=database,
-        kafka_bootstrap_servers=stack.kafka_bootstrap,
-        consumer_group=f"{database}-{service}",
+        kafka=stack.kafka_as(service),
+        consumer_group=consumer_group(service, database),
         shutdown_grace_seconds=1.0,
         auth=issuer_of(stack).config(),
         **overrides,
@@ -91,18 +92,17 @@ async def running(
 
 
 async def read_topic(
-    bootstrap: str, topic: str, accepted_types: list[str], *, key: str | None = None
+    kafka: KafkaConnection, topic: str, accepted_types: list[str], *, key: str | None = None
 ) -> list[Envelope]:
     """Every event on `topic` from offset 0 to the current end (optionally one key's)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka.consumer(
         enable_auto_commit=False,
         group_id=None,
         client_id=f"test-reader-{uuid.uuid4().hex[:6]}",
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(kafka, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
@@ -128,15 +128,13 @@ async def read_topic(
         await consumer.stop()
 
 
-async def read_raw(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_raw(kafka: KafkaConnection, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record on `topic` from offset 0 to the current end, undecoded."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
-    )
+    consumer = kafka.consumer(enable_auto_commit=False, group_id=None)
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(kafka, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
@@ -149,8 +147,8 @@ async def read_raw(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, byt
         await consumer.stop()
 
 
-async def partition_ids(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partition_ids(kafka: KafkaConnection, topic: str) -> list[int]:
+    admin = kafka.admin()
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])

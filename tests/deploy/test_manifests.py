@@ -65,6 +65,8 @@ def validate_manifest(tmp_path: Path, text: str) -> subprocess.CompletedProcess[
 
 @pytest.fixture(scope="module")
 def rendered(deploy_tools: None) -> str:
+    made = run(sys.executable, "istio/gen_secrets.py")  # random ones where there are none
+    assert made.returncode == 0, made.stderr
     build = run(KUSTOMIZE, "build", "istio/")
     assert build.returncode == 0, build.stderr
     return build.stdout
@@ -145,6 +147,21 @@ metadata: {name: orders-order-fulfill, labels: {strimzi.io/cluster: storefront}}
 spec: {topicName: orders.order.fulfill, partitions: three, replicas: 3}
 """,
         "/spec/partitions",
+    ),
+    "kafkauser-misspelled-operation": (
+        """\
+apiVersion: kafka.strimzi.io/v1
+kind: KafkaUser
+metadata: {name: orders, labels: {strimzi.io/cluster: storefront}}
+spec:
+  authentication: {type: scram-sha-512}
+  authorization:
+    type: simple
+    acls:
+      - resource: {type: topic, name: orders.order.fulfill, patternType: literal}
+        operations: [Wirte]
+""",
+        "/spec/authorization",
     ),
     "unknown-kind": (
         """\
@@ -406,3 +423,103 @@ def test_envoy_accepts_the_transcoder_config() -> None:
     result = run(sys.executable, "istio/gen_transcoder.py", "--check", "--envoy")
     assert result.returncode == 0, result.stderr
     assert "Envoy accepts the transcoder config" in result.stderr
+
+
+STRIMZI_OPS = {"Read": "READ", "Write": "WRITE", "Describe": "DESCRIBE", "Create": "CREATE"}
+STRIMZI_PATTERNS = {"literal": "LITERAL", "prefix": "PREFIXED"}
+
+
+@needs_tools
+def test_kafka_users_grant_exactly_the_services_acl_table(objects: list[dict[str, Any]]) -> None:
+    """The mesh's KafkaUsers and the embedded broker's ACLs are one table
+    (stack.kafka_security), less the per-run groups only tests use."""
+    from stack.kafka_security import roles
+
+    users = of_kind(objects, "KafkaUser")
+    assert set(users) == set(SERVICES)
+    for role in roles():
+        spec = users[role.user]["spec"]
+        assert spec["authentication"] == {"type": "scram-sha-512"}
+        assert spec["authorization"]["type"] == "simple"
+        granted = set()
+        for rule in spec["authorization"]["acls"]:
+            assert rule.get("type", "allow") == "allow" and rule.get("host", "*") == "*"
+            resource = rule["resource"]
+            pattern = STRIMZI_PATTERNS[resource["patternType"]]
+            granted |= {
+                (resource["type"].upper(), resource["name"], pattern, STRIMZI_OPS[op])
+                for op in rule["operations"]
+            }
+        wanted = {
+            (a.resource.name, a.name, a.pattern.name, a.op.name) for a in role.acls(runs=False)
+        }
+        assert granted == wanted, role.user
+
+
+@needs_tools
+def test_kafka_takes_only_tls_scram_clients_and_enforces_acls(
+    objects: list[dict[str, Any]],
+) -> None:
+    kafka = of_kind(objects, "Kafka")["storefront"]["spec"]
+    listeners = kafka["kafka"]["listeners"]
+    assert listeners and all(
+        lst["tls"] is True and lst["authentication"] == {"type": "scram-sha-512"}
+        for lst in listeners
+    )
+    assert kafka["kafka"]["authorization"]["type"] == "simple"
+    assert "userOperator" in kafka["entityOperator"]
+    config = of_kind(objects, "ConfigMap")["storefront-config"]["data"]
+    assert config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    port = config["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1]
+    assert {int(port)} == {lst["port"] for lst in listeners}
+    deployments = of_kind(objects, "Deployment")
+    for service in SERVICES:
+        pod = deployments[service]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["KAFKA_SASL_USERNAME"]["value"] == service
+        # The password is the one Strimzi's User Operator generated for this KafkaUser.
+        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": service,
+            "key": "password",
+        }
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "kafka-ca"]
+        assert volumes["kafka-ca"]["secret"]["secretName"] == "storefront-cluster-ca-cert"
+        assert config["KAFKA_SSL_CAFILE"] == f"{mount['mountPath']}/ca.crt"
+
+
+@needs_tools
+def test_gateway_serves_https_only(objects: list[dict[str, Any]]) -> None:
+    servers = of_kind(objects, "Gateway")["storefront"]["spec"]["servers"]
+    by_port = {s["port"]["number"]: s for s in servers}
+    assert set(by_port) == {80, 443}
+    assert by_port[80]["tls"] == {"httpsRedirect": True}
+    assert by_port[443]["port"]["protocol"] == "HTTPS"
+    assert by_port[443]["tls"]["mode"] == "SIMPLE"
+    assert by_port[443]["tls"]["credentialName"] == "storefront-tls"
+
+
+def test_no_secret_is_committed() -> None:
+    """Secrets are generated (kustomize from git-ignored env files, Strimzi for Kafka)."""
+    committed = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "istio").rglob("*.yaml")
+        if re.search(r"^kind:\s*Secret\s*$", path.read_text(), re.M)
+    ]
+    assert committed == []
+    ignored = run("git", "check-ignore", "istio/storefront/secrets/orders-mongodb.env")
+    assert ignored.returncode == 0, "the MongoDB env files must be git-ignored"
+
+
+@needs_tools
+def test_mongodb_secrets_are_generated_and_referenced(objects: list[dict[str, Any]]) -> None:
+    secrets = of_kind(objects, "Secret")
+    deployments = of_kind(objects, "Deployment")
+    for service in SERVICES:
+        [name] = [n for n in secrets if n.startswith(f"{service}-mongodb-")]  # content hash
+        assert set(secrets[name]["data"]) >= {"MONGODB_URI", "MONGO_INITDB_ROOT_PASSWORD"}
+        (container,) = deployments[service]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MONGODB_URI"]["valueFrom"]["secretKeyRef"]["name"] == name

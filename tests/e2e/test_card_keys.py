@@ -53,13 +53,13 @@ async def test_rotate_through_the_cli_reseals_every_card_and_they_still_round_tr
     created = await clients.accounts.CreateCustomer(
         accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[2]))
     )
-    code, before, err = await cli("keys", "status", *flags(running_system))
+    code, before, err = await cli(running_system, "keys", "status", *flags(running_system))
     assert code == 0, before + err
-    code, out, err = await cli("keys", "rotate", *flags(running_system), "--wait", "120")
+    code, out, err = await cli(running_system, "keys", "rotate", *flags(running_system), "--wait", "120")
     assert code == 0, out + err
     new_key = re.search(r"new card key ([0-9a-f-]{36})", out)
     assert new_key and "every card is sealed with it" in out, out
-    code, after, err = await cli("keys", "status", *flags(running_system))
+    code, after, err = await cli(running_system, "keys", "status", *flags(running_system))
     assert code == 0, after + err
     keys = keys_of(after)
     assert keys[new_key.group(1)][1], after  # the current one...
@@ -84,5 +84,5 @@ async def test_rotate_through_the_cli_reseals_every_card_and_they_still_round_tr
 async def test_keys_without_the_run_dirs_keys_says_so(running_system: System, tmp_path: Path) -> None:
     bad = flags(running_system)
     bad[bad.index("--run-dir") + 1] = str(tmp_path)
-    code, out, err = await cli("keys", "status", *bad)
+    code, out, err = await cli(running_system, "keys", "status", *bad)
     assert code == 2 and "CARD_LOCAL_MASTER_KEY_FILE: cannot read" in out, out + err

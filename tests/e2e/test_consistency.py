@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 from pymongo import AsyncMongoClient
 
@@ -46,12 +45,12 @@ async def clients(isolated_system: System) -> AsyncIterator[Clients]:
 
 
 async def end_offsets(system: System, topic: str) -> dict[int, int]:
-    async with TopicReader(system.stack.kafka_bootstrap, [topic]) as reader:
+    async with TopicReader(system.stack.kafka, [topic]) as reader:
         return {tp.partition: end for tp, end in reader.ends.items()}
 
 
 def endpoints_of(system: System) -> Endpoints:
-    return Endpoints(system.stack.kafka_bootstrap, system.stack.mongodb_uri, system.db_prefix)
+    return Endpoints(system.stack.kafka, system.stack.mongodb_uri, system.db_prefix)
 
 
 async def settled(system: System) -> int:
@@ -155,7 +154,7 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
         ("dlq_offset", b"0"),
         ("dlq_attempts", b"5"),
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=isolated_system.stack.kafka_bootstrap, acks="all")
+    producer = isolated_system.stack.kafka.producer(acks="all")
     await producer.start()
     try:
         meta = await producer.send_and_wait(
@@ -268,7 +267,7 @@ async def park(system: System, topic: str, event: Message, key: str) -> str:
         ("dlq_topic", topic.encode()),
         ("dlq_attempts", b"5"),
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=system.stack.kafka_bootstrap, acks="all")
+    producer = system.stack.kafka.producer(acks="all")
     await producer.start()
     try:
         meta = await producer.send_and_wait(
@@ -288,7 +287,7 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
     cid = unique("inplace")
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     copies = client[isolated_system.database("orders")][names.CUSTOMER_COPIES]
-    producer = AIOKafkaProducer(bootstrap_servers=isolated_system.stack.kafka_bootstrap, acks="all")
+    producer = isolated_system.stack.kafka.producer(acks="all")
     await producer.start()
     try:
         value, headers = encode(

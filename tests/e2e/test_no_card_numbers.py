@@ -71,7 +71,7 @@ async def test_no_card_number_anywhere_outside_accounts(
             fulfillment_pb2.ProcessFulfillmentRequest(order_id=order.order_id)
         )
 
-    found, records = await topic_leaks(running_system.stack.kafka_bootstrap)
+    found, records = await topic_leaks(running_system.stack.kafka)
     assert records, "the topics should not be empty after the flows"
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(running_system.stack.mongodb_uri)
     stored: list[bytes] = []

@@ -4,6 +4,7 @@ operator runs them (the CLI in a subprocess), plus the counting behind them."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import uuid
@@ -19,6 +20,7 @@ from storefront_cli import endpoints, ops
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft
 from svckit import names
+from svckit.names import consumer_group
 from svckit.outbox import OUTBOX, PENDING, outbox_entry
 from tests.e2e.conftest import System
 from tests.support import eventually
@@ -52,12 +54,18 @@ def location_flags(s: System) -> list[str]:
     ]
 
 
-async def cli(*args: str, timeout: float = 90.0) -> tuple[int, str, str]:
+def operator_env(s: System) -> dict[str, str]:
+    """The CLI's environment: the test stack's operator identity (no stack.env there)."""
+    return {**os.environ, **s.stack.kafka.env()}
+
+
+async def cli(s: System, *args: str, timeout: float = 90.0) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "storefront_cli",
         *args,
+        env=operator_env(s),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -67,12 +75,12 @@ async def cli(*args: str, timeout: float = 90.0) -> tuple[int, str, str]:
 
 
 def where(s: System) -> ops.Where:
-    ep = endpoints.Endpoints(s.stack.kafka_bootstrap, s.stack.mongodb_uri, s.db_prefix)
+    ep = endpoints.Endpoints(s.stack.kafka, s.stack.mongodb_uri, s.db_prefix)
     return ops.Where(ep, s.ports, prometheus_port=free_ports(1)[0])
 
 
 async def test_status_shows_every_part_up_and_the_tables(running_system: System) -> None:
-    code, out, err = await cli("status", *location_flags(running_system))
+    code, out, err = await cli(running_system, "status", *location_flags(running_system))
     assert code == 0, out + err
     health = out.split("\n\n")[0].splitlines()
     for part in ("kafka", "mongodb", "accounts_svc", "orders_svc", "fulfillment_svc", "envoy"):
@@ -82,7 +90,7 @@ async def test_status_shows_every_part_up_and_the_tables(running_system: System)
     p = running_system.db_prefix
     for group, topics in names.CONSUMES.items():
         for topic in topics:
-            rows = [line for line in out.splitlines() if line.startswith(f"{p}{group}-svc ")]
+            rows = [line for line in out.splitlines() if line.startswith(f"{consumer_group(group, p)} ")]
             assert len([r for r in rows if f" {topic} " in r]) == 3  # one per partition
     for title in ("Consumer lag (total", "Dead-letter queues (total", "Outbox backlog (total"):
         assert title in out
@@ -96,7 +104,7 @@ async def test_status_shows_database_credentials_redacted(running_system: System
     flags = location_flags(running_system)
     uri = running_system.stack.mongodb_uri.replace("mongodb://", "mongodb://shop:hunter2@")
     flags[flags.index("--mongodb") + 1] = uri
-    code, out, err = await cli("status", *flags, "--timeout", "1")
+    code, out, err = await cli(running_system, "status", *flags, "--timeout", "1")
     assert "hunter2" not in out + err
     [row] = [line for line in out.splitlines() if line.startswith("mongodb ")]
     assert "mongodb://shop:***@" in row, row
@@ -106,7 +114,7 @@ async def test_status_fails_when_a_service_is_down(running_system: System) -> No
     [dead] = free_ports(1)
     flags = location_flags(running_system)
     flags[flags.index("--orders-port") + 1] = str(dead)
-    code, out, _ = await cli("status", *flags, "--timeout", "1")
+    code, out, _ = await cli(running_system, "status", *flags, "--timeout", "1")
     assert code == 1
     [row] = [line for line in out.splitlines() if line.startswith("orders_svc ")]
     assert " DOWN " in row and "UNAVAILABLE" in row
@@ -135,7 +143,7 @@ async def test_consumer_lag_drains_to_zero_after_a_flow(
 
 async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: EmbeddedStack) -> None:
     prefix = f"ops{uuid.uuid4().hex[:8]}_"  # no service runs here, so nothing drains it
-    ep = endpoints.Endpoints(stack.kafka_bootstrap, stack.mongodb_uri, prefix)
+    ep = endpoints.Endpoints(stack.kafka, stack.mongodb_uri, prefix)
     now = datetime.now(UTC)
     event = events_pb2.CustomerChanged(customer_id="c", version=1)
     entries = [
@@ -179,6 +187,7 @@ async def test_watch_prints_the_next_event_decoded(
         "1",
         "--timeout",
         "60",
+        env=operator_env(running_system),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -214,6 +223,7 @@ async def test_watch_from_the_beginning_stops_at_the_limit(
             accounts_pb2.CreateCustomerRequest(customer=customer_draft(person))
         )
     code, out, err = await cli(
+        running_system,
         "watch",
         "--kafka",
         running_system.stack.kafka_bootstrap,

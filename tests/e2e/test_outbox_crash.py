@@ -46,7 +46,7 @@ async def test_sigkill_with_pending_outbox_loses_nothing(running_system: System,
         finally:
             await client.close()
         assert pending == len(ids), "the events must be waiting in the outbox"
-        assert await read_topic(running_system.stack.kafka_bootstrap, names.CUSTOMER_CHANGES, TYPES, key=ids[0]) == []
+        assert await read_topic(running_system.stack.kafka, names.CUSTOMER_CHANGES, TYPES, key=ids[0]) == []
         assert running_system.stack.supervisor.kill("accounts", signal.SIGKILL)
     finally:
         restart_accounts(running_system)  # relay on: the start-up sweep publishes what was left
@@ -57,7 +57,7 @@ async def test_sigkill_with_pending_outbox_loses_nothing(running_system: System,
 
         copy = await eventually(copied, what=f"copy of {cid} after the crash")
         assert copy.customer_version == 1
-        events = await read_topic(running_system.stack.kafka_bootstrap, names.CUSTOMER_CHANGES, TYPES, key=cid)
+        events = await read_topic(running_system.stack.kafka, names.CUSTOMER_CHANGES, TYPES, key=cid)
         assert [e.message.version for e in events] == [1], "published once, after the restart"
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from pymongo import AsyncMongoClient
 
 from storefront_cli.clients import TokenFor, eventually
@@ -225,14 +225,12 @@ class Stored:
 
     async def events(self, topic: str) -> Counter[str]:
         """How many records each key has on `topic`, from the beginning to the current end."""
-        bootstrap = self.system.stack.kafka_bootstrap
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-        )
+        kafka = self.system.stack.kafka
+        consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
         await consumer.start()
         keys: Counter[str] = Counter()
         try:
-            partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
+            partitions = [TopicPartition(topic, p) for p in await partition_ids(kafka, topic)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)

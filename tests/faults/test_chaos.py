@@ -65,7 +65,7 @@ class Chaos:
 
     @property
     def endpoints(self) -> Endpoints:
-        return Endpoints(self.stack.kafka_bootstrap, self.stack.mongodb_uri, PREFIX)
+        return Endpoints(self.stack.kafka, self.stack.mongodb_uri, PREFIX)
 
     def kill_and_restart(self, target: str, pause: float) -> None:
         sup = self.stack.supervisor
@@ -249,7 +249,7 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
     # Kills and outages make every part log errors: none of those lines, nor any DLQ header
     # or record, may carry the customers' names, e-mails or card digits.
     leaked = leaks.log_leaks(chaos.stack.run_dir)
-    leaked += (await leaks.topic_leaks(chaos.stack.kafka_bootstrap))[0]
+    leaked += (await leaks.topic_leaks(chaos.stack.kafka))[0]
     summary = (
         f"fault suite: operations={ledger.operations} kills={dict(sorted(kills.items()))} "
         f"lost={lost} duplicated={duplicated} divergence={divergence} parked={sum(parked.values())} "
@@ -274,6 +274,6 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
 async def dlq_sizes(chaos: Chaos) -> dict[str, int]:
     """Records in each dead-letter topic of this suite's own stack."""
     return {
-        dlq: len(await read_raw(chaos.stack.kafka_bootstrap, dlq))
+        dlq: len(await read_raw(chaos.stack.kafka, dlq))
         for dlq in names.DLQ_TOPICS
     }

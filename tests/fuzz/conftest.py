@@ -45,6 +45,7 @@ from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import TokenFor, sync_channel
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
 from svckit import names
+from svckit.kafka import KafkaConnection
 from svckit.outbox import OUTBOX, PENDING
 from tests.support import System, partition_ids, tokens_of
 
@@ -143,8 +144,8 @@ class Snapshot:
 class KafkaLag:
     """Consumer-group lag, on a private event loop thread (aiokafka is asyncio-only)."""
 
-    def __init__(self, bootstrap: str, groups: dict[str, tuple[str, ...]]) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, groups: dict[str, tuple[str, ...]]) -> None:
+        self._kafka = kafka
         self._groups = groups
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -159,20 +160,16 @@ class KafkaLag:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
 
     async def _start(self) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        self._admin = self._kafka.admin()
         await self._admin.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False
-        )
+        self._consumer = self._kafka.consumer(group_id=None, enable_auto_commit=False)
         await self._consumer.start()
         for group, topics in self._groups.items():
             self._partitions[group] = [
-                TopicPartition(t, p)
-                for t in topics
-                for p in await partition_ids(self._bootstrap, t)
+                TopicPartition(t, p) for t in topics for p in await partition_ids(self._kafka, t)
             ]
         self._topic_partitions = [
-            TopicPartition(t, p) for t in names.ALL_TOPICS for p in await partition_ids(self._bootstrap, t)
+            TopicPartition(t, p) for t in names.ALL_TOPICS for p in await partition_ids(self._kafka, t)
         ]
 
     async def _lag(self) -> int:
@@ -492,7 +489,7 @@ def harness(running_system: System) -> Iterator[Harness]:
         names.consumer_group(s, running_system.db_prefix): topics
         for s, topics in names.CONSUMES.items()
     }
-    kafka = KafkaLag(running_system.stack.kafka_bootstrap, groups)
+    kafka = KafkaLag(running_system.stack.kafka, groups)
     mongo: MongoClient[dict[str, Any]] = MongoClient(
         running_system.stack.mongodb_uri, serverSelectionTimeoutMS=10_000
     )

@@ -55,7 +55,7 @@ async def test_create_update_delete_publish_versioned_events_without_cards(
     await stub.DeleteCustomer(accounts_pb2.DeleteCustomerRequest(customer_id=created.id))
 
     async def three_events() -> list[Envelope] | None:
-        events = await read_topic(stack.kafka_bootstrap, TOPIC, TYPES, key=created.id)
+        events = await read_topic(stack.kafka, TOPIC, TYPES, key=created.id)
         return events if len(events) >= 3 else None
 
     events = await eventually(three_events, timeout=30, what="three events")

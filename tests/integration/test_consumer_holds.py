@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from stack.embedded import EmbeddedStack, ensure_topics
@@ -47,20 +46,20 @@ class Recorder:
 @pytest.fixture
 async def topic(stack: EmbeddedStack) -> str:
     name = unique("test.consumer")
-    await ensure_topics(stack.kafka_bootstrap, [name, dlq_topic(name)], partitions=3)
+    await ensure_topics(stack.kafka, [name, dlq_topic(name)], partitions=3)
     return name
 
 
 @pytest.fixture
 async def producer(stack: EmbeddedStack) -> AsyncIterator[EventProducer]:
-    p = EventProducer(stack.kafka_bootstrap, "test-consumer-holds")
+    p = EventProducer(stack.kafka, "test-consumer-holds")
     await p.start()
     yield p
     await p.stop()
 
 
 async def publish(stack: EmbeddedStack, topic: str, keys: list[str], *, naive: set[str]) -> None:
-    raw = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    raw = stack.kafka.producer(acks="all")
     await raw.start()
     try:
         for key in keys:
@@ -78,7 +77,7 @@ def consumer_for(
     stack: EmbeddedStack, topic: str, handler: Recorder, producer: EventProducer
 ) -> EventConsumer:
     return EventConsumer(
-        bootstrap_servers=stack.kafka_bootstrap,
+        kafka=stack.kafka,
         group_id=unique("test-holds"),
         topics=[topic],
         handlers={CHANGED: handler},
@@ -91,7 +90,7 @@ def consumer_for(
 
 
 async def parked(stack: EmbeddedStack, topic: str) -> list[str]:
-    return [(r.key or b"").decode() for r in await read_raw(stack.kafka_bootstrap, dlq_topic(topic))]
+    return [(r.key or b"").decode() for r in await read_raw(stack.kafka, dlq_topic(topic))]
 
 
 async def test_a_time_without_offset_is_poison_and_nothing_after_it_is_skipped(

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
@@ -33,7 +32,7 @@ from storefront_cli.clients import channel
 from svckit import names
 from svckit.app import ServiceApp
 from svckit.envelope import Headers, decode, encode, header_map
-from svckit.names import dlq_topic
+from svckit.names import consumer_group, dlq_topic
 from svckit.outbox import OUTBOX
 from svckit.settings import Settings
 from tests.support import issuer_of, tokens_of
@@ -114,7 +113,7 @@ class Running:
     async def consumed(self, record: RecordMetadata) -> None:
         """Until the service's group has committed past `record`, i.e. has handled it."""
         tp = TopicPartition(record.topic, record.partition)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack.kafka_bootstrap)
+        admin = self.stack.kafka.admin()
         await admin.start()
         try:
 
@@ -180,9 +179,8 @@ async def read_topic(
     stack: EmbeddedStack, topic: str, wanted: Callable[[ConsumerRecord[bytes, bytes]], bool], n: int
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """The first `n` records of `topic` that match, read by a fresh group from the start."""
-    consumer = AIOKafkaConsumer(
+    consumer = stack.kafka.consumer(
         topic,
-        bootstrap_servers=stack.kafka_bootstrap,
         group_id=f"test-reader-{uuid.uuid4().hex}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -212,14 +210,14 @@ async def service(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Run
         metrics_port=0,
         mongodb_uri=stack.mongodb_uri,
         mongodb_database=mongo_db_name,
-        kafka_bootstrap_servers=stack.kafka_bootstrap,
-        consumer_group=f"fulfillment-test-{uuid.uuid4().hex}",
+        kafka=stack.kafka_as("fulfillment"),
+        consumer_group=consumer_group("fulfillment", f"test-{uuid.uuid4().hex}"),
         shutdown_grace_seconds=1.0,
         auth=issuer_of(stack).config(),
     )
     app = build(settings)
     await app.start()
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    producer = stack.kafka.producer(acks="all")
     await producer.start()
     try:
         async with channel(f"127.0.0.1:{app.bound_port}", tokens_of(stack)) as channel_:

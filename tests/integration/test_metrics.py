@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import RecordMetadata
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,7 +35,7 @@ from storefront_cli.ops import KafkaOffsets, consumer_lag
 from svckit import metrics, names
 from svckit.app import ServiceApp
 from svckit.envelope import Headers, encode
-from svckit.kafka import EventProducer
+from svckit.kafka import EventProducer, KafkaConnection
 from svckit.outbox import OUTBOX, PENDING, OutboxRelay, outbox_entry
 from tests.support import eventually, read_topic, running, settings_for, tokens_of
 
@@ -106,12 +105,12 @@ async def apps(
         }
 
 
-async def caught_up(bootstrap: str, group: str) -> None:
+async def caught_up(kafka: KafkaConnection, group: str) -> None:
     """Until the group has committed everything on its topics (the history included)."""
 
     async def lag_is_zero() -> bool | None:
-        async with KafkaOffsets(bootstrap, 10.0) as kafka:
-            rows = await consumer_lag(kafka, {group: names.CONSUMES[names.ORDERS]})
+        async with KafkaOffsets(kafka, 10.0) as offsets:
+            rows = await consumer_lag(offsets, {group: names.CONSUMES[names.ORDERS]})
         return True if sum(r.lag for r in rows) == 0 else None
 
     await eventually(lag_is_zero, timeout=120, what=f"{group} to catch up")
@@ -121,7 +120,7 @@ async def test_a_flow_moves_each_counter_by_what_happened(
     stack: EmbeddedStack, apps: dict[str, ServiceApp], metrics_url: str
 ) -> None:
     group = apps["orders"].settings.consumer_group
-    await caught_up(stack.kafka_bootstrap, group)
+    await caught_up(stack.kafka, group)
     before = await scrape(metrics_url)
 
     async with (
@@ -139,13 +138,13 @@ async def test_a_flow_moves_each_counter_by_what_happened(
         await eventually(lambda: orders.GetCustomerOrders(get_copy), what="orders' copy")
 
     # The same event again (a redelivery), then a record nobody can decode.
-    [event] = await read_topic(stack.kafka_bootstrap, TOPIC, [CHANGED], key=created.id)
+    [event] = await read_topic(stack.kafka, TOPIC, [CHANGED], key=created.id)
     again, headers = encode(
         event.message, source=event.source, key=created.id, event_id=event.id, time=event.time
     )
-    await send(stack.kafka_bootstrap, created.id, again, headers)
-    await send(stack.kafka_bootstrap, created.id, b"\x00garbage", [])
-    await caught_up(stack.kafka_bootstrap, group)
+    await send(stack.kafka, created.id, again, headers)
+    await send(stack.kafka, created.id, b"\x00garbage", [])
+    await caught_up(stack.kafka, group)
     after = await scrape(metrics_url)
 
     def delta(name: str, **labels: str) -> float:
@@ -185,8 +184,8 @@ async def test_a_flow_moves_each_counter_by_what_happened(
     await eventually(outbox_drained, timeout=30, what="accounts' outbox gauge at 0")
 
 
-async def send(bootstrap: str, key: str, payload: bytes, headers: Headers) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def send(kafka: KafkaConnection, key: str, payload: bytes, headers: Headers) -> None:
+    producer = kafka.producer(acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(TOPIC, payload, key=key.encode(), headers=headers)
@@ -222,7 +221,7 @@ async def test_outbox_gauges_show_the_backlog_while_kafka_is_down(
         ]
     )
     service = f"test-{uuid.uuid4().hex[:6]}"  # a label no other test touches
-    relay = OutboxRelay(collection, UnreachableBroker("127.0.0.1:1", service), service=service)
+    relay = OutboxRelay(collection, UnreachableBroker(KafkaConnection("127.0.0.1:1"), service), service=service)
     await relay.start()
     try:
 

@@ -44,7 +44,7 @@ async def stub(
 
 @pytest.fixture
 async def producer(stack: EmbeddedStack) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    p = stack.kafka.producer(acks="all")
     await p.start()
     yield p
     await p.stop()
@@ -149,7 +149,7 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
 
     async def requested() -> list[Envelope] | None:
         found = await read_topic(
-            stack.kafka_bootstrap,
+            stack.kafka,
             names.ORDER_FULFILLMENT,
             ["storefront.orders.v1.FulfillmentRequested"],
             key=order.order_id,
@@ -222,7 +222,7 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
 
     async def both() -> list[Envelope] | None:
         found = await read_topic(
-            stack.kafka_bootstrap,
+            stack.kafka,
             names.ORDER_FULFILLMENT,
             [
                 "storefront.orders.v1.FulfillmentRequested",

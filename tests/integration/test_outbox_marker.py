@@ -40,7 +40,7 @@ async def test_marker_follows_the_outbox(
 
     assert [d["_id"] async for d in collection.find(pending_filter())] == ["m-1"]
 
-    producer = EventProducer(stack.kafka_bootstrap, "marker-test")
+    producer = EventProducer(stack.kafka, "marker-test")
     await producer.start()
     relay = OutboxRelay(collection, producer, service="marker-test", sweep_interval=0.2)
     await relay.start()

@@ -34,7 +34,7 @@ async def orders(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Serv
 
 @pytest.fixture
 async def producer(stack: EmbeddedStack) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    p = stack.kafka.producer(acks="all")
     await p.start()
     yield p
     await p.stop()
@@ -81,7 +81,7 @@ async def test_poison_goes_to_dlq_and_the_next_good_event_applies(
     async def parked() -> dict[int, Any] | None:
         records = [
             r
-            for r in await read_raw(stack.kafka_bootstrap, TOPIC + ".dlq")
+            for r in await read_raw(stack.kafka, TOPIC + ".dlq")
             if r.key == key.encode()
         ]
         mine = {int(header_map(r.headers)["dlq_offset"]): r for r in records}

@@ -11,6 +11,7 @@ from pymongo.errors import OperationFailure
 from storefront.accounts.v1 import events_pb2
 from svckit.consumer import EventConsumer, Outcome
 from svckit.envelope import Envelope, decode, encode
+from svckit.kafka import KafkaConnection
 
 
 class CapturingProducer:
@@ -37,7 +38,7 @@ async def test_dead_letter_headers_name_the_error_not_the_document() -> None:
 
     producer = CapturingProducer()
     consumer = EventConsumer(
-        bootstrap_servers="127.0.0.1:9",
+        kafka=KafkaConnection(bootstrap_servers="127.0.0.1:9"),
         group_id="orders-svc",
         topics=["accounts.customer.change"],
         handlers={"storefront.accounts.v1.CustomerChanged": handler},
