@@ -6,18 +6,19 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from google.protobuf import field_mask_pb2
 
 from accounts_svc import cards, domain
+from accounts_svc.cards import CardVault
 from accounts_svc.domain import Customer
-from accounts_svc.repository import CustomerRepository
 from svckit import logs, names, paging
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.errors import NotFound, Violations
 from svckit.ids import check_client_id, new_id
-from svckit.outbox import OutboxRelay, outbox_entry
-from svckit.store import until_saved
+from svckit.outbox import Notifier, outbox_entry
+from svckit.store import Store, until_saved
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,40 @@ SOURCE = names.source(names.ACCOUNTS)
 
 
 
+class Customers(Store[Customer], Protocol):
+    """Accounts' store of customers (`CustomerRepository`, which seals cards through its
+    `vault`; a fake without one in unit tests). Deleted customers stay as tombstones."""
+
+    vault: CardVault | None
+
+    async def get_live(self, customer_id: str) -> Customer | None:
+        """The customer unless deleted; card numbers masked."""
+
+    async def get_revealed(self, customer_id: str) -> Customer | None:
+        """The live customer with its card numbers decrypted, to be written back."""
+
+    async def get_any(self, customer_id: str) -> tuple[Customer, bool] | None:
+        """The customer, live or a tombstone, and whether it is deleted."""
+
+    async def page_live(self, after: str | None, limit: int) -> tuple[list[Customer], str | None]:
+        ...
+
+    async def tombstone(
+        self, customer: Customer, expected_version: int, events: list[dict[str, Any]]
+    ) -> bool: ...
+
+    async def ids_to_reseal(
+        self, current_key: Any, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]: ...
+
+    async def reseal(self, customer: Customer) -> bool: ...
+
+
 class AccountsHandlers:
     def __init__(
         self,
-        customers: CustomerRepository,
-        relay: OutboxRelay,
+        customers: Customers,
+        relay: Notifier,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.customers = customers

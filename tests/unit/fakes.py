@@ -13,6 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
+from accounts_svc.cards import CardVault
+from accounts_svc.domain import Customer
 from fulfillment_svc.domain import Fulfillment, Status
 from orders_svc import domain as orders_domain
 from orders_svc.repository import CopyChange, CustomerCopy, Order
@@ -210,6 +212,48 @@ class FakeCopies:
         return n
 
 
+class FakeCustomers(FakeStore[Customer]):
+    """Customers without a card vault: numbers are kept as given (sealing is the real
+    repository's and has its own tests)."""
+
+    vault: CardVault | None = None
+
+    def __init__(self) -> None:
+        super().__init__("id")
+        self.deleted: set[str] = set()
+
+    async def get_live(self, customer_id: str) -> Customer | None:
+        return None if customer_id in self.deleted else await self.get(customer_id)
+
+    async def get_revealed(self, customer_id: str) -> Customer | None:
+        return await self.get_live(customer_id)
+
+    async def get_any(self, customer_id: str) -> tuple[Customer, bool] | None:
+        found = await self.get(customer_id)
+        return None if found is None else (found, customer_id in self.deleted)
+
+    async def page_live(self, after: str | None, limit: int) -> tuple[list[Customer], str | None]:
+        live = [c for i, c in self.state.items() if i not in self.deleted]
+        return self._page(live, after, limit)
+
+    async def tombstone(
+        self, customer: Customer, expected_version: int, events: list[Document]
+    ) -> bool:
+        gone = Customer(id=customer.id, version=expected_version + 1)
+        if not await self.update(gone, expected_version, events):
+            return False
+        self.deleted.add(customer.id)
+        return True
+
+    async def ids_to_reseal(
+        self, current_key: Any, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        return [], None
+
+    async def reseal(self, customer: Customer) -> bool:
+        return False
+
+
 class RecordingNotifier:
     def __init__(self) -> None:
         self.notified: list[Any] = []
@@ -218,4 +262,11 @@ class RecordingNotifier:
         self.notified.append(aggregate_id)
 
 
-__all__ = ["FakeCopies", "FakeFulfillments", "FakeOrders", "FakeStore", "RecordingNotifier"]
+__all__ = [
+    "FakeCopies",
+    "FakeCustomers",
+    "FakeFulfillments",
+    "FakeOrders",
+    "FakeStore",
+    "RecordingNotifier",
+]

@@ -1,0 +1,209 @@
+"""OrdersHandlers with in-memory fakes (tests/unit/fakes.py): the order RPCs, the customer
+copies and status changes orders consumes, and the repair it owns; no server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from orders_svc import domain
+from orders_svc.handlers import OrdersHandlers
+from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
+from storefront.orders.v1 import events_pb2 as orders_events
+from storefront_cli.demo import order_draft
+from svckit import names
+from svckit.consumer import Outcome
+from svckit.envelope import Envelope, decode, encode
+from svckit.errors import FailedPrecondition, InvalidArgument, NotFound
+from tests.unit.fakes import FakeCopies, FakeOrders, RecordingNotifier
+
+NOW = datetime(2026, 5, 1, tzinfo=UTC)
+Status = domain.Status
+TO_FULFILLMENT = [
+    orders_events.FulfillmentRequested.DESCRIPTOR.full_name,
+    orders_events.FulfillmentCancelled.DESCRIPTOR.full_name,
+]
+World = tuple[OrdersHandlers, FakeOrders, FakeCopies, RecordingNotifier]
+
+
+def envelope(event: Message, source: str) -> Envelope:
+    key = getattr(event, "customer_id", "") or getattr(event, "order_id", "")
+    value, headers = encode(event, source=source, key=key)
+    return decode(
+        value, headers, key=key.encode(), accepted_types=[event.DESCRIPTOR.full_name]
+    )
+
+
+def changed(customer_id: str, version: int, city: str = "Austin") -> Envelope:
+    event = json_format.ParseDict(
+        {
+            "customerId": customer_id,
+            "version": version,
+            "name": {"firstName": "Ann", "lastName": "Lee"},
+            "contact": {"primaryPhone": "555-123-4567", "email": "ann@example.com"},
+            "addresses": [
+                {
+                    "type": "ADDRESS_TYPE_SHIPPING",
+                    "address1": "1 Main St",
+                    "city": city,
+                    "state": "TX",
+                    "postalCode": "73301",
+                }
+            ],
+        },
+        accounts_events.CustomerChanged(),
+    )
+    return envelope(event, names.source(names.ACCOUNTS))
+
+
+def deleted(customer_id: str, version: int) -> Envelope:
+    event = accounts_events.CustomerDeleted(customer_id=customer_id, version=version)
+    return envelope(event, names.source(names.ACCOUNTS))
+
+
+def status_changed(order_id: str, version: int, status: int) -> Envelope:
+    event = fulfillment_events.OrderStatusChanged(
+        order_id=order_id, version=version, status=Status.ValueType(status)
+    )
+    event.change_time.FromDatetime(NOW)
+    return envelope(event, names.source(names.FULFILLMENT))
+
+
+@pytest.fixture
+async def world() -> World:
+    orders, copies, relay = FakeOrders(), FakeCopies(), RecordingNotifier()
+    handlers = OrdersHandlers(orders, copies, relay, clock=lambda: NOW)
+    assert await handlers.apply_customer_changed(changed("c-1", 1)) == Outcome.APPLIED
+    return handlers, orders, copies, relay
+
+
+async def placed(handlers: OrdersHandlers, order_id: str = "o-1") -> str:
+    order = await handlers.create_order("c-1", order_draft((0, 1)), order_id)
+    return order.order_id
+
+
+async def test_an_order_for_a_customer_orders_does_not_know_is_refused(world: World) -> None:
+    handlers, orders, _, _ = world
+    with pytest.raises(FailedPrecondition):
+        await handlers.create_order("c-unknown", order_draft((0, 1)), "o-x")
+    assert orders.state == {}
+    with pytest.raises(InvalidArgument):
+        await handlers.create_order("", order_draft((0, 1)))
+
+
+async def test_approval_queues_the_request_with_what_fulfillment_needs(world: World) -> None:
+    handlers, orders, _, relay = world
+    oid = await placed(handlers)
+    approved = await handlers.approve_order(oid, note="ok")
+    assert approved.status == Status.ORDER_STATUS_APPROVED
+    [request] = [e.message for e in orders.events(oid, TO_FULFILLMENT)]
+    assert isinstance(request, orders_events.FulfillmentRequested)
+    assert (request.version, request.name.first_name) == (approved.version, "Ann")
+    assert request.shipping_address.city == "Austin"
+    assert relay.notified == [oid]
+
+
+async def test_a_cancellation_tells_fulfillment_only_once_it_was_asked(world: World) -> None:
+    handlers, orders, _, _ = world
+    before = await placed(handlers, "o-1")
+    await handlers.cancel_order(before, reason="changed mind")
+    assert orders.outbox[before] == []  # fulfillment never heard of it
+    after = await placed(handlers, "o-2")
+    await handlers.approve_order(after)
+    await handlers.cancel_order(after, reason="changed mind")
+    kinds = [type(e.message).__name__ for e in orders.events(after, TO_FULFILLMENT)]
+    assert kinds == ["FulfillmentRequested", "FulfillmentCancelled"]
+
+
+async def test_an_illegal_transition_stores_nothing(world: World) -> None:
+    handlers, orders, _, relay = world
+    oid = await placed(handlers)
+    await handlers.reject_order(oid, reason="out of stock")
+    version = orders.state[oid].version
+    with pytest.raises(FailedPrecondition):
+        await handlers.approve_order(oid)
+    assert orders.state[oid].version == version and orders.outbox[oid] == []
+    assert relay.notified == []
+    with pytest.raises(NotFound):
+        await handlers.approve_order("no-such-order")
+
+
+async def test_a_command_that_loses_a_race_is_decided_again(world: World) -> None:
+    handlers, orders, _, _ = world
+    oid = await placed(handlers)
+    orders.lose_next = 3
+    approved = await handlers.approve_order(oid)
+    assert approved.status == Status.ORDER_STATUS_APPROVED and orders.lose_next == 0
+    assert len(orders.outbox[oid]) == 1  # one request, not one per attempt
+
+
+async def test_copies_move_only_forward_and_deletions_stay(world: World) -> None:
+    handlers, _, copies, _ = world
+    assert await handlers.apply_customer_changed(changed("c-1", 1)) == Outcome.DUPLICATE
+    assert await handlers.apply_customer_changed(changed("c-1", 3, "Dallas")) == Outcome.APPLIED
+    assert await handlers.apply_customer_changed(changed("c-1", 2, "Waco")) == Outcome.STALE
+    copy = await copies.get("c-1")
+    assert copy is not None and copy.addresses[0].city == "Dallas"
+    assert await handlers.apply_customer_deleted(deleted("c-1", 4)) == Outcome.APPLIED
+    assert await handlers.apply_customer_changed(changed("c-1", 3)) == Outcome.STALE
+    assert await copies.get("c-1") is None
+
+
+async def test_a_batch_of_customer_events_has_the_outcomes_of_one_by_one(world: World) -> None:
+    handlers, _, _, _ = world
+    run = [changed("c-2", 1), changed("c-2", 2), changed("c-2", 1), deleted("c-3", 5)]
+    outcomes = await handlers.apply_customer_events(run)
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.STALE, Outcome.APPLIED]
+
+
+async def test_a_status_change_is_applied_once_and_one_for_an_unknown_order_ignored(
+    world: World,
+) -> None:
+    handlers, orders, _, _ = world
+    oid = await placed(handlers)
+    await handlers.approve_order(oid)
+    processing = status_changed(oid, 2, Status.ORDER_STATUS_PROCESSING)
+    assert await handlers.apply_order_status_changed(processing) == Outcome.APPLIED
+    assert await handlers.apply_order_status_changed(processing) == Outcome.DUPLICATE
+    order = await handlers.get_order(oid)
+    assert order.status == Status.ORDER_STATUS_PROCESSING
+    assert orders.applied[oid] == [2]
+    unknown = status_changed("o-none", 2, Status.ORDER_STATUS_PROCESSING)
+    assert await handlers.apply_order_status_changed(unknown) == Outcome.IGNORED
+
+
+async def test_republish_sends_what_each_order_status_means_for_fulfillment(world: World) -> None:
+    handlers, orders, _, relay = world
+    approved, cancelled, created = [await placed(handlers, f"o-{i}") for i in range(3)]
+    await handlers.approve_order(approved)
+    await handlers.approve_order(cancelled)
+    await handlers.cancel_order(cancelled)
+    for oid in orders.outbox:
+        orders.outbox[oid].clear()  # all published
+    relay.notified.clear()
+    done = await handlers.republish([approved, cancelled, created, "o-none"])
+    assert done.queued == [approved, cancelled]
+    assert (done.nothing_to_publish, done.not_found) == ([created], ["o-none"])
+    resent = {
+        oid: [type(e.message).__name__ for e in orders.events(oid, TO_FULFILLMENT)]
+        for oid in (approved, cancelled)
+    }
+    assert resent == {approved: ["FulfillmentRequested"], cancelled: ["FulfillmentCancelled"]}
+    assert relay.notified == [approved, cancelled]
+
+
+async def test_listing_by_an_unknown_status_is_refused(world: World) -> None:
+    handlers, _, _, _ = world
+    with pytest.raises(InvalidArgument):
+        await handlers.list_orders("", 999, 10, "")
+
+
+async def test_forget_drops_what_each_consumed_topic_built(world: World) -> None:
+    handlers, _, copies, _ = world
+    assert await handlers.forget(names.CUSTOMER_CHANGES) == 1 and copies.copies == {}
+    with pytest.raises(ValueError):
+        await handlers.forget(names.ORDER_FULFILLMENT)
