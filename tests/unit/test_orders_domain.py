@@ -1,0 +1,139 @@
+"""Orders' pure rules (orders_svc/domain.py): item validation and totals, orders' own
+transitions (every pair), status changes from fulfillment kept in time order, the rebuild's
+stripping, and what makes a consumed event poison."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orders_svc import domain
+from storefront.common.v1 import common_pb2
+from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
+from storefront.orders.v1 import orders_pb2
+from storefront_cli.demo import order_draft
+from svckit.envelope import PoisonEvent
+from svckit.errors import FailedPrecondition, InvalidArgument
+
+NOW = datetime(2026, 5, 1, tzinfo=UTC)
+Status = domain.Status
+STATUSES = [s for s in Status.values() if s != Status.ORDER_STATUS_UNSPECIFIED]
+APPROVED = Status.ORDER_STATUS_APPROVED
+
+
+def order_in(status: int) -> orders_pb2.Order:
+    order = domain.new_order("c-1", order_draft((0, 2), (1, 1)), "o-1", NOW)
+    order.status = Status.ValueType(status)
+    return order
+
+
+def test_a_new_order_is_created_at_version_1_with_its_total() -> None:
+    order = domain.new_order("c-1", order_draft((0, 2), (1, 1)), "o-1", NOW)
+    assert (order.version, order.status) == (1, Status.ORDER_STATUS_CREATED)
+    # 2 x 249.99 + 1 x 89.50
+    assert (order.total.currency_code, order.total.units, order.total.nanos) == (
+        "USD",
+        589,
+        480_000_000,
+    )
+    assert [e.status for e in order.status_events] == [Status.ORDER_STATUS_CREATED]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda i: setattr(i, "quantity", 0), "order.items[0].quantity"),
+        (lambda i: setattr(i.product, "id", " "), "order.items[0].product.id"),
+        (lambda i: setattr(i.product.price, "currency_code", "usd"), "currency_code"),
+        (lambda i: i.product.price.Clear(), "price"),
+        (lambda i: setattr(i.product.price, "nanos", -5), "price.nanos"),
+    ],
+)
+def test_bad_items_are_refused_naming_the_field(
+    change: Callable[[common_pb2.LineItem], object], field: str
+) -> None:
+    draft = order_draft((0, 1))
+    change(draft.items[0])
+    with pytest.raises(InvalidArgument) as refused:
+        domain.new_order("c-1", draft, "o-1", NOW)
+    assert any(field in v.field for v in refused.value.violations)
+
+
+def test_an_order_needs_items_in_one_currency() -> None:
+    with pytest.raises(InvalidArgument):
+        domain.new_order("c-1", orders_pb2.Order(), "o-1", NOW)
+    mixed = order_draft((0, 1), (1, 1))
+    mixed.items[1].product.price.currency_code = "EUR"
+    with pytest.raises(InvalidArgument) as refused:
+        domain.new_order("c-1", mixed, "o-1", NOW)
+    assert any("one currency" in v.description for v in refused.value.violations)
+
+
+@pytest.mark.parametrize(
+    ("current", "target"), list(itertools.product(STATUSES, domain.ORDERS_TRANSITIONS))
+)
+def test_orders_own_transitions_every_pair(current: int, target: int) -> None:
+    order = order_in(current)
+    if current in domain.ORDERS_TRANSITIONS[target]:
+        moved = domain.transition(order, target, NOW, note="why")
+        assert (moved.status, moved.version) == (target, order.version + 1)
+        assert moved.status_events[-1].note == "why"
+        assert order.status == current  # the input is not changed
+    else:
+        with pytest.raises(FailedPrecondition):
+            domain.transition(order, target, NOW)
+
+
+def status_change(
+    status: int, at: datetime, version: int = 2
+) -> fulfillment_events.OrderStatusChanged:
+    event = fulfillment_events.OrderStatusChanged(
+        order_id="o-1", version=version, status=Status.ValueType(status)
+    )
+    event.change_time.FromDatetime(at)
+    return event
+
+
+def test_status_changes_are_kept_in_time_order_and_the_latest_is_current() -> None:
+    order = domain.transition(order_in(Status.ORDER_STATUS_CREATED), APPROVED, NOW)
+    shipped = status_change(Status.ORDER_STATUS_SHIPPED, NOW + timedelta(minutes=2), 3)
+    processing = status_change(Status.ORDER_STATUS_PROCESSING, NOW + timedelta(minutes=1), 2)
+    order = domain.applied_status(order, shipped, NOW)  # arrived first
+    order = domain.applied_status(order, processing, NOW)
+    assert [e.status for e in order.status_events][-2:] == [
+        Status.ORDER_STATUS_PROCESSING,
+        Status.ORDER_STATUS_SHIPPED,
+    ]
+    assert order.status == Status.ORDER_STATUS_SHIPPED
+
+
+def test_a_rebuild_strips_only_what_fulfillment_added() -> None:
+    order = domain.transition(order_in(Status.ORDER_STATUS_CREATED), APPROVED, NOW)
+    order = domain.applied_status(order, status_change(Status.ORDER_STATUS_PROCESSING, NOW), NOW)
+    stripped = domain.without_fulfillment_history(order, NOW)
+    assert stripped.status == Status.ORDER_STATUS_APPROVED
+    assert Status.ORDER_STATUS_PROCESSING not in [e.status for e in stripped.status_events]
+
+
+def test_events_orders_cannot_interpret_are_poison() -> None:
+    with pytest.raises(PoisonEvent):
+        domain.check_status_event(status_change(Status.ORDER_STATUS_APPROVED, NOW))  # orders' own
+    with pytest.raises(PoisonEvent):
+        domain.check_status_event(status_change(Status.ORDER_STATUS_SHIPPED, NOW, version=0))
+    domain.check_status_event(status_change(Status.ORDER_STATUS_SHIPPED, NOW))
+
+
+def test_the_shipping_address_is_the_copys_shipping_one() -> None:
+    copy = orders_pb2.CustomerOrders(customer_id="c-1")
+    copy.addresses.add(type=common_pb2.ADDRESS_TYPE_BILLING, city="Billtown")
+    copy.addresses.add(type=common_pb2.ADDRESS_TYPE_SHIPPING, city="Shipville")
+    assert domain.shipping_address(copy).city == "Shipville"
+
+
+def test_a_note_has_a_size_limit() -> None:
+    domain.validate_note("x" * domain.MAX_NOTE, "note")
+    with pytest.raises(InvalidArgument):
+        domain.validate_note("x" * (domain.MAX_NOTE + 1), "note")
