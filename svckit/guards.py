@@ -34,6 +34,17 @@ async def is_ferretdb(collection: AsyncCollection[Any]) -> bool:
     return _FERRETDB[key]
 
 
+async def create_partial_index(
+    collection: AsyncCollection[Any], key: str, partial: Document, **options: Any
+) -> bool:
+    """A partial index where the server has them; FerretDB 1.24 has none (it refuses
+    `partialFilterExpression`), so there it is skipped. True if created."""
+    if await is_ferretdb(collection):
+        return False
+    await collection.create_index(key, partialFilterExpression=partial, **options)
+    return True
+
+
 _MISSING = object()
 
 
