@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 
 from stack import issuer
@@ -85,9 +87,13 @@ def _cmd_console(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     where = ops.where_of(args)
+    prometheus = (args.prometheus or f"http://127.0.0.1:{where.prometheus_port}").rstrip("/")
+    given = urllib.parse.urlsplit(prometheus)
+    if given.hostname in ("127.0.0.1", "localhost") and given.port:
+        where = dataclasses.replace(where, prometheus_port=given.port)  # its health row
     config = ConsoleConfig(
         where=where,
-        prometheus=(args.prometheus or f"http://127.0.0.1:{where.prometheus_port}").rstrip("/"),
+        prometheus=prometheus,
         auth=_auth(Path(args.run_dir)),
         port=args.port,
         namespace=args.namespace,

@@ -60,8 +60,15 @@ async function api(path, options) {
   return body;
 }
 
-function fill(tbody, rows) {
-  tbody.replaceChildren(...rows);
+const drawn = new WeakMap();
+
+// Rebuild a table only when its data changed: a row replaced under the pointer would
+// swallow a click on its button.
+function fill(tbody, rows, data) {
+  const key = data === undefined ? null : JSON.stringify(data);
+  if (key !== null && drawn.get(tbody) === key) return;
+  drawn.set(tbody, key);
+  tbody.replaceChildren(...(typeof rows === "function" ? rows() : rows));
 }
 
 // --- formatting ---------------------------------------------------------------------------
@@ -92,7 +99,7 @@ function edgeLabel(e) {
     if (e.extra.pending === undefined) return "outbox: no data";
     return "outbox " + e.extra.pending.toFixed(0) + (e.extra.oldest_s ? ", oldest " + age(e.extra.oldest_s) : "");
   }
-  if (!e.rate) return "idle";
+  if (!e.rate) return "";  // idle: the dashed line says it
   return [rate(e.rate), percent(e.error_ratio), e.p99_s !== null ? "p99 " + duration(e.p99_s) : ""]
     .filter(Boolean).join(" · ");
 }
@@ -109,7 +116,10 @@ function curve(e) {
   const stop = e.target.startsWith("topic:") ? 0.86 : 0.9;
   const ex = mx + (x2 - mx) * stop, ey = my + (y2 - my) * stop;
   const sx = x1 + (mx - x1) * 0.1, sy = y1 + (my - y1) * 0.1;
-  return { d: `M${sx},${sy} Q${mx},${my} ${ex},${ey}`, lx: (sx + 2 * mx + ex) / 4, ly: (sy + 2 * my + ey) / 4 };
+  // The label sits where the fan of edges out of clients and Envoy has spread apart.
+  const t = e.source === "clients" && e.target !== "envoy" ? 0.68 : e.source === "envoy" ? 0.6 : 0.5;
+  const at = (a, m, b) => (1 - t) * (1 - t) * a + 2 * (1 - t) * t * m + t * t * b;
+  return { d: `M${sx},${sy} Q${mx},${my} ${ex},${ey}`, lx: at(sx, mx, ex), ly: at(sy, my, ey) };
 }
 
 function nodeShape(n) {
@@ -139,7 +149,7 @@ function drawGraph(data) {
       "data-rate": e.rate ?? "", "data-error-ratio": e.error_ratio ?? "", "data-p99": e.p99_s ?? "",
     });
     g.append(svg("path", { d: c.d, "marker-end": "url(#arrow)" }),
-      svg("title", {}, `${e.id} (${e.kind}): ${edgeLabel(e)}${e.detail ? " — " + e.detail : ""}`),
+      svg("title", {}, `${e.id} (${e.kind}): ${edgeLabel(e) || "no traffic"}${e.detail ? " — " + e.detail : ""}`),
       svg("text", { x: c.lx, y: c.ly - 4, "text-anchor": "middle" }, edgeLabel(e)));
     return g;
   });
@@ -171,17 +181,21 @@ function drawStatus(s) {
     el("tr", { class: b.events > 0 ? "warn" : "", "data-service": b.service },
       el("td", {}, b.service), el("td", {}, b.collection), el("td", { class: "num" }, b.documents),
       el("td", { class: "num" }, b.events), el("td", { class: "num" }, age(b.oldest_age_s)))));
-  fill(document.querySelector("#dlq-counts tbody"), (s.dead_letters || []).map((d) => {
+  fill(document.querySelector("#dlq-counts tbody"), () => (s.dead_letters || []).map((d) => {
     const all = el("button", { "data-replay-all": d.topic }, "replay all not replayed");
     all.disabled = d.not_replayed === 0;
     all.addEventListener("click", () => replay(d.topic, []));
     return el("tr", { class: d.not_replayed > 0 ? "bad" : "", "data-dlq": d.topic },
       el("td", {}, d.topic), el("td", { class: "num" }, d.records),
       el("td", { class: "num" }, d.not_replayed), el("td", {}, all));
-  }));
+  }), s.dead_letters);
 }
 
 function drawDlq(d) {
+  fill(document.querySelector("#dlq-records tbody"), () => dlqRows(d), [d.records, d.error]);
+}
+
+function dlqRows(d) {
   const rows = d.records.map((r) => {
     const button = el("button", { "data-replay": r.id }, "replay");
     button.addEventListener("click", () => replay(r.id.split(":")[0], [r.id]));
@@ -192,7 +206,7 @@ function drawDlq(d) {
   });
   if (d.error) rows.push(el("tr", { class: "bad" }, el("td", { colspan: 8 }, "unavailable: " + d.error)));
   if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "nothing parked")));
-  fill(document.querySelector("#dlq-records tbody"), rows);
+  return rows;
 }
 
 function drawEvents(e) {
