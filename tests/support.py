@@ -9,8 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from google.api import annotations_pb2
 from google.protobuf import empty_pb2, message_factory
@@ -29,7 +30,8 @@ from storefront_cli.clients import (
 )
 from svckit.app import ServiceApp
 from svckit.authz import set_field
-from svckit.envelope import Envelope, decode
+from svckit.consumer import dlq_topic
+from svckit.envelope import Envelope, decode, encode, format_time
 from svckit.settings import Settings
 
 
@@ -143,6 +145,36 @@ async def partition_ids(bootstrap: str, topic: str) -> list[int]:
         return sorted(p["partition"] for p in described["partitions"])
     finally:
         await admin.close()
+
+
+async def park(
+    bootstrap: str,
+    message: Message,
+    topic: str,
+    key: str,
+    error: str = "ServerSelectionTimeoutError: database unreachable",
+) -> str:
+    """Put `message` in `topic`'s DLQ as the consumer parks an event it could not apply (its
+    `dlq_*` headers); the parked record's id (`storefront dlq list`)."""
+    source = f"//storefront/{topic.split('.', 1)[0]}"  # the producing service's
+    value, headers = encode(message, source=source, key=key)
+    parked_headers = headers + [
+        ("dlq_error", error.encode()),
+        ("dlq_topic", topic.encode()),
+        ("dlq_partition", b"0"),
+        ("dlq_offset", b"0"),
+        ("dlq_attempts", b"5"),
+        ("dlq_time", format_time(datetime.now(UTC)).encode()),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(
+            dlq_topic(topic), value, key=key.encode(), headers=parked_headers
+        )
+    finally:
+        await producer.stop()
+    return f"{dlq_topic(topic)}:{meta.partition}:{meta.offset}"
 
 
 def unique(prefix: str) -> str:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
-from google.protobuf.message import Message
 from pymongo import AsyncMongoClient
 
 from stack.embedded import free_ports
@@ -22,13 +21,12 @@ from storefront_cli import consistency, system
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, run_demo
 from storefront_cli.endpoints import Endpoints
-from svckit.consumer import dlq_topic
 from svckit.envelope import encode
 from svckit.replay import TopicReader
 from tests.e2e.conftest import System
 from tests.e2e.test_access import call_grpc_via_envoy
 from tests.integration.test_orders_svc import customer_changed
-from tests.support import issuer_of, tokens_of, unique
+from tests.support import issuer_of, park, tokens_of, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -140,25 +138,7 @@ async def test_replay_rebuilds_read_models_identically(clients: Clients) -> None
 async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clients: Clients) -> None:
     """An event dead-lettered during an outage is applied once replayed from the DLQ."""
     cid = unique("parked")
-    value, headers = encode(
-        customer_changed(cid, 1, "parked@example.com"), source="//storefront/accounts", key=cid
-    )
-    parked_headers = headers + [
-        ("dlq_error", b"ServerSelectionTimeoutError: database unreachable"),
-        ("dlq_topic", b"accounts.customer.change"),
-        ("dlq_partition", b"0"),
-        ("dlq_offset", b"0"),
-        ("dlq_attempts", b"5"),
-    ]
-    producer = AIOKafkaProducer(bootstrap_servers=isolated_system.stack.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        meta = await producer.send_and_wait(
-            "accounts.customer.change.dlq", value, key=cid.encode(), headers=parked_headers
-        )
-    finally:
-        await producer.stop()
-    record_id = f"accounts.customer.change.dlq:{meta.partition}:{meta.offset}"
+    record_id = await park(isolated_system.stack.kafka_bootstrap, customer_changed(cid, 1, "parked@example.com"), "accounts.customer.change", cid)
     ep = endpoints_of(isolated_system)
     lines: list[str] = []
     await consistency.dlq_list(ep, "accounts.customer.change", lines.append)
@@ -255,25 +235,6 @@ def bearer(token: str | None) -> list[tuple[str, str]] | None:
     return [("authorization", f"Bearer {token}")] if token else None
 
 
-async def park(system: System, topic: str, event: Message, key: str) -> str:
-    """Put an event in `topic`'s DLQ as the consumer would, returning its record id."""
-    value, headers = encode(event, source="//storefront/accounts", key=key)
-    parked_headers = headers + [
-        ("dlq_error", b"ServerSelectionTimeoutError"),
-        ("dlq_topic", topic.encode()),
-        ("dlq_attempts", b"5"),
-    ]
-    producer = AIOKafkaProducer(bootstrap_servers=system.stack.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        meta = await producer.send_and_wait(
-            dlq_topic(topic), value, key=key.encode(), headers=parked_headers
-        )
-    finally:
-        await producer.stop()
-    return f"{dlq_topic(topic)}:{meta.partition}:{meta.offset}"
-
-
 async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
     isolated_system: System, clients: Clients
 ) -> None:
@@ -300,7 +261,7 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
 
         assert await eventually(copy_now, what="v2 applied") == (2, "newer@example.com")
         event = customer_changed(cid, 1, "older@example.com")
-        older = await park(isolated_system, "accounts.customer.change", event, cid)
+        older = await park(isolated_system.stack.kafka_bootstrap, event, "accounts.customer.change", cid)
         lines: list[str] = []
         assert (
             await consistency.dlq_replay(clients, "accounts.customer.change", [], lines.append) == 0

@@ -14,12 +14,10 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaProducer
 from playwright.async_api import Page, async_playwright, expect
 from pymongo import AsyncMongoClient
 
@@ -31,10 +29,9 @@ from storefront.orders.v1 import orders_pb2
 from storefront_cli import console, system
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import run_demo
-from svckit.envelope import encode, format_time
 from tests.e2e.conftest import System
 from tests.integration.test_orders_svc import customer_changed
-from tests.support import issuer_of, tokens_of, unique
+from tests.support import issuer_of, park, tokens_of, unique
 
 pytestmark = pytest.mark.e2e
 PROMETHEUS = "prometheus-console"
@@ -144,30 +141,6 @@ async def text_of(page: Page, selector: str) -> str:
     return str(await page.locator(selector).inner_text())
 
 
-async def park(s: System, cid: str) -> str:
-    """A CustomerChanged parked as the consumer parks one it could not apply (test_consistency)."""
-    value, headers = encode(
-        customer_changed(cid, 1, "parked@example.com"), source="//storefront/accounts", key=cid
-    )
-    parked_headers = headers + [
-        ("dlq_error", b"ServerSelectionTimeoutError: database unreachable"),
-        ("dlq_topic", b"accounts.customer.change"),
-        ("dlq_partition", b"0"),
-        ("dlq_offset", b"0"),
-        ("dlq_attempts", b"5"),
-        ("dlq_time", format_time(datetime.now(UTC)).encode()),
-    ]
-    producer = AIOKafkaProducer(bootstrap_servers=s.stack.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        meta = await producer.send_and_wait(
-            "accounts.customer.change.dlq", value, key=cid.encode(), headers=parked_headers
-        )
-    finally:
-        await producer.stop()
-    return f"accounts.customer.change.dlq:{meta.partition}:{meta.offset}"
-
-
 async def test_the_console_shows_the_running_system_and_acts_as_staff(
     running: Running, clients: Clients, page: Page, record_property: Any
 ) -> None:
@@ -227,7 +200,7 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
 
     # A parked event shows in the DLQ panel and, ids and type only, in the tail.
     cid = unique("parked")
-    record_id = await park(s, cid)
+    record_id = await park(s.stack.kafka_bootstrap, customer_changed(cid, 1, "parked@example.com"), "accounts.customer.change", cid)
     row = page.locator(f"#dlq-records tr[data-record='{record_id}']")
     await row.wait_for(timeout=30_000)
     assert "CustomerChanged" in await row.inner_text()
