@@ -55,6 +55,15 @@ CACHE_SECONDS = 2.0
 """Several tabs polling share one read per endpoint within this time."""
 STATUS_TIMEOUT = 3.0
 TAIL_RETRY_SECONDS = 5.0
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 SHOWN_FIELDS = ("time", "topic", "partition", "offset", "type", "key", "error")
 """What anyone on this machine sees of an event; the payload needs the staff role."""
 
@@ -206,8 +215,7 @@ class Console:
             except Unauthenticated as exc:
                 return web.json_response({"error": exc.message}, status=401)
         response = await handler(request)
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.update(SECURITY_HEADERS)
         return response
 
     @staticmethod
@@ -298,6 +306,8 @@ class Console:
         sf = consistency.Storefront(self.config.where.ep)
         try:
             found = await consistency.divergences(sf)
+        except Exception as exc:  # noqa: BLE001 - the page says why (MongoDB away, ...)
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"[:200]}, status=503)
         finally:
             await sf.close()
         log.info("check by %s: %d divergences", request["principal"], len(found))
@@ -312,7 +322,12 @@ class Console:
         refused = self._refused(request)
         if refused is not None:
             return refused
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return web.json_response({"error": "send a JSON object"}, status=400)
         topic = body.get("topic") or None
         ids = body.get("ids") or []
         if (topic is not None and not isinstance(topic, str)) or not (

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -59,6 +61,7 @@ USED = [
 ]
 """The edges the demo (direct gRPC, all three flows) and the REST calls through Envoy use."""
 FAILED_CALLS = 20
+IDLE_WATCH = 12.0
 
 
 @dataclass
@@ -120,6 +123,12 @@ def http(url: str, *, method: str = "GET", headers: dict[str, str] | None = None
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def graph_in_page(page: Page) -> dict[str, Any]:
@@ -264,9 +273,14 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
     _, graph = http(f"{running.url}/api/graph")
     _, status = http(f"{running.url}/api/status")
     _, dlq = http(f"{running.url}/api/dlq")
+    pid = s.stack.supervisor.pid(CONSOLE)
+    before = cpu_seconds(pid)
+    await asyncio.sleep(IDLE_WATCH)  # the page alone polls meanwhile, every 3 s
+    spent = cpu_seconds(pid) - before
     print(
         f"console refresh: graph {graph['queries']} Prometheus queries in {graph['query_ms']} ms,"
-        f" status {status['took_ms']} ms, dlq {dlq['took_ms']} ms"
+        f" status {status['took_ms']} ms, dlq {dlq['took_ms']} ms; console process CPU"
+        f" {spent:.2f} s in {IDLE_WATCH:.0f} s of one tab polling ({spent / IDLE_WATCH:.0%})"
     )
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

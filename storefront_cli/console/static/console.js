@@ -15,8 +15,8 @@ const LAYOUT = {
   "orders": [520, 260],
   "fulfillment": [520, 430],
   "topic:accounts.customer.change": [760, 175],
-  "topic:orders.order.fulfill": [880, 345],
-  "topic:fulfillment.order.change": [660, 345],
+  "topic:orders.order.fulfill": [900, 330],
+  "topic:fulfillment.order.change": [640, 345],
   "db:accounts": [1040, 90],
   "db:orders": [1040, 260],
   "db:fulfillment": [1040, 430],
@@ -80,7 +80,7 @@ function rate(r) {
 
 function percent(x) {
   if (x === null || x === undefined) return "";
-  return (x * 100 >= 10 ? (x * 100).toFixed(0) : (x * 100).toFixed(1)) + "% err";
+  return (x === 0 ? "0" : x * 100 >= 10 ? (x * 100).toFixed(0) : (x * 100).toFixed(1)) + "% err";
 }
 
 function duration(s) {
@@ -100,7 +100,9 @@ function edgeLabel(e) {
     return "outbox " + e.extra.pending.toFixed(0) + (e.extra.oldest_s ? ", oldest " + age(e.extra.oldest_s) : "");
   }
   if (!e.rate) return "";  // idle: the dashed line says it
-  return [rate(e.rate), percent(e.error_ratio), e.p99_s !== null ? "p99 " + duration(e.p99_s) : ""]
+  // Events show an error ratio only when some were dead-lettered; publishing has none.
+  const errors = e.kind === "publish" || (e.kind === "consume" && !e.error_ratio) ? "" : percent(e.error_ratio);
+  return [rate(e.rate), errors, e.p99_s !== null ? "p99 " + duration(e.p99_s) : ""]
     .filter(Boolean).join(" · ");
 }
 
@@ -117,7 +119,8 @@ function curve(e) {
   const ex = mx + (x2 - mx) * stop, ey = my + (y2 - my) * stop;
   const sx = x1 + (mx - x1) * 0.1, sy = y1 + (my - y1) * 0.1;
   // The label sits where the fan of edges out of clients and Envoy has spread apart.
-  const t = e.source === "clients" && e.target !== "envoy" ? 0.68 : e.source === "envoy" ? 0.6 : 0.5;
+  const t = e.source === "clients" && e.target !== "envoy" ? 0.68
+    : e.source === "envoy" ? 0.6 : e.kind === "publish" ? 0.62 : 0.5;
   const at = (a, m, b) => (1 - t) * (1 - t) * a + 2 * (1 - t) * t * m + t * t * b;
   return { d: `M${sx},${sy} Q${mx},${my} ${ex},${ey}`, lx: at(sx, mx, ex), ly: at(sy, my, ey) };
 }
