@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -534,7 +534,7 @@ async def tail(
     *,
     from_beginning: bool = False,
     note: Log,
-) -> AsyncIterator[ConsumerRecord[bytes, bytes] | None]:
+) -> AsyncGenerator[ConsumerRecord[bytes, bytes] | None, None]:
     """Records of `topics` as they arrive, oldest first per poll, until the caller stops;
     None after a poll that brought nothing.
 

@@ -15,8 +15,8 @@ const LAYOUT = {
   "orders": [520, 260],
   "fulfillment": [520, 430],
   "topic:accounts.customer.change": [760, 175],
-  "topic:orders.order.fulfill": [900, 330],
-  "topic:fulfillment.order.change": [640, 345],
+  "topic:orders.order.fulfill": [920, 380],
+  "topic:fulfillment.order.change": [640, 350],
   "db:accounts": [1040, 90],
   "db:orders": [1040, 260],
   "db:fulfillment": [1040, 430],
@@ -152,11 +152,13 @@ function drawGraph(data) {
       "data-rate": e.rate ?? "", "data-error-ratio": e.error_ratio ?? "", "data-p99": e.p99_s ?? "",
     });
     g.append(svg("path", { d: c.d, "marker-end": "url(#arrow)" }),
-      svg("title", {}, `${e.id} (${e.kind}): ${edgeLabel(e) || "no traffic"}${e.detail ? " — " + e.detail : ""}`),
-      svg("text", { x: c.lx, y: c.ly - 4, "text-anchor": "middle" }, edgeLabel(e)));
-    return g;
+      svg("title", {}, `${e.id} (${e.kind}): ${edgeLabel(e) || "no traffic"}${e.detail ? " — " + e.detail : ""}`));
+    const label = svg("g", { class: "edge-label", "data-edge": e.id });
+    label.append(svg("text", { x: c.lx, y: c.ly - 4, "text-anchor": "middle" }, edgeLabel(e)));
+    return [g, label];
   });
-  root.replaceChildren(defs, ...edges, ...data.nodes.map(nodeShape));
+  // Labels last, so no node hides one.
+  root.replaceChildren(defs, ...edges.map(([g]) => g), ...data.nodes.map(nodeShape), ...edges.map(([, l]) => l));
   document.getElementById("graph-info").textContent =
     `${data.prometheus}, rates over ${data.window}; ${data.queries} queries in ${data.query_ms} ms`;
   document.getElementById("graph-errors").textContent = data.errors.join("; ");
