@@ -11,11 +11,18 @@ Errors: a gRPC call counts as failed for any grpc_code other than OK (as the das
 "Error ratio by method" and Kiali count it: NOT_FOUND and INVALID_ARGUMENT too), an HTTP
 request through Envoy for a 4xx or 5xx answer, a consumed event when it was dead-lettered.
 Colours use Kiali's default thresholds: amber from 0.1 %, red from 20 %.
+
+Rates: `rate()` takes a counter's first sample as its baseline, so a series born in one burst
+(a method's first NOT_FOUND, a flow's events published in one relay sweep, all of
+`storefront run`'s demo) would show no rate at all. A series that did not exist one window ago
+counts from 0 instead (its value over the window); the cost is one window of too-high rates
+after Prometheus itself starts scraping long-running processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -47,6 +54,17 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 Series = list[dict[str, Any]]
 
 
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def seconds(window: str) -> float:
+    """A PromQL duration ("1m", "1m30s") in seconds."""
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", window)
+    if not parts or "".join(n + u for n, u in parts) != window:
+        raise ValueError(f"not a PromQL duration: {window!r}")
+    return sum(int(n) * UNITS[u] for n, u in parts)
+
+
 def queries(namespace: str, window: str) -> dict[str, str]:
     """Every PromQL instant query of one refresh, by name."""
     ns = f'namespace="{namespace}"'
@@ -55,7 +73,12 @@ def queries(namespace: str, window: str) -> dict[str, str]:
     edge = f'{envoy}, envoy_http_conn_manager_prefix="{EDGE_PREFIX}"'
 
     def rate(metric: str, selector: str) -> str:
-        return f"rate({metric}{{{selector}}}[{window}])"
+        """Per-second increase over the window, counting series born within it from 0."""
+        x = f"{metric}{{{selector}}}"
+        return (
+            f"(rate({x}[{window}]) and {x} offset {window})"
+            f" or ({x} unless {x} offset {window}) / {seconds(window):g}"
+        )
 
     def total(by: str, metric: str, selector: str) -> str:
         return f"sum by ({by}) ({rate(metric, selector)})"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from storefront_cli.console import graph
 from storefront_cli.console.server import _loopback_host
 
@@ -70,9 +72,13 @@ def test_events_envoy_and_outbox_edges() -> None:
 
 
 def test_queries_select_the_namespace_and_window() -> None:
-    for q in graph.queries("shop", "30s").values():
+    for q in graph.queries("shop", "1m30s").values():
         assert 'namespace="shop"' in q
-        assert "[30s]" in q or "rate(" not in q
+        assert "rate(" not in q or ("[1m30s]" in q and "offset 1m30s" in q and "/ 90" in q)
+    assert graph.seconds("2h") == 7200 and graph.seconds("500ms") == 0.5
+    for bad in ("", "1x", "m", "1m 2s"):
+        with pytest.raises(ValueError):
+            graph.seconds(bad)
 
 
 def test_only_loopback_hosts_on_the_served_port_pass() -> None:
