@@ -85,6 +85,10 @@ VALIDATE_SH = REPO_ROOT / "istio" / "validate.sh"
 POSTGRESQL_APT_PACKAGE = "postgresql"
 """Debian's metapackage for the distribution's PostgreSQL server (15 on bookworm)."""
 
+CHROMIUM_APT_PACKAGE = "chromium"
+"""Debian's Chromium: the headless browser the console's end-to-end test drives (Playwright
+launches this binary; it never downloads a browser of its own)."""
+
 COMPONENTS = (
     "postgresql",
     "kcat",
@@ -94,6 +98,7 @@ COMPONENTS = (
     *NPM_TOOLS,
     "clients",
     "deploy",
+    "chromium",
 )
 """Everything ``install`` knows, in install order."""
 GROUPS: dict[str, tuple[str, ...]] = {"tools": (*GO_TOOLS, *NPM_TOOLS)}
@@ -117,7 +122,7 @@ def path(name: str) -> Path:
     ``postgresql`` (the directory holding ``postgres``, ``initdb`` and ``psql``),
     ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``protoc-gen-go``, ``protoc-gen-go-grpc``,
     ``buf``, ``protoc-gen-es``, ``tsx``, ``tsc`` (the last two from ``clients``), ``envoy``,
-    ``kcat``, ``java``, ``kafka-log4j2`` (the log4j2 config file for the broker).
+    ``kcat``, ``java``, ``kafka-log4j2`` (the log4j2 config file for the broker), ``chromium``.
     """
     p = _locate(name)
     if p is None or not p.exists():
@@ -128,6 +133,7 @@ def path(name: str) -> Path:
             "postgresql": f"apt-get install -y {POSTGRESQL_APT_PACKAGE}",
             "tsx": "python -m stack install --only clients",
             "tsc": "python -m stack install --only clients",
+            "chromium": f"apt-get install -y {CHROMIUM_APT_PACKAGE}",
         }.get(name, f"python -m stack install --only {name}")
         raise ToolError(f"{name} is not installed ({hint})")
     return p
@@ -163,6 +169,10 @@ def _locate(name: str) -> Path | None:
         return Path(found) if found else None
     if name == "postgresql":
         return _postgres_bindir()
+    if name == "chromium":
+        override = os.environ.get("STOREFRONT_CHROMIUM")
+        found = override or shutil.which("chromium")
+        return Path(found) if found else None
     raise ToolError(f"unknown tool {name!r}")
 
 
@@ -469,6 +479,8 @@ def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[s
             did = _install_clients(log)
         elif comp == "deploy":
             did = _install_deploy(log)
+        elif comp == "chromium":
+            did = apt_install(CHROMIUM_APT_PACKAGE, lambda: available("chromium"), log)
         else:
             did = _install_go_tool(comp, log)
         took = time.monotonic() - t0

@@ -316,22 +316,44 @@ async def _replayed(
     return upto
 
 
-async def dlq_list(ep: endpoints.Endpoints, topic: str | None, log: Log) -> int:
+@dataclass(frozen=True)
+class ParkedRow:
+    """One dead-lettered event, as `dlq list` shows it (and the console)."""
+
+    id: str
+    type: str
+    key: str
+    attempts: str
+    replayed: bool
+    """Below how far "replay everything" got (a replay by id does not move that)."""
+    error: str
+    time: str
+    """When it was parked (dlq_time), "" if the header is missing."""
+
+
+async def dlq_rows(ep: endpoints.Endpoints, topic: str | None = None) -> list[ParkedRow]:
+    """Every parked record of `topic`'s DLQ (default: every DLQ), oldest first per partition."""
     records = await dlq.parked(ep.kafka, [names.dlq_topic(t) for t in _topics(topic)])
     done = await _replayed(ep, records)
-    rows = []
-    for r in records:
-        m = r.meta
-        rows.append(
-            (
-                r.id,
-                m.get("ce_type", "?"),
-                (r.key or b"").decode(errors="replace"),
-                m.get("dlq_attempts", ""),
-                "yes" if r.offset < done.get(r.tp, 0) else "no",
-                m.get("dlq_error", "")[:70],
-            )
+    return [
+        ParkedRow(
+            r.id,
+            r.meta.get("ce_type", "?"),
+            (r.key or b"").decode(errors="replace"),
+            r.meta.get("dlq_attempts", ""),
+            r.offset < done.get(r.tp, 0),
+            r.meta.get("dlq_error", ""),
+            r.meta.get("dlq_time", ""),
         )
+        for r in records
+    ]
+
+
+async def dlq_list(ep: endpoints.Endpoints, topic: str | None, log: Log) -> int:
+    rows = [
+        (r.id, r.type, r.key, r.attempts, "yes" if r.replayed else "no", r.error[:70])
+        for r in await dlq_rows(ep, topic)
+    ]
     log(
         render(
             ("id", "type", "key", "attempts", "replayed", "error"),

@@ -12,6 +12,7 @@ from stack import issuer, prometheus, tools
 from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
 from storefront_cli import consistency, keys, ops, system, watch
+from storefront_cli import console as web_console
 from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
 from svckit import logs, names
@@ -44,6 +45,12 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     ]
     if stack.supervisor.is_running(prometheus.PROMETHEUS):
         lines.append(f"  {'prometheus':16} http://127.0.0.1:{prometheus.DEFAULT_PORT}")
+    if stack.supervisor.is_running(web_console.CONSOLE):
+        port = console_port(stack)
+        lines += [
+            f"  {'console':16} {web_console.url(port)}   (graph, lag, outbox, DLQ, events)",
+            f"  {'':16} as staff (check, replay): {web_console.staff_link(stack.run_dir, port)}",
+        ]
     run_dir = "" if stack.run_dir.resolve() == RUN_DIR.resolve() else f" --run-dir {stack.run_dir}"
     lines += [
         "",
@@ -90,6 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         watch.release_run_dir(stack.run_dir)
         return 1
     _start_prometheus(stack, ports)
+    _start_console(stack, ports, args.console_port)
     say(f"[run] system up in {time.monotonic() - t0:.1f}s")
     if not args.no_demo:
         asyncio.run(_demo(ports, stack.run_dir))
@@ -118,6 +126,25 @@ def _start_prometheus(stack: EmbeddedStack, ports: system.SystemPorts) -> None:
             say(f"[run] prometheus not started (the rest runs on): {exc}")
             return
     say(f"[run] prometheus {url}  (dashboard: docs/grafana/storefront-dashboard.json)")
+
+
+def _start_console(stack: EmbeddedStack, ports: system.SystemPorts, port: int) -> None:
+    """The console is a convenience too: without it the system still runs."""
+    if stack.supervisor.is_running(web_console.CONSOLE):
+        return
+    say("[run] starting the console ...")
+    try:
+        web_console.start_console(
+            stack, ports, port=port, prometheus=f"http://127.0.0.1:{prometheus.DEFAULT_PORT}"
+        )
+    except (ProcessError, TimeoutError) as exc:
+        say(f"[run] console not started (the rest runs on): {exc}")
+
+
+def console_port(stack: EmbeddedStack) -> int:
+    """The port the run's console serves (its Supervisor record remembers it)."""
+    record = stack.supervisor.record(web_console.CONSOLE)
+    return record.ready_port if record and record.ready_port else web_console.DEFAULT_PORT
 
 
 async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
@@ -155,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-dir", default=str(RUN_DIR))
     run.add_argument("--no-demo", action="store_true", help="skip the sample data")
     run.add_argument("--detach", action="store_true", help="leave it running and return")
+    run.add_argument(
+        "--console-port", type=int, default=web_console.DEFAULT_PORT, help="operator console"
+    )
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="run the sample-data demo against a running system")
     demo.add_argument("--run-dir", default=str(RUN_DIR))
@@ -170,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     consistency.register(sub)
     ops.register(sub)
     keys.register(sub)
+    web_console.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -328,77 +328,109 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
-async def status(where: Where, *, timeout: float = 3.0, log: Log = print) -> int:
-    """Print the four tables; 0 if every required part is up, else 1."""
+@dataclass(frozen=True)
+class Snapshot:
+    """What `status` shows, as data (the console serves the same)."""
+
+    health: list[Health]
+    lags: list[Lag] | None
+    dead_letters: list[DeadLetters] | None
+    backlog: list[Backlog] | None
+    unavailable: dict[str, str]
+    """Section ("offsets", "outbox") -> why it could not be read."""
+
+    @property
+    def ok(self) -> bool:
+        return all(h.ok for h in self.health if h.required)
+
+
+async def snapshot(where: Where, *, timeout: float = 3.0) -> Snapshot:
+    """Health, consumer lag, dead-letter queues and outbox backlog; a section whose
+    dependency is down is None, with the reason in `unavailable`."""
     parts = await health(where, timeout)
-    log(
-        _table(
-            ("part", "endpoint", "state", "detail"),
-            [(h.part, h.endpoint, h.state, h.detail) for h in parts],
-            title="Health",
-        )
-    )
-    kafka_up = parts[0].ok
+    lags = dlqs = backlog = None
+    unavailable: dict[str, str] = {}
     groups = {where.group(s): topics for s, topics in names.CONSUMES.items()}
     replay_groups = {
         names.dlq_topic(t): names.dlq_replay_group(where.group(s))
         for t, s in names.CONSUMER_OF.items()
     }
-    if kafka_up:
+    if parts[0].ok:
         try:
             async with KafkaOffsets(where.ep.kafka, timeout) as kafka:
                 lags = await consumer_lag(kafka, groups)
                 dlqs = await dead_letters(kafka, replay_groups)
-            total = sum(row.lag for row in lags)
-            log("")
-            log(
-                _table(
-                    ("group", "topic", "partition", "committed", "end", "lag"),
-                    [
-                        (
-                            r.group,
-                            r.topic,
-                            r.partition,
-                            "-" if r.committed is None else r.committed,
-                            r.end,
-                            r.lag,
-                        )
-                        for r in lags
-                    ],
-                    title=f"Consumer lag (total {total})",
-                )
-            )
-            log("")
-            log(
-                _table(
-                    ("topic", "records", "not replayed"),
-                    [(d.topic, d.records, d.not_replayed) for d in dlqs],
-                    title=f"Dead-letter queues (total {sum(d.records for d in dlqs)})",
-                )
-            )
         except Exception as exc:  # noqa: BLE001 - report, keep going with MongoDB
-            log(f"\nConsumer lag / dead-letter queues: unavailable ({_error(exc)})")
+            unavailable["offsets"] = _error(exc)
     else:
-        log("\nConsumer lag / dead-letter queues: unavailable (kafka is down)")
+        unavailable["offsets"] = "kafka is down"
     if parts[1].ok:
         try:
             backlog = await outbox_backlog(where.ep, timeout)
-            log("")
-            log(
-                _table(
-                    ("service", "collection", "documents", "events", "oldest"),
-                    [
-                        (b.service, b.collection, b.documents, b.events, _age(b.oldest_age_s))
-                        for b in backlog
-                    ],
-                    title=f"Outbox backlog (total {sum(b.events for b in backlog)} events)",
-                )
-            )
         except Exception as exc:  # noqa: BLE001
-            log(f"\nOutbox backlog: unavailable ({_error(exc)})")
+            unavailable["outbox"] = _error(exc)
     else:
-        log("\nOutbox backlog: unavailable (mongodb is down)")
-    return 0 if all(h.ok for h in parts if h.required) else 1
+        unavailable["outbox"] = "mongodb is down"
+    return Snapshot(parts, lags, dlqs, backlog, unavailable)
+
+
+async def status(where: Where, *, timeout: float = 3.0, log: Log = print) -> int:
+    """Print the four tables; 0 if every required part is up, else 1."""
+    snap = await snapshot(where, timeout=timeout)
+    log(
+        _table(
+            ("part", "endpoint", "state", "detail"),
+            [(h.part, h.endpoint, h.state, h.detail) for h in snap.health],
+            title="Health",
+        )
+    )
+    if snap.lags is not None and snap.dead_letters is not None:
+        lags, dlqs = snap.lags, snap.dead_letters
+        total = sum(row.lag for row in lags)
+        log("")
+        log(
+            _table(
+                ("group", "topic", "partition", "committed", "end", "lag"),
+                [
+                    (
+                        r.group,
+                        r.topic,
+                        r.partition,
+                        "-" if r.committed is None else r.committed,
+                        r.end,
+                        r.lag,
+                    )
+                    for r in lags
+                ],
+                title=f"Consumer lag (total {total})",
+            )
+        )
+        log("")
+        log(
+            _table(
+                ("topic", "records", "not replayed"),
+                [(d.topic, d.records, d.not_replayed) for d in dlqs],
+                title=f"Dead-letter queues (total {sum(d.records for d in dlqs)})",
+            )
+        )
+    else:
+        log(f"\nConsumer lag / dead-letter queues: unavailable ({snap.unavailable['offsets']})")
+    if snap.backlog is not None:
+        backlog = snap.backlog
+        log("")
+        log(
+            _table(
+                ("service", "collection", "documents", "events", "oldest"),
+                [
+                    (b.service, b.collection, b.documents, b.events, _age(b.oldest_age_s))
+                    for b in backlog
+                ],
+                title=f"Outbox backlog (total {sum(b.events for b in backlog)} events)",
+            )
+        )
+    else:
+        log(f"\nOutbox backlog: unavailable ({snap.unavailable['outbox']})")
+    return 0 if snap.ok else 1
 
 
 # --- watch -------------------------------------------------------------------------------
@@ -410,26 +442,106 @@ def summarize(message: Any, width: int) -> str:
     return text if width <= 0 or len(text) <= width else text[: width - 3] + "..."
 
 
-def event_line(record: ConsumerRecord[bytes, bytes], width: int = 160) -> str:
-    """time  topic  partition@offset  type  key  summary (DLQ records add their error)."""
+@dataclass(frozen=True)
+class EventRow:
+    """One record of a topic or DLQ, decoded: what `watch` prints and the console lists."""
+
+    time: str
+    topic: str
+    partition: int
+    offset: int
+    type: str
+    """The event's short type name ("CustomerChanged"), "?" when it cannot be decoded."""
+    key: str
+    message: Any | None
+    """The decoded event (personal data: names, contacts), None when undecodable."""
+    error: str = ""
+    """Why it could not be decoded, or a DLQ record's dlq_error."""
+
+
+def event_row(record: ConsumerRecord[bytes, bytes]) -> EventRow:
     key = (record.key or b"").decode(errors="replace")
-    where = f"{record.topic}  {record.partition}@{record.offset}"
+    at = (record.topic, record.partition, record.offset)
     try:
         envelope = decode(record.value, record.headers, key=record.key, accepted_types=EVENT_TYPES)
     except PoisonEvent as exc:
         when = format_time(datetime.fromtimestamp(record.timestamp / 1000, UTC))
-        return f"{when}  {where}  ?  {key}  undecodable: {exc}"
-    line = (
-        f"{format_time(envelope.time)}  {where}  {envelope.type.rsplit('.', 1)[-1]}  "
-        f"{envelope.key}  {summarize(envelope.message, width)}"
-    )
+        return EventRow(when, *at, "?", key, None, f"undecodable: {exc}")
+    error = ""
     if record.topic.endswith(names.DLQ_SUFFIX):
         try:
             error = header_map(record.headers).get("dlq_error", "")
         except PoisonEvent:
             error = "?"
-        line += f"  dlq_error={error[:100]!r}"
+    short = envelope.type.rsplit(".", 1)[-1]
+    return EventRow(format_time(envelope.time), *at, short, envelope.key, envelope.message, error)
+
+
+def event_line(record: ConsumerRecord[bytes, bytes], width: int = 160) -> str:
+    """time  topic  partition@offset  type  key  summary (DLQ records add their error)."""
+    row = event_row(record)
+    where = f"{row.topic}  {row.partition}@{row.offset}"
+    if row.message is None:
+        return f"{row.time}  {where}  ?  {row.key}  {row.error}"
+    line = f"{row.time}  {where}  {row.type}  {row.key}  {summarize(row.message, width)}"
+    if row.topic.endswith(names.DLQ_SUFFIX):
+        line += f"  dlq_error={row.error[:100]!r}"
     return line
+
+
+async def tail(
+    kafka: KafkaConnection,
+    topics: Sequence[str],
+    *,
+    from_beginning: bool = False,
+    note: Log,
+) -> AsyncGenerator[ConsumerRecord[bytes, bytes] | None, None]:
+    """Records of `topics` as they arrive, oldest first per poll, until the caller stops;
+    None after a poll that brought nothing.
+
+    "From the end" means the end offsets at start-up, pinned explicitly, so an event
+    produced right after "watching" is noted is never skipped. Raises LookupError when
+    none of the topics exist.
+    """
+    consumer = kafka.consumer(
+        group_id=None,
+        enable_auto_commit=False,
+        client_id=f"storefront-watch-{uuid.uuid4().hex[:6]}",
+    )
+    admin = kafka.admin()
+    await consumer.start()
+    try:
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(topics))
+        finally:
+            await admin.close()
+        partitions = [
+            TopicPartition(d["topic"], p["partition"])
+            for d in described
+            if not d["error_code"]
+            for p in d["partitions"]
+        ]
+        if not partitions:
+            raise LookupError(f"none of these topics exist: {', '.join(topics)}")
+        consumer.assign(partitions)
+        if from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            for tp, end in (await consumer.end_offsets(partitions)).items():
+                consumer.seek(tp, end)
+        start = "the beginning" if from_beginning else "the end"
+        note(f"watching {len(partitions)} partitions of {len(topics)} topics from {start}")
+        while True:
+            batches = await consumer.getmany(timeout_ms=500)
+            for record in sorted(
+                (r for batch in batches.values() for r in batch), key=lambda r: r.timestamp
+            ):
+                yield record
+            if not batches:
+                yield None  # a quiet poll: the caller may check its clock
+    finally:
+        await consumer.stop()
 
 
 async def watch(
@@ -444,65 +556,42 @@ async def watch(
     log: Log = print,
     note: Log | None = None,
 ) -> int:
-    """Print events as they arrive until `limit` lines, `timeout` seconds, or Ctrl-C.
-
-    "From the end" means the end offsets at start-up, pinned explicitly, so an event
-    produced right after "watching" is printed is never skipped.
-    """
-    note = note or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    consumer = kafka.consumer(
-        group_id=None,
-        enable_auto_commit=False,
-        client_id=f"storefront-watch-{uuid.uuid4().hex[:6]}",
-    )
-    admin = kafka.admin()
-    await consumer.start()
+    """Print events as they arrive until `limit` lines, `timeout` seconds, or Ctrl-C."""
+    say = note or (lambda msg: print(msg, file=sys.stderr, flush=True))
     shown = 0
-    try:
-        await admin.start()
-        try:
-            described = await admin.describe_topics(list(topics))
-        finally:
-            await admin.close()
-        partitions = [
-            TopicPartition(d["topic"], p["partition"])
-            for d in described
-            if not d["error_code"]
-            for p in d["partitions"]
-        ]
-        if not partitions:
-            note(f"none of these topics exist: {', '.join(topics)}")
-            return 1
-        consumer.assign(partitions)
-        if from_beginning:
-            await consumer.seek_to_beginning(*partitions)
-        else:
-            for tp, end in (await consumer.end_offsets(partitions)).items():
-                consumer.seek(tp, end)
-        start = "the beginning" if from_beginning else "the end"
-        note(f"watching {len(partitions)} partitions of {len(topics)} topics from {start}")
+    deadline: float | None = None
+
+    def started(msg: str) -> None:
+        nonlocal deadline  # the timeout counts from when watching begins
         deadline = time.monotonic() + timeout if timeout > 0 else None
-        while deadline is None or time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            records = sorted(
-                (r for batch in batches.values() for r in batch), key=lambda r: r.timestamp
-            )
-            for record in records:
-                if key is not None and (record.key or b"").decode(errors="replace") != key:
-                    continue
-                log(event_line(record, width))
-                shown += 1
-                if limit and shown >= limit:
-                    return 0
-        return 0 if not limit else 1  # a limit not reached in time is a failure for scripts
+        say(msg)
+
+    records = tail(kafka, topics, from_beginning=from_beginning, note=started)
+    try:
+        async for record in records:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if record is None:
+                continue
+            if key is not None and (record.key or b"").decode(errors="replace") != key:
+                continue
+            log(event_line(record, width))
+            shown += 1
+            if limit and shown >= limit:
+                return 0
+    except LookupError as exc:
+        say(str(exc))
+        return 1
     finally:
-        await consumer.stop()
+        await records.aclose()
+    return 0 if not limit else 1  # a limit not reached in time is a failure for scripts
 
 
 # --- CLI ---------------------------------------------------------------------------------
 
 
-def _where(args: argparse.Namespace) -> Where:
+def where_of(args: argparse.Namespace) -> Where:
+    """The Where of `where_flags`' arguments."""
     ep = endpoints.load(Path(args.run_dir), db_prefix=args.db_prefix)
     ep = dataclasses.replace(
         ep, kafka=ep.kafka.with_bootstrap(args.kafka), mongodb=args.mongodb or ep.mongodb
@@ -530,7 +619,7 @@ def _quiet_clients() -> None:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     _quiet_clients()
-    return asyncio.run(status(_where(args), timeout=args.timeout))
+    return asyncio.run(status(where_of(args), timeout=args.timeout))
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
@@ -554,9 +643,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `status` and `watch` to the `storefront` command."""
-    p = sub.add_parser("status", help="health, consumer lag, outbox backlog and DLQs")
+def where_flags(p: argparse.ArgumentParser) -> None:
+    """Where the system is, for `status` (and the console): `where_of` reads them."""
     _location_flags(p)
     defaults = system.SystemPorts()
     p.add_argument("--host", default="127.0.0.1", help="where the services and Envoy listen")
@@ -568,6 +656,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
     p.add_argument("--envoy-admin-port", type=int, help=f"default {defaults.envoy_admin}")
     p.add_argument("--prometheus-port", type=int, default=9090)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `status` and `watch` to the `storefront` command."""
+    p = sub.add_parser("status", help="health, consumer lag, outbox backlog and DLQs")
+    where_flags(p)
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per check")
     p.set_defaults(func=_cmd_status)
 

@@ -9,10 +9,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from google.api import annotations_pb2
 from google.protobuf import empty_pb2, message_factory
 from google.protobuf.message import Message
@@ -28,11 +29,13 @@ from storefront_cli.clients import (
     acting_as_needed,
     eventually,  # noqa: F401 - re-exported for tests
 )
+from svckit import names
 from svckit.app import ServiceApp
 from svckit.authz import set_field
-from svckit.envelope import Envelope, decode
+from svckit.envelope import Envelope, decode, encode, format_time
 from svckit.kafka import KafkaConnection
-from svckit.names import consumer_group
+from svckit.names import consumer_group, dlq_topic
+from svckit.replay import TopicReader, partitions_of
 from svckit.settings import Settings
 
 
@@ -91,70 +94,55 @@ async def running(
         await app.stop()
 
 
+async def read_raw(kafka: KafkaConnection, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on `topic` from offset 0 to the current end, undecoded."""
+    async with TopicReader(kafka, [topic]) as reader:
+        return [record async for record in reader.records()]
+
+
 async def read_topic(
     kafka: KafkaConnection, topic: str, accepted_types: list[str], *, key: str | None = None
 ) -> list[Envelope]:
     """Every event on `topic` from offset 0 to the current end (optionally one key's)."""
-    consumer = kafka.consumer(
-        enable_auto_commit=False,
-        group_id=None,
-        client_id=f"test-reader-{uuid.uuid4().hex[:6]}",
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in await partition_ids(kafka, topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        out: list[Envelope] = []
-        for tp in partitions:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
-                    if record.offset >= ends[tp]:
-                        break
-                    if key is not None and record.key != key.encode():
-                        continue
-                    out.append(
-                        decode(
-                            record.value,
-                            record.headers,
-                            key=record.key,
-                            accepted_types=accepted_types,
-                        )
-                    )
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def read_raw(kafka: KafkaConnection, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on `topic` from offset 0 to the current end, undecoded."""
-    consumer = kafka.consumer(enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        partitions = [TopicPartition(topic, p) for p in await partition_ids(kafka, topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                out += [r for r in batch.get(tp, []) if r.offset < ends[tp]]
-        return out
-    finally:
-        await consumer.stop()
+    return [
+        decode(r.value, r.headers, key=r.key, accepted_types=accepted_types)
+        for r in await read_raw(kafka, topic)
+        if key is None or r.key == key.encode()
+    ]
 
 
 async def partition_ids(kafka: KafkaConnection, topic: str) -> list[int]:
-    admin = kafka.admin()
-    await admin.start()
+    return sorted(tp.partition for tp in await partitions_of(kafka, topic))
+
+
+async def park(
+    kafka: KafkaConnection,
+    message: Message,
+    topic: str,
+    key: str,
+    error: str = "ServerSelectionTimeoutError: database unreachable",
+) -> str:
+    """Put `message` in `topic`'s DLQ as the consumer parks an event it could not apply (its
+    `dlq_*` headers); the parked record's id (`storefront dlq list`)."""
+    source = names.source(topic.split(".", 1)[0])  # the producing service's
+    value, headers = encode(message, source=source, key=key)
+    parked_headers = headers + [
+        ("dlq_error", error.encode()),
+        ("dlq_topic", topic.encode()),
+        ("dlq_partition", b"0"),
+        ("dlq_offset", b"0"),
+        ("dlq_attempts", b"5"),
+        ("dlq_time", format_time(datetime.now(UTC)).encode()),
+    ]
+    producer = kafka.producer(acks="all")
+    await producer.start()
     try:
-        [described] = await admin.describe_topics([topic])
-        return sorted(p["partition"] for p in described["partitions"])
+        meta = await producer.send_and_wait(
+            dlq_topic(topic), value, key=key.encode(), headers=parked_headers
+        )
     finally:
-        await admin.close()
+        await producer.stop()
+    return f"{dlq_topic(topic)}:{meta.partition}:{meta.offset}"
 
 
 def unique(prefix: str) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.message import Message
 from pymongo import AsyncMongoClient
 
 from stack.embedded import free_ports
@@ -24,12 +23,11 @@ from storefront_cli.demo import PEOPLE, customer_draft, run_demo
 from storefront_cli.endpoints import Endpoints
 from svckit import names
 from svckit.envelope import encode
-from svckit.names import dlq_topic
 from svckit.replay import TopicReader
 from tests.e2e.conftest import System
 from tests.e2e.test_access import call_grpc_via_envoy
 from tests.integration.test_orders_svc import customer_changed
-from tests.support import issuer_of, tokens_of, unique
+from tests.support import issuer_of, park, tokens_of, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -144,25 +142,9 @@ async def test_replay_rebuilds_read_models_identically(clients: Clients) -> None
 async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clients: Clients) -> None:
     """An event dead-lettered during an outage is applied once replayed from the DLQ."""
     cid = unique("parked")
-    value, headers = encode(
-        customer_changed(cid, 1, "parked@example.com"), source=names.source(names.ACCOUNTS), key=cid
+    record_id = await park(
+        isolated_system.stack.kafka, customer_changed(cid, 1, "parked@example.com"), names.CUSTOMER_CHANGES, cid
     )
-    parked_headers = headers + [
-        ("dlq_error", b"ServerSelectionTimeoutError: database unreachable"),
-        ("dlq_topic", names.CUSTOMER_CHANGES.encode()),
-        ("dlq_partition", b"0"),
-        ("dlq_offset", b"0"),
-        ("dlq_attempts", b"5"),
-    ]
-    producer = isolated_system.stack.kafka.producer(acks="all")
-    await producer.start()
-    try:
-        meta = await producer.send_and_wait(
-            names.dlq_topic(names.CUSTOMER_CHANGES), value, key=cid.encode(), headers=parked_headers
-        )
-    finally:
-        await producer.stop()
-    record_id = f"{names.dlq_topic(names.CUSTOMER_CHANGES)}:{meta.partition}:{meta.offset}"
     ep = endpoints_of(isolated_system)
     lines: list[str] = []
     await consistency.dlq_list(ep, names.CUSTOMER_CHANGES, lines.append)
@@ -259,25 +241,6 @@ def bearer(token: str | None) -> list[tuple[str, str]] | None:
     return [("authorization", f"Bearer {token}")] if token else None
 
 
-async def park(system: System, topic: str, event: Message, key: str) -> str:
-    """Put an event in `topic`'s DLQ as the consumer would, returning its record id."""
-    value, headers = encode(event, source=names.source(names.ACCOUNTS), key=key)
-    parked_headers = headers + [
-        ("dlq_error", b"ServerSelectionTimeoutError"),
-        ("dlq_topic", topic.encode()),
-        ("dlq_attempts", b"5"),
-    ]
-    producer = system.stack.kafka.producer(acks="all")
-    await producer.start()
-    try:
-        meta = await producer.send_and_wait(
-            dlq_topic(topic), value, key=key.encode(), headers=parked_headers
-        )
-    finally:
-        await producer.stop()
-    return f"{dlq_topic(topic)}:{meta.partition}:{meta.offset}"
-
-
 async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
     isolated_system: System, clients: Clients
 ) -> None:
@@ -304,7 +267,7 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
 
         assert await eventually(copy_now, what="v2 applied") == (2, "newer@example.com")
         event = customer_changed(cid, 1, "older@example.com")
-        older = await park(isolated_system, names.CUSTOMER_CHANGES, event, cid)
+        older = await park(isolated_system.stack.kafka, event, names.CUSTOMER_CHANGES, cid)
         lines: list[str] = []
         assert (
             await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
