@@ -67,9 +67,10 @@ def start_console(
         f"--prometheus={prometheus}",
         f"--port={port}",
     ]
-    auth = system.local_issuer(stack).config().env()
+    # The issuer the services trust, and Kafka as the operator (the stack's identity for tools).
+    env = {**system.local_issuer(stack).config().env(), **stack.kafka.env()}
     stack.supervisor.start(
-        name, argv, env=auth, ready=port, timeout=timeout, cwd=Path(__file__).parents[2]
+        name, argv, env=env, ready=port, timeout=timeout, cwd=Path(__file__).parents[2]
     )
     return url(port)
 

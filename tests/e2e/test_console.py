@@ -202,7 +202,8 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
     health = await text_of(page, "#health")
     for part in ("kafka", "mongodb", *(f"{n}_svc" for n in names.SERVICES), "envoy", "prometheus"):
         assert f"{part}\tUP" in health, health
-    assert await page.locator(f"#lag tr[data-group='{s.db_prefix}orders-svc']").count() == 6
+    orders_group = names.consumer_group(names.ORDERS, s.db_prefix)
+    assert await page.locator(f"#lag tr[data-group='{orders_group}']").count() == 6
     assert await page.locator("#outbox tr[data-service]").count() == 3
 
     # A parked event shows in the DLQ panel and, ids and type only, in the tail.

@@ -29,3 +29,12 @@ def test_log_scan_finds_names_emails_and_card_digits_in_any_encoding(tmp_path: P
     assert any("name Rajesh" in f for f in found)
     assert any("e-mail chaos-c1-77.v2@example.com" in f for f in found)
     assert any("orders.log:6" in f for f in found)
+
+
+def test_digits_inside_a_longer_number_are_no_card() -> None:
+    """Seen in the fault suite: Kafka's segment 00000000000000000009 ends in the last eight
+    digits of the test Amex 340000000000009; a card number stands alone."""
+    segment = b"file=/data/kafka/orders.order.fulfill-0/00000000000000000009.snapshot"
+    assert leaks.card_leaks("kafka.log", segment) == []
+    assert leaks.card_leaks("log", b"number=340000000000009,") != []
+    assert leaks.card_leaks("log", b"last eight 00000009 alone") != []
