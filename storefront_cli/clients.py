@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,12 +21,14 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from stack import issuer
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
 from storefront.admin.v1 import admin_pb2_grpc
 from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
-from svckit import policy
+from storefront_cli import endpoints
+from svckit import names, policy
 from svckit.authz import CUSTOMER, STAFF, WAREHOUSE, Every, get_field
 from svckit.ids import new_id
 
@@ -170,3 +173,24 @@ async def eventually(
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(delay)
         delay = min(0.25, delay * 1.5)
+
+
+def operator_tokens() -> TokenFor:
+    """What the operator commands call as: `STOREFRONT_TOKEN` (a staff token of the
+    deployment's issuer), else tokens minted from the local run dir's issuer."""
+    token = os.environ.get("STOREFRONT_TOKEN")
+    return fixed(token) if token else acting_as_needed(issuer.for_run_dir(endpoints.RUN_DIR))
+
+
+def connect_endpoints(ep: endpoints.Endpoints) -> Clients:
+    """Clients of the services where `ep` says they are, as the operator."""
+    return Clients.connect(*(ep.grpc[s] for s in names.SERVICES), tokens=operator_tokens())
+
+
+async def with_clients(ep: endpoints.Endpoints, use: Callable[[Clients], Awaitable[Any]]) -> int:
+    """Run an operator command's coroutine with clients of the services, closed after."""
+    clients = connect_endpoints(ep)
+    try:
+        return int(await use(clients))
+    finally:
+        await clients.close()

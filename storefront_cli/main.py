@@ -11,7 +11,7 @@ from pathlib import Path
 from stack import issuer, prometheus, tools
 from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
-from storefront_cli import consistency, keys, ops, system, watch
+from storefront_cli import check, keys, replays, status, system, tail, watch
 from storefront_cli import console as web_console
 from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
@@ -197,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
     token.add_argument("--run-dir", default=str(RUN_DIR))
     token.set_defaults(func=cmd_token)
-    consistency.register(sub)
-    ops.register(sub)
+    check.register(sub)
+    replays.register(sub)
+    status.register(sub)
+    tail.register(sub)
     keys.register(sub)
     web_console.register(sub)
     args = parser.parse_args(argv)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from stack import issuer
 from stack.embedded import EmbeddedStack
-from storefront_cli import ops, system
+from storefront_cli import system
+from storefront_cli import where as location
 from svckit import names
 from svckit.auth import AuthConfig
 
@@ -88,7 +89,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    where = ops.where_of(args)
+    where = location.where_of(args)
     prometheus = (args.prometheus or f"http://127.0.0.1:{where.prometheus_port}").rstrip("/")
     given = urllib.parse.urlsplit(prometheus)
     if given.hostname in ("127.0.0.1", "localhost") and given.port:
@@ -110,7 +111,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("console", help="serve the operator console on 127.0.0.1")
-    ops.where_flags(p)
+    location.where_flags(p)
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument(
         "--prometheus",

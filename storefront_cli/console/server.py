@@ -2,10 +2,10 @@
 
 Every figure comes from the project's operator use cases, not a second implementation:
 the graph from Prometheus (console.graph), lag, DLQ counts and outbox backlog from
-`ops.snapshot` (what `storefront status` prints), parked events from `consistency.dlq_rows`
-(`storefront dlq list`), the check from `consistency.divergences` (`storefront check`), a
-replay through `consistency.dlq_replay` (`storefront dlq replay`: the consuming service's
-admin ReplayParked), and the tail from `ops.tail` / `ops.event_row` (`storefront watch`).
+`status.snapshot` (what `storefront status` prints), parked events from `replays.dlq_rows`
+(`storefront dlq list`), the check from `check.divergences` (`storefront check`), a
+replay through `replays.dlq_replay` (`storefront dlq replay`: the consuming service's
+admin ReplayParked), and the tail from `tail.tail` / `tail.event_row` (`storefront watch`).
 
 Who may do what:
 - Reads need no token, but only from this machine: the server binds 127.0.0.1, and a
@@ -35,9 +35,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from storefront_cli import consistency, ops
+from storefront_cli import check, replays, status
+from storefront_cli import tail as events
 from storefront_cli.clients import Clients, fixed
 from storefront_cli.console import graph
+from storefront_cli.where import Where
 from svckit import names
 from svckit.auth import AuthConfig, Principal, TokenVerifier, bearer_token
 from svckit.authz import STAFF
@@ -70,7 +72,7 @@ SHOWN_FIELDS = ("time", "topic", "partition", "offset", "type", "key", "error")
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    where: ops.Where
+    where: Where
     prometheus: str
     auth: AuthConfig
     port: int = 8090
@@ -101,7 +103,7 @@ class EventTail:
 
     def __init__(self, kafka: KafkaConnection) -> None:
         self.kafka = kafka
-        self.rows: collections.deque[tuple[int, ops.EventRow]] = collections.deque(
+        self.rows: collections.deque[tuple[int, events.EventRow]] = collections.deque(
             maxlen=TAIL_KEPT
         )
         self.state = "starting"
@@ -116,11 +118,11 @@ class EventTail:
         was produced meanwhile is not shown: the tail is a view, not a record)."""
         while True:
             try:
-                records = ops.tail(self.kafka, self.topics, note=self._noted)
+                records = events.tail(self.kafka, self.topics, note=self._noted)
                 try:
                     async for record in records:
                         if record is not None:
-                            self.rows.append((next(self._seq), ops.event_row(record)))
+                            self.rows.append((next(self._seq), events.event_row(record)))
                 finally:
                     await records.aclose()
             except asyncio.CancelledError:
@@ -144,7 +146,7 @@ class EventTail:
             item: dict[str, Any] = {f: getattr(row, f) for f in SHOWN_FIELDS}
             item["seq"] = seq
             if payload and row.message is not None:
-                item["payload"] = ops.summarize(row.message, 0)
+                item["payload"] = events.summarize(row.message, 0)
             out.append(item)
             if len(out) >= limit:
                 break
@@ -263,7 +265,7 @@ class Console:
 
     async def _load_status(self) -> dict[str, Any]:
         started = time.perf_counter()
-        snap = await ops.snapshot(self.config.where, timeout=STATUS_TIMEOUT)
+        snap = await status.snapshot(self.config.where, timeout=STATUS_TIMEOUT)
         return {
             **asdict(snap),
             "ok": snap.ok,
@@ -276,7 +278,7 @@ class Console:
     async def _load_dlq(self) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            rows = await consistency.dlq_rows(self.config.where.ep)
+            rows = await replays.dlq_rows(self.config.where.ep)
         except Exception as exc:  # noqa: BLE001 - the panel says why
             return {"records": [], "error": f"{type(exc).__name__}: {exc}"[:200]}
         return {
@@ -303,9 +305,9 @@ class Console:
         if refused is not None:
             return refused
         started = time.perf_counter()
-        sf = consistency.Storefront(self.config.where.ep)
+        sf = check.Storefront(self.config.where.ep)
         try:
-            found = await consistency.divergences(sf)
+            found = await check.divergences(sf)
         except Exception as exc:  # noqa: BLE001 - the page says why (MongoDB away, ...)
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"[:200]}, status=503)
         finally:
@@ -341,7 +343,7 @@ class Console:
         )
         lines: list[str] = []
         try:
-            code = await consistency.dlq_replay(clients, topic, ids, lines.append)
+            code = await replays.dlq_replay(clients, topic, ids, lines.append)
         finally:
             await clients.close()
         log.info("dlq replay by %s of %s %s: exit %d", request["principal"], topic, ids, code)

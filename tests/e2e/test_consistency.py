@@ -17,7 +17,7 @@ from stack.embedded import free_ports
 from storefront.accounts.v1 import accounts_pb2
 from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
 from storefront.orders.v1 import orders_pb2
-from storefront_cli import consistency
+from storefront_cli import check, replays
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, run_demo
 from storefront_cli.endpoints import Endpoints
@@ -58,7 +58,7 @@ async def settled(system: System) -> int:
 
     async def clean() -> bool | None:
         lines.clear()
-        code = await consistency.check(endpoints_of(system), repair=False, wait=0, log=lines.append)
+        code = await check.check(endpoints_of(system), repair=False, wait=0, log=lines.append)
         return True if code == 0 else None
 
     try:
@@ -95,7 +95,7 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
         await client.close()
 
     lines: list[str] = []
-    code = await consistency.check(
+    code = await check.check(
         endpoints_of(isolated_system), repair=False, wait=0, log=lines.append
     )
     report = "\n".join(lines)
@@ -105,7 +105,7 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
     assert "status change missing in order" in report and "SHIPPED (v3)" in report
 
     lines.clear()
-    code = await consistency.check(
+    code = await check.check(
         endpoints_of(isolated_system), repair=True, wait=30, log=lines.append, clients=clients
     )
     assert code == 0, "\n".join(lines)
@@ -116,26 +116,26 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
 async def test_replay_rebuilds_read_models_identically(clients: Clients) -> None:
     # The consuming service replays, through its admin service.
     assert (
-        await consistency.replay(clients, "orders", names.CUSTOMER_CHANGES, rebuild=True, log=print)
+        await replays.replay(clients, "orders", names.CUSTOMER_CHANGES, rebuild=True, log=print)
         == 0
     )
     assert (
-        await consistency.replay(clients, "orders", names.ORDER_STATUS, rebuild=True, log=print)
+        await replays.replay(clients, "orders", names.ORDER_STATUS, rebuild=True, log=print)
         == 0
     )
     # Re-consuming a whole topic over intact state changes nothing.
     assert (
-        await consistency.replay(
+        await replays.replay(
             clients, "fulfillment", names.ORDER_FULFILLMENT, rebuild=False, log=print
         )
         == 0
     )
     assert (
-        await consistency.replay(clients, "orders", names.CUSTOMER_CHANGES, rebuild=False, log=print)
+        await replays.replay(clients, "orders", names.CUSTOMER_CHANGES, rebuild=False, log=print)
         == 0
     )
     assert (
-        await consistency.replay(clients, "fulfillment", names.ORDER_FULFILLMENT, rebuild=True, log=print)
+        await replays.replay(clients, "fulfillment", names.ORDER_FULFILLMENT, rebuild=True, log=print)
         == 2
     )
 
@@ -148,11 +148,11 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     )
     ep = endpoints_of(isolated_system)
     lines: list[str] = []
-    await consistency.dlq_list(ep, names.CUSTOMER_CHANGES, lines.append)
+    await replays.dlq_list(ep, names.CUSTOMER_CHANGES, lines.append)
     assert record_id in "\n".join(lines)
     topic_before = await end_offsets(isolated_system, names.CUSTOMER_CHANGES)
     assert (
-        await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [record_id], lines.append)
+        await replays.dlq_replay(clients, names.CUSTOMER_CHANGES, [record_id], lines.append)
         == 0
     ), lines
     assert f"[dlq] {record_id}: applied" in lines
@@ -168,7 +168,7 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     assert await end_offsets(isolated_system, names.CUSTOMER_CHANGES) == topic_before
     for bad in ("nope:0:0", f"{names.dlq_topic(names.CUSTOMER_CHANGES)}:0:999999"):
         assert (
-            await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [bad], lines.append)
+            await replays.dlq_replay(clients, names.CUSTOMER_CHANGES, [bad], lines.append)
             == 2
         ), bad
     # The parked customer was invented for this test; accounts never had it.
@@ -271,17 +271,17 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
         older = await park(isolated_system.stack.kafka, event, names.CUSTOMER_CHANGES, cid)
         lines: list[str] = []
         assert (
-            await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
+            await replays.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
         )
         assert f"[dlq] {older}: stale" in lines, lines
         assert await copy_now() == (2, "newer@example.com")
         lines.clear()
         assert (
-            await consistency.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
+            await replays.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
         )
         assert not any(older in line for line in lines), lines
         listed: list[str] = []
-        await consistency.dlq_list(
+        await replays.dlq_list(
             endpoints_of(isolated_system), names.CUSTOMER_CHANGES, listed.append
         )
         row = next(line for line in listed if older in line)
@@ -320,7 +320,7 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
         )
         try:
             with pytest.raises(grpc.aio.AioRpcError) as down:
-                await consistency.check(
+                await check.check(
                     endpoints_of(isolated_system), repair=True, wait=0, log=print, clients=nowhere
                 )
             assert down.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -342,7 +342,7 @@ async def settled_after_repair(isolated: System) -> int:
         *(isolated.target(s) for s in names.SERVICES), tokens=tokens_of(isolated.stack)
     )
     try:
-        return await consistency.check(
+        return await check.check(
             endpoints_of(isolated), repair=True, wait=30, log=print, clients=clients
         )
     finally:

@@ -16,9 +16,10 @@ from pymongo import AsyncMongoClient
 
 from stack.embedded import EmbeddedStack, free_ports
 from storefront.accounts.v1 import accounts_pb2, events_pb2
-from storefront_cli import endpoints, ops
+from storefront_cli import endpoints, offsets, status
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft
+from storefront_cli.where import Where
 from svckit import names
 from svckit.names import consumer_group
 from svckit.outbox import OUTBOX, PENDING, outbox_entry
@@ -74,9 +75,9 @@ async def cli(s: System, *args: str, timeout: float = 90.0) -> tuple[int, str, s
     return proc.returncode, out.decode(), err.decode()
 
 
-def where(s: System) -> ops.Where:
+def where(s: System) -> Where:
     ep = endpoints.Endpoints(s.stack.kafka, s.stack.mongodb_uri, s.db_prefix)
-    return ops.Where(ep, s.ports, prometheus_port=free_ports(1)[0])
+    return Where(ep, s.ports, prometheus_port=free_ports(1)[0])
 
 
 async def test_status_shows_every_part_up_and_the_tables(running_system: System) -> None:
@@ -130,9 +131,9 @@ async def test_consumer_lag_drains_to_zero_after_a_flow(
     w = where(running_system)
     groups = {w.group(s): topics for s, topics in names.CONSUMES.items()}
 
-    async def drained() -> list[ops.Lag] | None:
-        async with ops.KafkaOffsets(w.ep.kafka, 10.0) as kafka:
-            rows = await ops.consumer_lag(kafka, groups)
+    async def drained() -> list[offsets.Lag] | None:
+        async with offsets.KafkaOffsets(w.ep.kafka, 10.0) as kafka:
+            rows = await offsets.consumer_lag(kafka, groups)
         return rows if rows and all(r.lag == 0 for r in rows) else None
 
     rows = await eventually(drained, timeout=60, what="zero lag")
@@ -160,7 +161,7 @@ async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: Embedded
                 {"_id": "e"},
             ]
         )
-        rows = {b.service: b for b in await ops.outbox_backlog(ep, 10.0, now=now)}
+        rows = {b.service: b for b in await status.outbox_backlog(ep, 10.0, now=now)}
     finally:
         for service in names.SERVICES:
             await client.drop_database(ep.database(service))

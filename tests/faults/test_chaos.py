@@ -33,7 +33,7 @@ from pymongo import AsyncMongoClient
 from stack.embedded import FERRETDB, KAFKA, EmbeddedStack, Ports
 from stack.postgres import POSTGRES
 from storefront.common.v1 import common_pb2
-from storefront_cli import consistency, system
+from storefront_cli import check, system
 from storefront_cli.clients import Clients
 from storefront_cli.endpoints import Endpoints
 from svckit import names
@@ -239,7 +239,7 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
     code = 1
     while code and time.monotonic() < deadline:
         lines.clear()
-        code = await consistency.check(chaos.endpoints, repair=False, wait=0, log=lines.append)
+        code = await check.check(chaos.endpoints, repair=False, wait=0, log=lines.append)
         if code:
             await asyncio.sleep(2)
     lost, duplicated, what = await audit(chaos, ledger)

@@ -31,7 +31,7 @@ from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc, events_pb2
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import channel
 from storefront_cli.demo import PEOPLE, customer_draft
-from storefront_cli.ops import KafkaOffsets, consumer_lag
+from storefront_cli.offsets import KafkaOffsets, consumer_lag
 from svckit import metrics, names
 from svckit.app import ServiceApp
 from svckit.envelope import Headers, encode
