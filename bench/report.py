@@ -1,0 +1,135 @@
+"""The benchmark's table: every scenario's figures beside its ceiling and target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench import growth
+from svckit import names
+
+
+def fmt_rps(r: dict[str, Any]) -> str:
+    return f"{r['rps']:,.0f} rps, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+
+
+def table(report: dict[str, Any]) -> str:
+    s = report["scenarios"]
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(name: str, figure: str, ceiling: str, ratio_: str) -> None:
+        r = s.get(name, {})
+        met = r.get("met")
+        verdict = "error" if "error" in r else ("yes" if met else "NO" if met is False else "-")
+        rows.append((name, figure, ceiling, ratio_, f"{r.get('target', '')} : {verdict}"))
+
+    def safe(fn: Callable[[], tuple[str, str, str]], name: str) -> None:
+        if "error" in s.get(name, {}):
+            row(name, "error: " + s[name]["error"][:60], "", "")
+            return
+        try:
+            row(name, *fn())
+        except (KeyError, TypeError) as exc:
+            row(name, f"incomplete ({exc})", "", "")
+
+    c = s.get("ceilings", {})
+
+    def ceilings() -> tuple[str, str, str]:
+        return (
+            f"bare gRPC Get {c['bare_grpc_get']['rps']:,.0f} rps, "
+            f"Create {c['bare_grpc_create']['rps']:,.0f} rps",
+            f"raw find_one {c['raw_find_one']['rps']:,.0f}/s, "
+            f"insert_one {c['raw_insert_one']['rps']:,.0f}/s, "
+            f"insert+find+$pull {c['raw_outbox_write']['rps']:,.0f}/s",
+            "",
+        )
+
+    if "error" in c:
+        rows.append(("ceilings", "error: " + c["error"][:60], "", "", ""))
+    else:
+        try:
+            rows.append(("ceilings", *ceilings(), ""))
+        except (KeyError, TypeError) as exc:
+            rows.append(("ceilings", f"incomplete ({exc})", "", "", ""))
+    safe(
+        lambda: (
+            fmt_rps(s["get_customer"]),
+            f"{s['get_customer']['ceiling_rps']:,.0f} rps",
+            f"{s['get_customer']['ratio']:.2f}",
+        ),
+        "get_customer",
+    )
+    safe(
+        lambda: (
+            fmt_rps(s["create_customer"]),
+            f"{s['create_customer']['ceiling_rps']:,.0f} rps "
+            f"(outbox floor {s['create_customer']['outbox_floor_rps']:,.0f})",
+            f"{s['create_customer']['ratio']:.2f} "
+            f"({s['create_customer']['ratio_to_outbox_floor']:.2f})",
+        ),
+        "create_customer",
+    )
+    safe(
+        lambda: (
+            fmt_rps(s["json_via_envoy"]),
+            f"gRPC direct {s['json_via_envoy']['grpc_direct_rps']:,.0f} rps",
+            f"{s['json_via_envoy']['ratio']:.2f}",
+        ),
+        "json_via_envoy",
+    )
+    safe(
+        lambda: (
+            f"p50 {s['propagation']['p50_ms']:.1f} ms, p99 {s['propagation']['p99_ms']:.1f} ms "
+            f"({s['propagation']['within_100ms']:.1%} <= 100 ms)",
+            f"{s['propagation']['update_rps']:.0f} updates/s, "
+            f"{s['propagation']['events_applied']:.0f} applied; "
+            f"raw update_one {s['propagation']['raw_update_one_rps']:,.0f}/s; p99 <= 250 ms "
+            f"up to {s['propagation']['highest_rate_p99_within_250ms']}/s",
+            "",
+        ),
+        "propagation",
+    )
+    safe(
+        lambda: (
+            f"{s['catch_up']['events_per_s']:,.0f} events/s "
+            f"({s['catch_up']['events']:,} in {s['catch_up']['seconds']:.1f} s)",
+            f"raw {s['catch_up']['ceiling_events_per_s']:,.0f} events/s",
+            f"{s['catch_up']['ratio']:.2f}",
+        ),
+        "catch_up",
+    )
+    safe(
+        lambda: (
+            f"{s['catch_up_large']['events_per_s']:,.0f} events/s "
+            f"({s['catch_up_large']['events']:,} in {s['catch_up_large']['seconds']:.1f} s)",
+            f"{s['catch_up_large']['events_per_s_small']:,.0f} events/s with "
+            f"{s['catch_up']['events']:,}",
+            f"{s['catch_up_large']['ratio_to_small']:.2f}",
+        ),
+        "catch_up_large",
+    )
+    g = s.get("growth", {})
+    if "error" in g:
+        rows.append(("growth", "error: " + g["error"][:60], "", "", ""))
+    else:
+        try:
+            rows.extend(growth.rows(g))
+        except (KeyError, TypeError) as exc:
+            rows.append(("growth", f"incomplete ({exc})", "", "", ""))
+    safe(
+        lambda: (
+            ", ".join(f"{n} {s['memory'][n]['rss_mb']:.0f} MiB" for n in names.SERVICES),
+            "",
+            "",
+        ),
+        "memory",
+    )
+    header = ("scenario", "figure", "ceiling / baseline", "ratio", "target : met")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = (cell.ljust(w) for cell, w in zip(cells, widths, strict=True))
+        return "| " + " | ".join(padded) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
