@@ -39,7 +39,6 @@ NEXT: dict[Status, Status] = {
     IN_TRANSIT: RECEIVED,
 }
 CANCELLABLE = frozenset({APPROVED, PROCESSING})
-MAX_NOTE = 500
 
 
 def status_name(status: Status) -> str:

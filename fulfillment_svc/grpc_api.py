@@ -6,33 +6,11 @@ from typing import TypeAlias
 
 import grpc
 
-from fulfillment_svc import domain
-from fulfillment_svc.domain import Status
 from fulfillment_svc.handlers import FulfillmentHandlers
-from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
-from svckit.errors import Violations
+from svckit.errors import require
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
-
-
-def _check_request(order_id: str, note: str = "") -> None:
-    """Every RPC on one fulfillment names its order; a note for the history is bounded."""
-    v = Violations()
-    if not order_id:
-        v.add("order_id", "is required")
-    if len(note) > domain.MAX_NOTE:
-        v.add("note", f"must be at most {domain.MAX_NOTE} characters")
-    v.raise_if_any()
-
-
-def _status_filter(status: int) -> Status | None:
-    """None for 'any status'; a number this build does not know is refused, not ignored."""
-    if status not in common_pb2.OrderStatus.values():
-        v = Violations()
-        v.add("status", "is not a known order status")
-        v.raise_if_any()
-    return Status(status) if status != common_pb2.ORDER_STATUS_UNSPECIFIED else None
 
 
 class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
@@ -42,37 +20,37 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def GetFulfillment(
         self, request: fulfillment_pb2.GetFulfillmentRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        _check_request(request.order_id)
+        require(request.order_id, "order_id")
         return await self.h.get_fulfillment(request.order_id)
 
     async def ListFulfillments(
         self, request: fulfillment_pb2.ListFulfillmentsRequest, context: Ctx
     ) -> fulfillment_pb2.ListFulfillmentsResponse:
         found, token = await self.h.list_fulfillments(
-            _status_filter(request.status), request.page_size, request.page_token
+            request.status, request.page_size, request.page_token
         )
         return fulfillment_pb2.ListFulfillmentsResponse(fulfillments=found, next_page_token=token)
 
     async def ProcessFulfillment(
         self, request: fulfillment_pb2.ProcessFulfillmentRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        _check_request(request.order_id, request.note)
+        require(request.order_id, "order_id")
         return await self.h.process_fulfillment(request.order_id, request.note)
 
     async def ShipFulfillment(
         self, request: fulfillment_pb2.ShipFulfillmentRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        _check_request(request.order_id, request.note)
+        require(request.order_id, "order_id")
         return await self.h.ship_fulfillment(request.order_id, request.note)
 
     async def MarkFulfillmentInTransit(
         self, request: fulfillment_pb2.MarkFulfillmentInTransitRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        _check_request(request.order_id, request.note)
+        require(request.order_id, "order_id")
         return await self.h.mark_in_transit(request.order_id, request.note)
 
     async def ConfirmFulfillmentReceived(
         self, request: fulfillment_pb2.ConfirmFulfillmentReceivedRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        _check_request(request.order_id, request.note)
+        require(request.order_id, "order_id")
         return await self.h.confirm_received(request.order_id, request.note)

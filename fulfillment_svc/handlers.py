@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
-from svckit import names, paging
+from svckit import names, paging, statuses
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
@@ -67,10 +67,13 @@ class FulfillmentHandlers:
         return fulfillment.customer_id if fulfillment is not None else None
 
     async def list_fulfillments(
-        self, status: Status | None, size: int, token: str
+        self, status: int, size: int, token: str
     ) -> tuple[list[Fulfillment], str]:
+        wanted = statuses.status_filter(status)
         found, last = await self.fulfillments.page_by_status(
-            status, paging.decode_token(token), paging.page_size(size)
+            Status(wanted) if wanted is not None else None,
+            paging.decode_token(token),
+            paging.page_size(size),
         )
         return found, paging.encode_token(last) if last else ""
 
@@ -88,6 +91,7 @@ class FulfillmentHandlers:
 
     async def _advance(self, order_id: str, target: Status, note: str) -> Fulfillment:
         """Every shipping step: one transition and its OrderStatusChanged, in one write."""
+        statuses.validate_note(note, "note")
 
         async def attempt() -> Fulfillment | None:
             current = await self.get_fulfillment(order_id)

@@ -21,7 +21,6 @@ Status = common_pb2.OrderStatus
 MAX_ITEMS = 100
 MAX_QUANTITY = 1000
 MAX_TEXT = 200
-MAX_NOTE = 500
 NANOS = 1_000_000_000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -86,13 +85,6 @@ def total_of(items: list[common_pb2.LineItem]) -> money_pb2.Money:
     nanos = sum(_money_nanos(i.product.price) * i.quantity for i in items)
     currency = items[0].product.price.currency_code if items else ""
     return money_pb2.Money(currency_code=currency, units=nanos // NANOS, nanos=nanos % NANOS)
-
-
-def validate_note(note: str, field: str) -> None:
-    v = Violations()
-    if len(note) > MAX_NOTE:
-        v.add(field, f"must be at most {MAX_NOTE} characters")
-    v.raise_if_any()
 
 
 def _append_status(order: Order, status: int, when: datetime, note: str = "") -> None:

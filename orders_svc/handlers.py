@@ -10,10 +10,9 @@ from typing import Any, Protocol
 from orders_svc import domain
 from orders_svc.repository import CopyChange, CustomerCopy, Order
 from storefront.accounts.v1 import events_pb2 as accounts_events
-from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
-from svckit import names, paging
+from svckit import names, paging, statuses
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.consumer import BatchHandler, EventHandler, Outcome
 from svckit.envelope import Envelope
@@ -107,15 +106,12 @@ class OrdersHandlers:
     async def list_orders(
         self, customer_id: str, status: int, size: int, token: str
     ) -> tuple[list[Order], str]:
-        v = Violations()
-        if status not in common_pb2.OrderStatus.values():
-            v.add("status", "is not a known order status")
-        v.raise_if_any()
+        wanted = statuses.status_filter(status)
         query: dict[str, object] = {}
         if customer_id:
             query["customer_id"] = customer_id
-        if status:
-            query["status"] = domain.Status.Name(domain.Status.ValueType(status))
+        if wanted is not None:
+            query["status"] = statuses.status_name(wanted)
         found, last = await self.orders.page(
             query, after=paging.decode_token(token), limit=paging.page_size(size)
         )
@@ -139,7 +135,7 @@ class OrdersHandlers:
         return after
 
     async def approve_order(self, order_id: str, note: str = "") -> Order:
-        domain.validate_note(note, "note")
+        statuses.validate_note(note, "note")
         async with self.orders.exclusive(order_id):
             return await until_saved(
                 lambda: self._approve(order_id, note), what=f"order {order_id}"
@@ -158,7 +154,7 @@ class OrdersHandlers:
         return await self._save(order, approved, [entry])
 
     async def reject_order(self, order_id: str, reason: str = "") -> Order:
-        domain.validate_note(reason, "reason")
+        statuses.validate_note(reason, "reason")
         async with self.orders.exclusive(order_id):
             return await until_saved(
                 lambda: self._reject(order_id, reason), what=f"order {order_id}"
@@ -172,7 +168,7 @@ class OrdersHandlers:
         return await self._save(order, rejected, [])
 
     async def cancel_order(self, order_id: str, reason: str = "") -> Order:
-        domain.validate_note(reason, "reason")
+        statuses.validate_note(reason, "reason")
         async with self.orders.exclusive(order_id):
             return await until_saved(
                 lambda: self._cancel(order_id, reason), what=f"order {order_id}"

@@ -1,11 +1,15 @@
 """The order status (storefront.common.v1.OrderStatus, shared by orders and fulfillment) as
-people and documents read it: one helper, so every message and stored value agrees."""
+people and documents read it, and the request rules about it both services apply: one
+helper each, so every message, stored value and refusal agrees."""
 
 from __future__ import annotations
 
 from storefront.common.v1 import common_pb2
+from svckit.errors import Violations
 
 PREFIX = "ORDER_STATUS_"
+MAX_NOTE = 500
+"""Characters of a note or reason in an order's status history."""
 
 
 def status_name(status: int, *, short: bool = False) -> str:
@@ -16,3 +20,21 @@ def status_name(status: int, *, short: bool = False) -> str:
     except ValueError:
         return str(status)
     return name.removeprefix(PREFIX) if short else name
+
+
+def validate_note(note: str, field: str) -> None:
+    """A status change's note (or reason) is bounded; INVALID_ARGUMENT naming `field`."""
+    v = Violations()
+    if len(note) > MAX_NOTE:
+        v.add(field, f"must be at most {MAX_NOTE} characters")
+    v.raise_if_any()
+
+
+def status_filter(status: int) -> int | None:
+    """A list's status filter: None for "any"; a number this build does not know is refused
+    (INVALID_ARGUMENT), not ignored."""
+    if status not in common_pb2.OrderStatus.values():
+        v = Violations()
+        v.add("status", "is not a known order status")
+        v.raise_if_any()
+    return status or None

@@ -15,6 +15,7 @@ from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.demo import order_draft
+from svckit import statuses
 from svckit.envelope import PoisonEvent
 from svckit.errors import FailedPrecondition, InvalidArgument
 
@@ -134,6 +135,6 @@ def test_the_shipping_address_is_the_copys_shipping_one() -> None:
 
 
 def test_a_note_has_a_size_limit() -> None:
-    domain.validate_note("x" * domain.MAX_NOTE, "note")
+    statuses.validate_note("x" * statuses.MAX_NOTE, "note")
     with pytest.raises(InvalidArgument):
-        domain.validate_note("x" * (domain.MAX_NOTE + 1), "note")
+        statuses.validate_note("x" * (statuses.MAX_NOTE + 1), "note")
