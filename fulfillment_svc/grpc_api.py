@@ -8,9 +8,20 @@ import grpc
 
 from fulfillment_svc.handlers import FulfillmentHandlers
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
-from svckit.errors import require
+from svckit import statuses
+from svckit.errors import Violations
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
+
+
+def _check_request(order_id: str, note: str = "") -> None:
+    """Every RPC on one fulfillment names its order and may carry a bounded note: what is
+    wrong with both is answered at once."""
+    v = Violations()
+    if not order_id:
+        v.add("order_id", "is required")
+    statuses.check_note(note, "note", v)
+    v.raise_if_any()
 
 
 class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
@@ -20,7 +31,7 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def GetFulfillment(
         self, request: fulfillment_pb2.GetFulfillmentRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        require(request.order_id, "order_id")
+        _check_request(request.order_id)
         return await self.h.get_fulfillment(request.order_id)
 
     async def ListFulfillments(
@@ -34,23 +45,23 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def ProcessFulfillment(
         self, request: fulfillment_pb2.ProcessFulfillmentRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        require(request.order_id, "order_id")
+        _check_request(request.order_id, request.note)
         return await self.h.process_fulfillment(request.order_id, request.note)
 
     async def ShipFulfillment(
         self, request: fulfillment_pb2.ShipFulfillmentRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        require(request.order_id, "order_id")
+        _check_request(request.order_id, request.note)
         return await self.h.ship_fulfillment(request.order_id, request.note)
 
     async def MarkFulfillmentInTransit(
         self, request: fulfillment_pb2.MarkFulfillmentInTransitRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        require(request.order_id, "order_id")
+        _check_request(request.order_id, request.note)
         return await self.h.mark_in_transit(request.order_id, request.note)
 
     async def ConfirmFulfillmentReceived(
         self, request: fulfillment_pb2.ConfirmFulfillmentReceivedRequest, context: Ctx
     ) -> fulfillment_pb2.Fulfillment:
-        require(request.order_id, "order_id")
+        _check_request(request.order_id, request.note)
         return await self.h.confirm_received(request.order_id, request.note)

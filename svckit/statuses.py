@@ -22,11 +22,16 @@ def status_name(status: int, *, short: bool = False) -> str:
     return name.removeprefix(PREFIX) if short else name
 
 
-def validate_note(note: str, field: str) -> None:
-    """A status change's note (or reason) is bounded; INVALID_ARGUMENT naming `field`."""
-    v = Violations()
+def check_note(note: str, field: str, v: Violations) -> None:
+    """A status change's note (or reason) is bounded: add the violation to `v`."""
     if len(note) > MAX_NOTE:
         v.add(field, f"must be at most {MAX_NOTE} characters")
+
+
+def validate_note(note: str, field: str) -> None:
+    """The same on its own: INVALID_ARGUMENT naming `field`."""
+    v = Violations()
+    check_note(note, field, v)
     v.raise_if_any()
 
 
