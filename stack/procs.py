@@ -117,6 +117,17 @@ def _read_stat(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (field 4 of /proc/<pid>/stat)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _read_stat(int(entry.name))
+            if fields is not None and fields[1] == str(pid):
+                out.append(int(entry.name))
+    return out
+
+
 def _starttime(pid: int) -> int | None:
     fields = _read_stat(pid)
     return int(fields[19]) if fields else None
@@ -430,10 +441,17 @@ class Supervisor:
         rec = self.record(name)
         if rec is None or rec.pid is None or not self._owned(rec):
             return False
+        # Children that left the group (PostgreSQL's backends each call setsid) outlive the
+        # signal for a moment, still holding what the next start needs (the old shared memory
+        # block: "pre-existing shared memory block is still in use"); they exit on their own
+        # once they see their parent gone, and a restart waits for that.
+        children = _children(rec.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(rec.pid, sig)
         if sig == signal.SIGKILL:
             self._wait_gone(rec.pid, 5.0)
+            for child in children:
+                self._wait_gone(child, 10.0)
         return True
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
