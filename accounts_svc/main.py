@@ -28,11 +28,4 @@ def build(settings: Settings, card_keys: CardKeyConfig | None = None) -> Service
 
 
 def main() -> None:
-    run_service(
-        build,
-        Settings.from_env(
-            names.ACCOUNTS,
-            grpc_port=names.GRPC_PORTS[names.ACCOUNTS],
-            metrics_port=names.METRICS_PORTS[names.ACCOUNTS],
-        ),
-    )
+    run_service(build, Settings.from_env(names.ACCOUNTS))

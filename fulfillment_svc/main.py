@@ -31,11 +31,4 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    run_service(
-        build,
-        Settings.from_env(
-            names.FULFILLMENT,
-            grpc_port=names.GRPC_PORTS[names.FULFILLMENT],
-            metrics_port=names.METRICS_PORTS[names.FULFILLMENT],
-        ),
-    )
+    run_service(build, Settings.from_env(names.FULFILLMENT))

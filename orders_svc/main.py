@@ -38,11 +38,4 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    run_service(
-        build,
-        Settings.from_env(
-            names.ORDERS,
-            grpc_port=names.GRPC_PORTS[names.ORDERS],
-            metrics_port=names.METRICS_PORTS[names.ORDERS],
-        ),
-    )
+    run_service(build, Settings.from_env(names.ORDERS))
