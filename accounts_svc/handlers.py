@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
 
 from accounts_svc import cards, domain
 from accounts_svc.cards import CardVault
@@ -67,8 +68,8 @@ class AccountsHandlers:
         self.relay = relay
         self.clock = clock
 
-    def _event(self, customer_id: str, message: object, seq: int) -> dict[str, object]:
-        return outbox_entry(TOPIC, customer_id, message, source=SOURCE, seq=seq)  # type: ignore[arg-type]
+    def _event(self, customer_id: str, message: Message, seq: int) -> dict[str, Any]:
+        return outbox_entry(TOPIC, customer_id, message, source=SOURCE, seq=seq)
 
     async def create_customer(self, draft: Customer, customer_id: str = "") -> Customer:
         v = Violations()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +29,13 @@ from storefront.admin.v1 import admin_pb2
 from storefront.common.v1 import common_pb2
 from storefront_cli import endpoints
 from storefront_cli.clients import Clients, with_clients
-from storefront_cli.tables import render
+from storefront_cli.tables import Log, render, say
 from svckit import mongo, names
 from svckit.admin import MAX_IDS
 from svckit.outbox import OUTBOX
 
 Document = dict[str, Any]
 Status = common_pb2.OrderStatus
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -247,7 +245,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ep = endpoints.load(db_prefix=a.db_prefix)
         return asyncio.run(
             with_clients(
-                ep, lambda c: check(ep, repair=a.repair, wait=a.wait, log=_say, clients=c)
+                ep, lambda c: check(ep, repair=a.repair, wait=a.wait, log=say, clients=c)
             )
         )
 
@@ -257,7 +255,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common(p)
     p.set_defaults(func=cmd_check)
 
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import field_mask_pb2, json_format
@@ -19,11 +18,10 @@ from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients, eventually
-from storefront_cli.tables import render
+from storefront_cli.tables import Log, render
 from svckit.statuses import status_name
 
 Status = common_pb2.OrderStatus
-Log = Callable[[str], None]
 
 PEOPLE = [
     ("Mr.", "Rajesh", "Iyer", "555-666-7777", "Sunrise", "CA", "12345-6789", "4111111111111111"),

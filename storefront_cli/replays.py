@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -15,10 +15,9 @@ from aiokafka import TopicPartition
 from storefront.admin.v1 import admin_pb2
 from storefront_cli import endpoints
 from storefront_cli.clients import Clients, with_clients
-from storefront_cli.tables import render
+from storefront_cli.tables import Log, render, say
 from svckit import dlq, names
 
-Log = Callable[[str], None]
 REPLAY_DEADLINE = 3600.0
 
 
@@ -164,7 +163,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         func=lambda a: asyncio.run(
             with_clients(
                 endpoints.load(),
-                lambda c: replay(c, a.service, a.topic, rebuild=a.rebuild, log=_say),
+                lambda c: replay(c, a.service, a.topic, rebuild=a.rebuild, log=say),
             )
         )
     )
@@ -173,18 +172,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dsub = dlq_cmd.add_subparsers(dest="dlq_command", required=True)
     p = dsub.add_parser("list")
     p.add_argument("--topic", choices=list(names.TOPICS))
-    p.set_defaults(func=lambda a: asyncio.run(dlq_list(endpoints.load(), a.topic, _say)))
+    p.set_defaults(func=lambda a: asyncio.run(dlq_list(endpoints.load(), a.topic, say)))
     p = dsub.add_parser("replay", help="have the consuming service apply parked events")
     p.add_argument("--topic", choices=list(names.CONSUMER_OF))
     p.add_argument("ids", nargs="*", help="ids from `dlq list` (topic:partition:offset)")
     p.set_defaults(
         func=lambda a: asyncio.run(
-            with_clients(endpoints.load(), lambda c: dlq_replay(c, a.topic, a.ids, _say))
+            with_clients(endpoints.load(), lambda c: dlq_replay(c, a.topic, a.ids, say))
         )
     )
 
 
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)

@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from storefront_cli import endpoints
 from storefront_cli.health import Health, health, short_error
 from storefront_cli.offsets import DeadLetters, KafkaOffsets, Lag, consumer_lag, dead_letters
-from storefront_cli.tables import render
+from storefront_cli.tables import Log, render
 from storefront_cli.where import Where, quiet_clients, where_flags, where_of
 from svckit import mongo, names
 from svckit.outbox import scan_backlog
-
-Log = Callable[[str], None]
-
-
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,17 @@
-"""Plain-text tables for the CLI: aligned columns, no dependencies."""
+"""The CLI's output: where a command's lines go, and plain-text tables (aligned columns, no
+dependencies)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+Log = Callable[[str], None]
+"""Where a command or use case writes its lines (`say`, a list's append in tests)."""
+
+
+def say(msg: str) -> None:
+    """A line to stdout, at once (a pipe into `tee` sees it as it happens)."""
+    print(msg, flush=True)
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:

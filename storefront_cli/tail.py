@@ -10,7 +10,7 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,13 +23,11 @@ from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints
+from storefront_cli.tables import Log
 from storefront_cli.where import quiet_clients
 from svckit import names
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
 from svckit.kafka import KafkaConnection
-
-Log = Callable[[str], None]
-
 
 EVENT_TYPES = frozenset(
     message.full_name

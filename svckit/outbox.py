@@ -82,14 +82,6 @@ class Notifier(Protocol):
     def notify(self, aggregate_id: Any) -> None: ...
 
 
-class NullNotifier:
-    """For tools that run handlers outside a service (replay, repair): the service's
-    own relay sweep publishes whatever they queue."""
-
-    def notify(self, aggregate_id: Any) -> None:
-        pass
-
-
 def pending_filter() -> Document:
     return {PENDING: True}
 

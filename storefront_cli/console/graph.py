@@ -32,7 +32,6 @@ import aiohttp
 
 from svckit import names
 
-PUBLISHES = names.PUBLISHES
 EDGE_PREFIX = "storefront_edge"
 """Envoy's HTTP connection manager stat prefix (envoy/envoy.yaml.tmpl)."""
 DEGRADED = 0.001
@@ -167,8 +166,8 @@ def topology() -> tuple[list[Node], list[Edge]]:
         db = f"db:{s}"
         nodes.append(Node(db, "database", f"{s} db", detail=names.AGGREGATES[s]))
         edges += [Edge("envoy", s, "grpc"), Edge("clients", s, "grpc"), Edge(s, db, "outbox")]
-        edges.append(Edge(s, f"topic:{PUBLISHES[s]}", "publish"))
-    for topic in PUBLISHES.values():
+        edges.append(Edge(s, f"topic:{names.PUBLISHES[s]}", "publish"))
+    for topic in names.PUBLISHES.values():
         nodes.append(Node(f"topic:{topic}", "topic", topic))
     for s, topics in names.CONSUMES.items():
         edges += [Edge(f"topic:{t}", s, "consume") for t in topics]
@@ -222,7 +221,7 @@ def build(results: Mapping[str, Series]) -> tuple[list[Node], list[Edge]]:
     ) else "idle"
 
     published = by("published", "app", "topic")
-    for s, topic in PUBLISHES.items():
+    for s, topic in names.PUBLISHES.items():
         rate = published.get((s, topic), 0.0)
         _flow(edge[f"{s}>topic:{topic}"], rate, 0.0, None)
         node[f"topic:{topic}"].health = "ok" if rate else "idle"

@@ -8,6 +8,7 @@ import pytest
 
 from storefront_cli.console import graph
 from storefront_cli.console.server import _loopback_host
+from svckit import names
 
 
 def series(value: float, **labels: str) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def edges(results: dict[str, list[dict[str, Any]]]) -> dict[str, graph.Edge]:
 def test_with_no_data_every_node_and_edge_is_there_and_idle() -> None:
     nodes, all_edges = graph.build({})
     assert {n.id for n in nodes} >= {"clients", "envoy", "accounts", "db:orders"}
-    assert {f"topic:{t}" for t in graph.PUBLISHES.values()} <= {n.id for n in nodes}
+    assert {f"topic:{t}" for t in names.PUBLISHES.values()} <= {n.id for n in nodes}
     assert all(e.health in ("idle", "unknown") for e in all_edges)
     assert {n.health for n in nodes if n.kind == "service"} == {"unknown"}
 
