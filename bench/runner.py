@@ -49,7 +49,6 @@ from svckit.kafka import KafkaConnection
 RESULTS = ROOT / "bench" / "results.json"
 ACCOUNTS = "storefront.accounts.v1.AccountsService"
 RAW_TOPIC = "bench.raw.customer.change"
-SERVICES = ("accounts", "orders", "fulfillment")
 PROPAGATION_LADDER = (50, 100, 200, 400)
 
 SCENARIOS = (
@@ -218,7 +217,7 @@ class Bench:
 
     def start(self) -> None:
         self.h.start_stack()
-        for service in SERVICES:
+        for service in names.SERVICES:
             log(f"[bench] starting {service}_svc")
             self.h.start_service(service)
         self.h.start_envoy()
@@ -542,7 +541,7 @@ class Bench:
 
     def memory(self) -> None:
         out: dict[str, Any] = {}
-        for service in SERVICES:
+        for service in names.SERVICES:
             pid = self.h.pid(service)
             out[service] = proc_memory(pid) if pid else {}
         rss = [v.get("rss_mb", 0.0) for v in out.values()]

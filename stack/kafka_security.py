@@ -44,8 +44,7 @@ BROKER = "broker"
 """The node's own identity: inter-broker and controller traffic, and the stack's set-up."""
 OPERATOR = "operator"
 """The ``storefront`` operator commands, tests and benchmarks."""
-SERVICES = ("accounts", "orders", "fulfillment")
-USERS = (BROKER, *SERVICES, OPERATOR)
+USERS = (BROKER, *names.SERVICES, OPERATOR)
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
 """PBKDF2 rounds per credential (Kafka's minimum is 4096); a client pays them once per

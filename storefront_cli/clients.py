@@ -141,7 +141,7 @@ class Clients:
             channels,
             {
                 name: admin_pb2_grpc.AdminServiceStub(c)
-                for name, c in zip(("accounts", "orders", "fulfillment"), channels, strict=True)
+                for name, c in zip(names.SERVICES, channels, strict=True)
             },
         )
 
