@@ -529,7 +529,7 @@ class EmbeddedStack:
             f"--listen-addr=127.0.0.1:{self.ports.mongodb}",
             "--debug-addr=-",  # no metrics/pprof port: it would clash between stacks
             "--telemetry=disable",
-            "--log-level=info",
+            "--log-level=warn",  # errors and warnings, not every connection's start and end
         ]
         # The URL carries the password: in the environment, not on the command line.
         env = {"FERRETDB_POSTGRESQL_URL": self.postgres.ferretdb_url()}

@@ -8,7 +8,8 @@ running, so every process is recorded on disk under a *run directory*::
     <run_dir>/pids/<name>.pid    the pid, as text (for humans and shell tools)
     <run_dir>/pids/<name>.json   how it was started: argv, cwd, env overrides, readiness port,
                                  pid and the kernel start time of the process
-    <run_dir>/logs/<name>.log    stdout and stderr of the process (appended across restarts)
+    <run_dir>/logs/<name>.log    stdout and stderr of the process (appended across restarts,
+                                 rotated by size, repeats collapsed: stack/logsink.py)
 
 Safety rule: a signal is only ever sent to a pid this supervisor recorded, and only while
 ``/proc/<pid>`` still shows the same process: same kernel start time (so a recycled pid never
@@ -36,6 +37,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,6 +53,8 @@ Ready = int | tuple[str, int] | ReadyCheck
 # Popen objects of the processes started by this Python process, so that they can be reaped
 # (a dead child stays a zombie, and looks alive in /proc, until its parent waits for it).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+LOGSINK = Path(__file__).with_name("logsink.py")
 
 
 class ProcessError(RuntimeError):
@@ -376,17 +380,32 @@ class Supervisor:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         Path(rec.cwd).mkdir(parents=True, exist_ok=True)
         log = self.log_path(rec.name)
-        with log.open("ab") as fh:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            fh.write(f"\n=== {stamp} supervisor: starting {rec.name}: {rec.argv}\n".encode())
-            fh.flush()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, f"\n=== {stamp} supervisor: starting {rec.name}: {rec.argv}\n".encode())
+        finally:
+            os.close(fd)
+        # The output goes through a pipe to a log sink (rotation by size, repeats collapsed:
+        # stack/logsink.py), which outlives a kill of the process's group to write its last
+        # words and exits when the pipe's last writer is gone.
+        read_end, write_end = os.pipe()
+        try:
             try:
+                subprocess.Popen(
+                    [sys.executable, "-I", str(LOGSINK), str(log)],
+                    stdin=read_end,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    close_fds=True,
+                )
                 popen = subprocess.Popen(
                     rec.argv,
                     cwd=rec.cwd,
                     env={**os.environ, **rec.env},
                     stdin=subprocess.DEVNULL,
-                    stdout=fh,
+                    stdout=write_end,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     close_fds=True,
@@ -394,6 +413,9 @@ class Supervisor:
                 )
             except OSError as exc:
                 raise ProcessError(f"cannot start {rec.name}: {exc}") from exc
+        finally:
+            os.close(read_end)
+            os.close(write_end)
         # Popen returns only after the exec succeeded, so /proc already shows the new program.
         _CHILDREN[popen.pid] = popen
         rec.pid = popen.pid
@@ -416,6 +438,7 @@ class Supervisor:
                 rec = self.record(name)
                 popen = _CHILDREN.get(rec.pid) if rec and rec.pid else None
                 code = popen.poll() if popen is not None else None
+                time.sleep(0.2)  # the log sink writes the process's last words
                 raise ProcessError(
                     f"{name} exited during startup (exit status {code}); last lines of "
                     f"{self.log_path(name)}:\n{self.tail(name)}"

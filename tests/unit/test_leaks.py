@@ -38,3 +38,35 @@ def test_digits_inside_a_longer_number_are_no_card() -> None:
     assert leaks.card_leaks("kafka.log", segment) == []
     assert leaks.card_leaks("log", b"number=340000000000009,") != []
     assert leaks.card_leaks("log", b"last eight 00000009 alone") != []
+
+
+def test_one_pass_scan_finds_what_the_line_by_line_scan_finds(tmp_path: Path) -> None:
+    """The fast scan (one combined pattern over the file's bytes) reports exactly what
+    applying personal_leaks to each line reports, for every kind of planted leak."""
+    planted = [
+        b"Rajesh at the very start",
+        b"",
+        b'{"message": "ok", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}',
+        *(f"name {n} here and {n}son not".encode() for n in leaks.NAMES),
+        *(b"card " + e + b" end" for c in leaks.CARD_NUMBERS for e in leaks.card_encodings(c)),
+        b"segment 00000000000000000009.snapshot and 340000000000009 alone",
+        b"two: ada.lovelace+x@mail.example.org, b@c.io and Maria Lopez",
+        b"not an e-mail: @example.com nor user@localhost",
+        b"crlf line Kenji\r",
+        b"1111111111111111 next to 4111111111111111x",
+        b"tail without newline Sato",
+    ]
+    blob = b"\n".join(planted)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "x.log").write_bytes(blob * 3)
+    (logs / "x.log.1").write_bytes(b"rotated: Lovelace\n")
+    expected = [
+        leak
+        for path in leaks.log_files(tmp_path)
+        for n, line in enumerate(path.read_bytes().split(b"\n"), 1)
+        for leak in leaks.personal_leaks(f"{path.name}:{n}", line)
+    ]
+    assert leaks.log_leaks(tmp_path) == expected
+    assert len(expected) > 3 * (len(leaks.NAMES) + 5 * len(leaks.CARD_NUMBERS))
+    assert any(f.startswith("x.log.1:1: name Lovelace") for f in expected)
