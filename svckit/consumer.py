@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from svckit import logs, metrics, tracing
+from svckit.backoff import Backoff
 from svckit.envelope import Envelope, PoisonEvent, decode, format_time
 from svckit.failures import is_transient
 from svckit.kafka import EventProducer, KafkaConnection, start_with_retry
@@ -137,7 +138,8 @@ class EventConsumer:
         await self._consumer.stop()
 
     async def _run(self) -> None:
-        failures = 0
+        stalled = Backoff(0.25, self._stall_backoff_max)
+        failed = Backoff(1.0, self._stall_backoff_max)
         while not self._stopping.is_set():
             batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
             try:
@@ -148,19 +150,19 @@ class EventConsumer:
                     await self._consumer.commit({tp: records[-1].offset + 1})
                     self._positions[tp] = records[-1].offset + 1
                 self._flowing()
-                failures = 0
+                stalled.reset()
+                failed.reset()
                 await self._report_lag()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - rewind, wait, poll the same records again
                 await self._rewind(batches)
-                failures += 1
                 if isinstance(exc, Stalled):
                     self._stalled(exc)
-                    delay = min(self._stall_backoff_max, 0.25 * 2 ** min(failures, 10))
+                    delay = stalled.next_delay()
                     log.warning("consumer %s waiting %.1fs: %s", self._group, delay, str(exc))
                 else:
-                    delay = min(self._stall_backoff_max, 1.0 * failures)
+                    delay = failed.next_delay()
                     log.exception("consumer %s batch failed; re-reading it", self._group)
                 await asyncio.sleep(delay)
 
@@ -390,6 +392,7 @@ class EventConsumer:
         )
         headers = dlq_headers(record, error=error, attempts=attempts, group=self._group)
         key = (record.key or b"").decode(errors="replace")
+        outage = Backoff(0.25, 2.0)
         while True:
             try:
                 await self._producer.send_and_wait(
@@ -398,7 +401,7 @@ class EventConsumer:
                 break
             except Exception as exc:  # noqa: BLE001
                 log.warning("DLQ write failed, retrying: %s", logs.describe(exc))
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(outage.next_delay())
         metrics.EVENTS_CONSUMED.labels(
             self._service, record.topic, type_name or "unknown", Outcome.DEAD_LETTERED.value
         ).inc()

@@ -25,10 +25,16 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from svckit import doclocks, guards, metrics, tracing
+from svckit.backoff import Backoff
 from svckit.envelope import encode
 from svckit.kafka import EventProducer
 
 log = logging.getLogger(__name__)
+OUTAGE_BACKOFF_BASE = 0.25
+OUTAGE_BACKOFF_CAP = 2.0
+"""While the database or broker is away, the relay and the remover retry after 0.125 s at
+first, growing to 1-2 s (jittered): a few attempts a second per service, not a stream, and
+back within 2 s of the dependency's return."""
 
 OUTBOX = "_outbox"
 PENDING = "_outbox_pending"
@@ -183,6 +189,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         sweep_at = 0.0  # sweep at once on start: a crash may have left entries behind
+        outage = Backoff(OUTAGE_BACKOFF_BASE, OUTAGE_BACKOFF_CAP)
         while True:
             timeout = max(0.0, sweep_at - time.monotonic())
             try:
@@ -204,12 +211,13 @@ class OutboxRelay:
                     # keep it under a tenth. On MongoDB this stays sweep_interval.
                     spent = time.monotonic() - began
                     sweep_at = time.monotonic() + max(self._sweep_interval, 10 * spent)
+                outage.reset()
             except Exception:  # noqa: BLE001 - broker or database down: retry on a sweep
                 log.exception("outbox relay for %s failed; retrying", self._collection.name)
                 if self._stopping:
                     return  # the entries stay in MongoDB for the next start's sweep
                 self._due |= due
-                sweep_at = time.monotonic() + 1.0
+                sweep_at = time.monotonic() + outage.next_delay()
                 # A broker outage is exactly when the backlog grows: keep the gauges live.
                 with contextlib.suppress(Exception):
                     await self._report_backlog()
@@ -275,6 +283,7 @@ class OutboxRelay:
     async def _remove_loop(self) -> None:
         """Pull published entries off their documents, a few documents per command."""
         locks = doclocks.for_collection(self._collection)
+        outage = Backoff(OUTAGE_BACKOFF_BASE, OUTAGE_BACKOFF_CAP)
         while True:
             await self._removals_due.wait()
             self._removals_due.clear()
@@ -294,8 +303,9 @@ class OutboxRelay:
                     log.exception("outbox removal for %s failed", self._collection.name)
                     if self._stopping:
                         return
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(outage.next_delay())
                     continue
+                outage.reset()
                 for entry_id, _ in batch:
                     self._published.pop(entry_id, None)
                     if len(self._removed) == self._removed.maxlen:

@@ -49,6 +49,29 @@ DB_SECONDS = tuple(
     float(x) for x in os.environ.get("STOREFRONT_FAULT_DB_SECONDS", "30-45").split("-")
 )
 WORKERS = 8
+SETTLE_SECONDS = 120.0
+"""At most this long for approved orders' fulfilments to finish their walk after the workload."""
+CHECK_SECONDS = 180.0
+"""At most this long for `storefront check` to find no divergence."""
+# The time budget, from the workload's own size: what each part took on this machine (2 cores,
+# loaded; see the phases line the test prints), doubled. Settling and checking are bounded by
+# their own deadlines above.
+SETUP_SECONDS = 60.0
+SECONDS_PER_OP = 0.05
+SECONDS_PER_KILL = 10.0
+SCAN_SECONDS = 30.0
+BUDGET_SECONDS = (
+    2
+    * (
+        SETUP_SECONDS
+        + OPS * SECONDS_PER_OP
+        + KILLS * 4 * SECONDS_PER_KILL
+        + DB_OUTAGES * 2 * (max(DB_SECONDS) + SECONDS_PER_KILL)
+        + SCAN_SECONDS
+    )
+    + SETTLE_SECONDS
+    + CHECK_SECONDS
+)
 PREFIX = "chaos_"
 FULFILLMENT_OWNED = {
     "ORDER_STATUS_PROCESSING",
@@ -62,6 +85,7 @@ FULFILLMENT_OWNED = {
 class Chaos:
     stack: EmbeddedStack
     ports: system.SystemPorts
+    setup_seconds: float
 
     @property
     def endpoints(self) -> Endpoints:
@@ -83,11 +107,12 @@ def chaos() -> Iterator[Chaos]:
     st = EmbeddedStack(
         Path(tempfile.mkdtemp(prefix="storefront-chaos-")), Ports.free(), log=lambda _: None
     )
+    began = time.monotonic()
     try:
         st.start()
         ports = system.SystemPorts.free()
         system.start_services(st, ports, db_prefix=PREFIX, log=lambda _: None)
-        yield Chaos(st, ports)
+        yield Chaos(st, ports, time.monotonic() - began)
     finally:
         st.stop()
 
@@ -207,8 +232,38 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
     return lost, duplicated, what
 
 
+class Phases:
+    """How long each phase of the suite took, printed whatever the outcome (an overrun of
+    the budget then names its phase)."""
+
+    def __init__(self, setup_seconds: float) -> None:
+        self.seconds: dict[str, float] = {"setup": setup_seconds}
+        self._since = time.monotonic()
+
+    def done(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[phase] = now - self._since
+        self._since = now
+
+    def __str__(self) -> str:
+        shown = " ".join(f"{phase}={s:.1f}s" for phase, s in self.seconds.items())
+        return f"fault suite phases: {shown}"
+
+
+@pytest.mark.timeout(BUDGET_SECONDS)
 async def test_nothing_lost_nothing_doubled_under_sigkill(
     chaos: Chaos, capsys: pytest.CaptureFixture[str]
+) -> None:
+    phases = Phases(chaos.setup_seconds)
+    try:
+        await _run_and_audit(chaos, phases, capsys)
+    finally:
+        with capsys.disabled():
+            print(f"\n{phases} budget={BUDGET_SECONDS:.0f}s")
+
+
+async def _run_and_audit(
+    chaos: Chaos, phases: Phases, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
     ledger = Ledger()
@@ -223,33 +278,39 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
         chaos_task = asyncio.create_task(inject(chaos, ledger, kills, random.Random(7)))
         await asyncio.gather(*(drive(w, ledger, r) for w, r in zip(workers, rngs, strict=True)))
         await chaos_task
+        phases.done("workload")
         # Let in-flight fulfilments finish their walk, so histories are complete; an
         # approval whose fulfillment never appears is left for the audit to count.
         walker = workers[0]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + SETTLE_SECONDS
         for oid in sorted(ledger.approved - ledger.cancelled):
             while len(ledger.steps.setdefault(oid, [])) < 4 and time.monotonic() < deadline:
                 if not await walker.advance(oid):
                     await asyncio.sleep(0.1)
+        phases.done("settle")
     finally:
         await clients.close()
 
     lines: list[str] = []
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + CHECK_SECONDS
     code = 1
     while code and time.monotonic() < deadline:
         lines.clear()
         code = await check.check(chaos.endpoints, repair=False, wait=0, log=lines.append)
         if code:
             await asyncio.sleep(2)
+    phases.done("check")
     lost, duplicated, what = await audit(chaos, ledger)
     found = next((m for line in lines if (m := re.search(r"(\d+) divergences", line))), None)
     divergence = int(found.group(1)) if found else (1 if code else 0)
     parked = {topic: n for topic, n in (await dlq_sizes(chaos)).items() if n}
+    phases.done("audit")
     # Kills and outages make every part log errors: none of those lines, nor any DLQ header
     # or record, may carry the customers' names, e-mails or card digits.
     leaked = leaks.log_leaks(chaos.stack.run_dir)
+    phases.done("log scan")
     leaked += (await leaks.topic_leaks(chaos.stack.kafka))[0]
+    phases.done("topic scan")
     summary = (
         f"fault suite: operations={ledger.operations} kills={dict(sorted(kills.items()))} "
         f"lost={lost} duplicated={duplicated} divergence={divergence} parked={sum(parked.values())} "

@@ -24,6 +24,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+from svckit.backoff import Backoff
 
 T = TypeVar("T")
 Status = common_pb2.OrderStatus
@@ -68,6 +69,9 @@ async def call(fn: Callable[[], Awaitable[T]], ledger: Ledger, *, budget: float 
     """Retry while the service is down; anything else is the answer."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
+    # As a well-behaved client: quick retries at first, then at most one a second per caller
+    # (jittered), so an outage is not met by a stream of requests.
+    backoff = Backoff(0.1, 1.0)
     while True:
         try:
             return await fn()
@@ -75,7 +79,7 @@ async def call(fn: Callable[[], Awaitable[T]], ledger: Ledger, *, budget: float 
             if exc.code() not in RETRYABLE or loop.time() > deadline:
                 raise
             ledger.retries += 1
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(backoff.next_delay())
 
 
 class Workload:
