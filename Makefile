@@ -46,7 +46,7 @@ demo:
 	$(UV) run --frozen storefront demo
 
 test: install
-	$(UV) run --frozen pytest -q -rs -p no:cacheprovider
+	$(UV) run --frozen pytest -q -rs -p no:cacheprovider --durations=10
 
 test-fast:
 	$(UV) run --frozen pytest -q tests/unit

@@ -59,6 +59,11 @@ def setting(env: str, default: int, minimum: int) -> int:
     return value
 
 
+def max_bytes() -> int:
+    """The size past which a log file is rotated."""
+    return setting(MAX_BYTES_ENV, DEFAULT_MAX_BYTES, minimum=64 * 1024)
+
+
 class RotatingFile:
     """Appends to ``path``; past ``max_bytes`` shifts it to ``path.1`` and starts anew."""
 
@@ -182,11 +187,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: logsink.py <log path> (reads standard input)", file=sys.stderr)
         return 2
-    out = RotatingFile(
-        Path(argv[1]),
-        setting(MAX_BYTES_ENV, DEFAULT_MAX_BYTES, minimum=64 * 1024),
-        setting(BACKUPS_ENV, DEFAULT_BACKUPS, minimum=0),
-    )
+    out = RotatingFile(Path(argv[1]), max_bytes(), setting(BACKUPS_ENV, DEFAULT_BACKUPS, 0))
     try:
         pump(sys.stdin.fileno(), Collapser(out))
     finally:

@@ -64,22 +64,23 @@ def personal_leaks(where: str, blob: bytes) -> list[str]:
 
 def _any_leak() -> re.Pattern[bytes]:
     """One pattern that matches somewhere in a line exactly when :func:`personal_leaks` finds
-    something in it: an e-mail's "@domain" with a local-part character before it (the e-mail
-    pattern anchored on its literal, so it does not backtrack at every word), a name, or any
-    card encoding standing alone. No alternative can span a newline."""
+    something in it: an e-mail's "@domain" with a local-part character before it, a name
+    standing alone, or a card encoding standing alone. No alternative can span a newline.
+
+    Every alternative starts with its literal and checks what precedes it with a lookbehind
+    placed after it: a pattern that starts with literals lets the regex engine skip to the
+    positions holding one of their first bytes, twelve times faster on a FerretDB log than
+    the same alternatives with their guards in front."""
     needles = sorted(
         {n for number in CARD_NUMBERS for n in card_encodings(number)}, key=len, reverse=True
     )
-    email_domain = EMAIL.pattern[EMAIL.pattern.index(b"@") :]
-    return re.compile(
-        rb"(?<=[A-Za-z0-9._%+{}-])"
-        + email_domain
-        + b"|"
-        + _NAME.pattern
-        + rb"|(?<![0-9])(?:"
-        + b"|".join(re.escape(n) for n in needles)
-        + rb")(?![0-9])"
-    )
+    email = EMAIL.pattern[EMAIL.pattern.index(b"@") :]
+    alternatives = [rb"@(?<=[A-Za-z0-9._%+{}-]@)" + email[1:]]
+    alternatives += [
+        re.escape(n.encode()) + rb"(?<!\w" + re.escape(n.encode()) + rb")\b" for n in NAMES
+    ]
+    alternatives += [re.escape(n) + rb"(?<![0-9]" + re.escape(n) + rb")(?![0-9])" for n in needles]
+    return re.compile(b"|".join(alternatives))
 
 
 _ANY_LEAK = _any_leak()

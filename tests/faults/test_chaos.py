@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from stack import logsink
 from stack.embedded import FERRETDB, KAFKA, EmbeddedStack, Ports
 from stack.postgres import POSTGRES
 from storefront.common.v1 import common_pb2
@@ -317,6 +318,7 @@ async def _run_and_audit(
         f"retries={ledger.retries} customers={len(ledger.customers)} orders={len(ledger.orders)} "
         f"approved={len(ledger.approved)} rejected={len(ledger.rejected)} "
         f"cancelled={len(ledger.cancelled)} leaked={len(leaked)} "
+        f"log_mb={sum(p.stat().st_size for p in leaks.log_files(chaos.stack.run_dir)) / 1e6:.1f} "
         f"seconds={time.monotonic() - started:.0f}"
     )
     with capsys.disabled():
@@ -325,6 +327,14 @@ async def _run_and_audit(
     assert (lost, duplicated) == (0, 0), "\n".join(what[:30])
     assert not parked, f"an outage parked events: {parked}"
     assert not leaked, f"personal data in {chaos.stack.run_dir}:\n" + "\n".join(leaked[:20])
+    # Outages make every process log errors at hundreds a second: rotation and the collapsing
+    # of repeats keep each file within its size (a line past it starts the next file).
+    oversized = {
+        p.name: p.stat().st_size
+        for p in leaks.log_files(chaos.stack.run_dir)
+        if p.stat().st_size > logsink.max_bytes() + logsink.MAX_LINE
+    }
+    assert not oversized, f"logs beyond the rotation size: {oversized}"
     assert ledger.operations >= OPS
     expected = [*names.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
     assert all(kills[t] >= KILLS for t in expected), kills
