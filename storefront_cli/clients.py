@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+import topology
 from stack import issuer
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
@@ -28,7 +29,7 @@ from storefront.admin.v1 import admin_pb2_grpc
 from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
 from storefront_cli import endpoints
-from svckit import names, policy
+from svckit import policy
 from svckit.authz import CUSTOMER, STAFF, WAREHOUSE, Every, get_field
 from svckit.ids import new_id
 
@@ -122,6 +123,10 @@ def sync_channel(target: str, tokens: TokenFor) -> grpc.Channel:
     return grpc.intercept_channel(grpc.insecure_channel(target), SyncBearerInterceptor(tokens))
 
 
+CLIENT_SERVICES = (topology.ACCOUNTS, topology.ORDERS, topology.FULFILLMENT)
+"""The services whose API the CLI calls, in `Clients.connect`'s order (a typed stub each)."""
+
+
 @dataclass
 class Clients:
     accounts: accounts_pb2_grpc.AccountsServiceStub
@@ -141,7 +146,7 @@ class Clients:
             channels,
             {
                 name: admin_pb2_grpc.AdminServiceStub(c)
-                for name, c in zip(names.SERVICES, channels, strict=True)
+                for name, c in zip(CLIENT_SERVICES, channels, strict=True)
             },
         )
 
@@ -184,7 +189,7 @@ def operator_tokens() -> TokenFor:
 
 def connect_endpoints(ep: endpoints.Endpoints) -> Clients:
     """Clients of the services where `ep` says they are, as the operator."""
-    return Clients.connect(*(ep.grpc[s] for s in names.SERVICES), tokens=operator_tokens())
+    return Clients.connect(*(ep.grpc[s] for s in CLIENT_SERVICES), tokens=operator_tokens())
 
 
 async def with_clients(ep: endpoints.Endpoints, use: Callable[[Clients], Awaitable[Any]]) -> int:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+import topology
 from envoy_config import config as edge_config
 from stack import tools
-from svckit import names
 from tests.support import ensure_tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +32,7 @@ DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
 SERVICES = ("accounts", "orders", "fulfillment")
 DOCKERFILES = [ROOT / f"{s}_svc" / "Dockerfile" for s in SERVICES]
 GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-TOPICS = {
-    f"{t}{suffix}"
-    for t in (names.CUSTOMER_CHANGES, names.ORDER_FULFILLMENT, names.ORDER_STATUS)
-    for suffix in ("", ".dlq")
-}
+TOPICS = set(topology.SYSTEM.all_topics)
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,13 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+import topology
 from stack.embedded import FERRETDB, KAFKA, EmbeddedStack, Ports
 from stack.postgres import POSTGRES
 from storefront.common.v1 import common_pb2
 from storefront_cli import check, system
 from storefront_cli.clients import Clients
 from storefront_cli.endpoints import Endpoints
-from svckit import names
 from tests import leaks
 from tests.faults.workload import Ledger, Workload
 from tests.support import read_raw, tokens_of
@@ -129,7 +129,7 @@ async def drive(worker: Workload, ledger: Ledger, rng: random.Random) -> None:
 async def inject(
     chaos: Chaos, ledger: Ledger, kills: collections.Counter[str], rng: random.Random
 ) -> None:
-    targets = [*names.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
+    targets = [*topology.SYSTEM.names] + ([] if chaos.stack.external_kafka else [KAFKA])
     plan = targets * KILLS
     if not chaos.stack.external_mongodb:
         plan += [FERRETDB, POSTGRES] * DB_OUTAGES
@@ -152,10 +152,10 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
         chaos.stack.mongodb_uri, tz_aware=True
     )
     try:
-        db = {s: client[f"{PREFIX}{s}"] for s in names.SERVICES}
+        db = {s: client[f"{PREFIX}{s}"] for s in topology.SYSTEM.names}
         for cid, (version, email) in ledger.customers.items():
-            doc = await db["accounts"][names.CUSTOMERS].find_one({"_id": cid})
-            copy = await db["orders"][names.CUSTOMER_COPIES].find_one({"_id": cid})
+            doc = await db["accounts"][topology.CUSTOMERS].find_one({"_id": cid})
+            copy = await db["orders"][topology.CUSTOMER_COPIES].find_one({"_id": cid})
             for where, got in (("accounts", doc), ("orders copy", copy)):
                 # Newer than acknowledged is possible (a retried write without etag may land
                 # twice); older, or the acknowledged version with other content, is a loss.
@@ -165,21 +165,21 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                     lost += 1
                     what.append(f"customer {cid} v{version} in {where}")
         for oid in ledger.orders:
-            if await db["orders"][names.ORDER_DOCUMENTS].count_documents({"_id": oid}) != 1:
+            if await db["orders"][topology.ORDER_DOCUMENTS].count_documents({"_id": oid}) != 1:
                 lost += 1
                 what.append(f"order {oid}")
         for oid in ledger.approved:
-            count = await db["fulfillment"][names.FULFILLMENTS].count_documents({"_id": oid})
+            count = await db["fulfillment"][topology.FULFILLMENTS].count_documents({"_id": oid})
             if count != 1:
                 lost += count == 0
                 duplicated += max(0, count - 1)
                 what.append(f"order {oid} has {count} fulfillments")
         for oid in ledger.rejected:
-            if await db["fulfillment"][names.FULFILLMENTS].count_documents({"_id": oid}):
+            if await db["fulfillment"][topology.FULFILLMENTS].count_documents({"_id": oid}):
                 duplicated += 1
                 what.append(f"rejected order {oid} has a fulfillment")
         for oid in ledger.cancelled:
-            f = await db["fulfillment"][names.FULFILLMENTS].find_one({"_id": oid})
+            f = await db["fulfillment"][topology.FULFILLMENTS].find_one({"_id": oid})
             if f is not None and f["status"] in (
                 "ORDER_STATUS_APPROVED",
                 "ORDER_STATUS_PROCESSING",
@@ -187,8 +187,8 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                 lost += 1
                 what.append(f"cancelled order {oid} still active in fulfillment")
         for oid, acked in ledger.steps.items():
-            order = await db["orders"][names.ORDER_DOCUMENTS].find_one({"_id": oid})
-            f = await db["fulfillment"][names.FULFILLMENTS].find_one({"_id": oid})
+            order = await db["orders"][topology.ORDER_DOCUMENTS].find_one({"_id": oid})
+            f = await db["fulfillment"][topology.FULFILLMENTS].find_one({"_id": oid})
             for where, doc in (("orders", order), ("fulfillment", f)):
                 history = collections.Counter(
                     e["status"] for e in (doc or {}).get("status_events", [])
@@ -214,7 +214,7 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
     ledger = Ledger()
     kills: collections.Counter[str] = collections.Counter()
     clients = Clients.connect(
-        *(system.grpc_target(chaos.ports, s) for s in names.SERVICES),
+        *(system.grpc_target(chaos.ports, s) for s in topology.SYSTEM.names),
         tokens=tokens_of(chaos.stack),
     )
     try:
@@ -265,7 +265,7 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
     assert not parked, f"an outage parked events: {parked}"
     assert not leaked, f"personal data in {chaos.stack.run_dir}:\n" + "\n".join(leaked[:20])
     assert ledger.operations >= OPS
-    expected = [*names.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
+    expected = [*topology.SYSTEM.names] + ([] if chaos.stack.external_kafka else [KAFKA])
     assert all(kills[t] >= KILLS for t in expected), kills
     if not chaos.stack.external_mongodb:
         assert kills[FERRETDB] >= DB_OUTAGES and kills[POSTGRES] >= DB_OUTAGES, kills
@@ -275,5 +275,5 @@ async def dlq_sizes(chaos: Chaos) -> dict[str, int]:
     """Records in each dead-letter topic of this suite's own stack."""
     return {
         dlq: len(await read_raw(chaos.stack.kafka, dlq))
-        for dlq in names.DLQ_TOPICS
+        for dlq in tuple(d.name for d in topology.SYSTEM.dead_letters)
     }

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+import topology
 from storefront_cli.console import graph
 from storefront_cli.console.server import _loopback_host
-from svckit import names
 
 
 def series(value: float, **labels: str) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def edges(results: dict[str, list[dict[str, Any]]]) -> dict[str, graph.Edge]:
 def test_with_no_data_every_node_and_edge_is_there_and_idle() -> None:
     nodes, all_edges = graph.build({})
     assert {n.id for n in nodes} >= {"clients", "envoy", "accounts", "db:orders"}
-    assert {f"topic:{t}" for t in names.PUBLISHES.values()} <= {n.id for n in nodes}
+    assert {f"topic:{t}" for t in topology.SYSTEM.topics} <= {n.id for n in nodes}
     assert all(e.health in ("idle", "unknown") for e in all_edges)
     assert {n.health for n in nodes if n.kind == "service"} == {"unknown"}
 
@@ -43,7 +43,9 @@ def test_grpc_error_ratio_counts_every_code_but_ok_and_colours_by_it() -> None:
     assert accounts.rate == 10.0 and accounts.error_ratio == 0.1
     assert accounts.health == "degraded" and accounts.p99_s == 0.02
     assert orders.health == "ok" and orders.p99_s is None  # below 0.1 %; NaN is no p99
-    assert e["clients>fulfillment"].health == "idle" and e["clients>fulfillment"].error_ratio is None
+    assert (
+        e["clients>fulfillment"].health == "idle" and e["clients>fulfillment"].error_ratio is None
+    )
 
 
 def test_events_envoy_and_outbox_edges() -> None:
@@ -52,7 +54,9 @@ def test_events_envoy_and_outbox_edges() -> None:
             "published": [series(2.0, app="accounts", topic="accounts.customer.change")],
             "consumed": [
                 series(1.0, app="orders", topic="accounts.customer.change", outcome="applied"),
-                series(1.0, app="orders", topic="accounts.customer.change", outcome="dead_lettered"),
+                series(
+                    1.0, app="orders", topic="accounts.customer.change", outcome="dead_lettered"
+                ),
             ],
             "envoy_in": [
                 series(3.0, envoy_response_code_class="2"),

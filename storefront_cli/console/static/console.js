@@ -234,7 +234,7 @@ async function replay(dlqTopic, ids) {
   const out = document.getElementById("replay-result");
   out.textContent = "replaying " + (ids.length ? ids.join(", ") : "everything not replayed in " + dlqTopic) + " ...";
   try {
-    const r = await api("/api/dlq/replay", { method: "POST", body: JSON.stringify({ topic: dlqTopic.replace(/\.dlq$/, ""), ids }) });
+    const r = await api("/api/dlq/replay", { method: "POST", body: JSON.stringify({ dlq: dlqTopic, ids }) });
     out.textContent = r.lines.join("\n") + `\n(exit ${r.code})`;
   } catch (err) {
     out.textContent = "replay refused: " + err.message;
