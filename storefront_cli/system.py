@@ -20,23 +20,24 @@ from stack.procs import Supervisor
 from svckit import names
 
 
-def _default_grpc() -> dict[str, int]:
-    return {s.name: s.grpc_port for s in topology.SYSTEM}
-
-
-def _default_metrics() -> dict[str, int]:
-    return {s.name: s.metrics_port for s in topology.SYSTEM}
-
-
 @dataclass(frozen=True)
 class SystemPorts:
     """Where each service (gRPC and metrics) and Envoy listen: the topology's ports unless
     moved (tests take free ones)."""
 
-    grpc_ports: Mapping[str, int] = field(default_factory=_default_grpc)
-    metrics_ports: Mapping[str, int] = field(default_factory=_default_metrics)
+    grpc_ports: Mapping[str, int] = field(
+        default_factory=lambda: {s.name: s.grpc_port for s in topology.SYSTEM}
+    )
+    metrics_ports: Mapping[str, int] = field(
+        default_factory=lambda: {s.name: s.metrics_port for s in topology.SYSTEM}
+    )
     envoy: int = 8080
     envoy_admin: int = 9901
+
+    @classmethod
+    def declared(cls, system: topology.System) -> SystemPorts:
+        """The ports `system` declares."""
+        return cls({s.name: s.grpc_port for s in system}, {s.name: s.metrics_port for s in system})
 
     @classmethod
     def free(cls) -> SystemPorts:

@@ -151,6 +151,27 @@ async def graph_in_page(page: Page) -> dict[str, Any]:
     )
 
 
+async def overlapping_labels(page: Page) -> list[list[str]]:
+    """Pairs of edge labels (with text) whose drawn boxes intersect, and labels drawn over a
+    node: the page measures them as the browser drew them."""
+    return list(
+        await page.evaluate(
+            """() => {
+        const box = (el) => el.getBoundingClientRect();
+        const cross = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+        const labels = [...document.querySelectorAll('#graph g.edge-label')].filter(l => l.textContent);
+        const nodes = [...document.querySelectorAll('#graph g.node')];
+        const found = [];
+        labels.forEach((a, i) => {
+            labels.slice(i + 1).forEach(b => { if (cross(box(a), box(b))) found.push([a.dataset.edge, b.dataset.edge]); });
+            nodes.forEach(n => { if (cross(box(a), box(n))) found.push([a.dataset.edge, n.dataset.node]); });
+        });
+        return found;
+    }"""
+        )
+    )
+
+
 async def text_of(page: Page, selector: str) -> str:
     return str(await page.locator(selector).inner_text())
 
@@ -199,6 +220,8 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
         assert g["edges"][e]["health"] in ("degraded", "failing"), g["edges"][e]
         assert "% err" in g["edges"][e]["label"]
     assert g["nodes"]["accounts"] in ("degraded", "failing")  # its inbound errors show
+    assert sum(bool(e["label"]) for e in g["edges"].values()) >= len(USED)
+    assert await overlapping_labels(page) == []
     assert g["edges"]["orders>topic:orders.order.fulfill"]["errors"] == 0
 
     # The status panels: the same tables as `storefront status`.

@@ -91,3 +91,25 @@ def test_only_loopback_hosts_on_the_served_port_pass() -> None:
         assert _loopback_host(host, 8090), host
     for host in ("evil.test:8090", "127.0.0.1:8091", "127.0.0.1", "10.0.0.1:8090", ""):
         assert not _loopback_host(host, 8090), host
+
+
+def test_the_layout_places_every_node_apart_and_each_database_under_its_service() -> None:
+    nodes, edges = graph.skeleton()
+    at = graph.layout(nodes, edges)
+    points = [(at.x[n.id], at.y[n.id]) for n in nodes]
+    assert len(set(points)) == len(points)
+    for s in topology.SYSTEM.publishers:
+        assert at.x[f"db:{s.name}"] == at.x[s.name] and at.y[f"db:{s.name}"] > at.y[s.name]
+    topics = sorted(at.y[f"topic:{t}"] for t in topology.SYSTEM.topics)
+    assert all(b - a >= graph.TOPIC_GAP for a, b in zip(topics, topics[1:], strict=False))
+    assert all(0 < y < at.height for y in at.y.values())
+
+
+def test_the_layout_grows_with_the_topology() -> None:
+    extra = topology.Service(
+        "counter", grpc_port=50099, metrics_port=9499, consumes=(topology.ORDER_STATUS,)
+    )
+    nodes, edges = graph.skeleton(topology.SYSTEM.adding(extra))
+    at = graph.layout(nodes, edges)
+    assert at.y["counter"] > max(at.y[s] for s in topology.SYSTEM.names)
+    assert at.height > graph.layout(*graph.skeleton()).height
