@@ -51,6 +51,7 @@ SYSTEM = System(
                         "storefront.accounts.v1.CustomerDeleted",
                     ),
                     key="customer id",
+                    compacted=True,
                 ),
             ),
         ),

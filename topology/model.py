@@ -22,6 +22,9 @@ class Topic:
     """The protobuf message names (CloudEvents `ce_type`) published on it."""
     key: str
     """What the record key is (an aggregate's id): per-key order is what consumers rely on."""
+    compacted: bool = False
+    """Every event carries the aggregate's whole state, so the latest per key is enough to
+    rebuild a copy at any age: the broker keeps that (log compaction) instead of 7 days."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ class DeadLetters:
 
 @dataclass(frozen=True)
 class System:
-    """Every service, in start order (a consumer after what it consumes, where possible)."""
+    """Every service, in the order `storefront run` starts them (consumers wait for the
+    topics they read, so the order is for reading, not for correctness)."""
 
     services: tuple[Service, ...]
 

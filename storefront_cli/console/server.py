@@ -341,6 +341,11 @@ class Console:
         clients = Clients.connect(
             *(f"{where.host}:{where.ports.grpc(s)}" for s in CLIENT_SERVICES),
             tokens=fixed(request["token"]),
+            others={
+                s: f"{where.host}:{where.ports.grpc(s)}"
+                for s in where.system.names
+                if s not in CLIENT_SERVICES
+            },
         )
         lines: list[str] = []
         try:

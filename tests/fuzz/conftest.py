@@ -70,12 +70,8 @@ FUZZ_SETTINGS = settings(
     ],
 )
 
-COLLECTIONS: dict[str, tuple[str, ...]] = {
-    "accounts": (topology.CUSTOMERS,),
-    "orders": (topology.ORDER_DOCUMENTS, topology.CUSTOMER_COPIES),
-    "fulfillment": (topology.FULFILLMENTS,),
-}
-"""Every collection each service writes (DESIGN.md section 1 and the repositories)."""
+COLLECTIONS: dict[str, tuple[str, ...]] = {s.name: tuple(s.collections) for s in topology.SYSTEM}
+"""Every collection each service writes (its topology entry)."""
 OUTBOXES = {s.name: s.aggregate for s in topology.SYSTEM.publishers}
 
 SERVER_FAULTS = frozenset(
