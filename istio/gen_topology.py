@@ -1,13 +1,14 @@
 """Writes the deployment's manifests that follow the topology (topology/): one manifest per
 service (from ``istio/service.yaml.tmpl``), the Kafka topics with one DLQ per consumer group
 and topic, the KafkaUsers with the ACL table of stack/kafka_security.py, and the kustomization
-listing them with each service's MongoDB Secret.
+listing them with each service's MongoDB Secret, and the ingress gateway's gRPC routes of
+every public service.
 
     uv run python istio/gen_topology.py           # write them
     uv run python istio/gen_topology.py --check   # exit 1 naming each file that is not current
 
-The gateway's routes (istio/storefront/gateway.yaml) and the transcoder stay as they are: a new
-public service adds its routes there (docs/extending.md).
+The gateway's REST routes (in istio/gateway.yaml.tmpl) are written by hand: which paths are
+public is a decision per API (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -120,10 +121,25 @@ def kustomization(system: System = SYSTEM) -> str:
     return template.substitute(service_manifests=manifests, secrets=secrets)
 
 
+def gateway(system: System = SYSTEM) -> str:
+    """The ingress routes: the gRPC ones of every public service, then the REST ones."""
+    route = Template((HERE / "grpc-routes.yaml.tmpl").read_text())
+    routes = "".join(
+        route.substitute(
+            service=s.name,
+            api_regex="/" + s.api.replace(".", "\\.") + "/",
+            api_prefix=f"/{s.api}/",
+        )
+        for s in system.public
+    )
+    return Template((HERE / "gateway.yaml.tmpl").read_text()).substitute(grpc_routes=routes)
+
+
 def rendered(system: System = SYSTEM) -> dict[Path, str]:
     """Each generated file and its content."""
     service = Template((HERE / "service.yaml.tmpl").read_text())
     files = {OUT / f"{s.name}.yaml": service.substitute(service=s.name) for s in system}
+    files[OUT / "gateway.yaml"] = gateway(system)
     files[OUT / "kafka-topics.yaml"] = kafka_topics(system)
     files[OUT / "kafka-users.yaml"] = kafka_users(system)
     files[OUT / "kustomization.yaml"] = kustomization(system)

@@ -1,6 +1,7 @@
 """Extension proven (issue 21, item 6): one more consumer, declared under tests/ (the status
 counter of tests/counter), gets its Kafka ACLs, its own DLQ, its lag in `storefront status`,
-its node in the console graph and its Prometheus target from its topology entry alone.
+its node in the console graph, its Prometheus target and its mesh manifests (KafkaUser, DLQ
+KafkaTopic, Deployment) from its topology entry alone.
 
 The counter runs for real on the embedded broker (as the operator identity, which may use any
 group: the broker's SCRAM users are the declared system's, made when the stack was formatted).
@@ -8,6 +9,7 @@ group: the broker's SCRAM users are the declared system's, made when the stack w
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,6 +38,7 @@ from tests.support import unique
 pytestmark = pytest.mark.integration
 GROWN = topology.SYSTEM.adding(COUNTER)
 TOPIC = topology.ORDER_STATUS
+ISTIO = Path(__file__).resolve().parents[2] / "istio"
 
 
 def test_its_acls_are_its_topic_its_dlq_and_its_group() -> None:
@@ -141,3 +144,19 @@ async def test_it_consumes_and_its_lag_and_dlq_show_in_status(
     assert {r.topic for r in rows} == {TOPIC}
     assert COUNTER.dlq(TOPIC) in {d.topic for d in snap.dead_letters or []}
     assert "counter_svc" in {h.part for h in snap.health}
+
+
+def test_the_mesh_gets_its_manifest_its_kafka_user_and_its_dlq_topic() -> None:
+    spec = importlib.util.spec_from_file_location("gen_topology", ISTIO / "gen_topology.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    files = {path.name: text for path, text in gen.rendered(GROWN).items()}
+    assert "counter.yaml" in files and "  - counter.yaml" in files["kustomization.yaml"]
+    users = {d["metadata"]["name"]: d for d in yaml.safe_load_all(files["kafka-users.yaml"])}
+    granted = {r["resource"]["name"] for r in users[COUNTER.name]["spec"]["authorization"]["acls"]}
+    assert granted == {TOPIC, COUNTER.dlq(TOPIC), "counter-svc", "counter-svc.dlq-replay"}
+    topics = [d["spec"]["topicName"] for d in yaml.safe_load_all(files["kafka-topics.yaml"])]
+    assert COUNTER.dlq(TOPIC) in topics
+    [_, routes] = yaml.safe_load_all(files["gateway.yaml"])
+    assert not [r for r in routes["spec"]["http"] if COUNTER.name in r["name"]]  # internal
