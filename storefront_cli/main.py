@@ -14,7 +14,7 @@ from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
 from storefront_cli import check, keys, replays, status, system, tail, watch
 from storefront_cli import console as web_console
-from storefront_cli.clients import Clients, acting_as_needed
+from storefront_cli.clients import CLIENT_SERVICES, Clients, acting_as_needed
 from storefront_cli.demo import run_demo
 from svckit import logs
 from svckit.authz import STAFF, WAREHOUSE
@@ -152,7 +152,7 @@ async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
     """Each step acts as whoever the policy lets take it: customers sign up and order,
     staff approve, the warehouse ships; tokens from the run dir's issuer."""
     clients = Clients.connect(
-        *(system.grpc_target(ports, s) for s in topology.SYSTEM.names),
+        *(system.grpc_target(ports, s) for s in CLIENT_SERVICES),
         tokens=acting_as_needed(issuer.for_run_dir(run_dir)),
     )
     try:

@@ -1,4 +1,4 @@
-"""The whole system on one machine: the embedded stack, the three services and
+"""The whole system on one machine: the embedded stack, every service of the topology and
 Envoy, all under one Supervisor run dir. `storefront run` and the end-to-end
 tests both start it from here, so they run the same thing."""
 
@@ -138,7 +138,7 @@ def grpc_target(ports: SystemPorts, service: str) -> str:
 
 
 def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:
-    """Envoy in front of the three services: JSON/REST, gRPC-Web and native gRPC on one port
+    """Envoy in front of the public services: JSON/REST, gRPC-Web and native gRPC on one port
     (CORS for $STOREFRONT_CORS_ORIGINS, default http://localhost:3000)."""
     from envoy_config.config import EdgeAuth, cors_origins_from_env, envoy_argv, write_config
 

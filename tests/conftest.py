@@ -24,7 +24,7 @@ import topology
 from stack import cardkeys
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
-from storefront_cli.clients import Clients
+from storefront_cli.clients import CLIENT_SERVICES, Clients
 from tests import leaks
 from tests.support import System, tokens_of
 
@@ -103,7 +103,7 @@ def running_system(stack: EmbeddedStack) -> Iterator[System]:
 @pytest.fixture
 async def clients(running_system: System) -> AsyncIterator[Clients]:
     c = Clients.connect(
-        *(running_system.target(s) for s in topology.SYSTEM.names),
+        *(running_system.target(s) for s in CLIENT_SERVICES),
         tokens=tokens_of(running_system.stack),
     )
     yield c

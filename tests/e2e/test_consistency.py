@@ -19,7 +19,7 @@ from storefront.accounts.v1 import accounts_pb2
 from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import check, replays
-from storefront_cli.clients import Clients, eventually
+from storefront_cli.clients import CLIENT_SERVICES, Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, run_demo
 from storefront_cli.endpoints import Endpoints
 from svckit import names
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 async def clients(isolated_system: System) -> AsyncIterator[Clients]:
     c = Clients.connect(
-        *(isolated_system.target(s) for s in topology.SYSTEM.names),
+        *(isolated_system.target(s) for s in CLIENT_SERVICES),
         tokens=tokens_of(isolated_system.stack),
     )
     yield c
@@ -349,7 +349,7 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
 
 async def settled_after_repair(isolated: System) -> int:
     clients = Clients.connect(
-        *(isolated.target(s) for s in topology.SYSTEM.names), tokens=tokens_of(isolated.stack)
+        *(isolated.target(s) for s in CLIENT_SERVICES), tokens=tokens_of(isolated.stack)
     )
     try:
         return await check.check(

@@ -31,7 +31,7 @@ from stack.prometheus import start_prometheus
 from storefront.accounts.v1 import accounts_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import console, system
-from storefront_cli.clients import Clients, eventually
+from storefront_cli.clients import CLIENT_SERVICES, Clients, eventually
 from storefront_cli.demo import run_demo
 from svckit import names
 from tests.e2e.conftest import System
@@ -97,7 +97,7 @@ def running(isolated_system: System) -> Iterator[Running]:
 @pytest.fixture(scope="module")
 async def clients(running: Running) -> AsyncIterator[Clients]:
     s = running.system
-    c = Clients.connect(*(s.target(n) for n in topology.SYSTEM.names), tokens=tokens_of(s.stack))
+    c = Clients.connect(*(s.target(n) for n in CLIENT_SERVICES), tokens=tokens_of(s.stack))
     yield c
     await c.close()
 

@@ -35,7 +35,7 @@ from stack.embedded import FERRETDB, KAFKA, EmbeddedStack, Ports
 from stack.postgres import POSTGRES
 from storefront.common.v1 import common_pb2
 from storefront_cli import check, system
-from storefront_cli.clients import Clients
+from storefront_cli.clients import CLIENT_SERVICES, Clients
 from storefront_cli.endpoints import Endpoints
 from tests import leaks
 from tests.faults.workload import Ledger, Workload
@@ -214,7 +214,7 @@ async def test_nothing_lost_nothing_doubled_under_sigkill(
     ledger = Ledger()
     kills: collections.Counter[str] = collections.Counter()
     clients = Clients.connect(
-        *(system.grpc_target(chaos.ports, s) for s in topology.SYSTEM.names),
+        *(system.grpc_target(chaos.ports, s) for s in CLIENT_SERVICES),
         tokens=tokens_of(chaos.stack),
     )
     try:

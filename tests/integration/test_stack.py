@@ -74,7 +74,8 @@ def test_kcat_lists_all_topics(stack: EmbeddedStack, tmp_path: Path) -> None:
         assert topic in partitions, f"{topic} missing from kcat -L:\n{out}"
         if not stack.external_kafka:
             assert partitions[topic] == TOPIC_PARTITIONS
-    assert len([t for t in topology.SYSTEM.all_topics if t.endswith(".dlq")]) == 3
+    dlqs = [t for t in topology.SYSTEM.all_topics if t.endswith(".dlq")]
+    assert len(dlqs) == sum(len(s.consumes) for s in topology.SYSTEM)  # one per group and topic
 
 
 def test_supervisor_stop_leaves_no_process(tmp_path: Path) -> None:
