@@ -76,3 +76,12 @@ def test_the_declaration_refuses_what_cannot_run() -> None:
         SYSTEM.adding(Service("x", grpc_port=50051, metrics_port=2))
     with pytest.raises(KeyError, match="does not consume"):
         SYSTEM.service(topology.ACCOUNTS).dlq(topology.ORDER_STATUS)
+
+
+def test_the_declared_events_are_the_ones_the_services_publish() -> None:
+    """`watch` decodes every event message of the services' events.proto: the declaration
+    names exactly those, each on one topic."""
+    from storefront_cli.tail import EVENT_TYPES
+
+    declared = [e for s in SYSTEM for t in s.publishes for e in t.events]
+    assert sorted(declared) == sorted(EVENT_TYPES)
