@@ -122,7 +122,7 @@ function overlaps(a, b) {
   return a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
 }
 
-function placeLabels(root, labels, nodes) {
+function placeLabels(labels, nodes) {
   const taken = nodes.map((g) => { const b = g.getBBox(); const [x, y] = at[g.dataset.node]; return { x: b.x + x, y: b.y + y, width: b.width, height: b.height }; });
   for (const { text, c } of labels) {
     if (!text.textContent) continue;
@@ -189,7 +189,7 @@ function drawGraph(data) {
   const nodes = data.nodes.map(nodeShape);
   // Labels last, so no node hides one.
   root.replaceChildren(defs, ...edges.map((e) => e.g), ...nodes, ...edges.map((e) => e.label));
-  placeLabels(root, edges, nodes);
+  placeLabels(edges, nodes);
   document.getElementById("graph-info").textContent =
     `${data.prometheus}, rates over ${data.window}; ${data.queries} queries in ${data.query_ms} ms`;
   document.getElementById("graph-errors").textContent = data.errors.join("; ");
