@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
+import topology
 from accounts_svc import cards, domain
 from accounts_svc.cards import CardVault
 from accounts_svc.domain import Customer
@@ -23,9 +24,8 @@ from svckit.store import Store, until_saved
 
 log = logging.getLogger(__name__)
 
-TOPIC = names.PUBLISHES[names.ACCOUNTS]
-SOURCE = names.source(names.ACCOUNTS)
-
+TOPIC = topology.CUSTOMER_CHANGES
+SOURCE = names.source(topology.ACCOUNTS)
 
 
 class Customers(Store[Customer], Protocol):
@@ -43,8 +43,9 @@ class Customers(Store[Customer], Protocol):
     async def get_any(self, customer_id: str) -> tuple[Customer, bool] | None:
         """The customer, live or a tombstone, and whether it is deleted."""
 
-    async def page_live(self, after: str | None, limit: int) -> tuple[list[Customer], str | None]:
-        ...
+    async def page_live(
+        self, after: str | None, limit: int
+    ) -> tuple[list[Customer], str | None]: ...
 
     async def tombstone(
         self, customer: Customer, expected_version: int, events: list[dict[str, Any]]

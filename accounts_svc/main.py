@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import topology
 from accounts_svc.cards import CardKeyConfig, CardVault
 from accounts_svc.grpc_api import AccountsServicer
 from accounts_svc.handlers import AccountsHandlers
 from accounts_svc.repository import CustomerRepository
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
-from svckit import names
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
@@ -28,4 +28,8 @@ def build(settings: Settings, card_keys: CardKeyConfig | None = None) -> Service
 
 
 def main() -> None:
-    run_service(build, Settings.from_env(names.ACCOUNTS))
+    me = topology.SYSTEM.service(topology.ACCOUNTS)
+    run_service(
+        build,
+        Settings.from_env(me.name, grpc_port=me.grpc_port, metrics_port=me.metrics_port),
+    )

@@ -12,10 +12,11 @@ from typing import Any
 from bson.binary import Binary
 from pymongo.asynchronous.database import AsyncDatabase
 
+import topology
 from accounts_svc import cards
 from accounts_svc.cards import CardVault
 from accounts_svc.domain import Customer
-from svckit import guards, names
+from svckit import guards
 from svckit.documents import from_document, to_document
 from svckit.outbox import OUTBOX
 from svckit.store import AggregateStore
@@ -30,7 +31,7 @@ LIVE = {"deleted": {"$ne": True}}
 class CustomerRepository(AggregateStore[Customer]):
     def __init__(self, db: AsyncDatabase[dict[str, Any]], vault: CardVault | None = None) -> None:
         """Without a vault (operator tools) customers can be read and republished, not written."""
-        super().__init__(db[names.CUSTOMERS], Customer, "id")
+        super().__init__(db[topology.CUSTOMERS], Customer, "id")
         self.vault = vault
 
     def load(self, doc: Document) -> Customer:

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import topology
 from accounts_svc import domain as accounts_domain
 from bench import data, loadgen
 from orders_svc import domain as orders_domain
 from storefront.common.v1 import common_pb2
 from storefront.orders.v1 import orders_pb2
-from svckit import mongo, names, paging
+from svckit import mongo, paging
 from svckit.documents import to_document
 from svckit.outbox import OUTBOX
 
@@ -127,7 +128,7 @@ class Growth:
     def seed_to(self, n: int) -> None:
         new = [f"growth-{i:07d}" for i in range(len(self.customers), n)]
         docs = [_customer_doc(i, cid, self.now) for i, cid in enumerate(new, len(self.customers))]
-        asyncio.run(_insert(self.uri, self.accounts_db, names.CUSTOMERS, docs, self.log))
+        asyncio.run(_insert(self.uri, self.accounts_db, topology.CUSTOMERS, docs, self.log))
         self.customers += new
         # n orders: the first n / ORDERS_PER_CUSTOMER customers have ORDERS_PER_CUSTOMER each.
         owners = [self.customers[i // ORDERS_PER_CUSTOMER] for i in range(self.orders, n)]
@@ -139,7 +140,7 @@ class Growth:
             | {OUTBOX: []}
             for i, owner in enumerate(owners, self.orders)
         ]
-        asyncio.run(_insert(self.uri, self.orders_db, names.ORDER_DOCUMENTS, orders, self.log))
+        asyncio.run(_insert(self.uri, self.orders_db, topology.ORDER_DOCUMENTS, orders, self.log))
         self.orders = n
 
     def seed_customer_with_orders(self, customer_id: str, count: int) -> None:
@@ -161,8 +162,8 @@ class Growth:
             | {OUTBOX: []}
             for i in range(count)
         ]
-        asyncio.run(_insert(self.uri, self.orders_db, names.CUSTOMER_COPIES, [copy], self.log))
-        asyncio.run(_insert(self.uri, self.orders_db, names.ORDER_DOCUMENTS, orders, self.log))
+        asyncio.run(_insert(self.uri, self.orders_db, topology.CUSTOMER_COPIES, [copy], self.log))
+        asyncio.run(_insert(self.uri, self.orders_db, topology.ORDER_DOCUMENTS, orders, self.log))
 
     def operations(self) -> dict[str, Operation]:
         """The operations measured, over the data stored now; those that scan last."""

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import topology
 from bench import data
 from svckit import names
 from svckit.kafka import KafkaConnection
@@ -24,7 +25,7 @@ def backlog_events(n: int) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
         round_, i = divmod(k, per_round)
         key = f"bench-backlog-{stamp}-{i:06d}"
         event = data.customer_changed(key, round_ + 1, i)
-        value, headers = encode(event, source=names.source(names.ACCOUNTS), key=key)
+        value, headers = encode(event, source=names.source(topology.ACCOUNTS), key=key)
         out.append((key, value, headers))
     return out
 

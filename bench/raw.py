@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import topology
 from bench.stats import percentile
-from svckit import names
 
 
 async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
@@ -39,7 +39,7 @@ async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
     ids = json.loads(Path(args.ids_file).read_text()) if args.ids_file else []  # noqa: ASYNC240
     template = to_document(customer_draft(), id_field="id")
     event = events_pb2.CustomerChanged(customer_id="x", version=1)
-    template[OUTBOX] = [outbox_entry(names.CUSTOMER_CHANGES, "x", event, source="bench", seq=1)]
+    template[OUTBOX] = [outbox_entry(topology.CUSTOMER_CHANGES, "x", event, source="bench", seq=1)]
     await client.admin.command("ping")
     latencies: list[float] = []
     errors = 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import topology
 from bench import growth
-from svckit import names
 
 
 def fmt_rps(r: dict[str, Any]) -> str:
@@ -118,7 +118,7 @@ def table(report: dict[str, Any]) -> str:
             rows.append(("growth", f"incomplete ({exc})", "", "", ""))
     safe(
         lambda: (
-            ", ".join(f"{n} {s['memory'][n]['rss_mb']:.0f} MiB" for n in names.SERVICES),
+            ", ".join(f"{n} {s['memory'][n]['rss_mb']:.0f} MiB" for n in topology.SYSTEM.names),
             "",
             "",
         ),

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import topology
 from bench import data, growth, loadgen
 from bench.harness import PREFIX, ROOT, Harness
 from bench.kafka_load import backlog_events, committed_total, ensure_topic, produce, watch_group
@@ -217,7 +218,7 @@ class Bench:
 
     def start(self) -> None:
         self.h.start_stack()
-        for service in names.SERVICES:
+        for service in topology.SYSTEM.names:
             log(f"[bench] starting {service}_svc")
             self.h.start_service(service)
         self.h.start_envoy()
@@ -267,14 +268,14 @@ class Bench:
         stable = 0
         while time.monotonic() - t0 < timeout:
             published = metric_sum(
-                f"http://127.0.0.1:{ports.accounts_metrics}/metrics",
+                f"http://127.0.0.1:{ports.metrics(topology.ACCOUNTS)}/metrics",
                 "storefront_events_published_total",
-                topic=names.CUSTOMER_CHANGES,
+                topic=topology.CUSTOMER_CHANGES,
             )
             consumed = metric_sum(
-                f"http://127.0.0.1:{ports.orders_metrics}/metrics",
+                f"http://127.0.0.1:{ports.metrics(topology.ORDERS)}/metrics",
                 "storefront_events_consumed_total",
-                topic=names.CUSTOMER_CHANGES,
+                topic=topology.CUSTOMER_CHANGES,
             )
             now = (published, consumed)
             stable = stable + 1 if now == last and consumed >= published else 0
@@ -296,7 +297,7 @@ class Bench:
         log("[bench] ceiling: bare gRPC GetCustomer")
         ceilings["bare_grpc_get"] = self.ghz(bare, "GetCustomer", reads).as_dict()
         log("[bench] ceiling: raw find_one")
-        ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", names.CUSTOMERS)
+        ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", topology.CUSTOMERS)
         log("[bench] GetCustomer over gRPC")
         get = self.ghz(accounts, "GetCustomer", reads, metadata=self.staff()).as_dict()
         log("[bench] GetCustomer as JSON through Envoy")
@@ -346,7 +347,7 @@ class Bench:
 
     def propagation(self) -> None:
         log("[bench] ceiling: raw update_one by _id on accounts' collection")
-        raw_update = self.raw_mongo("update", f"{PREFIX}accounts", names.CUSTOMERS)
+        raw_update = self.raw_mongo("update", f"{PREFIX}accounts", topology.CUSTOMERS)
         result = self.propagation_at(self.p.update_rate, self.p.propagation_seconds)
         # The highest of these rates at which p99 stays <= 250 ms (a ladder, stopped at the
         # first rate that misses): where the limit is, measured in the same run.
@@ -372,7 +373,7 @@ class Bench:
         """UpdateCustomer at a fixed rate; the commit -> applied-in-orders delay it caused."""
         ports = self.h.ports
         assert ports
-        url = f"http://127.0.0.1:{ports.orders_metrics}/metrics"
+        url = f"http://127.0.0.1:{ports.metrics(topology.ORDERS)}/metrics"
         requests = [
             {
                 "customer": {"id": i, "contact": {"email": f"moved{rate}-{n}@example.com"}},
@@ -461,14 +462,14 @@ class Bench:
         raw["self_reported"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
 
         log(f"[bench] catch-up: orders_svc consuming a backlog of {n} events")
-        group = names.consumer_group(names.ORDERS, PREFIX)
+        group = names.consumer_group(topology.ORDERS, PREFIX)
         self.h.stop_service("orders")
-        baseline = asyncio.run(committed_total(self.kafka, group, names.CUSTOMER_CHANGES))
-        asyncio.run(produce(self.kafka, names.CUSTOMER_CHANGES, events))
+        baseline = asyncio.run(committed_total(self.kafka, group, topology.CUSTOMER_CHANGES))
+        asyncio.run(produce(self.kafka, topology.CUSTOMER_CHANGES, events))
         t_spawn = time.monotonic()
         self.h.start_service("orders", wait=False)
         svc = asyncio.run(
-            watch_group(self.kafka, group, names.CUSTOMER_CHANGES, t_spawn, baseline)
+            watch_group(self.kafka, group, topology.CUSTOMER_CHANGES, t_spawn, baseline)
         )
         self.h.wait_service("orders")
         return {
@@ -541,7 +542,7 @@ class Bench:
 
     def memory(self) -> None:
         out: dict[str, Any] = {}
-        for service in names.SERVICES:
+        for service in topology.SYSTEM.names:
             pid = self.h.pid(service)
             out[service] = proc_memory(pid) if pid else {}
         rss = [v.get("rss_mb", 0.0) for v in out.values()]

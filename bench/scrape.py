@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from svckit import names
+import topology
 
 
 def propagation_buckets(url: str) -> dict[float, float]:
@@ -20,7 +20,7 @@ def propagation_buckets(url: str) -> dict[float, float]:
             labels = sample.labels
             if (
                 sample.name.endswith("_bucket")
-                and labels.get("topic") == names.CUSTOMER_CHANGES
+                and labels.get("topic") == topology.CUSTOMER_CHANGES
                 and labels.get("type", "").endswith("CustomerChanged")
             ):
                 le = float(labels["le"])

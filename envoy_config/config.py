@@ -1,10 +1,10 @@
 """Render the Envoy edge configuration from the templates in ``envoy/``.
 
-Envoy fronts the three gRPC services on one port: JSON/REST calls are transcoded to gRPC by
-``grpc_json_transcoder`` (from the descriptor set ``gen/storefront.binpb``), gRPC-Web calls are
-turned into gRPC by ``grpc_web`` (with CORS for the allowed browser origins), and native gRPC
-calls pass through. Ports and upstream addresses are parameters because tests run everything on
-ports picked by the OS::
+Envoy fronts the topology's public gRPC services on one port: JSON/REST calls are transcoded to
+gRPC by ``grpc_json_transcoder`` (from the descriptor set ``gen/storefront.binpb``), gRPC-Web
+calls are turned into gRPC by ``grpc_web`` (with CORS for the allowed browser origins), and
+native gRPC calls pass through. Ports and upstream addresses are parameters because tests run
+everything on ports picked by the OS::
 
     text = render(8080, 9901, {"accounts": ("127.0.0.1", 50051), ...})
     write_config(".run/envoy.yaml", listen_port=8080, ...)
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+import topology
 from envoy_config import strict_json
 from svckit.auth import LEEWAY_SECONDS, AuthConfig
 
@@ -39,12 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "envoy"
 DEFAULT_DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
 
-SERVICES: dict[str, str] = {
-    "accounts": "storefront.accounts.v1.AccountsService",
-    "orders": "storefront.orders.v1.OrdersService",
-    "fulfillment": "storefront.fulfillment.v1.FulfillmentService",
-}
-"""Upstream (cluster) name -> the fully qualified gRPC service it serves."""
+SERVICES: dict[str, str] = {s.name: s.api for s in topology.SYSTEM.public}
+"""Upstream (cluster) name -> the fully qualified gRPC service it serves: the topology's
+public services."""
 
 LOCAL_REPLY_CODES: dict[int, int] = {
     400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed JSON, bad enum value
@@ -62,9 +60,7 @@ LOCAL_REPLY_CODES: dict[int, int] = {
 """HTTP status of a reply made by Envoy itself -> the google.rpc.Code put in its JSON body."""
 
 DEFAULT_UPSTREAMS: dict[str, tuple[str, int]] = {
-    "accounts": ("127.0.0.1", 50051),
-    "orders": ("127.0.0.1", 50052),
-    "fulfillment": ("127.0.0.1", 50053),
+    s.name: ("127.0.0.1", s.grpc_port) for s in topology.SYSTEM.public
 }
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 8080

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import topology
 from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
 from svckit import names, paging, statuses
@@ -16,8 +17,8 @@ from svckit.errors import AlreadyExists, NotFound
 from svckit.outbox import Notifier, outbox_entry
 from svckit.store import Store, until_saved
 
-TOPIC = names.PUBLISHES[names.FULFILLMENT]
-SOURCE = names.source(names.FULFILLMENT)
+TOPIC = topology.ORDER_STATUS
+SOURCE = names.source(topology.FULFILLMENT)
 
 
 # How the consumer should count a cancellation that changes nothing.

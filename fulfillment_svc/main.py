@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import topology
 from fulfillment_svc.grpc_api import FulfillmentServicer
 from fulfillment_svc.handlers import FulfillmentHandlers
 from fulfillment_svc.repository import FulfillmentRepository
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
-from svckit import names
 from svckit.admin import ReadModel
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
@@ -25,10 +25,14 @@ def build(settings: Settings) -> ServiceApp:
         FulfillmentServicer(handlers),
         SERVICE,
     )
-    app.consume(names.CONSUMES[names.FULFILLMENT], handlers.event_handlers())
-    app.admin(handlers, handlers, {names.ORDER_FULFILLMENT: ReadModel(fulfillments.collection)})
+    app.consume(topology.SYSTEM.service(topology.FULFILLMENT).consumes, handlers.event_handlers())
+    app.admin(handlers, handlers, {topology.ORDER_FULFILLMENT: ReadModel(fulfillments.collection)})
     return app
 
 
 def main() -> None:
-    run_service(build, Settings.from_env(names.FULFILLMENT))
+    me = topology.SYSTEM.service(topology.FULFILLMENT)
+    run_service(
+        build,
+        Settings.from_env(me.name, grpc_port=me.grpc_port, metrics_port=me.metrics_port),
+    )

@@ -6,14 +6,14 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+import topology
 from fulfillment_svc.domain import Fulfillment, Status, status_name
-from svckit import names
 from svckit.store import AggregateStore
 
 
 class FulfillmentRepository(AggregateStore[Fulfillment]):
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
-        super().__init__(db[names.FULFILLMENTS], Fulfillment, "order_id")
+        super().__init__(db[topology.FULFILLMENTS], Fulfillment, "order_id")
 
     async def ensure_indexes(self) -> None:
         """Listing by status walks this index in id order, the same order keyset pages use."""

@@ -17,7 +17,10 @@ import argparse
 import secrets
 from pathlib import Path
 
-SERVICES = ("accounts", "orders", "fulfillment")
+from topology import SYSTEM
+
+SERVICES = tuple(s.name for s in SYSTEM)
+"""Each service of the topology has its own MongoDB."""
 SECRETS_DIR = Path(__file__).resolve().parent / "storefront" / "secrets"
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import topology
 from orders_svc import domain
 from orders_svc.repository import CopyChange, CustomerCopy, Order
 from storefront.accounts.v1 import events_pb2 as accounts_events
@@ -23,8 +24,8 @@ from svckit.store import Store, until_saved
 
 log = logging.getLogger(__name__)
 
-TOPIC = names.PUBLISHES[names.ORDERS]
-SOURCE = names.source(names.ORDERS)
+TOPIC = topology.ORDER_FULFILLMENT
+SOURCE = names.source(topology.ORDERS)
 MAX_CUSTOMER_ORDERS = 1000
 
 
@@ -41,8 +42,9 @@ class Orders(Store[Order], Protocol):
     async def get_with_applied(self, order_id: str) -> tuple[Order, list[int]] | None:
         """The order and the fulfillment versions applied to it."""
 
-    async def save_applied(self, order: Order, expected_version: int, applied: list[int]) -> bool:
-        ...
+    async def save_applied(
+        self, order: Order, expected_version: int, applied: list[int]
+    ) -> bool: ...
 
     async def strip_fulfillment_history(self, now: datetime) -> int: ...
 
@@ -234,9 +236,9 @@ class OrdersHandlers:
 
     async def forget(self, topic: str) -> int:
         """Drop what orders derived from `topic`, so a replay rebuilds it from scratch."""
-        if topic == names.CUSTOMER_CHANGES:
+        if topic == topology.CUSTOMER_CHANGES:
             return await self.customers.clear()
-        if topic == names.ORDER_STATUS:
+        if topic == topology.ORDER_STATUS:
             return await self.orders.strip_fulfillment_history(self.clock())
         raise ValueError(f"orders does not consume {topic}")
 

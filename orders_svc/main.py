@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import topology
 from orders_svc.grpc_api import OrdersServicer
 from orders_svc.handlers import OrdersHandlers
 from orders_svc.repository import CustomerCopies, OrderRepository
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
-from svckit import names
 from svckit.admin import ReadModel
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
@@ -21,14 +21,20 @@ def build(settings: Settings) -> ServiceApp:
     handlers = OrdersHandlers(orders, copies, app.outbox_relay(orders.collection))
     app.on_start(orders.ensure_indexes)
     app.owners("order", handlers.owner_of)
-    app.consume(names.CONSUMES[names.ORDERS], handlers.event_handlers(), handlers.batch_handlers())
+    app.consume(
+        topology.SYSTEM.service(topology.ORDERS).consumes,
+        handlers.event_handlers(),
+        handlers.batch_handlers(),
+    )
     app.admin(
         handlers,
         handlers,
         {
-            names.CUSTOMER_CHANGES: ReadModel(copies.collection),
+            topology.CUSTOMER_CHANGES: ReadModel(copies.collection),
             # Re-applying status changes bumps an order's version, not its content.
-            names.ORDER_STATUS: ReadModel(orders.collection, frozenset({"version", "update_time"})),
+            topology.ORDER_STATUS: ReadModel(
+                orders.collection, frozenset({"version", "update_time"})
+            ),
         },
     )
     app.add_service(
@@ -38,4 +44,8 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    run_service(build, Settings.from_env(names.ORDERS))
+    me = topology.SYSTEM.service(topology.ORDERS)
+    run_service(
+        build,
+        Settings.from_env(me.name, grpc_port=me.grpc_port, metrics_port=me.metrics_port),
+    )

@@ -9,9 +9,10 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+import topology
 from orders_svc import domain
 from storefront.orders.v1 import orders_pb2
-from svckit import doclocks, guards, names
+from svckit import doclocks, guards
 from svckit.consumer import Outcome
 from svckit.documents import dict_to_message, message_to_dict
 from svckit.outbox import OUTBOX
@@ -29,7 +30,7 @@ CopyChange = tuple[str, int, CustomerCopy | None]
 
 class OrderRepository(AggregateStore[Order]):
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        super().__init__(db[names.ORDER_DOCUMENTS], Order, "order_id")
+        super().__init__(db[topology.ORDER_DOCUMENTS], Order, "order_id")
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("customer_id", ASCENDING), ("_id", ASCENDING)])
@@ -67,7 +68,7 @@ class CustomerCopies:
     """Orders' copy of each customer, only ever moved forward by version."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.collection = db[names.CUSTOMER_COPIES]
+        self.collection = db[topology.CUSTOMER_COPIES]
         self._locks = doclocks.for_collection(self.collection)
 
     async def get(self, customer_id: str) -> CustomerCopy | None:
@@ -173,9 +174,7 @@ class CustomerCopies:
             return set()
         keys = list(newest)
         ops = [
-            UpdateOne(
-                {"_id": cid, "version": {"$lt": newest[cid][0]}}, newest[cid][1], upsert=True
-            )
+            UpdateOne({"_id": cid, "version": {"$lt": newest[cid][0]}}, newest[cid][1], upsert=True)
             for cid in keys
         ]
         try:

@@ -49,11 +49,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import topology
 from stack import tools
 from stack.kafka_security import BROKER, OPERATOR, Credentials, all_acls, sync_acls
 from stack.postgres import POSTGRES, PostgresCluster
 from stack.procs import ProcessError, Supervisor, port_open
-from svckit import names
 from svckit.kafka import KafkaConnection
 
 KAFKA = "kafka"
@@ -135,7 +135,7 @@ def _run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 async def ensure_topics(
     kafka: KafkaConnection,
-    topics: Sequence[str] = names.ALL_TOPICS,
+    topics: Sequence[str] = topology.SYSTEM.all_topics,
     *,
     partitions: int = TOPIC_PARTITIONS,
     replication_factor: int | None = None,

@@ -1,10 +1,10 @@
 """Who may do what on Kafka: one SCRAM identity per service, its ACLs, and the embedded
 broker's SASL settings.
 
-The table is derived from the services' own handlers modules (what each publishes and
-consumes), so it cannot drift from the code; ``istio/storefront/kafka-users.yaml`` states the
-same grants as Strimzi KafkaUsers, and a deploy test compares the two. docs/security.md has
-the table in words.
+The table is derived from the topology (`topology.SYSTEM`: what each service publishes and
+consumes), which the services subscribe and publish by, so it cannot drift from the code;
+``istio/storefront/kafka-users.yaml`` states the same grants as Strimzi KafkaUsers, and a
+deploy test compares the two. docs/security.md has the table in words.
 
 Embedded broker (:class:`stack.embedded.EmbeddedStack`): the client listener is
 SASL_PLAINTEXT with SCRAM-SHA-512 only, on 127.0.0.1; the KRaft controller listener is
@@ -36,15 +36,15 @@ from aiokafka.protocol.admin import (
 from aiokafka.protocol.api import Request
 
 from svckit import names
-from svckit.consumer import dlq_topic
 from svckit.kafka import KafkaConnection
-from svckit.names import consumer_group, run_groups_prefix
+from svckit.names import consumer_group, dlq_topic, run_groups_prefix
+from topology import SYSTEM, System
 
 BROKER = "broker"
 """The node's own identity: inter-broker and controller traffic, and the stack's set-up."""
 OPERATOR = "operator"
 """The ``storefront`` operator commands, tests and benchmarks."""
-USERS = (BROKER, *names.SERVICES, OPERATOR)
+USERS = (BROKER, *SYSTEM.names, OPERATOR)
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
 """PBKDF2 rounds per credential (Kafka's minimum is 4096); a client pays them once per
@@ -119,8 +119,9 @@ class Role:
         out = [a for t in self.produces for a in topic(t, Op.WRITE, Op.DESCRIBE)]
         for t in self.consumes:
             out += topic(t, Op.READ, Op.DESCRIBE)
-            # Its DLQ: it parks there, and replays from there (svckit.dlq, the admin service).
-            out += topic(dlq_topic(t), Op.READ, Op.WRITE, Op.DESCRIBE)
+            # Its own DLQ of the topic: it parks there, and replays from there (svckit.dlq,
+            # the admin service); another consumer's DLQ of the same topic is not its.
+            out += topic(dlq_topic(t, consumer_group(self.user)), Op.READ, Op.WRITE, Op.DESCRIBE)
         if self.group:
             groups = [
                 (self.group, Pattern.LITERAL),
@@ -136,16 +137,10 @@ class Role:
         return out
 
 
-def _as_tuple(topics: str | Sequence[str]) -> tuple[str, ...]:
-    return (topics,) if isinstance(topics, str) else tuple(topics)
-
-
-def roles() -> list[Role]:
-    """Each service's role: what it publishes and consumes, as svckit.names declares it (the
+def roles(system: System = SYSTEM) -> list[Role]:
+    """Each service's role: what it publishes and consumes, as the topology declares it (the
     services subscribe and publish by the same names)."""
-    return [
-        Role(s, (names.PUBLISHES[s],), names.CONSUMES.get(s, ())) for s in names.SERVICES
-    ]
+    return [Role(s.name, s.topics, s.consumes) for s in system]
 
 
 def operator_acls() -> list[Acl]:
@@ -167,8 +162,8 @@ def operator_acls() -> list[Acl]:
     return topics + groups + cluster
 
 
-def all_acls() -> list[Acl]:
-    return sorted({a for role in roles() for a in role.acls()} | set(operator_acls()))
+def all_acls(system: System = SYSTEM) -> list[Acl]:
+    return sorted({a for role in roles(system) for a in role.acls()} | set(operator_acls()))
 
 
 # --- credentials ---------------------------------------------------------------------------

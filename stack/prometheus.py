@@ -1,4 +1,5 @@
-"""A local Prometheus scraping the three services and Envoy, under the stack's Supervisor.
+"""A local Prometheus scraping every service of the topology and Envoy, under the stack's
+Supervisor.
 
 Why: `make run` should show the system's metrics the way production does, with no Docker.
 Prometheus comes from Debian (`apt-get install prometheus`, the binary /usr/bin/prometheus);
@@ -36,6 +37,7 @@ import yaml
 
 from stack.embedded import EmbeddedStack
 from stack.tools import REPO_ROOT, apt_install
+from topology import SYSTEM, System
 
 PROMETHEUS = "prometheus"
 """Default Supervisor name of the Prometheus process."""
@@ -81,6 +83,19 @@ def render_rules(path: Path) -> Path:
     return path
 
 
+def service_targets(
+    ports: ScrapePorts, namespace: str, system: System = SYSTEM
+) -> list[dict[str, object]]:
+    """A static target per service, labelled as Kubernetes labels its pods (JSON is YAML)."""
+    return [
+        {
+            "targets": [f"127.0.0.1:{ports.metrics(s.name)}"],
+            "labels": {"app": s.name, "namespace": namespace},
+        }
+        for s in system
+    ]
+
+
 def render_config(
     path: Path,
     ports: ScrapePorts,
@@ -88,6 +103,7 @@ def render_config(
     prometheus_port: int = DEFAULT_PORT,
     scrape_interval: str = "5s",
     namespace: str = "storefront",
+    system: System = SYSTEM,
 ) -> Path:
     """Write the scrape config for these ports, and the alert rules beside it; `namespace`
     mirrors the Kubernetes label."""
@@ -97,9 +113,7 @@ def render_config(
         scrape_interval=scrape_interval,
         scrape_timeout=scrape_interval,
         namespace=namespace,
-        accounts_metrics=ports.metrics("accounts"),
-        orders_metrics=ports.metrics("orders"),
-        fulfillment_metrics=ports.metrics("fulfillment"),
+        service_targets=json.dumps(service_targets(ports, namespace, system)),
         envoy_admin=ports.envoy_admin,
         prometheus=prometheus_port,
     )

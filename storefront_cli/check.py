@@ -20,6 +20,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+import topology
 from accounts_svc.repository import CustomerRepository
 from fulfillment_svc import domain as fulfillment_domain
 from fulfillment_svc.repository import FulfillmentRepository
@@ -30,7 +31,7 @@ from storefront.common.v1 import common_pb2
 from storefront_cli import endpoints
 from storefront_cli.clients import Clients, with_clients
 from storefront_cli.tables import Log, render, say
-from svckit import mongo, names
+from svckit import mongo
 from svckit.admin import MAX_IDS
 from svckit.outbox import OUTBOX
 
@@ -54,7 +55,7 @@ class Storefront:
         self.ep = ep
         self.client: AsyncMongoClient[Document] = mongo.connect(ep.mongodb)
         self.dbs: dict[str, AsyncDatabase[Document]] = {
-            s: self.client[ep.database(s)] for s in names.SERVICES
+            s: self.client[ep.database(s)] for s in topology.SYSTEM.names
         }
         self.customers = CustomerRepository(self.dbs["accounts"])
         self.orders = OrderRepository(self.dbs["orders"])
@@ -63,8 +64,6 @@ class Storefront:
 
     async def close(self) -> None:
         await self.client.close()
-
-
 
 
 def _copy_fields(doc: Document) -> Document:
@@ -244,9 +243,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def cmd_check(a: argparse.Namespace) -> int:
         ep = endpoints.load(db_prefix=a.db_prefix)
         return asyncio.run(
-            with_clients(
-                ep, lambda c: check(ep, repair=a.repair, wait=a.wait, log=say, clients=c)
-            )
+            with_clients(ep, lambda c: check(ep, repair=a.repair, wait=a.wait, log=say, clients=c))
         )
 
     p = sub.add_parser("check", help="compare each system of record with its copies")
@@ -254,4 +251,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for repairs to land")
     common(p)
     p.set_defaults(func=cmd_check)
-

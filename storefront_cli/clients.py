@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
+import topology
 from stack import issuer
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
@@ -28,7 +29,7 @@ from storefront.admin.v1 import admin_pb2_grpc
 from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
 from storefront_cli import endpoints
-from svckit import names, policy
+from svckit import policy
 from svckit.authz import CUSTOMER, STAFF, WAREHOUSE, Every, get_field
 from svckit.ids import new_id
 
@@ -122,6 +123,10 @@ def sync_channel(target: str, tokens: TokenFor) -> grpc.Channel:
     return grpc.intercept_channel(grpc.insecure_channel(target), SyncBearerInterceptor(tokens))
 
 
+CLIENT_SERVICES = (topology.ACCOUNTS, topology.ORDERS, topology.FULFILLMENT)
+"""The services whose API the CLI calls, in `Clients.connect`'s order (a typed stub each)."""
+
+
 @dataclass
 class Clients:
     accounts: accounts_pb2_grpc.AccountsServiceStub
@@ -132,17 +137,26 @@ class Clients:
     """Each service's internal admin service, by service name (on the service's own port)."""
 
     @classmethod
-    def connect(cls, accounts: str, orders: str, fulfillment: str, *, tokens: TokenFor) -> Clients:
-        channels = [channel(t, tokens) for t in (accounts, orders, fulfillment)]
+    def connect(
+        cls,
+        accounts: str,
+        orders: str,
+        fulfillment: str,
+        *,
+        tokens: TokenFor,
+        others: Mapping[str, str] | None = None,
+    ) -> Clients:
+        """Clients of the three APIs; `others` (service -> target) adds the admin service of
+        the topology's other services (replays and repairs of what they consume)."""
+        targets = {**dict(zip(CLIENT_SERVICES, (accounts, orders, fulfillment), strict=True))}
+        targets.update(others or {})
+        channels = {name: channel(t, tokens) for name, t in targets.items()}
         return cls(
-            accounts_pb2_grpc.AccountsServiceStub(channels[0]),
-            orders_pb2_grpc.OrdersServiceStub(channels[1]),
-            fulfillment_pb2_grpc.FulfillmentServiceStub(channels[2]),
-            channels,
-            {
-                name: admin_pb2_grpc.AdminServiceStub(c)
-                for name, c in zip(names.SERVICES, channels, strict=True)
-            },
+            accounts_pb2_grpc.AccountsServiceStub(channels[topology.ACCOUNTS]),
+            orders_pb2_grpc.OrdersServiceStub(channels[topology.ORDERS]),
+            fulfillment_pb2_grpc.FulfillmentServiceStub(channels[topology.FULFILLMENT]),
+            list(channels.values()),
+            {name: admin_pb2_grpc.AdminServiceStub(c) for name, c in channels.items()},
         )
 
     async def close(self) -> None:
@@ -184,7 +198,11 @@ def operator_tokens() -> TokenFor:
 
 def connect_endpoints(ep: endpoints.Endpoints) -> Clients:
     """Clients of the services where `ep` says they are, as the operator."""
-    return Clients.connect(*(ep.grpc[s] for s in names.SERVICES), tokens=operator_tokens())
+    return Clients.connect(
+        *(ep.grpc[s] for s in CLIENT_SERVICES),
+        tokens=operator_tokens(),
+        others={s: t for s, t in ep.grpc.items() if s not in CLIENT_SERVICES},
+    )
 
 
 async def with_clients(ep: endpoints.Endpoints, use: Callable[[Clients], Awaitable[Any]]) -> int:

@@ -10,16 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import topology
 from stack import tools
 from storefront_cli import system
-from svckit import names
 from svckit.kafka import KafkaConnection
 
 RUN_DIR = tools.REPO_ROOT / ".run"
 
 
 def default_targets() -> dict[str, str]:
-    return {s: system.grpc_target(system.SystemPorts(), s) for s in names.SERVICES}
+    return {s: system.grpc_target(system.SystemPorts(), s) for s in topology.SYSTEM.names}
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def load(run_dir: Path = RUN_DIR, *, db_prefix: str | None = None) -> Endpoints:
     kafka_values = kafka_env if "KAFKA_BOOTSTRAP_SERVERS" in kafka_env else values
     if "MONGODB_URI" in os.environ:
         values["MONGODB_URI"] = os.environ["MONGODB_URI"]
-    targets = {f"STOREFRONT_{s.upper()}_GRPC": s for s in names.SERVICES}
+    targets = {f"STOREFRONT_{s.upper()}_GRPC": s for s in topology.SYSTEM.names}
     values.update({k: v for k, v in os.environ.items() if k in targets})
     return Endpoints(
         kafka=KafkaConnection.from_env(kafka_values),

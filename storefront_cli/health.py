@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from storefront_cli.where import Where
-from svckit import logs, mongo, names
+from svckit import logs, mongo
 from svckit.app import EVENTS_HEALTH
 from svckit.kafka import KafkaConnection
 
@@ -112,7 +112,7 @@ async def health(where: Where, timeout: float) -> list[Health]:
         mongodb_health(where.ep.mongodb, timeout),
         *(
             service_health(s, f"{where.host}:{where.ports.grpc(s)}", timeout)
-            for s in names.SERVICES
+            for s in where.system.names
         ),
         http_health("envoy", f"http://{where.host}:{where.ports.envoy_admin}/ready", timeout),
         http_health(

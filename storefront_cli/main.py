@@ -8,14 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import topology
 from stack import issuer, prometheus, tools
 from stack.embedded import EmbeddedStack
 from stack.procs import ProcessError
 from storefront_cli import check, keys, replays, status, system, tail, watch
 from storefront_cli import console as web_console
-from storefront_cli.clients import Clients, acting_as_needed
+from storefront_cli.clients import CLIENT_SERVICES, Clients, acting_as_needed
 from storefront_cli.demo import run_demo
-from svckit import logs, names
+from svckit import logs
 from svckit.authz import STAFF, WAREHOUSE
 
 RUN_DIR = tools.REPO_ROOT / ".run"
@@ -27,7 +28,7 @@ say = OUTPUT.say
 
 def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     lines = ["", "Storefront is running:"]
-    for s in names.SERVICES:
+    for s in topology.SYSTEM.names:
         lines.append(
             f"  {s + '_svc':16} gRPC 127.0.0.1:{ports.grpc(s)}   "
             f"metrics http://127.0.0.1:{ports.metrics(s)}/metrics"
@@ -62,7 +63,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
         "Try:",
         f"  TOKEN=$(uv run storefront token{run_dir} --role staff)",
         f'  curl -s -H "authorization: Bearer $TOKEN" http://127.0.0.1:{ports.envoy}/v1/customers',
-        f"  .tools/bin/grpcurl -plaintext 127.0.0.1:{ports.accounts} list",
+        f"  .tools/bin/grpcurl -plaintext 127.0.0.1:{ports.grpc(topology.ACCOUNTS)} list",
         "  uv run storefront status    # health, lag, outbox and DLQ at a glance",
         f"  logs: {stack.run_dir / 'logs'}",
         "",
@@ -151,7 +152,7 @@ async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
     """Each step acts as whoever the policy lets take it: customers sign up and order,
     staff approve, the warehouse ships; tokens from the run dir's issuer."""
     clients = Clients.connect(
-        *(system.grpc_target(ports, s) for s in names.SERVICES),
+        *(system.grpc_target(ports, s) for s in CLIENT_SERVICES),
         tokens=acting_as_needed(issuer.for_run_dir(run_dir)),
     )
     try:

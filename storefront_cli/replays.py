@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 from aiokafka import TopicPartition
 
+import topology
 from storefront.admin.v1 import admin_pb2
 from storefront_cli import endpoints
 from storefront_cli.clients import Clients, with_clients
@@ -21,20 +22,22 @@ from svckit import dlq, names
 REPLAY_DEADLINE = 3600.0
 
 
+def _read_models() -> list[tuple[str, str]]:
+    """(consumer, topic): each read model a service builds from a topic."""
+    return [(s.name, t) for s in topology.SYSTEM.consumers for t in s.consumes]
 
 
-def _consumer_of(topic: str, service: str | None, log: Log) -> str | None:
-    owner = names.CONSUMER_OF.get(topic)
-    if owner is None or (service is not None and service != owner):
-        known = ", ".join(f"{s} {t}" for t, s in names.CONSUMER_OF.items())
-        log(f"unknown read model {service or '?'} {topic}; one of: {known}")
-        return None
-    return owner
+def _builds(service: str, topic: str, log: Log) -> bool:
+    if (service, topic) not in _read_models():
+        known = ", ".join(f"{s} {t}" for s, t in _read_models())
+        log(f"unknown read model {service} {topic}; one of: {known}")
+        return False
+    return True
 
 
 async def replay(clients: Clients, service: str, topic: str, *, rebuild: bool, log: Log) -> int:
     """Have `service` re-apply `topic` (exit 0: its read model came out identical)."""
-    if _consumer_of(topic, service, log) is None:
+    if not _builds(service, topic, log):
         return 2
     log(f"[replay] {service} re-applies {topic}{' after forgetting it' if rebuild else ''} ...")
     try:
@@ -57,10 +60,9 @@ async def replay(clients: Clients, service: str, topic: str, *, rebuild: bool, l
     return 0
 
 
-
-
-def _topics(topic: str | None) -> list[str]:
-    return [topic] if topic else list(names.TOPICS)
+def _queues(topic: str | None) -> list[topology.DeadLetters]:
+    """The DLQs of every consumer of `topic` (default: of every topic)."""
+    return [d for d in topology.SYSTEM.dead_letters if topic in (None, d.topic)]
 
 
 async def _replayed(
@@ -68,10 +70,10 @@ async def _replayed(
 ) -> Mapping[TopicPartition, int]:
     """Per DLQ partition, how far its consumer's "replay everything" got."""
     upto: dict[TopicPartition, int] = {}
-    for topic, service in names.CONSUMER_OF.items():
-        mine = [r.tp for r in records if r.dlq_topic == names.dlq_topic(topic)]
+    for queue in topology.SYSTEM.dead_letters:
+        mine = [r.tp for r in records if r.dlq_topic == queue.name]
         if mine:
-            group = names.dlq_replay_group(names.consumer_group(service, ep.db_prefix))
+            group = names.dlq_replay_group(names.consumer_group(queue.consumer, ep.db_prefix))
             upto.update(await dlq.replayed_upto(ep.kafka, group, mine))
     return upto
 
@@ -92,8 +94,9 @@ class ParkedRow:
 
 
 async def dlq_rows(ep: endpoints.Endpoints, topic: str | None = None) -> list[ParkedRow]:
-    """Every parked record of `topic`'s DLQ (default: every DLQ), oldest first per partition."""
-    records = await dlq.parked(ep.kafka, [names.dlq_topic(t) for t in _topics(topic)])
+    """Every parked record of the DLQs of `topic`'s consumers (default: every DLQ), oldest
+    first per partition."""
+    records = await dlq.parked(ep.kafka, [d.name for d in _queues(topic)])
     done = await _replayed(ep, records)
     return [
         ParkedRow(
@@ -124,26 +127,33 @@ async def dlq_list(ep: endpoints.Endpoints, topic: str | None, log: Log) -> int:
     return 0
 
 
-async def dlq_replay(clients: Clients, topic: str | None, ids: list[str], log: Log) -> int:
-    """Have the consuming service apply parked records in place: the given ids, or without
-    ids everything it has not replayed before. Exit 1 if any failed again, 2 on bad ids."""
+async def dlq_replay(
+    clients: Clients, topic: str | None, ids: list[str], log: Log, *, queue: str | None = None
+) -> int:
+    """Have each consuming service apply its parked records in place: the given ids, or
+    without ids everything it has not replayed before (of `topic`'s DLQs, or of the DLQ
+    `queue`, default all).
+    Exit 1 if any failed again, 2 on bad ids."""
+    queues = {d.name: d for d in _queues(topic) if queue in (None, d.name)}
+    if not queues:
+        log(f"no such dead-letter queue: {queue or topic}")
+        return 2
     wanted: dict[str, list[str]] = {}
     for record_id in ids:
-        origin = dlq.origin_of(record_id.split(":", 1)[0])
-        if origin not in names.CONSUMER_OF or (topic and origin != topic):
+        queue = record_id.split(":", 1)[0]
+        if queue not in queues:
             log(f"no such DLQ record: {record_id}")
             return 2
-        wanted.setdefault(origin, []).append(record_id)
+        wanted.setdefault(queue, []).append(record_id)
     failed = total = 0
-    for t in wanted or [t for t in _topics(topic) if t in names.CONSUMER_OF]:
-        service = names.CONSUMER_OF[t]
+    for q in [queues[name] for name in wanted] or list(queues.values()):
         try:
-            reply = await clients.admin[service].ReplayParked(
-                admin_pb2.ReplayParkedRequest(topic=t, ids=wanted.get(t, [])),
+            reply = await clients.admin[q.consumer].ReplayParked(
+                admin_pb2.ReplayParkedRequest(topic=q.topic, ids=wanted.get(q.name, [])),
                 timeout=REPLAY_DEADLINE,
             )
         except grpc.aio.AioRpcError as exc:
-            log(f"[dlq] {service} cannot replay {t}: {exc.details()}")
+            log(f"[dlq] {q.consumer} cannot replay {q.name}: {exc.details()}")
             return 2 if exc.code() == grpc.StatusCode.NOT_FOUND else 1
         for r in reply.results:
             total += 1
@@ -156,8 +166,8 @@ async def dlq_replay(clients: Clients, topic: str | None, ids: list[str], log: L
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `replay` and `dlq` to the `storefront` command."""
     p = sub.add_parser("replay", help="have a service re-apply a topic to its read model")
-    p.add_argument("service", choices=sorted(set(names.CONSUMER_OF.values())))
-    p.add_argument("topic", choices=list(names.CONSUMER_OF))
+    p.add_argument("service", choices=[s.name for s in topology.SYSTEM.consumers])
+    p.add_argument("topic", choices=sorted({t for _, t in _read_models()}))
     p.add_argument("--rebuild", action="store_true", help="forget the derived state first")
     p.set_defaults(
         func=lambda a: asyncio.run(
@@ -171,15 +181,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq_cmd = sub.add_parser("dlq", help="list or replay dead-lettered events")
     dsub = dlq_cmd.add_subparsers(dest="dlq_command", required=True)
     p = dsub.add_parser("list")
-    p.add_argument("--topic", choices=list(names.TOPICS))
+    p.add_argument("--topic", choices=list(topology.SYSTEM.topics))
     p.set_defaults(func=lambda a: asyncio.run(dlq_list(endpoints.load(), a.topic, say)))
     p = dsub.add_parser("replay", help="have the consuming service apply parked events")
-    p.add_argument("--topic", choices=list(names.CONSUMER_OF))
+    p.add_argument("--topic", choices=sorted({t for _, t in _read_models()}))
     p.add_argument("ids", nargs="*", help="ids from `dlq list` (topic:partition:offset)")
     p.set_defaults(
         func=lambda a: asyncio.run(
             with_clients(endpoints.load(), lambda c: dlq_replay(c, a.topic, a.ids, say))
         )
     )
-
-

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import topology
 from storefront_cli import endpoints
 from storefront_cli.health import Health, health, short_error
 from storefront_cli.offsets import DeadLetters, KafkaOffsets, Lag, consumer_lag, dead_letters
@@ -31,23 +32,24 @@ class Backlog:
 
 
 async def outbox_backlog(
-    ep: endpoints.Endpoints, timeout: float, now: datetime | None = None
+    ep: endpoints.Endpoints,
+    timeout: float,
+    now: datetime | None = None,
+    system: topology.System = topology.SYSTEM,
 ) -> list[Backlog]:
     """Entries still inside the aggregates: committed, not yet acknowledged by Kafka."""
     client = mongo.connect(ep.mongodb, timeout_ms=int(timeout * 1000))
     now = now or datetime.now(UTC)
     rows = []
     try:
-        for service, name in names.AGGREGATES.items():
-            found = await scan_backlog(client[ep.database(service)][name])
+        for s in system.publishers:
+            found = await scan_backlog(client[ep.database(s.database)][s.aggregate])
             rows.append(
-                Backlog(service, name, found.documents, found.events, found.age_seconds(now))
+                Backlog(s.name, s.aggregate, found.documents, found.events, found.age_seconds(now))
             )
     finally:
         await client.close()
     return rows
-
-
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str) -> str:
@@ -78,16 +80,20 @@ class Snapshot:
         return all(h.ok for h in self.health if h.required)
 
 
+def consumer_groups(where: Where) -> dict[str, tuple[str, ...]]:
+    """Each consumer's group and the topics it reads: the lag table's rows."""
+    return {where.group(s.name): s.consumes for s in where.system.consumers}
+
+
 async def snapshot(where: Where, *, timeout: float = 3.0) -> Snapshot:
     """Health, consumer lag, dead-letter queues and outbox backlog; a section whose
     dependency is down is None, with the reason in `unavailable`."""
     parts = await health(where, timeout)
     lags = dlqs = backlog = None
     unavailable: dict[str, str] = {}
-    groups = {where.group(s): topics for s, topics in names.CONSUMES.items()}
+    groups = consumer_groups(where)
     replay_groups = {
-        names.dlq_topic(t): names.dlq_replay_group(where.group(s))
-        for t, s in names.CONSUMER_OF.items()
+        d.name: names.dlq_replay_group(where.group(d.consumer)) for d in where.system.dead_letters
     }
     if parts[0].ok:
         try:
@@ -100,7 +106,7 @@ async def snapshot(where: Where, *, timeout: float = 3.0) -> Snapshot:
         unavailable["offsets"] = "kafka is down"
     if parts[1].ok:
         try:
-            backlog = await outbox_backlog(where.ep, timeout)
+            backlog = await outbox_backlog(where.ep, timeout, system=where.system)
         except Exception as exc:  # noqa: BLE001
             unavailable["outbox"] = short_error(exc)
     else:
@@ -165,8 +171,6 @@ async def status(where: Where, *, timeout: float = 3.0, log: Log = print) -> int
     else:
         log(f"\nOutbox backlog: unavailable ({snap.unavailable['outbox']})")
     return 0 if snap.ok else 1
-
-
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The whole system on one machine: the embedded stack, the three services and
+"""The whole system on one machine: the embedded stack, every service of the topology and
 Envoy, all under one Supervisor run dir. `storefront run` and the end-to-end
 tests both start it from here, so they run the same thing."""
 
@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import topology
 from stack import cardkeys, issuer
 from stack.embedded import EmbeddedStack, free_ports
 from stack.issuer import LocalIssuer
@@ -21,24 +22,43 @@ from svckit import names
 
 @dataclass(frozen=True)
 class SystemPorts:
-    accounts: int = names.GRPC_PORTS[names.ACCOUNTS]
-    orders: int = names.GRPC_PORTS[names.ORDERS]
-    fulfillment: int = names.GRPC_PORTS[names.FULFILLMENT]
-    accounts_metrics: int = names.METRICS_PORTS[names.ACCOUNTS]
-    orders_metrics: int = names.METRICS_PORTS[names.ORDERS]
-    fulfillment_metrics: int = names.METRICS_PORTS[names.FULFILLMENT]
+    """Where each service (gRPC and metrics) and Envoy listen: the topology's ports unless
+    moved (tests take free ones)."""
+
+    grpc_ports: Mapping[str, int] = field(
+        default_factory=lambda: {s.name: s.grpc_port for s in topology.SYSTEM}
+    )
+    metrics_ports: Mapping[str, int] = field(
+        default_factory=lambda: {s.name: s.metrics_port for s in topology.SYSTEM}
+    )
     envoy: int = 8080
     envoy_admin: int = 9901
 
     @classmethod
+    def declared(cls, system: topology.System) -> SystemPorts:
+        """The ports `system` declares."""
+        return cls({s.name: s.grpc_port for s in system}, {s.name: s.metrics_port for s in system})
+
+    @classmethod
     def free(cls) -> SystemPorts:
-        return cls(*free_ports(8))
+        services = topology.SYSTEM.names
+        n = len(services)
+        ports = free_ports(2 * n + 2)
+        return cls(
+            dict(zip(services, ports[:n], strict=True)),
+            dict(zip(services, ports[n : 2 * n], strict=True)),
+            *ports[2 * n :],
+        )
 
     def grpc(self, service: str) -> int:
-        return int(asdict(self)[service])
+        return self.grpc_ports[service]
 
     def metrics(self, service: str) -> int:
-        return int(asdict(self)[f"{service}_metrics"])
+        return self.metrics_ports[service]
+
+    def moved(self, grpc: Mapping[str, int]) -> SystemPorts:
+        """These ports with some services' gRPC ports changed."""
+        return replace(self, grpc_ports={**self.grpc_ports, **grpc})
 
 
 def health_serving(port: int, service: str = "") -> Callable[[], bool]:
@@ -68,11 +88,11 @@ def service_env(
         **stack.env(),
         **stack.kafka_as(service).env(),
         **local_issuer(stack).config().env(),
-        **(cardkeys.env_for(stack.run_dir) if service == "accounts" else {}),
+        **(cardkeys.env_for(stack.run_dir) if service == topology.ACCOUNTS else {}),
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": str(ports.grpc(service)),
         "METRICS_PORT": str(ports.metrics(service)),
-        "MONGODB_DATABASE": f"{db_prefix}{service}",
+        "MONGODB_DATABASE": f"{db_prefix}{topology.SYSTEM.service(service).database}",
         "KAFKA_CONSUMER_GROUP": names.consumer_group(service, db_prefix),
     }
 
@@ -89,7 +109,7 @@ def start_service(
 ) -> None:
     sup.start(
         service,
-        [sys.executable, "-m", f"{service}_svc"],
+        [sys.executable, "-m", topology.SYSTEM.service(service).package],
         env={**service_env(stack, ports, service, db_prefix=db_prefix), **(extra_env or {})},
         ready=health_serving(ports.grpc(service)),
         timeout=timeout,
@@ -105,7 +125,7 @@ def start_services(
     log: Callable[[str], None] = print,
 ) -> None:
     sup = stack.supervisor
-    for service in names.SERVICES:
+    for service in topology.SYSTEM.names:
         if sup.is_running(service):
             log(f"[run] {service}_svc already running")
             continue
@@ -118,11 +138,11 @@ def grpc_target(ports: SystemPorts, service: str) -> str:
 
 
 def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:
-    """Envoy in front of the three services: JSON/REST, gRPC-Web and native gRPC on one port
+    """Envoy in front of the public services: JSON/REST, gRPC-Web and native gRPC on one port
     (CORS for $STOREFRONT_CORS_ORIGINS, default http://localhost:3000)."""
     from envoy_config.config import EdgeAuth, cors_origins_from_env, envoy_argv, write_config
 
-    upstreams = {s: ("127.0.0.1", ports.grpc(s)) for s in names.SERVICES}
+    upstreams = {s.name: ("127.0.0.1", ports.grpc(s.name)) for s in topology.SYSTEM.public}
     config = write_config(
         stack.run_dir / "envoy.yaml",
         listen_port=ports.envoy,

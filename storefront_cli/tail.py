@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 from google.protobuf import text_format
 
+import topology
 from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
@@ -35,8 +36,6 @@ EVENT_TYPES = frozenset(
     for message in module.DESCRIPTOR.message_types_by_name.values()
 )
 """Every event message the services publish; `watch` decodes any of them."""
-
-
 
 
 def summarize(message: Any, width: int) -> str:
@@ -190,12 +189,10 @@ async def watch(
     return 0 if not limit else 1  # a limit not reached in time is a failure for scripts
 
 
-
-
 def _cmd_watch(args: argparse.Namespace) -> int:
     quiet_clients()
     ep = endpoints.load(Path(args.run_dir))
-    topics = args.topic or list(names.ALL_TOPICS)
+    topics = args.topic or list(topology.SYSTEM.all_topics)
     try:
         return asyncio.run(
             watch(

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import topology
 from storefront_cli import endpoints, system
 from svckit import names
 
@@ -22,11 +23,11 @@ class Where:
     ports: system.SystemPorts
     host: str = "127.0.0.1"
     prometheus_port: int = 9090
+    system: topology.System = topology.SYSTEM
+    """What runs there (a test adds its own consumers)."""
 
     def group(self, service: str) -> str:
         return names.consumer_group(service, self.ep.db_prefix)  # as system starts them
-
-
 
 
 def where_of(args: argparse.Namespace) -> Where:
@@ -35,12 +36,14 @@ def where_of(args: argparse.Namespace) -> Where:
     ep = dataclasses.replace(
         ep, kafka=ep.kafka.with_bootstrap(args.kafka), mongodb=args.mongodb or ep.mongodb
     )
-    overrides = {
-        field: value
-        for field in ("accounts", "orders", "fulfillment", "envoy_admin")
-        if (value := getattr(args, f"{field}_port")) is not None
+    moved = {
+        s: port
+        for s in topology.SYSTEM.names
+        if (port := getattr(args, f"{s.replace('-', '_')}_port")) is not None
     }
-    ports = dataclasses.replace(system.SystemPorts(), **overrides)
+    ports = system.SystemPorts().moved(moved)
+    if args.envoy_admin_port is not None:
+        ports = dataclasses.replace(ports, envoy_admin=args.envoy_admin_port)
     return Where(ep, ports, args.host, args.prometheus_port)
 
 
@@ -61,7 +64,7 @@ def where_flags(p: argparse.ArgumentParser) -> None:
     location_flags(p)
     defaults = system.SystemPorts()
     p.add_argument("--host", default="127.0.0.1", help="where the services and Envoy listen")
-    for service in names.SERVICES:
+    for service in topology.SYSTEM.names:
         p.add_argument(
             f"--{service}-port",
             type=int,

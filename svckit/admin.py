@@ -123,12 +123,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         *,
         kafka: KafkaConnection,
         consumer_group: str,
+        service: str,
     ) -> None:
         self.owner = owner
         self.consumer = consumer
         self.read_models = dict(read_models or {}) if consumer else {}
         self.kafka = kafka
         self.replay_group = names.dlq_replay_group(consumer_group)
+        self.dead_letter_group = names.consumer_group(service)
 
     def _consumed(self, topic: str) -> tuple[Consumer, ReadModel]:
         v = Violations()
@@ -189,7 +191,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         try:
             results = await dlq.replay_parked(
                 self.kafka,
-                request.topic,
+                names.dlq_topic(request.topic, self.dead_letter_group),
                 list(request.ids),
                 consumer.event_handlers(),
                 group=self.replay_group,

@@ -112,6 +112,7 @@ class ServiceApp:
             read_models,
             kafka=self.settings.kafka,
             consumer_group=self.settings.consumer_group,
+            service=self.settings.service_name,
         )
 
     def owners(self, resource: str, lookup: OwnerLookup) -> None:

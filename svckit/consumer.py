@@ -1,5 +1,6 @@
 """The consumer loop every service uses: at-least-once, idempotent handlers,
-poison events to `<topic>.dlq`, outages waited out.
+poison events to the service's own DLQ of the topic (`<topic>.<service>-svc.dlq`,
+svckit.names.dlq_topic), outages waited out.
 
 Offsets are committed only after the batch's database writes, so a crash
 re-delivers rather than loses. Handlers decide whether an event is newer than
@@ -31,9 +32,10 @@ from svckit.backoff import Backoff
 from svckit.envelope import Envelope, PoisonEvent, decode, format_time
 from svckit.failures import is_transient
 from svckit.kafka import EventProducer, KafkaConnection, start_with_retry
-from svckit.names import dlq_topic
+from svckit.names import consumer_group, dlq_topic
 
 log = logging.getLogger(__name__)
+
 
 class Outcome(enum.Enum):
     APPLIED = "applied"
@@ -125,6 +127,10 @@ class EventConsumer:
         self.stalled_since: float | None = None
         """Monotonic time since which a dependency has been away (None while flowing)."""
         self.stall_reason = ""
+
+    def dlq_of(self, topic: str) -> str:
+        """This service's own DLQ of `topic` (one per consumer group and topic)."""
+        return dlq_topic(topic, consumer_group(self._service))
 
     async def start(self, *, timeout: float | None = 60.0) -> None:
         await start_with_retry(self._consumer.start, f"consumer {self._group}", timeout)
@@ -396,7 +402,10 @@ class EventConsumer:
         while True:
             try:
                 await self._producer.send_and_wait(
-                    dlq_topic(record.topic), key, record.value or b"", headers
+                    self.dlq_of(record.topic),
+                    key,
+                    record.value or b"",
+                    headers,
                 )
                 break
             except Exception as exc:  # noqa: BLE001

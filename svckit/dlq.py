@@ -1,6 +1,7 @@
 """Dead-letter queues: reading what is parked, and replaying it in place.
 
-The consumer (svckit.consumer) parks a record it cannot apply in `<topic>.dlq` with its
+The consumer (svckit.consumer) parks a record it cannot apply in its own DLQ of the topic
+(`<topic>.<group>.dlq`: one per consumer group and topic) with its
 key, value and headers, plus `dlq_*` headers saying where it came from and why. Replaying
 is a use case of the service that consumes the topic: it applies the parked events through
 its own handlers, so they are never appended to the original topic behind newer events
@@ -21,16 +22,11 @@ from svckit.consumer import EventHandler
 from svckit.envelope import PoisonEvent, decode, header_map
 from svckit.errors import DomainError
 from svckit.kafka import KafkaConnection
-from svckit.names import DLQ_SUFFIX, dlq_topic
 from svckit.replay import TopicReader
 
 log = logging.getLogger(__name__)
 
 FAILED = "failed"
-
-
-def origin_of(dlq: str) -> str:
-    return dlq.removesuffix(DLQ_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -111,15 +107,14 @@ def _failure(exc: BaseException) -> str:
 
 async def replay_parked(
     kafka: KafkaConnection,
-    topic: str,
+    dlq: str,
     ids: Sequence[str],
     handlers: Mapping[str, EventHandler],
     *,
     group: str,
 ) -> list[Replayed]:
-    """Apply parked records of `topic`'s DLQ through `handlers`: the named ones, or every
+    """Apply parked records of the DLQ `dlq` through `handlers`: the named ones, or every
     one not replayed before. Raises LookupError for an id that is not parked there."""
-    dlq = dlq_topic(topic)
     records = await parked(kafka, [dlq])
     if ids:
         by_id = {r.id: r for r in records}

@@ -1,23 +1,11 @@
-"""The system's names, each defined once: its services and their default ports, the event
-topics (who publishes, who consumes) and their dead-letter queues, the consumer groups, and
-the collections each service keeps. The services, the stack, the CLI, the benchmarks and the
-tests import them from here; nothing else spells them.
+"""The naming conventions every service follows, knowing no service: the CloudEvents source
+of a service's events, its consumer group and the dead-letter queue of each topic it
+consumes. Which services and topics exist is the topology's (`topology`), not svckit's.
 
 Depends on nothing, so anything can import it.
 """
 
 from __future__ import annotations
-
-# --- services ------------------------------------------------------------------------------
-
-ACCOUNTS = "accounts"
-ORDERS = "orders"
-FULFILLMENT = "fulfillment"
-SERVICES = (ACCOUNTS, ORDERS, FULFILLMENT)
-
-GRPC_PORTS = {ACCOUNTS: 50051, ORDERS: 50052, FULFILLMENT: 50053}
-"""Each service's gRPC port on one machine (`storefront run`); in Kubernetes all use 50051."""
-METRICS_PORTS = {ACCOUNTS: 9464, ORDERS: 9465, FULFILLMENT: 9466}
 
 
 def source(service: str) -> str:
@@ -25,35 +13,13 @@ def source(service: str) -> str:
     return f"//storefront/{service}"
 
 
-# --- topics --------------------------------------------------------------------------------
-
-CUSTOMER_CHANGES = "accounts.customer.change"
-"""accounts -> orders: CustomerChanged and CustomerDeleted, keyed by customer id."""
-ORDER_FULFILLMENT = "orders.order.fulfill"
-"""orders -> fulfillment: FulfillmentRequested and FulfillmentCancelled, keyed by order id."""
-ORDER_STATUS = "fulfillment.order.change"
-"""fulfillment -> orders: OrderStatusChanged, keyed by order id."""
-TOPICS = (CUSTOMER_CHANGES, ORDER_FULFILLMENT, ORDER_STATUS)
-
-PUBLISHES = {ACCOUNTS: CUSTOMER_CHANGES, ORDERS: ORDER_FULFILLMENT, FULFILLMENT: ORDER_STATUS}
-CONSUMES: dict[str, tuple[str, ...]] = {
-    ORDERS: (CUSTOMER_CHANGES, ORDER_STATUS),
-    FULFILLMENT: (ORDER_FULFILLMENT,),
-}
-CONSUMER_OF = {topic: service for service, topics in CONSUMES.items() for topic in topics}
-"""The service that consumes each topic, and so owns its read model and its DLQ."""
-
 DLQ_SUFFIX = ".dlq"
 
 
-def dlq_topic(topic: str) -> str:
-    """Where the consumer of `topic` parks what it cannot apply."""
-    return topic + DLQ_SUFFIX
-
-
-DLQ_TOPICS = tuple(dlq_topic(t) for t in TOPICS)
-ALL_TOPICS = (*TOPICS, *DLQ_TOPICS)
-"""Every topic the system uses: the event topics and their dead-letter twins."""
+def dlq_topic(topic: str, group: str) -> str:
+    """Where consumer group `group` parks what it cannot apply from `topic`: one queue per
+    group and topic, so two consumers of a topic never replay or count each other's."""
+    return f"{topic}.{group}{DLQ_SUFFIX}"
 
 
 def consumer_group(service: str, run: str = "") -> str:
@@ -72,17 +38,3 @@ def dlq_replay_group(group: str) -> str:
     """The group whose committed offsets record how far a service's DLQ replays got: under
     the service's own groups (``orders-svc.dlq-replay``), which its ACLs grant."""
     return f"{group}.dlq-replay"
-
-
-# --- collections ---------------------------------------------------------------------------
-
-CUSTOMERS = "customer.accounts"
-"""accounts: the customers, the system of record (live documents and tombstones)."""
-ORDER_DOCUMENTS = "customer.orders"
-"""orders: the orders and their status histories."""
-CUSTOMER_COPIES = "customers"
-"""orders: its copy of each customer, from CUSTOMER_CHANGES."""
-FULFILLMENTS = "fulfillment.requests"
-"""fulfillment: one fulfillment per approved order, keyed by order id."""
-AGGREGATES = {ACCOUNTS: CUSTOMERS, ORDERS: ORDER_DOCUMENTS, FULFILLMENT: FULFILLMENTS}
-"""Each service's aggregate collection, where its outbox entries wait to be published."""

@@ -34,16 +34,10 @@ class Settings:
     """Whom to trust (AUTH_* variables); a service refuses to start without it."""
 
     @classmethod
-    def from_env(
-        cls, service_name: str, *, grpc_port: int | None = None, metrics_port: int | None = None
-    ) -> Settings:
-        """Defaults suit the embedded stack (the ports: the service's in svckit.names); every
+    def from_env(cls, service_name: str, *, grpc_port: int, metrics_port: int) -> Settings:
+        """Defaults suit the embedded stack (the ports: the service's topology entry); every
         value can be overridden by env."""
         env = os.environ.get
-        if grpc_port is None:
-            grpc_port = names.GRPC_PORTS[service_name]
-        if metrics_port is None:
-            metrics_port = names.METRICS_PORTS[service_name]
         return cls(
             service_name=service_name,
             grpc_host=env("GRPC_HOST", "0.0.0.0"),

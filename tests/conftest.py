@@ -20,11 +20,11 @@ import pytest
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+import topology
 from stack import cardkeys
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
-from storefront_cli.clients import Clients
-from svckit import names
+from storefront_cli.clients import CLIENT_SERVICES, Clients
 from tests import leaks
 from tests.support import System, tokens_of
 
@@ -96,14 +96,15 @@ def running_system(stack: EmbeddedStack) -> Iterator[System]:
     system.start_services(stack, ports, db_prefix=prefix, log=lambda _: None)
     system.start_envoy(stack, ports, concurrency=1)
     yield System(stack, ports, prefix)
-    for name in ("envoy", *names.SERVICES):
+    for name in ("envoy", *topology.SYSTEM.names):
         stack.supervisor.stop(name)
 
 
 @pytest.fixture
 async def clients(running_system: System) -> AsyncIterator[Clients]:
     c = Clients.connect(
-        *(running_system.target(s) for s in names.SERVICES), tokens=tokens_of(running_system.stack)
+        *(running_system.target(s) for s in CLIENT_SERVICES),
+        tokens=tokens_of(running_system.stack),
     )
     yield c
     await c.close()

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import topology
 from stack.embedded import EmbeddedStack
 from stack.embedded import _run_sync as run_sync
 from storefront_cli.demo import PEOPLE
@@ -116,7 +117,7 @@ def log_leaks(run_dir: Path) -> list[str]:
 
 
 async def topic_leaks(
-    kafka: KafkaConnection, topics: Iterable[str] = names.ALL_TOPICS
+    kafka: KafkaConnection, topics: Iterable[str] = topology.SYSTEM.all_topics
 ) -> tuple[list[str], int]:
     """Card digits anywhere in any record (events carry names by design, cards never), and
     personal data in DLQ headers. Also returns how many records were read."""

@@ -18,6 +18,7 @@ from google.api import annotations_pb2
 from google.protobuf import empty_pb2, message_factory
 from google.protobuf.message import Message
 
+import topology
 from stack.embedded import EmbeddedStack
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2
@@ -34,7 +35,7 @@ from svckit.app import ServiceApp
 from svckit.authz import set_field
 from svckit.envelope import Envelope, decode, encode, format_time
 from svckit.kafka import KafkaConnection
-from svckit.names import consumer_group, dlq_topic
+from svckit.names import consumer_group
 from svckit.replay import TopicReader, partitions_of
 from svckit.settings import Settings
 
@@ -61,9 +62,7 @@ def tokens_of(stack: EmbeddedStack) -> TokenFor:
     return acting_as_needed(issuer_of(stack))
 
 
-def settings_for(
-    stack: EmbeddedStack, service: str, database: str, **overrides: Any
-) -> Settings:
+def settings_for(stack: EmbeddedStack, service: str, database: str, **overrides: Any) -> Settings:
     """Settings for an in-process service on the test stack: own database and group, its own
     Kafka identity, port 0, trusting the stack's issuer."""
     base = Settings.from_env(service, grpc_port=0, metrics_port=0)
@@ -122,8 +121,10 @@ async def park(
     key: str,
     error: str = "ServerSelectionTimeoutError: database unreachable",
 ) -> str:
-    """Put `message` in `topic`'s DLQ as the consumer parks an event it could not apply (its
-    `dlq_*` headers); the parked record's id (`storefront dlq list`)."""
+    """Put `message` in the DLQ of `topic`'s consumer as it parks an event it could not apply
+    (its `dlq_*` headers); the parked record's id (`storefront dlq list`)."""
+    [consumer] = topology.SYSTEM.consumers_of(topic)
+    queue = consumer.dlq(topic)
     source = names.source(topic.split(".", 1)[0])  # the producing service's
     value, headers = encode(message, source=source, key=key)
     parked_headers = headers + [
@@ -137,12 +138,10 @@ async def park(
     producer = kafka.producer(acks="all")
     await producer.start()
     try:
-        meta = await producer.send_and_wait(
-            dlq_topic(topic), value, key=key.encode(), headers=parked_headers
-        )
+        meta = await producer.send_and_wait(queue, value, key=key.encode(), headers=parked_headers)
     finally:
         await producer.stop()
-    return f"{dlq_topic(topic)}:{meta.partition}:{meta.offset}"
+    return f"{queue}:{meta.partition}:{meta.offset}"
 
 
 def unique(prefix: str) -> str:

@@ -17,11 +17,11 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+import topology
 from stack import issuer
 from stack.embedded import EmbeddedStack
 from storefront_cli import system
 from storefront_cli import where as location
-from svckit import names
 from svckit.auth import AuthConfig
 
 DEFAULT_PORT = 8090
@@ -63,7 +63,7 @@ def start_console(
         f"--kafka={stack.kafka_bootstrap}",
         f"--mongodb={stack.mongodb_uri}",
         f"--db-prefix={db_prefix}",
-        *(f"--{s}-port={ports.grpc(s)}" for s in names.SERVICES),
+        *(f"--{s}-port={ports.grpc(s)}" for s in topology.SYSTEM.names),
         f"--envoy-admin-port={ports.envoy_admin}",
         f"--prometheus={prometheus}",
         f"--port={port}",

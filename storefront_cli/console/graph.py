@@ -1,9 +1,9 @@
 """The console's traffic graph: nodes and edges with rates, error ratios and p99, from
 Prometheus' HTTP API, in the spirit of Kiali's graph.
 
-The topology is the project's own (who publishes and who consumes each topic comes from the
-services' handlers modules, as `storefront status` takes it); every figure comes from the
-metrics the dashboard (docs/grafana) reads, so pointing `--prometheus` at the mesh's
+The nodes and edges come from the topology (`topology.SYSTEM`, as `storefront status` takes
+it), and so does where each sits (`layout`: computed, no coordinates by hand); every figure
+comes from the metrics the dashboard (docs/grafana) reads, so pointing `--prometheus` at the mesh's
 Prometheus draws the same graph there. One refresh is `len(queries(...))` instant queries,
 sent concurrently.
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from svckit import names
+import topology
 
 EDGE_PREFIX = "storefront_edge"
 """Envoy's HTTP connection manager stat prefix (envoy/envoy.yaml.tmpl)."""
@@ -157,25 +157,81 @@ def _flow(edge: Edge, rate: float, errors: float, p99: float | None) -> Edge:
     return edge
 
 
-def topology() -> tuple[list[Node], list[Edge]]:
+def skeleton(system: topology.System = topology.SYSTEM) -> tuple[list[Node], list[Edge]]:
     """Every node and edge the system has, before any figure is filled in."""
     nodes = [Node("clients", "client", "clients"), Node("envoy", "proxy", "envoy")]
     edges = [Edge("clients", "envoy", "http")]
-    for s in names.SERVICES:
-        nodes.append(Node(s, "service", f"{s}_svc"))
-        db = f"db:{s}"
-        nodes.append(Node(db, "database", f"{s} db", detail=names.AGGREGATES[s]))
-        edges += [Edge("envoy", s, "grpc"), Edge("clients", s, "grpc"), Edge(s, db, "outbox")]
-        edges.append(Edge(s, f"topic:{names.PUBLISHES[s]}", "publish"))
-    for topic in names.PUBLISHES.values():
-        nodes.append(Node(f"topic:{topic}", "topic", topic))
-    for s, topics in names.CONSUMES.items():
-        edges += [Edge(f"topic:{t}", s, "consume") for t in topics]
+    for s in system:
+        nodes.append(Node(s.name, "service", s.package))
+        edges.append(Edge("clients", s.name, "grpc"))
+        if s.public:
+            edges.append(Edge("envoy", s.name, "grpc"))
+        if s.aggregate:
+            db = f"db:{s.name}"
+            nodes.append(Node(db, "database", f"{s.name} db", detail=s.aggregate))
+            edges.append(Edge(s.name, db, "outbox"))
+        edges += [Edge(s.name, f"topic:{t}", "publish") for t in s.topics]
+    nodes += [Node(f"topic:{t}", "topic", t) for t in system.topics]
+    for s in system.consumers:
+        edges += [Edge(f"topic:{t}", s.name, "consume") for t in s.consumes]
     return nodes, edges
 
 
-def build(results: Mapping[str, Series]) -> tuple[list[Node], list[Edge]]:
-    nodes, edges = topology()
+COLUMNS = {"client": 70, "proxy": 250, "service": 480, "database": 480, "topic": 840}
+"""x of each kind of node: callers, the edge proxy, services (each database under its
+service), topics to the right of everyone who publishes or consumes them."""
+ROW = 170
+"""Vertical room per service: itself, and its database below it."""
+DATABASE_DROP = 72
+TOPIC_GAP = 64
+"""Least vertical distance between two topics (their boxes are 32 high)."""
+MARGIN = 60
+WIDTH = 1000
+
+
+@dataclass(frozen=True)
+class Layout:
+    x: dict[str, float]
+    y: dict[str, float]
+    width: float
+    height: float
+
+
+def layout(nodes: list[Node], edges: list[Edge]) -> Layout:
+    """Where each node sits, computed from the graph: services in a column in declaration
+    order, each database under its service, each topic level with the mean of its publisher
+    and consumers and then pushed apart so no two overlap, callers level with the services'
+    middle."""
+    x: dict[str, float] = {}
+    y: dict[str, float] = {}
+    services = [n.id for n in nodes if n.kind == "service"]
+    for i, s in enumerate(services):
+        x[s], y[s] = COLUMNS["service"], MARGIN + i * ROW
+    for n in nodes:
+        x.setdefault(n.id, COLUMNS[n.kind])
+        if n.kind == "database":
+            owner = next(e.source for e in edges if e.target == n.id)
+            y[n.id] = y[owner] + DATABASE_DROP
+    middle = (min(y.values(), default=MARGIN) + max(y.values(), default=MARGIN)) / 2
+    y["clients"], y["envoy"] = middle, middle - ROW / 2 if len(services) > 1 else middle
+    topics = [n.id for n in nodes if n.kind == "topic"]
+    wanted = {}
+    for t in topics:
+        ends = [y[e.source] for e in edges if e.target == t] + [
+            y[e.target] for e in edges if e.source == t
+        ]
+        wanted[t] = sum(ends) / len(ends) if ends else middle
+    floor: float = MARGIN - TOPIC_GAP
+    for t in sorted(topics, key=lambda t: (wanted[t], topics.index(t))):
+        floor = y[t] = max(wanted[t], floor + TOPIC_GAP)
+    height = max(y.values(), default=MARGIN) + MARGIN
+    return Layout(x, y, WIDTH, height)
+
+
+def build(
+    results: Mapping[str, Series], system: topology.System = topology.SYSTEM
+) -> tuple[list[Node], list[Edge]]:
+    nodes, edges = skeleton(system)
     node = {n.id: n for n in nodes}
     edge = {e.id: e for e in edges}
 
@@ -191,7 +247,7 @@ def build(results: Mapping[str, Series]) -> tuple[list[Node], list[Edge]]:
     up = by("up", "app")
     grpc = by("grpc", "app", "grpc_code")
     grpc_p99 = by("grpc_p99", "app")
-    for s in names.SERVICES:
+    for s in system.names:
         total = sum(v for (app, _), v in grpc.items() if app == s)
         failed = sum(v for (app, code), v in grpc.items() if app == s and code != "OK")
         _flow(edge[f"clients>{s}"], total, failed, grpc_p99.get((s,)))
@@ -212,23 +268,23 @@ def build(results: Mapping[str, Series]) -> tuple[list[Node], list[Edge]]:
     node["envoy"].health = "unknown" if envoy_up is None else "down" if envoy_up < 1 else "ok"
     envoy_out = by("envoy_out", "envoy_cluster_name", "envoy_response_code_class")
     envoy_out_p99 = by("envoy_out_p99", "envoy_cluster_name")
-    for s in names.SERVICES:
+    for s in (p.name for p in system.public):
         sent = sum(v for (c, _), v in envoy_out.items() if c == s)
         failed = sum(v for (c, cls), v in envoy_out.items() if c == s and cls in ("4", "5"))
         _flow(edge[f"envoy>{s}"], sent, failed, _ms(envoy_out_p99.get((s,))))
-    node["clients"].health = "ok" if any(
-        edge[f"clients>{t}"].rate for t in ("envoy", *names.SERVICES)
-    ) else "idle"
+    node["clients"].health = (
+        "ok" if any(edge[f"clients>{t}"].rate for t in ("envoy", *system.names)) else "idle"
+    )
 
     published = by("published", "app", "topic")
-    for s, topic in names.PUBLISHES.items():
+    for s, topic in ((p.name, t) for p in system.publishers for t in p.topics):
         rate = published.get((s, topic), 0.0)
         _flow(edge[f"{s}>topic:{topic}"], rate, 0.0, None)
         node[f"topic:{topic}"].health = "ok" if rate else "idle"
         node[f"topic:{topic}"].detail = f"{rate:.2f} events/s in"
     consumed = by("consumed", "app", "topic", "outcome")
     propagation = by("propagation_p99", "app", "topic")
-    for s, topics in names.CONSUMES.items():
+    for s, topics in ((c.name, c.consumes) for c in system.consumers):
         for topic in topics:
             outcomes = {o: v for (a, t, o), v in consumed.items() if a == s and t == topic}
             e = _flow(
@@ -242,7 +298,7 @@ def build(results: Mapping[str, Series]) -> tuple[list[Node], list[Edge]]:
 
     pending = by("outbox_pending", "app")
     oldest = by("outbox_oldest", "app")
-    for s in names.SERVICES:
+    for s in (p.name for p in system if p.aggregate):
         e = edge[f"{s}>db:{s}"]
         waiting, age = pending.get((s,)), oldest.get((s,))
         e.extra = {k: v for k, v in (("pending", waiting), ("oldest_s", age)) if v is not None}
@@ -262,7 +318,12 @@ def _ms(value: float | None) -> float | None:
 
 
 async def graph(
-    session: aiohttp.ClientSession, prometheus: str, *, namespace: str, window: str
+    session: aiohttp.ClientSession,
+    prometheus: str,
+    *,
+    namespace: str,
+    window: str,
+    system: topology.System = topology.SYSTEM,
 ) -> dict[str, Any]:
     """The graph as JSON, with what it cost: queries sent and how long they took."""
     started = time.perf_counter()
@@ -277,9 +338,12 @@ async def graph(
             errors.append(f"{name}: {type(answer).__name__}: {answer}"[:200])
         else:
             results[name] = answer
-    nodes, edges = build(results)
+    nodes, edges = build(results, system)
+    at = layout(nodes, edges)
     return {
-        "nodes": [asdict(n) for n in nodes],
+        "nodes": [{**asdict(n), "x": at.x[n.id], "y": at.y[n.id]} for n in nodes],
+        "width": at.width,
+        "height": at.height,
         "edges": [{**asdict(e), "id": e.id} for e in edges],
         "prometheus": prometheus,
         "window": window,

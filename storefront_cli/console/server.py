@@ -35,12 +35,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+import topology
 from storefront_cli import check, replays, status
 from storefront_cli import tail as events
-from storefront_cli.clients import Clients, fixed
+from storefront_cli.clients import CLIENT_SERVICES, Clients, fixed
 from storefront_cli.console import graph
 from storefront_cli.where import Where
-from svckit import names
 from svckit.auth import AuthConfig, Principal, TokenVerifier, bearer_token
 from svckit.authz import STAFF
 from svckit.errors import Unauthenticated
@@ -111,7 +111,7 @@ class EventTail:
 
     @property
     def topics(self) -> list[str]:
-        return list(names.ALL_TOPICS)
+        return list(topology.SYSTEM.all_topics)
 
     async def run(self) -> None:
         """Follow the topics from their end; after a broker outage, from the new end (what
@@ -258,6 +258,7 @@ class Console:
             self.config.prometheus,
             namespace=self.config.namespace,
             window=self.config.window,
+            system=self.config.where.system,
         )
 
     async def graph(self, request: web.Request) -> web.Response:
@@ -330,23 +331,28 @@ class Console:
             body = None
         if not isinstance(body, dict):
             return web.json_response({"error": "send a JSON object"}, status=400)
-        topic = body.get("topic") or None
+        queue = body.get("dlq") or None
         ids = body.get("ids") or []
-        if (topic is not None and not isinstance(topic, str)) or not (
+        if (queue is not None and not isinstance(queue, str)) or not (
             isinstance(ids, list) and all(isinstance(i, str) for i in ids)
         ):
-            return web.json_response({"error": "topic: a string; ids: a list of ids"}, status=400)
+            return web.json_response({"error": "dlq: a string; ids: a list of ids"}, status=400)
         where = self.config.where
         clients = Clients.connect(
-            *(f"{where.host}:{where.ports.grpc(s)}" for s in names.SERVICES),
+            *(f"{where.host}:{where.ports.grpc(s)}" for s in CLIENT_SERVICES),
             tokens=fixed(request["token"]),
+            others={
+                s: f"{where.host}:{where.ports.grpc(s)}"
+                for s in where.system.names
+                if s not in CLIENT_SERVICES
+            },
         )
         lines: list[str] = []
         try:
-            code = await replays.dlq_replay(clients, topic, ids, lines.append)
+            code = await replays.dlq_replay(clients, None, ids, lines.append, queue=queue)
         finally:
             await clients.close()
-        log.info("dlq replay by %s of %s %s: exit %d", request["principal"], topic, ids, code)
+        log.info("dlq replay by %s of %s %s: exit %d", request["principal"], queue, ids, code)
         self._dlq = Cached(self._load_dlq)  # show the new state at once
         return web.json_response({"code": code, "lines": lines})
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+import topology
 from envoy_config import config as edge_config
 from stack import tools
-from svckit import names
 from tests.support import ensure_tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,14 +29,10 @@ TOOLS_PYTHON = TOOLS / "venv" / "bin" / "python"
 VALIDATE = ROOT / "istio" / "validate.sh"
 DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
 
-SERVICES = ("accounts", "orders", "fulfillment")
-DOCKERFILES = [ROOT / f"{s}_svc" / "Dockerfile" for s in SERVICES]
+SERVICES = topology.SYSTEM.names
+DOCKERFILES = [ROOT / "Dockerfile"]
 GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-TOPICS = {
-    f"{t}{suffix}"
-    for t in (names.CUSTOMER_CHANGES, names.ORDER_FULFILLMENT, names.ORDER_STATUS)
-    for suffix in ("", ".dlq")
-}
+TOPICS = set(topology.SYSTEM.all_topics)
 
 
 @pytest.fixture(scope="module")
@@ -220,18 +216,31 @@ def _generic(text: str, service: str) -> str:
     return text.replace(service, "SERVICE")
 
 
-def test_service_dockerfiles_differ_only_in_the_service_name() -> None:
-    first, *others = [
-        _generic(p.read_text(), s) for p, s in zip(DOCKERFILES, SERVICES, strict=True)
-    ]
-    assert all(other == first for other in others)
+def test_the_topology_driven_manifests_are_current() -> None:
+    """Service manifests, Kafka topics and users, and the kustomization are generated from
+    topology/ (istio/gen_topology.py): the committed ones are what it writes now."""
+    made = run(sys.executable, "istio/gen_topology.py", "--check")
+    assert made.returncode == 0, made.stderr
+
+
+def test_one_dockerfile_builds_every_service_of_the_topology() -> None:
+    """The image runs ``<SERVICE>_svc``; each declared service's package is that, and the
+    wheel (so the image) ships it and the topology it reads."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG SERVICE\n" in text and "SERVICE_PACKAGE=${SERVICE}_svc" in text
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = set(pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
+    for s in topology.SYSTEM:
+        assert s.package == f"{s.name}_svc", s
+        assert s.package in packages, f"{s.package} is declared but not packaged"
+    assert {"topology", "svckit"} <= packages
 
 
 def test_service_manifests_differ_only_in_the_service_name() -> None:
     texts = [
         _generic((ROOT / "istio" / "storefront" / f"{s}.yaml").read_text(), s) for s in SERVICES
     ]
-    assert texts[1:] == texts[:1] * 2
+    assert texts[1:] == texts[:1] * (len(SERVICES) - 1)
 
 
 @needs_tools

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import topology
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
-from svckit import names
 from tests import leaks
 from tests.support import System
 
@@ -20,14 +20,16 @@ def isolated_system() -> Iterator[System]:
     """A system on a stack of its own, for tests that compare whole databases with
     whole topics (`storefront check`, replay): the shared stack's topics carry
     other suites' events, which a fresh consumer group rightly applies."""
-    st = EmbeddedStack(Path(tempfile.mkdtemp(prefix="storefront-isolated-")), Ports.free(), log=lambda _: None)
+    st = EmbeddedStack(
+        Path(tempfile.mkdtemp(prefix="storefront-isolated-")), Ports.free(), log=lambda _: None
+    )
     ports = system.SystemPorts.free()
     found: list[str] = []
     try:
         st.start()
         system.start_services(st, ports, db_prefix="iso_", log=lambda _: None)
         yield System(st, ports, "iso_")
-        for service in names.SERVICES:  # complete logs, as at the session's end
+        for service in topology.SYSTEM.names:  # complete logs, as at the session's end
             st.supervisor.stop(service)
         found = leaks.stack_leaks(st)
     finally:

@@ -25,6 +25,7 @@ from google.protobuf import field_mask_pb2, json_format
 from google.protobuf.message import Message
 from pymongo import AsyncMongoClient
 
+import topology
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.common.v1 import common_pb2
@@ -32,7 +33,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import eventually
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
-from svckit import names, policy
+from svckit import policy
 from svckit.authz import get_field
 from svckit.outbox import OUTBOX, PENDING
 from tests.e2e.conftest import System
@@ -47,9 +48,9 @@ Code: TypeAlias = grpc.StatusCode
 HTTP = {Code.OK: 200, Code.UNAUTHENTICATED: 401, Code.PERMISSION_DENIED: 403, Code.NOT_FOUND: 404}
 RULES = {rule.method: rule for rule in http_rules()}
 STORED_IN = {  # the collection each service writes its aggregates to
-    "accounts": names.CUSTOMERS,
-    "orders": names.ORDER_DOCUMENTS,
-    "fulfillment": names.FULFILLMENTS,
+    "accounts": topology.CUSTOMERS,
+    "orders": topology.ORDER_DOCUMENTS,
+    "fulfillment": topology.FULFILLMENTS,
 }
 CALLERS = ("anonymous", "customer B", "staff", "warehouse", "customer A")
 """Refusals first, the owner last: an allowed call may change the target."""
@@ -162,9 +163,7 @@ def _send(url: str, verb: str, data: bytes | None, token: str | None) -> Outcome
         with error:
             status = {v: k for k, v in HTTP.items()}.get(error.code)
             body = json.loads(error.read() or b"{}")
-            return Outcome(
-                status or Code.UNKNOWN, body, error.headers.get("www-authenticate")
-            )
+            return Outcome(status or Code.UNKNOWN, body, error.headers.get("www-authenticate"))
 
 
 async def call_rest(system: System, method: str, request: Message, token: str | None) -> Outcome:
@@ -215,7 +214,7 @@ class World:
         return cid
 
     async def known_to_orders(self, cid: str) -> None:
-        find = self.mongo[self.system.database("orders")][names.CUSTOMER_COPIES].find_one
+        find = self.mongo[self.system.database("orders")][topology.CUSTOMER_COPIES].find_one
         await eventually(lambda: find({"_id": cid}), what=f"orders' copy of {cid}")
 
     async def order(self, owner: str) -> str:
@@ -226,13 +225,15 @@ class World:
     async def fulfilled(self, owner: str) -> str:
         oid = await self.order(owner)
         await self.grpc(
-            ORDERS + "ApproveOrder", orders_pb2.ApproveOrderRequest(order_id=oid), self.tokens["staff"]
+            ORDERS + "ApproveOrder",
+            orders_pb2.ApproveOrderRequest(order_id=oid),
+            self.tokens["staff"],
         )
         await self.fulfillment_exists(oid)
         return oid
 
     async def fulfillment_exists(self, oid: str) -> None:
-        find = self.mongo[self.system.database("fulfillment")][names.FULFILLMENTS].find_one
+        find = self.mongo[self.system.database("fulfillment")][topology.FULFILLMENTS].find_one
         await eventually(lambda: find({"_id": oid}), what=f"fulfillment of {oid}")
 
     async def snapshot(self, service: str, doc_id: str) -> tuple[int, Any, set[str]]:
@@ -273,7 +274,9 @@ def email_patch(cid: str) -> accounts_pb2.UpdateCustomerRequest:
 async def fresh_signup(w: World) -> Target:
     cid = unique("signup")
     draft = customer_draft(PEOPLE[2])
-    return Target(accounts_pb2.CreateCustomerRequest(customer=draft, customer_id=cid), cid, "accounts", cid)
+    return Target(
+        accounts_pb2.CreateCustomerRequest(customer=draft, customer_id=cid), cid, "accounts", cid
+    )
 
 
 async def on_a(w: World, request: Message, service: str = "accounts") -> Target:
@@ -310,7 +313,9 @@ TARGETS: dict[str, Callable[[World], Any]] = {
         w, orders_pb2.CreateOrderRequest(customer_id=w.a, order=order_draft((1, 2))), "orders"
     ),
     ORDERS + "GetOrder": lambda w: fresh_order(w, orders_pb2.GetOrderRequest),
-    ORDERS + "ListOrders": lambda w: on_a(w, orders_pb2.ListOrdersRequest(customer_id=w.a), "orders"),
+    ORDERS + "ListOrders": lambda w: on_a(
+        w, orders_pb2.ListOrdersRequest(customer_id=w.a), "orders"
+    ),
     ORDERS + "GetCustomerOrders": lambda w: on_a(
         w, orders_pb2.GetCustomerOrdersRequest(customer_id=w.a), "orders"
     ),
@@ -321,7 +326,9 @@ TARGETS: dict[str, Callable[[World], Any]] = {
     FULFILLMENT + "ListFulfillments": lambda w: on_a(
         w, fulfillment_pb2.ListFulfillmentsRequest(page_size=1), "fulfillment"
     ),
-    FULFILLMENT + "ProcessFulfillment": lambda w: walked(w, fulfillment_pb2.ProcessFulfillmentRequest),
+    FULFILLMENT + "ProcessFulfillment": lambda w: walked(
+        w, fulfillment_pb2.ProcessFulfillmentRequest
+    ),
     FULFILLMENT + "ShipFulfillment": lambda w: walked(w, fulfillment_pb2.ShipFulfillmentRequest),
     FULFILLMENT + "MarkFulfillmentInTransit": lambda w: walked(
         w, fulfillment_pb2.MarkFulfillmentInTransitRequest
@@ -435,9 +442,13 @@ async def test_token_attacks_are_unauthenticated_and_change_nothing(
         assert outcome.code == Code.UNAUTHENTICATED, (name, outcome)
         assert await world.snapshot("accounts", signup) == before, name
     # The same calls with genuine tokens go through: the refusals were the tokens' doing.
-    assert (await call(world.system, ORDERS + "ApproveOrder", approve, world.tokens["staff"])).code == Code.OK
+    assert (
+        await call(world.system, ORDERS + "ApproveOrder", approve, world.tokens["staff"])
+    ).code == Code.OK
     await world.fulfillment_exists(oid)
-    outcome = await call(world.system, ACCOUNTS + "CreateCustomer", create, world.issuer.customer(signup))
+    outcome = await call(
+        world.system, ACCOUNTS + "CreateCustomer", create, world.issuer.customer(signup)
+    )
     assert outcome.code == Code.OK
     await world.known_to_orders(signup)
 
@@ -453,16 +464,20 @@ async def test_a_customer_sees_and_touches_only_their_own(world: World, transpor
 
     listed = await call(world.system, ORDERS + "ListOrders", orders_pb2.ListOrdersRequest(), b)
     assert listed.code == Code.OK
-    orders = listed.body.orders if transport != "json" else [
-        json_format.ParseDict(o, orders_pb2.Order()) for o in listed.body["orders"]
-    ]
+    orders = (
+        listed.body.orders
+        if transport != "json"
+        else [json_format.ParseDict(o, orders_pb2.Order()) for o in listed.body["orders"]]
+    )
     ids = {o.order_id for o in orders}
     assert mine in ids and theirs not in ids
     assert {o.customer_id for o in orders} == {world.b}
 
     same_as_missing = {}
     for label, oid in (("A's", theirs), ("nobody's", unique("no-such-order"))):
-        got = await call(world.system, ORDERS + "GetOrder", orders_pb2.GetOrderRequest(order_id=oid), b)
+        got = await call(
+            world.system, ORDERS + "GetOrder", orders_pb2.GetOrderRequest(order_id=oid), b
+        )
         assert got.code == Code.NOT_FOUND, label
         if transport == "json":
             same_as_missing[label] = got.body["message"].replace(oid, "ID")
@@ -471,10 +486,27 @@ async def test_a_customer_sees_and_touches_only_their_own(world: World, transpor
 
     for method, request, service, doc_id in [
         (ORDERS + "CancelOrder", orders_pb2.CancelOrderRequest(order_id=theirs), "orders", theirs),
-        (ORDERS + "CreateOrder", orders_pb2.CreateOrderRequest(customer_id=world.a, order=order_draft((0, 1))), "orders", theirs),
+        (
+            ORDERS + "CreateOrder",
+            orders_pb2.CreateOrderRequest(customer_id=world.a, order=order_draft((0, 1))),
+            "orders",
+            theirs,
+        ),
         (ACCOUNTS + "UpdateCustomer", email_patch(world.a), "accounts", world.a),
-        (ACCOUNTS + "DeleteCustomer", accounts_pb2.DeleteCustomerRequest(customer_id=world.a), "accounts", world.a),
-        (ACCOUNTS + "CreateCustomer", accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[1]), customer_id=world.a), "accounts", world.a),
+        (
+            ACCOUNTS + "DeleteCustomer",
+            accounts_pb2.DeleteCustomerRequest(customer_id=world.a),
+            "accounts",
+            world.a,
+        ),
+        (
+            ACCOUNTS + "CreateCustomer",
+            accounts_pb2.CreateCustomerRequest(
+                customer=customer_draft(PEOPLE[1]), customer_id=world.a
+            ),
+            "accounts",
+            world.a,
+        ),
     ]:
         before = await world.snapshot(service, doc_id)
         got = await call(world.system, method, request, b)
@@ -482,5 +514,7 @@ async def test_a_customer_sees_and_touches_only_their_own(world: World, transpor
         after = await world.snapshot(service, doc_id)
         assert (after[0], after[1]) == (before[0], before[1]) and after[2] <= before[2], method
 
-    status = await world.grpc(ORDERS + "GetOrder", orders_pb2.GetOrderRequest(order_id=theirs), world.tokens["staff"])
+    status = await world.grpc(
+        ORDERS + "GetOrder", orders_pb2.GetOrderRequest(order_id=theirs), world.tokens["staff"]
+    )
     assert status.status == Status.ORDER_STATUS_CREATED  # A's order, untouched

@@ -13,12 +13,13 @@ import grpc
 import pytest
 from pymongo import AsyncMongoClient
 
+import topology
 from stack.embedded import free_ports
 from storefront.accounts.v1 import accounts_pb2
 from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import check, replays
-from storefront_cli.clients import Clients, eventually
+from storefront_cli.clients import CLIENT_SERVICES, Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, run_demo
 from storefront_cli.endpoints import Endpoints
 from svckit import names
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 async def clients(isolated_system: System) -> AsyncIterator[Clients]:
     c = Clients.connect(
-        *(isolated_system.target(s) for s in names.SERVICES),
+        *(isolated_system.target(s) for s in CLIENT_SERVICES),
         tokens=tokens_of(isolated_system.stack),
     )
     yield c
@@ -69,25 +70,29 @@ async def settled(system: System) -> int:
         return 1
 
 
-async def test_check_finds_and_repairs_divergence(isolated_system: System, clients: Clients) -> None:
+async def test_check_finds_and_repairs_divergence(
+    isolated_system: System, clients: Clients
+) -> None:
     await run_demo(clients, lambda _: None)
     assert await settled(isolated_system) == 0
     orders_db = isolated_system.database("orders")
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
         db = client[orders_db]
-        damaged = await db[names.CUSTOMER_COPIES].find_one({"deleted": False})
+        damaged = await db[topology.CUSTOMER_COPIES].find_one({"deleted": False})
         assert damaged is not None
-        await db[names.CUSTOMER_COPIES].update_one(
+        await db[topology.CUSTOMER_COPIES].update_one(
             {"_id": damaged["_id"]}, {"$set": {"contact.email": "x@evil.test"}}
         )
-        lost = await db[names.CUSTOMER_COPIES].find_one({"deleted": False, "_id": {"$ne": damaged["_id"]}})
+        lost = await db[topology.CUSTOMER_COPIES].find_one(
+            {"deleted": False, "_id": {"$ne": damaged["_id"]}}
+        )
         assert lost is not None
-        await db[names.CUSTOMER_COPIES].delete_one({"_id": lost["_id"]})
-        shipped = await db[names.ORDER_DOCUMENTS].find_one({"status": "ORDER_STATUS_RECEIVED"})
+        await db[topology.CUSTOMER_COPIES].delete_one({"_id": lost["_id"]})
+        shipped = await db[topology.ORDER_DOCUMENTS].find_one({"status": "ORDER_STATUS_RECEIVED"})
         assert shipped is not None
         history = [e for e in shipped["status_events"] if e["status"] != "ORDER_STATUS_SHIPPED"]
-        await db[names.ORDER_DOCUMENTS].update_one(
+        await db[topology.ORDER_DOCUMENTS].update_one(
             {"_id": shipped["_id"]},
             {"$set": {"status_events": history, "applied_fulfillment_versions": [2, 4, 5]}},
         )
@@ -95,9 +100,7 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
         await client.close()
 
     lines: list[str] = []
-    code = await check.check(
-        endpoints_of(isolated_system), repair=False, wait=0, log=lines.append
-    )
+    code = await check.check(endpoints_of(isolated_system), repair=False, wait=0, log=lines.append)
     report = "\n".join(lines)
     assert code == 1
     assert "customer copy differs" in report and damaged["_id"] in report
@@ -116,44 +119,49 @@ async def test_check_finds_and_repairs_divergence(isolated_system: System, clien
 async def test_replay_rebuilds_read_models_identically(clients: Clients) -> None:
     # The consuming service replays, through its admin service.
     assert (
-        await replays.replay(clients, "orders", names.CUSTOMER_CHANGES, rebuild=True, log=print)
+        await replays.replay(clients, "orders", topology.CUSTOMER_CHANGES, rebuild=True, log=print)
         == 0
     )
     assert (
-        await replays.replay(clients, "orders", names.ORDER_STATUS, rebuild=True, log=print)
-        == 0
+        await replays.replay(clients, "orders", topology.ORDER_STATUS, rebuild=True, log=print) == 0
     )
     # Re-consuming a whole topic over intact state changes nothing.
     assert (
         await replays.replay(
-            clients, "fulfillment", names.ORDER_FULFILLMENT, rebuild=False, log=print
+            clients, "fulfillment", topology.ORDER_FULFILLMENT, rebuild=False, log=print
         )
         == 0
     )
     assert (
-        await replays.replay(clients, "orders", names.CUSTOMER_CHANGES, rebuild=False, log=print)
+        await replays.replay(clients, "orders", topology.CUSTOMER_CHANGES, rebuild=False, log=print)
         == 0
     )
     assert (
-        await replays.replay(clients, "fulfillment", names.ORDER_FULFILLMENT, rebuild=True, log=print)
+        await replays.replay(
+            clients, "fulfillment", topology.ORDER_FULFILLMENT, rebuild=True, log=print
+        )
         == 2
     )
 
 
-async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clients: Clients) -> None:
+async def test_dlq_replay_delivers_a_parked_event(
+    isolated_system: System, clients: Clients
+) -> None:
     """An event dead-lettered during an outage is applied once replayed from the DLQ."""
     cid = unique("parked")
     record_id = await park(
-        isolated_system.stack.kafka, customer_changed(cid, 1, "parked@example.com"), names.CUSTOMER_CHANGES, cid
+        isolated_system.stack.kafka,
+        customer_changed(cid, 1, "parked@example.com"),
+        topology.CUSTOMER_CHANGES,
+        cid,
     )
     ep = endpoints_of(isolated_system)
     lines: list[str] = []
-    await replays.dlq_list(ep, names.CUSTOMER_CHANGES, lines.append)
+    await replays.dlq_list(ep, topology.CUSTOMER_CHANGES, lines.append)
     assert record_id in "\n".join(lines)
-    topic_before = await end_offsets(isolated_system, names.CUSTOMER_CHANGES)
+    topic_before = await end_offsets(isolated_system, topology.CUSTOMER_CHANGES)
     assert (
-        await replays.dlq_replay(clients, names.CUSTOMER_CHANGES, [record_id], lines.append)
-        == 0
+        await replays.dlq_replay(clients, topology.CUSTOMER_CHANGES, [record_id], lines.append) == 0
     ), lines
     assert f"[dlq] {record_id}: applied" in lines
 
@@ -165,16 +173,20 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     copy = await eventually(applied, what="the replayed event applied")
     assert copy.contact.email == "parked@example.com"
     # Applied in place by orders: nothing was appended to accounts' topic behind newer events.
-    assert await end_offsets(isolated_system, names.CUSTOMER_CHANGES) == topic_before
-    for bad in ("nope:0:0", f"{names.dlq_topic(names.CUSTOMER_CHANGES)}:0:999999"):
+    assert await end_offsets(isolated_system, topology.CUSTOMER_CHANGES) == topic_before
+    for bad in (
+        "nope:0:0",
+        f"{topology.SYSTEM.service(topology.ORDERS).dlq(topology.CUSTOMER_CHANGES)}:0:999999",
+    ):
         assert (
-            await replays.dlq_replay(clients, names.CUSTOMER_CHANGES, [bad], lines.append)
-            == 2
+            await replays.dlq_replay(clients, topology.CUSTOMER_CHANGES, [bad], lines.append) == 2
         ), bad
     # The parked customer was invented for this test; accounts never had it.
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
-        await client[isolated_system.database("orders")][names.CUSTOMER_COPIES].delete_one({"_id": cid})
+        await client[isolated_system.database("orders")][topology.CUSTOMER_COPIES].delete_one(
+            {"_id": cid}
+        )
     finally:
         await client.close()
 
@@ -200,7 +212,7 @@ async def test_admin_service_is_staff_only_on_each_service_and_not_routed_by_env
         issuer.role("warehouse"): grpc.StatusCode.PERMISSION_DENIED,
     }
     request = admin_pb2.RepublishRequest(ids=["no-such-id"])
-    for service in names.SERVICES:
+    for service in topology.SYSTEM.names:
         async with grpc.aio.insecure_channel(isolated_system.target(service)) as channel:
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             for token, code in refused.items():
@@ -250,15 +262,17 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
     everything" then records its progress, so a second run has nothing left to do."""
     cid = unique("inplace")
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
-    copies = client[isolated_system.database("orders")][names.CUSTOMER_COPIES]
+    copies = client[isolated_system.database("orders")][topology.CUSTOMER_COPIES]
     producer = isolated_system.stack.kafka.producer(acks="all")
     await producer.start()
     try:
         value, headers = encode(
-            customer_changed(cid, 2, "newer@example.com"), source=names.source(names.ACCOUNTS), key=cid
+            customer_changed(cid, 2, "newer@example.com"),
+            source=names.source(topology.ACCOUNTS),
+            key=cid,
         )
         await producer.send_and_wait(
-            names.CUSTOMER_CHANGES, value, key=cid.encode(), headers=headers
+            topology.CUSTOMER_CHANGES, value, key=cid.encode(), headers=headers
         )
         await producer.stop()
 
@@ -268,21 +282,17 @@ async def test_dlq_replay_in_place_cannot_undo_a_newer_event(
 
         assert await eventually(copy_now, what="v2 applied") == (2, "newer@example.com")
         event = customer_changed(cid, 1, "older@example.com")
-        older = await park(isolated_system.stack.kafka, event, names.CUSTOMER_CHANGES, cid)
+        older = await park(isolated_system.stack.kafka, event, topology.CUSTOMER_CHANGES, cid)
         lines: list[str] = []
-        assert (
-            await replays.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
-        )
+        assert await replays.dlq_replay(clients, topology.CUSTOMER_CHANGES, [], lines.append) == 0
         assert f"[dlq] {older}: stale" in lines, lines
         assert await copy_now() == (2, "newer@example.com")
         lines.clear()
-        assert (
-            await replays.dlq_replay(clients, names.CUSTOMER_CHANGES, [], lines.append) == 0
-        )
+        assert await replays.dlq_replay(clients, topology.CUSTOMER_CHANGES, [], lines.append) == 0
         assert not any(older in line for line in lines), lines
         listed: list[str] = []
         await replays.dlq_list(
-            endpoints_of(isolated_system), names.CUSTOMER_CHANGES, listed.append
+            endpoints_of(isolated_system), topology.CUSTOMER_CHANGES, listed.append
         )
         row = next(line for line in listed if older in line)
         assert " yes " in row, row  # shown as replayed
@@ -304,13 +314,13 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
     )
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
     try:
-        copies = client[isolated_system.database("orders")][names.CUSTOMER_COPIES]
+        copies = client[isolated_system.database("orders")][topology.CUSTOMER_COPIES]
         damaged = await eventually(
             lambda: copies.find_one({"_id": created.id}), what="orders' copy"
         )
         assert await settled(isolated_system) == 0
         await copies.update_one({"_id": damaged["_id"]}, {"$set": {"name.given_name": "Mallory"}})
-        accounts = client[isolated_system.database("accounts")][names.CUSTOMERS]
+        accounts = client[isolated_system.database("accounts")][topology.CUSTOMERS]
         # The relay may drain the outbox (and clear its pending mark) meanwhile; nothing may
         # be added to it.
         state = {PENDING: 0}
@@ -339,7 +349,7 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
 
 async def settled_after_repair(isolated: System) -> int:
     clients = Clients.connect(
-        *(isolated.target(s) for s in names.SERVICES), tokens=tokens_of(isolated.stack)
+        *(isolated.target(s) for s in CLIENT_SERVICES), tokens=tokens_of(isolated.stack)
     )
     try:
         return await check.check(

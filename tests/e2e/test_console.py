@@ -24,13 +24,14 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 from pymongo import AsyncMongoClient
 
+import topology
 from stack import tools
 from stack.embedded import free_ports
 from stack.prometheus import start_prometheus
 from storefront.accounts.v1 import accounts_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import console, system
-from storefront_cli.clients import Clients, eventually
+from storefront_cli.clients import CLIENT_SERVICES, Clients, eventually
 from storefront_cli.demo import run_demo
 from svckit import names
 from tests.e2e.conftest import System
@@ -44,8 +45,8 @@ SCREENSHOT = tools.REPO_ROOT / ".run" / "test-output" / "console.png"
 NODES = {
     "clients",
     "envoy",
-    *names.SERVICES,
-    *(f"db:{s}" for s in names.SERVICES),
+    *topology.SYSTEM.names,
+    *(f"db:{s}" for s in topology.SYSTEM.names),
     "topic:accounts.customer.change",
     "topic:orders.order.fulfill",
     "topic:fulfillment.order.change",
@@ -53,7 +54,7 @@ NODES = {
 USED = [
     "clients>envoy",
     "envoy>accounts",
-    *(f"clients>{s}" for s in names.SERVICES),
+    *(f"clients>{s}" for s in topology.SYSTEM.names),
     "accounts>topic:accounts.customer.change",
     "topic:accounts.customer.change>orders",
     "orders>topic:orders.order.fulfill",
@@ -96,7 +97,7 @@ def running(isolated_system: System) -> Iterator[Running]:
 @pytest.fixture(scope="module")
 async def clients(running: Running) -> AsyncIterator[Clients]:
     s = running.system
-    c = Clients.connect(*(s.target(n) for n in names.SERVICES), tokens=tokens_of(s.stack))
+    c = Clients.connect(*(s.target(n) for n in CLIENT_SERVICES), tokens=tokens_of(s.stack))
     yield c
     await c.close()
 
@@ -116,7 +117,9 @@ async def page(running: Running) -> AsyncIterator[Page]:
             await browser.close()
 
 
-def http(url: str, *, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def http(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = b"{}" if method == "POST" else None
     h = {"content-type": "application/json", **(headers or {})}
     request = urllib.request.Request(url, data=data, method=method, headers=h)
@@ -144,6 +147,27 @@ async def graph_in_page(page: Page) -> dict[str, Any]:
                                    errors: parseFloat(e.dataset.errorRatio || '0'),
                                    health: e.dataset.health,
                                    label: document.querySelector(`#graph g.edge-label[data-edge="${e.dataset.edge}"]`).textContent}]))})"""
+        )
+    )
+
+
+async def overlapping_labels(page: Page) -> list[list[str]]:
+    """Pairs of edge labels (with text) whose drawn boxes intersect, and labels drawn over a
+    node: the page measures them as the browser drew them."""
+    return list(
+        await page.evaluate(
+            """() => {
+        const box = (el) => el.getBoundingClientRect();
+        const cross = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+        const labels = [...document.querySelectorAll('#graph g.edge-label')].filter(l => l.textContent);
+        const nodes = [...document.querySelectorAll('#graph g.node')];
+        const found = [];
+        labels.forEach((a, i) => {
+            labels.slice(i + 1).forEach(b => { if (cross(box(a), box(b))) found.push([a.dataset.edge, b.dataset.edge]); });
+            nodes.forEach(n => { if (cross(box(a), box(n))) found.push([a.dataset.edge, n.dataset.node]); });
+        });
+        return found;
+    }"""
         )
     )
 
@@ -196,20 +220,31 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
         assert g["edges"][e]["health"] in ("degraded", "failing"), g["edges"][e]
         assert "% err" in g["edges"][e]["label"]
     assert g["nodes"]["accounts"] in ("degraded", "failing")  # its inbound errors show
+    assert sum(bool(e["label"]) for e in g["edges"].values()) >= len(USED)
+    assert await overlapping_labels(page) == []
     assert g["edges"]["orders>topic:orders.order.fulfill"]["errors"] == 0
 
     # The status panels: the same tables as `storefront status`.
     health = await text_of(page, "#health")
-    for part in ("kafka", "mongodb", *(f"{n}_svc" for n in names.SERVICES), "envoy", "prometheus"):
+    for part in (
+        "kafka",
+        "mongodb",
+        *(f"{n}_svc" for n in topology.SYSTEM.names),
+        "envoy",
+        "prometheus",
+    ):
         assert f"{part}\tUP" in health, health
-    orders_group = names.consumer_group(names.ORDERS, s.db_prefix)
+    orders_group = names.consumer_group(topology.ORDERS, s.db_prefix)
     assert await page.locator(f"#lag tr[data-group='{orders_group}']").count() == 6
     assert await page.locator("#outbox tr[data-service]").count() == 3
 
     # A parked event shows in the DLQ panel and, ids and type only, in the tail.
     cid = unique("parked")
     record_id = await park(
-        s.stack.kafka, customer_changed(cid, 1, "parked@example.com"), names.CUSTOMER_CHANGES, cid
+        s.stack.kafka,
+        customer_changed(cid, 1, "parked@example.com"),
+        topology.CUSTOMER_CHANGES,
+        cid,
     )
     row = page.locator(f"#dlq-records tr[data-record='{record_id}']")
     await row.wait_for(timeout=30_000)
@@ -223,7 +258,7 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
     assert "parked@example.com" not in await text_of(page, "#events")
     await page.select_option("#events-topic", "orders.order.fulfill")
     await expect(tail).to_have_count(0)
-    await page.select_option("#events-topic", "accounts.customer.change.dlq")
+    await page.select_option("#events-topic", "accounts.customer.change.orders-svc.dlq")
     await expect(tail).to_have_count(1)
 
     # Actions without a staff token are refused, by the page and by the API.

@@ -12,12 +12,12 @@ import pytest
 from google.protobuf import field_mask_pb2
 from pymongo import AsyncMongoClient
 
+import topology
 from storefront.accounts.v1 import accounts_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
-from svckit import names
 from tests.e2e.conftest import System
 from tests.leaks import card_encodings, card_leaks, log_leaks, topic_leaks
 
@@ -80,7 +80,7 @@ async def test_no_card_number_anywhere_outside_accounts(
             db = client[running_system.database(service)]
             for name in await db.list_collection_names():
                 blobs = [bson.encode(doc) async for doc in db[name].find({})]
-                stored += blobs if name == names.CUSTOMERS else []
+                stored += blobs if name == topology.CUSTOMERS else []
                 for i, blob in enumerate(blobs):
                     found += card_leaks(f"{service}/{name}#{i}", blob, numbers)
     finally:

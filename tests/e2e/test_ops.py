@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+import topology
 from stack.embedded import EmbeddedStack, free_ports
 from storefront.accounts.v1 import accounts_pb2, events_pb2
 from storefront_cli import endpoints, offsets, status
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft
 from storefront_cli.where import Where
-from svckit import names
 from svckit.names import consumer_group
 from svckit.outbox import OUTBOX, PENDING, outbox_entry
 from tests.e2e.conftest import System
@@ -43,11 +43,11 @@ def location_flags(s: System) -> list[str]:
         "--db-prefix",
         s.db_prefix,
         "--accounts-port",
-        str(s.ports.accounts),
+        str(s.ports.grpc(topology.ACCOUNTS)),
         "--orders-port",
-        str(s.ports.orders),
+        str(s.ports.grpc(topology.ORDERS)),
         "--fulfillment-port",
-        str(s.ports.fulfillment),
+        str(s.ports.grpc(topology.FULFILLMENT)),
         "--envoy-admin-port",
         str(s.ports.envoy_admin),
         "--prometheus-port",
@@ -89,13 +89,15 @@ async def test_status_shows_every_part_up_and_the_tables(running_system: System)
         assert " UP " in row, row
     assert "down (optional)" in out  # the absent Prometheus is reported, not fatal
     p = running_system.db_prefix
-    for group, topics in names.CONSUMES.items():
+    for group, topics in ((s.name, s.consumes) for s in topology.SYSTEM.consumers):
         for topic in topics:
-            rows = [line for line in out.splitlines() if line.startswith(f"{consumer_group(group, p)} ")]
+            rows = [
+                line for line in out.splitlines() if line.startswith(f"{consumer_group(group, p)} ")
+            ]
             assert len([r for r in rows if f" {topic} " in r]) == 3  # one per partition
     for title in ("Consumer lag (total", "Dead-letter queues (total", "Outbox backlog (total"):
         assert title in out
-    for service, collection in names.AGGREGATES.items():
+    for service, collection in ((s.name, s.aggregate) for s in topology.SYSTEM.publishers):
         assert re.search(rf"^{service} +{re.escape(collection)} +\d+ +\d+ ", out, re.M), out
 
 
@@ -129,7 +131,10 @@ async def test_consumer_lag_drains_to_zero_after_a_flow(
     )
     assert customer.id
     w = where(running_system)
-    groups = {w.group(s): topics for s, topics in names.CONSUMES.items()}
+    groups = {
+        w.group(s): topics
+        for s, topics in ((s.name, s.consumes) for s in topology.SYSTEM.consumers)
+    }
 
     async def drained() -> list[offsets.Lag] | None:
         async with offsets.KafkaOffsets(w.ep.kafka, 10.0) as kafka:
@@ -138,8 +143,8 @@ async def test_consumer_lag_drains_to_zero_after_a_flow(
 
     rows = await eventually(drained, timeout=60, what="zero lag")
     orders_rows = [r for r in rows if r.group == w.group("orders")]
-    assert {r.topic for r in orders_rows} == set(names.CONSUMES[names.ORDERS])
-    assert any(r.committed for r in orders_rows if r.topic == names.CUSTOMER_CHANGES)
+    assert {r.topic for r in orders_rows} == set(topology.SYSTEM.service(topology.ORDERS).consumes)
+    assert any(r.committed for r in orders_rows if r.topic == topology.CUSTOMER_CHANGES)
 
 
 async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: EmbeddedStack) -> None:
@@ -148,12 +153,12 @@ async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: Embedded
     now = datetime.now(UTC)
     event = events_pb2.CustomerChanged(customer_id="c", version=1)
     entries = [
-        outbox_entry(names.CUSTOMER_CHANGES, "c", event, source="//t", seq=i, now=now - age)
+        outbox_entry(topology.CUSTOMER_CHANGES, "c", event, source="//t", seq=i, now=now - age)
         for i, age in enumerate((timedelta(minutes=5), timedelta(seconds=3)))
     ]
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongodb_uri)
     try:
-        accounts = client[ep.database("accounts")][names.CUSTOMERS]
+        accounts = client[ep.database("accounts")][topology.CUSTOMERS]
         await accounts.insert_many(
             [
                 {"_id": "c", OUTBOX: entries, PENDING: True},
@@ -163,7 +168,7 @@ async def test_outbox_backlog_counts_entries_still_in_aggregates(stack: Embedded
         )
         rows = {b.service: b for b in await status.outbox_backlog(ep, 10.0, now=now)}
     finally:
-        for service in names.SERVICES:
+        for service in topology.SYSTEM.names:
             await client.drop_database(ep.database(service))
         await client.close()
     assert (rows["accounts"].documents, rows["accounts"].events) == (2, 3)
@@ -211,7 +216,7 @@ async def test_watch_prints_the_next_event_decoded(
     [line] = out.decode().splitlines()
     m = LINE.match(line)
     assert m, line
-    assert (m["topic"], m["type"], m["key"]) == (names.CUSTOMER_CHANGES, "CustomerChanged", cid)
+    assert (m["topic"], m["type"], m["key"]) == (topology.CUSTOMER_CHANGES, "CustomerChanged", cid)
     assert f'customer_id: "{cid}"' in m["summary"] and "version: 1" in m["summary"]
     assert "4111" not in line  # the event never carries card numbers
 
@@ -229,7 +234,7 @@ async def test_watch_from_the_beginning_stops_at_the_limit(
         "--kafka",
         running_system.stack.kafka_bootstrap,
         "--topic",
-        names.CUSTOMER_CHANGES,
+        topology.CUSTOMER_CHANGES,
         "--from-beginning",
         "--limit",
         "2",
@@ -241,4 +246,4 @@ async def test_watch_from_the_beginning_stops_at_the_limit(
     assert len(lines) == 2
     for line in lines:
         m = LINE.match(line)
-        assert m and m["topic"] == names.CUSTOMER_CHANGES, line
+        assert m and m["topic"] == topology.CUSTOMER_CHANGES, line

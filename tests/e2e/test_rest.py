@@ -25,22 +25,22 @@ import pytest
 from aiokafka import TopicPartition
 from pymongo import AsyncMongoClient
 
+import topology
 from storefront_cli.clients import TokenFor, eventually
-from svckit import names
 from svckit.outbox import OUTBOX, PENDING
 from tests.e2e.conftest import System
 from tests.support import partition_ids, rest_authorization, tokens_of
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER_CHANGES = names.CUSTOMER_CHANGES  # key: customer id
-FULFILLMENT_REQUESTS = names.ORDER_FULFILLMENT  # key: order id
-STATUS_CHANGES = names.ORDER_STATUS  # key: order id
+CUSTOMER_CHANGES = topology.CUSTOMER_CHANGES  # key: customer id
+FULFILLMENT_REQUESTS = topology.ORDER_FULFILLMENT  # key: order id
+STATUS_CHANGES = topology.ORDER_STATUS  # key: order id
 # (service, collection): where each service keeps what the tests look at.
-ACCOUNT = ("accounts", names.CUSTOMERS)
-ORDER = ("orders", names.ORDER_DOCUMENTS)
-ORDERS_COPY = ("orders", names.CUSTOMER_COPIES)
-FULFILLMENT = ("fulfillment", names.FULFILLMENTS)
+ACCOUNT = ("accounts", topology.CUSTOMERS)
+ORDER = ("orders", topology.ORDER_DOCUMENTS)
+ORDERS_COPY = ("orders", topology.CUSTOMER_COPIES)
+FULFILLMENT = ("fulfillment", topology.FULFILLMENTS)
 COLLECTIONS = (ACCOUNT, ORDER, ORDERS_COPY, FULFILLMENT)
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 PRECONDITION_FAILURE = "type.googleapis.com/google.rpc.PreconditionFailure"
@@ -562,9 +562,27 @@ async def test_envoy_rejects_before_any_service_with_400(
     ("where", "method", "path", "mutate", "field"),
     [
         ("top level", "POST", "/v1/customers", lambda b: b.update(nickname="Ziggy"), "nickname"),
-        ("nested", "POST", "/v1/customers", lambda b: b["contact"].update(fax="555-000-0000"), "contact.fax"),
-        ("in a list", "POST", "/v1/customers", lambda b: b["addresses"][0].update(geo={"lat": 37.7}), "addresses.geo"),
-        ("custom method", "POST", "/v1/orders/{id}:approve", lambda b: b.update(approver="me"), "approver"),
+        (
+            "nested",
+            "POST",
+            "/v1/customers",
+            lambda b: b["contact"].update(fax="555-000-0000"),
+            "contact.fax",
+        ),
+        (
+            "in a list",
+            "POST",
+            "/v1/customers",
+            lambda b: b["addresses"][0].update(geo={"lat": 37.7}),
+            "addresses.geo",
+        ),
+        (
+            "custom method",
+            "POST",
+            "/v1/orders/{id}:approve",
+            lambda b: b.update(approver="me"),
+            "approver",
+        ),
     ],
 )
 async def test_unknown_json_fields_are_400_and_nothing_stored(

@@ -30,14 +30,14 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+import topology
 from stack import logsink
 from stack.embedded import FERRETDB, KAFKA, EmbeddedStack, Ports
 from stack.postgres import POSTGRES
 from storefront.common.v1 import common_pb2
 from storefront_cli import check, system
-from storefront_cli.clients import Clients
+from storefront_cli.clients import CLIENT_SERVICES, Clients
 from storefront_cli.endpoints import Endpoints
-from svckit import names
 from tests import leaks
 from tests.faults.workload import Ledger, Workload
 from tests.support import read_raw, tokens_of
@@ -66,7 +66,7 @@ BUDGET_SECONDS = (
     * (
         SETUP_SECONDS
         + OPS * SECONDS_PER_OP
-        + KILLS * 4 * SECONDS_PER_KILL
+        + KILLS * (len(topology.SYSTEM.names) + 1) * SECONDS_PER_KILL  # services and Kafka
         + DB_OUTAGES * 2 * (max(DB_SECONDS) + SECONDS_PER_KILL)
         + SCAN_SECONDS
     )
@@ -155,7 +155,7 @@ async def drive(worker: Workload, ledger: Ledger, rng: random.Random) -> None:
 async def inject(
     chaos: Chaos, ledger: Ledger, kills: collections.Counter[str], rng: random.Random
 ) -> None:
-    targets = [*names.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
+    targets = [*topology.SYSTEM.names] + ([] if chaos.stack.external_kafka else [KAFKA])
     plan = targets * KILLS
     if not chaos.stack.external_mongodb:
         plan += [FERRETDB, POSTGRES] * DB_OUTAGES
@@ -178,10 +178,10 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
         chaos.stack.mongodb_uri, tz_aware=True
     )
     try:
-        db = {s: client[f"{PREFIX}{s}"] for s in names.SERVICES}
+        db = {s: client[f"{PREFIX}{s}"] for s in topology.SYSTEM.names}
         for cid, (version, email) in ledger.customers.items():
-            doc = await db["accounts"][names.CUSTOMERS].find_one({"_id": cid})
-            copy = await db["orders"][names.CUSTOMER_COPIES].find_one({"_id": cid})
+            doc = await db["accounts"][topology.CUSTOMERS].find_one({"_id": cid})
+            copy = await db["orders"][topology.CUSTOMER_COPIES].find_one({"_id": cid})
             for where, got in (("accounts", doc), ("orders copy", copy)):
                 # Newer than acknowledged is possible (a retried write without etag may land
                 # twice); older, or the acknowledged version with other content, is a loss.
@@ -191,21 +191,21 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                     lost += 1
                     what.append(f"customer {cid} v{version} in {where}")
         for oid in ledger.orders:
-            if await db["orders"][names.ORDER_DOCUMENTS].count_documents({"_id": oid}) != 1:
+            if await db["orders"][topology.ORDER_DOCUMENTS].count_documents({"_id": oid}) != 1:
                 lost += 1
                 what.append(f"order {oid}")
         for oid in ledger.approved:
-            count = await db["fulfillment"][names.FULFILLMENTS].count_documents({"_id": oid})
+            count = await db["fulfillment"][topology.FULFILLMENTS].count_documents({"_id": oid})
             if count != 1:
                 lost += count == 0
                 duplicated += max(0, count - 1)
                 what.append(f"order {oid} has {count} fulfillments")
         for oid in ledger.rejected:
-            if await db["fulfillment"][names.FULFILLMENTS].count_documents({"_id": oid}):
+            if await db["fulfillment"][topology.FULFILLMENTS].count_documents({"_id": oid}):
                 duplicated += 1
                 what.append(f"rejected order {oid} has a fulfillment")
         for oid in ledger.cancelled:
-            f = await db["fulfillment"][names.FULFILLMENTS].find_one({"_id": oid})
+            f = await db["fulfillment"][topology.FULFILLMENTS].find_one({"_id": oid})
             if f is not None and f["status"] in (
                 "ORDER_STATUS_APPROVED",
                 "ORDER_STATUS_PROCESSING",
@@ -213,8 +213,8 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                 lost += 1
                 what.append(f"cancelled order {oid} still active in fulfillment")
         for oid, acked in ledger.steps.items():
-            order = await db["orders"][names.ORDER_DOCUMENTS].find_one({"_id": oid})
-            f = await db["fulfillment"][names.FULFILLMENTS].find_one({"_id": oid})
+            order = await db["orders"][topology.ORDER_DOCUMENTS].find_one({"_id": oid})
+            f = await db["fulfillment"][topology.FULFILLMENTS].find_one({"_id": oid})
             for where, doc in (("orders", order), ("fulfillment", f)):
                 history = collections.Counter(
                     e["status"] for e in (doc or {}).get("status_events", [])
@@ -270,7 +270,7 @@ async def _run_and_audit(
     ledger = Ledger()
     kills: collections.Counter[str] = collections.Counter()
     clients = Clients.connect(
-        *(system.grpc_target(chaos.ports, s) for s in names.SERVICES),
+        *(system.grpc_target(chaos.ports, s) for s in CLIENT_SERVICES),
         tokens=tokens_of(chaos.stack),
     )
     try:
@@ -336,7 +336,7 @@ async def _run_and_audit(
     }
     assert not oversized, f"logs beyond the rotation size: {oversized}"
     assert ledger.operations >= OPS
-    expected = [*names.SERVICES] + ([] if chaos.stack.external_kafka else [KAFKA])
+    expected = [*topology.SYSTEM.names] + ([] if chaos.stack.external_kafka else [KAFKA])
     assert all(kills[t] >= KILLS for t in expected), kills
     if not chaos.stack.external_mongodb:
         assert kills[FERRETDB] >= DB_OUTAGES and kills[POSTGRES] >= DB_OUTAGES, kills
@@ -346,5 +346,5 @@ async def dlq_sizes(chaos: Chaos) -> dict[str, int]:
     """Records in each dead-letter topic of this suite's own stack."""
     return {
         dlq: len(await read_raw(chaos.stack.kafka, dlq))
-        for dlq in names.DLQ_TOPICS
+        for dlq in tuple(d.name for d in topology.SYSTEM.dead_letters)
     }

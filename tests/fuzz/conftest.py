@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, settings
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
+import topology
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
@@ -69,13 +70,9 @@ FUZZ_SETTINGS = settings(
     ],
 )
 
-COLLECTIONS: dict[str, tuple[str, ...]] = {
-    "accounts": (names.CUSTOMERS,),
-    "orders": (names.ORDER_DOCUMENTS, names.CUSTOMER_COPIES),
-    "fulfillment": (names.FULFILLMENTS,),
-}
-"""Every collection each service writes (DESIGN.md section 1 and the repositories)."""
-OUTBOXES = names.AGGREGATES
+COLLECTIONS: dict[str, tuple[str, ...]] = {s.name: tuple(s.collections) for s in topology.SYSTEM}
+"""Every collection each service writes (its topology entry)."""
+OUTBOXES = {s.name: s.aggregate for s in topology.SYSTEM.publishers}
 
 SERVER_FAULTS = frozenset(
     {
@@ -169,7 +166,9 @@ class KafkaLag:
                 TopicPartition(t, p) for t in topics for p in await partition_ids(self._kafka, t)
             ]
         self._topic_partitions = [
-            TopicPartition(t, p) for t in names.ALL_TOPICS for p in await partition_ids(self._kafka, t)
+            TopicPartition(t, p)
+            for t in topology.SYSTEM.all_topics
+            for p in await partition_ids(self._kafka, t)
         ]
 
     async def _lag(self) -> int:
@@ -391,7 +390,9 @@ class Harness:
         """An order that orders holds in `status` (CREATED ones are always fresh)."""
         if status != Status.ORDER_STATUS_CREATED:
             page = self.ok(
-                "orders", "ListOrders", orders_pb2.ListOrdersRequest(status=Status.ValueType(status), page_size=1)
+                "orders",
+                "ListOrders",
+                orders_pb2.ListOrdersRequest(status=Status.ValueType(status), page_size=1),
             )
             if page.orders:
                 return str(page.orders[0].order_id)
@@ -487,7 +488,7 @@ def harness(running_system: System) -> Iterator[Harness]:
     channels = [sync_channel(running_system.target(s), tokens) for s in COLLECTIONS]
     groups = {
         names.consumer_group(s, running_system.db_prefix): topics
-        for s, topics in names.CONSUMES.items()
+        for s, topics in ((s.name, s.consumes) for s in topology.SYSTEM.consumers)
     }
     kafka = KafkaLag(running_system.stack.kafka, groups)
     mongo: MongoClient[dict[str, Any]] = MongoClient(

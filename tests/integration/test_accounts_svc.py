@@ -11,6 +11,7 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+import topology
 from accounts_svc.main import build
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
@@ -22,7 +23,7 @@ from tests.support import eventually, read_topic, running, settings_for, tokens_
 from tests.unit.test_accounts_domain import draft
 
 pytestmark = pytest.mark.integration
-TOPIC = names.CUSTOMER_CHANGES
+TOPIC = topology.CUSTOMER_CHANGES
 TYPES = ["storefront.accounts.v1.CustomerChanged", "storefront.accounts.v1.CustomerDeleted"]
 
 
@@ -65,7 +66,7 @@ async def test_create_update_delete_publish_versioned_events_without_cards(
         ("CustomerDeleted", 3),
     ]
     assert events[1].message.name.first_name == "Raj"
-    assert all(e.source == names.source(names.ACCOUNTS) for e in events)
+    assert all(e.source == names.source(topology.ACCOUNTS) for e in events)
     for event in events:
         assert b"4242" not in event.message.SerializeToString()
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -74,7 +75,7 @@ async def test_create_update_delete_publish_versioned_events_without_cards(
 
     async def drained() -> bool | None:
         # Entries leave the document after Kafka acknowledged them: soon after, not before.
-        pending = await accounts.db[names.CUSTOMERS].count_documents(
+        pending = await accounts.db[topology.CUSTOMERS].count_documents(
             {"_outbox.id": {"$exists": True}}
         )
         return True if pending == 0 else None
@@ -110,7 +111,7 @@ async def test_invalid_create_lists_field_violations_and_stores_nothing(
     request = error_details_pb2.BadRequest()
     assert any(d.Unpack(request) for d in status.details)
     assert [v.field for v in request.field_violations] == ["customer.contact.email"]
-    assert await accounts.db[names.CUSTOMERS].count_documents({}) == 0
+    assert await accounts.db[topology.CUSTOMERS].count_documents({}) == 0
 
 
 async def test_client_chosen_id_makes_create_retry_safe(
@@ -152,7 +153,7 @@ async def test_oversized_request_is_refused_before_it_reaches_the_handler(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=big))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert await accounts.db[names.CUSTOMERS].count_documents({}) == 0
+    assert await accounts.db[topology.CUSTOMERS].count_documents({}) == 0
 
 
 async def test_updates_without_etag_all_succeed_under_concurrent_writers(

@@ -18,6 +18,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from pymongo.errors import EncryptionError
 
+import topology
 from accounts_svc import cards
 from accounts_svc.cards import CardKeyConfig, CardVault
 from accounts_svc.main import build
@@ -25,7 +26,6 @@ from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront_cli import keys
 from storefront_cli.clients import channel
-from svckit import names
 from svckit.app import ServiceApp
 from tests.leaks import card_encodings
 from tests.support import eventually, running, settings_for, tokens_of
@@ -36,7 +36,8 @@ Stub = accounts_pb2_grpc.AccountsServiceStub
 
 
 def card(
-    number: str, type_: accounts_pb2.CreditCardType.ValueType = accounts_pb2.CREDIT_CARD_TYPE_PRIMARY
+    number: str,
+    type_: accounts_pb2.CreditCardType.ValueType = accounts_pb2.CREDIT_CARD_TYPE_PRIMARY,
 ) -> accounts_pb2.CreditCard:
     return accounts_pb2.CreditCard(
         type=type_, number=number, expiration="6/29", name_on_card="Rajesh Iyer"
@@ -70,7 +71,7 @@ async def opened(app: ServiceApp, customer_id: str) -> list[str]:
     """The stored numbers, decrypted with the service's keys: what the vault really holds."""
     vault = CardVault(config_for(app.settings.mongodb_database), app.mongo)
     try:
-        doc = await app.db[names.CUSTOMERS].find_one({"_id": customer_id})
+        doc = await app.db[topology.CUSTOMERS].find_one({"_id": customer_id})
         assert doc is not None
         return [(await vault.open(c))["number"] for c in doc.get("credit_cards", [])]
     finally:
@@ -86,7 +87,7 @@ async def test_a_stored_card_is_ciphertext_last_four_and_fingerprint(
     )
     assert created.credit_cards[0].number == "************5556"
     assert len(created.credit_cards[0].card_id) == cards.CARD_ID_CHARS
-    doc = await accounts.db[names.CUSTOMERS].find_one({"_id": created.id})
+    doc = await accounts.db[topology.CUSTOMERS].find_one({"_id": created.id})
     assert doc is not None
     raw = bson.encode(doc)
     for needle in card_encodings(number):
@@ -122,13 +123,17 @@ async def test_two_cards_with_the_same_last_four_round_trip_by_card_id(
     updated = await stub.UpdateCustomer(
         accounts_pb2.UpdateCustomerRequest(customer=patch, update_mask=mask)
     )
-    assert [c.card_id for c in updated.credit_cards] == [c.card_id for c in reversed(read.credit_cards)]
+    assert [c.card_id for c in updated.credit_cards] == [
+        c.card_id for c in reversed(read.credit_cards)
+    ]
     assert await opened(accounts, created.id) == ["5500000022224242", "4000000011114242"]
     for c in patch.credit_cards:
         c.card_id = ""
     patch.etag = updated.etag
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.UpdateCustomer(accounts_pb2.UpdateCustomerRequest(customer=patch, update_mask=mask))
+        await stub.UpdateCustomer(
+            accounts_pb2.UpdateCustomerRequest(customer=patch, update_mask=mask)
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await opened(accounts, created.id) == ["5500000022224242", "4000000011114242"]
 
@@ -139,7 +144,7 @@ async def test_cards_stored_in_clear_are_encrypted_when_accounts_starts(
     """A database from before encryption: plaintext numbers, sealed by the start-up sweep."""
     settings = settings_for(stack, "accounts", mongo_db_name)
     async with running(build, settings) as app:
-        await app.db[names.CUSTOMERS].insert_one(
+        await app.db[topology.CUSTOMERS].insert_one(
             {
                 "_id": "legacy-1",
                 "name": {"first_name": "Old", "last_name": "Timer"},
@@ -159,7 +164,7 @@ async def test_cards_stored_in_clear_are_encrypted_when_accounts_starts(
     async with running(build, settings) as app:
 
         async def sealed() -> dict[str, object] | None:
-            doc = await app.db[names.CUSTOMERS].find_one({"_id": "legacy-1"})
+            doc = await app.db[topology.CUSTOMERS].find_one({"_id": "legacy-1"})
             return doc if doc and cards.CIPHERTEXT in doc["credit_cards"][0] else None
 
         doc = await eventually(sealed, timeout=30, what="legacy card encrypted")
@@ -183,12 +188,14 @@ async def test_rotation_while_requests_run_loses_no_write_and_every_card_reads(
 
     async def create() -> str:
         nums = numbers()
-        c = await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=customer_with(*nums)))
+        c = await stub.CreateCustomer(
+            accounts_pb2.CreateCustomerRequest(customer=customer_with(*nums))
+        )
         expected[c.id], emails[c.id] = nums, c.contact.email
         return c.id
 
     ids = [await create() for _ in range(n)]
-    before = await accounts.db[names.CUSTOMERS].find_one({"_id": ids[0]})
+    before = await accounts.db[topology.CUSTOMERS].find_one({"_id": ids[0]})
     assert before is not None
     old_key = before["credit_cards"][0][cards.KEY_ID]
     stop = asyncio.Event()
@@ -241,7 +248,7 @@ async def test_rotation_while_requests_run_loses_no_write_and_every_card_reads(
         await asyncio.gather(*workers)
     print(f"rotation: {len(ids)} customers, {writes} concurrent updates, {took:.1f}s")
     assert writes > 10
-    docs = {d["_id"]: d async for d in accounts.db[names.CUSTOMERS].find({})}
+    docs = {d["_id"]: d async for d in accounts.db[topology.CUSTOMERS].find({})}
     key_ids = {c[cards.KEY_ID] for d in docs.values() for c in d.get("credit_cards", [])}
     assert len(key_ids) == 1 and old_key not in key_ids
     for cid in ids:
@@ -259,7 +266,7 @@ async def test_rotation_in_one_call_for_an_operator_rpc(accounts: ServiceApp, st
     handlers = accounts._services[0][1].h
     key, resealed = await handlers.rotate_card_key()
     assert resealed == 1
-    doc = await accounts.db[names.CUSTOMERS].find_one({"_id": created.id})
+    doc = await accounts.db[topology.CUSTOMERS].find_one({"_id": created.id})
     assert doc is not None and cards.key_name(doc["credit_cards"][0][cards.KEY_ID]) == key
     assert await opened(accounts, created.id) == ["340000000000009"]
 
@@ -302,7 +309,7 @@ async def test_master_key_change_by_rewrap_while_accounts_runs(
                 )
             )
         vault = CardVault(only_new, app.mongo)
-        doc = await app.db[names.CUSTOMERS].find_one({"_id": created.id})
+        doc = await app.db[topology.CUSTOMERS].find_one({"_id": created.id})
         assert doc is not None
         assert [(await vault.open(c))["number"] for c in doc["credit_cards"]] == [
             "5555555555554444",

@@ -18,7 +18,7 @@ from storefront.accounts.v1 import events_pb2
 from svckit.consumer import EventConsumer, Outcome
 from svckit.envelope import Envelope, encode
 from svckit.kafka import EventProducer
-from svckit.names import dlq_topic
+from svckit.names import consumer_group, dlq_topic
 from tests.support import eventually, read_raw, unique
 
 pytestmark = pytest.mark.integration
@@ -43,10 +43,15 @@ class Recorder:
         return Outcome.APPLIED
 
 
+SERVICE = "test-holds"
+GROUP = consumer_group(SERVICE)
+"""Whose DLQ the test consumer parks in (its per-run group_id is unique per test)."""
+
+
 @pytest.fixture
 async def topic(stack: EmbeddedStack) -> str:
     name = unique("test.consumer")
-    await ensure_topics(stack.kafka, [name, dlq_topic(name)], partitions=3)
+    await ensure_topics(stack.kafka, [name, dlq_topic(name, GROUP)], partitions=3)
     return name
 
 
@@ -82,7 +87,7 @@ def consumer_for(
         topics=[topic],
         handlers={CHANGED: handler},
         producer=producer,
-        service="test-holds",
+        service=SERVICE,
         max_attempts=2,
         backoff_base=0.01,
         stall_backoff_max=0.5,
@@ -90,7 +95,7 @@ def consumer_for(
 
 
 async def parked(stack: EmbeddedStack, topic: str) -> list[str]:
-    return [(r.key or b"").decode() for r in await read_raw(stack.kafka, dlq_topic(topic))]
+    return [(r.key or b"").decode() for r in await read_raw(stack.kafka, dlq_topic(topic, GROUP))]
 
 
 async def test_a_time_without_offset_is_poison_and_nothing_after_it_is_skipped(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+import topology
 from stack.embedded import EmbeddedStack
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2
@@ -15,14 +16,18 @@ from svckit.envelope import encode, header_map
 from tests.support import read_raw, read_topic, unique
 
 pytestmark = pytest.mark.integration
-TOPIC = names.ORDER_STATUS
+TOPIC = topology.ORDER_STATUS
 
 
 async def test_protobuf_event_with_cloudevents_headers_round_trips(stack: EmbeddedStack) -> None:
     order_id = unique("envelope")
-    event = events_pb2.OrderStatusChanged(order_id=order_id, version=3, status=common_pb2.ORDER_STATUS_SHIPPED, note="UPS")
+    event = events_pb2.OrderStatusChanged(
+        order_id=order_id, version=3, status=common_pb2.ORDER_STATUS_SHIPPED, note="UPS"
+    )
     event.change_time.FromDatetime(datetime(2026, 11, 1, 12, 0, tzinfo=UTC))
-    value, headers = encode(event, source=names.source(names.FULFILLMENT), key=order_id, event_id=order_id)
+    value, headers = encode(
+        event, source=names.source(topology.FULFILLMENT), key=order_id, event_id=order_id
+    )
     producer = stack.kafka.producer(acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -34,11 +39,15 @@ async def test_protobuf_event_with_cloudevents_headers_round_trips(stack: Embedd
     h = header_map(raw.headers)
     assert h["ce_specversion"] == "1.0"
     assert h["ce_type"] == "storefront.fulfillment.v1.OrderStatusChanged"
-    assert h["ce_source"] == names.source(names.FULFILLMENT)
+    assert h["ce_source"] == names.source(topology.FULFILLMENT)
     assert h["ce_id"] == order_id
     assert h["content-type"] == "application/protobuf"
-    assert events_pb2.OrderStatusChanged.FromString(raw.value) == event  # the value is plain protobuf
+    assert (
+        events_pb2.OrderStatusChanged.FromString(raw.value) == event
+    )  # the value is plain protobuf
 
-    [decoded] = await read_topic(stack.kafka, TOPIC, [events_pb2.OrderStatusChanged.DESCRIPTOR.full_name], key=order_id)
+    [decoded] = await read_topic(
+        stack.kafka, TOPIC, [events_pb2.OrderStatusChanged.DESCRIPTOR.full_name], key=order_id
+    )
     assert decoded.message == event
     assert decoded.key == order_id and decoded.id == order_id

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+import topology
 from fulfillment_svc import domain
 from fulfillment_svc.handlers import SOURCE, TOPIC
 from fulfillment_svc.main import build
@@ -32,7 +33,7 @@ from storefront_cli.clients import channel
 from svckit import names
 from svckit.app import ServiceApp
 from svckit.envelope import Headers, decode, encode, header_map
-from svckit.names import consumer_group, dlq_topic
+from svckit.names import consumer_group
 from svckit.outbox import OUTBOX
 from svckit.settings import Settings
 from tests.support import issuer_of, tokens_of
@@ -44,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 WAIT_SECONDS = 60.0
-ORDERS_SOURCE = names.source(names.ORDERS)
+ORDERS_SOURCE = names.source(topology.ORDERS)
 STATUS_CHANGED = events_pb2.OrderStatusChanged.DESCRIPTOR.full_name
 
 
@@ -56,7 +57,9 @@ class Running:
     producer: AIOKafkaProducer
 
     async def publish(self, value: bytes, headers: Headers, key: str) -> RecordMetadata:
-        return await self.producer.send_and_wait(names.ORDER_FULFILLMENT, value, key=key.encode(), headers=headers)
+        return await self.producer.send_and_wait(
+            topology.ORDER_FULFILLMENT, value, key=key.encode(), headers=headers
+        )
 
     async def request(self, order_id: str) -> tuple[bytes, Headers]:
         """Publish a FulfillmentRequested as orders would; returns it for redelivery."""
@@ -72,7 +75,7 @@ class Running:
 
     async def count(self, order_id: str) -> int:
         """Stored fulfillments for the order, straight from the service's collection."""
-        return await self.app.db[names.FULFILLMENTS].count_documents({"_id": order_id})
+        return await self.app.db[topology.FULFILLMENTS].count_documents({"_id": order_id})
 
     async def step(
         self, call: Awaitable[fulfillment_pb2.Fulfillment]
@@ -86,7 +89,7 @@ class Running:
         fulfillment = await call
 
         async def attempt() -> bool | None:
-            doc = await self.app.db[names.FULFILLMENTS].find_one({"_id": fulfillment.order_id})
+            doc = await self.app.db[topology.FULFILLMENTS].find_one({"_id": fulfillment.order_id})
             return True if doc is not None and not doc.get(OUTBOX) else None
 
         await eventually(attempt, f"the outbox of {fulfillment.order_id} to drain")
@@ -222,7 +225,9 @@ async def service(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Run
     try:
         async with channel(f"127.0.0.1:{app.bound_port}", tokens_of(stack)) as channel_:
             # On an aio channel the generated stub is the async one its .pyi calls AsyncStub.
-            stub = cast("FulfillmentServiceAsyncStub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel_))
+            stub = cast(
+                "FulfillmentServiceAsyncStub", fulfillment_pb2_grpc.FulfillmentServiceStub(channel_)
+            )
             yield Running(app, stub, stack, producer)
     finally:
         await producer.stop()
@@ -416,13 +421,13 @@ async def test_request_without_order_id_is_dead_lettered_and_consuming_goes_on(
     assert (await service.arrived(following)).status == domain.APPROVED
     parked, *_ = await read_topic(
         service.stack,
-        dlq_topic(names.ORDER_FULFILLMENT),
+        topology.SYSTEM.service(topology.FULFILLMENT).dlq(topology.ORDER_FULFILLMENT),
         lambda r: header_map(r.headers).get("ce_id") == poison_id,
         1,
     )
     origin = header_map(parked.headers)
     assert "without order_id" in origin["dlq_error"]
-    assert origin["dlq_topic"] == names.ORDER_FULFILLMENT
+    assert origin["dlq_topic"] == topology.ORDER_FULFILLMENT
     assert parked.value == value
 
 

@@ -15,9 +15,9 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+import topology
 from stack.embedded import EmbeddedStack
 from stack.kafka_security import BROKER, all_acls, describe_acls, roles, sync_acls
-from svckit.consumer import dlq_topic
 from svckit.kafka import KafkaConnection
 from svckit.names import consumer_group
 
@@ -72,12 +72,13 @@ async def test_orders_cannot_write_accounts_topic(stack: EmbeddedStack) -> None:
 
 
 async def test_consumers_write_only_their_own_dlq(stack: EmbeddedStack) -> None:
-    await produce(stack.kafka_as("orders"), dlq_topic(CUSTOMERS))
-    await produce(stack.kafka_as("fulfillment"), dlq_topic(FULFIL))
+    orders, fulfillment = (topology.SYSTEM.service(s) for s in ("orders", "fulfillment"))
+    await produce(stack.kafka_as("orders"), orders.dlq(CUSTOMERS))
+    await produce(stack.kafka_as("fulfillment"), fulfillment.dlq(FULFIL))
     with pytest.raises(TopicAuthorizationFailedError):
-        await produce(stack.kafka_as("fulfillment"), dlq_topic(CUSTOMERS))
+        await produce(stack.kafka_as("fulfillment"), orders.dlq(CUSTOMERS))
     with pytest.raises(TopicAuthorizationFailedError):
-        await produce(stack.kafka_as("accounts"), dlq_topic(STATUS))
+        await produce(stack.kafka_as("accounts"), orders.dlq(STATUS))
 
 
 async def test_orders_consumes_with_its_own_group(stack: EmbeddedStack) -> None:

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+import topology
 from accounts_svc.main import build as build_accounts
 from orders_svc.main import build as build_orders
 from stack.embedded import EmbeddedStack, free_ports
@@ -32,7 +33,7 @@ from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import channel
 from storefront_cli.demo import PEOPLE, customer_draft
 from storefront_cli.offsets import KafkaOffsets, consumer_lag
-from svckit import metrics, names
+from svckit import metrics
 from svckit.app import ServiceApp
 from svckit.envelope import Headers, encode
 from svckit.kafka import EventProducer, KafkaConnection
@@ -41,7 +42,7 @@ from tests.support import eventually, read_topic, running, settings_for, tokens_
 
 pytestmark = pytest.mark.integration
 
-TOPIC = names.CUSTOMER_CHANGES
+TOPIC = topology.CUSTOMER_CHANGES
 CHANGED = "storefront.accounts.v1.CustomerChanged"
 ACCOUNTS_API = "storefront.accounts.v1.AccountsService"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -110,7 +111,9 @@ async def caught_up(kafka: KafkaConnection, group: str) -> None:
 
     async def lag_is_zero() -> bool | None:
         async with KafkaOffsets(kafka, 10.0) as offsets:
-            rows = await consumer_lag(offsets, {group: names.CONSUMES[names.ORDERS]})
+            rows = await consumer_lag(
+                offsets, {group: topology.SYSTEM.service(topology.ORDERS).consumes}
+            )
         return True if sum(r.lag for r in rows) == 0 else None
 
     await eventually(lag_is_zero, timeout=120, what=f"{group} to catch up")
@@ -170,12 +173,14 @@ async def test_a_flow_moves_each_counter_by_what_happened(
 
     lags = series(after, "storefront_consumer_lag", service="orders")
     by_topic = {(dict(ls)["topic"], dict(ls)["partition"]) for ls in lags}
-    assert {(t, p) for t in names.CONSUMES[names.ORDERS] for p in "012"} <= by_topic
+    assert {
+        (t, p) for t in topology.SYSTEM.service(topology.ORDERS).consumes for p in "012"
+    } <= by_topic
     assert all(v == 0 for v in lags.values())  # caught up
 
     async def outbox_drained() -> bool | None:
         now = await scrape(metrics_url)
-        labels = {"service": "accounts", "collection": names.CUSTOMERS}
+        labels = {"service": "accounts", "collection": topology.CUSTOMERS}
         pending = series(now, "storefront_outbox_pending", **labels)
         if pending and sum(pending.values()) == 0:
             return True
@@ -221,7 +226,9 @@ async def test_outbox_gauges_show_the_backlog_while_kafka_is_down(
         ]
     )
     service = f"test-{uuid.uuid4().hex[:6]}"  # a label no other test touches
-    relay = OutboxRelay(collection, UnreachableBroker(KafkaConnection("127.0.0.1:1"), service), service=service)
+    relay = OutboxRelay(
+        collection, UnreachableBroker(KafkaConnection("127.0.0.1:1"), service), service=service
+    )
     await relay.start()
     try:
 

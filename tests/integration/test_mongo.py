@@ -14,13 +14,13 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from svckit import names
+import topology
 
 pytestmark = pytest.mark.integration
 
 
 async def test_unique_index_refuses_duplicate(mongo_db: AsyncDatabase[dict[str, Any]]) -> None:
-    accounts = mongo_db[names.CUSTOMERS]
+    accounts = mongo_db[topology.CUSTOMERS]
     await accounts.create_index("handle", unique=True, name="handle_unique")
 
     await accounts.insert_one({"_id": "c-1", "handle": "h-0001", "tier": "gold"})
@@ -35,4 +35,4 @@ async def test_unique_index_refuses_duplicate(mongo_db: AsyncDatabase[dict[str, 
     assert await accounts.count_documents({}) == 2
     info = await accounts.index_information()
     assert info["handle_unique"].get("unique") is True
-    assert names.CUSTOMERS in await mongo_db.list_collection_names()
+    assert topology.CUSTOMERS in await mongo_db.list_collection_names()

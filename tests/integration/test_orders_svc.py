@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from google.protobuf import json_format
 
+import topology
 from orders_svc.main import build
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import events_pb2 as accounts_events
@@ -93,7 +94,7 @@ async def test_customer_copy_only_moves_forward(
     orders: ServiceApp, stub: orders_pb2_grpc.OrdersServiceStub, producer: AIOKafkaProducer
 ) -> None:
     cid = unique("cust")
-    topic, src = names.CUSTOMER_CHANGES, names.source(names.ACCOUNTS)
+    topic, src = topology.CUSTOMER_CHANGES, names.source(topology.ACCOUNTS)
     await publish(producer, topic, cid, customer_changed(cid, 2, "v2@example.com"), src)
     assert await eventually(lambda: copy_email(stub, cid, 2), what="copy v2") == "v2@example.com"
     # An older version arriving late, then a duplicate of v2, then v3.
@@ -117,7 +118,7 @@ async def test_customer_copy_only_moves_forward(
     marker = unique("cust")
     await publish(producer, topic, marker, customer_changed(marker, 1, "m@example.com"), src)
     await eventually(lambda: copy_email(stub, marker, 1), what="marker applied")
-    tombstone = await orders.db[names.CUSTOMER_COPIES].find_one({"_id": cid})
+    tombstone = await orders.db[topology.CUSTOMER_COPIES].find_one({"_id": cid})
     assert tombstone is not None and tombstone["deleted"] is True
 
 
@@ -133,10 +134,10 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     await publish(
         producer,
-        names.CUSTOMER_CHANGES,
+        topology.CUSTOMER_CHANGES,
         cid,
         customer_changed(cid, 1, "a@example.com"),
-        names.source(names.ACCOUNTS),
+        names.source(topology.ACCOUNTS),
     )
     await eventually(lambda: copy_email(stub, cid, 1), what="copy")
     order = await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
@@ -150,7 +151,7 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     async def requested() -> list[Envelope] | None:
         found = await read_topic(
             stack.kafka,
-            names.ORDER_FULFILLMENT,
+            topology.ORDER_FULFILLMENT,
             ["storefront.orders.v1.FulfillmentRequested"],
             key=order.order_id,
         )
@@ -167,10 +168,10 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     for _ in range(3):  # redelivered: must appear once
         await publish(
             producer,
-            names.ORDER_STATUS,
+            topology.ORDER_STATUS,
             order.order_id,
             changed,
-            names.source(names.FULFILLMENT),
+            names.source(topology.FULFILLMENT),
         )
 
     async def processing() -> orders_pb2.Order | None:
@@ -181,10 +182,10 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     marker = unique("cust")
     await publish(
         producer,
-        names.CUSTOMER_CHANGES,
+        topology.CUSTOMER_CHANGES,
         marker,
         customer_changed(marker, 1, "m@example.com"),
-        names.source(names.ACCOUNTS),
+        names.source(topology.ACCOUNTS),
     )
     await eventually(lambda: copy_email(stub, marker, 1), what="later event applied")
     final = await stub.GetOrder(orders_pb2.GetOrderRequest(order_id=order.order_id))
@@ -207,10 +208,10 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
     cid = unique("cust")
     await publish(
         producer,
-        names.CUSTOMER_CHANGES,
+        topology.CUSTOMER_CHANGES,
         cid,
         customer_changed(cid, 1, "a@example.com"),
-        names.source(names.ACCOUNTS),
+        names.source(topology.ACCOUNTS),
     )
     await eventually(lambda: copy_email(stub, cid, 1), what="copy")
     order = await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
@@ -223,7 +224,7 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
     async def both() -> list[Envelope] | None:
         found = await read_topic(
             stack.kafka,
-            names.ORDER_FULFILLMENT,
+            topology.ORDER_FULFILLMENT,
             [
                 "storefront.orders.v1.FulfillmentRequested",
                 "storefront.orders.v1.FulfillmentCancelled",
@@ -248,4 +249,4 @@ async def test_bad_order_is_rejected_and_nothing_stored(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id="c", order=bad))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert await orders.db[names.ORDER_DOCUMENTS].count_documents({}) == 0
+    assert await orders.db[topology.ORDER_DOCUMENTS].count_documents({}) == 0

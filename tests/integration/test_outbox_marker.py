@@ -9,9 +9,9 @@ import grpc
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+import topology
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import events_pb2
-from svckit import names
 from svckit.errors import Unavailable
 from svckit.kafka import EventProducer
 from svckit.outbox import OUTBOX, PENDING, OutboxRelay, outbox_entry, pending_filter
@@ -20,7 +20,7 @@ from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
-TOPIC = names.CUSTOMER_CHANGES
+TOPIC = topology.CUSTOMER_CHANGES
 
 
 def event(version: int) -> dict[str, object]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+import topology
 from orders_svc.main import build
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import events_pb2 as accounts_events
@@ -22,8 +23,8 @@ from tests.integration.test_orders_svc import customer_changed
 from tests.support import eventually, read_raw, running, settings_for, unique
 
 pytestmark = pytest.mark.integration
-TOPIC = names.CUSTOMER_CHANGES
-SRC = names.source(names.ACCOUNTS)
+TOPIC = topology.CUSTOMER_CHANGES
+SRC = names.source(topology.ACCOUNTS)
 
 
 @pytest.fixture
@@ -74,16 +75,12 @@ async def test_poison_goes_to_dlq_and_the_next_good_event_applies(
     await producer.send_and_wait(TOPIC, value, key=good_id.encode(), headers=headers)
 
     async def copied() -> dict[str, object] | None:
-        return await orders.db[names.CUSTOMER_COPIES].find_one({"_id": good_id})
+        return await orders.db[topology.CUSTOMER_COPIES].find_one({"_id": good_id})
 
     await eventually(copied, what="the good event after the poison")
 
     async def parked() -> dict[int, Any] | None:
-        records = [
-            r
-            for r in await read_raw(stack.kafka, TOPIC + ".dlq")
-            if r.key == key.encode()
-        ]
+        records = [r for r in await read_raw(stack.kafka, topology.SYSTEM.service(topology.ORDERS).dlq(TOPIC)) if r.key == key.encode()]
         mine = {int(header_map(r.headers)["dlq_offset"]): r for r in records}
         return mine if set(sent) <= set(mine) else None
 
@@ -94,7 +91,7 @@ async def test_poison_goes_to_dlq_and_the_next_good_event_applies(
         assert meta["dlq_attempts"] == "1", name
         assert meta["dlq_partition"].isdigit(), name
         assert meta["dlq_error"], name
-    assert await orders.db[names.CUSTOMER_COPIES].count_documents({"_id": key}) == 0
+    assert await orders.db[topology.CUSTOMER_COPIES].count_documents({"_id": key}) == 0
 
 
 async def test_status_change_for_unknown_order_is_ignored_then_next_applies(
@@ -104,19 +101,17 @@ async def test_status_change_for_unknown_order_is_ignored_then_next_applies(
     event = fulfillment_events.OrderStatusChanged(
         order_id=ghost, version=2, status=common_pb2.ORDER_STATUS_PROCESSING
     )
-    value, headers = encode(event, source=names.source(names.FULFILLMENT), key=ghost)
-    await producer.send_and_wait(
-        names.ORDER_STATUS, value, key=ghost.encode(), headers=headers
-    )
+    value, headers = encode(event, source=names.source(topology.FULFILLMENT), key=ghost)
+    await producer.send_and_wait(topology.ORDER_STATUS, value, key=ghost.encode(), headers=headers)
     good_id = unique("good")
     value, headers = encode(customer_changed(good_id, 1, "g@example.com"), source=SRC, key=good_id)
     await producer.send_and_wait(TOPIC, value, key=good_id.encode(), headers=headers)
 
     async def copied() -> dict[str, object] | None:
-        return await orders.db[names.CUSTOMER_COPIES].find_one({"_id": good_id})
+        return await orders.db[topology.CUSTOMER_COPIES].find_one({"_id": good_id})
 
     await eventually(copied, what="the good event")
-    assert await orders.db[names.ORDER_DOCUMENTS].count_documents({"_id": ghost}) == 0
+    assert await orders.db[topology.ORDER_DOCUMENTS].count_documents({"_id": ghost}) == 0
 
 
 async def test_a_valid_but_impossible_event_is_poison() -> None:

@@ -14,10 +14,10 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
 
+import topology
 from stack import tools
 from stack.embedded import KAFKA, TOPIC_PARTITIONS, EmbeddedStack, Ports, ensure_topics
 from stack.procs import ProcessError, ProcRecord, Supervisor, port_open
-from svckit import names
 from tests.support import ensure_tools
 
 pytestmark = pytest.mark.integration
@@ -70,11 +70,12 @@ def test_kcat_lists_all_topics(stack: EmbeddedStack, tmp_path: Path) -> None:
         m.group(1): int(m.group(2))
         for m in re.finditer(r'topic "([^"]+)" with (\d+) partitions', out)
     }
-    for topic in names.ALL_TOPICS:
+    for topic in topology.SYSTEM.all_topics:
         assert topic in partitions, f"{topic} missing from kcat -L:\n{out}"
         if not stack.external_kafka:
             assert partitions[topic] == TOPIC_PARTITIONS
-    assert len([t for t in names.ALL_TOPICS if t.endswith(".dlq")]) == 3
+    dlqs = [t for t in topology.SYSTEM.all_topics if t.endswith(".dlq")]
+    assert len(dlqs) == sum(len(s.consumes) for s in topology.SYSTEM)  # one per group and topic
 
 
 def test_supervisor_stop_leaves_no_process(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ async def test_kafka_restarts_after_sigkill_with_same_port_and_data(stack: Embed
     if stack.external_kafka:
         pytest.skip("Kafka is external: not ours to kill")
     sup = stack.supervisor
-    topic = "orders.order.fulfill.dlq"
+    topic = topology.SYSTEM.dead_letters[0].name
     key = uuid.uuid4().hex.encode()
 
     producer = stack.kafka.producer(acks="all")

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 from pymongo import MongoClient
 
+import topology
 from accounts_svc.main import build as build_accounts
 from fulfillment_svc.main import build as build_fulfillment
 from orders_svc.main import build as build_orders
@@ -27,7 +28,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
-from svckit import names, tracing
+from svckit import tracing
 from svckit.app import ServiceApp
 from svckit.settings import Settings
 from tests.support import eventually, running, settings_for, tokens_of
@@ -124,7 +125,7 @@ async def test_accounts_rpc_and_orders_apply_are_one_trace(clients: Clients) -> 
     )
     rpc = await wait_for(server_span("/CreateCustomer", "accounts"), "CreateCustomer span")
     apply = await wait_for(
-        applied_span(rpc, "orders", names.CUSTOMER_CHANGES, customer.id),
+        applied_span(rpc, "orders", topology.CUSTOMER_CHANGES, customer.id),
         "orders' apply span in the same trace",
     )
     assert rpc.context is not None and apply.parent is not None
@@ -148,7 +149,7 @@ async def test_order_approval_and_shipping_steps_trace_into_the_other_service(
     await clients.orders.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=oid))
     approve = await wait_for(server_span("/ApproveOrder", "orders"), "ApproveOrder span")
     requested = await wait_for(
-        applied_span(approve, "fulfillment", names.ORDER_FULFILLMENT, oid),
+        applied_span(approve, "fulfillment", topology.ORDER_FULFILLMENT, oid),
         "fulfillment's apply span in the approval's trace",
     )
     assert requested.parent is not None and approve.context is not None
@@ -161,7 +162,7 @@ async def test_order_approval_and_shipping_steps_trace_into_the_other_service(
         server_span("/ProcessFulfillment", "fulfillment"), "ProcessFulfillment span"
     )
     status_changed = await wait_for(
-        applied_span(step, "orders", names.ORDER_STATUS, oid),
+        applied_span(step, "orders", topology.ORDER_STATUS, oid),
         "orders' apply span in the shipping step's trace",
     )
     assert status_changed.parent is not None and step.context is not None

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+import topology
 from storefront_cli.console import graph
 from storefront_cli.console.server import _loopback_host
-from svckit import names
 
 
 def series(value: float, **labels: str) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def edges(results: dict[str, list[dict[str, Any]]]) -> dict[str, graph.Edge]:
 def test_with_no_data_every_node_and_edge_is_there_and_idle() -> None:
     nodes, all_edges = graph.build({})
     assert {n.id for n in nodes} >= {"clients", "envoy", "accounts", "db:orders"}
-    assert {f"topic:{t}" for t in names.PUBLISHES.values()} <= {n.id for n in nodes}
+    assert {f"topic:{t}" for t in topology.SYSTEM.topics} <= {n.id for n in nodes}
     assert all(e.health in ("idle", "unknown") for e in all_edges)
     assert {n.health for n in nodes if n.kind == "service"} == {"unknown"}
 
@@ -43,7 +43,9 @@ def test_grpc_error_ratio_counts_every_code_but_ok_and_colours_by_it() -> None:
     assert accounts.rate == 10.0 and accounts.error_ratio == 0.1
     assert accounts.health == "degraded" and accounts.p99_s == 0.02
     assert orders.health == "ok" and orders.p99_s is None  # below 0.1 %; NaN is no p99
-    assert e["clients>fulfillment"].health == "idle" and e["clients>fulfillment"].error_ratio is None
+    assert (
+        e["clients>fulfillment"].health == "idle" and e["clients>fulfillment"].error_ratio is None
+    )
 
 
 def test_events_envoy_and_outbox_edges() -> None:
@@ -52,7 +54,9 @@ def test_events_envoy_and_outbox_edges() -> None:
             "published": [series(2.0, app="accounts", topic="accounts.customer.change")],
             "consumed": [
                 series(1.0, app="orders", topic="accounts.customer.change", outcome="applied"),
-                series(1.0, app="orders", topic="accounts.customer.change", outcome="dead_lettered"),
+                series(
+                    1.0, app="orders", topic="accounts.customer.change", outcome="dead_lettered"
+                ),
             ],
             "envoy_in": [
                 series(3.0, envoy_response_code_class="2"),
@@ -87,3 +91,25 @@ def test_only_loopback_hosts_on_the_served_port_pass() -> None:
         assert _loopback_host(host, 8090), host
     for host in ("evil.test:8090", "127.0.0.1:8091", "127.0.0.1", "10.0.0.1:8090", ""):
         assert not _loopback_host(host, 8090), host
+
+
+def test_the_layout_places_every_node_apart_and_each_database_under_its_service() -> None:
+    nodes, edges = graph.skeleton()
+    at = graph.layout(nodes, edges)
+    points = [(at.x[n.id], at.y[n.id]) for n in nodes]
+    assert len(set(points)) == len(points)
+    for s in topology.SYSTEM.publishers:
+        assert at.x[f"db:{s.name}"] == at.x[s.name] and at.y[f"db:{s.name}"] > at.y[s.name]
+    topics = sorted(at.y[f"topic:{t}"] for t in topology.SYSTEM.topics)
+    assert all(b - a >= graph.TOPIC_GAP for a, b in zip(topics, topics[1:], strict=False))
+    assert all(0 < y < at.height for y in at.y.values())
+
+
+def test_the_layout_grows_with_the_topology() -> None:
+    extra = topology.Service(
+        "counter", grpc_port=50099, metrics_port=9499, consumes=(topology.ORDER_STATUS,)
+    )
+    nodes, edges = graph.skeleton(topology.SYSTEM.adding(extra))
+    at = graph.layout(nodes, edges)
+    assert at.y["counter"] > max(at.y[s] for s in topology.SYSTEM.names)
+    assert at.height > graph.layout(*graph.skeleton()).height

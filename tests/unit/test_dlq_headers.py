@@ -50,7 +50,7 @@ async def test_dead_letter_headers_name_the_error_not_the_document() -> None:
     envelope = decode(value, headers, key=b"c-1", accepted_types=consumer._handlers)
     await consumer._apply(record, envelope)
     [(topic, key, parked, dlq_headers)] = producer.sent
-    assert (topic, key, parked) == ("accounts.customer.change.dlq", "c-1", value)
+    assert (topic, key, parked) == ("accounts.customer.change.orders-svc.dlq", "c-1", value)
     added: dict[str, Any] = {k: v for k, v in dlq_headers if k.startswith("dlq_")}
     assert added["dlq_error"] == b"OperationFailure code=121"
     assert (added["dlq_attempts"], added["dlq_offset"]) == (b"2", b"7")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+import topology
 from fulfillment_svc import domain
 from fulfillment_svc.handlers import FulfillmentHandlers
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
@@ -24,7 +25,7 @@ STATUS_CHANGED = [fulfillment_events.OrderStatusChanged.DESCRIPTOR.full_name]
 def envelope(
     event: orders_events.FulfillmentRequested | orders_events.FulfillmentCancelled,
 ) -> Envelope:
-    value, headers = encode(event, source=names.source(names.ORDERS), key=event.order_id)
+    value, headers = encode(event, source=names.source(topology.ORDERS), key=event.order_id)
     accepted = [type(event).DESCRIPTOR.full_name]
     return decode(value, headers, key=event.order_id.encode(), accepted_types=accepted)
 
@@ -51,7 +52,9 @@ def world() -> World:
     return FulfillmentHandlers(store, relay, clock=lambda: NOW), store, relay
 
 
-async def test_a_request_creates_one_fulfillment_and_a_redelivery_is_a_duplicate(world: World) -> None:
+async def test_a_request_creates_one_fulfillment_and_a_redelivery_is_a_duplicate(
+    world: World,
+) -> None:
     handlers, store, relay = world
     assert await handlers.apply_fulfillment_requested(envelope(requested())) == Outcome.APPLIED
     assert await handlers.apply_fulfillment_requested(envelope(requested())) == Outcome.DUPLICATE
@@ -93,26 +96,34 @@ async def test_a_step_that_loses_a_race_is_decided_again_on_the_new_state(world:
     assert store.held == ["o-1"]  # decided under the order's lock, once
 
 
-async def test_a_cancellation_before_the_request_leaves_a_tombstone_the_request_hits(world: World) -> None:
+async def test_a_cancellation_before_the_request_leaves_a_tombstone_the_request_hits(
+    world: World,
+) -> None:
     handlers, _, _ = world
     assert await handlers.apply_fulfillment_cancelled(envelope(cancelled())) == Outcome.APPLIED
     assert await handlers.apply_fulfillment_requested(envelope(requested())) == Outcome.DUPLICATE
     assert (await handlers.get_fulfillment("o-1")).status == domain.CANCELLED
 
 
-async def test_a_cancellation_stops_an_unshipped_fulfillment_and_not_a_shipped_one(world: World) -> None:
+async def test_a_cancellation_stops_an_unshipped_fulfillment_and_not_a_shipped_one(
+    world: World,
+) -> None:
     handlers, _, _ = world
     for order_id in ("o-1", "o-2"):
         await handlers.apply_fulfillment_requested(envelope(requested(order_id)))
     await handlers.process_fulfillment("o-2")
     await handlers.ship_fulfillment("o-2")
     assert await handlers.apply_fulfillment_cancelled(envelope(cancelled("o-1"))) == Outcome.APPLIED
-    assert await handlers.apply_fulfillment_cancelled(envelope(cancelled("o-1"))) == Outcome.DUPLICATE
+    assert (
+        await handlers.apply_fulfillment_cancelled(envelope(cancelled("o-1"))) == Outcome.DUPLICATE
+    )
     assert await handlers.apply_fulfillment_cancelled(envelope(cancelled("o-2"))) == Outcome.IGNORED
     assert (await handlers.get_fulfillment("o-2")).status == domain.SHIPPED
 
 
-async def test_republish_queues_every_published_change_again_and_reports_the_rest(world: World) -> None:
+async def test_republish_queues_every_published_change_again_and_reports_the_rest(
+    world: World,
+) -> None:
     handlers, store, relay = world
     for order_id in ("o-1", "o-2"):
         await handlers.apply_fulfillment_requested(envelope(requested(order_id)))
@@ -137,4 +148,4 @@ async def test_a_step_with_a_full_outbox_is_refused_as_unavailable(world: World)
 async def test_owned_state_cannot_be_forgotten(world: World) -> None:
     handlers, _, _ = world
     with pytest.raises(ValueError):
-        await handlers.forget(names.ORDER_FULFILLMENT)
+        await handlers.forget(topology.ORDER_FULFILLMENT)

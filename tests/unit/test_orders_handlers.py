@@ -9,6 +9,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+import topology
 from orders_svc import domain
 from orders_svc.handlers import OrdersHandlers
 from storefront.accounts.v1 import events_pb2 as accounts_events
@@ -33,9 +34,7 @@ World = tuple[OrdersHandlers, FakeOrders, FakeCopies, RecordingNotifier]
 def envelope(event: Message, source: str) -> Envelope:
     key = getattr(event, "customer_id", "") or getattr(event, "order_id", "")
     value, headers = encode(event, source=source, key=key)
-    return decode(
-        value, headers, key=key.encode(), accepted_types=[event.DESCRIPTOR.full_name]
-    )
+    return decode(value, headers, key=key.encode(), accepted_types=[event.DESCRIPTOR.full_name])
 
 
 def changed(customer_id: str, version: int, city: str = "Austin") -> Envelope:
@@ -57,12 +56,12 @@ def changed(customer_id: str, version: int, city: str = "Austin") -> Envelope:
         },
         accounts_events.CustomerChanged(),
     )
-    return envelope(event, names.source(names.ACCOUNTS))
+    return envelope(event, names.source(topology.ACCOUNTS))
 
 
 def deleted(customer_id: str, version: int) -> Envelope:
     event = accounts_events.CustomerDeleted(customer_id=customer_id, version=version)
-    return envelope(event, names.source(names.ACCOUNTS))
+    return envelope(event, names.source(topology.ACCOUNTS))
 
 
 def status_changed(order_id: str, version: int, status: int) -> Envelope:
@@ -70,7 +69,7 @@ def status_changed(order_id: str, version: int, status: int) -> Envelope:
         order_id=order_id, version=version, status=Status.ValueType(status)
     )
     event.change_time.FromDatetime(NOW)
-    return envelope(event, names.source(names.FULFILLMENT))
+    return envelope(event, names.source(topology.FULFILLMENT))
 
 
 @pytest.fixture
@@ -204,6 +203,6 @@ async def test_listing_by_an_unknown_status_is_refused(world: World) -> None:
 
 async def test_forget_drops_what_each_consumed_topic_built(world: World) -> None:
     handlers, _, copies, _ = world
-    assert await handlers.forget(names.CUSTOMER_CHANGES) == 1 and copies.copies == {}
+    assert await handlers.forget(topology.CUSTOMER_CHANGES) == 1 and copies.copies == {}
     with pytest.raises(ValueError):
-        await handlers.forget(names.ORDER_FULFILLMENT)
+        await handlers.forget(topology.ORDER_FULFILLMENT)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from opentelemetry.sdk.trace import Span, TracerProvider
 
+import topology
 from storefront.accounts.v1 import events_pb2
-from svckit import names, tracing
+from svckit import tracing
 from svckit.envelope import decode
 from svckit.outbox import outbox_entry
 
@@ -18,7 +19,7 @@ def entry_headers(traceparent: str | None = None) -> tuple[list[tuple[str, bytes
     """The Kafka headers and value the relay would send for a fresh outbox entry."""
     event = events_pb2.CustomerChanged(customer_id="c-1", version=1)
     entry = outbox_entry(
-        names.CUSTOMER_CHANGES, "c-1", event, source="//t", seq=1, traceparent=traceparent
+        topology.CUSTOMER_CHANGES, "c-1", event, source="//t", seq=1, traceparent=traceparent
     )
     return [(k, v.encode()) for k, v in entry["headers"].items()], entry["value"]
 

@@ -6,21 +6,9 @@ const REFRESH_MS = 3000;
 const SVG = "http://www.w3.org/2000/svg";
 const TOKEN_KEY = "storefront.console.token";
 
-// Where each node sits in the 1120 x 520 picture: callers left, services in a column,
-// topics between the producer and its consumers, each service's database on its row.
-const LAYOUT = {
-  "clients": [70, 260],
-  "envoy": [260, 110],
-  "accounts": [520, 90],
-  "orders": [520, 260],
-  "fulfillment": [520, 430],
-  "topic:accounts.customer.change": [760, 175],
-  "topic:orders.order.fulfill": [920, 380],
-  "topic:fulfillment.order.change": [640, 350],
-  "db:accounts": [1040, 90],
-  "db:orders": [1040, 260],
-  "db:fulfillment": [1040, 430],
-};
+// Where each node sits comes with the graph (storefront_cli/console/graph.py: laid out from
+// the topology); this file places no node by hand.
+const at = {};
 
 const state = { token: sessionStorage.getItem(TOKEN_KEY) || "", staff: false };
 
@@ -109,8 +97,8 @@ function edgeLabel(e) {
 // --- the graph ----------------------------------------------------------------------------
 
 function curve(e) {
-  const [x1, y1] = LAYOUT[e.source];
-  const [x2, y2] = LAYOUT[e.target];
+  const [x1, y1] = at[e.source];
+  const [x2, y2] = at[e.target];
   const dx = x2 - x1, dy = y2 - y1, len = Math.hypot(dx, dy) || 1;
   const bend = e.kind === "consume" ? 28 : e.source === "clients" && e.target !== "envoy" ? 22 : 10;
   const mx = (x1 + x2) / 2 - (dy / len) * bend, my = (y1 + y2) / 2 + (dx / len) * bend;
@@ -118,15 +106,53 @@ function curve(e) {
   const stop = e.target.startsWith("topic:") ? 0.86 : 0.9;
   const ex = mx + (x2 - mx) * stop, ey = my + (y2 - my) * stop;
   const sx = x1 + (mx - x1) * 0.1, sy = y1 + (my - y1) * 0.1;
-  // The label sits where the fan of edges out of clients and Envoy has spread apart.
-  const t = e.source === "clients" && e.target !== "envoy" ? 0.68
-    : e.source === "envoy" ? 0.6 : e.kind === "publish" ? 0.62 : 0.5;
-  const at = (a, m, b) => (1 - t) * (1 - t) * a + 2 * (1 - t) * t * m + t * t * b;
-  return { d: `M${sx},${sy} Q${mx},${my} ${ex},${ey}`, lx: at(sx, mx, ex), ly: at(sy, my, ey) };
+  const point = (t) => [
+    (1 - t) * (1 - t) * sx + 2 * (1 - t) * t * mx + t * t * ex,
+    (1 - t) * (1 - t) * sy + 2 * (1 - t) * t * my + t * t * ey,
+  ];
+  return { d: `M${sx},${sy} Q${mx},${my} ${ex},${ey}`, point };
+}
+
+// Where along its edge each label goes: the first spot, from the middle outwards, whose box
+// crosses no label already placed and no node. Boxes are measured in the page (getBBox), so
+// the rule holds whatever the figures' text.
+const SPOTS = [0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78, 0.15, 0.85];
+
+function overlaps(a, b) {
+  return a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+}
+
+function placeLabels(labels, nodes) {
+  const taken = nodes.map((g) => { const b = g.getBBox(); const [x, y] = at[g.dataset.node]; return { x: b.x + x, y: b.y + y, width: b.width, height: b.height }; });
+  for (const { text, c } of labels) {
+    if (!text.textContent) continue;
+    let best = null;
+    for (const t of SPOTS) {
+      for (const lift of [4, -10, 18]) {
+        const [x, y] = c.point(t);
+        text.setAttribute("x", x);
+        text.setAttribute("y", y - lift);
+        const box = text.getBBox();
+        const padded = { x: box.x - 2, y: box.y - 1, width: box.width + 4, height: box.height + 2 };
+        if (!taken.some((o) => overlaps(o, padded))) { best = padded; break; }
+      }
+      if (best) break;
+    }
+    if (!best) {
+      // Nowhere free along the edge: below everything placed, so it still overlaps nothing.
+      const [x] = c.point(0.5);
+      const bottom = Math.max(...taken.map((o) => o.y + o.height)) + 14;
+      text.setAttribute("x", x);
+      text.setAttribute("y", bottom);
+      const box = text.getBBox();
+      best = { x: box.x - 2, y: box.y - 1, width: box.width + 4, height: box.height + 2 };
+    }
+    taken.push(best);
+  }
 }
 
 function nodeShape(n) {
-  const [x, y] = LAYOUT[n.id] || [20, 20];
+  const [x, y] = at[n.id];
   const g = svg("g", { class: "node " + n.health, "data-node": n.id, "data-health": n.health, transform: `translate(${x},${y})` });
   if (n.kind === "topic") g.append(svg("rect", { x: -82, y: -16, width: 164, height: 32, rx: 6 }));
   else if (n.kind === "database") g.append(svg("ellipse", { rx: 46, ry: 22 }));
@@ -141,11 +167,13 @@ function nodeShape(n) {
 
 function drawGraph(data) {
   const root = document.getElementById("graph");
+  for (const n of data.nodes) at[n.id] = [n.x, n.y];
+  root.setAttribute("viewBox", `0 0 ${data.width} ${data.height}`);
   const defs = svg("defs");
   const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
   marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z" }));
   defs.append(marker);
-  const edges = data.edges.filter((e) => LAYOUT[e.source] && LAYOUT[e.target]).map((e) => {
+  const edges = data.edges.map((e) => {
     const c = curve(e);
     const g = svg("g", {
       class: "edge " + e.health, "data-edge": e.id, "data-kind": e.kind, "data-health": e.health,
@@ -154,11 +182,14 @@ function drawGraph(data) {
     g.append(svg("path", { d: c.d, "marker-end": "url(#arrow)" }),
       svg("title", {}, `${e.id} (${e.kind}): ${edgeLabel(e) || "no traffic"}${e.detail ? " — " + e.detail : ""}`));
     const label = svg("g", { class: "edge-label", "data-edge": e.id });
-    label.append(svg("text", { x: c.lx, y: c.ly - 4, "text-anchor": "middle" }, edgeLabel(e)));
-    return [g, label];
+    const text = svg("text", { "text-anchor": "middle" }, edgeLabel(e));
+    label.append(text);
+    return { g, label, text, c };
   });
+  const nodes = data.nodes.map(nodeShape);
   // Labels last, so no node hides one.
-  root.replaceChildren(defs, ...edges.map(([g]) => g), ...data.nodes.map(nodeShape), ...edges.map(([, l]) => l));
+  root.replaceChildren(defs, ...edges.map((e) => e.g), ...nodes, ...edges.map((e) => e.label));
+  placeLabels(edges, nodes);
   document.getElementById("graph-info").textContent =
     `${data.prometheus}, rates over ${data.window}; ${data.queries} queries in ${data.query_ms} ms`;
   document.getElementById("graph-errors").textContent = data.errors.join("; ");
@@ -234,7 +265,7 @@ async function replay(dlqTopic, ids) {
   const out = document.getElementById("replay-result");
   out.textContent = "replaying " + (ids.length ? ids.join(", ") : "everything not replayed in " + dlqTopic) + " ...";
   try {
-    const r = await api("/api/dlq/replay", { method: "POST", body: JSON.stringify({ topic: dlqTopic.replace(/\.dlq$/, ""), ids }) });
+    const r = await api("/api/dlq/replay", { method: "POST", body: JSON.stringify({ dlq: dlqTopic, ids }) });
     out.textContent = r.lines.join("\n") + `\n(exit ${r.code})`;
   } catch (err) {
     out.textContent = "replay refused: " + err.message;
