@@ -189,7 +189,7 @@ def updated_customer(
     """Apply the masked fields of `patch`, validate the result, bump the version.
 
     A card sent back masked, as responses show it, keeps the stored card it names: by its
-    `card_id` (the stored card's fingerprint), or, from a client that does not send card ids,
+    `card_id` (the stored card's id), or, from a client that does not send card ids,
     by its last four digits when exactly one stored card ends in them. That lets clients
     round-trip a customer without ever holding card numbers, and two cards with the same last
     four never take each other's number.
