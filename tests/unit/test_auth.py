@@ -352,3 +352,42 @@ def test_a_remembered_token_still_expires(issuer: LocalIssuer) -> None:
     with pytest.raises(Unauthenticated, match="token expired"):
         verify(verifier, token)
     assert token not in verifier._verified
+
+
+def test_storefront_run_prints_no_token_and_the_console_link_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 25, finding 9: `storefront run` printed the console's link with an 8-hour staff
+    token in it. It now says how to get one; `storefront token --console` prints a link whose
+    token lasts LINK_TTL."""
+    import re
+    from types import SimpleNamespace
+
+    import jwt
+
+    from storefront_cli import console, system
+    from storefront_cli.main import endpoints, main
+
+    supervisor = SimpleNamespace(
+        is_running=lambda name: name == console.CONSOLE,
+        record=lambda name: SimpleNamespace(ready_port=8091),
+    )
+    stack = SimpleNamespace(
+        supervisor=supervisor,
+        run_dir=tmp_path,
+        kafka_bootstrap="127.0.0.1:9092",
+        external_kafka=True,
+        mongodb_uri="mongodb://127.0.0.1:27017",
+    )
+    shown = endpoints(system.SystemPorts(), stack)  # type: ignore[arg-type]
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+\.", shown)  # no JWT anywhere
+    assert f"storefront token --console --run-dir {tmp_path} --console-port 8091" in shown
+
+    assert main(["token", "--console", "--run-dir", str(tmp_path), "--console-port", "8091"]) == 0
+    link = capsys.readouterr().out.strip()
+    assert link.startswith("http://127.0.0.1:8091/#token=")
+    token = link.split("#token=", 1)[1]
+    verifier = TokenVerifier(LocalIssuer.ensure(tmp_path / "auth").config())
+    assert verify(verifier, token).roles == {"staff"}
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == console.LINK_TTL <= 15 * 60
