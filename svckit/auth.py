@@ -201,16 +201,17 @@ class JwksCache:
         with urllib.request.urlopen(self._uri, timeout=5, context=self._ssl) as reply:  # noqa: S310
             return time.monotonic(), json.loads(reply.read())
 
-    def _due(self, force: bool) -> bool:
+    def due(self, force: bool = False) -> bool:
+        """Whether the JWKS should be read again now."""
         now = time.monotonic()
         return now >= self._next_check or (force and now - self._tried_at >= self._min_refresh)
 
     async def refresh(self, *, force: bool = False) -> None:
         """Read the JWKS again if it is time to (or, with `force`, if it was not read in the
         last `min_refresh` seconds); keys not confirmed for `max_stale` are dropped."""
-        if self._due(force):
+        if self.due(force):
             async with self._lock:
-                if self._due(force):  # else another caller refreshed while we waited
+                if self.due(force):  # else another caller refreshed while we waited
                     await self._read_now()
         if self._keys and time.monotonic() - self._confirmed_at > self._max_stale:
             self._keys = {}
@@ -233,8 +234,9 @@ class JwksCache:
         self._next_check = now + (FILE_CHECK_SECONDS if self._path is not None else self._max_age)
 
     def holds(self, identity: str) -> bool:
-        """Whether the key `identity` is still among the current keys."""
-        return identity in self._keys
+        """Whether the key `identity` is still among the current keys, and not too stale."""
+        fresh = time.monotonic() - self._confirmed_at <= self._max_stale
+        return fresh and identity in self._keys
 
     async def keys_for(self, kid: str | None, algorithm: str) -> list[tuple[str, PyJWK]]:
         """(identity, key) of the keys that could have signed a token with this header: by
@@ -310,7 +312,8 @@ class TokenVerifier:
         now = time.time()
         known = self._verified.get(token)
         if known is not None:
-            await self._jwks.refresh()
+            if self._jwks.due():  # a cheap check first: this is every call's path
+                await self._jwks.refresh()
             if now < known.until and self._jwks.holds(known.key):
                 return known.principal
             del self._verified[token]

@@ -333,6 +333,7 @@ def test_bearer_tokens_are_required_at_the_gateway_and_trusted_alike_everywhere(
 ) -> None:
     config = of_kind(objects, "ConfigMap")["storefront-config"]["data"]
     authns = [o for o in objects if o["kind"] == "RequestAuthentication"]
+    assert config["AUTH_JWKS_URI"].startswith("https://")  # the services refuse anything else
     assert {(o["metadata"]["namespace"], o["metadata"].get("name")) for o in authns} == {
         ("istio-system", "storefront-jwt"),
         ("storefront", "storefront-jwt"),
