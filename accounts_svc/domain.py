@@ -202,7 +202,8 @@ def updated_customer(
         patch, result, replace_message_field=True, replace_repeated_field=True
     )
     v = Violations()
-    for i, card in enumerate(result.credit_cards):
+    sent_cards = result.credit_cards if "credit_cards" in paths else []
+    for i, card in enumerate(sent_cards):  # cards outside the mask stay as stored, ids and all
         if is_masked(card.number):
             kept = stored_card(current, card)
             if isinstance(kept, str):
