@@ -4,8 +4,10 @@ fingerprint for matching.
 A stored card holds no number: `number_ciphertext` (BSON binary subtype 6, AES-256-CBC +
 HMAC-SHA-512, Random algorithm; its bytes 1-16 are the id of the data key that made it),
 `key_id` (the same id, so queries can find cards under a retired key), `last4`,
-`number_length` (to mask it) and `fingerprint` (HMAC-SHA256 of the digits under a key of its
-own). Data keys live in a key vault collection, each wrapped by the master key of a KMS
+`number_length` (to mask it), `fingerprint` (HMAC-SHA256 of the digits under a key of its
+own; internal, never in a response or an event) and `card_id` (random, given when the card is
+first stored: an id derived from the digits would tell whoever can add cards which numbers
+other cards hold). Data keys live in a key vault collection, each wrapped by the master key of a KMS
 provider: `local` (a 96-byte key from a file) for the embedded stack, or aws/gcp/azure/kmip by
 configuration (docs/security.md). The newest data key in the vault is the current one: new
 cards are sealed with it, and `storefront keys rotate` adds a newer one, after which accounts
@@ -56,10 +58,11 @@ KEY_ID = "key_id"
 LAST4 = "last4"
 LENGTH = "number_length"
 FINGERPRINT = "fingerprint"
+CARD_ID = "card_id"
 PLAINTEXT = "number"
 """Where databases from before encryption hold the number in clear; re-sealed on start."""
 CARD_ID_CHARS = 24
-"""A card's id in responses: the start of its fingerprint (96 bits)."""
+"""A card's id: 96 random bits in hex."""
 
 
 class CardKeyError(ConfigError):
@@ -154,8 +157,8 @@ def fingerprint(key: bytes, digits: str) -> str:
     return hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()
 
 
-def card_id(fingerprint_hex: str) -> str:
-    return fingerprint_hex[:CARD_ID_CHARS]
+def new_card_id() -> str:
+    return os.urandom(CARD_ID_CHARS // 2).hex()
 
 
 def masked_number(last4: str, length: int) -> str:
@@ -163,8 +166,9 @@ def masked_number(last4: str, length: int) -> str:
 
 
 def needs_reseal(card: Document, current: Binary) -> bool:
-    """A stored card in clear (from before encryption) or under a key other than `current`."""
-    return PLAINTEXT in card or card.get(KEY_ID) != current
+    """A stored card in clear (from before encryption), under a key other than `current`, or
+    without a card_id of its own (stored when ids were derived from the fingerprint)."""
+    return PLAINTEXT in card or card.get(KEY_ID) != current or not card.get(CARD_ID)
 
 
 class CardVault:
@@ -224,21 +228,23 @@ class CardVault:
         return fingerprint(self.config.fingerprint_key, digits)
 
     async def seal(self, card: Document) -> Document:
-        """A card as the API holds it (number in clear) -> as it is stored."""
+        """A card as the API holds it (number in clear) -> as it is stored. A card that has no
+        card_id yet (a new number: the domain clears it) is given a new random one."""
         if self.current is None:
             await self.refresh()
-        out = {k: v for k, v in card.items() if k not in (PLAINTEXT, "card_id")}
+        out = {k: v for k, v in card.items() if k != PLAINTEXT}
         digits = card.get(PLAINTEXT, "")
         out[CIPHERTEXT] = await self._ce.encrypt(digits, ALGORITHM, key_id=self.current)
         out[KEY_ID] = self.current
         out[LAST4] = digits[-4:]
         out[LENGTH] = len(digits)
         out[FINGERPRINT] = self.fingerprint(digits)
+        out[CARD_ID] = card.get(CARD_ID) or new_card_id()
         return out
 
     async def open(self, stored: Document) -> Document:
         """A stored card -> as the API holds it, with the number in clear and its card_id."""
-        out = view(stored, self.fingerprint)
+        out = view(stored)
         if CIPHERTEXT in stored:
             out[PLAINTEXT] = await self._ce.decrypt(stored[CIPHERTEXT])
         return out
@@ -247,20 +253,15 @@ class CardVault:
         await self._ce.close()
 
 
-def view(stored: Document, fingerprint_of: Any = None) -> Document:
-    """A stored card -> as responses show it: number masked, card_id set; nothing decrypted.
-    A card still in clear (from before encryption) is fingerprinted if `fingerprint_of` is
-    given, so it can be matched before its migration has run."""
+def view(stored: Document) -> Document:
+    """A stored card -> as responses show it: number masked, its card_id, never its
+    fingerprint; nothing decrypted. A card from before random ids has no card_id until the
+    start-up sweep gives it one (it still matches by its last four meanwhile)."""
     out = {
         k: v for k, v in stored.items() if k not in (CIPHERTEXT, KEY_ID, LAST4, LENGTH, FINGERPRINT)
     }
     if PLAINTEXT in stored:
-        digits = str(stored[PLAINTEXT])
-        fp = fingerprint_of(digits) if fingerprint_of else ""
+        out[PLAINTEXT] = str(stored[PLAINTEXT])
     else:
-        digits = masked_number(str(stored.get(LAST4, "")), int(stored.get(LENGTH, 0)))
-        fp = str(stored.get(FINGERPRINT, ""))
-    out[PLAINTEXT] = digits
-    if fp:
-        out["card_id"] = card_id(fp)
+        out[PLAINTEXT] = masked_number(str(stored.get(LAST4, "")), int(stored.get(LENGTH, 0)))
     return out

@@ -189,7 +189,7 @@ def updated_customer(
     """Apply the masked fields of `patch`, validate the result, bump the version.
 
     A card sent back masked, as responses show it, keeps the stored card it names: by its
-    `card_id` (the stored card's fingerprint), or, from a client that does not send card ids,
+    `card_id` (the stored card's id), or, from a client that does not send card ids,
     by its last four digits when exactly one stored card ends in them. That lets clients
     round-trip a customer without ever holding card numbers, and two cards with the same last
     four never take each other's number.
@@ -202,7 +202,8 @@ def updated_customer(
         patch, result, replace_message_field=True, replace_repeated_field=True
     )
     v = Violations()
-    for i, card in enumerate(result.credit_cards):
+    sent_cards = result.credit_cards if "credit_cards" in paths else []
+    for i, card in enumerate(sent_cards):  # cards outside the mask stay as stored, ids and all
         if is_masked(card.number):
             kept = stored_card(current, card)
             if isinstance(kept, str):

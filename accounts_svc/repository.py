@@ -49,7 +49,7 @@ class CustomerRepository(AggregateStore[Customer]):
             raise RuntimeError("writing cards needs the card vault")
         doc[CARDS] = [await self.vault.seal(card) for card in doc[CARDS]]
         for card, sealed in zip(aggregate.credit_cards, doc[CARDS], strict=True):
-            card.card_id = cards.card_id(sealed[cards.FINGERPRINT])
+            card.card_id = sealed[cards.CARD_ID]
         return doc
 
     async def get_revealed(self, customer_id: str) -> Customer | None:

@@ -1,5 +1,5 @@
-"""Write the ingress gateway's EnvoyFilter (gRPC-Web, then the gRPC-JSON transcoder) from
-gen/storefront.binpb.
+"""Write the ingress gateway's EnvoyFilter (gRPC-Web, the strict-JSON Lua filter, then the
+gRPC-JSON transcoder) from gen/storefront.binpb.
 
     python istio/gen_transcoder.py            regenerate istio/ingress/transcoder-envoyfilter.yaml
     python istio/gen_transcoder.py --check    exit 1 when that file is stale
@@ -28,6 +28,7 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from envoy_config import strict_json  # noqa: E402
 from tools.protogen import is_public  # noqa: E402
 
 DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
@@ -41,7 +42,11 @@ HCM_TYPE = (
 )
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 GRPC_WEB = {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}
+LUA_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+HOST = "api-host-from-the-gateway"
+"""The filter chain's SNI: istio/kustomization.yaml puts the Gateway's https host here, so the
+filters (and their refusals of unknown paths) apply to the Storefront's host alone."""
 # Same ceiling as the services' default gRPC max message size (GRPC_MAX_MESSAGE_BYTES).
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -50,7 +55,9 @@ TEMPLATE = """\
 # JSON/REST -> gRPC on the ingress gateway. The transcoder rewrites a REST request to
 # POST /<package>.<Service>/<Method>, so the gateway's gRPC routes (and their retry policy)
 # serve transcoded calls too. gRPC-Web -> gRPC just before it (the filter does nothing to
-# other requests), after the gateway's token checks, which see the same path either way.
+# other requests), after the gateway's token checks, which see the same path either way;
+# between them the strict-JSON Lua filter refuses unknown body fields, as the local edge does.
+# Only on the filter chain of the Storefront's host (SNI, set by istio/kustomization.yaml).
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata:
@@ -72,6 +79,7 @@ PATCH = """\
         context: GATEWAY
         listener:
           filterChain:
+            sni: {host}
             filter:
               name: envoy.filters.network.http_connection_manager
               subFilter:
@@ -100,6 +108,14 @@ def storefront_services(descriptor_set: bytes) -> list[str]:
     return services
 
 
+def strict_json_config() -> dict[str, Any]:
+    """The local edge's Lua filter (envoy_config.strict_json), from the same descriptor set."""
+    return {
+        "@type": LUA_TYPE,
+        "default_source_code": {"inline_string": strict_json.lua_source(DESCRIPTOR)},
+    }
+
+
 def transcoder_config(descriptor_set: bytes) -> dict[str, Any]:
     return {
         "@type": FILTER_TYPE,
@@ -115,9 +131,10 @@ def transcoder_config(descriptor_set: bytes) -> dict[str, Any]:
         "match_incoming_request_route": False,
         # gRPC errors become a google.rpc.Status JSON body, status code mapped to HTTP.
         "convert_grpc_status": True,
-        # As strict as the local edge (envoy/), except reject_unknown_method: this gateway is
-        # shared, so requests for other hosts' paths must pass through untouched.
+        # As strict as the local edge (envoy/): an unknown path or query parameter is a 4xx
+        # here. Other hosts of a shared gateway never meet it (the SNI match above).
         "request_validation_options": {
+            "reject_unknown_method": True,
             "reject_unknown_query_parameters": True,
             "reject_binding_body_field_collisions": True,
         },
@@ -126,10 +143,20 @@ def transcoder_config(descriptor_set: bytes) -> dict[str, Any]:
     }
 
 
+def http_filters(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, typed_config) of the gateway's filters, in the order they run."""
+    return [
+        ("envoy.filters.http.grpc_web", GRPC_WEB),
+        ("envoy.filters.http.lua", strict_json_config()),
+        (TRANSCODER, config),
+    ]
+
+
 def render(config: dict[str, Any]) -> str:
     # JSON is YAML; one flow mapping keeps the 30+ KB base64 on a single line.
-    filters = [("envoy.filters.http.grpc_web", GRPC_WEB), (TRANSCODER, config)]
-    patches = "".join(PATCH.format(name=n, typed_config=json.dumps(c)) for n, c in filters)
+    patches = "".join(
+        PATCH.format(name=n, typed_config=json.dumps(c), host=HOST) for n, c in http_filters(config)
+    )
     return TEMPLATE.format(patches=patches)
 
 
@@ -138,11 +165,8 @@ def envoy_validate(config: dict[str, Any]) -> None:
     envoy = shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
     if not Path(envoy).exists():
         raise SystemExit("envoy not found: run inside the project environment (uv run ...)")
-    filters = [
-        {"name": "envoy.filters.http.grpc_web", "typed_config": GRPC_WEB},
-        {"name": TRANSCODER, "typed_config": config},
-        {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
-    ]
+    filters = [{"name": n, "typed_config": c} for n, c in http_filters(config)]
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}})
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "ingress",
@@ -175,7 +199,7 @@ def envoy_validate(config: dict[str, Any]) -> None:
         )
     if run.returncode != 0:
         raise SystemExit(f"Envoy rejects the transcoder config:\n{run.stdout}{run.stderr}")
-    print("Envoy accepts the transcoder config (after grpc_web)", file=sys.stderr)
+    print("Envoy accepts the gateway's filters (grpc_web, lua, transcoder)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

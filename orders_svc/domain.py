@@ -93,6 +93,17 @@ def _append_status(order: Order, status: int, when: datetime, note: str = "") ->
     order.status = Status.ValueType(status)
 
 
+CHOSEN_ID_SEPARATOR = "."
+"""Between the customer's id and the id they chose; neither may hold it (svckit.ids)."""
+
+
+def chosen_order_id(customer_id: str, chosen: str) -> str:
+    """The id of an order whose customer chose `chosen`: scoped to that customer, so no
+    customer can take an id another will want, nor learn from ALREADY_EXISTS which ids
+    another has used. Server-made ids (hex, no separator) never take this shape."""
+    return f"{customer_id}{CHOSEN_ID_SEPARATOR}{chosen}"
+
+
 def new_order(customer_id: str, draft: Order, order_id: str, now: datetime) -> Order:
     v = Violations()
     validate_items(list(draft.items), v, "order.items")

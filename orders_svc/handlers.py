@@ -85,7 +85,8 @@ class OrdersHandlers:
             v.add("customer_id", "is required")
         check_client_id(order_id, "order_id", v)
         v.raise_if_any()
-        order = domain.new_order(customer_id, draft, order_id or new_id(), self.clock())
+        oid = domain.chosen_order_id(customer_id, order_id) if order_id else new_id()
+        order = domain.new_order(customer_id, draft, oid, self.clock())
         if await self.customers.get(customer_id) is None:
             raise FailedPrecondition(
                 f"customer {customer_id!r} is not known to orders (yet)",

@@ -20,6 +20,7 @@ from svckit import logs
 from svckit.authz import STAFF, WAREHOUSE
 
 RUN_DIR = tools.REPO_ROOT / ".run"
+DEFAULT_TOKEN_TTL = 3600
 
 
 OUTPUT = watch.Output()
@@ -46,13 +47,16 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     ]
     if stack.supervisor.is_running(prometheus.PROMETHEUS):
         lines.append(f"  {'prometheus':16} http://127.0.0.1:{prometheus.DEFAULT_PORT}")
+    run_dir = "" if stack.run_dir.resolve() == RUN_DIR.resolve() else f" --run-dir {stack.run_dir}"
     if stack.supervisor.is_running(web_console.CONSOLE):
         port = console_port(stack)
+        at = "" if port == web_console.DEFAULT_PORT else f" --console-port {port}"
         lines += [
             f"  {'console':16} {web_console.url(port)}   (graph, lag, outbox, DLQ, events)",
-            f"  {'':16} as staff (check, replay): {web_console.staff_link(stack.run_dir, port)}",
+            f"  {'':16} as staff (check, replay), a link with a "
+            f"{web_console.LINK_TTL // 60}-minute token: uv run storefront token --console"
+            f"{run_dir}{at}",
         ]
-    run_dir = "" if stack.run_dir.resolve() == RUN_DIR.resolve() else f" --run-dir {stack.run_dir}"
     lines += [
         "",
         "Every call needs a bearer token from the local issuer (keys in "
@@ -167,12 +171,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    """Print a bearer token signed by the run dir's local issuer."""
+    """Print a bearer token signed by the run dir's local issuer (or the console's link with
+    one: asked for, never printed unasked)."""
+    if args.console:
+        ttl = args.ttl or web_console.LINK_TTL
+        print(web_console.staff_link(Path(args.run_dir), args.console_port, ttl))
+        return 0
     local = issuer.for_run_dir(args.run_dir)
+    ttl = args.ttl or DEFAULT_TOKEN_TTL
     if args.customer:
-        print(local.customer(args.customer, ttl=args.ttl))
+        print(local.customer(args.customer, ttl=ttl))
     else:
-        print(local.role(args.role, ttl=args.ttl, subject=args.subject))
+        print(local.role(args.role, ttl=ttl, subject=args.subject))
     return 0
 
 
@@ -194,8 +204,21 @@ def main(argv: list[str] | None = None) -> int:
     who = token.add_mutually_exclusive_group(required=True)
     who.add_argument("--customer", metavar="ID", help="a customer's token (sub = ID)")
     who.add_argument("--role", choices=(STAFF, WAREHOUSE), help="a staff or warehouse token")
+    who.add_argument(
+        "--console",
+        action="store_true",
+        help="the operator console's link with a staff token in it, for its actions",
+    )
     token.add_argument("--subject", default="", help="with --role: who it names in the logs")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=0,
+        help=f"lifetime in seconds ({DEFAULT_TOKEN_TTL}; --console {web_console.LINK_TTL})",
+    )
+    token.add_argument(
+        "--console-port", type=int, default=web_console.DEFAULT_PORT, help="with --console"
+    )
     token.add_argument("--run-dir", default=str(RUN_DIR))
     token.set_defaults(func=cmd_token)
     check.register(sub)

@@ -7,8 +7,11 @@ a direct gRPC caller meets the same checks as one coming through Envoy or the Is
 
 Issuer, audience and where the JWKS is come from the environment (`AuthConfig.from_env`), so
 production points at a real identity provider with no code change. The JWKS is a file (re-read
-when it changes) or an http(s) URI (cached, re-fetched when old or when a token names a key id
-it does not know, at most every `min_refresh` seconds).
+when it changes) or an https URI (cached, re-fetched when old or when a token names a key id
+it does not know, at most every `min_refresh` seconds); plain http is refused, since whoever
+can change the keys in transit can sign any token. Keys that cannot be confirmed (the file or
+the URI fails) are used for at most `JWKS_MAX_STALE_SECONDS` after they last were, then
+dropped: an issuer that withdraws a key cannot be kept from being heard for long.
 
 Reasons given to callers and logs are our own fixed phrases, never PyJWT's messages, which
 may quote parts of the token.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from jwt import PyJWK, PyJWKSet
+from jwt import PyJWK
 
 from svckit.errors import Unauthenticated
 
@@ -38,6 +42,21 @@ LEEWAY_SECONDS = 30
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat")
 FILE_CHECK_SECONDS = 1.0
 """How often a JWKS file is looked at for changes (a new key, a rotation)."""
+JWKS_MAX_AGE_SECONDS = 300.0
+"""How long keys fetched from a URI are used before they are fetched again."""
+JWKS_MIN_REFRESH_SECONDS = 30.0
+"""The least time between two fetches (an unknown kid, a failed fetch retried)."""
+JWKS_MAX_STALE_SECONDS = 900.0
+"""How long keys are still used after they were last confirmed, while the JWKS cannot be read:
+three refresh periods, each retried every JWKS_MIN_REFRESH_SECONDS. Past it every token is
+refused until the JWKS answers again."""
+
+
+def check_jwks_uri(uri: str) -> None:
+    """A file path, file://, or https://: keys fetched over plain http could be anyone's."""
+    scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    if scheme not in ("", "file", "https"):
+        raise ValueError(f"AUTH_JWKS_URI must be a file or an https:// URI, not {scheme}://")
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,7 @@ class AuthConfig:
     issuer: str
     audience: str
     jwks_uri: str
-    """A file path, a file:// URI, or an http(s):// URI of the issuer's JWKS."""
+    """A file path, a file:// URI, or an https:// URI of the issuer's JWKS."""
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     leeway_seconds: float = LEEWAY_SECONDS
     roles_claim: str = "roles"
@@ -86,6 +105,9 @@ class AuthConfig:
             "AUTH_ROLES_CLAIM": self.roles_claim,
         }
 
+    def __post_init__(self) -> None:
+        check_jwks_uri(self.jwks_uri)
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -112,21 +134,58 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     return token.strip()
 
 
-class JwksCache:
-    """The issuer's signing keys, from a file or an http(s) URI, kept fresh."""
+def key_identity(jwk: Mapping[str, Any]) -> str:
+    """What tells one published key from another: its JWK members, in a stable order."""
+    return json.dumps(jwk, sort_keys=True, separators=(",", ":"))
 
-    def __init__(self, uri: str, *, max_age: float = 300.0, min_refresh: float = 30.0) -> None:
+
+def usable_keys(document: Any) -> dict[str, PyJWK]:
+    """identity -> key for every key of a JWKS that this PyJWT can use (others are skipped,
+    as PyJWKSet does); ValueError if there is none."""
+    members = document.get("keys") if isinstance(document, Mapping) else None
+    keys: dict[str, PyJWK] = {}
+    for member in members if isinstance(members, list) else ():
+        if not isinstance(member, dict):
+            continue
+        try:
+            keys[key_identity(member)] = PyJWK(member)
+        except jwt.PyJWTError:
+            continue
+    if not keys:
+        raise ValueError("the JWKS holds no usable key")
+    return keys
+
+
+class JwksCache:
+    """The issuer's signing keys, from a file or an https URI, kept fresh, aged out when they
+    can no longer be confirmed."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        max_age: float = JWKS_MAX_AGE_SECONDS,
+        min_refresh: float = JWKS_MIN_REFRESH_SECONDS,
+        max_stale: float = JWKS_MAX_STALE_SECONDS,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        check_jwks_uri(uri)
         self._uri = uri
         self._max_age = max_age
         self._min_refresh = min_refresh
-        self._keys: list[PyJWK] = []
-        self._checked_at = float("-inf")
+        self._max_stale = max_stale
+        self._ssl = ssl_context
+        self._keys: dict[str, PyJWK] = {}
+        self._confirmed_at = float("-inf")
+        """When the keys were last read or seen unchanged."""
+        self._tried_at = float("-inf")
+        self._next_check = float("-inf")
         self._version: object = None
         self._lock = asyncio.Lock()
 
     @property
     def _path(self) -> Path | None:
-        if self._uri.startswith(("http://", "https://")):
+        if self._uri.lower().startswith("https://"):
             return None
         return Path(self._uri.removeprefix("file://"))
 
@@ -139,46 +198,62 @@ class JwksCache:
             if version == self._version:
                 return version, None
             return version, json.loads(path.read_text())
-        with urllib.request.urlopen(self._uri, timeout=5) as reply:  # noqa: S310 - configured URI
+        with urllib.request.urlopen(self._uri, timeout=5, context=self._ssl) as reply:  # noqa: S310
             return time.monotonic(), json.loads(reply.read())
 
-    def _due(self, force: bool) -> bool:
-        age = time.monotonic() - self._checked_at
-        if self._path is not None:
-            return age >= FILE_CHECK_SECONDS  # a stat is cheap; re-read only on change
-        return age >= self._max_age or (force and age >= self._min_refresh)
+    def due(self, force: bool = False) -> bool:
+        """Whether the JWKS should be read again now."""
+        now = time.monotonic()
+        return now >= self._next_check or (force and now - self._tried_at >= self._min_refresh)
 
-    async def _refresh(self, *, force: bool) -> None:
-        if not self._due(force):
-            return
-        async with self._lock:
-            if not self._due(force):
-                return  # another caller refreshed while we waited
-            try:
-                version, document = await asyncio.to_thread(self._read)
-            except (OSError, ValueError, jwt.PyJWKSetError) as exc:
-                if not self._keys:
-                    raise Unauthenticated("signing keys are unavailable") from exc
-                return  # keep serving with the keys we have
-            finally:
-                self._checked_at = time.monotonic()
-            if document is not None:
-                self._keys = list(PyJWKSet.from_dict(document).keys)
-                self._version = version
+    async def refresh(self, *, force: bool = False) -> None:
+        """Read the JWKS again if it is time to (or, with `force`, if it was not read in the
+        last `min_refresh` seconds); keys not confirmed for `max_stale` are dropped."""
+        if self.due(force):
+            async with self._lock:
+                if self.due(force):  # else another caller refreshed while we waited
+                    await self._read_now()
+        if self._keys and time.monotonic() - self._confirmed_at > self._max_stale:
+            self._keys = {}
 
-    async def keys_for(self, kid: str | None, algorithm: str) -> list[PyJWK]:
-        """Keys that could have signed a token with this header: by kid when it has one."""
-        await self._refresh(force=False)
+    async def _read_now(self) -> None:
+        self._tried_at = time.monotonic()
+        if not self._keys:
+            self._version = None  # read the file whole even if it is as it was before
+        try:
+            version, document = await asyncio.to_thread(self._read)
+            keys = usable_keys(document) if document is not None else self._keys
+        except (OSError, ValueError) as exc:
+            retry = FILE_CHECK_SECONDS if self._path is not None else self._min_refresh
+            self._next_check = time.monotonic() + retry
+            if not self._keys:
+                raise Unauthenticated("signing keys are unavailable") from exc
+            return  # keep the keys we have, until they are too stale
+        now = time.monotonic()
+        self._keys, self._version, self._confirmed_at = keys, version, now
+        self._next_check = now + (FILE_CHECK_SECONDS if self._path is not None else self._max_age)
+
+    def holds(self, identity: str) -> bool:
+        """Whether the key `identity` is still among the current keys, and not too stale."""
+        fresh = time.monotonic() - self._confirmed_at <= self._max_stale
+        return fresh and identity in self._keys
+
+    async def keys_for(self, kid: str | None, algorithm: str) -> list[tuple[str, PyJWK]]:
+        """(identity, key) of the keys that could have signed a token with this header: by
+        kid when it has one."""
+        await self.refresh()
         found = self._match(kid, algorithm)
         if not found and kid is not None:
-            await self._refresh(force=True)  # a new key may have been published
+            await self.refresh(force=True)  # a new key may have been published
             found = self._match(kid, algorithm)
+        if not found and not self._keys:
+            raise Unauthenticated("signing keys are unavailable")
         return found
 
-    def _match(self, kid: str | None, algorithm: str) -> list[PyJWK]:
+    def _match(self, kid: str | None, algorithm: str) -> list[tuple[str, PyJWK]]:
         return [
-            k
-            for k in self._keys
+            (identity, k)
+            for identity, k in self._keys.items()
             if (kid is None or k.key_id == kid) and k.algorithm_name == algorithm
         ]
 
@@ -213,36 +288,43 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 
 VERIFIED_TTL_SECONDS = 60.0
 """How long a token already verified is trusted without checking its signature again (never
-past its own expiry). Below the JWKS cache's refresh time, so a removed key stops working no
-later than it did without this cache."""
+past its own expiry, and never once the key that signed it has left the JWKS or aged out)."""
 VERIFIED_MAX = 20_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    until: float
+    key: str
+    """The identity of the key that signed the token."""
 
 
 class TokenVerifier:
     def __init__(self, config: AuthConfig, jwks: JwksCache | None = None) -> None:
         self.config = config
         self._jwks = jwks or JwksCache(config.jwks_uri)
-        # token -> (principal, trusted until): a client sends the same token with every call,
-        # and an ES256/RS256 check costs more than the rest of a GetCustomer's Python.
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        # A client sends the same token with every call, and an ES256/RS256 check costs more
+        # than the rest of a GetCustomer's Python.
+        self._verified: dict[str, _Verified] = {}
 
     async def verify(self, token: str) -> Principal:
         now = time.time()
         known = self._verified.get(token)
         if known is not None:
-            if now < known[1]:
-                return known[0]
+            if self._jwks.due():  # a cheap check first: this is every call's path
+                await self._jwks.refresh()
+            if now < known.until and self._jwks.holds(known.key):
+                return known.principal
             del self._verified[token]
-        principal, expires = await self._verify(token)
+        principal, expires, key = await self._verify(token)
         if len(self._verified) >= VERIFIED_MAX:
             self._verified.pop(next(iter(self._verified)))  # the oldest
-        self._verified[token] = (
-            principal,
-            min(now + VERIFIED_TTL_SECONDS, expires + self.config.leeway_seconds),
-        )
+        until = min(now + VERIFIED_TTL_SECONDS, expires + self.config.leeway_seconds)
+        self._verified[token] = _Verified(principal, until, key)
         return principal
 
-    async def _verify(self, token: str) -> tuple[Principal, float]:
+    async def _verify(self, token: str) -> tuple[Principal, float, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -254,17 +336,21 @@ class TokenVerifier:
         keys = await self._jwks.keys_for(kid if isinstance(kid, str) else None, algorithm)
         if not keys:
             raise Unauthenticated("token signed with an unknown key")
-        claims = self._decode(token, keys, algorithm)
+        claims, key = self._decode(token, keys, algorithm)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("token has no subject")
-        return Principal(subject, roles_of(claims, self.config.roles_claim)), float(claims["exp"])
+        principal = Principal(subject, roles_of(claims, self.config.roles_claim))
+        return principal, float(claims["exp"]), key
 
-    def _decode(self, token: str, keys: list[PyJWK], algorithm: str) -> dict[str, Any]:
+    def _decode(
+        self, token: str, keys: list[tuple[str, PyJWK]], algorithm: str
+    ) -> tuple[dict[str, Any], str]:
+        """The claims, and the identity of the key whose signature holds."""
         reason = "bad token signature"
-        for key in keys:
+        for identity, key in keys:
             try:
-                return jwt.decode(
+                claims = jwt.decode(
                     token,
                     key,
                     algorithms=[algorithm],
@@ -273,6 +359,7 @@ class TokenVerifier:
                     leeway=self.config.leeway_seconds,
                     options={"require": list(REQUIRED_CLAIMS)},
                 )
+                return claims, identity
             except jwt.InvalidTokenError as exc:
                 reason = next((r for cls, r in _REASONS if isinstance(exc, cls)), "invalid token")
                 if not isinstance(exc, jwt.InvalidSignatureError):

@@ -27,19 +27,20 @@ from svckit.auth import AuthConfig
 DEFAULT_PORT = 8090
 CONSOLE = "console"
 """Supervisor name of the console process under `storefront run`."""
-LINK_TTL = 8 * 3600
-"""Lifetime of the staff token in the link `storefront run` prints (a working day)."""
+LINK_TTL = 15 * 60
+"""Lifetime of the staff token in the link `storefront token --console` prints: short, since
+the link is a credential that ends up in terminals and scrollback (ask again for another)."""
 
 
 def url(port: int = DEFAULT_PORT) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def staff_link(run_dir: Path, port: int = DEFAULT_PORT) -> str:
+def staff_link(run_dir: Path, port: int = DEFAULT_PORT, ttl: int = LINK_TTL) -> str:
     """The console's URL with a staff token of the run dir's issuer in its fragment (the
     page keeps it for the tab and drops it from the address bar; a fragment is never sent
     to a server)."""
-    token = issuer.for_run_dir(run_dir).role("staff", ttl=LINK_TTL, subject="console")
+    token = issuer.for_run_dir(run_dir).role("staff", ttl=ttl, subject="console")
     return f"{url(port)}/#token={token}"
 
 

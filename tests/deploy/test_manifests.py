@@ -17,6 +17,7 @@ import pytest
 
 import topology
 from envoy_config import config as edge_config
+from envoy_config import strict_json
 from stack import tools
 from tests.support import ensure_tools
 
@@ -341,6 +342,7 @@ def test_bearer_tokens_are_required_at_the_gateway_and_trusted_alike_everywhere(
 ) -> None:
     config = of_kind(objects, "ConfigMap")["storefront-config"]["data"]
     authns = [o for o in objects if o["kind"] == "RequestAuthentication"]
+    assert config["AUTH_JWKS_URI"].startswith("https://")  # the services refuse anything else
     assert {(o["metadata"]["namespace"], o["metadata"].get("name")) for o in authns} == {
         ("istio-system", "storefront-jwt"),
         ("storefront", "storefront-jwt"),
@@ -351,6 +353,9 @@ def test_bearer_tokens_are_required_at_the_gateway_and_trusted_alike_everywhere(
         assert rule["jwksUri"] == config["AUTH_JWKS_URI"]
         assert rule["audiences"] == [config["AUTH_AUDIENCE"]]
         assert rule["forwardOriginalToken"] is True  # the services verify it again
+        # The Authorization header only: no `access_token` query parameter (issue 25, 9).
+        assert rule["fromHeaders"] == [{"name": "Authorization", "prefix": "Bearer "}]
+        assert "fromParams" not in rule and "fromCookies" not in rule
     gateway = next(a for a in authns if a["metadata"]["namespace"] == "istio-system")
     assert gateway["spec"]["selector"]["matchLabels"] == {"istio": "ingressgateway"}
     deny = of_kind(objects, "AuthorizationPolicy")["storefront-require-jwt"]
@@ -371,11 +376,15 @@ def test_the_gateway_serves_grpc_web_with_cors_on_every_grpc_route(
 ) -> None:
     [envoy_filter] = of_kind(objects, "EnvoyFilter").values()
     names = [patch["patch"]["value"]["name"] for patch in envoy_filter["spec"]["configPatches"]]
-    # Both go before the router in this order: gRPC-Web becomes gRPC before the transcoder,
-    # which passes gRPC through.
-    assert names == ["envoy.filters.http.grpc_web", "envoy.filters.http.grpc_json_transcoder"]
+    # All go before the router in this order: gRPC-Web becomes gRPC before the transcoder,
+    # which passes gRPC through; unknown JSON body fields are refused before it.
+    assert names == [
+        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.grpc_json_transcoder",
+    ]
     # Only the public services, as the local edge: no internal (admin) service is transcoded.
-    transcoder = envoy_filter["spec"]["configPatches"][1]["patch"]["value"]["typed_config"]
+    transcoder = envoy_filter["spec"]["configPatches"][2]["patch"]["value"]["typed_config"]
     assert set(transcoder["services"]) == set(edge_config.SERVICES.values())
     routes = of_kind(objects, "VirtualService")["storefront"]["spec"]["http"]
     grpc_routes = [r for r in routes if "/storefront" in json.dumps(r["match"])]
@@ -387,6 +396,78 @@ def test_the_gateway_serves_grpc_web_with_cors_on_every_grpc_route(
     # The same headers as the local edge (envoy_config) lets browsers send and read.
     assert set(cors["allowHeaders"]) == set(edge_config.CORS_ALLOW_HEADERS)
     assert set(cors["exposeHeaders"]) == set(edge_config.CORS_EXPOSE_HEADERS)
+
+
+@needs_tools
+@needs_descriptor
+def test_the_gateway_transcodes_as_strictly_as_the_local_edge(
+    objects: list[dict[str, Any]],
+) -> None:
+    """Issue 25, finding 10: the gateway's transcoder lacked the local edge's strict-JSON
+    filter and reject_unknown_method; with the API's host alone (below) both are safe on a
+    shared gateway."""
+    [envoy_filter] = of_kind(objects, "EnvoyFilter").values()
+    by_name = {
+        p["patch"]["value"]["name"]: p["patch"]["value"]["typed_config"]
+        for p in envoy_filter["spec"]["configPatches"]
+    }
+    lua = by_name["envoy.filters.http.lua"]["default_source_code"]["inline_string"]
+    assert lua == strict_json.lua_source(DESCRIPTOR)  # the local edge's filter, same schemas
+    options = by_name["envoy.filters.http.grpc_json_transcoder"]["request_validation_options"]
+    assert options == {
+        "reject_unknown_method": True,
+        "reject_unknown_query_parameters": True,
+        "reject_binding_body_field_collisions": True,
+    }
+
+
+@needs_tools
+def test_the_gateway_serves_the_api_host_alone(objects: list[dict[str, Any]]) -> None:
+    """Issue 25, finding 10: `hosts: ["*"]` served the API (and the transcoder's refusals) on
+    every host name. One host, named once on the https server, everywhere it matters."""
+    [host] = of_kind(objects, "Gateway")["storefront"]["spec"]["servers"][1]["hosts"]
+    assert "*" not in host and "." in host
+    for server in of_kind(objects, "Gateway")["storefront"]["spec"]["servers"]:
+        assert server["hosts"] == [host], server["name"]
+    assert of_kind(objects, "VirtualService")["storefront"]["spec"]["hosts"] == [host]
+    [envoy_filter] = of_kind(objects, "EnvoyFilter").values()
+    for patch in envoy_filter["spec"]["configPatches"]:
+        assert patch["match"]["listener"]["filterChain"]["sni"] == host
+
+
+def readable_by(mode: int, user: int, group: int, fs_group: int | None) -> bool:
+    """Whether a file of a secret volume (owner root, group fs_group or root) can be read by
+    a process of that user and group (fs_group is also a supplementary group of it)."""
+    return (
+        user == 0
+        or bool(mode & 0o004)
+        or (bool(mode & 0o040) and (group == 0 or fs_group is not None))
+    )
+
+
+@needs_tools
+def test_every_mounted_secret_is_readable_by_its_container(
+    objects: list[dict[str, Any]],
+) -> None:
+    """Issue 25, finding 10: accounts' card keys were mounted 0400, root's, into a container
+    running as 10001 without an fsGroup: unreadable, so accounts could not start."""
+    checked = []
+    for name, deployment in of_kind(objects, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        fs_group = pod.get("securityContext", {}).get("fsGroup")
+        secrets = {
+            v["name"]: v["secret"].get("defaultMode", 0o644) for v in pod["volumes"] if "secret" in v
+        }
+        for container in pod["containers"]:
+            context = container.get("securityContext", {})
+            user, group = context.get("runAsUser", 0), context.get("runAsGroup", 0)
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in secrets:
+                    mode = secrets[mount["name"]]
+                    assert readable_by(mode, user, group, fs_group), (name, mount["name"], oct(mode))
+                    assert not mode & 0o007 or mount["name"] != "card-keys", "card keys: no others"
+                    checked.append(f"{name}/{mount['name']}")
+    assert "accounts/card-keys" in checked
 
 
 @needs_tools
@@ -431,7 +512,7 @@ def test_transcoder_envoyfilter_is_current() -> None:
 def test_envoy_accepts_the_transcoder_config() -> None:
     result = run(sys.executable, "istio/gen_transcoder.py", "--check", "--envoy")
     assert result.returncode == 0, result.stderr
-    assert "Envoy accepts the transcoder config" in result.stderr
+    assert "Envoy accepts the gateway's filters" in result.stderr
 
 
 STRIMZI_OPS = {"Read": "READ", "Write": "WRITE", "Describe": "DESCRIBE", "Create": "CREATE"}

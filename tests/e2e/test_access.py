@@ -45,7 +45,14 @@ pytestmark = pytest.mark.e2e
 
 Status = common_pb2.OrderStatus
 Code: TypeAlias = grpc.StatusCode
-HTTP = {Code.OK: 200, Code.UNAUTHENTICATED: 401, Code.PERMISSION_DENIED: 403, Code.NOT_FOUND: 404}
+HTTP = {
+    Code.OK: 200,
+    Code.INVALID_ARGUMENT: 400,
+    Code.UNAUTHENTICATED: 401,
+    Code.PERMISSION_DENIED: 403,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+}
 RULES = {rule.method: rule for rule in http_rules()}
 STORED_IN = {  # the collection each service writes its aggregates to
     "accounts": topology.CUSTOMERS,
@@ -518,3 +525,47 @@ async def test_a_customer_sees_and_touches_only_their_own(world: World, transpor
         ORDERS + "GetOrder", orders_pb2.GetOrderRequest(order_id=theirs), world.tokens["staff"]
     )
     assert status.status == Status.ORDER_STATUS_CREATED  # A's order, untouched
+
+
+# --- client-chosen order ids ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", list(EVERY_PATH))
+async def test_a_chosen_order_id_is_scoped_to_its_customer(world: World, transport: str) -> None:
+    """Issue 25, finding 8. Order ids were global: B could take the id A would choose (A's
+    create then failed), and ALREADY_EXISTS told B which ids A had used, while GetOrder said
+    NOT_FOUND. A chosen id now names `<customer id>.<chosen id>` (docs/api.md)."""
+    call = EVERY_PATH[transport]
+    a, b = world.issuer.customer(world.a), world.tokens["customer B"]
+    chosen = unique("retry-key")
+
+    def create(customer: str, order_id: str) -> orders_pb2.CreateOrderRequest:
+        return orders_pb2.CreateOrderRequest(
+            customer_id=customer, order=order_draft((0, 1)), order_id=order_id
+        )
+
+    def order_id(outcome: Outcome) -> str:
+        body = outcome.body
+        return str(body["orderId"] if transport == "json" else body.order_id)
+
+    squatted = await call(world.system, ORDERS + "CreateOrder", create(world.b, chosen), b)
+    assert squatted.code == Code.OK and order_id(squatted) == f"{world.b}.{chosen}"
+    mine = await call(world.system, ORDERS + "CreateOrder", create(world.a, chosen), a)
+    assert mine.code == Code.OK, mine  # B used the same id first: no matter
+    assert order_id(mine) == f"{world.a}.{chosen}"
+    before = await world.snapshot("orders", order_id(mine))
+    retried = await call(world.system, ORDERS + "CreateOrder", create(world.a, chosen), a)
+    assert retried.code == Code.ALREADY_EXISTS  # one's own retry is still safe
+    assert await world.snapshot("orders", order_id(mine)) == before
+
+    # What B can learn of A's ids by creating: nothing (its own namespace), nor reach into A's.
+    probe = await call(world.system, ORDERS + "CreateOrder", create(world.b, chosen), b)
+    assert probe.code == Code.ALREADY_EXISTS  # B's own, from above
+    reach = f"{world.a}.{unique('next')}"
+    into = await call(world.system, ORDERS + "CreateOrder", create(world.b, reach), b)
+    assert into.code == Code.INVALID_ARGUMENT
+    assert (await world.snapshot("orders", reach))[1] is None
+    got = await call(
+        world.system, ORDERS + "GetOrder", orders_pb2.GetOrderRequest(order_id=order_id(mine)), b
+    )
+    assert got.code == Code.NOT_FOUND

@@ -427,10 +427,11 @@ async def test_bad_customer_input_is_400_with_field_violations(rest: Rest, store
 
 async def test_zero_quantity_is_400_with_field_violations(rest: Rest, stored: Stored) -> None:
     customer = await customer_known_to_orders(rest)
-    oid = new_id("zero")
+    chosen = new_id("zero")
+    oid = f"{customer['id']}.{chosen}"  # a chosen id names the customer's order (docs/api.md)
     async with stored.unchanged(document=(*ORDER, oid), events=(FULFILLMENT_REQUESTS, oid)):
         reply = await rest.post(
-            f"/v1/customers/{customer['id']}/orders", an_order(quantity=0), orderId=oid
+            f"/v1/customers/{customer['id']}/orders", an_order(quantity=0), orderId=chosen
         )
     assert (reply.status, reply.code) == (400, 3)
     assert reply.violations() == {"order.items[0].quantity": "must be between 1 and 1000"}
@@ -497,10 +498,15 @@ async def test_client_chosen_id_taken_is_409_already_exists(rest: Rest, stored: 
         )
     assert (reply.status, reply.code) == (409, 6)
 
-    oid = new_id("taken-order")
-    ok(await rest.post(f"/v1/customers/{cid}/orders", an_order(quantity=1), orderId=oid))
-    async with stored.unchanged(document=(*ORDER, oid)):
-        reply = await rest.post(f"/v1/customers/{cid}/orders", an_order(quantity=5), orderId=oid)
+    chosen = new_id("taken-order")
+    created = ok(
+        await rest.post(f"/v1/customers/{cid}/orders", an_order(quantity=1), orderId=chosen)
+    )
+    assert created["orderId"] == f"{cid}.{chosen}"
+    async with stored.unchanged(document=(*ORDER, created["orderId"])):
+        reply = await rest.post(
+            f"/v1/customers/{cid}/orders", an_order(quantity=5), orderId=chosen
+        )
     assert (reply.status, reply.code) == (409, 6)
 
 
@@ -526,9 +532,9 @@ async def test_illegal_transitions_are_400_failed_precondition(rest: Rest, store
 async def test_order_for_a_customer_orders_does_not_know_is_400_failed_precondition(
     rest: Rest, stored: Stored
 ) -> None:
-    oid = new_id("orphan")
-    async with stored.unchanged(document=(*ORDER, oid)):
-        reply = await rest.post(f"/v1/customers/{new_id('nobody')}/orders", an_order(), orderId=oid)
+    chosen, nobody = new_id("orphan"), new_id("nobody")
+    async with stored.unchanged(document=(*ORDER, f"{nobody}.{chosen}")):
+        reply = await rest.post(f"/v1/customers/{nobody}/orders", an_order(), orderId=chosen)
     assert (reply.status, reply.code) == (400, 9)
 
 

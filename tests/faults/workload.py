@@ -191,9 +191,10 @@ class Workload:
 
     async def place_order(self, n: int) -> str | None:
         cid = self.rng.choice(self.mine)
-        oid = f"chaos-o{n}-{self.rng.randrange(10**9)}"
-        req = orders_pb2.CreateOrderRequest(
-            customer_id=cid, order=order_draft((n % 3, 1 + n % 2)), order_id=oid
+        chosen = f"chaos-o{n}-{self.rng.randrange(10**9)}"
+        oid = f"{cid}.{chosen}"  # the order a chosen id names (docs/api.md), even if a retry
+        req = orders_pb2.CreateOrderRequest(  # answers ALREADY_EXISTS
+            customer_id=cid, order=order_draft((n % 3, 1 + n % 2)), order_id=chosen
         )
         try:
             await call(lambda: self.c.orders.CreateOrder(req, timeout=5), self.ledger)

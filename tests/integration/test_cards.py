@@ -27,6 +27,7 @@ from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront_cli import keys
 from storefront_cli.clients import channel
 from svckit.app import ServiceApp
+from tests.integration.test_fulfillment_svc import field_violations
 from tests.leaks import card_encodings
 from tests.support import eventually, running, settings_for, tokens_of
 from tests.unit.test_accounts_domain import draft
@@ -98,11 +99,43 @@ async def test_a_stored_card_is_ciphertext_last_four_and_fingerprint(
     assert bytes(ciphertext[1:17]) == bytes(stored[cards.KEY_ID])  # the key id travels with it
     assert await accounts.db["__keyVault"].find_one({"_id": stored[cards.KEY_ID]}) is not None
     assert (stored[cards.LAST4], stored[cards.LENGTH]) == ("5556", 16)
-    assert created.credit_cards[0].card_id == stored[cards.FINGERPRINT][: cards.CARD_ID_CHARS]
+    assert created.credit_cards[0].card_id == stored[cards.CARD_ID]
+    assert created.credit_cards[0].card_id not in stored[cards.FINGERPRINT]
     assert "number" not in stored
     assert await opened(accounts, created.id) == ["4000056655665556"]
     got = await stub.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id=created.id))
     assert got.credit_cards[0] == created.credit_cards[0]
+
+
+async def test_a_card_id_says_nothing_about_the_number(accounts: ServiceApp, stub: Stub) -> None:
+    """Issue 25, finding 6: ids derived from the digits were equal across customers, so a
+    customer could add guessed numbers to their own account and compare ids with another's.
+    The same number now gets a new random id each time it is stored, and the fingerprint
+    never leaves the service."""
+    number = "4111 1111 1111 1111"
+    first = await stub.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_with(number))
+    )
+    second = await stub.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_with(number))
+    )
+    ids = {first.credit_cards[0].card_id, second.credit_cards[0].card_id}
+    patch = accounts_pb2.Customer(id=second.id, etag=second.etag)
+    patch.credit_cards.append(card(number))  # the same number sent again in full: a new card
+    again = await stub.UpdateCustomer(
+        accounts_pb2.UpdateCustomerRequest(
+            customer=patch, update_mask=field_mask_pb2.FieldMask(paths=["credit_cards"])
+        )
+    )
+    ids.add(again.credit_cards[0].card_id)
+    assert len(ids) == 3 and all(len(i) == cards.CARD_ID_CHARS for i in ids)
+    both = {"_id": {"$in": [first.id, second.id]}}
+    docs = await accounts.db[topology.CUSTOMERS].find(both).to_list()
+    fingerprints = {c[cards.FINGERPRINT] for d in docs for c in d["credit_cards"]}
+    assert len(fingerprints) == 1  # still the same number to the service, for matching
+    [fingerprint] = fingerprints
+    for read in (first, second, again):
+        assert fingerprint[: cards.CARD_ID_CHARS] not in str(read)
 
 
 async def test_two_cards_with_the_same_last_four_round_trip_by_card_id(
@@ -170,6 +203,67 @@ async def test_cards_stored_in_clear_are_encrypted_when_accounts_starts(
         doc = await eventually(sealed, timeout=30, what="legacy card encrypted")
         assert b"6011000990139424" not in bson.encode(doc) and doc["version"] == 4
         assert await opened(app, "legacy-1") == ["6011000990139424"]
+
+
+async def test_cards_stored_with_derived_ids_get_random_ones_when_accounts_starts(
+    stack: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """A database from before random card ids: sealed cards with no card_id of their own (their
+    id was the start of the fingerprint). The start-up sweep gives each a random one, in place,
+    keeping the version; the old id no longer names the card."""
+    settings = settings_for(stack, "accounts", mongo_db_name)
+    async with running(build, settings) as app:
+        vault = CardVault(config_for(app.settings.mongodb_database), app.mongo)
+        try:
+            sealed = await vault.seal(
+                {
+                    "type": "CREDIT_CARD_TYPE_PRIMARY",
+                    "number": "5555555555554444",
+                    "expiration": "6/29",
+                    "name_on_card": "Old Timer",
+                }
+            )
+        finally:
+            await vault.close()
+        old_id = sealed.pop(cards.CARD_ID) and sealed[cards.FINGERPRINT][: cards.CARD_ID_CHARS]
+        await app.db[topology.CUSTOMERS].insert_one(
+            {
+                "_id": "derived-ids-1",
+                "name": {"first_name": "Old", "last_name": "Timer"},
+                "contact": {"primary_phone": "555-666-7777", "email": "old@example.com"},
+                "credit_cards": [sealed],
+                "version": 3,
+                "etag": 'W/"3"',
+            }
+        )
+    async with running(build, settings) as app:
+
+        async def given_an_id() -> dict[str, object] | None:
+            doc = await app.db[topology.CUSTOMERS].find_one({"_id": "derived-ids-1"})
+            return doc if doc and doc["credit_cards"][0].get(cards.CARD_ID) else None
+
+        doc = await eventually(given_an_id, timeout=30, what="legacy card given a random id")
+        new_id = doc["credit_cards"][0][cards.CARD_ID]  # type: ignore[index]
+        assert new_id != old_id and len(new_id) == cards.CARD_ID_CHARS and doc["version"] == 3
+        assert await opened(app, "derived-ids-1") == ["5555555555554444"]
+        async with channel(f"127.0.0.1:{app.bound_port}", tokens_of(stack)) as channel_:
+            stub = Stub(channel_)
+            read = await stub.GetCustomer(
+                accounts_pb2.GetCustomerRequest(customer_id="derived-ids-1")
+            )
+            assert read.credit_cards[0].card_id == new_id
+            patch = accounts_pb2.Customer(id=read.id, etag=read.etag)
+            patch.credit_cards.append(read.credit_cards[0])
+            patch.credit_cards[0].card_id = old_id
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.UpdateCustomer(
+                    accounts_pb2.UpdateCustomerRequest(
+                        customer=patch, update_mask=field_mask_pb2.FieldMask(paths=["credit_cards"])
+                    )
+                )
+            assert field_violations(err.value) == {
+                "customer.credit_cards[0].number": "card_id matches no stored card"
+            }
 
 
 async def test_rotation_while_requests_run_loses_no_write_and_every_card_reads(

@@ -652,6 +652,19 @@ def test_requests_without_a_valid_token_are_401_at_the_edge(
     assert web.messages == []
 
 
+def test_a_token_in_the_query_string_is_not_accepted(edge: Edge) -> None:
+    """Issue 25, finding 9: jwt_authn took a valid token from `?access_token=` too (the call
+    then failed 400 only because the transcoder refuses the unknown parameter). Tokens in URLs
+    end up in access logs; only the Authorization header counts."""
+    token = edge.issuer.token("c1", ["staff"])
+    reply = call(edge, "GET", f"/v1/customers/c1?access_token={token}", token=False)
+    assert reply.status == 401, reply
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+    assert_status_body(reply, 16)
+    with_header = call(edge, "GET", "/v1/customers/c1")
+    assert with_header.status == 200, with_header
+
+
 # ----- active health checks (last: flips the fake's health) -----------------------------------
 
 

@@ -177,6 +177,19 @@ def test_card_id_of_another_card_or_wrong_last_four_is_refused() -> None:
             )
 
 
+def test_an_update_outside_the_cards_keeps_their_ids() -> None:
+    """Card ids are random (issue 25, finding 6), so only the store can give one: an update
+    whose mask leaves the cards out must keep each card's id, not take it for a new card."""
+    current = two_cards_ending_alike()
+    patch = accounts_pb2.Customer(etag=current.etag)
+    patch.contact.email = "moved@example.com"
+    mask = field_mask_pb2.FieldMask(paths=["contact.email"])
+    updated = domain.updated_customer(current, patch, mask, NOW)
+    assert [(c.card_id, c.number) for c in updated.credit_cards] == [
+        (c.card_id, c.number) for c in current.credit_cards
+    ]
+
+
 def test_a_new_number_is_a_new_card_whatever_card_id_it_claims() -> None:
     current = two_cards_ending_alike()
     patch = accounts_pb2.Customer(id="c1")

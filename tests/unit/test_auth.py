@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import ssl
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from stack.issuer import LOCAL_AUDIENCE, LOCAL_ISSUER, LocalIssuer
 from svckit import auth
@@ -154,38 +162,83 @@ def test_a_rotated_key_in_the_jwks_file_is_picked_up(
     assert verify(verifier, new.customer("c")).subject == "c"
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key: the JWKS server's, and the client's only CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "jwks.crt", directory / "jwks.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class JwksServer:
+    """An https JWKS endpoint; `failing` makes it answer 503, as an issuer having an outage."""
+
+    uri: str
+    client_tls: ssl.SSLContext
+    hits: list[int] = field(default_factory=list)
+    failing: bool = False
+
+
 @pytest.fixture
-def jwks_server(issuer: LocalIssuer) -> Iterator[tuple[str, list[int]]]:
-    hits: list[int] = []
+def jwks_server(issuer: LocalIssuer, tmp_path: Path) -> Iterator[JwksServer]:
     body = json.dumps(issuer.jwks()).encode()
+    cert, key = self_signed(tmp_path)
+    state = JwksServer("", ssl.create_default_context(cafile=str(cert)))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            hits.append(1)
-            self.send_response(200)
+            state.hits.append(1)
+            self.send_response(503 if state.failing else 200)
             self.send_header("content-type", "application/json")
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(b"{}" if state.failing else body)
 
         def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    server.socket = server_tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    state.uri = f"https://127.0.0.1:{server.server_address[1]}/jwks.json"
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", hits
+        yield state
     finally:
         server.shutdown()
 
 
-def test_jwks_from_a_uri_is_cached(
-    issuer: LocalIssuer, jwks_server: tuple[str, list[int]]
-) -> None:
-    uri, hits = jwks_server
+def test_jwks_from_a_uri_is_cached(issuer: LocalIssuer, jwks_server: JwksServer) -> None:
+    uri = jwks_server.uri
     verifier = TokenVerifier(
         AuthConfig(LOCAL_ISSUER, LOCAL_AUDIENCE, uri),
-        JwksCache(uri, max_age=300, min_refresh=300),
+        JwksCache(uri, max_age=300, min_refresh=300, ssl_context=jwks_server.client_tls),
     )
 
     async def many() -> None:
@@ -197,7 +250,71 @@ def test_jwks_from_a_uri_is_cached(
                 await verifier.verify(stranger.customer("c"))
 
     asyncio.run(many())
-    assert len(hits) == 1
+    assert len(jwks_server.hits) == 1
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://idp.example.com/jwks.json", "HTTP://idp/jwks", "ftp://idp/jwks"]
+)
+def test_a_jwks_uri_that_is_not_https_or_a_file_is_refused(uri: str) -> None:
+    """Keys fetched over plain http can be swapped in transit for the attacker's own."""
+    env = {"AUTH_ISSUER": "https://idp", "AUTH_AUDIENCE": "api", "AUTH_JWKS_URI": uri}
+    with pytest.raises(ValueError, match="https"):
+        AuthConfig.from_env(env)
+    with pytest.raises(ValueError, match="https"):
+        JwksCache(uri)
+    for fine in ("/etc/jwks.json", "file:///etc/jwks.json", "https://idp/jwks"):
+        assert AuthConfig.from_env({**env, "AUTH_JWKS_URI": fine}).jwks_uri == fine
+
+
+def test_a_remembered_token_stops_working_when_its_key_leaves_the_jwks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issuer withdraws a key: a token it signed, verified a moment ago and remembered,
+    is refused at the next call, not up to VERIFIED_TTL_SECONDS later."""
+    monkeypatch.setattr(auth, "FILE_CHECK_SECONDS", 0.0)
+    old = LocalIssuer.ensure(tmp_path / "old")
+    new = LocalIssuer.ensure(tmp_path / "new")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": old.jwks()["keys"] + new.jwks()["keys"]}))
+    verifier = TokenVerifier(AuthConfig(LOCAL_ISSUER, LOCAL_AUDIENCE, str(jwks)))
+    token = old.customer("c")
+    assert verify(verifier, token).subject == "c"
+    assert verify(verifier, token).subject == "c"  # from memory
+    jwks.write_text(json.dumps(new.jwks()) + "\n")
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        verify(verifier, token)
+    assert verify(verifier, new.customer("c")).subject == "c"
+
+
+def test_keys_age_out_while_the_jwks_cannot_be_fetched(
+    issuer: LocalIssuer, jwks_server: JwksServer
+) -> None:
+    """An outage of the issuer's JWKS keeps the keys in use for `max_stale` at most (the
+    same holds for a remembered token), then every token is refused until it answers."""
+    uri = jwks_server.uri
+    cache = JwksCache(
+        uri, max_age=0.2, min_refresh=0.1, max_stale=1.0, ssl_context=jwks_server.client_tls
+    )
+    verifier = TokenVerifier(AuthConfig(LOCAL_ISSUER, LOCAL_AUDIENCE, uri), cache)
+    remembered = issuer.customer("c")
+
+    async def scenario() -> None:
+        assert (await verifier.verify(remembered)).subject == "c"
+        jwks_server.failing = True
+        await asyncio.sleep(0.4)
+        assert (await verifier.verify(issuer.customer("c"))).subject == "c"  # stale, in bound
+        fetched = len(jwks_server.hits)
+        assert fetched >= 2  # the failed fetch was tried
+        await asyncio.sleep(0.8)
+        for token in (remembered, issuer.customer("c")):
+            with pytest.raises(Unauthenticated, match="signing keys are unavailable"):
+                await verifier.verify(token)
+        jwks_server.failing = False
+        await asyncio.sleep(0.15)  # past min_refresh: the next call fetches again
+        assert (await verifier.verify(remembered)).subject == "c"
+
+    asyncio.run(scenario())
 
 
 def test_unreachable_keys_are_unauthenticated_not_a_crash(issuer: LocalIssuer) -> None:
@@ -235,3 +352,42 @@ def test_a_remembered_token_still_expires(issuer: LocalIssuer) -> None:
     with pytest.raises(Unauthenticated, match="token expired"):
         verify(verifier, token)
     assert token not in verifier._verified
+
+
+def test_storefront_run_prints_no_token_and_the_console_link_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 25, finding 9: `storefront run` printed the console's link with an 8-hour staff
+    token in it. It now says how to get one; `storefront token --console` prints a link whose
+    token lasts LINK_TTL."""
+    import re
+    from types import SimpleNamespace
+
+    import jwt
+
+    from storefront_cli import console, system
+    from storefront_cli.main import endpoints, main
+
+    supervisor = SimpleNamespace(
+        is_running=lambda name: name == console.CONSOLE,
+        record=lambda name: SimpleNamespace(ready_port=8091),
+    )
+    stack = SimpleNamespace(
+        supervisor=supervisor,
+        run_dir=tmp_path,
+        kafka_bootstrap="127.0.0.1:9092",
+        external_kafka=True,
+        mongodb_uri="mongodb://127.0.0.1:27017",
+    )
+    shown = endpoints(system.SystemPorts(), stack)  # type: ignore[arg-type]
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+\.", shown)  # no JWT anywhere
+    assert f"storefront token --console --run-dir {tmp_path} --console-port 8091" in shown
+
+    assert main(["token", "--console", "--run-dir", str(tmp_path), "--console-port", "8091"]) == 0
+    link = capsys.readouterr().out.strip()
+    assert link.startswith("http://127.0.0.1:8091/#token=")
+    token = link.split("#token=", 1)[1]
+    verifier = TokenVerifier(LocalIssuer.ensure(tmp_path / "auth").config())
+    assert verify(verifier, token).roles == {"staff"}
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == console.LINK_TTL <= 15 * 60

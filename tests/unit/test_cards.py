@@ -98,13 +98,15 @@ def test_view_masks_without_decrypting_and_names_the_card() -> None:
         cards.LAST4: "4242",
         cards.LENGTH: 16,
         cards.FINGERPRINT: "ab" * 32,
+        cards.CARD_ID: "cd" * 12,
     }
     assert cards.view(stored) == {
         "type": "CREDIT_CARD_TYPE_PRIMARY",
         "number": "************4242",
-        "card_id": "ab" * 12,
+        "card_id": "cd" * 12,
     }
     assert not cards.needs_reseal(stored, key)
+    assert cards.needs_reseal({k: v for k, v in stored.items() if k != cards.CARD_ID}, key)
     assert cards.needs_reseal(stored, Binary(os.urandom(16), 4))
     assert cards.needs_reseal({"number": "4111111111111111"}, key)
 

@@ -62,6 +62,9 @@ def test_every_request_meets_jwt_authn_before_any_other_work() -> None:
     assert 'audiences: ["storefront"]' in filters
     assert f'filename: "{Path(AUTH.jwks_path).resolve()}"' in filters
     assert "forward: true" in filters  # the services verify the token again
+    # The header only: not jwt_authn's default `access_token` query parameter too.
+    assert 'from_headers: [{name: authorization, value_prefix: "Bearer "}]' in filters
+    assert "from_params" not in filters
     assert "require_expiration: true" in filters
     assert "requires: {provider_name: storefront}" in filters and 'prefix: "/"' in filters
 

@@ -19,7 +19,7 @@ from storefront_cli.demo import order_draft
 from svckit import names
 from svckit.consumer import Outcome
 from svckit.envelope import Envelope, decode, encode
-from svckit.errors import FailedPrecondition, InvalidArgument, NotFound
+from svckit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.unit.fakes import FakeCopies, FakeOrders, RecordingNotifier
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
@@ -92,6 +92,21 @@ async def test_an_order_for_a_customer_orders_does_not_know_is_refused(world: Wo
     assert orders.state == {}
     with pytest.raises(InvalidArgument):
         await handlers.create_order("", order_draft((0, 1)))
+
+
+async def test_a_chosen_order_id_is_scoped_to_its_customer(world: World) -> None:
+    """Issue 25, finding 8: ids were global, so a customer could take an id another would
+    choose, and learn from ALREADY_EXISTS which ids another had used."""
+    handlers, orders, _, _ = world
+    assert await handlers.apply_customer_changed(changed("c-2", 1)) == Outcome.APPLIED
+    theirs = await handlers.create_order("c-2", order_draft((0, 1)), "o-1")
+    mine = await handlers.create_order("c-1", order_draft((1, 1)), "o-1")
+    assert (theirs.order_id, mine.order_id) == ("c-2.o-1", "c-1.o-1")
+    with pytest.raises(AlreadyExists, match="c-1.o-1"):  # a retry of one's own create
+        await handlers.create_order("c-1", order_draft((1, 1)), "o-1")
+    assert set(orders.state) == {"c-2.o-1", "c-1.o-1"}
+    with pytest.raises(InvalidArgument):  # nor can a chosen id reach into another's
+        await handlers.create_order("c-1", order_draft((1, 1)), "c-2.o-2")
 
 
 async def test_approval_queues_the_request_with_what_fulfillment_needs(world: World) -> None:
