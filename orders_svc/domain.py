@@ -22,7 +22,7 @@ MAX_ITEMS = 100
 MAX_QUANTITY = 1000
 MAX_TEXT = 200
 NANOS = 1_000_000_000
-CURRENCY = re.compile(r"^[A-Z]{3}$")
+CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch: `$` also accepts a trailing newline
 
 # The transitions orders itself makes; fulfillment owns PROCESSING..RECEIVED.
 ORDERS_TRANSITIONS: dict[int, set[int]] = {
@@ -66,7 +66,7 @@ def validate_items(items: list[common_pb2.LineItem], v: Violations, path: str) -
         if len(product.description) > 2000:
             v.add(f"{p}.product.description", "must be at most 2000 characters")
         price = product.price
-        if not CURRENCY.match(price.currency_code):
+        if not CURRENCY.fullmatch(price.currency_code):
             v.add(f"{p}.product.price.currency_code", "must be an ISO 4217 code, e.g. USD")
         currencies.add(price.currency_code)
         if not -NANOS < price.nanos < NANOS or (price.units > 0 and price.nanos < 0):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import grpc
 from aiokafka import errors as kafka_errors
 from google.protobuf import message as pb_message
 from pymongo import UpdateOne
@@ -27,6 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from svckit import doclocks, guards, metrics, tracing
 from svckit.envelope import encode
+from svckit.errors import DomainError
 from svckit.kafka import EventProducer
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,12 @@ _RECORD_REFUSALS = (
 )
 
 
-class EventTooLarge(ValueError):
-    """An event whose encoded value exceeds MAX_EVENT_BYTES (a bug or an unchecked input)."""
+class EventTooLarge(DomainError):
+    """The change would make an event over MAX_EVENT_BYTES: refused, nothing stored (the
+    request budgets of svckit.text and the domains' limits keep real requests far below)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "EVENT_TOO_LARGE"
 
 
 def refused_for_good(exc: BaseException) -> bool:
