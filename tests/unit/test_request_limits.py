@@ -14,20 +14,7 @@ from svckit.errors import Violations
 from svckit.ids import check_client_id
 from svckit.interceptors import ServerInterceptor
 from svckit.outbox import MAX_EVENT_BYTES, EventTooLarge, outbox_entry
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def unknown_field(number: int, size: int) -> bytes:
-    """A length-delimited field `number` no proto of ours declares, `size` bytes long."""
-    return _varint((number << 3) | 2) + _varint(size) + b"x" * size
+from tests.wire import length_delimited
 
 
 class Recording(accounts_pb2_grpc.AccountsServiceServicer):
@@ -51,10 +38,10 @@ async def test_unknown_fields_are_dropped_at_every_depth_before_the_handler() ->
     await server.start()
     try:
         name = common_pb2.PersonName(first_name="Ada").SerializeToString()
-        name += unknown_field(999, 200_000)
-        customer = b"\x12" + _varint(len(name)) + name  # Customer.name is field 2
-        body = b"\x0a" + _varint(len(customer)) + customer  # request.customer is field 1
-        body += unknown_field(77, 10)
+        name += length_delimited(999, b"x" * 200_000)
+        customer = length_delimited(2, name)  # Customer.name is field 2
+        body = length_delimited(1, customer)  # request.customer is field 1
+        body += length_delimited(77, b"y" * 10)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary(
                 "/storefront.accounts.v1.AccountsService/CreateCustomer",
