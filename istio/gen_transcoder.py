@@ -28,6 +28,7 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from envoy_config.config import rate_limit_filter  # noqa: E402
 from tools.protogen import is_public  # noqa: E402
 
 DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
@@ -42,6 +43,7 @@ HCM_TYPE = (
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 GRPC_WEB = {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 # Same ceiling as the services' default gRPC max message size (GRPC_MAX_MESSAGE_BYTES).
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -51,6 +53,9 @@ TEMPLATE = """\
 # POST /<package>.<Service>/<Method>, so the gateway's gRPC routes (and their retry policy)
 # serve transcoded calls too. gRPC-Web -> gRPC just before it (the filter does nothing to
 # other requests), after the gateway's token checks, which see the same path either way.
+# First of the three, the per-principal rate limit (envoy_config.rate_limit_filter, as on the
+# local edge), keyed by the header RequestAuthentication fills from the token's `sub`
+# (istio/ingress/jwt.yaml): 429 / RESOURCE_EXHAUSTED with retry-after past it.
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata:
@@ -128,7 +133,11 @@ def transcoder_config(descriptor_set: bytes) -> dict[str, Any]:
 
 def render(config: dict[str, Any]) -> str:
     # JSON is YAML; one flow mapping keeps the 30+ KB base64 on a single line.
-    filters = [("envoy.filters.http.grpc_web", GRPC_WEB), (TRANSCODER, config)]
+    filters = [
+        (RATE_LIMIT, rate_limit_filter()),
+        ("envoy.filters.http.grpc_web", GRPC_WEB),
+        (TRANSCODER, config),
+    ]
     patches = "".join(PATCH.format(name=n, typed_config=json.dumps(c)) for n, c in filters)
     return TEMPLATE.format(patches=patches)
 
@@ -139,6 +148,7 @@ def envoy_validate(config: dict[str, Any]) -> None:
     if not Path(envoy).exists():
         raise SystemExit("envoy not found: run inside the project environment (uv run ...)")
     filters = [
+        {"name": RATE_LIMIT, "typed_config": rate_limit_filter()},
         {"name": "envoy.filters.http.grpc_web", "typed_config": GRPC_WEB},
         {"name": TRANSCODER, "typed_config": config},
         {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},

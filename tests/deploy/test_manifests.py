@@ -362,11 +362,15 @@ def test_the_gateway_serves_grpc_web_with_cors_on_every_grpc_route(
 ) -> None:
     [envoy_filter] = of_kind(objects, "EnvoyFilter").values()
     names = [patch["patch"]["value"]["name"] for patch in envoy_filter["spec"]["configPatches"]]
-    # Both go before the router in this order: gRPC-Web becomes gRPC before the transcoder,
-    # which passes gRPC through.
-    assert names == ["envoy.filters.http.grpc_web", "envoy.filters.http.grpc_json_transcoder"]
+    # All go before the router in this order: the rate limit first, then gRPC-Web becomes
+    # gRPC before the transcoder, which passes gRPC through.
+    assert names == [
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.grpc_json_transcoder",
+    ]
     # Only the public services, as the local edge: no internal (admin) service is transcoded.
-    transcoder = envoy_filter["spec"]["configPatches"][1]["patch"]["value"]["typed_config"]
+    transcoder = envoy_filter["spec"]["configPatches"][2]["patch"]["value"]["typed_config"]
     assert set(transcoder["services"]) == set(edge_config.SERVICES.values())
     routes = of_kind(objects, "VirtualService")["storefront"]["spec"]["http"]
     grpc_routes = [r for r in routes if "/storefront" in json.dumps(r["match"])]
@@ -378,6 +382,27 @@ def test_the_gateway_serves_grpc_web_with_cors_on_every_grpc_route(
     # The same headers as the local edge (envoy_config) lets browsers send and read.
     assert set(cors["allowHeaders"]) == set(edge_config.CORS_ALLOW_HEADERS)
     assert set(cors["exposeHeaders"]) == set(edge_config.CORS_EXPOSE_HEADERS)
+
+
+@needs_tools
+def test_the_gateway_limits_each_token_subject_as_the_local_edge_does(
+    objects: list[dict[str, Any]],
+) -> None:
+    """Issue 25: per-principal rate limit at the ingress, keyed by the verified `sub` that the
+    gateway's RequestAuthentication writes into the header the limit reads."""
+    [envoy_filter] = of_kind(objects, "EnvoyFilter").values()
+    limit = envoy_filter["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
+    assert limit == edge_config.rate_limit_filter()  # one definition for both edges
+    [action] = limit["rate_limits"][0]["actions"]
+    header = action["request_headers"]["header_name"]
+    assert limit["rate_limited_as_resource_exhausted"] is True
+    assert {h["header"]["key"] for h in limit["response_headers_to_add"]} == {"retry-after"}
+    [descriptor] = limit["descriptors"]
+    assert descriptor["entries"] == [{"key": "principal"}]  # no value: a bucket per subject
+    authns = [o for o in objects if o["kind"] == "RequestAuthentication"]
+    gateway = next(a for a in authns if a["metadata"]["namespace"] == "istio-system")
+    [rule] = gateway["spec"]["jwtRules"]
+    assert rule["outputClaimToHeaders"] == [{"header": header, "claim": "sub"}]
 
 
 @needs_tools
