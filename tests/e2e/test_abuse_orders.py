@@ -91,3 +91,17 @@ async def test_one_customer_cannot_hoard_orders_and_others_are_served(
         orders_pb2.CreateOrderRequest(customer_id=other, order=order_draft((1, 2)))
     )
     assert served.customer_id == other
+    # Within the pod's memory limit (istio/storefront/orders.yaml: 512Mi), with room to spare.
+    assert resident_mib(running_system.ports.orders_metrics) < POD_LIMIT_MIB / 2
+
+
+POD_LIMIT_MIB = 512
+
+
+def resident_mib(metrics_port: int) -> float:
+    """The process's RSS as its Prometheus endpoint reports it."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    [line] = [x for x in text.splitlines() if x.startswith("process_resident_memory_bytes ")]
+    return float(line.split()[1]) / 2**20

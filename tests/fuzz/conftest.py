@@ -384,13 +384,16 @@ class Harness:
         request = orders_pb2.CreateOrderRequest(
             customer_id=self.known_customer(customer_index), order=order_draft(*lines)
         )
-        if self.call("orders", "CreateOrder", request).code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        outcome = self.call("orders", "CreateOrder", request)
+        if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             # That customer holds its quota of open orders: a fresh one takes its place.
             slot = customer_index % len(self.customers)
             self.customers[slot] = self.customer_known_to_orders(slot)
             request.customer_id = self.customers[slot]
-        order: orders_pb2.Order = self.ok("orders", "CreateOrder", request)
-        return order.order_id
+            outcome = self.call("orders", "CreateOrder", request)
+        assert outcome.code == grpc.StatusCode.OK, f"CreateOrder failed: {outcome}"
+        assert isinstance(outcome.response, orders_pb2.Order)
+        return outcome.response.order_id
 
     def customer_known_to_orders(self, person: int) -> str:
         """A new customer, once orders has its copy."""
