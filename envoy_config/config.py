@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 
 import topology
 from envoy_config import strict_json
@@ -67,6 +68,13 @@ DEFAULT_LISTEN_PORT = 8080
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 """Largest JSON request body Envoy transcodes; a larger one gets 413. A customer is ~1 KiB."""
+DEFAULT_RATE_LIMIT_PER_SECOND = 100
+DEFAULT_RATE_LIMIT_BURST = 200
+"""Requests one principal (token subject) may make: a sustained rate and a burst."""
+RATE_LIMIT_PRINCIPALS = 100_000
+"""Principals Envoy keeps a bucket for at once (the least recently used go first)."""
+PRINCIPAL_HEADER = "x-storefront-principal"
+"""Set by jwt_authn from the verified token's `sub`; the rate limit's key."""
 DEFAULT_ACCESS_LOG = "/dev/stdout"
 DEFAULT_ROUTE_TIMEOUT = 15.0
 DEFAULT_HEALTH_CHECK_INTERVAL = 5.0
@@ -221,6 +229,8 @@ def render(
     route_timeout: float = DEFAULT_ROUTE_TIMEOUT,
     health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
     cors_origins: Sequence[str] = DEFAULT_CORS_ORIGINS,
+    rate_limit_per_second: int = DEFAULT_RATE_LIMIT_PER_SECOND,
+    rate_limit_burst: int = DEFAULT_RATE_LIMIT_BURST,
 ) -> str:
     """The Envoy bootstrap YAML.
 
@@ -231,6 +241,7 @@ def render(
     there is no configuration without token checks. ``cors_origins`` are the browser origins
     (``http://localhost:3000``) allowed cross-origin gRPC-Web calls; none, no CORS. (REST paths
     are routed only once transcoded, so a REST preflight finds no CORS policy.)
+    ``rate_limit_per_second`` and ``rate_limit_burst``: each token subject's bucket.
     """
     upstreams = dict(DEFAULT_UPSTREAMS if upstreams is None else upstreams)
     unknown = sorted(set(upstreams) - set(SERVICES))
@@ -287,6 +298,8 @@ def render(
         "jwt_audiences": json.dumps(list(auth.audiences)),
         "jwks_path": _quote(str(Path(auth.jwks_path).resolve())),
         "jwt_clock_skew": str(auth.clock_skew_seconds),
+        "principal_header": _quote(PRINCIPAL_HEADER),
+        "rate_limit": json.dumps(rate_limit_filter(rate_limit_per_second, rate_limit_burst)),
     }
     blocks = {
         "routes": routes,
@@ -350,6 +363,62 @@ def validate(config_path: Path | str) -> None:
     )
     if res.returncode != 0:
         raise ConfigError(f"envoy rejected {config_path}:\n{(res.stdout + res.stderr).strip()}")
+
+
+def rate_limit_filter(
+    per_second: int = DEFAULT_RATE_LIMIT_PER_SECOND, burst: int = DEFAULT_RATE_LIMIT_BURST
+) -> dict[str, Any]:
+    """The per-principal rate limit, one HTTP filter after the token check: a token bucket
+    per verified subject (jwt_authn, or Istio's RequestAuthentication, copies `sub` into
+    PRINCIPAL_HEADER; a descriptor entry without a value makes one bucket per value). Past it:
+    429 for REST, RESOURCE_EXHAUSTED for gRPC and gRPC-Web, with `retry-after`. The local edge
+    (envoy/) and the ingress gateway (istio/gen_transcoder.py) both use this one."""
+    if not 0 < per_second <= burst:
+        raise ConfigError("the rate limit needs 0 < per_second <= burst")
+    everyone = {"numerator": 100, "denominator": "HUNDRED"}
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
+        ".LocalRateLimit",
+        "stat_prefix": "per_principal",
+        "filter_enabled": {
+            "runtime_key": "storefront.rate_limit.enabled",
+            "default_value": everyone,
+        },
+        "filter_enforced": {
+            "runtime_key": "storefront.rate_limit.enforced",
+            "default_value": everyone,
+        },
+        "rate_limited_as_resource_exhausted": True,
+        "response_headers_to_add": [
+            {
+                "header": {"key": "retry-after", "value": "1"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "max_dynamic_descriptors": RATE_LIMIT_PRINCIPALS,
+        "rate_limits": [
+            {
+                "actions": [
+                    {
+                        "request_headers": {
+                            "header_name": PRINCIPAL_HEADER,
+                            "descriptor_key": "principal",
+                        }
+                    }
+                ]
+            }
+        ],
+        "descriptors": [
+            {
+                "entries": [{"key": "principal"}],
+                "token_bucket": {
+                    "max_tokens": burst,
+                    "tokens_per_fill": per_second,
+                    "fill_interval": "1s",
+                },
+            }
+        ],
+    }
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from envoy_config import strict_json  # noqa: E402
+from envoy_config.config import rate_limit_filter  # noqa: E402
 from tools.protogen import is_public  # noqa: E402
 
 DESCRIPTOR = ROOT / "gen" / "storefront.binpb"
@@ -47,6 +48,7 @@ TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 HOST = "api-host-from-the-gateway"
 """The filter chain's SNI: istio/kustomization.yaml puts the Gateway's https host here, so the
 filters (and their refusals of unknown paths) apply to the Storefront's host alone."""
+RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 # Same ceiling as the services' default gRPC max message size (GRPC_MAX_MESSAGE_BYTES).
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -58,6 +60,9 @@ TEMPLATE = """\
 # other requests), after the gateway's token checks, which see the same path either way;
 # between them the strict-JSON Lua filter refuses unknown body fields, as the local edge does.
 # Only on the filter chain of the Storefront's host (SNI, set by istio/kustomization.yaml).
+# First of them all, the per-principal rate limit (envoy_config.rate_limit_filter, as on the
+# local edge), keyed by the header RequestAuthentication fills from the token's `sub`
+# (istio/ingress/jwt.yaml): 429 / RESOURCE_EXHAUSTED with retry-after past it.
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata:
@@ -146,6 +151,7 @@ def transcoder_config(descriptor_set: bytes) -> dict[str, Any]:
 def http_filters(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(name, typed_config) of the gateway's filters, in the order they run."""
     return [
+        (RATE_LIMIT, rate_limit_filter()),
         ("envoy.filters.http.grpc_web", GRPC_WEB),
         ("envoy.filters.http.lua", strict_json_config()),
         (TRANSCODER, config),

@@ -13,16 +13,29 @@ from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2, orders_pb2
 from svckit import statuses
 from svckit.envelope import PoisonEvent
-from svckit.errors import FailedPrecondition, Violations
+from svckit.errors import FailedPrecondition, ResourceExhausted, Violations
 
 Order = orders_pb2.Order
 Status = common_pb2.OrderStatus
 
 MAX_ITEMS = 100
+MAX_ORDER_BYTES = 64 * 1024
+"""An order's items, encoded. 100 lines of 200 + 200 + 2,000 four-byte characters made ~1 MB
+orders, of which one customer stored 60 and a reply of 5 passed the 4 MiB limit (issue 25
+finding 2); 64 KiB leaves room for ~100 lines with plain titles and short descriptions."""
+MAX_OPEN_ORDERS = 20
+"""Orders one customer may have open (neither RECEIVED, REJECTED nor CANCELLED) at once."""
+OPEN = (
+    Status.ORDER_STATUS_CREATED,
+    Status.ORDER_STATUS_APPROVED,
+    Status.ORDER_STATUS_PROCESSING,
+    Status.ORDER_STATUS_SHIPPED,
+    Status.ORDER_STATUS_IN_TRANSIT,
+)
 MAX_QUANTITY = 1000
 MAX_TEXT = 200
 NANOS = 1_000_000_000
-CURRENCY = re.compile(r"^[A-Z]{3}$")
+CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch: `$` also accepts a trailing newline
 
 # The transitions orders itself makes; fulfillment owns PROCESSING..RECEIVED.
 ORDERS_TRANSITIONS: dict[int, set[int]] = {
@@ -66,7 +79,7 @@ def validate_items(items: list[common_pb2.LineItem], v: Violations, path: str) -
         if len(product.description) > 2000:
             v.add(f"{p}.product.description", "must be at most 2000 characters")
         price = product.price
-        if not CURRENCY.match(price.currency_code):
+        if not CURRENCY.fullmatch(price.currency_code):
             v.add(f"{p}.product.price.currency_code", "must be an ISO 4217 code, e.g. USD")
         currencies.add(price.currency_code)
         if not -NANOS < price.nanos < NANOS or (price.units > 0 and price.nanos < 0):
@@ -79,6 +92,9 @@ def validate_items(items: list[common_pb2.LineItem], v: Violations, path: str) -
             v.add(f"{p}.product.price.units", "is too large")
     if len(currencies) > 1:
         v.add(path, "all items must be priced in one currency")
+    size = sum(item.ByteSize() for item in items)
+    if size > MAX_ORDER_BYTES:
+        v.add(path, f"the items take {size} bytes; an order takes at most {MAX_ORDER_BYTES}")
 
 
 def total_of(items: list[common_pb2.LineItem]) -> money_pb2.Money:
@@ -104,10 +120,24 @@ def chosen_order_id(customer_id: str, chosen: str) -> str:
     return f"{customer_id}{CHOSEN_ID_SEPARATOR}{chosen}"
 
 
-def new_order(customer_id: str, draft: Order, order_id: str, now: datetime) -> Order:
+def check_open_orders(customer_id: str, open_orders: int) -> None:
+    """The customer's quota of open orders, before a new one is placed."""
+    if open_orders >= MAX_OPEN_ORDERS:
+        raise ResourceExhausted(
+            f"customer {customer_id} has {open_orders} open orders, the most one may have "
+            f"({MAX_OPEN_ORDERS}); place more once some are received or cancelled",
+            subject=f"customers/{customer_id}/open-orders",
+        )
+
+
+def new_order(
+    customer_id: str, draft: Order, order_id: str, now: datetime, *, open_orders: int = 0
+) -> Order:
+    """A valid order from the client's draft, CREATED; `open_orders`: the customer's now."""
     v = Violations()
     validate_items(list(draft.items), v, "order.items")
     v.raise_if_any()
+    check_open_orders(customer_id, open_orders)
     order = Order(order_id=order_id, customer_id=customer_id, version=1)
     order.items.extend(draft.items)
     order.total.CopyFrom(total_of(list(draft.items)))

@@ -38,7 +38,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         self, request: orders_pb2.GetCustomerOrdersRequest, context: Ctx
     ) -> orders_pb2.CustomerOrders:
         require(request.customer_id, "customer_id")
-        return await self.h.get_customer_orders(request.customer_id)
+        return await self.h.get_customer_orders(
+            request.customer_id, request.page_size, request.page_token
+        )
 
     async def ApproveOrder(
         self, request: orders_pb2.ApproveOrderRequest, context: Ctx

@@ -37,7 +37,8 @@ class Orders(Store[Order], Protocol):
     ) -> tuple[list[Order], str | None]:
         """A keyset page in id order of the orders whose fields equal `query`'s."""
 
-    async def of_customer(self, customer_id: str, limit: int) -> list[Order]: ...
+    async def count_open(self, customer_id: str) -> int:
+        """How many of the customer's orders are in one of `domain.OPEN`."""
 
     async def get_with_applied(self, order_id: str) -> tuple[Order, list[int]] | None:
         """The order and the fulfillment versions applied to it."""
@@ -86,7 +87,8 @@ class OrdersHandlers:
         check_client_id(order_id, "order_id", v)
         v.raise_if_any()
         oid = domain.chosen_order_id(customer_id, order_id) if order_id else new_id()
-        order = domain.new_order(customer_id, draft, oid, self.clock())
+        open_orders = await self.orders.count_open(customer_id)
+        order = domain.new_order(customer_id, draft, oid, self.clock(), open_orders=open_orders)
         if await self.customers.get(customer_id) is None:
             raise FailedPrecondition(
                 f"customer {customer_id!r} is not known to orders (yet)",
@@ -120,11 +122,17 @@ class OrdersHandlers:
         )
         return found, paging.encode_token(last) if last else ""
 
-    async def get_customer_orders(self, customer_id: str) -> orders_pb2.CustomerOrders:
+    async def get_customer_orders(
+        self, customer_id: str, size: int = 0, token: str = ""
+    ) -> orders_pb2.CustomerOrders:
+        """The customer's copy with one page of their orders (bounded like every page)."""
+        after, limit = paging.decode_token(token), paging.page_size(size)
         copy = await self.customers.get(customer_id)
         if copy is None:
             raise NotFound(f"customer {customer_id!r} not found in orders")
-        copy.orders.extend(await self.orders.of_customer(customer_id, MAX_CUSTOMER_ORDERS))
+        found, last = await self.orders.page({"customer_id": customer_id}, after=after, limit=limit)
+        copy.orders.extend(found)
+        copy.next_page_token = paging.encode_token(last) if last else ""
         return copy
 
     async def _save(

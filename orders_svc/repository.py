@@ -12,7 +12,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 import topology
 from orders_svc import domain
 from storefront.orders.v1 import orders_pb2
-from svckit import doclocks, guards
+from svckit import doclocks, guards, statuses
 from svckit.consumer import Outcome
 from svckit.documents import dict_to_message, message_to_dict
 from svckit.outbox import OUTBOX
@@ -59,9 +59,11 @@ class OrderRepository(AggregateStore[Order]):
                     break
         return stripped
 
-    async def of_customer(self, customer_id: str, limit: int) -> list[Order]:
-        orders, _ = await self.page({"customer_id": customer_id}, after=None, limit=limit)
-        return orders
+    async def count_open(self, customer_id: str) -> int:
+        open_names = [statuses.status_name(s) for s in domain.OPEN]
+        return await self.collection.count_documents(
+            {"customer_id": customer_id, "status": {"$in": open_names}}
+        )
 
 
 class CustomerCopies:

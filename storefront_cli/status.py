@@ -29,6 +29,8 @@ class Backlog:
     documents: int
     events: int
     oldest_age_s: float | None
+    parked: int = 0
+    """Entries the broker refused for good, set aside (svckit.outbox.PARKED) for a person."""
 
 
 async def outbox_backlog(
@@ -45,7 +47,14 @@ async def outbox_backlog(
         for s in system.publishers:
             found = await scan_backlog(client[ep.database(s.database)][s.aggregate])
             rows.append(
-                Backlog(s.name, s.aggregate, found.documents, found.events, found.age_seconds(now))
+                Backlog(
+                    s.name,
+                    s.aggregate,
+                    found.documents,
+                    found.events,
+                    found.age_seconds(now),
+                    found.parked,
+                )
             )
     finally:
         await client.close()
@@ -160,9 +169,16 @@ async def status(where: Where, *, timeout: float = 3.0, log: Log = print) -> int
         log("")
         log(
             _table(
-                ("service", "collection", "documents", "events", "oldest"),
+                ("service", "collection", "documents", "events", "oldest", "set aside"),
                 [
-                    (b.service, b.collection, b.documents, b.events, _age(b.oldest_age_s))
+                    (
+                        b.service,
+                        b.collection,
+                        b.documents,
+                        b.events,
+                        _age(b.oldest_age_s),
+                        b.parked,
+                    )
                     for b in backlog
                 ],
                 title=f"Outbox backlog (total {sum(b.events for b in backlog)} events)",

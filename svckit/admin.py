@@ -27,7 +27,7 @@ from svckit import dlq, names
 from svckit.consumer import EventHandler
 from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.kafka import KafkaConnection
-from svckit.outbox import OUTBOX, PENDING
+from svckit.outbox import OUTBOX, PARKED, PARKED_MARK, PENDING
 from svckit.replay import replay_topic
 from svckit.store import Store, until_saved
 
@@ -106,7 +106,7 @@ class Consumer(Protocol):
 async def digests(model: ReadModel) -> dict[str, bytes]:
     """A digest per document, bookkeeping left out: compares a whole read model before and
     after a replay in memory that does not grow with the documents' size."""
-    ignored = {OUTBOX, PENDING, *model.bookkeeping}
+    ignored = {OUTBOX, PENDING, PARKED, PARKED_MARK, *model.bookkeeping}
     projection = dict.fromkeys(ignored, 0)
     return {
         str(doc["_id"]): hashlib.blake2b(bson.encode(doc), digest_size=16).digest()

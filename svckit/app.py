@@ -142,13 +142,17 @@ class ServiceApp:
         for relay in self._relays:
             await relay.ensure_index()
         options = [
-            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_receive_message_length", s.max_request_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
             # A second process must not share the port (and, on FerretDB, the database).
             ("grpc.so_reuseport", 0),
         ]
         interceptors = [ServerInterceptor(s.service_name), self._auth_interceptor()]
-        server = grpc.aio.server(interceptors=interceptors, options=options)
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=options,
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+        )
         names = []
         for adder, servicer, name in self._services:
             adder(servicer, server)

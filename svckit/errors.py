@@ -108,6 +108,30 @@ class FailedPrecondition(DomainError):
         return [packed, *super().details()]
 
 
+class ResourceExhausted(DomainError):
+    """A per-principal quota is used up: the caller may try again once it has room (e.g. an
+    order closed), which is why this is not INVALID_ARGUMENT."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, *, subject: str) -> None:
+        super().__init__(message)
+        self.subject = bounded(subject)
+
+    def details(self) -> list[any_pb2.Any]:
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=self.subject, description=self.message
+                )
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(quota)
+        return [packed, *super().details()]
+
+
 class Unauthenticated(DomainError):
     """No usable credentials: missing, malformed, expired or badly signed token."""
 

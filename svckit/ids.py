@@ -8,7 +8,8 @@ import time
 
 from svckit.errors import Violations
 
-CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+# Matched whole (fullmatch): a `$` anchor also accepts a trailing newline.
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 
 def new_id() -> str:
@@ -17,5 +18,5 @@ def new_id() -> str:
 
 
 def check_client_id(value: str, field: str, violations: Violations) -> None:
-    if value and not CLIENT_ID.match(value):
+    if value and (len(value) > 63 or not CLIENT_ID.fullmatch(value)):
         violations.add(field, "must be 1-63 letters, digits, '-' or '_', starting alphanumeric")

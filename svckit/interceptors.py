@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -34,6 +35,21 @@ SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
+
+
+def admit(request: Message) -> None:
+    """What every request goes through before the policy and the handler, whatever the
+    transport (native gRPC, gRPC-Web and JSON through Envoy all arrive here as protobuf).
+
+    Unknown fields are dropped, at every depth: a field this server's protos do not declare
+    would otherwise ride along through ``CopyFrom`` into stored state and events (issue 25
+    finding 1: a 2 MB unknown field inside ``customer.name`` became a 2 MB event). Then every
+    string is held to the generic budget and refused with NUL (svckit.text), before any
+    domain rule or regex looks at it. (The whole message is bounded by the server's
+    ``grpc.max_receive_message_length``, svckit.settings.)
+    """
+    request.DiscardUnknownFields()
+    text.refuse_bad_text(request)
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -83,7 +99,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     # Honour the caller's deadline: stop working once nobody waits for us.
                     # A write that already committed is safe: its outbox entry is swept.
                     async with asyncio.timeout(context.time_remaining()):
-                        text.refuse_nul(request)
+                        admit(request)
                         return await inner(request, context)
                 except TimeoutError:
                     code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -54,6 +54,11 @@ OUTBOX_OLDEST_AGE = Gauge(
     "Age of the oldest unpublished outbox entry.",
     ("service", "collection"),
 )
+OUTBOX_PARKED = Gauge(
+    "storefront_outbox_parked",
+    "Outbox entries the broker refused for good, set aside in their documents for a person.",
+    ("service", "collection"),
+)
 PROPAGATION_SECONDS = Histogram(
     "storefront_event_propagation_seconds",
     "Time from an event's ce_time (the producer's commit) to its application here.",

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import grpc
+from aiokafka import errors as kafka_errors
 from google.protobuf import message as pb_message
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -27,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from svckit import doclocks, guards, metrics, tracing
 from svckit.backoff import Backoff
 from svckit.envelope import encode
+from svckit.errors import DomainError
 from svckit.kafka import EventProducer
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,43 @@ PostgreSQL and an index answers. (It pushes no other operator down:
 ``{"_outbox.id": {"$exists": true}}`` read and decoded every document of the collection on each
 sweep.) A marked document with an empty outbox costs the next sweep one small read; clearing
 the mark there instead of after each publish saves a write per event."""
+PARKED = "_outbox_parked"
+"""Entries the broker refused for good (too large, malformed), set aside in their document
+with the reason and time, so one cannot hold back the entries queued after it: kept for a
+person to look at (`storefront status`, the console, the StorefrontOutboxParked alert)."""
+PARKED_MARK = "_outbox_parked_mark"
+"""Set (to True) with the first entry set aside: scans find such documents by equality, the one
+lookup FerretDB pushes down (see PENDING)."""
 Document = dict[str, Any]
+
+MAX_EVENT_BYTES = 256 * 1024
+"""An event's encoded value is refused past this when it is created (the write fails, nothing
+is stored), far under the producer's 1 MiB request limit and the broker's message.max.bytes: a
+value over those would be refused at every publish."""
+
+# Refusals of the record itself, whichever broker or client: sending it again cannot help.
+# Everything else (an outage, a timeout, a missing ACL or topic) holds the entry and is retried:
+# those stop every entry alike, and clear when the cause is fixed.
+_RECORD_REFUSALS = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordException,
+    kafka_errors.InvalidTimestampError,
+    kafka_errors.UnsupportedForMessageFormatError,
+)
+
+
+class EventTooLarge(DomainError):
+    """The change would make an event over MAX_EVENT_BYTES: refused, nothing stored (the
+    request budgets of svckit.text and the domains' limits keep real requests far below)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "EVENT_TOO_LARGE"
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """Would the broker refuse this entry however often it is sent?"""
+    return isinstance(exc, _RECORD_REFUSALS)
 
 
 def outbox_entry(
@@ -71,6 +110,11 @@ def outbox_entry(
     value, headers = encode(
         message, source=source, key=key, event_id=event_id, time=created, traceparent=traceparent
     )
+    if len(value) > MAX_EVENT_BYTES:
+        raise EventTooLarge(
+            f"{message.DESCRIPTOR.full_name} for {key[:64]!r} is {len(value)} bytes "
+            f"(at most {MAX_EVENT_BYTES})"
+        )
     return {
         "id": event_id,
         "seq": seq,
@@ -101,6 +145,8 @@ class BacklogScan:
     documents: int
     events: int
     oldest: datetime | None
+    parked: int = 0
+    """Entries set aside (PARKED): refused by the broker for good, waiting for a person."""
 
     def age_seconds(self, now: datetime) -> float | None:
         return (now - self.oldest).total_seconds() if self.oldest else None
@@ -121,7 +167,10 @@ async def scan_backlog(collection: AsyncCollection[Document]) -> BacklogScan:
             if isinstance(created, datetime):
                 created = created if created.tzinfo else created.replace(tzinfo=UTC)
                 oldest = created if oldest is None else min(oldest, created)
-    return BacklogScan(documents, events, oldest)
+    parked = 0
+    async for doc in collection.find({PARKED_MARK: True}, {f"{PARKED}.id": 1}):
+        parked += len(doc.get(PARKED) or [])
+    return BacklogScan(documents, events, oldest, parked)
 
 
 def queue(events: list[Document]) -> Document:
@@ -271,20 +320,37 @@ class OutboxRelay:
             await guards.bulk_write(self._collection, unmark)
 
     async def _publish(self, docs: list[Document]) -> None:
+        """Send every entry; one the broker refuses for good is set aside, not retried, so it
+        never holds back the others. A transient failure (an outage) is raised after the rest
+        were sent: the relay retries those entries on its next sweep."""
         if not docs:
             return
         sends = []
+        refused: list[tuple[Any, Document, BaseException]] = []
         for doc in docs:
             for entry in sorted(doc[OUTBOX], key=lambda e: e["seq"]):
                 if entry["id"] in self._published or entry["id"] in self._removed_ids:
                     continue  # sent already; its removal is queued or raced this load
                 headers = [(name, value.encode()) for name, value in entry["headers"].items()]
-                future = await self._producer.send(
-                    entry["topic"], entry["key"], bytes(entry["value"]), headers
-                )
+                try:
+                    future = await self._producer.send(
+                        entry["topic"], entry["key"], bytes(entry["value"]), headers
+                    )
+                except Exception as exc:
+                    if not refused_for_good(exc):
+                        raise
+                    refused.append((doc["_id"], entry, exc))
+                    continue
                 sends.append((doc["_id"], entry, future))
-        await asyncio.gather(*(f for _, _, f in sends))
-        for doc_id, entry, _ in sends:
+        results = await asyncio.gather(*(f for _, _, f in sends), return_exceptions=True)
+        transient: BaseException | None = None
+        for (doc_id, entry, _), result in zip(sends, results, strict=True):
+            if isinstance(result, BaseException):
+                if refused_for_good(result):
+                    refused.append((doc_id, entry, result))
+                else:
+                    transient = transient or result
+                continue
             metrics.EVENTS_PUBLISHED.labels(
                 self._service, entry["topic"], entry["headers"].get("ce_type", "")
             ).inc()
@@ -292,6 +358,40 @@ class OutboxRelay:
         # Clearing the entries is a database write per document: done by _remove_loop,
         # behind the publishing, so it never delays the next events.
         self._removals_due.set()
+        await self._set_aside(refused)
+        if transient is not None:
+            raise transient
+
+    async def _set_aside(self, refused: list[tuple[Any, Document, BaseException]]) -> None:
+        """Move each refused entry from the outbox to PARKED, with why and when."""
+        if not refused:
+            return
+        now = datetime.now(UTC)
+        moves = []
+        for doc_id, entry, exc in refused:
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            log.error(
+                "outbox entry %s (%s, %d bytes) of %s refused for good, set aside: %s",
+                entry["id"],
+                entry["topic"],
+                len(entry["value"]),
+                self._collection.name,
+                reason,
+            )
+            parked = {**entry, "reason": reason, "parked": now}
+            moves.append(
+                UpdateOne(
+                    {"_id": doc_id},
+                    {
+                        "$pull": {OUTBOX: entry},
+                        "$push": {PARKED: parked},
+                        "$set": {PARKED_MARK: True},
+                    },
+                )
+            )
+        doc_ids = list({doc_id: None for doc_id, _, _ in refused})
+        async with doclocks.for_collection(self._collection).hold(*doc_ids):
+            await guards.bulk_write(self._collection, moves)
 
     async def _remove_loop(self) -> None:
         """Pull published entries off their documents, a few documents per command."""
@@ -333,3 +433,4 @@ class OutboxRelay:
         metrics.OUTBOX_PENDING.labels(self._service, self._collection.name).set(found.events)
         age = found.age_seconds(datetime.now(UTC)) or 0.0
         metrics.OUTBOX_OLDEST_AGE.labels(self._service, self._collection.name).set(age)
+        metrics.OUTBOX_PARKED.labels(self._service, self._collection.name).set(found.parked)

@@ -28,6 +28,12 @@ class Settings:
     log_level: str
     shutdown_grace_seconds: float
     max_message_bytes: int
+    """The largest reply this server sends."""
+    max_request_bytes: int
+    """The largest request it takes (gRPC refuses a bigger one, RESOURCE_EXHAUSTED, unread)."""
+    max_concurrent_rpcs: int
+    """RPCs served at once; past it gRPC answers RESOURCE_EXHAUSTED at once instead of
+    queueing work without bound."""
     otel_endpoint: str | None
     outbox_relay_enabled: bool = True
     auth: AuthConfig | None = None
@@ -50,6 +56,8 @@ class Settings:
             log_level=env("LOG_LEVEL", "INFO"),
             shutdown_grace_seconds=float(env("SHUTDOWN_GRACE_SECONDS", "10")),
             max_message_bytes=int(env("GRPC_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
+            max_request_bytes=int(env("GRPC_MAX_REQUEST_BYTES", str(1024 * 1024))),
+            max_concurrent_rpcs=int(env("GRPC_MAX_CONCURRENT_RPCS", "200")),
             otel_endpoint=env("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             # Fault-injection switch: "off" leaves events in the outbox (tests kill the
             # service with entries pending, then restart it with the relay on).

@@ -17,15 +17,18 @@ from google.protobuf.message import Message
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from svckit import doclocks, guards
+from svckit import doclocks, guards, paging
 from svckit.documents import from_document, to_document
 from svckit.errors import Aborted, AlreadyExists, Unavailable
-from svckit.outbox import OUTBOX, PENDING, queue
+from svckit.outbox import OUTBOX, PARKED, PENDING, queue
 
 M = TypeVar("M", bound=Message)
 Document = dict[str, Any]
 
 MAX_PENDING_EVENTS = 50
+PAGE_READ_BATCH = 20
+"""Documents a page reads per round trip: pymongo's first batch is otherwise 101 documents,
+~100 MB of large orders decoded before the page's byte budget could stop it."""
 """Events one document may hold unpublished. Past it (Kafka away, or acknowledging nothing),
 writes that would queue more fail fast with UNAVAILABLE, never with an oversized document:
 at the largest customer a few hundred events would reach MongoDB's 16 MB limit, and the relay's
@@ -75,14 +78,29 @@ class AggregateStore(Generic[M]):
     async def page(
         self, query: Document, *, after: str | None, limit: int
     ) -> tuple[list[M], str | None]:
-        """One keyset page in id order, and the id to continue after (None at the end)."""
+        """One keyset page in id order, bounded in count and bytes (svckit.paging), and the id
+        to continue after (None at the end). Documents are read a few at a time, so a page of
+        large ones never holds more than a batch beyond what it sends."""
         if after is not None:
             query = {**query, "_id": {"$gt": after}}
-        cursor = self.collection.find(query, {OUTBOX: 0}).sort("_id", 1).limit(limit + 1)
-        docs = [doc async for doc in cursor]
-        more = len(docs) > limit
-        docs = docs[:limit]
-        return [self.load(d) for d in docs], (docs[-1]["_id"] if more else None)
+        projection = {OUTBOX: 0, PARKED: 0}
+        cursor = self.collection.find(query, projection).sort("_id", 1).limit(limit + 1)
+        cursor = cursor.batch_size(min(limit + 1, PAGE_READ_BATCH))
+        budget = paging.PageBudget(limit)
+        found: list[M] = []
+        last: str | None = None
+        more = False
+        try:
+            async for doc in cursor:
+                item = self.load(doc)
+                if not budget.take(item):
+                    more = True
+                    break
+                found.append(item)
+                last = doc["_id"]
+        finally:
+            await cursor.close()
+        return found, (last if more else None)
 
     async def document(self, aggregate: M) -> Document:
         """The stored form of `aggregate`; a repository that seals fields at rest overrides it."""

@@ -376,15 +376,17 @@ def test_the_gateway_serves_grpc_web_with_cors_on_every_grpc_route(
 ) -> None:
     [envoy_filter] = of_kind(objects, "EnvoyFilter").values()
     names = [patch["patch"]["value"]["name"] for patch in envoy_filter["spec"]["configPatches"]]
-    # All go before the router in this order: gRPC-Web becomes gRPC before the transcoder,
-    # which passes gRPC through; unknown JSON body fields are refused before it.
+    # All go before the router in this order: the rate limit first, then gRPC-Web becomes
+    # gRPC before the transcoder, which passes gRPC through; unknown JSON body fields are
+    # refused before it.
     assert names == [
+        "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.grpc_web",
         "envoy.filters.http.lua",
         "envoy.filters.http.grpc_json_transcoder",
     ]
     # Only the public services, as the local edge: no internal (admin) service is transcoded.
-    transcoder = envoy_filter["spec"]["configPatches"][2]["patch"]["value"]["typed_config"]
+    transcoder = envoy_filter["spec"]["configPatches"][3]["patch"]["value"]["typed_config"]
     assert set(transcoder["services"]) == set(edge_config.SERVICES.values())
     routes = of_kind(objects, "VirtualService")["storefront"]["spec"]["http"]
     grpc_routes = [r for r in routes if "/storefront" in json.dumps(r["match"])]
@@ -468,6 +470,26 @@ def test_every_mounted_secret_is_readable_by_its_container(
                     assert not mode & 0o007 or mount["name"] != "card-keys", "card keys: no others"
                     checked.append(f"{name}/{mount['name']}")
     assert "accounts/card-keys" in checked
+
+
+def test_the_gateway_limits_each_token_subject_as_the_local_edge_does(
+    objects: list[dict[str, Any]],
+) -> None:
+    """Issue 25: per-principal rate limit at the ingress, keyed by the verified `sub` that the
+    gateway's RequestAuthentication writes into the header the limit reads."""
+    [envoy_filter] = of_kind(objects, "EnvoyFilter").values()
+    limit = envoy_filter["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
+    assert limit == edge_config.rate_limit_filter()  # one definition for both edges
+    [action] = limit["rate_limits"][0]["actions"]
+    header = action["request_headers"]["header_name"]
+    assert limit["rate_limited_as_resource_exhausted"] is True
+    assert {h["header"]["key"] for h in limit["response_headers_to_add"]} == {"retry-after"}
+    [descriptor] = limit["descriptors"]
+    assert descriptor["entries"] == [{"key": "principal"}]  # no value: a bucket per subject
+    authns = [o for o in objects if o["kind"] == "RequestAuthentication"]
+    gateway = next(a for a in authns if a["metadata"]["namespace"] == "istio-system")
+    [rule] = gateway["spec"]["jwtRules"]
+    assert rule["outputClaimToHeaders"] == [{"header": header, "claim": "sub"}]
 
 
 @needs_tools

@@ -201,6 +201,8 @@ class Workload:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 return None  # the customer's copy has not reached orders yet: a fact, not a loss
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return None  # the customer holds its quota of open orders: refused, not lost
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
         self.ledger.orders[oid] = cid

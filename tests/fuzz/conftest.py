@@ -383,8 +383,26 @@ class Harness:
         request = orders_pb2.CreateOrderRequest(
             customer_id=self.known_customer(customer_index), order=order_draft(*lines)
         )
-        order: orders_pb2.Order = self.ok("orders", "CreateOrder", request)
-        return order.order_id
+        outcome = self.call("orders", "CreateOrder", request)
+        if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            # That customer holds its quota of open orders: a fresh one takes its place.
+            slot = customer_index % len(self.customers)
+            self.customers[slot] = self.customer_known_to_orders(slot)
+            request.customer_id = self.customers[slot]
+            outcome = self.call("orders", "CreateOrder", request)
+        assert outcome.code == grpc.StatusCode.OK, f"CreateOrder failed: {outcome}"
+        assert isinstance(outcome.response, orders_pb2.Order)
+        return outcome.response.order_id
+
+    def customer_known_to_orders(self, person: int) -> str:
+        """A new customer, once orders has its copy."""
+        customer = self.new_customer(person)
+        get = orders_pb2.GetCustomerOrdersRequest(customer_id=customer.id)
+        self.eventually(
+            functools.partial(self.orders.GetCustomerOrders, get, timeout=CALL_TIMEOUT),
+            what=f"orders' copy of {customer.id}",
+        )
+        return str(customer.id)
 
     def order_in(self, status: int) -> str:
         """An order that orders holds in `status` (CREATED ones are always fresh)."""
@@ -506,13 +524,7 @@ def harness(running_system: System) -> Iterator[Harness]:
     )
     try:
         for i in range(len(PEOPLE)):
-            customer = h.new_customer(i)
-            get = orders_pb2.GetCustomerOrdersRequest(customer_id=customer.id)
-            h.eventually(
-                functools.partial(h.orders.GetCustomerOrders, get, timeout=CALL_TIMEOUT),
-                what=f"orders' copy of {customer.id}",
-            )
-            h.customers.append(customer.id)
+            h.customers.append(h.customer_known_to_orders(i))
         yield h
     finally:
         kafka.close()

@@ -10,6 +10,7 @@ event loop so that the tests can use blocking HTTP and gRPC clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import socket
@@ -184,22 +185,27 @@ def wait_for(check: Any, what: str, proc: subprocess.Popen[bytes], log: Path) ->
     pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def edge(fake_accounts: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    run = tmp_path_factory.mktemp("envoy")
+@contextlib.contextmanager
+def running_edge(
+    fake_accounts: FakeServer, run: Path, **settings: Any
+) -> Iterator[Edge]:
+    """Envoy in front of the fake accounts server, with `settings` over the tests' own."""
     issuer = LocalIssuer.ensure(run / "auth")
     e = Edge(free_port(), free_port(), run / "access.log", run / "envoy.log", issuer)
     cfg = config.write_config(
         run / "envoy.yaml",
-        listen_port=e.port,
-        admin_port=e.admin_port,
-        upstreams={"accounts": ("127.0.0.1", fake_accounts.port)},
-        descriptor_path=config.DEFAULT_DESCRIPTOR,
-        access_log_path=e.access_log,
-        max_request_bytes=MAX_REQUEST_BYTES,
-        health_check_interval=HEALTH_CHECK_INTERVAL,
-        auth=config.EdgeAuth.of(issuer.config()),
-        cors_origins=(ORIGIN,),
+        **{
+            "listen_port": e.port,
+            "admin_port": e.admin_port,
+            "upstreams": {"accounts": ("127.0.0.1", fake_accounts.port)},
+            "descriptor_path": config.DEFAULT_DESCRIPTOR,
+            "access_log_path": e.access_log,
+            "max_request_bytes": MAX_REQUEST_BYTES,
+            "health_check_interval": HEALTH_CHECK_INTERVAL,
+            "auth": config.EdgeAuth.of(issuer.config()),
+            "cors_origins": (ORIGIN,),
+            **settings,
+        },
     )
     with e.log.open("wb") as log:
         proc = subprocess.Popen(
@@ -222,6 +228,12 @@ def edge(fake_accounts: FakeServer, tmp_path_factory: pytest.TempPathFactory) ->
             proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def edge(fake_accounts: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    with running_edge(fake_accounts, tmp_path_factory.mktemp("envoy")) as e:
+        yield e
+
+
 def accounts_health(e: Edge) -> str:
     for line in e.admin("/clusters").splitlines():
         if line.startswith("accounts::") and "::health_flags::" in line:
@@ -240,13 +252,23 @@ class Reply:
 
 
 def call(
-    edge: Edge, method: str, path: str, body: bytes | None = None, *, token: bool = True
+    edge: Edge,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    *,
+    token: bool = True,
+    bearer: str = "",
+    headers: dict[str, str] | None = None,
 ) -> Reply:
+    """One HTTP call, with the edge's staff token (or `bearer`) unless `token` is False."""
     conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
     try:
-        headers = {"content-type": "application/json"} if body is not None else {}
+        headers = dict(headers or {})
+        if body is not None:
+            headers["content-type"] = "application/json"
         if token:
-            headers["authorization"] = edge.bearer
+            headers["authorization"] = bearer or edge.bearer
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
@@ -683,3 +705,32 @@ def test_grpc_health_check_follows_the_overall_status(
     finally:
         fake_accounts.set_serving(True)
     wait_health("healthy")
+
+
+def test_one_principal_past_its_rate_is_429_and_others_are_served(
+    fake_accounts: FakeServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 25: a flood from one token subject is refused at the edge (429 for REST,
+    RESOURCE_EXHAUSTED for gRPC, with a retry hint) while another subject is still served."""
+    run = tmp_path_factory.mktemp("envoy-limited")
+    with running_edge(fake_accounts, run, rate_limit_per_second=1, rate_limit_burst=5) as e:
+        flooder = f"Bearer {e.issuer.customer('flooder')}"
+        path = "/v1/customers/c1"
+
+        replies = [call(e, "GET", path, bearer=flooder) for _ in range(12)]
+        limited = [r for r in replies if r.status == 429]
+        assert len(limited) >= 5, [r.status for r in replies]
+        assert limited[0].headers["retry-after"] == "1"
+        assert_status_body(limited[0], 8)
+        # A principal cannot pick another's bucket by sending the header itself.
+        forged = {config.PRINCIPAL_HEADER: "someone"}
+        assert call(e, "GET", path, bearer=flooder, headers=forged).status == 429
+        with grpc.insecure_channel(f"127.0.0.1:{e.port}") as channel:
+            stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+            request = accounts_pb2.GetCustomerRequest(customer_id="c1")
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetCustomer(request, timeout=5, metadata=[("authorization", flooder)])
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            other = [("authorization", f"Bearer {e.issuer.customer('someone-else')}")]
+            assert stub.GetCustomer(request, timeout=5, metadata=other) == fixed_customer()
+        assert call(e, "GET", path).status == 200

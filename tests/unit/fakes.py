@@ -18,6 +18,7 @@ from accounts_svc.domain import Customer
 from fulfillment_svc.domain import Fulfillment, Status
 from orders_svc import domain as orders_domain
 from orders_svc.repository import CopyChange, CustomerCopy, Order
+from svckit import paging
 from svckit.consumer import Outcome
 from svckit.envelope import Envelope, decode
 from svckit.errors import AlreadyExists, Unavailable
@@ -114,9 +115,13 @@ class FakeStore(Generic[M]):
         ordered = sorted(
             (a for a in matching if after is None or self._id(a) > after), key=self._id
         )
-        more = len(ordered) > limit
-        page = [self._copy(a) for a in ordered[:limit]]
-        return page, (self._id(page[-1]) if more else None)
+        budget = paging.PageBudget(limit)
+        page: list[M] = []
+        for item in ordered:
+            if not budget.take(item):
+                return page, self._id(page[-1])
+            page.append(self._copy(item))
+        return page, None
 
 
 class FakeFulfillments(FakeStore[Fulfillment]):
@@ -149,9 +154,11 @@ class FakeOrders(FakeStore[Order]):
 
         return self._page([o for o in self.state.values() if matches(o)], after, limit)
 
-    async def of_customer(self, customer_id: str, limit: int) -> list[Order]:
-        found, _ = await self.page({"customer_id": customer_id}, after=None, limit=limit)
-        return found
+    async def count_open(self, customer_id: str) -> int:
+        return sum(
+            o.customer_id == customer_id and o.status in orders_domain.OPEN
+            for o in self.state.values()
+        )
 
     async def get_with_applied(self, order_id: str) -> tuple[Order, list[int]] | None:
         order = await self.get(order_id)

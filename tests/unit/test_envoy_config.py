@@ -54,6 +54,7 @@ def test_every_request_meets_jwt_authn_before_any_other_work() -> None:
         "envoy.filters.http.cors",
         "envoy.filters.http.grpc_web",
         "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.local_ratelimit",  # per verified subject: after the token check
         "envoy.filters.http.lua",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
@@ -67,6 +68,8 @@ def test_every_request_meets_jwt_authn_before_any_other_work() -> None:
     assert "from_params" not in filters
     assert "require_expiration: true" in filters
     assert "requires: {provider_name: storefront}" in filters and 'prefix: "/"' in filters
+    # The rate limit's key is the verified subject, written by jwt_authn.
+    assert f'- {{header_name: "{config.PRINCIPAL_HEADER}", claim_name: sub}}' in filters
 
 
 def test_there_is_no_config_without_token_checks() -> None:

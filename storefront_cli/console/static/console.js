@@ -214,9 +214,10 @@ function drawStatus(s) {
   const backlog = s.backlog || [];
   document.getElementById("outbox-note").textContent = s.backlog ? "" : "unavailable: " + s.unavailable.outbox;
   fill(document.querySelector("#outbox tbody"), backlog.map((b) =>
-    el("tr", { class: b.events > 0 ? "warn" : "", "data-service": b.service },
+    el("tr", { class: b.parked > 0 ? "bad" : b.events > 0 ? "warn" : "", "data-service": b.service },
       el("td", {}, b.service), el("td", {}, b.collection), el("td", { class: "num" }, b.documents),
-      el("td", { class: "num" }, b.events), el("td", { class: "num" }, age(b.oldest_age_s)))));
+      el("td", { class: "num" }, b.events), el("td", { class: "num" }, age(b.oldest_age_s)),
+      el("td", { class: "num" }, b.parked))));
   fill(document.querySelector("#dlq-counts tbody"), () => (s.dead_letters || []).map((d) => {
     const all = el("button", { "data-replay-all": d.topic }, "replay all not replayed");
     all.disabled = d.not_replayed === 0;

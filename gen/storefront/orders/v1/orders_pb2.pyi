@@ -97,10 +97,13 @@ class CustomerOrders(_message.Message):
     ADDRESSES_FIELD_NUMBER: _builtins.int
     CUSTOMER_VERSION_FIELD_NUMBER: _builtins.int
     ORDERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer's id, as in accounts."""
     customer_version: _builtins.int
     """The accounts version this copy reflects."""
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page of orders; empty on the last page."""
     @_builtins.property
     def name(self) -> _common_pb2.PersonName:
         """Copied from accounts."""
@@ -115,7 +118,9 @@ class CustomerOrders(_message.Message):
 
     @_builtins.property
     def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]:
-        """The customer's orders, oldest first."""
+        """The customer's orders, oldest first: one page of them (page_size, page_token of the
+        request).
+        """
 
     def __init__(
         self,
@@ -126,10 +131,11 @@ class CustomerOrders(_message.Message):
         addresses: _abc.Iterable[_common_pb2.Address] | None = ...,
         customer_version: _builtins.int = ...,
         orders: _abc.Iterable[Global___Order] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "name", b"name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "contact", b"contact", "customer_id", b"customer_id", "customer_version", b"customer_version", "name", b"name", "orders", b"orders"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "contact", b"contact", "customer_id", b"customer_id", "customer_version", b"customer_version", "name", b"name", "next_page_token", b"next_page_token", "orders", b"orders"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -260,16 +266,26 @@ class GetCustomerOrdersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer's id."""
+    page_size: _builtins.int
+    """At most this many orders in the reply (default 50, at most 500); a page also stops
+    before it exceeds 1 MiB.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous reply, for the orders after it."""
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

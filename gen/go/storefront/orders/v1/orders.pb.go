@@ -156,8 +156,11 @@ type CustomerOrders struct {
 	Addresses []*v1.Address `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	// The accounts version this copy reflects.
 	CustomerVersion int64 `protobuf:"varint,5,opt,name=customer_version,json=customerVersion,proto3" json:"customer_version,omitempty"`
-	// The customer's orders, oldest first.
-	Orders        []*Order `protobuf:"bytes,6,rep,name=orders,proto3" json:"orders,omitempty"`
+	// The customer's orders, oldest first: one page of them (page_size, page_token of the
+	// request).
+	Orders []*Order `protobuf:"bytes,6,rep,name=orders,proto3" json:"orders,omitempty"`
+	// Pass as page_token for the next page of orders; empty on the last page.
+	NextPageToken string `protobuf:"bytes,7,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +235,13 @@ func (x *CustomerOrders) GetOrders() []*Order {
 		return x.Orders
 	}
 	return nil
+}
+
+func (x *CustomerOrders) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // Request for CreateOrder.
@@ -477,7 +487,12 @@ func (x *ListOrdersResponse) GetNextPageToken() string {
 type GetCustomerOrdersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The customer's id.
-	CustomerId    string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	CustomerId string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	// At most this many orders in the reply (default 50, at most 500); a page also stops
+	// before it exceeds 1 MiB.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous reply, for the orders after it.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +530,20 @@ func (*GetCustomerOrdersRequest) Descriptor() ([]byte, []int) {
 func (x *GetCustomerOrdersRequest) GetCustomerId() string {
 	if x != nil {
 		return x.CustomerId
+	}
+	return ""
+}
+
+func (x *GetCustomerOrdersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetCustomerOrdersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
 	}
 	return ""
 }
@@ -701,7 +730,7 @@ const file_storefront_orders_v1_orders_proto_rawDesc = "" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12A\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"updateTime\"\xbd\x02\n" +
+	"updateTime\"\xe5\x02\n" +
 	"\x0eCustomerOrders\x12\x1f\n" +
 	"\vcustomer_id\x18\x01 \x01(\tR\n" +
 	"customerId\x124\n" +
@@ -709,7 +738,8 @@ const file_storefront_orders_v1_orders_proto_rawDesc = "" +
 	"\acontact\x18\x03 \x01(\v2\x1d.storefront.common.v1.ContactR\acontact\x12;\n" +
 	"\taddresses\x18\x04 \x03(\v2\x1d.storefront.common.v1.AddressR\taddresses\x12)\n" +
 	"\x10customer_version\x18\x05 \x01(\x03R\x0fcustomerVersion\x123\n" +
-	"\x06orders\x18\x06 \x03(\v2\x1b.storefront.orders.v1.OrderR\x06orders\"\x8f\x01\n" +
+	"\x06orders\x18\x06 \x03(\v2\x1b.storefront.orders.v1.OrderR\x06orders\x12&\n" +
+	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\"\x8f\x01\n" +
 	"\x12CreateOrderRequest\x12%\n" +
 	"\vcustomer_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\n" +
 	"customerId\x127\n" +
@@ -726,10 +756,13 @@ const file_storefront_orders_v1_orders_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"q\n" +
 	"\x12ListOrdersResponse\x123\n" +
 	"\x06orders\x18\x01 \x03(\v2\x1b.storefront.orders.v1.OrderR\x06orders\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"A\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"}\n" +
 	"\x18GetCustomerOrdersRequest\x12%\n" +
 	"\vcustomer_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\n" +
-	"customerId\"J\n" +
+	"customerId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"J\n" +
 	"\x13ApproveOrderRequest\x12\x1f\n" +
 	"\border_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\aorderId\x12\x12\n" +
 	"\x04note\x18\x02 \x01(\tR\x04note\"M\n" +

@@ -1,0 +1,71 @@
+"""Issue 25 finding 1: an entry the broker refuses for good (here 2 MB, over the producer's
+1 MiB request limit) must not hold back the entries queued after it. It is set aside, kept in
+its document and counted, and the rest are published."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+import topology
+from stack.embedded import EmbeddedStack
+from storefront.accounts.v1 import events_pb2
+from svckit.kafka import EventProducer
+from svckit.outbox import OUTBOX, PARKED, OutboxRelay, outbox_entry, scan_backlog
+from svckit.store import AggregateStore
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+TOPIC = topology.CUSTOMER_CHANGES
+
+
+def event(customer_id: str, version: int) -> dict[str, Any]:
+    message = events_pb2.CustomerChanged(customer_id=customer_id, version=version)
+    return outbox_entry(TOPIC, customer_id, message, source="//test", seq=version)
+
+
+def oversized(customer_id: str, version: int) -> dict[str, Any]:
+    """What finding 1's request produced before events were capped: a 2 MB value."""
+    entry = event(customer_id, version)
+    entry["value"] = bytes(entry["value"]) + b"\x00" * (2 * 1024 * 1024)
+    return entry
+
+
+async def test_an_entry_the_broker_refuses_is_set_aside_and_the_rest_flow(
+    stack: EmbeddedStack, mongo_db: AsyncDatabase[dict[str, Any]]
+) -> None:
+    collection = mongo_db["set_aside.aggregates"]
+    store = AggregateStore(collection, events_pb2.CustomerChanged, "customer_id")
+    poisoned = events_pb2.CustomerChanged(customer_id="big", version=2)
+    await store.insert(poisoned, [oversized("big", 1), event("big", 2)])
+    others = [f"c-{i}" for i in range(20)]
+    for customer_id in others:
+        await store.insert(
+            events_pb2.CustomerChanged(customer_id=customer_id, version=1),
+            [event(customer_id, 1)],
+        )
+
+    producer = EventProducer(stack.kafka, "set-aside-test")
+    await producer.start()
+    relay = OutboxRelay(collection, producer, service="set-aside-test", sweep_interval=0.2)
+    await relay.start()
+    try:
+
+        async def all_drained() -> bool | None:
+            left = await collection.count_documents({f"{OUTBOX}.0": {"$exists": True}})
+            return True if left == 0 else None
+
+        await eventually(all_drained, timeout=30, what="every outbox drained")
+    finally:
+        await relay.stop()
+        await producer.stop()
+
+    doc = await collection.find_one({"_id": "big"})
+    assert doc is not None
+    assert [e["seq"] for e in doc[PARKED]] == [1]  # kept, with why
+    assert "MessageSizeTooLarge" in doc[PARKED][0]["reason"]
+    found = await scan_backlog(collection)
+    assert (found.events, found.parked) == (0, 1)

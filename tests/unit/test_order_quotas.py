@@ -1,0 +1,81 @@
+"""Issue 25 finding 2: what one customer may store in orders, and what one reply may hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+
+from orders_svc import domain
+from orders_svc.handlers import OrdersHandlers
+from storefront.orders.v1 import orders_pb2
+from storefront_cli.demo import order_draft
+from svckit import paging
+from svckit.errors import InvalidArgument, ResourceExhausted
+from tests.unit.fakes import FakeCopies, FakeOrders, RecordingNotifier
+from tests.unit.test_orders_handlers import changed
+
+NOW = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def fat_draft(lines: int = domain.MAX_ITEMS) -> orders_pb2.Order:
+    """The audit's order: 100 lines of 200 + 200 + 2,000 four-byte characters (~960 KB)."""
+    draft = order_draft(*[(0, 1)] * lines)
+    for item in draft.items:
+        item.product.id = item.product.title = "\U0001f600" * 200
+        item.product.description = "\U0001f600" * 2000
+    return draft
+
+
+@pytest.fixture
+async def handlers() -> OrdersHandlers:
+    h = OrdersHandlers(FakeOrders(), FakeCopies(), RecordingNotifier(), clock=lambda: NOW)
+    for customer_id in ("c-1", "c-2"):
+        await h.apply_customer_changed(changed(customer_id, 1))
+    return h
+
+
+def test_a_fat_order_is_refused_naming_its_items() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        domain.new_order("c-1", fat_draft(), "o-1", NOW)
+    assert [v.field for v in err.value.violations] == ["order.items"]
+    assert "at most 65536" in err.value.violations[0].description
+
+
+async def test_open_orders_are_capped_per_customer_and_others_are_served(
+    handlers: OrdersHandlers,
+) -> None:
+    for _ in range(domain.MAX_OPEN_ORDERS):
+        await handlers.create_order("c-1", order_draft((0, 1)))
+    with pytest.raises(ResourceExhausted) as err:
+        await handlers.create_order("c-1", order_draft((0, 1)), "o-over")
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "open orders" in err.value.message
+    assert await handlers.orders.get("o-over") is None
+    await handlers.create_order("c-2", order_draft((0, 1)))  # another customer: served
+    # A closed order frees its place.
+    first, _ = await handlers.list_orders("c-1", 0, 1, "")
+    await handlers.cancel_order(first[0].order_id)
+    await handlers.create_order("c-1", order_draft((0, 1)))
+
+
+async def test_customer_orders_come_in_pages(handlers: OrdersHandlers) -> None:
+    placed = [f"o-{i}" for i in range(5)]
+    for order_id in placed:
+        await handlers.create_order("c-1", order_draft((0, 1)), order_id)
+    first = await handlers.get_customer_orders("c-1", 2, "")
+    assert [o.order_id for o in first.orders] == placed[:2] and first.next_page_token
+    rest = await handlers.get_customer_orders("c-1", 10, first.next_page_token)
+    assert [o.order_id for o in rest.orders] == placed[2:] and not rest.next_page_token
+    assert rest.name == first.name
+
+
+def test_a_page_ends_before_its_byte_budget_but_never_empty() -> None:
+    big = orders_pb2.Order(order_id="x" * 600_000)
+    budget = paging.PageBudget(10)
+    assert budget.take(big)  # the first item always
+    assert not budget.take(big)  # 1.2 MB > 1 MiB
+    small = paging.PageBudget(2)
+    assert small.take(orders_pb2.Order()) and small.take(orders_pb2.Order())
+    assert not small.take(orders_pb2.Order())  # the count, too
