@@ -52,7 +52,7 @@ async def test_open_orders_are_capped_per_customer_and_others_are_served(
         await handlers.create_order("c-1", order_draft((0, 1)), "o-over")
     assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "open orders" in err.value.message
-    assert await handlers.orders.get("o-over") is None
+    assert await handlers.orders.get(domain.chosen_order_id("c-1", "o-over")) is None
     await handlers.create_order("c-2", order_draft((0, 1)))  # another customer: served
     # A closed order frees its place.
     first, _ = await handlers.list_orders("c-1", 0, 1, "")
@@ -61,9 +61,10 @@ async def test_open_orders_are_capped_per_customer_and_others_are_served(
 
 
 async def test_customer_orders_come_in_pages(handlers: OrdersHandlers) -> None:
-    placed = [f"o-{i}" for i in range(5)]
-    for order_id in placed:
+    chosen = [f"o-{i}" for i in range(5)]
+    for order_id in chosen:
         await handlers.create_order("c-1", order_draft((0, 1)), order_id)
+    placed = [domain.chosen_order_id("c-1", order_id) for order_id in chosen]
     first = await handlers.get_customer_orders("c-1", 2, "")
     assert [o.order_id for o in first.orders] == placed[:2] and first.next_page_token
     rest = await handlers.get_customer_orders("c-1", 10, first.next_page_token)
