@@ -28,4 +28,4 @@ def build(settings: Settings, card_keys: CardKeyConfig | None = None) -> Service
 
 
 def main() -> None:
-    run_service(build, Settings.from_env(names.ACCOUNTS))
+    run_service(build, names.ACCOUNTS)

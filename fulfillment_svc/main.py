@@ -31,4 +31,4 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    run_service(build, Settings.from_env(names.FULFILLMENT))
+    run_service(build, names.FULFILLMENT)

@@ -38,4 +38,4 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    run_service(build, Settings.from_env(names.ORDERS))
+    run_service(build, names.ORDERS)

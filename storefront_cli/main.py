@@ -17,6 +17,7 @@ from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
 from svckit import logs, names
 from svckit.authz import STAFF, WAREHOUSE
+from svckit.envvars import ConfigError
 
 RUN_DIR = tools.REPO_ROOT / ".run"
 
@@ -204,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     keys.register(sub)
     web_console.register(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"storefront: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -269,8 +269,16 @@ class ServiceApp:
         tracing.shutdown()  # flush the last spans to the collector
 
 
-def run_service(build: Callable[[Settings], ServiceApp], settings: Settings) -> None:
-    """The body of every `python -m <service>`: uvloop when available, then run."""
+def run_service(build: Callable[[Settings], ServiceApp], service_name: str) -> None:
+    """The body of every `python -m <service>`: its settings from the environment, uvloop
+    when available, then run. A setting it cannot use stops it at once (exit 2), naming the
+    variable."""
+    try:
+        settings = Settings.from_env(service_name)
+    except ConfigError as exc:
+        logs.configure(service_name)
+        logging.getLogger(service_name).error("refusing to start: %s", str(exc))
+        raise SystemExit(2) from None
     try:
         import uvloop
 
