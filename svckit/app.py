@@ -257,7 +257,7 @@ class ServiceApp:
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
         logs.configure(self.settings.service_name, self.settings.log_level)
-        tracing.configure(self.settings.service_name, self.settings.otel_endpoint)
+        tracing.configure(self.settings.service_name, self.settings.tracing)
         metrics.serve(self.settings.metrics_port, self.settings.grpc_host)  # listen where gRPC does
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ from svckit import envvars, names
 from svckit.auth import AuthConfig
 from svckit.envvars import ConfigError
 from svckit.kafka import KafkaConnection
+from svckit.tracing import TracingConfig
 
 __all__ = ["ConfigError", "Settings"]
 
@@ -30,7 +31,8 @@ class Settings:
     log_level: str
     shutdown_grace_seconds: float
     max_message_bytes: int
-    otel_endpoint: str | None
+    tracing: TracingConfig
+    """OpenTelemetry's own OTEL_* variables (svckit.tracing)."""
     outbox_relay_enabled: bool = True
     auth: AuthConfig | None = None
     """Whom to trust (AUTH_* variables); a service refuses to start without it."""
@@ -68,7 +70,7 @@ class Settings:
             max_message_bytes=envvars.integer(
                 env, "GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024
             ),
-            otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            tracing=TracingConfig.from_env(env),
             # Fault-injection switch: "off" leaves events in the outbox (tests kill the
             # service with entries pending, then restart it with the relay on).
             outbox_relay_enabled=envvars.choice(env, "OUTBOX_RELAY", "on", ("on", "off")) == "on",
