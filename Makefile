@@ -4,13 +4,13 @@
 UV ?= uv
 PY := $(UV) run --frozen python
 
-.PHONY: help install gen check-gen lint run up down status demo test test-fast bench openapi validate-deploy
+.PHONY: help install gen check-gen lint run up down status ps demo test test-fast bench openapi validate-deploy
 
 help:
 	@echo "make run    install what is missing, start Kafka, FerretDB, the services and Envoy,"
 	@echo "            load sample data, print where to reach it; Ctrl-C stops it all"
 	@echo "make test   install what is missing and run every test (unit, integration, e2e, faults)"
-	@echo "make gen | check-gen | lint | up | down | status | demo | bench | openapi | validate-deploy"
+	@echo "make gen | check-gen | lint | up | down | status | ps | demo | bench | openapi | validate-deploy"
 
 install:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
@@ -39,7 +39,12 @@ up: install
 down:
 	$(PY) -m stack down
 
+# One meaning of "status": the system's health, lag, outbox and DLQs (`storefront status`);
+# `make ps` lists the run dir's processes.
 status:
+	$(UV) run --frozen storefront status
+
+ps:
 	$(PY) -m stack status
 
 demo:
