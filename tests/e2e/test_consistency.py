@@ -165,7 +165,8 @@ async def test_dlq_replay_delivers_a_parked_event(isolated_system: System, clien
     listed: list[str] = []
     await replays.dlq_list(ep, names.CUSTOMER_CHANGES, listed.append, as_json=True)
     [record] = [r for r in json.loads(listed[0])["records"] if r["id"] == record_id]
-    [row] = [line.split() for line in lines if line.startswith(record_id + " ")]
+    table = "\n".join(lines).splitlines()
+    [row] = [line.split() for line in table if line.startswith(record_id + " ")]
     assert row[:3] == [record["id"], record["type"], record["key"]]
     assert record["replayed"] is False and "no" in row
     topic_before = await end_offsets(isolated_system, names.CUSTOMER_CHANGES)
