@@ -1,10 +1,11 @@
 # Storefront: the two commands a new user needs are `make run` and `make test`.
 # Everything else is here for developers. Tools install themselves on first use.
 
-UV ?= uv
+# uv from PATH, else the one `make` installs into .tools/bin (tools/get_uv.py).
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := $(UV) run --frozen python
 
-.PHONY: help install gen check-gen lint run up down status ps demo test test-fast bench openapi validate-deploy
+.PHONY: help uv install install-run gen check-gen lint run up down status ps demo test test-fast bench openapi validate-deploy
 
 help:
 	@echo "make run    install what is missing, start Kafka, FerretDB, the services and Envoy,"
@@ -12,8 +13,18 @@ help:
 	@echo "make test   install what is missing and run every test (unit, integration, e2e, faults)"
 	@echo "make gen | check-gen | lint | up | down | status | ps | demo | bench | openapi | validate-deploy"
 
-install:
-	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+# Without uv: its wheel from PyPI, unpacked by the standard library (pip refuses on Debian 12,
+# PEP 668).
+uv:
+	@command -v $(UV) >/dev/null || python3 tools/get_uv.py
+
+# What running needs (the stack, Envoy, grpcurl for the printed hints) ...
+install-run: uv
+	$(UV) sync --frozen
+	$(PY) -m stack install --only run
+
+# ... and everything the tests need too (validators, ghz, Chromium, the example toolchains).
+install: uv
 	$(UV) sync --frozen
 	$(PY) -m stack install
 
@@ -30,10 +41,10 @@ lint:
 	$(UV) run --frozen mypy
 	$(PY) tools/protolint.py
 
-run: install
+run: install-run
 	$(UV) run --frozen storefront run
 
-up: install
+up: install-run
 	$(PY) -m stack up
 
 down:

@@ -90,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     stop = watch.StopSignals()
     say("[run] installing what is missing (first time: a few minutes) ...")
-    tools.install(["postgresql", "kafka", "ferretdb", "grpcurl"], log=say)
+    tools.install(tools.RUN, log=say)
     stack = EmbeddedStack(Path(args.run_dir), log=say)
     ports = system.SystemPorts()
     try:
