@@ -1,19 +1,30 @@
 # Storefront: the two commands a new user needs are `make run` and `make test`.
 # Everything else is here for developers. Tools install themselves on first use.
 
-UV ?= uv
+# uv from PATH, else the one `make` installs into .tools/bin (tools/get_uv.py).
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := $(UV) run --frozen python
 
-.PHONY: help install gen check-gen lint run up down status demo test test-fast bench openapi validate-deploy
+.PHONY: help uv install install-run gen check-gen lint run up down status ps demo test test-fast bench openapi validate-deploy
 
 help:
 	@echo "make run    install what is missing, start Kafka, FerretDB, the services and Envoy,"
 	@echo "            load sample data, print where to reach it; Ctrl-C stops it all"
 	@echo "make test   install what is missing and run every test (unit, integration, e2e, faults)"
-	@echo "make gen | check-gen | lint | up | down | status | demo | bench | openapi | validate-deploy"
+	@echo "make gen | check-gen | lint | up | down | status | ps | demo | bench | openapi | validate-deploy"
 
-install:
-	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+# Without uv: its wheel from PyPI, unpacked by the standard library (pip refuses on Debian 12,
+# PEP 668).
+uv:
+	@command -v $(UV) >/dev/null || python3 tools/get_uv.py
+
+# What running needs (the stack, Envoy, grpcurl for the printed hints) ...
+install-run: uv
+	$(UV) sync --frozen
+	$(PY) -m stack install --only run
+
+# ... and everything the tests need too (validators, ghz, Chromium, the example toolchains).
+install: uv
 	$(UV) sync --frozen
 	$(PY) -m stack install
 
@@ -30,16 +41,21 @@ lint:
 	$(UV) run --frozen mypy
 	$(PY) tools/protolint.py
 
-run: install
+run: install-run
 	$(UV) run --frozen storefront run
 
-up: install
+up: install-run
 	$(PY) -m stack up
 
 down:
 	$(PY) -m stack down
 
+# One meaning of "status": the system's health, lag, outbox and DLQs (`storefront status`);
+# `make ps` lists the run dir's processes.
 status:
+	$(UV) run --frozen storefront status
+
+ps:
 	$(PY) -m stack status
 
 demo:

@@ -59,7 +59,7 @@ def versions(mongodb_uri: str) -> dict[str, str]:
     }
     out["protobuf_backend"] = api_implementation.Type()
     out["kafka"] = tools.KAFKA_VERSION
-    out["ghz"] = tools.GO_TOOLS["ghz"][1]
+    out["ghz"] = tools.go_tool_version("ghz")
     wrk = shutil.which("wrk")
     if wrk:
         head = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0]

@@ -45,7 +45,4 @@ def build(settings: Settings) -> ServiceApp:
 
 def main() -> None:
     me = topology.SYSTEM.service(topology.ORDERS)
-    run_service(
-        build,
-        Settings.from_env(me.name, grpc_port=me.grpc_port, metrics_port=me.metrics_port),
-    )
+    run_service(build, me.name, grpc_port=me.grpc_port, metrics_port=me.metrics_port)

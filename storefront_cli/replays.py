@@ -16,7 +16,7 @@ import topology
 from storefront.admin.v1 import admin_pb2
 from storefront_cli import endpoints
 from storefront_cli.clients import Clients, with_clients
-from storefront_cli.tables import Log, render, say
+from storefront_cli.tables import Log, json_flag, json_line, render, say
 from svckit import dlq, names
 
 REPLAY_DEADLINE = 3600.0
@@ -112,10 +112,16 @@ async def dlq_rows(ep: endpoints.Endpoints, topic: str | None = None) -> list[Pa
     ]
 
 
-async def dlq_list(ep: endpoints.Endpoints, topic: str | None, log: Log) -> int:
+async def dlq_list(
+    ep: endpoints.Endpoints, topic: str | None, log: Log, *, as_json: bool = False
+) -> int:
+    parked = await dlq_rows(ep, topic)
+    if as_json:
+        log(json_line({"records": parked}))
+        return 0
     rows = [
         (r.id, r.type, r.key, r.attempts, "yes" if r.replayed else "no", r.error[:70])
-        for r in await dlq_rows(ep, topic)
+        for r in parked
     ]
     log(
         render(
@@ -182,7 +188,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dsub = dlq_cmd.add_subparsers(dest="dlq_command", required=True)
     p = dsub.add_parser("list")
     p.add_argument("--topic", choices=list(topology.SYSTEM.topics))
-    p.set_defaults(func=lambda a: asyncio.run(dlq_list(endpoints.load(), a.topic, say)))
+    json_flag(p)
+    p.set_defaults(
+        func=lambda a: asyncio.run(dlq_list(endpoints.load(), a.topic, say, as_json=a.json))
+    )
     p = dsub.add_parser("replay", help="have the consuming service apply parked events")
     p.add_argument("--topic", choices=sorted({t for _, t in _read_models()}))
     p.add_argument("ids", nargs="*", help="ids from `dlq list` (topic:partition:offset)")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import topology
 from storefront_cli import endpoints
 from storefront_cli.health import Health, health, short_error
 from storefront_cli.offsets import DeadLetters, KafkaOffsets, Lag, consumer_lag, dead_letters
-from storefront_cli.tables import Log, render
+from storefront_cli.tables import Log, json_flag, json_line, render
 from storefront_cli.where import Where, quiet_clients, where_flags, where_of
 from svckit import mongo, names
 from svckit.outbox import scan_backlog
@@ -88,6 +88,10 @@ class Snapshot:
     def ok(self) -> bool:
         return all(h.ok for h in self.health if h.required)
 
+    def data(self) -> dict[str, object]:
+        """What `status --json` prints and the console serves: the tables' rows and `ok`."""
+        return {**asdict(self), "ok": self.ok}
+
 
 def consumer_groups(where: Where) -> dict[str, tuple[str, ...]]:
     """Each consumer's group and the topics it reads: the lag table's rows."""
@@ -123,9 +127,21 @@ async def snapshot(where: Where, *, timeout: float = 3.0) -> Snapshot:
     return Snapshot(parts, lags, dlqs, backlog, unavailable)
 
 
-async def status(where: Where, *, timeout: float = 3.0, log: Log = print) -> int:
-    """Print the four tables; 0 if every required part is up, else 1."""
+async def status(
+    where: Where, *, timeout: float = 3.0, log: Log = print, as_json: bool = False
+) -> int:
+    """Print the four tables (or their data as one JSON object); 0 if every required part is
+    up, else 1."""
     snap = await snapshot(where, timeout=timeout)
+    if as_json:
+        log(json_line(snap.data()))
+    else:
+        show(snap, log)
+    return 0 if snap.ok else 1
+
+
+def show(snap: Snapshot, log: Log) -> None:
+    """The snapshot as the four tables."""
     log(
         _table(
             ("part", "endpoint", "state", "detail"),
@@ -186,12 +202,11 @@ async def status(where: Where, *, timeout: float = 3.0, log: Log = print) -> int
         )
     else:
         log(f"\nOutbox backlog: unavailable ({snap.unavailable['outbox']})")
-    return 0 if snap.ok else 1
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     quiet_clients()
-    return asyncio.run(status(where_of(args), timeout=args.timeout))
+    return asyncio.run(status(where_of(args), timeout=args.timeout, as_json=args.json))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -199,4 +214,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="health, consumer lag, outbox backlog and DLQs")
     where_flags(p)
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per check")
+    json_flag(p)
     p.set_defaults(func=_cmd_status)

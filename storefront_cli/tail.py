@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 import uuid
@@ -17,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 
 import topology
 from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints
-from storefront_cli.tables import Log
+from storefront_cli.tables import Log, json_flag, json_line
 from storefront_cli.where import quiet_clients
 from svckit import names
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
@@ -77,6 +78,14 @@ def event_row(record: ConsumerRecord[bytes, bytes]) -> EventRow:
             error = "?"
     short = envelope.type.rsplit(".", 1)[-1]
     return EventRow(format_time(envelope.time), *at, short, envelope.key, envelope.message, error)
+
+
+def event_data(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    """The row `event_line` prints, as data: the event as proto JSON under "message" (null
+    when undecodable)."""
+    row = event_row(record)
+    message = None if row.message is None else json_format.MessageToDict(row.message)
+    return {**dataclasses.asdict(dataclasses.replace(row, message=None)), "message": message}
 
 
 def event_line(record: ConsumerRecord[bytes, bytes], width: int = 160) -> str:
@@ -157,8 +166,10 @@ async def watch(
     width: int = 160,
     log: Log = print,
     note: Log | None = None,
+    as_json: bool = False,
 ) -> int:
-    """Print events as they arrive until `limit` lines, `timeout` seconds, or Ctrl-C."""
+    """Print events as they arrive (a line each, or with `as_json` a JSON object each) until
+    `limit` events, `timeout` seconds, or Ctrl-C."""
     say = note or (lambda msg: print(msg, file=sys.stderr, flush=True))
     shown = 0
     deadline: float | None = None
@@ -177,7 +188,7 @@ async def watch(
                 continue
             if key is not None and (record.key or b"").decode(errors="replace") != key:
                 continue
-            log(event_line(record, width))
+            log(json_line(event_data(record)) if as_json else event_line(record, width))
             shown += 1
             if limit and shown >= limit:
                 return 0
@@ -204,6 +215,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                 key=args.key,
                 width=args.width,
                 log=lambda line: print(line, flush=True),
+                as_json=args.json,
             )
         )
     except KeyboardInterrupt:
@@ -221,4 +233,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--limit", type=int, default=0, help="stop after N events (0: never)")
     p.add_argument("--timeout", type=float, default=0.0, help="stop after S seconds (0: never)")
     p.add_argument("--width", type=int, default=160, help="cut summaries to N chars (0: never)")
+    json_flag(p, "one JSON object per event, a line each")
     p.set_defaults(func=_cmd_watch)

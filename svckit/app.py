@@ -262,7 +262,7 @@ class ServiceApp:
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
         logs.configure(self.settings.service_name, self.settings.log_level)
-        tracing.configure(self.settings.service_name, self.settings.otel_endpoint)
+        tracing.configure(self.settings.service_name, self.settings.tracing)
         metrics.serve(self.settings.metrics_port, self.settings.grpc_host)  # listen where gRPC does
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -274,8 +274,18 @@ class ServiceApp:
         tracing.shutdown()  # flush the last spans to the collector
 
 
-def run_service(build: Callable[[Settings], ServiceApp], settings: Settings) -> None:
-    """The body of every `python -m <service>`: uvloop when available, then run."""
+def run_service(
+    build: Callable[[Settings], ServiceApp], service_name: str, *, grpc_port: int, metrics_port: int
+) -> None:
+    """The body of every `python -m <service>`: its settings from the environment, uvloop
+    when available, then run. A setting it cannot use stops it at once (exit 2), naming the
+    variable."""
+    try:
+        settings = Settings.from_env(service_name, grpc_port=grpc_port, metrics_port=metrics_port)
+    except ConfigError as exc:
+        logs.configure(service_name)
+        logging.getLogger(service_name).error("refusing to start: %s", str(exc))
+        raise SystemExit(2) from None
     try:
         import uvloop
 

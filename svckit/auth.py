@@ -33,6 +33,8 @@ from typing import Any
 import jwt
 from jwt import PyJWK
 
+from svckit import envvars
+from svckit.envvars import ConfigError
 from svckit.errors import Unauthenticated
 
 DEFAULT_ALGORITHMS = ("RS256", "ES256")
@@ -78,19 +80,19 @@ class AuthConfig:
         env = os.environ if env is None else env
         missing = [k for k in ("AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_URI") if not env.get(k)]
         if missing:
-            raise ValueError(f"authentication is not configured: set {', '.join(missing)}")
+            raise ConfigError(f"authentication is not configured: set {', '.join(missing)}")
         algorithms = tuple(
             a.strip() for a in env.get("AUTH_ALGORITHMS", ",".join(DEFAULT_ALGORITHMS)).split(",")
         )
         unsafe = [a for a in algorithms if not a or a == "none" or a.startswith("HS")]
         if unsafe:
-            raise ValueError(f"AUTH_ALGORITHMS: {unsafe} are not allowed (asymmetric only)")
+            raise ConfigError(f"AUTH_ALGORITHMS: {unsafe} are not allowed (asymmetric only)")
         return cls(
             issuer=env["AUTH_ISSUER"],
             audience=env["AUTH_AUDIENCE"],
             jwks_uri=env["AUTH_JWKS_URI"],
             algorithms=algorithms,
-            leeway_seconds=float(env.get("AUTH_LEEWAY_SECONDS", str(LEEWAY_SECONDS))),
+            leeway_seconds=envvars.number(env, "AUTH_LEEWAY_SECONDS", LEEWAY_SECONDS, minimum=0),
             roles_claim=env.get("AUTH_ROLES_CLAIM", "roles"),
         )
 

@@ -32,6 +32,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import RecordMetadata
 
 from svckit.envelope import Headers
+from svckit.envvars import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
-class KafkaSettingsError(ValueError):
+class KafkaSettingsError(ConfigError):
     """The KAFKA_* variables contradict each other; refused at start-up, never guessed."""
 
 

@@ -16,7 +16,10 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-MAX_POOL_SIZE = int(os.environ.get("MONGODB_MAX_POOL_SIZE", "32"))
+from svckit import envvars
+
+MAX_POOL_SIZE = 32
+"""The default bound; MONGODB_MAX_POOL_SIZE overrides it."""
 SERVER_SELECTION_TIMEOUT_MS = 5000
 
 Document = dict[str, Any]
@@ -28,5 +31,7 @@ def connect(
     """An AsyncMongoClient with tz-aware datetimes and the project's pool bound."""
     options: dict[str, Any] = {"tz_aware": True, "serverSelectionTimeoutMS": timeout_ms}
     if "maxpoolsize=" not in uri.lower():
-        options["maxPoolSize"] = MAX_POOL_SIZE
+        options["maxPoolSize"] = envvars.integer(
+            os.environ, "MONGODB_MAX_POOL_SIZE", MAX_POOL_SIZE, minimum=1
+        )
     return AsyncMongoClient(uri, **options)

@@ -1,14 +1,20 @@
 """OpenTelemetry tracing: one trace from an RPC through every event it causes.
 
 Why it is shaped like this:
-- The server interceptor opens a SERVER span per RPC; `outbox_entry` stamps the
-  span's W3C `traceparent` into the event's Kafka headers at commit time; the
-  consumer opens a CONSUMER span for each applied event as a child of that
-  header. So "create customer in accounts -> orders applies it" is one trace,
-  even though the relay publishes later and in another task.
-- A real TracerProvider is always installed (`configure`), with an OTLP
-  exporter only when OTEL_EXPORTER_OTLP_ENDPOINT is set: without an exporter,
-  spans cost little but still give every log line a trace id.
+- The server interceptor opens a SERVER span per RPC, its parent taken from the request's
+  metadata by the propagators OTEL_PROPAGATORS names (W3C by default; `b3` or `b3multi` in an
+  Istio mesh, so the sidecars' spans and ours form one trace). `outbox_entry` stamps the
+  span's W3C `traceparent` into the event's Kafka headers at commit time (the event
+  envelope's format, whatever the mesh speaks); the consumer opens a CONSUMER span for each
+  applied event as a child of that header. So "create customer in accounts -> orders applies
+  it" is one trace, even though the relay publishes later and in another task.
+- Configured by OpenTelemetry's own variables (`TracingConfig.from_env`): OTEL_SERVICE_NAME
+  and OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT and _PROTOCOL (grpc or
+  http/protobuf), OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED.
+- Until something receives spans (an OTLP exporter, the tests' memory exporter) every span is
+  dropped at birth: a non-recording span that still has ids, so log lines and events still
+  carry a trace id across services, at a fraction of a recorded span's cost
+  (bench/tracing_cost.py).
 - The global provider can be set once per process, so `configure` and the
   tests' `memory_exporter` share one provider and only add span processors.
 """
@@ -16,16 +22,27 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import export as trace_export
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
+from opentelemetry.trace import TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes, AttributeValue
+
+from svckit import envvars
+from svckit.envvars import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +51,102 @@ SERVICE_ATTRIBUTE = "storefront.service"
 """Span attribute naming the service; the resource alone cannot tell apart services that
 share one process (the in-process integration tests)."""
 
-_PROPAGATOR = TraceContextTextMapPropagator()
+PROTOCOLS = ("grpc", "http/protobuf")
+"""OTLP transports; grpc is the default, as in OpenTelemetry Python's own configuration."""
+DEFAULT_PROPAGATORS = "tracecontext,baggage"
+
+_EVENTS = TraceContextTextMapPropagator()
+"""Events carry W3C `traceparent`, the envelope's header, whatever the mesh propagates."""
+_incoming: TextMapPropagator = CompositePropagator([_EVENTS])
+"""Reads a caller's trace from request metadata; `configure` sets it from OTEL_PROPAGATORS."""
 _provider: TracerProvider | None = None
 _memory: InMemorySpanExporter | None = None
-_exporting_to: set[str] = set()
+_exporting = False
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry's environment variables, checked at start-up (a bad one names itself)."""
+
+    disabled: bool = False
+    """OTEL_SDK_DISABLED=true: no SDK at all; every span is the API's no-op."""
+    exports: bool = False
+    """An OTLP endpoint is set (for traces or all signals)."""
+    protocol: str = "grpc"
+    propagators: Sequence[str] = ("tracecontext", "baggage")
+    propagator: TextMapPropagator = field(
+        default_factory=lambda: CompositePropagator([_EVENTS]), compare=False, repr=False
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TracingConfig:
+        env = os.environ if env is None else env
+        disabled = envvars.choice(env, "OTEL_SDK_DISABLED", "false", ("true", "false")) == "true"
+        protocol = envvars.choice(
+            env,
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            envvars.choice(env, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", PROTOCOLS),
+            PROTOCOLS,
+        )
+        exports = bool(
+            env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        )
+        names = [
+            n.strip()
+            for n in envvars.text(env, "OTEL_PROPAGATORS", DEFAULT_PROPAGATORS).split(",")
+            if n.strip()
+        ]
+        return cls(disabled, exports, protocol, tuple(names), _propagators(names))
+
+
+def _propagators(names: Sequence[str]) -> TextMapPropagator:
+    """The propagators named, as OpenTelemetry's registry of them (entry points) knows them."""
+    if "none" in names:
+        return CompositePropagator([])
+    found = []
+    for name in names:
+        points = entry_points(group="opentelemetry_propagator", name=name)
+        if not points:
+            known = sorted(p.name for p in entry_points(group="opentelemetry_propagator"))
+            raise ConfigError(
+                f"OTEL_PROPAGATORS: {name!r} is not an installed propagator "
+                f"(installed: {', '.join(known)}, or none)"
+            )
+        found.append(next(iter(points)).load()())
+    return CompositePropagator(found)
+
+
+class _WhileExporting(Sampler):
+    """Drops every span until something receives them, then samples as configured."""
+
+    def __init__(self, then: Sampler) -> None:
+        self._then = then
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: trace.SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        sampler = self._then if _exporting else ALWAYS_OFF
+        return sampler.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"WhileExporting{{{self._then.get_description()}}}"
+
+
+def _resource(service_name: str) -> Resource:
+    """OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) wins over our name."""
+    detected = Resource.create()
+    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        return detected.merge(Resource({SERVICE_NAME: service_name}))
+    return detected
 
 
 def provider(service_name: str = "storefront") -> TracerProvider:
@@ -48,23 +157,46 @@ def provider(service_name: str = "storefront") -> TracerProvider:
         if isinstance(existing, TracerProvider):
             _provider = existing  # someone (a test, an agent) installed one: share it
         else:
-            _provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+            # OTEL_TRACES_SAMPLER and _ARG decide once spans are received (the SDK reads them).
+            configured = TracerProvider(shutdown_on_exit=False).sampler
+            _provider = TracerProvider(
+                resource=_resource(service_name), sampler=_WhileExporting(configured)
+            )
             trace.set_tracer_provider(_provider)
     return _provider
 
 
-def configure(service_name: str, endpoint: str | None = None) -> TracerProvider:
-    """Install tracing for a service process; export over OTLP/gRPC only if `endpoint`."""
-    tp = provider(service_name)
-    if endpoint and endpoint not in _exporting_to:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+def _receive(processor: SpanProcessor) -> None:
+    global _exporting
+    provider().add_span_processor(processor)
+    _exporting = True
 
-        # http:// means plaintext, the usual in-cluster collector; https:// uses TLS.
-        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-        tp.add_span_processor(BatchSpanProcessor(exporter))
-        _exporting_to.add(endpoint)
-        log.info("exporting traces over OTLP to %s", endpoint)
-    return tp
+
+def configure(service_name: str, config: TracingConfig | None = None) -> None:
+    """Install tracing for a service process: read the caller's trace with the configured
+    propagators; record and export spans over OTLP only when an endpoint is set."""
+    global _incoming
+    config = config or TracingConfig()
+    _incoming = config.propagator
+    if config.disabled:
+        log.info("tracing disabled (OTEL_SDK_DISABLED)")
+        return
+    provider(service_name)
+    if config.exports and not _exporting:
+        _receive(BatchSpanProcessor(_otlp_exporter(config.protocol)))
+        log.info("exporting traces over OTLP (%s)", config.protocol)
+
+
+def _otlp_exporter(protocol: str) -> trace_export.SpanExporter:
+    """The exporter reads its endpoint, headers, certificates and timeouts from the
+    OTEL_EXPORTER_OTLP_[TRACES_]* variables itself (http:// means plaintext for gRPC)."""
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+        return Http()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+    return Grpc()
 
 
 def shutdown() -> None:
@@ -78,7 +210,7 @@ def memory_exporter() -> InMemorySpanExporter:
     global _memory
     if _memory is None:
         _memory = InMemorySpanExporter()
-        provider().add_span_processor(SimpleSpanProcessor(_memory))
+        _receive(SimpleSpanProcessor(_memory))
     return _memory
 
 
@@ -89,7 +221,7 @@ def tracer() -> trace.Tracer:
 def current_traceparent() -> str | None:
     """The active span as a W3C `traceparent` value, or None outside any (sampled) span."""
     carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
+    _EVENTS.inject(carrier)
     return carrier.get(TRACEPARENT)
 
 
@@ -97,19 +229,21 @@ def parent_context(traceparent: str | None) -> otel_context.Context | None:
     """The context to start a child span in; None (a new root) if absent or malformed."""
     if not traceparent:
         return None
-    ctx = _PROPAGATOR.extract({TRACEPARENT: traceparent})
+    ctx = _EVENTS.extract({TRACEPARENT: traceparent})
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
 def context_from_metadata(
     metadata: Iterable[tuple[str, str | bytes]] | None,
 ) -> otel_context.Context | None:
-    """The caller's trace from gRPC metadata (Envoy and OTel clients send `traceparent`)."""
-    headers: Mapping[str, str | bytes] = dict(metadata or ())
-    value = headers.get(TRACEPARENT)
-    if isinstance(value, bytes):
-        value = value.decode(errors="replace")
-    return parent_context(value)
+    """The caller's trace from gRPC metadata, by the configured propagators (Envoy and OTel
+    clients send `traceparent`; Istio's sidecars B3 headers); None (a new root) without one."""
+    headers = {
+        k.lower(): v.decode(errors="replace") if isinstance(v, bytes) else v
+        for k, v in metadata or ()
+    }
+    ctx = _incoming.extract(headers)
+    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
 def event_span(

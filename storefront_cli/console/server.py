@@ -268,8 +268,7 @@ class Console:
         started = time.perf_counter()
         snap = await status.snapshot(self.config.where, timeout=STATUS_TIMEOUT)
         return {
-            **asdict(snap),
-            "ok": snap.ok,
+            **snap.data(),
             "took_ms": round((time.perf_counter() - started) * 1000, 1),
         }
 

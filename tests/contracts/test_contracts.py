@@ -51,10 +51,12 @@ def test_ruff_is_clean() -> None:
 
 def test_generators_match_the_runtimes_the_clients_use() -> None:
     """Generated code and its runtime library go together: protoc-gen-es with @bufbuild/protobuf
-    (package.json), protoc-gen-go with google.golang.org/protobuf (examples/go/go.mod)."""
+    (both in package.json), protoc-gen-go (tools/go/go.mod) with google.golang.org/protobuf
+    (examples/go/go.mod)."""
     from stack import tools
 
     package = json.loads((ROOT / "package.json").read_text())
-    assert package["dependencies"]["@bufbuild/protobuf"] == tools.NPM_TOOLS["protoc-gen-es"][1]
+    generator = package["devDependencies"]["@bufbuild/protoc-gen-es"]
+    assert package["dependencies"]["@bufbuild/protobuf"] == generator
     go_mod = (ROOT / "examples" / "go" / "go.mod").read_text()
-    assert f"google.golang.org/protobuf {tools.GO_TOOLS['protoc-gen-go'][1]}\n" in go_mod
+    assert f"google.golang.org/protobuf {tools.go_tool_version('protoc-gen-go')}\n" in go_mod

@@ -6,6 +6,7 @@ consumers' backs, an event that never arrived, an event parked in the DLQ.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,6 +107,17 @@ async def test_check_finds_and_repairs_divergence(
     assert "customer copy differs" in report and damaged["_id"] in report
     assert "missing customer copy" in report and lost["_id"] in report
     assert "status change missing in order" in report and "SHIPPED (v3)" in report
+    lines.clear()
+    code = await check.check(
+        endpoints_of(isolated_system), repair=False, wait=0, log=lines.append, as_json=True
+    )
+    [line] = lines  # `check --json`: the same findings as data, one object
+    found = {(d["kind"], d["subject"]) for d in json.loads(line)["divergences"]}
+    assert code == 1
+    assert {
+        ("customer copy differs", damaged["_id"]),
+        ("missing customer copy", lost["_id"]),
+    } <= found and any(kind == "status change missing in order" for kind, _ in found)
 
     lines.clear()
     code = await check.check(
@@ -159,6 +171,13 @@ async def test_dlq_replay_delivers_a_parked_event(
     lines: list[str] = []
     await replays.dlq_list(ep, topology.CUSTOMER_CHANGES, lines.append)
     assert record_id in "\n".join(lines)
+    listed: list[str] = []
+    await replays.dlq_list(ep, topology.CUSTOMER_CHANGES, listed.append, as_json=True)
+    [record] = [r for r in json.loads(listed[0])["records"] if r["id"] == record_id]
+    table = "\n".join(lines).splitlines()
+    [row] = [line.split() for line in table if line.startswith(record_id + " ")]
+    assert row[:3] == [record["id"], record["type"], record["key"]]
+    assert record["replayed"] is False and "no" in row
     topic_before = await end_offsets(isolated_system, topology.CUSTOMER_CHANGES)
     assert (
         await replays.dlq_replay(clients, topology.CUSTOMER_CHANGES, [record_id], lines.append) == 0

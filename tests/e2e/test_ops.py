@@ -4,6 +4,7 @@ operator runs them (the CLI in a subprocess), plus the counting behind them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -18,13 +19,13 @@ import topology
 from stack.embedded import EmbeddedStack, free_ports
 from storefront.accounts.v1 import accounts_pb2, events_pb2
 from storefront_cli import endpoints, offsets, status
-from storefront_cli.clients import Clients
-from storefront_cli.demo import PEOPLE, customer_draft
+from storefront_cli.clients import CLIENT_SERVICES, Clients
+from storefront_cli.demo import PEOPLE, customer_draft, demo_loop
 from storefront_cli.where import Where
 from svckit.names import consumer_group
 from svckit.outbox import OUTBOX, PENDING, outbox_entry
 from tests.e2e.conftest import System
-from tests.support import eventually
+from tests.support import eventually, tokens_of
 
 pytestmark = pytest.mark.e2e
 LINE = re.compile(
@@ -247,3 +248,69 @@ async def test_watch_from_the_beginning_stops_at_the_limit(
     for line in lines:
         m = LINE.match(line)
         assert m and m["topic"] == topology.CUSTOMER_CHANGES, line
+
+
+async def test_status_json_is_the_data_of_the_tables(running_system: System) -> None:
+    flags = location_flags(running_system)
+    code, out, err = await cli(running_system, "status", *flags, "--json")
+    assert code == 0, err
+    [line] = out.splitlines()  # one object, nothing else on stdout
+    data = json.loads(line)
+    assert data["ok"] is True
+    code, table, err = await cli(running_system, "status", *flags)
+    assert code == 0, err
+    for h in data["health"]:
+        [row] = [r for r in table.splitlines() if r.startswith(h["part"] + " ")]
+        assert h["endpoint"] in row and (" UP " in row) == h["ok"], row
+    p = running_system.db_prefix
+    groups = tuple(consumer_group(g, p) + " " for g in (s.name for s in topology.SYSTEM.consumers))
+    rows = {tuple(r.split()[:3]) for r in table.splitlines() if r.startswith(groups)}
+    json_rows = {
+        (g["group"], g["topic"], str(g["partition"]))
+        for g in data["lags"]
+        if g["group"] + " " in groups
+    }
+    assert rows and rows == json_rows
+    for b in data["backlog"]:
+        assert re.search(rf"^{b['service']} +{re.escape(b['collection'])} +\d+ +\d+ ", table, re.M)
+
+
+async def test_watch_json_is_one_object_per_event_as_the_lines_show(
+    running_system: System, clients: Clients
+) -> None:
+    cid = f"watchjson-{uuid.uuid4().hex[:12]}"
+    await clients.accounts.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[1]), customer_id=cid)
+    )
+    flags = ["watch", "--kafka", running_system.stack.kafka_bootstrap, "--topic",
+             topology.CUSTOMER_CHANGES, "--from-beginning", "--key", cid, "--limit", "1",
+             "--timeout", "60"]
+    code, out, err = await cli(running_system, *flags, "--json")
+    assert code == 0, err
+    [line] = out.splitlines()
+    event = json.loads(line)
+    code, text, err = await cli(running_system, *flags)
+    assert code == 0, err
+    m = LINE.match(text.strip())
+    assert m, text
+    assert (event["topic"], str(event["partition"]), str(event["offset"])) == (
+        m["topic"], m["partition"], m["offset"]
+    )
+    assert (event["type"], event["key"]) == (m["type"], m["key"]) == ("CustomerChanged", cid)
+    assert event["message"]["customerId"] == cid and event["message"]["version"] == "1"
+
+
+async def test_demo_loop_goes_through_every_flow_round_after_round(running_system: System) -> None:
+    lines: list[str] = []
+
+    def connect() -> Clients:
+        return Clients.connect(
+            *(running_system.target(s) for s in CLIENT_SERVICES),
+            tokens=tokens_of(running_system.stack),
+        )
+
+    # A round completes only once orders holds the customer's copy, fulfillment the approved
+    # order, and orders the fulfillment's statuses: each flow delivered.
+    done = await demo_loop(connect, lines.append, interval=0.1, rounds=2)
+    assert done == 2, lines
+    assert [line.split(":")[0] for line in lines] == ["[demo] round 0", "[demo] round 1"]
