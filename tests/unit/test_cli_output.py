@@ -59,8 +59,9 @@ def test_status_json_holds_every_row_of_the_tables() -> None:
     [dlq] = data["dead_letters"]
     assert table_rows(text, dlq["topic"]) == [[dlq["topic"], "2", "1"]]
     [backlog] = data["backlog"]
-    assert table_rows(text, "orders") == [["orders", "customer.orders", "1", "3", "12.5s"]]
+    assert table_rows(text, "orders") == [["orders", "customer.orders", "1", "3", "12.5s", "0"]]
     assert backlog["oldest_age_s"] == 12.5
+    assert backlog["parked"] == 0  # the "set aside" column
 
 
 def test_check_json_holds_the_divergences_of_the_table() -> None:
