@@ -518,19 +518,30 @@ class EmbeddedStack:
         argv = self._java_argv("kafka.Kafka", str(self.kafka_config))
         self.supervisor.start(KAFKA, argv, ready=self.ports.kafka, wait=False)
 
-    def _spawn_ferretdb(self) -> None:
-        self._check_port_free(FERRETDB, [self.ports.mongodb])
-        data = self.run_dir / "data" / "ferretdb"
+    def _spawn_ferretdb(
+        self, name: str = FERRETDB, port: int = 0, flags: tuple[str, ...] = (), wait: bool = False
+    ) -> None:
+        port = port or self.ports.mongodb
+        self._check_port_free(name, [port])
+        data = self.run_dir / "data" / name
         data.mkdir(parents=True, exist_ok=True)
         argv = [
             str(tools.path("ferretdb")),
             "--handler=postgresql",
             f"--state-dir={data}",
-            f"--listen-addr=127.0.0.1:{self.ports.mongodb}",
+            f"--listen-addr=127.0.0.1:{port}",
             "--debug-addr=-",  # no metrics/pprof port: it would clash between stacks
             "--telemetry=disable",
             "--log-level=warn",  # errors and warnings, not every connection's start and end
+            *flags,
         ]
         # The URL carries the password: in the environment, not on the command line.
         env = {"FERRETDB_POSTGRESQL_URL": self.postgres.ferretdb_url()}
-        self.supervisor.start(FERRETDB, argv, env=env, ready=self.ports.mongodb, wait=False)
+        self.supervisor.start(name, argv, env=env, ready=port, wait=wait)
+
+    def start_ferretdb_twin(self, name: str, port: int, *flags: str) -> str:
+        """A second FerretDB on the same PostgreSQL database, started with ``flags`` (tests
+        compare it with the first, e.g. with ``--test-disable-pushdown``); returns its
+        MongoDB URI. Stopped with the stack, or by ``supervisor.stop(name)``."""
+        self._spawn_ferretdb(name, port, flags, wait=True)
+        return f"mongodb://127.0.0.1:{port}/"

@@ -7,7 +7,8 @@ built or resolved from a registry with its ordinary client, once, into the git-i
 ==========================  =====================================================================
 ``kafka``                   broker jars from Maven Central (``stack/kafka/pom.xml``, ``mvn``)
                             -> ``.tools/kafka/libs``; re-resolved only when the pom changes
-``ferretdb``                FerretDB built with ``go build`` from the Go module proxy
+``ferretdb``                FerretDB built with ``go build`` from the Go module proxy, with
+                            stack/ferretdb/patches/*.patch applied (rebuilt when they change)
                             -> ``.tools/bin/ferretdb``
 ``grpcurl`` ``ghz`` ``buf``  ``GOBIN=.tools/bin go install package`` inside ``tools/go``, whose
 ``protoc-gen-openapiv2``    go.mod names them as ``tool`` directives and whose go.sum pins them
@@ -55,6 +56,8 @@ STAMPS_DIR = TOOLS_DIR / "stamps"
 KAFKA_POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 KAFKA_LOG4J2 = Path(__file__).resolve().parent / "kafka" / "log4j2.xml"
 KAFKA_LIBS = TOOLS_DIR / "kafka" / "libs"
+# Our patch set on FerretDB's module source (atomic writes, pushdown), applied in name order.
+FERRETDB_PATCHES = Path(__file__).resolve().parent / "ferretdb" / "patches"
 
 _POM_KAFKA = re.search(r"<kafka.version>(.+?)</kafka.version>", KAFKA_POM.read_text())
 assert _POM_KAFKA, f"{KAFKA_POM} names no kafka.version"
@@ -325,8 +328,18 @@ def _install_kafka(log: Log) -> bool:
     return True
 
 
+def _ferretdb_patches() -> list[Path]:
+    return sorted(FERRETDB_PATCHES.glob("*.patch"))
+
+
 def _install_ferretdb(log: Log) -> bool:
-    stamp = {"module": FERRETDB_MODULE, "version": FERRETDB_VERSION, "recipe": "copy+version.txt"}
+    patches = _ferretdb_patches()
+    stamp = {
+        "module": FERRETDB_MODULE,
+        "version": FERRETDB_VERSION,
+        "recipe": "copy+version.txt+patches",
+        "patches_sha256": _file_digest(*patches),
+    }
     out = BIN_DIR / "ferretdb"
     if out.exists() and _stamp_ok("ferretdb", stamp):
         return False
@@ -351,6 +364,9 @@ def _install_ferretdb(log: Log) -> bool:
         for d, _, _ in os.walk(build_dir):
             os.chmod(d, 0o755)
         (build_dir / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+        for patch in patches:
+            log(f"[install] ferretdb: applying {patch.name}")
+            _run([_need("git"), "apply", "-p1", str(patch)], cwd=build_dir)
         goflags = f"{os.environ.get('GOFLAGS', '')} -mod=mod -buildvcs=false".strip()
         _run(
             [go, "build", "-trimpath", "-o", str(tmp_out), "./cmd/ferretdb"],
