@@ -298,8 +298,12 @@ def render(
         "jwt_audiences": json.dumps(list(auth.audiences)),
         "jwks_path": _quote(str(Path(auth.jwks_path).resolve())),
         "jwt_clock_skew": str(auth.clock_skew_seconds),
-        "principal_header": _quote(PRINCIPAL_HEADER),
-        "rate_limit": json.dumps(rate_limit_filter(rate_limit_per_second, rate_limit_burst)),
+        "jwt_metadata_key": _quote(JWT_METADATA_KEY),
+        "rate_limit": json.dumps(
+            rate_limit_filter(
+                rate_limit_per_second, rate_limit_burst, key=PRINCIPAL_FROM_JWT_METADATA
+            )
+        ),
     }
     blocks = {
         "routes": routes,
@@ -365,14 +369,37 @@ def validate(config_path: Path | str) -> None:
         raise ConfigError(f"envoy rejected {config_path}:\n{(res.stdout + res.stderr).strip()}")
 
 
+JWT_METADATA_KEY = "jwt_payload"
+"""Where the local jwt_authn puts the verified payload (`payload_in_metadata`)."""
+PRINCIPAL_FROM_JWT_METADATA: dict[str, Any] = {
+    "metadata": {
+        "descriptor_key": "principal",
+        "metadata_key": {
+            "key": "envoy.filters.http.jwt_authn",
+            "path": [{"key": JWT_METADATA_KEY}, {"key": "sub"}],
+        },
+        "source": "DYNAMIC",
+    }
+}
+"""The local edge's key: the subject from jwt_authn's metadata, whatever characters it holds (a
+header could not carry a control character: Envoy answered 503)."""
+PRINCIPAL_FROM_HEADER: dict[str, Any] = {
+    "request_headers": {"header_name": PRINCIPAL_HEADER, "descriptor_key": "principal"}
+}
+"""The ingress gateway's key: the header its RequestAuthentication fills from `sub`."""
+
+
 def rate_limit_filter(
-    per_second: int = DEFAULT_RATE_LIMIT_PER_SECOND, burst: int = DEFAULT_RATE_LIMIT_BURST
+    per_second: int = DEFAULT_RATE_LIMIT_PER_SECOND,
+    burst: int = DEFAULT_RATE_LIMIT_BURST,
+    *,
+    key: dict[str, Any] = PRINCIPAL_FROM_HEADER,
 ) -> dict[str, Any]:
     """The per-principal rate limit, one HTTP filter after the token check: a token bucket
-    per verified subject (jwt_authn, or Istio's RequestAuthentication, copies `sub` into
-    PRINCIPAL_HEADER; a descriptor entry without a value makes one bucket per value). Past it:
-    429 for REST, RESOURCE_EXHAUSTED for gRPC and gRPC-Web, with `retry-after`. The local edge
-    (envoy/) and the ingress gateway (istio/gen_transcoder.py) both use this one."""
+    per verified subject (`key` says where the verified `sub` is read; a descriptor entry
+    without a value makes one bucket per value). Past it: 429 for REST, RESOURCE_EXHAUSTED for
+    gRPC and gRPC-Web, with `retry-after`. The local edge (envoy/) and the ingress gateway
+    (istio/gen_transcoder.py) both use this one."""
     if not 0 < per_second <= burst:
         raise ConfigError("the rate limit needs 0 < per_second <= burst")
     everyone = {"numerator": 100, "denominator": "HUNDRED"}
@@ -396,18 +423,7 @@ def rate_limit_filter(
             }
         ],
         "max_dynamic_descriptors": RATE_LIMIT_PRINCIPALS,
-        "rate_limits": [
-            {
-                "actions": [
-                    {
-                        "request_headers": {
-                            "header_name": PRINCIPAL_HEADER,
-                            "descriptor_key": "principal",
-                        }
-                    }
-                ]
-            }
-        ],
+        "rate_limits": [{"actions": [key]}],
         "descriptors": [
             {
                 "entries": [{"key": "principal"}],

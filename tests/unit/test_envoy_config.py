@@ -68,8 +68,8 @@ def test_every_request_meets_jwt_authn_before_any_other_work() -> None:
     assert "from_params" not in filters
     assert "require_expiration: true" in filters
     assert "requires: {provider_name: storefront}" in filters and 'prefix: "/"' in filters
-    # The rate limit's key is the verified subject, written by jwt_authn.
-    assert f'- {{header_name: "{config.PRINCIPAL_HEADER}", claim_name: sub}}' in filters
+    # The rate limit's key is the verified subject, from jwt_authn's metadata.
+    assert f'payload_in_metadata: "{config.JWT_METADATA_KEY}"' in filters
 
 
 def test_there_is_no_config_without_token_checks() -> None:
