@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
 from storefront_cli import endpoints
 from svckit import names, policy
-from svckit.authz import CUSTOMER, STAFF, WAREHOUSE, Every, get_field
+from svckit.authz import CUSTOMER, OPERATOR, STAFF, WAREHOUSE, Every, get_field
 from svckit.ids import new_id
 
 T = TypeVar("T")
@@ -45,7 +45,7 @@ def fixed(token: str) -> TokenFor:
 
 def acting_as_needed(issuer: LocalIssuer, *, ttl: float = 3600.0) -> TokenFor:
     """Tokens of a principal the policy lets make each call (see the module docstring)."""
-    role_tokens = {role: issuer.role(role, ttl=ttl) for role in (STAFF, WAREHOUSE)}
+    role_tokens = {role: issuer.role(role, ttl=ttl) for role in (STAFF, WAREHOUSE, OPERATOR)}
 
     def token_for(method: str, request: Message) -> str | None:
         rule = policy.POLICY.get(method)
@@ -129,20 +129,28 @@ class Clients:
     fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
     channels: list[grpc.aio.Channel]
     admin: dict[str, admin_pb2_grpc.AdminServiceStub]
-    """Each service's internal admin service, by service name (on the service's own port)."""
+    """Each service's internal admin service, by service name (on its admin port), when
+    `connect` was given where they are."""
 
     @classmethod
-    def connect(cls, accounts: str, orders: str, fulfillment: str, *, tokens: TokenFor) -> Clients:
+    def connect(
+        cls,
+        accounts: str,
+        orders: str,
+        fulfillment: str,
+        *,
+        tokens: TokenFor,
+        admin: Mapping[str, str] | None = None,
+    ) -> Clients:
+        """`admin`: service name -> its admin service's target (system.admin_target)."""
         channels = [channel(t, tokens) for t in (accounts, orders, fulfillment)]
+        admin_channels = {s: channel(t, tokens) for s, t in (admin or {}).items()}
         return cls(
             accounts_pb2_grpc.AccountsServiceStub(channels[0]),
             orders_pb2_grpc.OrdersServiceStub(channels[1]),
             fulfillment_pb2_grpc.FulfillmentServiceStub(channels[2]),
-            channels,
-            {
-                name: admin_pb2_grpc.AdminServiceStub(c)
-                for name, c in zip(names.SERVICES, channels, strict=True)
-            },
+            [*channels, *admin_channels.values()],
+            {s: admin_pb2_grpc.AdminServiceStub(c) for s, c in admin_channels.items()},
         )
 
     async def close(self) -> None:
@@ -176,15 +184,19 @@ async def eventually(
 
 
 def operator_tokens() -> TokenFor:
-    """What the operator commands call as: `STOREFRONT_TOKEN` (a staff token of the
-    deployment's issuer), else tokens minted from the local run dir's issuer."""
+    """What the operator commands call as: `STOREFRONT_TOKEN` (an operator token of the
+    deployment's issuer), else tokens minted from the local run dir's issuer (the operator's
+    for the admin service)."""
     token = os.environ.get("STOREFRONT_TOKEN")
     return fixed(token) if token else acting_as_needed(issuer.for_run_dir(endpoints.RUN_DIR))
 
 
 def connect_endpoints(ep: endpoints.Endpoints) -> Clients:
-    """Clients of the services where `ep` says they are, as the operator."""
-    return Clients.connect(*(ep.grpc[s] for s in names.SERVICES), tokens=operator_tokens())
+    """Clients of the services and their admin services where `ep` says they are, as the
+    operator."""
+    return Clients.connect(
+        *(ep.grpc[s] for s in names.SERVICES), tokens=operator_tokens(), admin=ep.admin
+    )
 
 
 async def with_clients(ep: endpoints.Endpoints, use: Callable[[Clients], Awaitable[Any]]) -> int:

@@ -16,7 +16,7 @@ from storefront_cli import console as web_console
 from storefront_cli.clients import Clients, acting_as_needed
 from storefront_cli.demo import run_demo
 from svckit import logs, names
-from svckit.authz import STAFF, WAREHOUSE
+from svckit.authz import OPERATOR, STAFF, WAREHOUSE
 
 RUN_DIR = tools.REPO_ROOT / ".run"
 
@@ -30,6 +30,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     for s in names.SERVICES:
         lines.append(
             f"  {s + '_svc':16} gRPC 127.0.0.1:{ports.grpc(s)}   "
+            f"admin 127.0.0.1:{ports.admin(s)}   "
             f"metrics http://127.0.0.1:{ports.metrics(s)}/metrics"
         )
     lines += [
@@ -41,7 +42,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
             if stack.external_kafka
             else f"   (SASL/SCRAM; users in {stack.kafka_credentials.dir})"
         ),
-        f"  {'mongodb':16} {logs.redacted(stack.mongodb_uri)}",
+        f"  {'mongodb':16} {logs.redacted(stack.env()['MONGODB_URI'])}",
     ]
     if stack.supervisor.is_running(prometheus.PROMETHEUS):
         lines.append(f"  {'prometheus':16} http://127.0.0.1:{prometheus.DEFAULT_PORT}")
@@ -49,14 +50,15 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
         port = console_port(stack)
         lines += [
             f"  {'console':16} {web_console.url(port)}   (graph, lag, outbox, DLQ, events)",
-            f"  {'':16} as staff (check, replay): {web_console.staff_link(stack.run_dir, port)}",
+            f"  {'':16} as operator (check, replay): "
+            f"{web_console.operator_link(stack.run_dir, port)}",
         ]
     run_dir = "" if stack.run_dir.resolve() == RUN_DIR.resolve() else f" --run-dir {stack.run_dir}"
     lines += [
         "",
         "Every call needs a bearer token from the local issuer (keys in "
         f"{stack.run_dir / 'auth'}):",
-        f"  uv run storefront token{run_dir} --role staff       # or --role warehouse",
+        f"  uv run storefront token{run_dir} --role staff       # or warehouse, operator",
         f"  uv run storefront token{run_dir} --customer ID      # as that customer (or sign-up)",
         "",
         "Try:",
@@ -192,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("token", help="print a bearer token from the local issuer")
     who = token.add_mutually_exclusive_group(required=True)
     who.add_argument("--customer", metavar="ID", help="a customer's token (sub = ID)")
-    who.add_argument("--role", choices=(STAFF, WAREHOUSE), help="a staff or warehouse token")
+    who.add_argument(
+        "--role",
+        choices=(STAFF, WAREHOUSE, OPERATOR),
+        help="a staff, warehouse or operator (admin service, console actions) token",
+    )
     token.add_argument("--subject", default="", help="with --role: who it names in the logs")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
     token.add_argument("--run-dir", default=str(RUN_DIR))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import grpc
@@ -29,13 +29,20 @@ class SystemPorts:
     fulfillment_metrics: int = names.METRICS_PORTS[names.FULFILLMENT]
     envoy: int = 8080
     envoy_admin: int = 9901
+    accounts_admin: int = names.ADMIN_PORTS[names.ACCOUNTS]
+    orders_admin: int = names.ADMIN_PORTS[names.ORDERS]
+    fulfillment_admin: int = names.ADMIN_PORTS[names.FULFILLMENT]
 
     @classmethod
     def free(cls) -> SystemPorts:
-        return cls(*free_ports(8))
+        return cls(*free_ports(len(fields(cls))))
 
     def grpc(self, service: str) -> int:
         return int(asdict(self)[service])
+
+    def admin(self, service: str) -> int:
+        """The service's internal admin service (loopback only)."""
+        return int(asdict(self)[f"{service}_admin"])
 
     def metrics(self, service: str) -> int:
         return int(asdict(self)[f"{service}_metrics"])
@@ -64,13 +71,17 @@ def local_issuer(stack: EmbeddedStack) -> LocalIssuer:
 def service_env(
     stack: EmbeddedStack, ports: SystemPorts, service: str, *, db_prefix: str = ""
 ) -> dict[str, str]:
+    tools = {k: v for k, v in stack.env().items() if k != "MONGODB_PASSWORD_FILE"}
     return {
-        **stack.env(),
+        **tools,
         **stack.kafka_as(service).env(),
+        "MONGODB_URI": stack.mongodb_uri_as(service),  # its own role; in its environment only
         **local_issuer(stack).config().env(),
         **(cardkeys.env_for(stack.run_dir) if service == "accounts" else {}),
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": str(ports.grpc(service)),
+        "ADMIN_HOST": "127.0.0.1",
+        "ADMIN_PORT": str(ports.admin(service)),
         "METRICS_PORT": str(ports.metrics(service)),
         "MONGODB_DATABASE": f"{db_prefix}{service}",
         "KAFKA_CONSUMER_GROUP": names.consumer_group(service, db_prefix),
@@ -115,6 +126,10 @@ def start_services(
 
 def grpc_target(ports: SystemPorts, service: str) -> str:
     return f"127.0.0.1:{ports.grpc(service)}"
+
+
+def admin_target(ports: SystemPorts, service: str) -> str:
+    return f"127.0.0.1:{ports.admin(service)}"
 
 
 def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:

@@ -35,10 +35,9 @@ def where_of(args: argparse.Namespace) -> Where:
     ep = dataclasses.replace(
         ep, kafka=ep.kafka.with_bootstrap(args.kafka), mongodb=args.mongodb or ep.mongodb
     )
+    fields = [*names.SERVICES, *(f"{s}_admin" for s in names.SERVICES), "envoy_admin"]
     overrides = {
-        field: value
-        for field in ("accounts", "orders", "fulfillment", "envoy_admin")
-        if (value := getattr(args, f"{field}_port")) is not None
+        field: value for field in fields if (value := getattr(args, f"{field}_port")) is not None
     }
     ports = dataclasses.replace(system.SystemPorts(), **overrides)
     return Where(ep, ports, args.host, args.prometheus_port)
@@ -66,6 +65,11 @@ def where_flags(p: argparse.ArgumentParser) -> None:
             f"--{service}-port",
             type=int,
             help=f"{service}_svc gRPC port (default {defaults.grpc(service)})",
+        )
+        p.add_argument(
+            f"--{service}-admin-port",
+            type=int,
+            help=f"{service}_svc admin service port (default {defaults.admin(service)})",
         )
     p.add_argument("--envoy-admin-port", type=int, help=f"default {defaults.envoy_admin}")
     p.add_argument("--prometheus-port", type=int, default=9090)

@@ -18,6 +18,10 @@ SERVICES = (ACCOUNTS, ORDERS, FULFILLMENT)
 GRPC_PORTS = {ACCOUNTS: 50051, ORDERS: 50052, FULFILLMENT: 50053}
 """Each service's gRPC port on one machine (`storefront run`); in Kubernetes all use 50051."""
 METRICS_PORTS = {ACCOUNTS: 9464, ORDERS: 9465, FULFILLMENT: 9466}
+ADMIN_PORTS = {ACCOUNTS: 50061, ORDERS: 50062, FULFILLMENT: 50063}
+"""Each service's internal admin service (operator only), apart from its public port: on
+127.0.0.1 on one machine; in Kubernetes all use 50061, which the mesh admits only from the
+operator's identity."""
 
 
 def source(service: str) -> str:

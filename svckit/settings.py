@@ -19,6 +19,10 @@ class Settings:
     service_name: str
     grpc_host: str
     grpc_port: int
+    admin_host: str
+    """Where the internal admin service listens: loopback unless told (a pod: 0.0.0.0, the
+    mesh admitting only the operator)."""
+    admin_port: int
     metrics_port: int
     mongodb_uri: str
     mongodb_database: str
@@ -44,10 +48,13 @@ class Settings:
             grpc_port = names.GRPC_PORTS[service_name]
         if metrics_port is None:
             metrics_port = names.METRICS_PORTS[service_name]
+        admin_port = names.ADMIN_PORTS[service_name]
         return cls(
             service_name=service_name,
             grpc_host=env("GRPC_HOST", "0.0.0.0"),
             grpc_port=int(env("GRPC_PORT", str(grpc_port))),
+            admin_host=env("ADMIN_HOST", "127.0.0.1"),
+            admin_port=int(env("ADMIN_PORT", str(admin_port))),
             metrics_port=int(env("METRICS_PORT", str(metrics_port))),
             mongodb_uri=env("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
             mongodb_database=env("MONGODB_DATABASE", service_name),

@@ -26,7 +26,7 @@ from storefront_cli import system
 from storefront_cli.clients import Clients
 from svckit import names
 from tests import leaks
-from tests.support import System, tokens_of
+from tests.support import System
 
 
 @pytest.fixture(scope="session")
@@ -102,8 +102,6 @@ def running_system(stack: EmbeddedStack) -> Iterator[System]:
 
 @pytest.fixture
 async def clients(running_system: System) -> AsyncIterator[Clients]:
-    c = Clients.connect(
-        *(running_system.target(s) for s in names.SERVICES), tokens=tokens_of(running_system.stack)
-    )
+    c = running_system.connect()
     yield c
     await c.close()

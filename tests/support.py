@@ -25,6 +25,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import system
 from storefront_cli.clients import (
+    Clients,
     TokenFor,
     acting_as_needed,
     eventually,  # noqa: F401 - re-exported for tests
@@ -71,6 +72,7 @@ def settings_for(
         base,
         grpc_host="127.0.0.1",
         grpc_port=0,
+        admin_port=0,
         metrics_port=0,
         mongodb_uri=stack.mongodb_uri,
         mongodb_database=database,
@@ -157,6 +159,18 @@ class System:
 
     def target(self, service: str) -> str:
         return system.grpc_target(self.ports, service)
+
+    def admin_target(self, service: str) -> str:
+        return system.admin_target(self.ports, service)
+
+    def connect(self) -> Clients:
+        """Clients of its services and their admin services, each call with a token the
+        policy allows (the operator's for the admin service)."""
+        return Clients.connect(
+            *(self.target(s) for s in names.SERVICES),
+            tokens=tokens_of(self.stack),
+            admin={s: self.admin_target(s) for s in names.SERVICES},
+        )
 
     @property
     def envoy_url(self) -> str:
