@@ -8,13 +8,17 @@ a run directory, bound to 127.0.0.1 only::
     <run_dir>/data/kafka        Kafka log dirs + KRaft metadata (formatted once)
     <run_dir>/data/postgres     the PostgreSQL cluster FerretDB stores documents in
     <run_dir>/data/ferretdb     FerretDB's state file
-    <run_dir>/secrets/          the PostgreSQL password, one Kafka password per user (0600)
+    <run_dir>/secrets/          0700: the PostgreSQL passwords (superuser, one per database role),
+                                one Kafka password per user (files 0600, stack.private)
     <run_dir>/config/           generated server.properties (0600: the broker's password)
     <run_dir>/logs/, pids/      see stack.procs
     <run_dir>/stack.json        the ports in use, so later commands reuse them
 
 The broker always runs with SASL/SCRAM and ACLs (:mod:`stack.kafka_security`): every client
 connects as one of the run dir's users, :meth:`EmbeddedStack.kafka_as`.
+
+FerretDB refuses clients without credentials; each service, the operator and tests log in as a
+database role of their own (:meth:`EmbeddedStack.mongodb_uri_as`, stack.postgres).
 
 External infrastructure: if ``MONGODB_URI`` is set no FerretDB is started and that URI is used;
 if ``KAFKA_BOOTSTRAP_SERVERS`` is set no Kafka is started and those brokers are used, with the
@@ -576,6 +580,6 @@ class EmbeddedStack:
             "--telemetry=disable",
             "--log-level=info",
         ]
-        # The URL carries the password: in the environment, not on the command line.
+        # A URL with no usable login (stack.postgres): clients bring their own credentials.
         env = {"FERRETDB_POSTGRESQL_URL": self.postgres.ferretdb_url()}
         self.supervisor.start(FERRETDB, argv, env=env, ready=self.ports.mongodb, wait=False)
