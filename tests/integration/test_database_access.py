@@ -16,8 +16,9 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
+from stack import tools
 from stack.embedded import EmbeddedStack
-from stack.postgres import OPERATOR, ROLES
+from stack.postgres import OPERATOR, ROLES, SUPERUSER
 from tests import leaks
 
 pytestmark = pytest.mark.integration
@@ -107,7 +108,8 @@ def test_secrets_are_private(stack: EmbeddedStack) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another local user")
 def test_another_local_user_reads_no_secret(stack: EmbeddedStack) -> None:
-    """As `nobody`: the password files are out of reach even where the run dir is not."""
+    """As `nobody`: the password files are out of reach even where the run dir is not, and
+    PostgreSQL under FerretDB takes no login without a password."""
     nobody = pwd.getpwnam("nobody")
     target = stack.mongodb_password_file(OPERATOR)
 
@@ -120,6 +122,21 @@ def test_another_local_user_reads_no_secret(stack: EmbeddedStack) -> None:
     )
     assert res.returncode != 0 and "Permission denied" in res.stderr
     assert stack.postgres.role_password(OPERATOR) not in res.stdout
+    for user in (SUPERUSER, OPERATOR, "orders"):
+        psql = subprocess.run(
+            [
+                str(tools.path("postgresql") / "psql"),
+                f"--dbname={stack.postgres.url(user=user, connect_timeout='5')}",
+                "--no-password",
+                "--command=SELECT 1",
+            ],
+            preexec_fn=as_nobody,
+            capture_output=True,
+            text=True,
+            env={"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent"},
+            cwd="/",
+        )
+        assert psql.returncode != 0 and "password" in psql.stderr, (user, psql.stderr)
 
 
 def test_no_secret_on_any_command_line(stack: EmbeddedStack) -> None:
