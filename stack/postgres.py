@@ -148,7 +148,8 @@ SELECT storefront_gin_twins(indexrelid) FROM pg_index;
 -- Every schema FerretDB makes (a MongoDB database): its metadata table readable by every
 -- role (FerretDB's shared catalogue), every table in it owned by the schema's owner (a table
 -- tooling creates in a service's database stays usable by the service), and all of it
--- readable by the operator. SECURITY DEFINER: granting needs the owner's rights.
+-- readable by the operator. SECURITY DEFINER: granting needs the owner's rights. Any role
+-- may call it (the trigger runs as whoever made the schema); it gives nobody more than this.
 CREATE OR REPLACE FUNCTION storefront_share_schema(schema_name name) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
 DECLARE
