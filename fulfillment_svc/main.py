@@ -34,5 +34,10 @@ def main() -> None:
     me = topology.SYSTEM.service(topology.FULFILLMENT)
     run_service(
         build,
-        Settings.from_env(me.name, grpc_port=me.grpc_port, metrics_port=me.metrics_port),
+        Settings.from_env(
+            me.name,
+            grpc_port=me.grpc_port,
+            metrics_port=me.metrics_port,
+            admin_port=me.admin_port,
+        ),
     )

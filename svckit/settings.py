@@ -19,6 +19,10 @@ class Settings:
     service_name: str
     grpc_host: str
     grpc_port: int
+    admin_host: str
+    """Where the internal admin service listens: loopback unless told (a pod: 0.0.0.0, the
+    mesh admitting only the operator)."""
+    admin_port: int
     metrics_port: int
     mongodb_uri: str
     mongodb_database: str
@@ -34,7 +38,9 @@ class Settings:
     """Whom to trust (AUTH_* variables); a service refuses to start without it."""
 
     @classmethod
-    def from_env(cls, service_name: str, *, grpc_port: int, metrics_port: int) -> Settings:
+    def from_env(
+        cls, service_name: str, *, grpc_port: int, metrics_port: int, admin_port: int
+    ) -> Settings:
         """Defaults suit the embedded stack (the ports: the service's topology entry); every
         value can be overridden by env."""
         env = os.environ.get
@@ -42,6 +48,8 @@ class Settings:
             service_name=service_name,
             grpc_host=env("GRPC_HOST", "0.0.0.0"),
             grpc_port=int(env("GRPC_PORT", str(grpc_port))),
+            admin_host=env("ADMIN_HOST", "127.0.0.1"),
+            admin_port=int(env("ADMIN_PORT", str(admin_port))),
             metrics_port=int(env("METRICS_PORT", str(metrics_port))),
             mongodb_uri=env("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
             mongodb_database=env("MONGODB_DATABASE", service_name),
