@@ -144,8 +144,9 @@ class EventConsumer:
         await self._consumer.stop()
 
     async def _run(self) -> None:
-        stalled = Backoff(0.25, self._stall_backoff_max)
-        failed = Backoff(1.0, self._stall_backoff_max)
+        cap = self._stall_backoff_max  # a cap below a first step makes every step the cap
+        stalled = Backoff(min(0.25, cap), cap)
+        failed = Backoff(min(1.0, cap), cap)
         while not self._stopping.is_set():
             batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
             try:
