@@ -1,8 +1,8 @@
 """The raw ceilings, each a separate uvloop process like a service, no service code in the way.
 
-    python -m bench.raw mongo --uri U --db D --collection C --op find|insert --ids-file F \\
+    python -m bench.raw mongo [--uri U] --db D --collection C --op find|insert --ids-file F \\
         --concurrency 32 --duration 10
-    python -m bench.raw consume --topic T --group G --uri U --db D --expect N
+    python -m bench.raw consume --topic T --group G [--uri U] --db D --expect N
 
 Both print one JSON line. `mongo` runs `concurrency` tasks, each a find_one by _id (of the ids
 in the file, round robin) or an insert_one of a customer document as accounts stores it, in a
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -133,7 +134,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("mongo")
-    m.add_argument("--uri", required=True)
+    uri = os.environ.get("MONGODB_URI")  # from the environment: it may hold a password
+    m.add_argument("--uri", default=uri, required=uri is None)
     m.add_argument("--db", required=True)
     m.add_argument("--collection", required=True)
     m.add_argument("--op", choices=("find", "update", "insert", "outbox"), required=True)
@@ -143,7 +145,7 @@ def main() -> None:
     c = sub.add_parser("consume")
     c.add_argument("--topic", required=True)
     c.add_argument("--group", required=True)
-    c.add_argument("--uri", required=True)
+    c.add_argument("--uri", default=uri, required=uri is None)
     c.add_argument("--db", required=True)
     c.add_argument("--expect", type=int, required=True)
     args = parser.parse_args()

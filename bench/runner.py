@@ -194,8 +194,6 @@ class Bench:
             "-m",
             "bench.raw",
             "mongo",
-            "--uri",
-            self.mongodb_uri,
             "--db",
             db,
             "--collection",
@@ -207,9 +205,10 @@ class Bench:
             "--concurrency",
             str(self.p.concurrency),
         ]
+        env = {"MONGODB_URI": self.mongodb_uri}  # its password: never on a command line
         if self.p.warmup:
-            run_json([*argv, "--duration", str(self.p.warmup)])
-        return run_json([*argv, "--duration", str(self.p.seconds)])
+            run_json([*argv, "--duration", str(self.p.warmup)], env)
+        return run_json([*argv, "--duration", str(self.p.seconds)], env)
 
     def get_requests(self) -> list[dict[str, str]]:
         return [{"customer_id": i} for i in self.ids]
@@ -445,15 +444,13 @@ class Bench:
                 raw_topic,
                 "--group",
                 raw_group,
-                "--uri",
-                self.mongodb_uri,
                 "--db",
                 f"{PREFIX}raw",
                 "--expect",
                 str(n),
             ],
             cwd=ROOT,
-            env={**os.environ, **self.kafka.env()},
+            env={**os.environ, **self.kafka.env(), "MONGODB_URI": self.mongodb_uri},
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -607,8 +604,10 @@ def ratio(value: float, ceiling: float) -> float:
     return value / ceiling if ceiling else 0.0
 
 
-def run_json(argv: list[str]) -> dict[str, Any]:
-    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def run_json(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    res = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **env}
+    )
     if res.returncode != 0:
         raise RuntimeError(f"{argv[2:4]} failed: {res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

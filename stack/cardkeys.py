@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from stack.issuer import create_private
+from stack.private import create_private, private_dir
 
 MASTER_KEY_FILE = "card-master.key"
 FINGERPRINT_KEY_FILE = "card-fingerprint.key"
@@ -38,7 +38,7 @@ def env_for(
     secrets = Path(run_dir) / "secrets"
     master, fingerprint = secrets / MASTER_KEY_FILE, secrets / FINGERPRINT_KEY_FILE
     if create:
-        secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(secrets)
         _ensure(master, MASTER_KEY_BYTES)
         _ensure(fingerprint, FINGERPRINT_KEY_BYTES)
     return {

@@ -8,13 +8,17 @@ a run directory, bound to 127.0.0.1 only::
     <run_dir>/data/kafka        Kafka log dirs + KRaft metadata (formatted once)
     <run_dir>/data/postgres     the PostgreSQL cluster FerretDB stores documents in
     <run_dir>/data/ferretdb     FerretDB's state file
-    <run_dir>/secrets/          the PostgreSQL password, one Kafka password per user (0600)
+    <run_dir>/secrets/          0700: the PostgreSQL passwords (superuser, one per database role),
+                                one Kafka password per user (files 0600, stack.private)
     <run_dir>/config/           generated server.properties (0600: the broker's password)
     <run_dir>/logs/, pids/      see stack.procs
     <run_dir>/stack.json        the ports in use, so later commands reuse them
 
 The broker always runs with SASL/SCRAM and ACLs (:mod:`stack.kafka_security`): every client
 connects as one of the run dir's users, :meth:`EmbeddedStack.kafka_as`.
+
+FerretDB refuses clients without credentials; each service, the operator and tests log in as a
+database role of their own (:meth:`EmbeddedStack.mongodb_uri_as`, stack.postgres).
 
 External infrastructure: if ``MONGODB_URI`` is set no FerretDB is started and that URI is used;
 if ``KAFKA_BOOTSTRAP_SERVERS`` is set no Kafka is started and those brokers are used, with the
@@ -26,7 +30,8 @@ Use::
     st = EmbeddedStack(Path(".run"))              # default ports 9092/9093/27017/5433
     st.start()
     st.kafka_bootstrap, st.mongodb_uri, st.env()
-    st.kafka                                      # the operator's KafkaConnection
+    st.kafka                                      # tests' KafkaConnection (may write)
+    st.kafka_as(OPERATOR)                         # the operator commands' (reads only)
     st.kafka_as("orders")                         # a service's
     st.supervisor.kill(KAFKA); st.supervisor.restart(KAFKA)   # crash + recover, same data
     st.stop()                                     # stops every process recorded in run_dir
@@ -43,6 +48,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -51,8 +57,11 @@ from typing import Any, TypeVar
 
 import topology
 from stack import tools
-from stack.kafka_security import BROKER, OPERATOR, Credentials, all_acls, sync_acls
+from stack.kafka_security import BROKER, OPERATOR, TOOLING, Credentials, all_acls, sync_acls
+from stack.postgres import OPERATOR as OPERATOR_ROLE
 from stack.postgres import POSTGRES, PostgresCluster
+from stack.postgres import TOOLING as TOOLING_ROLE
+from stack.private import create_private
 from stack.procs import ProcessError, Supervisor, port_open
 from svckit.kafka import KafkaConnection
 
@@ -214,6 +223,10 @@ def list_topics(kafka: KafkaConnection, timeout: float = 30.0) -> list[str]:
     return _run_sync(go)
 
 
+def _has_password(uri: str) -> bool:
+    return urllib.parse.urlsplit(uri).password is not None
+
+
 def _kafka_cluster_id() -> str:
     """A random KRaft cluster id (16 random bytes, URL-safe base64 without padding)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -262,20 +275,48 @@ class EmbeddedStack:
 
     @property
     def kafka(self) -> KafkaConnection:
-        """The operator's connection: tools and tests."""
-        return self.kafka_as(OPERATOR)
+        """The tooling identity's connection, for tests and benchmarks that write events or
+        create topics (stack.kafka_security); the operator commands read as ``operator``."""
+        return self.kafka_as(TOOLING)
+
+    def mongodb_uri_as(self, role: str, *, password: bool = True) -> str:
+        """How `role` (a service, ``operator``, ``tooling``: stack.postgres.ROLES) connects to
+        the embedded database: PLAIN credentials, which FerretDB hands to PostgreSQL. Without
+        `password` the URI names the user only (its password is in
+        :meth:`mongodb_password_file`). An external MONGODB_URI is everyone's, unchanged."""
+        if self.external_mongodb:
+            return self.external_mongodb
+        secret = ""
+        if password:
+            secret = ":" + urllib.parse.quote(self.postgres.role_password(role), safe="")
+        return (
+            f"mongodb://{role}{secret}@127.0.0.1:{self.ports.mongodb}/"
+            "?authMechanism=PLAIN&authSource=%24external"
+        )
+
+    def mongodb_password_file(self, role: str) -> Path:
+        return self.postgres.role_password_file(role)
 
     @property
     def mongodb_uri(self) -> str:
-        """MongoDB connection string (external one if configured)."""
-        return self.external_mongodb or f"mongodb://127.0.0.1:{self.ports.mongodb}/"
+        """Tests' and benchmarks' MongoDB URI (the ``tooling`` role, password included: for
+        this process only; external: MONGODB_URI)."""
+        return self.mongodb_uri_as(TOOLING_ROLE)
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point a tool at this stack (as the Kafka operator; a
-        service adds its own identity, ``kafka_as(service).env()``)."""
+        """Environment variables that point a tool at this stack (as the Kafka operator, who
+        reads only; a service adds its own identity, ``kafka_as(service).env()``)."""
+        mongodb = (
+            {"MONGODB_URI": self.external_mongodb}
+            if self.external_mongodb
+            else {
+                "MONGODB_URI": self.mongodb_uri_as(OPERATOR_ROLE, password=False),
+                "MONGODB_PASSWORD_FILE": str(self.mongodb_password_file(OPERATOR_ROLE)),
+            }
+        )
         return {
-            **self.kafka.env(),
-            "MONGODB_URI": self.mongodb_uri,
+            **self.kafka_as(OPERATOR).env(),
+            **mongodb,
             "STACK_RUN_DIR": str(self.run_dir),
             "STOREFRONT_TOOLS_DIR": str(tools.TOOLS_DIR),
         }
@@ -283,9 +324,17 @@ class EmbeddedStack:
     def write_env_file(self, path: Path | None = None) -> Path:
         """Write :meth:`env` as shell ``KEY=value`` lines (default ``<run_dir>/stack.env``)."""
         path = path or self.run_dir / "stack.env"
-        # A password from the environment stays there; the embedded stack's are files.
-        lines = [f"{k}={v}" for k, v in self.env().items() if k != "KAFKA_SASL_PASSWORD"]
-        path.write_text("\n".join(lines) + "\n")
+        # A password from the environment stays there (an external MONGODB_URI with one is
+        # left out); the embedded stack's are files.
+        lines = [
+            f"{k}={v}"
+            for k, v in self.env().items()
+            if k != "KAFKA_SASL_PASSWORD" and not (k == "MONGODB_URI" and _has_password(v))
+        ]
+        new = path.with_name(path.name + ".new")
+        new.unlink(missing_ok=True)
+        create_private(new, ("\n".join(lines) + "\n").encode())
+        new.replace(path)
         return path
 
     def is_up(self) -> bool:
@@ -535,7 +584,7 @@ class EmbeddedStack:
             "--log-level=warn",  # errors and warnings, not every connection's start and end
             *flags,
         ]
-        # The URL carries the password: in the environment, not on the command line.
+        # A URL with no usable login (stack.postgres): clients bring their own credentials.
         env = {"FERRETDB_POSTGRESQL_URL": self.postgres.ferretdb_url()}
         self.supervisor.start(name, argv, env=env, ready=port, wait=wait)
 

@@ -9,7 +9,6 @@ docs/security.md).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from stack.private import create_private, private_dir
 from svckit.auth import AuthConfig
 
 LOCAL_ISSUER = "https://issuer.storefront.local"
@@ -31,20 +31,6 @@ ALGORITHM = "ES256"
 DEFAULT_TTL = 3600
 KEY_FILE = "signing-key.pem"
 JWKS_FILE = "jwks.json"
-
-
-def create_private(path: Path, data: bytes) -> None:
-    """Owner-only from the first byte, and whole or not at all; if another process made
-    the file first, its key stays."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    try:
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink()
 
 
 class LocalIssuer:
@@ -60,7 +46,7 @@ class LocalIssuer:
     def ensure(cls, directory: Path | str) -> LocalIssuer:
         """The issuer of `directory`, creating its key and JWKS the first time."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(directory)
         key_path = directory / KEY_FILE
         if not key_path.exists():
             key = ec.generate_private_key(ec.SECP256R1())

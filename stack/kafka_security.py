@@ -1,5 +1,5 @@
-"""Who may do what on Kafka: one SCRAM identity per service, its ACLs, and the embedded
-broker's SASL settings.
+"""Who may do what on Kafka: one SCRAM identity per service, a read-only operator, tooling
+for tests and benchmarks, their ACLs, and the embedded broker's SASL settings.
 
 The table is derived from the topology (`topology.SYSTEM`: what each service publishes and
 consumes), which the services subscribe and publish by, so it cannot drift from the code;
@@ -35,6 +35,7 @@ from aiokafka.protocol.admin import (
 )
 from aiokafka.protocol.api import Request
 
+from stack.private import password_file
 from svckit import names
 from svckit.kafka import KafkaConnection
 from svckit.names import consumer_group, dlq_topic, run_groups_prefix
@@ -43,8 +44,11 @@ from topology import SYSTEM, System
 BROKER = "broker"
 """The node's own identity: inter-broker and controller traffic, and the stack's set-up."""
 OPERATOR = "operator"
-"""The ``storefront`` operator commands, tests and benchmarks."""
-USERS = (BROKER, *SYSTEM.names, OPERATOR)
+"""The ``storefront`` operator commands and the console: reads only."""
+TOOLING = "tooling"
+"""Tests, benchmarks and set-up scripts that write events or create topics; never the
+operator commands or the console."""
+USERS = (BROKER, *SYSTEM.names, OPERATOR, TOOLING)
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
 """PBKDF2 rounds per credential (Kafka's minimum is 4096); a client pays them once per
@@ -144,26 +148,41 @@ def roles(system: System = SYSTEM) -> list[Role]:
 
 
 def operator_acls() -> list[Acl]:
-    """The operator reads every topic and group's offsets (status, watch, dlq list, check),
-    writes topics (dlq replay, tests' events), commits its own groups' offsets (dlq replay)
-    and creates topics (tests, benchmarks). It cannot delete or reconfigure topics, change
-    ACLs or the broker."""
+    """The operator reads: every topic (status, watch, dlq list, the console's tail) and every
+    group's committed offsets (lag, how far DLQ replays got). It writes nothing, joins no
+    group and commits no offset: DLQ replays and repairs are the owning service's use cases
+    (its admin service), so a leaked operator password cannot forge an event or steal a
+    service's partitions."""
     topics = [
-        Acl(OPERATOR, Resource.TOPIC, "*", Pattern.LITERAL, op)
+        Acl(OPERATOR, Resource.TOPIC, "*", Pattern.LITERAL, op) for op in (Op.READ, Op.DESCRIBE)
+    ]
+    groups = [Acl(OPERATOR, Resource.GROUP, "*", Pattern.LITERAL, Op.DESCRIBE)]
+    cluster = [Acl(OPERATOR, Resource.CLUSTER, CLUSTER_NAME, Pattern.LITERAL, Op.DESCRIBE)]
+    return topics + groups + cluster
+
+
+def tooling_acls() -> list[Acl]:
+    """Tests and benchmarks write events (as a producer of any topic would), create topics,
+    and consume in groups of their own; nothing uses this identity by default. It cannot
+    delete or reconfigure topics, change ACLs or the broker."""
+    topics = [
+        Acl(TOOLING, Resource.TOPIC, "*", Pattern.LITERAL, op)
         for op in (Op.READ, Op.WRITE, Op.DESCRIBE, Op.CREATE)
     ]
     groups = [
-        Acl(OPERATOR, Resource.GROUP, "*", Pattern.LITERAL, op) for op in (Op.READ, Op.DESCRIBE)
+        Acl(TOOLING, Resource.GROUP, "*", Pattern.LITERAL, op) for op in (Op.READ, Op.DESCRIBE)
     ]
     cluster = [
-        Acl(OPERATOR, Resource.CLUSTER, CLUSTER_NAME, Pattern.LITERAL, op)
+        Acl(TOOLING, Resource.CLUSTER, CLUSTER_NAME, Pattern.LITERAL, op)
         for op in (Op.CREATE, Op.DESCRIBE)
     ]
     return topics + groups + cluster
 
 
 def all_acls(system: System = SYSTEM) -> list[Acl]:
-    return sorted({a for role in roles(system) for a in role.acls()} | set(operator_acls()))
+    """Every service's role as `system` declares it, the read-only operator and tooling."""
+    tools = {*operator_acls(), *tooling_acls()}
+    return sorted({a for role in roles(system) for a in role.acls()} | tools)
 
 
 # --- credentials ---------------------------------------------------------------------------
@@ -183,12 +202,8 @@ class Credentials:
 
     def create(self) -> None:
         """Make the missing passwords (kept across restarts: the broker has their hashes)."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for user in USERS:
-            path = self.file(user)
-            if not path.exists():
-                path.touch(mode=0o600)
-                path.write_text(secrets.token_urlsafe(24) + "\n")
+            password_file(self.file(user))
 
     def password(self, user: str) -> str:
         return self.file(user).read_text().strip()

@@ -4,9 +4,9 @@ tokens they present.
 Every call carries a bearer token. `Clients.connect(..., tokens=...)` takes a `TokenFor`:
 the token for one call, given its method and request. `acting_as_needed` is the one the
 demo and the tests use: minted from the local issuer's key, each call goes as a principal
-the policy allows to make it (staff or warehouse where they may; otherwise the customer the
-request names, and for a sign-up a new customer), so a whole flow runs with real tokens and
-the services' checks in force. A caller with one identity passes `fixed(token)`.
+the policy allows to make it (staff, warehouse or operator where they may; otherwise the
+customer the request names, and for a sign-up a new customer), so a whole flow runs with real
+tokens and the services' checks in force. A caller with one identity passes `fixed(token)`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
 from storefront_cli import endpoints
 from svckit import policy
-from svckit.authz import CUSTOMER, STAFF, WAREHOUSE, Every, get_field
+from svckit.authz import CUSTOMER, OPERATOR, STAFF, WAREHOUSE, Every, get_field
 from svckit.ids import new_id
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def fixed(token: str) -> TokenFor:
 
 def acting_as_needed(issuer: LocalIssuer, *, ttl: float = 3600.0) -> TokenFor:
     """Tokens of a principal the policy lets make each call (see the module docstring)."""
-    role_tokens = {role: issuer.role(role, ttl=ttl) for role in (STAFF, WAREHOUSE)}
+    role_tokens = {role: issuer.role(role, ttl=ttl) for role in (STAFF, WAREHOUSE, OPERATOR)}
 
     def token_for(method: str, request: Message) -> str | None:
         rule = policy.POLICY.get(method)
@@ -134,7 +134,8 @@ class Clients:
     fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
     channels: list[grpc.aio.Channel]
     admin: dict[str, admin_pb2_grpc.AdminServiceStub]
-    """Each service's internal admin service, by service name (on the service's own port)."""
+    """Each service's internal admin service, by service name (on its admin port), when
+    `connect` was given where they are."""
 
     @classmethod
     def connect(
@@ -144,19 +145,20 @@ class Clients:
         fulfillment: str,
         *,
         tokens: TokenFor,
-        others: Mapping[str, str] | None = None,
+        admin: Mapping[str, str] | None = None,
     ) -> Clients:
-        """Clients of the three APIs; `others` (service -> target) adds the admin service of
-        the topology's other services (replays and repairs of what they consume)."""
-        targets = {**dict(zip(CLIENT_SERVICES, (accounts, orders, fulfillment), strict=True))}
-        targets.update(others or {})
+        """Clients of the three APIs; `admin` (service -> target, system.admin_target) adds
+        the admin service of each service given, the topology's others included (replays and
+        repairs of what they consume)."""
+        targets = dict(zip(CLIENT_SERVICES, (accounts, orders, fulfillment), strict=True))
         channels = {name: channel(t, tokens) for name, t in targets.items()}
+        admin_channels = {s: channel(t, tokens) for s, t in (admin or {}).items()}
         return cls(
             accounts_pb2_grpc.AccountsServiceStub(channels[topology.ACCOUNTS]),
             orders_pb2_grpc.OrdersServiceStub(channels[topology.ORDERS]),
             fulfillment_pb2_grpc.FulfillmentServiceStub(channels[topology.FULFILLMENT]),
-            list(channels.values()),
-            {name: admin_pb2_grpc.AdminServiceStub(c) for name, c in channels.items()},
+            [*channels.values(), *admin_channels.values()],
+            {s: admin_pb2_grpc.AdminServiceStub(c) for s, c in admin_channels.items()},
         )
 
     async def close(self) -> None:
@@ -190,18 +192,18 @@ async def eventually(
 
 
 def operator_tokens() -> TokenFor:
-    """What the operator commands call as: `STOREFRONT_TOKEN` (a staff token of the
-    deployment's issuer), else tokens minted from the local run dir's issuer."""
+    """What the operator commands call as: `STOREFRONT_TOKEN` (an operator token of the
+    deployment's issuer), else tokens minted from the local run dir's issuer (the operator's
+    for the admin service)."""
     token = os.environ.get("STOREFRONT_TOKEN")
     return fixed(token) if token else acting_as_needed(issuer.for_run_dir(endpoints.RUN_DIR))
 
 
 def connect_endpoints(ep: endpoints.Endpoints) -> Clients:
-    """Clients of the services where `ep` says they are, as the operator."""
+    """Clients of the services and of every declared service's admin service where `ep` says
+    they are, as the operator."""
     return Clients.connect(
-        *(ep.grpc[s] for s in CLIENT_SERVICES),
-        tokens=operator_tokens(),
-        others={s: t for s, t in ep.grpc.items() if s not in CLIENT_SERVICES},
+        *(ep.grpc[s] for s in CLIENT_SERVICES), tokens=operator_tokens(), admin=ep.admin
     )
 
 

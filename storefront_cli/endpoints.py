@@ -1,7 +1,8 @@
 """Where the running system is: environment first, then `.run/stack.env` written
 by `make up` / `storefront run`, then the embedded defaults. The services' gRPC targets
-(where the CLI calls their admin service) default to `storefront run`'s ports;
-`STOREFRONT_<SERVICE>_GRPC=host:port` points elsewhere (e.g. a port-forward)."""
+and their admin services' (where the CLI calls repairs and replays) default to `storefront
+run`'s ports; `STOREFRONT_<SERVICE>_GRPC=host:port` and `STOREFRONT_<SERVICE>_ADMIN=host:port`
+point elsewhere (e.g. a port-forward)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import topology
 from stack import tools
 from storefront_cli import system
+from svckit import mongo
 from svckit.kafka import KafkaConnection
 
 RUN_DIR = tools.REPO_ROOT / ".run"
@@ -22,6 +24,10 @@ def default_targets() -> dict[str, str]:
     return {s: system.grpc_target(system.SystemPorts(), s) for s in topology.SYSTEM.names}
 
 
+def default_admin_targets() -> dict[str, str]:
+    return {s: system.admin_target(system.SystemPorts(), s) for s in topology.SYSTEM.names}
+
+
 @dataclass(frozen=True)
 class Endpoints:
     kafka: KafkaConnection
@@ -29,6 +35,7 @@ class Endpoints:
     mongodb: str
     db_prefix: str = ""
     grpc: Mapping[str, str] = field(default_factory=default_targets)
+    admin: Mapping[str, str] = field(default_factory=default_admin_targets)
 
     def database(self, service: str) -> str:
         return f"{self.db_prefix}{service}"
@@ -46,15 +53,25 @@ def load(run_dir: Path = RUN_DIR, *, db_prefix: str | None = None) -> Endpoints:
     # must not meet the embedded stack's user and password.
     kafka_env = {k: v for k, v in os.environ.items() if k.startswith("KAFKA_")}
     kafka_values = kafka_env if "KAFKA_BOOTSTRAP_SERVERS" in kafka_env else values
+    # Likewise MONGODB_URI and the file holding its user's password (stack.env names it).
     if "MONGODB_URI" in os.environ:
-        values["MONGODB_URI"] = os.environ["MONGODB_URI"]
+        values.pop("MONGODB_PASSWORD_FILE", None)
+        values.update({k: v for k, v in os.environ.items() if k.startswith("MONGODB_")})
+    mongodb = values.get("MONGODB_URI", "mongodb://127.0.0.1:27017/")
+    if values.get("MONGODB_PASSWORD_FILE"):
+        mongodb = mongo.with_password_file(mongodb, values["MONGODB_PASSWORD_FILE"])
     targets = {f"STOREFRONT_{s.upper()}_GRPC": s for s in topology.SYSTEM.names}
-    values.update({k: v for k, v in os.environ.items() if k in targets})
+    admin = {f"STOREFRONT_{s.upper()}_ADMIN": s for s in topology.SYSTEM.names}
+    values.update({k: v for k, v in os.environ.items() if k in targets or k in admin})
     return Endpoints(
         kafka=KafkaConnection.from_env(kafka_values),
-        mongodb=values.get("MONGODB_URI", "mongodb://127.0.0.1:27017/"),
+        mongodb=mongodb,
         db_prefix=db_prefix
         if db_prefix is not None
         else os.environ.get("STOREFRONT_DB_PREFIX", ""),
         grpc={**default_targets(), **{s: values[k] for k, s in targets.items() if k in values}},
+        admin={
+            **default_admin_targets(),
+            **{s: values[k] for k, s in admin.items() if k in values},
+        },
     )

@@ -20,7 +20,7 @@ from storefront_cli import console as web_console
 from storefront_cli.clients import CLIENT_SERVICES, Clients, acting_as_needed
 from storefront_cli.demo import demo_loop, run_demo
 from svckit import logs
-from svckit.authz import STAFF, WAREHOUSE
+from svckit.authz import OPERATOR, STAFF, WAREHOUSE
 from svckit.envvars import ConfigError
 
 RUN_DIR = tools.REPO_ROOT / ".run"
@@ -47,6 +47,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     for s in topology.SYSTEM.names:
         lines.append(
             f"  {s + '_svc':16} gRPC 127.0.0.1:{ports.grpc(s)}   "
+            f"admin 127.0.0.1:{ports.admin(s)}   "
             f"metrics http://127.0.0.1:{ports.metrics(s)}/metrics"
         )
     lines += [
@@ -58,7 +59,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
             if stack.external_kafka
             else f"   (SASL/SCRAM; users in {stack.kafka_credentials.dir})"
         ),
-        f"  {'mongodb':16} {logs.redacted(stack.mongodb_uri)}",
+        f"  {'mongodb':16} {logs.redacted(stack.env()['MONGODB_URI'])}",
     ]
     if stack.supervisor.is_running(prometheus.PROMETHEUS):
         lines.append(f"  {'prometheus':16} http://127.0.0.1:{prometheus.DEFAULT_PORT}")
@@ -68,7 +69,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
         at = "" if port == web_console.DEFAULT_PORT else f" --console-port {port}"
         lines += [
             f"  {'console':16} {web_console.url(port)}   (graph, lag, outbox, DLQ, events)",
-            f"  {'':16} as staff (check, replay), a link with a "
+            f"  {'':16} as operator (check, replay), a link with a "
             f"{web_console.LINK_TTL // 60}-minute token: uv run storefront token --console"
             f"{run_dir}{at}",
         ]
@@ -76,7 +77,7 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
         "",
         "Every call needs a bearer token from the local issuer (keys in "
         f"{stack.run_dir / 'auth'}):",
-        f"  uv run storefront token{run_dir} --role staff       # or --role warehouse",
+        f"  uv run storefront token{run_dir} --role staff       # or warehouse, operator",
         f"  uv run storefront token{run_dir} --customer ID      # as that customer (or sign-up)",
         "",
         "Try:",
@@ -202,7 +203,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     one: asked for, never printed unasked)."""
     if args.console:
         ttl = args.ttl or web_console.LINK_TTL
-        print(web_console.staff_link(Path(args.run_dir), args.console_port, ttl))
+        print(web_console.operator_link(Path(args.run_dir), args.console_port, ttl))
         return 0
     local = issuer.for_run_dir(args.run_dir)
     ttl = args.ttl or DEFAULT_TOKEN_TTL
@@ -249,11 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("token", help="print a bearer token from the local issuer")
     who = token.add_mutually_exclusive_group(required=True)
     who.add_argument("--customer", metavar="ID", help="a customer's token (sub = ID)")
-    who.add_argument("--role", choices=(STAFF, WAREHOUSE), help="a staff or warehouse token")
+    who.add_argument(
+        "--role",
+        choices=(STAFF, WAREHOUSE, OPERATOR),
+        help="a staff, warehouse or operator (admin service, console actions) token",
+    )
     who.add_argument(
         "--console",
         action="store_true",
-        help="the operator console's link with a staff token in it, for its actions",
+        help="the operator console's link with an operator token in it, for its actions",
     )
     token.add_argument("--subject", default="", help="with --role: who it names in the logs")
     token.add_argument(

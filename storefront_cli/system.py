@@ -22,8 +22,8 @@ from svckit import names
 
 @dataclass(frozen=True)
 class SystemPorts:
-    """Where each service (gRPC and metrics) and Envoy listen: the topology's ports unless
-    moved (tests take free ones)."""
+    """Where each service (gRPC, its admin service and metrics) and Envoy listen: the
+    topology's ports unless moved (tests take free ones)."""
 
     grpc_ports: Mapping[str, int] = field(
         default_factory=lambda: {s.name: s.grpc_port for s in topology.SYSTEM}
@@ -31,34 +31,50 @@ class SystemPorts:
     metrics_ports: Mapping[str, int] = field(
         default_factory=lambda: {s.name: s.metrics_port for s in topology.SYSTEM}
     )
+    admin_ports: Mapping[str, int] = field(
+        default_factory=lambda: {s.name: s.admin_port for s in topology.SYSTEM}
+    )
     envoy: int = 8080
     envoy_admin: int = 9901
 
     @classmethod
     def declared(cls, system: topology.System) -> SystemPorts:
         """The ports `system` declares."""
-        return cls({s.name: s.grpc_port for s in system}, {s.name: s.metrics_port for s in system})
+        return cls(
+            {s.name: s.grpc_port for s in system},
+            {s.name: s.metrics_port for s in system},
+            {s.name: s.admin_port for s in system},
+        )
 
     @classmethod
     def free(cls) -> SystemPorts:
         services = topology.SYSTEM.names
         n = len(services)
-        ports = free_ports(2 * n + 2)
+        ports = free_ports(3 * n + 2)
         return cls(
             dict(zip(services, ports[:n], strict=True)),
             dict(zip(services, ports[n : 2 * n], strict=True)),
-            *ports[2 * n :],
+            dict(zip(services, ports[2 * n : 3 * n], strict=True)),
+            *ports[3 * n :],
         )
 
     def grpc(self, service: str) -> int:
         return self.grpc_ports[service]
 
+    def admin(self, service: str) -> int:
+        """The service's internal admin service (loopback only)."""
+        return self.admin_ports[service]
+
     def metrics(self, service: str) -> int:
         return self.metrics_ports[service]
 
-    def moved(self, grpc: Mapping[str, int]) -> SystemPorts:
-        """These ports with some services' gRPC ports changed."""
-        return replace(self, grpc_ports={**self.grpc_ports, **grpc})
+    def moved(self, grpc: Mapping[str, int], admin: Mapping[str, int] | None = None) -> SystemPorts:
+        """These ports with some services' gRPC and admin ports changed."""
+        return replace(
+            self,
+            grpc_ports={**self.grpc_ports, **grpc},
+            admin_ports={**self.admin_ports, **(admin or {})},
+        )
 
 
 def health_serving(port: int, service: str = "") -> Callable[[], bool]:
@@ -84,13 +100,17 @@ def local_issuer(stack: EmbeddedStack) -> LocalIssuer:
 def service_env(
     stack: EmbeddedStack, ports: SystemPorts, service: str, *, db_prefix: str = ""
 ) -> dict[str, str]:
+    tools = {k: v for k, v in stack.env().items() if k != "MONGODB_PASSWORD_FILE"}
     return {
-        **stack.env(),
+        **tools,
         **stack.kafka_as(service).env(),
+        "MONGODB_URI": stack.mongodb_uri_as(service),  # its own role; in its environment only
         **local_issuer(stack).config().env(),
         **(cardkeys.env_for(stack.run_dir) if service == topology.ACCOUNTS else {}),
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": str(ports.grpc(service)),
+        "ADMIN_HOST": "127.0.0.1",
+        "ADMIN_PORT": str(ports.admin(service)),
         "METRICS_PORT": str(ports.metrics(service)),
         "MONGODB_DATABASE": f"{db_prefix}{topology.SYSTEM.service(service).database}",
         "KAFKA_CONSUMER_GROUP": names.consumer_group(service, db_prefix),
@@ -135,6 +155,10 @@ def start_services(
 
 def grpc_target(ports: SystemPorts, service: str) -> str:
     return f"127.0.0.1:{ports.grpc(service)}"
+
+
+def admin_target(ports: SystemPorts, service: str) -> str:
+    return f"127.0.0.1:{ports.admin(service)}"
 
 
 def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:

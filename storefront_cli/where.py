@@ -36,12 +36,16 @@ def where_of(args: argparse.Namespace) -> Where:
     ep = dataclasses.replace(
         ep, kafka=ep.kafka.with_bootstrap(args.kafka), mongodb=args.mongodb or ep.mongodb
     )
-    moved = {
-        s: port
-        for s in topology.SYSTEM.names
-        if (port := getattr(args, f"{s.replace('-', '_')}_port")) is not None
-    }
-    ports = system.SystemPorts().moved(moved)
+
+    def given(flag: str) -> dict[str, int]:
+        """Each service whose ``--<service><flag>`` was given, with its value."""
+        return {
+            s: port
+            for s in topology.SYSTEM.names
+            if (port := getattr(args, f"{s.replace('-', '_')}{flag}")) is not None
+        }
+
+    ports = system.SystemPorts().moved(given("_port"), given("_admin_port"))
     if args.envoy_admin_port is not None:
         ports = dataclasses.replace(ports, envoy_admin=args.envoy_admin_port)
     return Where(ep, ports, args.host, args.prometheus_port)
@@ -69,6 +73,11 @@ def where_flags(p: argparse.ArgumentParser) -> None:
             f"--{service}-port",
             type=int,
             help=f"{service}_svc gRPC port (default {defaults.grpc(service)})",
+        )
+        p.add_argument(
+            f"--{service}-admin-port",
+            type=int,
+            help=f"{service}_svc admin service port (default {defaults.admin(service)})",
         )
     p.add_argument("--envoy-admin-port", type=int, help=f"default {defaults.envoy_admin}")
     p.add_argument("--prometheus-port", type=int, default=9090)

@@ -28,7 +28,7 @@ from svckit.consumer import EventHandler
 from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.kafka import KafkaConnection
 from svckit.outbox import OUTBOX, PARKED, PARKED_MARK, PENDING
-from svckit.replay import replay_topic
+from svckit.replay import missing_history, replay_topic
 from svckit.store import Store, until_saved
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.ReplayTopicRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ReplayTopicResponse:
         consumer, model = self._consumed(request.topic)
+        if request.rebuild:
+            # Forgetting is safe only if the topic still holds every aggregate's history;
+            # the state topics keep 7 days (docs/consistency.md).
+            gone = await missing_history(self.kafka, request.topic)
+            if gone:
+                starts = ", ".join(f"partition {p} starts at offset {o}" for p, o in gone.items())
+                raise FailedPrecondition(
+                    f"cannot rebuild: {request.topic} no longer holds its whole history "
+                    f"({starts}); replay without rebuild, or repair from the owner",
+                    subject=request.topic,
+                )
         before = await digests(model)
         forgotten = 0
         if request.rebuild:

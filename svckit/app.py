@@ -63,6 +63,9 @@ class ServiceApp:
         self._health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
+        self.admin_server: grpc.aio.Server | None = None
+        self.admin_port: int | None = None
+        """Where the internal admin service listens (its own port: ADMIN_HOST/ADMIN_PORT)."""
         self._health_task: asyncio.Task[None] | None = None
         self._kafka_task: asyncio.Task[None] | None = None
         self._started_consumers: list[EventConsumer] = []
@@ -157,13 +160,20 @@ class ServiceApp:
         for adder, servicer, name in self._services:
             adder(servicer, server)
             names.append(name)
-        internal = []
-        if self._admin is not None:
-            admin_pb2_grpc.add_AdminServiceServicer_to_server(self._admin, server)
-            internal.append(admin.SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable(server, [*names, *internal, health.SERVICE_NAME])
+        reflection.enable(server, [*names, health.SERVICE_NAME])
         self.bound_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        if self._admin is not None:
+            # Its own server and port: what reaches the public port (Envoy, the gateway, any
+            # client) can never reach a repair or a replay, whatever the routes say.
+            self.admin_server = grpc.aio.server(interceptors=interceptors, options=options)
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(self._admin, self.admin_server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self.admin_server)
+            reflection.enable(self.admin_server, [admin.SERVICE, health.SERVICE_NAME])
+            self.admin_port = self.admin_server.add_insecure_port(
+                f"{s.admin_host}:{s.admin_port}"
+            )
+            await self.admin_server.start()
         await server.start()
         self.server = server
         self._health_names = ["", *names]
@@ -172,6 +182,8 @@ class ServiceApp:
         self._kafka_task = asyncio.create_task(self._start_kafka_side())
         self._background_tasks = [asyncio.create_task(job()) for job in self._background]
         log.info("%s serving gRPC on %s:%s", s.service_name, s.grpc_host, self.bound_port)
+        if self.admin_server is not None:
+            log.info("%s admin service on %s:%s", s.service_name, s.admin_host, self.admin_port)
 
     async def _start_kafka_side(self) -> None:
         """Producer, relays and consumers, once Kafka answers, however long that takes.
@@ -241,6 +253,8 @@ class ServiceApp:
         s = self.settings
         log.info("%s shutting down", s.service_name)
         await self._health.enter_graceful_shutdown()
+        if self.admin_server:
+            await self.admin_server.stop(s.shutdown_grace_seconds)
         if self.server:
             await self.server.stop(s.shutdown_grace_seconds)
         if self._health_task:
@@ -275,13 +289,20 @@ class ServiceApp:
 
 
 def run_service(
-    build: Callable[[Settings], ServiceApp], service_name: str, *, grpc_port: int, metrics_port: int
+    build: Callable[[Settings], ServiceApp],
+    service_name: str,
+    *,
+    grpc_port: int,
+    metrics_port: int,
+    admin_port: int,
 ) -> None:
     """The body of every `python -m <service>`: its settings from the environment, uvloop
     when available, then run. A setting it cannot use stops it at once (exit 2), naming the
     variable."""
     try:
-        settings = Settings.from_env(service_name, grpc_port=grpc_port, metrics_port=metrics_port)
+        settings = Settings.from_env(
+            service_name, grpc_port=grpc_port, metrics_port=metrics_port, admin_port=admin_port
+        )
     except ConfigError as exc:
         logs.configure(service_name)
         logging.getLogger(service_name).error("refusing to start: %s", str(exc))

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 CUSTOMER = "customer"
 STAFF = "staff"
 WAREHOUSE = "warehouse"
-ROLES = (CUSTOMER, STAFF, WAREHOUSE)
+OPERATOR = "operator"
+"""Runs the system (repairs, replays, the console's actions); not staff, who run the shop."""
+ROLES = (CUSTOMER, STAFF, WAREHOUSE, OPERATOR)
 
 OwnerLookup = Callable[[str], Awaitable[str | None]]
 """Resource id -> the customer id that owns it, or None when there is no such resource."""

@@ -12,6 +12,8 @@ deployment tunes it in the URI with no code change.
 from __future__ import annotations
 
 import os
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -35,3 +37,15 @@ def connect(
             os.environ, "MONGODB_MAX_POOL_SIZE", MAX_POOL_SIZE, minimum=1
         )
     return AsyncMongoClient(uri, **options)
+
+
+def with_password_file(uri: str, password_file: str | Path) -> str:
+    """`uri` with its user's password read from a file (``MONGODB_PASSWORD_FILE``): tools keep
+    the password in a private file, never in an env file or on a command line."""
+    parts = urllib.parse.urlsplit(uri)
+    user, _, host = parts.netloc.rpartition("@")
+    if not user:
+        raise ValueError("MONGODB_PASSWORD_FILE needs a user in MONGODB_URI")
+    password = urllib.parse.quote(Path(password_file).read_text().strip(), safe="")
+    name = user.partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}"))

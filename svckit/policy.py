@@ -53,13 +53,13 @@ POLICY: dict[str, Rule] = {
     f"{FULFILLMENT}/ShipFulfillment": allow(warehouse=EVERY),
     f"{FULFILLMENT}/MarkFulfillmentInTransit": allow(warehouse=EVERY),
     f"{FULFILLMENT}/ConfirmFulfillmentReceived": allow(warehouse=EVERY),
-    # The internal admin service every service serves (repairs, replays): staff only, and
-    # routed by neither Envoy nor the gateway.
-    f"{ADMIN}/Republish": allow(staff=EVERY),
-    f"{ADMIN}/ReplayTopic": allow(staff=EVERY),
-    f"{ADMIN}/ReplayParked": allow(staff=EVERY),
-    # Probes and tooling, served on the service ports only (Envoy and the gateway route
-    # nothing but the three services): no token.
+    # The internal admin service every service serves on its own port (repairs, replays):
+    # the operator only, not staff; routed by neither Envoy nor the gateway.
+    f"{ADMIN}/Republish": allow(operator=EVERY),
+    f"{ADMIN}/ReplayTopic": allow(operator=EVERY),
+    f"{ADMIN}/ReplayParked": allow(operator=EVERY),
+    # Probes and tooling, served on the service and admin ports only (Envoy and the gateway
+    # route nothing but the three services): no token.
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
     "/grpc.health.v1.Health/List": PUBLIC,

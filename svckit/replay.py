@@ -38,6 +38,20 @@ async def partitions_of(kafka: KafkaConnection, topic: str) -> list[TopicPartiti
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
 
 
+async def missing_history(kafka: KafkaConnection, topic: str) -> dict[int, int]:
+    """Partitions of `topic` whose first records are gone (retention or DeleteRecords), with
+    the earliest offset each still holds: a read model rebuilt from such a topic would lose
+    every aggregate whose history started in the deleted part."""
+    partitions = await partitions_of(kafka, topic)
+    consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        starts = await consumer.beginning_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in sorted(starts.items()) if offset > 0}
+
+
 class TopicReader:
     """Every record of some topics, up to the end each partition had when reading began.
 

@@ -22,6 +22,10 @@ class Settings:
     service_name: str
     grpc_host: str
     grpc_port: int
+    admin_host: str
+    """Where the internal admin service listens: loopback unless told (a pod: 0.0.0.0, the
+    mesh admitting only the operator)."""
+    admin_port: int
     metrics_port: int
     mongodb_uri: str
     mongodb_database: str
@@ -50,6 +54,7 @@ class Settings:
         *,
         grpc_port: int,
         metrics_port: int,
+        admin_port: int,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Defaults suit the embedded stack (the ports: the service's topology entry); every
@@ -60,6 +65,8 @@ class Settings:
             service_name=service_name,
             grpc_host=envvars.text(env, "GRPC_HOST", "0.0.0.0"),
             grpc_port=envvars.port(env, "GRPC_PORT", grpc_port),
+            admin_host=envvars.text(env, "ADMIN_HOST", "127.0.0.1"),
+            admin_port=envvars.port(env, "ADMIN_PORT", admin_port),
             metrics_port=envvars.port(env, "METRICS_PORT", metrics_port),
             mongodb_uri=envvars.text(env, "MONGODB_URI", "mongodb://127.0.0.1:27017/"),
             mongodb_database=envvars.text(env, "MONGODB_DATABASE", service_name),

@@ -24,9 +24,9 @@ import topology
 from stack import cardkeys
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
-from storefront_cli.clients import CLIENT_SERVICES, Clients
+from storefront_cli.clients import Clients
 from tests import leaks
-from tests.support import System, tokens_of
+from tests.support import System
 
 
 @pytest.fixture(scope="session")
@@ -102,9 +102,6 @@ def running_system(stack: EmbeddedStack) -> Iterator[System]:
 
 @pytest.fixture
 async def clients(running_system: System) -> AsyncIterator[Clients]:
-    c = Clients.connect(
-        *(running_system.target(s) for s in CLIENT_SERVICES),
-        tokens=tokens_of(running_system.stack),
-    )
+    c = running_system.connect()
     yield c
     await c.close()

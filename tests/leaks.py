@@ -140,3 +140,22 @@ def stack_leaks(stack: EmbeddedStack) -> list[str]:
     """Every log of a stack's run dir and every record of its topics (call it with the
     services stopped, so their logs are complete)."""
     return log_leaks(stack.run_dir) + run_sync(lambda: topic_leaks(stack.kafka))[0]
+
+
+def argv_leaks(stack: EmbeddedStack) -> list[str]:
+    """Processes of the run dir whose command line (which every local user can read, in
+    /proc/<pid>/cmdline) holds one of its passwords or keys."""
+    secrets = [
+        p.read_text().strip() for p in (stack.run_dir / "secrets").rglob("*") if p.is_file()
+    ]
+    found = []
+    for name in stack.supervisor.names():
+        pid = stack.supervisor.pid(name)
+        if pid is None:
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            continue
+        found += [f"{name}: a secret on its command line" for s in secrets if s and s in argv]
+    return found

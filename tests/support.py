@@ -26,6 +26,8 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import system
 from storefront_cli.clients import (
+    CLIENT_SERVICES,
+    Clients,
     TokenFor,
     acting_as_needed,
     eventually,  # noqa: F401 - re-exported for tests
@@ -65,11 +67,12 @@ def tokens_of(stack: EmbeddedStack) -> TokenFor:
 def settings_for(stack: EmbeddedStack, service: str, database: str, **overrides: Any) -> Settings:
     """Settings for an in-process service on the test stack: own database and group, its own
     Kafka identity, port 0, trusting the stack's issuer."""
-    base = Settings.from_env(service, grpc_port=0, metrics_port=0)
+    base = Settings.from_env(service, grpc_port=0, metrics_port=0, admin_port=0)
     return dataclasses.replace(
         base,
         grpc_host="127.0.0.1",
         grpc_port=0,
+        admin_port=0,
         metrics_port=0,
         mongodb_uri=stack.mongodb_uri,
         mongodb_database=database,
@@ -156,6 +159,18 @@ class System:
 
     def target(self, service: str) -> str:
         return system.grpc_target(self.ports, service)
+
+    def admin_target(self, service: str) -> str:
+        return system.admin_target(self.ports, service)
+
+    def connect(self) -> Clients:
+        """Clients of its services and their admin services, each call with a token the
+        policy allows (the operator's for the admin service)."""
+        return Clients.connect(
+            *(self.target(s) for s in CLIENT_SERVICES),
+            tokens=tokens_of(self.stack),
+            admin={s: self.admin_target(s) for s in topology.SYSTEM.names},
+        )
 
     @property
     def envoy_url(self) -> str:

@@ -40,6 +40,7 @@ SYSTEM = System(
             ACCOUNTS,
             grpc_port=50051,
             metrics_port=9464,
+            admin_port=50061,
             api="storefront.accounts.v1.AccountsService",
             collections={CUSTOMERS: "the customers, the system of record (and tombstones)"},
             aggregate=CUSTOMERS,
@@ -59,6 +60,7 @@ SYSTEM = System(
             ORDERS,
             grpc_port=50052,
             metrics_port=9465,
+            admin_port=50062,
             api="storefront.orders.v1.OrdersService",
             collections={
                 ORDER_DOCUMENTS: "the orders and their status histories",
@@ -81,6 +83,7 @@ SYSTEM = System(
             FULFILLMENT,
             grpc_port=50053,
             metrics_port=9466,
+            admin_port=50063,
             api="storefront.fulfillment.v1.FulfillmentService",
             collections={FULFILLMENTS: "one fulfillment per approved order, keyed by order id"},
             aggregate=FULFILLMENTS,

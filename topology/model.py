@@ -38,6 +38,10 @@ class Service:
     grpc_port: int
     """Its gRPC port on one machine (`storefront run`); in Kubernetes every pod uses 50051."""
     metrics_port: int
+    admin_port: int
+    """Its internal admin service's port (repairs, replays: the operator only), apart from
+    the public one, on 127.0.0.1 on one machine; in Kubernetes every pod uses 50061, which the
+    mesh admits only from the operator's identity."""
     package: str = ""
     """The Python package run as ``python -m <package>`` (default ``<name>_svc``)."""
     api: str = ""
@@ -110,7 +114,7 @@ class System:
         unknown = {t for s in self.services for t in s.consumes} - set(published)
         if unknown:
             raise ValueError(f"consumed but published by no service: {sorted(unknown)}")
-        ports = [p for s in self.services for p in (s.grpc_port, s.metrics_port)]
+        ports = [p for s in self.services for p in (s.grpc_port, s.metrics_port, s.admin_port)]
         if len(set(ports)) != len(ports):
             raise ValueError("two services share a port")
 

@@ -23,24 +23,26 @@ from stack.embedded import EmbeddedStack
 from storefront_cli import system
 from storefront_cli import where as location
 from svckit.auth import AuthConfig
+from svckit.authz import OPERATOR
 
 DEFAULT_PORT = 8090
 CONSOLE = "console"
 """Supervisor name of the console process under `storefront run`."""
 LINK_TTL = 15 * 60
-"""Lifetime of the staff token in the link `storefront token --console` prints: short, since
-the link is a credential that ends up in terminals and scrollback (ask again for another)."""
+"""Lifetime of the operator token in the link `storefront token --console` prints: short,
+since the link is a credential that ends up in terminals and scrollback (ask again for
+another)."""
 
 
 def url(port: int = DEFAULT_PORT) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def staff_link(run_dir: Path, port: int = DEFAULT_PORT, ttl: int = LINK_TTL) -> str:
-    """The console's URL with a staff token of the run dir's issuer in its fragment (the
+def operator_link(run_dir: Path, port: int = DEFAULT_PORT, ttl: int = LINK_TTL) -> str:
+    """The console's URL with an operator token of the run dir's issuer in its fragment (the
     page keeps it for the tab and drops it from the address bar; a fragment is never sent
     to a server)."""
-    token = issuer.for_run_dir(run_dir).role("staff", ttl=ttl, subject="console")
+    token = issuer.for_run_dir(run_dir).role(OPERATOR, ttl=ttl, subject="console")
     return f"{url(port)}/#token={token}"
 
 
@@ -62,15 +64,16 @@ def start_console(
         "console",
         f"--run-dir={stack.run_dir}",
         f"--kafka={stack.kafka_bootstrap}",
-        f"--mongodb={stack.mongodb_uri}",
         f"--db-prefix={db_prefix}",
         *(f"--{s}-port={ports.grpc(s)}" for s in topology.SYSTEM.names),
+        *(f"--{s}-admin-port={ports.admin(s)}" for s in topology.SYSTEM.names),
         f"--envoy-admin-port={ports.envoy_admin}",
         f"--prometheus={prometheus}",
         f"--port={port}",
     ]
-    # The issuer the services trust, and Kafka as the operator (the stack's identity for tools).
-    env = {**system.local_issuer(stack).config().env(), **stack.kafka.env()}
+    # The issuer the services trust, and Kafka and MongoDB as the operator, who reads only:
+    # through the environment and files, so no password is on its command line.
+    env = {**system.local_issuer(stack).config().env(), **stack.env()}
     stack.supervisor.start(
         name, argv, env=env, ready=port, timeout=timeout, cwd=Path(__file__).parents[2]
     )

@@ -11,11 +11,11 @@ Who may do what:
 - Reads need no token, but only from this machine: the server binds 127.0.0.1, and a
   request whose Host is not the loopback address it serves is refused, so a web page
   elsewhere cannot read it through DNS rebinding.
-- Actions (check, replay) need a bearer token with the staff role, verified with
+- Actions (check, replay) need a bearer token with the operator role, verified with
   svckit.auth against the issuer the services trust; the replay then goes to the service
   with that same token, which checks it again. The console holds no credential of its own.
 - The event tail shows ids and event types; the decoded payload (names, contacts,
-  addresses) only to a staff token.
+  addresses) only to an operator token.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from storefront_cli.clients import CLIENT_SERVICES, Clients, fixed
 from storefront_cli.console import graph
 from storefront_cli.where import Where
 from svckit.auth import AuthConfig, Principal, TokenVerifier, bearer_token
-from svckit.authz import STAFF
+from svckit.authz import OPERATOR
 from svckit.errors import Unauthenticated
 from svckit.kafka import KafkaConnection
 
@@ -67,7 +67,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 SHOWN_FIELDS = ("time", "topic", "partition", "offset", "type", "key", "error")
-"""What anyone on this machine sees of an event; the payload needs the staff role."""
+"""What anyone on this machine sees of an event; the payload needs the operator role."""
 
 
 @dataclass(frozen=True)
@@ -221,16 +221,16 @@ class Console:
         return response
 
     @staticmethod
-    def _staff(request: web.Request) -> Principal | None:
+    def _operator(request: web.Request) -> Principal | None:
         principal: Principal | None = request["principal"]
-        return principal if principal is not None and STAFF in principal.roles else None
+        return principal if principal is not None and OPERATOR in principal.roles else None
 
     def _refused(self, request: web.Request) -> web.Response | None:
-        """None when the caller may act: a verified staff token, sent as JSON."""
+        """None when the caller may act: a verified operator token, sent as JSON."""
         if request["principal"] is None:
-            return web.json_response({"error": "a staff bearer token is needed"}, status=401)
-        if self._staff(request) is None:
-            return web.json_response({"error": "the token lacks the staff role"}, status=403)
+            return web.json_response({"error": "an operator bearer token is needed"}, status=401)
+        if self._operator(request) is None:
+            return web.json_response({"error": "the token lacks the operator role"}, status=403)
         if request.content_type != "application/json":
             return web.json_response({"error": "send application/json"}, status=415)
         return None
@@ -246,7 +246,7 @@ class Console:
             {
                 "subject": principal.subject if principal else None,
                 "roles": sorted(principal.roles) if principal else [],
-                "staff": self._staff(request) is not None,
+                "operator": self._operator(request) is not None,
                 "prometheus": self.config.prometheus,
             }
         )
@@ -290,15 +290,20 @@ class Console:
         return web.json_response(await self._dlq.get())
 
     async def events(self, request: web.Request) -> web.Response:
-        staff = self._staff(request) is not None
+        operator = self._operator(request) is not None
         rows = self.tail.select(
-            request.query.get("topic", ""), request.query.get("key", "").strip(), payload=staff
+            request.query.get("topic", ""), request.query.get("key", "").strip(), payload=operator
         )
         return web.json_response(
-            {"events": rows, "state": self.tail.state, "payload": staff, "topics": self.tail.topics}
+            {
+                "events": rows,
+                "state": self.tail.state,
+                "payload": operator,
+                "topics": self.tail.topics,
+            }
         )
 
-    # --- actions (staff) ---------------------------------------------------------------
+    # --- actions (operator) ---------------------------------------------------------------
 
     async def check(self, request: web.Request) -> web.Response:
         refused = self._refused(request)
@@ -340,11 +345,7 @@ class Console:
         clients = Clients.connect(
             *(f"{where.host}:{where.ports.grpc(s)}" for s in CLIENT_SERVICES),
             tokens=fixed(request["token"]),
-            others={
-                s: f"{where.host}:{where.ports.grpc(s)}"
-                for s in where.system.names
-                if s not in CLIENT_SERVICES
-            },
+            admin={s: f"{where.host}:{where.ports.admin(s)}" for s in where.system.names},
         )
         lines: list[str] = []
         try:

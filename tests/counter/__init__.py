@@ -15,7 +15,11 @@ from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
 
 COUNTER = topology.Service(
-    "counter", grpc_port=50190, metrics_port=9590, consumes=(topology.ORDER_STATUS,)
+    "counter",
+    grpc_port=50190,
+    metrics_port=9590,
+    admin_port=50290,
+    consumes=(topology.ORDER_STATUS,),
 )
 """Its topology entry: the one line a user writes (here a test adds it to the system)."""
 

@@ -279,6 +279,9 @@ def test_workloads_are_mesh_ready(objects: list[dict[str, Any]]) -> None:
         assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
         ports = {p["name"]: p for p in of_kind(objects, "Service")[service]["spec"]["ports"]}
         assert ports["grpc"]["appProtocol"] == "grpc"
+        # The admin service on a port of its own, which only the operator is admitted to.
+        assert ports["grpc-admin"]["port"] == 50061
+        assert ports["grpc-admin"]["appProtocol"] == "grpc"
 
 
 OPERATOR_PRINCIPAL = "cluster.local/ns/storefront/sa/storefront-operator"
@@ -321,7 +324,7 @@ def test_mtls_and_authorization(objects: list[dict[str, Any]]) -> None:
             {"operation": {"ports": ["50051"], "notPaths": [ADMIN_PATHS]}}
         ]
         assert admitted[OPERATOR_PRINCIPAL] == [
-            {"operation": {"ports": ["50051"], "paths": [ADMIN_PATHS]}}
+            {"operation": {"ports": ["50061"], "paths": [ADMIN_PATHS]}}
         ]
         assert "storefront-operator" in of_kind(objects, "ServiceAccount")
         # ... and only with a verified bearer token, in every rule.

@@ -59,7 +59,7 @@ STORED_IN = {  # the collection each service writes its aggregates to
     "orders": topology.ORDER_DOCUMENTS,
     "fulfillment": topology.FULFILLMENTS,
 }
-CALLERS = ("anonymous", "customer B", "staff", "warehouse", "customer A")
+CALLERS = ("anonymous", "customer B", "staff", "warehouse", "operator", "customer A")
 """Refusals first, the owner last: an allowed call may change the target."""
 
 
@@ -384,6 +384,7 @@ async def world(running_system: System) -> AsyncIterator[World]:
         "anonymous": None,
         "staff": issuer.role("staff", subject="staff-e2e"),
         "warehouse": issuer.role("warehouse", subject="warehouse-e2e"),
+        "operator": issuer.role("operator", subject="operator-e2e"),
     }
     w.a = await w.sign_up("cust-a", 0)
     w.b = await w.sign_up("cust-b", 1)

@@ -37,10 +37,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 async def clients(isolated_system: System) -> AsyncIterator[Clients]:
-    c = Clients.connect(
-        *(isolated_system.target(s) for s in CLIENT_SERVICES),
-        tokens=tokens_of(isolated_system.stack),
-    )
+    c = isolated_system.connect()
     yield c
     await c.close()
 
@@ -220,43 +217,55 @@ async def test_check_on_a_fresh_customer_settles(isolated_system: System, client
 # --- the admin service: who may call it, and what it does --------------------------------
 
 
-async def test_admin_service_is_staff_only_on_each_service_and_not_routed_by_envoy(
+async def test_admin_service_is_the_operators_alone_on_its_own_port(
     isolated_system: System,
 ) -> None:
+    """Staff run the shop, not the system: a staff token neither repairs nor rebuilds. The
+    public port does not serve the admin service at all, whatever the token."""
     issuer = issuer_of(isolated_system.stack)
-    staff = issuer.role("staff", subject="operator-e2e")
+    operator = issuer.role("operator", subject="operator-e2e")
     refused = {
         None: grpc.StatusCode.UNAUTHENTICATED,
         issuer.customer(unique("cust")): grpc.StatusCode.PERMISSION_DENIED,
         issuer.role("warehouse"): grpc.StatusCode.PERMISSION_DENIED,
+        issuer.role("staff"): grpc.StatusCode.PERMISSION_DENIED,
     }
     request = admin_pb2.RepublishRequest(ids=["no-such-id"])
     for service in topology.SYSTEM.names:
-        async with grpc.aio.insecure_channel(isolated_system.target(service)) as channel:
+        async with grpc.aio.insecure_channel(isolated_system.target(service)) as public:
+            with pytest.raises(grpc.aio.AioRpcError) as absent:
+                await admin_pb2_grpc.AdminServiceStub(public).Republish(
+                    request, metadata=bearer(operator), timeout=10
+                )
+            assert absent.value.code() == grpc.StatusCode.UNIMPLEMENTED, service
+        async with grpc.aio.insecure_channel(isolated_system.admin_target(service)) as channel:
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             for token, code in refused.items():
                 with pytest.raises(grpc.aio.AioRpcError) as denied:
                     await stub.Republish(request, metadata=bearer(token), timeout=10)
                 assert denied.value.code() == code, (service, code)
-            reply = await stub.Republish(request, metadata=bearer(staff), timeout=10)
+            reply = await stub.Republish(request, metadata=bearer(operator), timeout=10)
             assert list(reply.not_found) == ["no-such-id"], service
             with pytest.raises(grpc.aio.AioRpcError) as empty:
-                await stub.Republish(admin_pb2.RepublishRequest(), metadata=bearer(staff))
+                await stub.Republish(admin_pb2.RepublishRequest(), metadata=bearer(operator))
             assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             with pytest.raises(grpc.aio.AioRpcError) as unknown:
                 await stub.ReplayTopic(
-                    admin_pb2.ReplayTopicRequest(topic="no.such.topic"), metadata=bearer(staff)
+                    admin_pb2.ReplayTopicRequest(topic="no.such.topic"),
+                    metadata=bearer(operator),
                 )
             assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "topic" in (unknown.value.details() or "")
 
 
 async def test_envoy_does_not_route_the_admin_service(running_system: System) -> None:
-    staff = issuer_of(running_system.stack).role("staff", subject="operator-e2e")
+    issuer = issuer_of(running_system.stack)
+    staff = issuer.role("staff", subject="staff-e2e")
+    operator = issuer.role("operator", subject="operator-e2e")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running_system.ports.envoy}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as edge:
             await admin_pb2_grpc.AdminServiceStub(channel).Republish(
-                admin_pb2.RepublishRequest(ids=["x"]), metadata=bearer(staff), timeout=10
+                admin_pb2.RepublishRequest(ids=["x"]), metadata=bearer(operator), timeout=10
             )
     assert edge.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND)
     # The same call reaches the public service behind the same route table.
@@ -344,8 +353,15 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
         # be added to it.
         state = {PENDING: 0}
         before = await accounts.find_one({"_id": damaged["_id"]}, state)
+        declared = topology.SYSTEM.names
+        nowhere_ports = free_ports(len(CLIENT_SERVICES) + len(declared))
         nowhere = Clients.connect(
-            *(f"127.0.0.1:{p}" for p in free_ports(3)), tokens=tokens_of(isolated_system.stack)
+            *(f"127.0.0.1:{p}" for p in nowhere_ports[: len(CLIENT_SERVICES)]),
+            tokens=tokens_of(isolated_system.stack),
+            admin={
+                s: f"127.0.0.1:{p}"
+                for s, p in zip(declared, nowhere_ports[len(CLIENT_SERVICES) :], strict=True)
+            },
         )
         try:
             with pytest.raises(grpc.aio.AioRpcError) as down:
@@ -367,9 +383,7 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
 
 
 async def settled_after_repair(isolated: System) -> int:
-    clients = Clients.connect(
-        *(isolated.target(s) for s in CLIENT_SERVICES), tokens=tokens_of(isolated.stack)
-    )
+    clients = isolated.connect()
     try:
         return await check.check(
             endpoints_of(isolated), repair=True, wait=30, log=print, clients=clients

@@ -34,6 +34,7 @@ from storefront_cli import console, system
 from storefront_cli.clients import CLIENT_SERVICES, Clients, eventually
 from storefront_cli.demo import run_demo
 from svckit import names
+from tests import leaks
 from tests.e2e.conftest import System
 from tests.integration.test_orders_svc import customer_changed
 from tests.support import issuer_of, park, tokens_of, unique
@@ -92,6 +93,12 @@ def running(isolated_system: System) -> Iterator[Running]:
     yield Running(s, url)
     for name in (CONSOLE, PROMETHEUS, "envoy"):
         s.stack.supervisor.stop(name)
+
+
+def test_no_secret_on_any_command_line(running: Running) -> None:
+    """The services, Envoy, Prometheus and the console get their passwords through the
+    environment and files: none is on an argv, which every local user can read."""
+    assert leaks.argv_leaks(running.system.stack) == []
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +183,12 @@ async def text_of(page: Page, selector: str) -> str:
     return str(await page.locator(selector).inner_text())
 
 
-async def test_the_console_shows_the_running_system_and_acts_as_staff(
+async def test_the_console_shows_the_running_system_and_acts_as_the_operator(
     running: Running, clients: Clients, page: Page, record_property: Any
 ) -> None:
     s = running.system
     staff = issuer_of(s.stack).role("staff", subject="console-e2e")
+    operator = issuer_of(s.stack).role("operator", subject="console-e2e")
 
     # Traffic: the demo's three flows over direct gRPC, REST through Envoy, and calls that
     # fail (NOT_FOUND counts as an error: every code but OK does).
@@ -261,25 +269,27 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
     await page.select_option("#events-topic", "accounts.customer.change.orders-svc.dlq")
     await expect(tail).to_have_count(1)
 
-    # Actions without a staff token are refused, by the page and by the API.
+    # Actions without an operator token are refused, by the page and by the API: staff run
+    # the shop, not the system.
     await row.locator("button").click()
     await expect(page.locator("#replay-result")).to_contain_text("refused")
-    assert "staff" in await text_of(page, "#replay-result")
+    assert "operator" in await text_of(page, "#replay-result")
     warehouse = issuer_of(s.stack).role("warehouse")
     assert http(f"{running.url}/api/check", method="POST")[0] == 401
-    bad = {"authorization": f"Bearer {warehouse}"}
-    assert http(f"{running.url}/api/check", method="POST", headers=bad)[0] == 403
-    forged = {"authorization": f"Bearer {staff[:-4]}AAAA"}
+    for role_token in (warehouse, staff):
+        bad = {"authorization": f"Bearer {role_token}"}
+        assert http(f"{running.url}/api/check", method="POST", headers=bad)[0] == 403
+    forged = {"authorization": f"Bearer {operator[:-4]}AAAA"}
     assert http(f"{running.url}/api/check", method="POST", headers=forged)[0] == 401
     rebinding = {"host": f"console.example.test:{running.url.rsplit(':', 1)[1]}"}
     assert http(f"{running.url}/api/graph", headers=rebinding)[0] == 403
     with pytest.raises(grpc.aio.AioRpcError):
         await clients.orders.GetCustomerOrders(orders_pb2.GetCustomerOrdersRequest(customer_id=cid))
 
-    # As staff: the tail shows payloads, the replay applies the parked event.
-    await page.fill("#token", staff)
+    # As the operator: the tail shows payloads, the replay applies the parked event.
+    await page.fill("#token", operator)
     await page.click("#token-form button[type=submit]")
-    await expect(page.locator("#whoami")).to_contain_text("console-e2e (staff)")
+    await expect(page.locator("#whoami")).to_contain_text("console-e2e (operator)")
     await expect(page.locator("#events")).to_contain_text("parked@example.com", timeout=10_000)
     await row.locator("button").click()
     await expect(page.locator("#replay-result")).to_contain_text(
@@ -322,7 +332,7 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
     await page.reload()  # the token stays for the tab
     await page.locator("#graph g.node").first.wait_for()
     loaded = time.monotonic() - started
-    await expect(page.locator("#whoami")).to_contain_text("console-e2e (staff)")
+    await expect(page.locator("#whoami")).to_contain_text("console-e2e (operator)")
     pid = s.stack.supervisor.pid(CONSOLE)
     before = cpu_seconds(pid)
     await asyncio.sleep(IDLE_WATCH)  # the page alone polls meanwhile, every 3 s

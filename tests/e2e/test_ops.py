@@ -39,8 +39,6 @@ def location_flags(s: System) -> list[str]:
     return [
         "--kafka",
         s.stack.kafka_bootstrap,
-        "--mongodb",
-        s.stack.mongodb_uri,
         "--db-prefix",
         s.db_prefix,
         "--accounts-port",
@@ -49,6 +47,7 @@ def location_flags(s: System) -> list[str]:
         str(s.ports.grpc(topology.ORDERS)),
         "--fulfillment-port",
         str(s.ports.grpc(topology.FULFILLMENT)),
+        *(f"--{n}-admin-port={s.ports.admin(n)}" for n in topology.SYSTEM.names),
         "--envoy-admin-port",
         str(s.ports.envoy_admin),
         "--prometheus-port",
@@ -57,8 +56,9 @@ def location_flags(s: System) -> list[str]:
 
 
 def operator_env(s: System) -> dict[str, str]:
-    """The CLI's environment: the test stack's operator identity (no stack.env there)."""
-    return {**os.environ, **s.stack.kafka.env()}
+    """The CLI's environment: the test stack's operator identity, as stack.env gives it
+    (its MongoDB password in a file: none on the CLI's command line)."""
+    return {**os.environ, **s.stack.env()}
 
 
 async def cli(s: System, *args: str, timeout: float = 90.0) -> tuple[int, str, str]:
@@ -103,11 +103,11 @@ async def test_status_shows_every_part_up_and_the_tables(running_system: System)
 
 
 async def test_status_shows_database_credentials_redacted(running_system: System) -> None:
-    """A URI with a password (FerretDB here takes no credentials, so it may answer DOWN):
-    the table names the user, never the password, whatever the answer."""
-    flags = location_flags(running_system)
-    uri = running_system.stack.mongodb_uri.replace("mongodb://", "mongodb://shop:hunter2@")
-    flags[flags.index("--mongodb") + 1] = uri
+    """A URI with a (wrong) password, which the database refuses: the table names the user,
+    never the password, whatever the answer."""
+    port = running_system.stack.ports.mongodb
+    uri = f"mongodb://shop:hunter2@127.0.0.1:{port}/?authMechanism=PLAIN&authSource=%24external"
+    flags = [*location_flags(running_system), "--mongodb", uri]
     code, out, err = await cli(running_system, "status", *flags, "--timeout", "1")
     assert "hunter2" not in out + err
     [row] = [line for line in out.splitlines() if line.startswith("mongodb ")]

@@ -3,8 +3,9 @@ counter of tests/counter), gets its Kafka ACLs, its own DLQ, its lag in `storefr
 its node in the console graph, its Prometheus target and its mesh manifests (KafkaUser, DLQ
 KafkaTopic, Deployment) from its topology entry alone.
 
-The counter runs for real on the embedded broker (as the operator identity, which may use any
-group: the broker's SCRAM users are the declared system's, made when the stack was formatted).
+The counter runs for real on the embedded broker (as the tooling identity, which may use any
+group: the broker's SCRAM users are the declared system's, made when the stack was formatted;
+the operator's only reads).
 """
 
 from __future__ import annotations

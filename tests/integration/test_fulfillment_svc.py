@@ -207,9 +207,10 @@ async def read_topic(
 @pytest.fixture
 async def service(stack: EmbeddedStack, mongo_db_name: str) -> AsyncIterator[Running]:
     settings = dataclasses.replace(
-        Settings.from_env("fulfillment", grpc_port=0, metrics_port=0),
+        Settings.from_env("fulfillment", grpc_port=0, metrics_port=0, admin_port=0),
         grpc_host="127.0.0.1",
         grpc_port=0,
+        admin_port=0,
         metrics_port=0,
         mongodb_uri=stack.mongodb_uri,
         mongodb_database=mongo_db_name,

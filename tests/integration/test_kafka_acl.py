@@ -17,7 +17,14 @@ from aiokafka.errors import (
 
 import topology
 from stack.embedded import EmbeddedStack
-from stack.kafka_security import BROKER, all_acls, describe_acls, roles, sync_acls
+from stack.kafka_security import (
+    BROKER,
+    OPERATOR,
+    all_acls,
+    describe_acls,
+    roles,
+    sync_acls,
+)
 from svckit.kafka import KafkaConnection
 from svckit.names import consumer_group
 
@@ -34,8 +41,10 @@ def embedded(stack: EmbeddedStack) -> None:
         pytest.skip("Kafka is external: its identities and ACLs are its own")
 
 
-async def produce(kafka: KafkaConnection, topic: str) -> None:
-    producer = kafka.producer(acks="all", enable_idempotence=True, request_timeout_ms=10_000)
+async def produce(kafka: KafkaConnection, topic: str, *, idempotent: bool = True) -> None:
+    """One record; `idempotent=False` for an identity with no Write anywhere, which an
+    idempotent producer's InitProducerId would refuse before any topic is named."""
+    producer = kafka.producer(acks="all", enable_idempotence=idempotent, request_timeout_ms=10_000)
     await producer.start()
     try:
         await asyncio.wait_for(producer.send_and_wait(topic, b"acl-test", key=b"acl"), 20)
@@ -104,7 +113,41 @@ async def test_a_service_cannot_create_topics(stack: EmbeddedStack) -> None:
     topic = f"acl-test-{uuid.uuid4().hex}"
     with pytest.raises(TimeoutError, match="code 29"):  # TOPIC_AUTHORIZATION_FAILED
         await ensure_topics(stack.kafka_as("accounts"), [topic], max_wait=5)
-    assert await ensure_topics(stack.kafka, [topic], max_wait=30) == [topic]  # the operator may
+    with pytest.raises(TimeoutError, match="code 29"):
+        await ensure_topics(stack.kafka_as(OPERATOR), [topic], max_wait=5)
+    assert await ensure_topics(stack.kafka, [topic], max_wait=30) == [topic]  # tooling may
+
+
+async def test_operator_cannot_forge_a_customer_change(stack: EmbeddedStack) -> None:
+    """The operator's password opens the console and every CLI command: it must not be
+    enough to publish an attacker's shipping address as accounts."""
+    orders_dlq = topology.SYSTEM.service(topology.ORDERS).dlq(CUSTOMERS)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(stack.kafka_as(OPERATOR), CUSTOMERS, idempotent=False)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(stack.kafka_as(OPERATOR), orders_dlq, idempotent=False)
+
+
+async def test_operator_cannot_join_a_service_group(stack: EmbeddedStack) -> None:
+    """Joining orders-svc would take partitions from orders and skip its records."""
+    with pytest.raises(GroupAuthorizationFailedError):
+        await consume_one_poll(stack.kafka_as(OPERATOR), CUSTOMERS, consumer_group("orders"))
+
+
+async def test_operator_reads_topics_and_group_offsets(stack: EmbeddedStack) -> None:
+    """What status, dlq list, watch and the console need: read records (no group) and the
+    services' committed offsets."""
+    from svckit.dlq import replayed_upto
+    from svckit.replay import TopicReader, partitions_of
+
+    operator = stack.kafka_as(OPERATOR)
+    await produce(stack.kafka, CUSTOMERS)  # something to read, written as tooling
+    async with TopicReader(operator, [CUSTOMERS]) as reader:
+        assert reader.total >= 1
+    group = consumer_group("orders")
+    dlq = topology.SYSTEM.service(topology.ORDERS).dlq(CUSTOMERS)
+    partitions = await partitions_of(operator, dlq)
+    assert set(await replayed_upto(operator, group, partitions)) == set(partitions)
 
 
 async def test_unauthenticated_client_is_refused(stack: EmbeddedStack) -> None:

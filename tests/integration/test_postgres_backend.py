@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 
 from stack import tools
 from stack.embedded import FERRETDB, EmbeddedStack, free_ports
-from stack.postgres import FERRETDB_POOL, POSTGRES
+from stack.postgres import ANONYMOUS, FERRETDB_POOL, POSTGRES
 from svckit import mongo
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,8 @@ async def test_an_unbounded_client_hangs_a_small_pool(embedded: EmbeddedStack) -
     name = f"ferretdb-small-pool-{port}"
     state = embedded.run_dir / "data" / name
     state.mkdir(parents=True)
-    url = embedded.postgres.url(pool_max_conns="10")
+    url = embedded.postgres.url(user=ANONYMOUS, pool_max_conns="10")
+    uri = embedded.mongodb_uri.replace(f":{embedded.ports.mongodb}/", f":{port}/")
     embedded.supervisor.start(
         name,
         [
@@ -117,7 +118,7 @@ async def test_an_unbounded_client_hangs_a_small_pool(embedded: EmbeddedStack) -
     )
     db = f"small_pool_{uuid.uuid4().hex[:8]}"
     client: AsyncMongoClient[Doc] = AsyncMongoClient(
-        f"mongodb://127.0.0.1:{port}/", maxPoolSize=400, serverSelectionTimeoutMS=3000
+        uri, maxPoolSize=400, serverSelectionTimeoutMS=3000
     )
     try:
         col = client[db]["hot"]
@@ -125,9 +126,7 @@ async def test_an_unbounded_client_hangs_a_small_pool(embedded: EmbeddedStack) -
         writes = [col.update_one({"_id": i % 100}, {"$inc": {"v": 1}}) for i in range(400)]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*writes), 20)
-        probe: AsyncMongoClient[Doc] = AsyncMongoClient(
-            f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=3000
-        )
+        probe: AsyncMongoClient[Doc] = AsyncMongoClient(uri, serverSelectionTimeoutMS=3000)
         try:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(probe.admin.command("ping"), 5)

@@ -377,7 +377,7 @@ def test_storefront_run_prints_no_token_and_the_console_link_only_when_asked(
         run_dir=tmp_path,
         kafka_bootstrap="127.0.0.1:9092",
         external_kafka=True,
-        mongodb_uri="mongodb://127.0.0.1:27017",
+        env=lambda: {"MONGODB_URI": "mongodb://operator@127.0.0.1:27017/"},
     )
     shown = endpoints(system.SystemPorts(), stack)  # type: ignore[arg-type]
     assert not re.search(r"eyJ[\w-]+\.[\w-]+\.", shown)  # no JWT anywhere
@@ -388,6 +388,6 @@ def test_storefront_run_prints_no_token_and_the_console_link_only_when_asked(
     assert link.startswith("http://127.0.0.1:8091/#token=")
     token = link.split("#token=", 1)[1]
     verifier = TokenVerifier(LocalIssuer.ensure(tmp_path / "auth").config())
-    assert verify(verifier, token).roles == {"staff"}
+    assert verify(verifier, token).roles == {"operator"}
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == console.LINK_TTL <= 15 * 60

@@ -73,7 +73,7 @@ def test_a_bad_value_is_refused_naming_the_variable(name: str, value: str, says:
     if name.startswith("AUTH_"):
         env |= {"AUTH_ISSUER": "i", "AUTH_AUDIENCE": "a", "AUTH_JWKS_URI": "/jwks.json"}
     with pytest.raises(ConfigError, match=name) as caught:
-        Settings.from_env("orders", grpc_port=50052, metrics_port=9465, env=env)
+        Settings.from_env("orders", grpc_port=50052, metrics_port=9465, admin_port=50062, env=env)
     assert says in str(caught.value)
 
 
@@ -86,7 +86,7 @@ def test_good_values_are_read() -> None:
         "OUTBOX_RELAY": "OFF",
         "GRPC_MAX_MESSAGE_BYTES": "",
     }
-    settings = Settings.from_env("orders", grpc_port=50052, metrics_port=9465, env=env)
+    settings = Settings.from_env("orders", grpc_port=50052, metrics_port=9465, admin_port=50062, env=env)
     assert (settings.grpc_port, settings.metrics_port) == (6000, 6001)
     assert settings.shutdown_grace_seconds == 2.5
     assert settings.log_level == "DEBUG"

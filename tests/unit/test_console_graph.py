@@ -107,7 +107,11 @@ def test_the_layout_places_every_node_apart_and_each_database_under_its_service(
 
 def test_the_layout_grows_with_the_topology() -> None:
     extra = topology.Service(
-        "counter", grpc_port=50099, metrics_port=9499, consumes=(topology.ORDER_STATUS,)
+        "counter",
+        grpc_port=50099,
+        metrics_port=9499,
+        admin_port=50199,
+        consumes=(topology.ORDER_STATUS,),
     )
     nodes, edges = graph.skeleton(topology.SYSTEM.adding(extra))
     at = graph.layout(nodes, edges)

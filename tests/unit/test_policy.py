@@ -36,6 +36,7 @@ A = Principal("cust-a", frozenset({"customer"}))
 B = Principal("cust-b", frozenset({"customer"}))
 STAFF = Principal("alice", frozenset({"staff"}))
 WAREHOUSE = Principal("wendy", frozenset({"warehouse"}))
+OPERATOR = Principal("olga", frozenset({"operator"}))
 NOBODY = Principal("someone", frozenset())
 
 ORDERS_OF = {"order-a": "cust-a", "order-b": "cust-b"}
@@ -104,6 +105,7 @@ def check(principal: Principal, method: str, request: Message) -> str:
 ACC = policy.ACCOUNTS
 ORD = policy.ORDERS
 FUL = policy.FULFILLMENT
+ADM = policy.ADMIN
 CASES = [
     # accounts
     (A, f"{ACC}/GetCustomer", accounts_pb2.GetCustomerRequest(customer_id="cust-a"), "ok"),
@@ -147,6 +149,15 @@ CASES = [
     (WAREHOUSE, f"{FUL}/ShipFulfillment", fulfillment_pb2.ShipFulfillmentRequest(order_id="x"), "ok"),
     (A, f"{FUL}/ShipFulfillment", fulfillment_pb2.ShipFulfillmentRequest(order_id="order-a"), "PermissionDenied"),
     (STAFF, f"{FUL}/ProcessFulfillment", fulfillment_pb2.ProcessFulfillmentRequest(order_id="x"), "PermissionDenied"),
+    # the internal admin service: the operator alone; staff run the shop, not the system
+    (STAFF, f"{ADM}/ReplayTopic", admin_pb2.ReplayTopicRequest(topic="t", rebuild=True), "PermissionDenied"),
+    (STAFF, f"{ADM}/Republish", admin_pb2.RepublishRequest(ids=["x"]), "PermissionDenied"),
+    (A, f"{ADM}/ReplayParked", admin_pb2.ReplayParkedRequest(topic="t"), "PermissionDenied"),
+    (OPERATOR, f"{ADM}/ReplayTopic", admin_pb2.ReplayTopicRequest(topic="t", rebuild=True), "ok"),
+    (OPERATOR, f"{ADM}/Republish", admin_pb2.RepublishRequest(ids=["x"]), "ok"),
+    (OPERATOR, f"{ADM}/ReplayParked", admin_pb2.ReplayParkedRequest(topic="t"), "ok"),
+    (OPERATOR, f"{ORD}/ListOrders", orders_pb2.ListOrdersRequest(), "PermissionDenied"),
+    (OPERATOR, f"{ACC}/GetCustomer", accounts_pb2.GetCustomerRequest(customer_id="x"), "PermissionDenied"),
     # no role at all, and an RPC nobody declared
     (NOBODY, f"{ORD}/ListOrders", orders_pb2.ListOrdersRequest(), "PermissionDenied"),
     (STAFF, f"{ORD}/ForgetEverything", orders_pb2.ListOrdersRequest(), "PermissionDenied"),

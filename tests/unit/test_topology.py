@@ -21,6 +21,7 @@ AUDIT = Service(
     "audit",
     grpc_port=50090,
     metrics_port=9490,
+    admin_port=50091,
     consumes=(topology.ORDER_FULFILLMENT,),
 )
 """A consume-only service: a second consumer of orders.order.fulfill, publishing nothing."""
@@ -69,11 +70,15 @@ def test_a_consume_only_service_is_drawn_with_no_database_or_topic() -> None:
 
 def test_the_declaration_refuses_what_cannot_run() -> None:
     with pytest.raises(ValueError, match="published by no service"):
-        SYSTEM.adding(Service("x", grpc_port=1, metrics_port=2, consumes=("no.such.topic",)))
+        SYSTEM.adding(
+            Service("x", grpc_port=1, metrics_port=2, admin_port=3, consumes=("no.such.topic",))
+        )
     with pytest.raises(ValueError, match="declared twice"):
-        SYSTEM.adding(Service(topology.ORDERS, grpc_port=1, metrics_port=2))
+        SYSTEM.adding(Service(topology.ORDERS, grpc_port=1, metrics_port=2, admin_port=3))
     with pytest.raises(ValueError, match="share a port"):
-        SYSTEM.adding(Service("x", grpc_port=50051, metrics_port=2))
+        SYSTEM.adding(Service("x", grpc_port=50051, metrics_port=2, admin_port=3))
+    with pytest.raises(ValueError, match="share a port"):
+        SYSTEM.adding(Service("x", grpc_port=1, metrics_port=2, admin_port=50061))
     with pytest.raises(KeyError, match="does not consume"):
         SYSTEM.service(topology.ACCOUNTS).dlq(topology.ORDER_STATUS)
 

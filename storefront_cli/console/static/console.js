@@ -10,7 +10,7 @@ const TOKEN_KEY = "storefront.console.token";
 // the topology); this file places no node by hand.
 const at = {};
 
-const state = { token: sessionStorage.getItem(TOKEN_KEY) || "", staff: false };
+const state = { token: sessionStorage.getItem(TOKEN_KEY) || "", operator: false };
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -248,7 +248,7 @@ function dlqRows(d) {
 
 function drawEvents(e) {
   document.getElementById("events-info").textContent =
-    `${e.state}; ${e.payload ? "payloads shown (staff)" : "ids and types only: payloads need a staff token"}`;
+    `${e.state}; ${e.payload ? "payloads shown (operator)" : "ids and types only: payloads need an operator token"}`;
   const select = document.getElementById("events-topic");
   if (select.options.length === 1) {
     for (const t of e.topics) select.append(el("option", { value: t }, t));
@@ -297,8 +297,8 @@ async function whoami() {
   const who = document.getElementById("whoami");
   try {
     const me = await api("/api/whoami");
-    state.staff = me.staff;
-    who.textContent = me.subject ? `${me.subject} (${me.roles.join(", ") || "no role"})${me.staff ? "" : ": not staff, reads only"}` : "reading without a token";
+    state.operator = me.operator;
+    who.textContent = me.subject ? `${me.subject} (${me.roles.join(", ") || "no role"})${me.operator ? "" : ": not an operator, reads only"}` : "reading without a token";
   } catch (err) {
     if (err.status === 401) {  // a bad token would fail every read: drop it
       state.token = "";
