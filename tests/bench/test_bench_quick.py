@@ -17,7 +17,12 @@ from bench.runner import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+MEASURED_SECONDS = 320
+"""What `python -m bench --quick` took in a whole CI run on this kind of machine (2 cores:
+316.6 s on 2026-12-03); the budget below is twice it, with a little for pytest around it."""
+BUDGET_SECONDS = 2 * MEASURED_SECONDS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET_SECONDS + 20)]
 
 
 def test_quick_bench_prints_the_table_and_writes_every_scenario(tmp_path: Path) -> None:
@@ -27,7 +32,7 @@ def test_quick_bench_prints_the_table_and_writes_every_scenario(tmp_path: Path) 
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=BUDGET_SECONDS,
         stdin=subprocess.DEVNULL,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
