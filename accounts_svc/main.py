@@ -28,11 +28,4 @@ def build(settings: Settings, card_keys: CardKeyConfig | None = None) -> Service
 
 
 def main() -> None:
-    me = topology.SYSTEM.service(topology.ACCOUNTS)
-    run_service(
-        build,
-        me.name,
-        grpc_port=me.grpc_port,
-        metrics_port=me.metrics_port,
-        admin_port=me.admin_port,
-    )
+    run_service(build, topology.SYSTEM.service(topology.ACCOUNTS))

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -288,24 +288,30 @@ class ServiceApp:
         tracing.shutdown()  # flush the last spans to the collector
 
 
-def run_service(
-    build: Callable[[Settings], ServiceApp],
-    service_name: str,
-    *,
-    grpc_port: int,
-    metrics_port: int,
-    admin_port: int,
-) -> None:
+class Listens(Protocol):
+    """Where a service listens by default: its entry in the system's declaration."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def grpc_port(self) -> int: ...
+    @property
+    def metrics_port(self) -> int: ...
+    @property
+    def admin_port(self) -> int: ...
+
+
+def run_service(build: Callable[[Settings], ServiceApp], me: Listens) -> None:
     """The body of every `python -m <service>`: its settings from the environment, uvloop
     when available, then run. A setting it cannot use stops it at once (exit 2), naming the
     variable."""
     try:
         settings = Settings.from_env(
-            service_name, grpc_port=grpc_port, metrics_port=metrics_port, admin_port=admin_port
+            me.name, grpc_port=me.grpc_port, metrics_port=me.metrics_port, admin_port=me.admin_port
         )
     except ConfigError as exc:
-        logs.configure(service_name)
-        logging.getLogger(service_name).error("refusing to start: %s", str(exc))
+        logs.configure(me.name)
+        logging.getLogger(me.name).error("refusing to start: %s", str(exc))
         raise SystemExit(2) from None
     try:
         import uvloop
