@@ -23,7 +23,7 @@ from svckit.store import Store, until_saved
 
 log = logging.getLogger(__name__)
 
-TOPIC = names.PUBLISHES[names.ACCOUNTS]
+TOPIC = names.CUSTOMER_CHANGES
 SOURCE = names.source(names.ACCOUNTS)
 
 

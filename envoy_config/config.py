@@ -43,6 +43,7 @@ SERVICES: dict[str, str] = {
     "accounts": "storefront.accounts.v1.AccountsService",
     "orders": "storefront.orders.v1.OrdersService",
     "fulfillment": "storefront.fulfillment.v1.FulfillmentService",
+    "catalog": "storefront.catalog.v1.CatalogService",
 }
 """Upstream (cluster) name -> the fully qualified gRPC service it serves."""
 
@@ -65,6 +66,7 @@ DEFAULT_UPSTREAMS: dict[str, tuple[str, int]] = {
     "accounts": ("127.0.0.1", 50051),
     "orders": ("127.0.0.1", 50052),
     "fulfillment": ("127.0.0.1", 50053),
+    "catalog": ("127.0.0.1", 50054),
 }
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 8080

@@ -16,7 +16,7 @@ from svckit.errors import AlreadyExists, NotFound
 from svckit.outbox import Notifier, outbox_entry
 from svckit.store import Store, until_saved
 
-TOPIC = names.PUBLISHES[names.FULFILLMENT]
+TOPIC = names.ORDER_STATUS
 SOURCE = names.source(names.FULFILLMENT)
 
 

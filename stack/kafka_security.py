@@ -144,7 +144,7 @@ def roles() -> list[Role]:
     """Each service's role: what it publishes and consumes, as svckit.names declares it (the
     services subscribe and publish by the same names)."""
     return [
-        Role(s, (names.PUBLISHES[s],), names.CONSUMES.get(s, ())) for s in names.SERVICES
+        Role(s, names.PUBLISHES[s], names.CONSUMES.get(s, ())) for s in names.SERVICES
     ]
 
 

@@ -100,6 +100,7 @@ def render_config(
         accounts_metrics=ports.metrics("accounts"),
         orders_metrics=ports.metrics("orders"),
         fulfillment_metrics=ports.metrics("fulfillment"),
+        catalog_metrics=ports.metrics("catalog"),
         envoy_admin=ports.envoy_admin,
         prometheus=prometheus_port,
     )

@@ -25,6 +25,7 @@ from stack import issuer
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
 from storefront.admin.v1 import admin_pb2_grpc
+from storefront.catalog.v1 import catalog_pb2_grpc
 from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
 from storefront_cli import endpoints
@@ -127,17 +128,21 @@ class Clients:
     accounts: accounts_pb2_grpc.AccountsServiceStub
     orders: orders_pb2_grpc.OrdersServiceStub
     fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
+    catalog: catalog_pb2_grpc.CatalogServiceStub
     channels: list[grpc.aio.Channel]
     admin: dict[str, admin_pb2_grpc.AdminServiceStub]
     """Each service's internal admin service, by service name (on the service's own port)."""
 
     @classmethod
-    def connect(cls, accounts: str, orders: str, fulfillment: str, *, tokens: TokenFor) -> Clients:
-        channels = [channel(t, tokens) for t in (accounts, orders, fulfillment)]
+    def connect(
+        cls, accounts: str, orders: str, fulfillment: str, catalog: str, *, tokens: TokenFor
+    ) -> Clients:
+        channels = [channel(t, tokens) for t in (accounts, orders, fulfillment, catalog)]
         return cls(
             accounts_pb2_grpc.AccountsServiceStub(channels[0]),
             orders_pb2_grpc.OrdersServiceStub(channels[1]),
             fulfillment_pb2_grpc.FulfillmentServiceStub(channels[2]),
+            catalog_pb2_grpc.CatalogServiceStub(channels[3]),
             channels,
             {
                 name: admin_pb2_grpc.AdminServiceStub(c)

@@ -1,4 +1,4 @@
-"""The whole system on one machine: the embedded stack, the three services and
+"""The whole system on one machine: the embedded stack, the four services and
 Envoy, all under one Supervisor run dir. `storefront run` and the end-to-end
 tests both start it from here, so they run the same thing."""
 
@@ -24,15 +24,17 @@ class SystemPorts:
     accounts: int = names.GRPC_PORTS[names.ACCOUNTS]
     orders: int = names.GRPC_PORTS[names.ORDERS]
     fulfillment: int = names.GRPC_PORTS[names.FULFILLMENT]
+    catalog: int = names.GRPC_PORTS[names.CATALOG]
     accounts_metrics: int = names.METRICS_PORTS[names.ACCOUNTS]
     orders_metrics: int = names.METRICS_PORTS[names.ORDERS]
     fulfillment_metrics: int = names.METRICS_PORTS[names.FULFILLMENT]
+    catalog_metrics: int = names.METRICS_PORTS[names.CATALOG]
     envoy: int = 8080
     envoy_admin: int = 9901
 
     @classmethod
     def free(cls) -> SystemPorts:
-        return cls(*free_ports(8))
+        return cls(*free_ports(10))
 
     def grpc(self, service: str) -> int:
         return int(asdict(self)[service])
@@ -118,7 +120,7 @@ def grpc_target(ports: SystemPorts, service: str) -> str:
 
 
 def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:
-    """Envoy in front of the three services: JSON/REST, gRPC-Web and native gRPC on one port
+    """Envoy in front of the four services: JSON/REST, gRPC-Web and native gRPC on one port
     (CORS for $STOREFRONT_CORS_ORIGINS, default http://localhost:3000)."""
     from envoy_config.config import EdgeAuth, cors_origins_from_env, envoy_argv, write_config
 

@@ -37,7 +37,7 @@ def where_of(args: argparse.Namespace) -> Where:
     )
     overrides = {
         field: value
-        for field in ("accounts", "orders", "fulfillment", "envoy_admin")
+        for field in (*names.SERVICES, "envoy_admin")
         if (value := getattr(args, f"{field}_port")) is not None
     }
     ports = dataclasses.replace(system.SystemPorts(), **overrides)

@@ -13,11 +13,12 @@ from __future__ import annotations
 ACCOUNTS = "accounts"
 ORDERS = "orders"
 FULFILLMENT = "fulfillment"
-SERVICES = (ACCOUNTS, ORDERS, FULFILLMENT)
+CATALOG = "catalog"
+SERVICES = (ACCOUNTS, ORDERS, FULFILLMENT, CATALOG)
 
-GRPC_PORTS = {ACCOUNTS: 50051, ORDERS: 50052, FULFILLMENT: 50053}
+GRPC_PORTS = {ACCOUNTS: 50051, ORDERS: 50052, FULFILLMENT: 50053, CATALOG: 50054}
 """Each service's gRPC port on one machine (`storefront run`); in Kubernetes all use 50051."""
-METRICS_PORTS = {ACCOUNTS: 9464, ORDERS: 9465, FULFILLMENT: 9466}
+METRICS_PORTS = {ACCOUNTS: 9464, ORDERS: 9465, FULFILLMENT: 9466, CATALOG: 9467}
 
 
 def source(service: str) -> str:
@@ -33,11 +34,20 @@ ORDER_FULFILLMENT = "orders.order.fulfill"
 """orders -> fulfillment: FulfillmentRequested and FulfillmentCancelled, keyed by order id."""
 ORDER_STATUS = "fulfillment.order.change"
 """fulfillment -> orders: OrderStatusChanged, keyed by order id."""
-TOPICS = (CUSTOMER_CHANGES, ORDER_FULFILLMENT, ORDER_STATUS)
+PRODUCT_CHANGES = "catalog.product.change"
+"""catalog -> orders: ProductChanged, keyed by product id."""
+ORDER_CHANGES = "orders.order.change"
+"""orders -> anyone: OrderChanged, keyed by order id (the order's lifecycle as facts)."""
+TOPICS = (CUSTOMER_CHANGES, ORDER_FULFILLMENT, ORDER_STATUS, PRODUCT_CHANGES, ORDER_CHANGES)
 
-PUBLISHES = {ACCOUNTS: CUSTOMER_CHANGES, ORDERS: ORDER_FULFILLMENT, FULFILLMENT: ORDER_STATUS}
+PUBLISHES: dict[str, tuple[str, ...]] = {
+    ACCOUNTS: (CUSTOMER_CHANGES,),
+    ORDERS: (ORDER_FULFILLMENT, ORDER_CHANGES),
+    FULFILLMENT: (ORDER_STATUS,),
+    CATALOG: (PRODUCT_CHANGES,),
+}
 CONSUMES: dict[str, tuple[str, ...]] = {
-    ORDERS: (CUSTOMER_CHANGES, ORDER_STATUS),
+    ORDERS: (CUSTOMER_CHANGES, ORDER_STATUS, PRODUCT_CHANGES),
     FULFILLMENT: (ORDER_FULFILLMENT,),
 }
 CONSUMER_OF = {topic: service for service, topics in CONSUMES.items() for topic in topics}
@@ -82,7 +92,16 @@ ORDER_DOCUMENTS = "customer.orders"
 """orders: the orders and their status histories."""
 CUSTOMER_COPIES = "customers"
 """orders: its copy of each customer, from CUSTOMER_CHANGES."""
+PRODUCT_COPIES = "products"
+"""orders: its copy of each product, from PRODUCT_CHANGES."""
 FULFILLMENTS = "fulfillment.requests"
 """fulfillment: one fulfillment per approved order, keyed by order id."""
-AGGREGATES = {ACCOUNTS: CUSTOMERS, ORDERS: ORDER_DOCUMENTS, FULFILLMENT: FULFILLMENTS}
+PRODUCTS = "catalog.products"
+"""catalog: the products, the system of record."""
+AGGREGATES = {
+    ACCOUNTS: CUSTOMERS,
+    ORDERS: ORDER_DOCUMENTS,
+    FULFILLMENT: FULFILLMENTS,
+    CATALOG: PRODUCTS,
+}
 """Each service's aggregate collection, where its outbox entries wait to be published."""

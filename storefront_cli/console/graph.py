@@ -166,9 +166,9 @@ def topology() -> tuple[list[Node], list[Edge]]:
         db = f"db:{s}"
         nodes.append(Node(db, "database", f"{s} db", detail=names.AGGREGATES[s]))
         edges += [Edge("envoy", s, "grpc"), Edge("clients", s, "grpc"), Edge(s, db, "outbox")]
-        edges.append(Edge(s, f"topic:{names.PUBLISHES[s]}", "publish"))
-    for topic in names.PUBLISHES.values():
-        nodes.append(Node(f"topic:{topic}", "topic", topic))
+        edges += [Edge(s, f"topic:{t}", "publish") for t in names.PUBLISHES[s]]
+    for topics in names.PUBLISHES.values():
+        nodes += [Node(f"topic:{t}", "topic", t) for t in topics]
     for s, topics in names.CONSUMES.items():
         edges += [Edge(f"topic:{t}", s, "consume") for t in topics]
     return nodes, edges
@@ -221,7 +221,7 @@ def build(results: Mapping[str, Series]) -> tuple[list[Node], list[Edge]]:
     ) else "idle"
 
     published = by("published", "app", "topic")
-    for s, topic in names.PUBLISHES.items():
+    for s, topic in ((s, t) for s, ts in names.PUBLISHES.items() for t in ts):
         rate = published.get((s, topic), 0.0)
         _flow(edge[f"{s}>topic:{topic}"], rate, 0.0, None)
         node[f"topic:{topic}"].health = "ok" if rate else "idle"

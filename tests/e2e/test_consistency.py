@@ -316,7 +316,7 @@ async def test_repair_writes_nothing_itself_when_the_owner_is_unreachable(
         state = {PENDING: 0}
         before = await accounts.find_one({"_id": damaged["_id"]}, state)
         nowhere = Clients.connect(
-            *(f"127.0.0.1:{p}" for p in free_ports(3)), tokens=tokens_of(isolated_system.stack)
+            *(f"127.0.0.1:{p}" for p in free_ports(4)), tokens=tokens_of(isolated_system.stack)
         )
         try:
             with pytest.raises(grpc.aio.AioRpcError) as down:

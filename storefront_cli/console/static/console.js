@@ -20,6 +20,10 @@ const LAYOUT = {
   "db:accounts": [1040, 90],
   "db:orders": [1040, 260],
   "db:fulfillment": [1040, 430],
+  "catalog": [260, 400],
+  "topic:catalog.product.change": [390, 330],
+  "topic:orders.order.change": [800, 300],
+  "db:catalog": [160, 480],
 };
 
 const state = { token: sessionStorage.getItem(TOKEN_KEY) || "", staff: false };

@@ -167,7 +167,7 @@ export type CreateOrderRequest = Message<"storefront.orders.v1.CreateOrderReques
   customerId: string;
 
   /**
-   * The order; only items are read.
+   * The order; only items' product.id and quantity are read.
    *
    * @generated from field: storefront.orders.v1.Order order = 2;
    */
@@ -394,6 +394,9 @@ export const CancelOrderRequestSchema: GenMessage<CancelOrderRequest> = /*@__PUR
 export const OrdersService: GenService<{
   /**
    * Places an order for a customer known to orders (FAILED_PRECONDITION otherwise).
+   * Each line names a product and a quantity; its title, description and unit
+   * price come from orders' copy of the catalog, and a price sent by the client
+   * is ignored. Emits OrderChanged.
    *
    * @generated from rpc storefront.orders.v1.OrdersService.CreateOrder
    */
@@ -433,7 +436,7 @@ export const OrdersService: GenService<{
     output: typeof CustomerOrdersSchema;
   },
   /**
-   * CREATED -> APPROVED. Emits FulfillmentRequested.
+   * CREATED -> APPROVED. Emits FulfillmentRequested and OrderChanged.
    *
    * @generated from rpc storefront.orders.v1.OrdersService.ApproveOrder
    */
@@ -443,7 +446,7 @@ export const OrdersService: GenService<{
     output: typeof OrderSchema;
   },
   /**
-   * CREATED -> REJECTED.
+   * CREATED -> REJECTED. Emits OrderChanged.
    *
    * @generated from rpc storefront.orders.v1.OrdersService.RejectOrder
    */
@@ -453,8 +456,8 @@ export const OrdersService: GenService<{
     output: typeof OrderSchema;
   },
   /**
-   * Any status before SHIPPED -> CANCELLED. Emits FulfillmentCancelled when
-   * fulfillment had already been requested.
+   * Any status before SHIPPED -> CANCELLED. Emits OrderChanged, and
+   * FulfillmentCancelled when fulfillment had already been requested.
    *
    * @generated from rpc storefront.orders.v1.OrdersService.CancelOrder
    */
