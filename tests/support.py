@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +19,8 @@ from aiokafka import ConsumerRecord
 from google.api import annotations_pb2
 from google.protobuf import empty_pb2, message_factory
 from google.protobuf.message import Message
+from pymongo import MongoClient
+from pymongo.collection import Collection
 
 from stack.embedded import EmbeddedStack
 from stack.issuer import LocalIssuer
@@ -164,6 +168,32 @@ class System:
 
     def database(self, service: str) -> str:
         return f"{self.db_prefix}{service}"
+
+
+def load_catalog(s: System, timeout: float = 90.0) -> None:
+    """The demo catalog in a started system, and in orders' copy of it, so tests can place
+    orders with `storefront_cli.demo.order_draft` at once."""
+    from storefront_cli.clients import Clients
+    from storefront_cli.demo import PRODUCTS
+    from storefront_cli.demo import load_catalog as create_products
+
+    async def load() -> None:
+        c = Clients.connect(*(s.target(n) for n in names.SERVICES), tokens=tokens_of(s.stack))
+        try:
+            await create_products(c, log=lambda _: None)
+        finally:
+            await c.close()
+
+    asyncio.run(load())
+    wanted = {sku for sku, *_ in PRODUCTS}
+    deadline = time.monotonic() + timeout
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(s.stack.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
+        copies: Collection[dict[str, Any]] = client[s.database(names.ORDERS)][names.PRODUCT_COPIES]
+        while not wanted <= {d["_id"] for d in copies.find({}, {"_id": 1})}:
+            if time.monotonic() > deadline:
+                raise TimeoutError("orders' copy of the demo catalog did not arrive")
+            time.sleep(0.2)
 
 
 # --- REST: which RPC a JSON request becomes, and back ----------------------------------------

@@ -39,7 +39,7 @@ from storefront_cli.endpoints import Endpoints
 from svckit import names
 from tests import leaks
 from tests.faults.workload import Ledger, Workload
-from tests.support import read_raw, tokens_of
+from tests.support import System, load_catalog, read_raw, tokens_of
 
 pytestmark = pytest.mark.faults
 OPS = int(os.environ.get("STOREFRONT_FAULT_OPS", "3000"))
@@ -87,6 +87,7 @@ def chaos() -> Iterator[Chaos]:
         st.start()
         ports = system.SystemPorts.free()
         system.start_services(st, ports, db_prefix=PREFIX, log=lambda _: None)
+        load_catalog(System(st, ports, PREFIX))
         yield Chaos(st, ports)
     finally:
         st.stop()
