@@ -49,6 +49,8 @@ NODES = {
     "topic:accounts.customer.change",
     "topic:orders.order.fulfill",
     "topic:fulfillment.order.change",
+    "topic:catalog.product.change",
+    "topic:orders.order.change",
 }
 USED = [
     "clients>envoy",
@@ -60,8 +62,11 @@ USED = [
     "topic:orders.order.fulfill>fulfillment",
     "fulfillment>topic:fulfillment.order.change",
     "topic:fulfillment.order.change>orders",
+    "catalog>topic:catalog.product.change",
+    "topic:catalog.product.change>orders",
+    "orders>topic:orders.order.change",
 ]
-"""The edges the demo (direct gRPC, all three flows) and the REST calls through Envoy use."""
+"""The edges the demo (direct gRPC, every flow) and the REST calls through Envoy use."""
 FAILED_CALLS = 20
 IDLE_WATCH = 12.0
 

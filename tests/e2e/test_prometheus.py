@@ -20,13 +20,14 @@ from stack.prometheus import ALERTS, start_prometheus
 from storefront.accounts.v1 import accounts_pb2
 from storefront_cli.clients import Clients
 from storefront_cli.demo import PEOPLE, customer_draft
+from svckit import names
 from tests.e2e.conftest import System
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
 NAME = "prometheus-e2e"
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "storefront-dashboard.json"
-SCRAPED = {"accounts", "orders", "fulfillment", "envoy"}
+SCRAPED = {*names.SERVICES, "envoy"}
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,7 @@ def test_every_target_is_up(prometheus: str) -> None:
 
     targets = poll(all_up, 60, "every Prometheus target up")
     jobs = {t["labels"]["app"]: t["scrapePool"] for t in targets if "app" in t["labels"]}
-    assert jobs == {
-        "accounts": "storefront",
-        "orders": "storefront",
-        "fulfillment": "storefront",
-        "envoy": "envoy",
-    }
+    assert jobs == {**dict.fromkeys(names.SERVICES, "storefront"), "envoy": "envoy"}
     assert {t["labels"].get("namespace") for t in targets if "app" in t["labels"]} == {"storefront"}
 
 
@@ -82,13 +78,9 @@ def test_service_series_are_labelled_for_the_dashboard(prometheus: str) -> None:
         # Health checks are unary RPCs too, so every service has handled some by now.
         result = api(prometheus, "query", query="sum by (app, service) (grpc_server_handled_total)")
         found = {r["metric"]["app"]: r["metric"].get("service", "") for r in result["result"]}
-        return found if len(found) == 3 else None
+        return found if len(found) == len(names.SERVICES) else None
 
-    assert poll(per_app, 60, "gRPC series from all three services") == {
-        "accounts": "accounts",
-        "orders": "orders",
-        "fulfillment": "fulfillment",
-    }
+    assert poll(per_app, 60, "gRPC series from every service") == {s: s for s in names.SERVICES}
     envoy = api(prometheus, "query", query='envoy_server_live{app="envoy"}')["result"]
     assert envoy and envoy[0]["value"][1] == "1"
 
@@ -113,7 +105,7 @@ def test_every_dashboard_query_runs_and_the_backlog_panels_have_data(prometheus:
 
     poll(lag_and_outbox, 60, "lag and outbox series")
     apps = {r["metric"]["app"] for r in results["Outbox pending"]}
-    assert apps == {"accounts", "orders", "fulfillment"}
+    assert apps == set(names.SERVICES)
 
 
 def panel_expr(dashboard: dict[str, Any], title: str, variables: dict[str, str]) -> str:

@@ -74,7 +74,7 @@ def test_kcat_lists_all_topics(stack: EmbeddedStack, tmp_path: Path) -> None:
         assert topic in partitions, f"{topic} missing from kcat -L:\n{out}"
         if not stack.external_kafka:
             assert partitions[topic] == TOPIC_PARTITIONS
-    assert len([t for t in names.ALL_TOPICS if t.endswith(".dlq")]) == 3
+    assert len([t for t in names.ALL_TOPICS if t.endswith(".dlq")]) == len(names.TOPICS)
 
 
 def test_supervisor_stop_leaves_no_process(tmp_path: Path) -> None:
