@@ -25,6 +25,7 @@ from pymongo.collection import Collection
 from stack.embedded import EmbeddedStack
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2
+from storefront.catalog.v1 import catalog_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import system
@@ -229,7 +230,7 @@ class HttpRule:
 
 def http_rules() -> list[HttpRule]:
     rules = []
-    for module in (accounts_pb2, orders_pb2, fulfillment_pb2):
+    for module in (accounts_pb2, orders_pb2, fulfillment_pb2, catalog_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for m in service.methods:
                 rule = m.GetOptions().Extensions[annotations_pb2.http]

@@ -236,15 +236,7 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
     producer: AIOKafkaProducer,
     mug: str,
 ) -> None:
-    cid = unique("cust")
-    await publish(
-        producer,
-        names.CUSTOMER_CHANGES,
-        cid,
-        customer_changed(cid, 1, "a@example.com"),
-        names.source(names.ACCOUNTS),
-    )
-    await eventually(lambda: copy_email(stub, cid, 1), what="copy")
+    cid = await known_customer(stub, producer)
     order = await place(stub, cid, mug)
     await stub.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
     cancelled = await stub.CancelOrder(
@@ -282,6 +274,17 @@ async def test_bad_order_is_rejected_and_nothing_stored(
     assert await orders.db[names.ORDER_DOCUMENTS].count_documents({}) == 0
 
 
+async def known_customer(
+    stub: orders_pb2_grpc.OrdersServiceStub, producer: AIOKafkaProducer
+) -> str:
+    """A customer accounts announced and orders has copied."""
+    cid = unique("cust")
+    changed = customer_changed(cid, 1, "a@example.com")
+    await publish(producer, names.CUSTOMER_CHANGES, cid, changed, names.source(names.ACCOUNTS))
+    await eventually(lambda: copy_email(stub, cid, 1), what="copy")
+    return cid
+
+
 async def place(stub: orders_pb2_grpc.OrdersServiceStub, cid: str, sku: str) -> orders_pb2.Order:
     """CreateOrder once orders' copy of the catalog has the product (FAILED_PRECONDITION
     until then), under one order id so a retry never places it twice."""
@@ -298,16 +301,8 @@ async def test_the_catalog_copy_prices_new_orders_only_and_refuses_what_it_lacks
     producer: AIOKafkaProducer,
     mug: str,
 ) -> None:
-    cid = unique("cust")
+    cid = await known_customer(stub, producer)
     src = names.source(names.CATALOG)
-    await publish(
-        producer,
-        names.CUSTOMER_CHANGES,
-        cid,
-        customer_changed(cid, 1, "a@example.com"),
-        names.source(names.ACCOUNTS),
-    )
-    await eventually(lambda: copy_email(stub, cid, 1), what="copy")
     first = await place(stub, cid, mug)
     sku = unique("lamp")
     for version, units in ((2, 30), (1, 20), (2, 30)):  # late and duplicate: no effect
@@ -340,15 +335,7 @@ async def test_each_change_of_an_order_is_a_fact_on_its_topic(
     producer: AIOKafkaProducer,
     mug: str,
 ) -> None:
-    cid = unique("cust")
-    await publish(
-        producer,
-        names.CUSTOMER_CHANGES,
-        cid,
-        customer_changed(cid, 1, "a@example.com"),
-        names.source(names.ACCOUNTS),
-    )
-    await eventually(lambda: copy_email(stub, cid, 1), what="copy")
+    cid = await known_customer(stub, producer)
     order = await place(stub, cid, mug)
     await stub.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
     await stub.CancelOrder(orders_pb2.CancelOrderRequest(order_id=order.order_id, reason="no"))
