@@ -17,7 +17,7 @@ import argparse
 import secrets
 from pathlib import Path
 
-SERVICES = ("accounts", "orders", "fulfillment")
+SERVICES = ("accounts", "orders", "fulfillment", "catalog")
 SECRETS_DIR = Path(__file__).resolve().parent / "storefront" / "secrets"
 
 

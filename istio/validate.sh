@@ -29,7 +29,7 @@ VENV=$TOOLS/venv
 SCHEMAS=$TOOLS/schemas
 STAMPS=$TOOLS/stamps
 HERE=$ROOT/istio
-DOCKERFILES=(accounts_svc/Dockerfile orders_svc/Dockerfile fulfillment_svc/Dockerfile)
+DOCKERFILES=(accounts_svc/Dockerfile orders_svc/Dockerfile fulfillment_svc/Dockerfile catalog_svc/Dockerfile)
 
 fail() {
   echo "validate: FAILED: $*" >&2
