@@ -28,8 +28,9 @@ from storefront.accounts.v1 import accounts_pb2
 from storefront.catalog.v1 import catalog_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
-from storefront_cli import system
+from storefront_cli import demo, system
 from storefront_cli.clients import (
+    Clients,
     TokenFor,
     acting_as_needed,
     eventually,  # noqa: F401 - re-exported for tests
@@ -171,29 +172,29 @@ class System:
         return f"{self.db_prefix}{service}"
 
 
-def load_catalog(s: System, timeout: float = 90.0) -> None:
+def load_catalog(s: System) -> None:
     """The demo catalog in a started system, and in orders' copy of it, so tests can place
     orders with `storefront_cli.demo.order_draft` at once."""
-    from storefront_cli.clients import Clients
-    from storefront_cli.demo import PRODUCTS
-    from storefront_cli.demo import load_catalog as create_products
-
     async def load() -> None:
         c = Clients.connect(*(s.target(n) for n in names.SERVICES), tokens=tokens_of(s.stack))
         try:
-            await create_products(c, log=lambda _: None)
+            await demo.load_catalog(c, log=lambda _: None)
         finally:
             await c.close()
 
     asyncio.run(load())
-    wanted = {sku for sku, *_ in PRODUCTS}
+    wait_for_copies(s, {sku for sku, *_ in demo.PRODUCTS})
+
+
+def wait_for_copies(s: System, product_ids: set[str], timeout: float = 90.0) -> None:
+    """Until orders holds a copy of each of these products (it prices orders from them)."""
     deadline = time.monotonic() + timeout
     client: MongoClient[dict[str, Any]]
     with MongoClient(s.stack.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
         copies: Collection[dict[str, Any]] = client[s.database(names.ORDERS)][names.PRODUCT_COPIES]
-        while not wanted <= {d["_id"] for d in copies.find({}, {"_id": 1})}:
+        while not product_ids <= {d["_id"] for d in copies.find({}, {"_id": 1})}:
             if time.monotonic() > deadline:
-                raise TimeoutError("orders' copy of the demo catalog did not arrive")
+                raise TimeoutError(f"orders' copy of {sorted(product_ids)} did not arrive")
             time.sleep(0.2)
 
 
