@@ -208,8 +208,9 @@ async def test_the_console_shows_the_running_system_and_acts_as_staff(
     for part in ("kafka", "mongodb", *(f"{n}_svc" for n in names.SERVICES), "envoy", "prometheus"):
         assert f"{part}\tUP" in health, health
     orders_group = names.consumer_group(names.ORDERS, s.db_prefix)
-    assert await page.locator(f"#lag tr[data-group='{orders_group}']").count() == 6
-    assert await page.locator("#outbox tr[data-service]").count() == 3
+    rows = 3 * len(names.CONSUMES[names.ORDERS])  # 3 partitions of each topic orders consumes
+    assert await page.locator(f"#lag tr[data-group='{orders_group}']").count() == rows
+    assert await page.locator("#outbox tr[data-service]").count() == len(names.SERVICES)
 
     # A parked event shows in the DLQ panel and, ids and type only, in the tail.
     cid = unique("parked")

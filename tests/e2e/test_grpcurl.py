@@ -224,7 +224,7 @@ async def test_describe_a_method_by_its_full_name(running_system: System) -> Non
     """Reflection alone, no protoset: grpcio-reflection answers NOT_FOUND here
     (grpc/grpc#34743); svckit.reflection finds the method in its service's file."""
     for service, name in SERVICE_NAMES.items():
-        method = {"accounts": "CreateCustomer", "orders": "GetOrder"}.get(
+        method = {"accounts": "CreateCustomer", "orders": "GetOrder", "catalog": "GetProduct"}.get(
             service, "ShipFulfillment"
         )
         described = await grpcurl(running_system.target(service), "describe", f"{name}.{method}")
