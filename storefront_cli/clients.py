@@ -1,4 +1,4 @@
-"""Generated-stub clients for the three services, from one set of endpoints, and the
+"""Generated-stub clients for the four services, from one set of endpoints, and the
 tokens they present.
 
 Every call carries a bearer token. `Clients.connect(..., tokens=...)` takes a `TokenFor`:
@@ -26,6 +26,7 @@ from stack import issuer
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
 from storefront.admin.v1 import admin_pb2_grpc
+from storefront.catalog.v1 import catalog_pb2_grpc
 from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
 from storefront_cli import endpoints
@@ -123,7 +124,7 @@ def sync_channel(target: str, tokens: TokenFor) -> grpc.Channel:
     return grpc.intercept_channel(grpc.insecure_channel(target), SyncBearerInterceptor(tokens))
 
 
-CLIENT_SERVICES = (topology.ACCOUNTS, topology.ORDERS, topology.FULFILLMENT)
+CLIENT_SERVICES = (topology.ACCOUNTS, topology.ORDERS, topology.FULFILLMENT, topology.CATALOG)
 """The services whose API the CLI calls, in `Clients.connect`'s order (a typed stub each)."""
 
 
@@ -132,6 +133,7 @@ class Clients:
     accounts: accounts_pb2_grpc.AccountsServiceStub
     orders: orders_pb2_grpc.OrdersServiceStub
     fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
+    catalog: catalog_pb2_grpc.CatalogServiceStub
     channels: list[grpc.aio.Channel]
     admin: dict[str, admin_pb2_grpc.AdminServiceStub]
     """Each service's internal admin service, by service name (on the service's own port)."""
@@ -142,19 +144,21 @@ class Clients:
         accounts: str,
         orders: str,
         fulfillment: str,
+        catalog: str,
         *,
         tokens: TokenFor,
         others: Mapping[str, str] | None = None,
     ) -> Clients:
-        """Clients of the three APIs; `others` (service -> target) adds the admin service of
+        """Clients of the four APIs; `others` (service -> target) adds the admin service of
         the topology's other services (replays and repairs of what they consume)."""
-        targets = {**dict(zip(CLIENT_SERVICES, (accounts, orders, fulfillment), strict=True))}
+        targets = dict(zip(CLIENT_SERVICES, (accounts, orders, fulfillment, catalog), strict=True))
         targets.update(others or {})
         channels = {name: channel(t, tokens) for name, t in targets.items()}
         return cls(
             accounts_pb2_grpc.AccountsServiceStub(channels[topology.ACCOUNTS]),
             orders_pb2_grpc.OrdersServiceStub(channels[topology.ORDERS]),
             fulfillment_pb2_grpc.FulfillmentServiceStub(channels[topology.FULFILLMENT]),
+            catalog_pb2_grpc.CatalogServiceStub(channels[topology.CATALOG]),
             list(channels.values()),
             {name: admin_pb2_grpc.AdminServiceStub(c) for name, c in channels.items()},
         )

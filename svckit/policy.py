@@ -25,6 +25,7 @@ from svckit.authz import (
 ACCOUNTS = "/storefront.accounts.v1.AccountsService"
 ORDERS = "/storefront.orders.v1.OrdersService"
 FULFILLMENT = "/storefront.fulfillment.v1.FulfillmentService"
+CATALOG = "/storefront.catalog.v1.CatalogService"
 ADMIN = "/storefront.admin.v1.AdminService"
 
 OWN_ACCOUNT = Own("customer_id")
@@ -53,6 +54,12 @@ POLICY: dict[str, Rule] = {
     f"{FULFILLMENT}/ShipFulfillment": allow(warehouse=EVERY),
     f"{FULFILLMENT}/MarkFulfillmentInTransit": allow(warehouse=EVERY),
     f"{FULFILLMENT}/ConfirmFulfillmentReceived": allow(warehouse=EVERY),
+    # catalog: staff keep the products; every signed-in caller reads them.
+    f"{CATALOG}/CreateProduct": allow(staff=EVERY),
+    f"{CATALOG}/GetProduct": allow(customer=EVERY, staff=EVERY, warehouse=EVERY),
+    f"{CATALOG}/ListProducts": allow(customer=EVERY, staff=EVERY, warehouse=EVERY),
+    f"{CATALOG}/UpdateProduct": allow(staff=EVERY),
+    f"{CATALOG}/DiscontinueProduct": allow(staff=EVERY),
     # The internal admin service every service serves (repairs, replays): staff only, and
     # routed by neither Envoy nor the gateway.
     f"{ADMIN}/Republish": allow(staff=EVERY),

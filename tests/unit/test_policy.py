@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.admin.v1 import admin_pb2
+from storefront.catalog.v1 import catalog_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from svckit import policy
@@ -51,7 +52,7 @@ AUTHORIZER = Authorizer(policy.POLICY, {"order": owner, "fulfillment": owner})
 def served_methods() -> set[str]:
     methods = {
         f"/{service.full_name}/{m.name}"
-        for module in (accounts_pb2, orders_pb2, fulfillment_pb2, admin_pb2)
+        for module in (accounts_pb2, orders_pb2, fulfillment_pb2, catalog_pb2, admin_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
     }
@@ -66,7 +67,7 @@ def served_methods() -> set[str]:
 
 def request_class(method: str) -> type[Message]:
     _, service_name, name = method.split("/")
-    for module in (accounts_pb2, orders_pb2, fulfillment_pb2, admin_pb2):
+    for module in (accounts_pb2, orders_pb2, fulfillment_pb2, catalog_pb2, admin_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             if service.full_name == service_name:
                 return message_factory.GetMessageClass(service.methods_by_name[name].input_type)
@@ -104,6 +105,7 @@ def check(principal: Principal, method: str, request: Message) -> str:
 ACC = policy.ACCOUNTS
 ORD = policy.ORDERS
 FUL = policy.FULFILLMENT
+CAT = policy.CATALOG
 CASES = [
     # accounts
     (A, f"{ACC}/GetCustomer", accounts_pb2.GetCustomerRequest(customer_id="cust-a"), "ok"),
@@ -147,6 +149,15 @@ CASES = [
     (WAREHOUSE, f"{FUL}/ShipFulfillment", fulfillment_pb2.ShipFulfillmentRequest(order_id="x"), "ok"),
     (A, f"{FUL}/ShipFulfillment", fulfillment_pb2.ShipFulfillmentRequest(order_id="order-a"), "PermissionDenied"),
     (STAFF, f"{FUL}/ProcessFulfillment", fulfillment_pb2.ProcessFulfillmentRequest(order_id="x"), "PermissionDenied"),
+    # catalog: staff keep it, every signed-in role reads it
+    (A, f"{CAT}/GetProduct", catalog_pb2.GetProductRequest(product_id="p"), "ok"),
+    (WAREHOUSE, f"{CAT}/ListProducts", catalog_pb2.ListProductsRequest(), "ok"),
+    (STAFF, f"{CAT}/CreateProduct", catalog_pb2.CreateProductRequest(), "ok"),
+    (A, f"{CAT}/CreateProduct", catalog_pb2.CreateProductRequest(), "PermissionDenied"),
+    (A, f"{CAT}/UpdateProduct", catalog_pb2.UpdateProductRequest(), "PermissionDenied"),
+    (WAREHOUSE, f"{CAT}/DiscontinueProduct", catalog_pb2.DiscontinueProductRequest(product_id="p"), "PermissionDenied"),
+    (STAFF, f"{CAT}/DiscontinueProduct", catalog_pb2.DiscontinueProductRequest(product_id="p"), "ok"),
+    (NOBODY, f"{CAT}/ListProducts", catalog_pb2.ListProductsRequest(), "PermissionDenied"),
     # no role at all, and an RPC nobody declared
     (NOBODY, f"{ORD}/ListOrders", orders_pb2.ListOrdersRequest(), "PermissionDenied"),
     (STAFF, f"{ORD}/ForgetEverything", orders_pb2.ListOrdersRequest(), "PermissionDenied"),
