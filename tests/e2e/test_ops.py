@@ -312,7 +312,12 @@ async def test_demo_loop_goes_through_every_flow_round_after_round(running_syste
         )
 
     # A round completes only once orders holds the customer's copy, fulfillment the approved
-    # order, and orders the fulfillment's statuses: each flow delivered.
+    # order, and orders the fulfillment's statuses: each flow delivered. The catalog is loaded
+    # once, before the first round (its products are kept as they are when already there).
     done = await demo_loop(connect, lines.append, interval=0.1, rounds=2)
     assert done == 2, lines
-    assert [line.split(":")[0] for line in lines] == ["[demo] round 0", "[demo] round 1"]
+    assert [line.split(":")[0] for line in lines] == [
+        "[demo] catalog",
+        "[demo] round 0",
+        "[demo] round 1",
+    ]
