@@ -24,6 +24,7 @@ from bench import data, loadgen
 from orders_svc import domain as orders_domain
 from storefront.common.v1 import common_pb2
 from storefront.orders.v1 import orders_pb2
+from storefront_cli.demo import catalog_copy, order_draft
 from svckit import mongo, paging
 from svckit.documents import to_document
 from svckit.outbox import OUTBOX
@@ -33,6 +34,7 @@ ORDERS = "storefront.orders.v1.OrdersService"
 ORDERS_PER_CUSTOMER = 10
 STATUSES = ("ORDER_STATUS_CREATED", "ORDER_STATUS_APPROVED", "ORDER_STATUS_REJECTED")
 BATCH = 1000
+CATALOG = catalog_copy()
 
 Log = Callable[[str], None]
 
@@ -72,13 +74,7 @@ def _customer_doc(i: int, customer_id: str, now: datetime) -> dict[str, Any]:
 
 
 def _order(customer_id: str, order_id: str, status: str, now: datetime) -> orders_pb2.Order:
-    draft = orders_pb2.Order()
-    item = draft.items.add(quantity=1)
-    item.product.id = "p-1"
-    item.product.title = "Widget"
-    item.product.price.currency_code = "USD"
-    item.product.price.units = 12
-    order = orders_domain.new_order(customer_id, draft, order_id, now)
+    order = orders_domain.new_order(customer_id, order_draft((0, 1)), CATALOG, order_id, now)
     target = common_pb2.OrderStatus.Value(status)
     if target != order.status:
         order = orders_domain.transition(order, target, now)

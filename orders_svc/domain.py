@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from datetime import datetime
 
 from google.type import money_pb2
 
 from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.catalog.v1 import catalog_pb2
+from storefront.catalog.v1 import events_pb2 as catalog_events
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2, orders_pb2
 from svckit import statuses
 from svckit.envelope import PoisonEvent
-from svckit.errors import FailedPrecondition, ResourceExhausted, Violations
+from svckit.errors import FailedPrecondition, FieldViolation, ResourceExhausted, Violations
 
 Order = orders_pb2.Order
 Status = common_pb2.OrderStatus
+ProductCopy = catalog_events.ProductChanged
+"""Orders' copy of a product: the catalog's last ProductChanged for it (time left out)."""
+ProductState = catalog_pb2.ProductState
 
 MAX_ITEMS = 100
 MAX_ORDER_BYTES = 64 * 1024
@@ -35,7 +40,6 @@ OPEN = (
 MAX_QUANTITY = 1000
 MAX_TEXT = 200
 NANOS = 1_000_000_000
-CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch: `$` also accepts a trailing newline
 
 # The transitions orders itself makes; fulfillment owns PROCESSING..RECEIVED.
 ORDERS_TRANSITIONS: dict[int, set[int]] = {
@@ -60,41 +64,69 @@ def _money_nanos(m: money_pb2.Money) -> int:
 
 
 def validate_items(items: list[common_pb2.LineItem], v: Violations, path: str) -> None:
+    """What a client sends per line: a product id and a quantity. Anything else it sets on
+    the line's product (title, description, price) is ignored: the catalog prices orders."""
     if not items:
         v.add(path, "an order needs at least one item")
     if len(items) > MAX_ITEMS:
         v.add(path, f"at most {MAX_ITEMS} items")
-    currencies = set()
     for i, item in enumerate(items):
         p = f"{path}[{i}]"
         if not 1 <= item.quantity <= MAX_QUANTITY:
             v.add(f"{p}.quantity", f"must be between 1 and {MAX_QUANTITY}")
-        product = item.product
-        for field in ("id", "title"):
-            value = getattr(product, field)
-            if not value.strip():
-                v.add(f"{p}.product.{field}", "is required")
-            elif len(value) > MAX_TEXT:
-                v.add(f"{p}.product.{field}", f"must be at most {MAX_TEXT} characters")
-        if len(product.description) > 2000:
-            v.add(f"{p}.product.description", "must be at most 2000 characters")
-        price = product.price
-        if not CURRENCY.fullmatch(price.currency_code):
-            v.add(f"{p}.product.price.currency_code", "must be an ISO 4217 code, e.g. USD")
-        currencies.add(price.currency_code)
-        if not -NANOS < price.nanos < NANOS or (price.units > 0 and price.nanos < 0):
-            v.add(
-                f"{p}.product.price.nanos", "must be within (-1e9, 1e9) and agree with units' sign"
+        product_id = item.product.id
+        if not product_id.strip():
+            v.add(f"{p}.product.id", "is required")
+        elif len(product_id) > MAX_TEXT:
+            v.add(f"{p}.product.id", f"must be at most {MAX_TEXT} characters")
+
+
+def ordered_product_ids(draft: Order) -> list[str]:
+    """The catalog entries an order draft names, each once (the lines beyond MAX_ITEMS are
+    refused anyway, so never looked up)."""
+    return list(dict.fromkeys(i.product.id for i in draft.items[:MAX_ITEMS] if i.product.id))
+
+
+def priced_items(
+    items: list[common_pb2.LineItem], catalog: Mapping[str, ProductCopy], path: str
+) -> list[common_pb2.LineItem]:
+    """Each line with its product's title, description and unit price as orders' copy of the
+    catalog holds them now; a line naming a product the copy does not know, or one no longer
+    for sale, is refused (FAILED_PRECONDITION naming every such line), and so is an order
+    whose products are priced in more than one currency."""
+    refused: list[FieldViolation] = []
+    priced = []
+    for i, item in enumerate(items):
+        subject = f"{path}[{i}].product.id"
+        product = catalog.get(item.product.id)
+        if product is None:
+            refused.append(
+                FieldViolation(subject, f"product {item.product.id!r} is not in the catalog")
             )
-        elif _money_nanos(price) <= 0:
-            v.add(f"{p}.product.price", "must be positive")
-        elif price.units > 10**9:
-            v.add(f"{p}.product.price.units", "is too large")
-    if len(currencies) > 1:
-        v.add(path, "all items must be priced in one currency")
+            continue
+        if product.state != ProductState.PRODUCT_STATE_ACTIVE:
+            refused.append(FieldViolation(subject, f"product {item.product.id!r} is discontinued"))
+            continue
+        line = common_pb2.LineItem(quantity=item.quantity)
+        line.product.id, line.product.title = product.product_id, product.title
+        line.product.description = product.description
+        line.product.price.CopyFrom(product.price)
+        priced.append(line)
+    if not refused and len({i.product.price.currency_code for i in priced}) > 1:
+        refused.append(FieldViolation(path, "the products are priced in several currencies"))
+    if refused:
+        first, *more = refused
+        raise FailedPrecondition(first.description, subject=first.field, type_="CATALOG", more=more)
+    return priced
+
+
+def check_size(items: list[common_pb2.LineItem], path: str) -> None:
+    """INVALID_ARGUMENT for an order whose priced lines take more than MAX_ORDER_BYTES."""
     size = sum(item.ByteSize() for item in items)
     if size > MAX_ORDER_BYTES:
+        v = Violations()
         v.add(path, f"the items take {size} bytes; an order takes at most {MAX_ORDER_BYTES}")
+        v.raise_if_any()
 
 
 def total_of(items: list[common_pb2.LineItem]) -> money_pb2.Money:
@@ -130,17 +162,32 @@ def check_open_orders(customer_id: str, open_orders: int) -> None:
         )
 
 
-def new_order(
-    customer_id: str, draft: Order, order_id: str, now: datetime, *, open_orders: int = 0
-) -> Order:
-    """A valid order from the client's draft, CREATED; `open_orders`: the customer's now."""
+def check_draft(draft: Order) -> None:
+    """INVALID_ARGUMENT, naming each field, for an order draft no catalog could price."""
     v = Violations()
     validate_items(list(draft.items), v, "order.items")
     v.raise_if_any()
+
+
+def new_order(
+    customer_id: str,
+    draft: Order,
+    catalog: Mapping[str, ProductCopy],
+    order_id: str,
+    now: datetime,
+    *,
+    open_orders: int = 0,
+) -> Order:
+    """The order placed from `draft`, CREATED, priced from `catalog` (orders' copy of it) as
+    it is now: a later change in the catalog never touches it. `open_orders`: the
+    customer's now."""
+    check_draft(draft)
     check_open_orders(customer_id, open_orders)
+    items = priced_items(list(draft.items), catalog, "order.items")
+    check_size(items, "order.items")
     order = Order(order_id=order_id, customer_id=customer_id, version=1)
-    order.items.extend(draft.items)
-    order.total.CopyFrom(total_of(list(draft.items)))
+    order.items.extend(items)
+    order.total.CopyFrom(total_of(items))
     order.create_time.FromDatetime(now)
     order.update_time.FromDatetime(now)
     _append_status(order, Status.ORDER_STATUS_CREATED, now)
@@ -273,4 +320,29 @@ def customer_copy(event: accounts_events.CustomerChanged) -> orders_pb2.Customer
     copy.name.CopyFrom(event.name)
     copy.contact.CopyFrom(event.contact)
     copy.addresses.extend(event.addresses)
+    return copy
+
+
+def order_changed(order: Order) -> events_pb2.OrderChanged:
+    """The fact every change of an order states on orders.order.change: the order as it is."""
+    event = events_pb2.OrderChanged(
+        order_id=order.order_id,
+        version=order.version,
+        customer_id=order.customer_id,
+        status=order.status,
+    )
+    event.order.CopyFrom(order)
+    event.change_time.CopyFrom(order.update_time)
+    return event
+
+
+def check_product_event(event: catalog_events.ProductChanged) -> None:
+    if not event.product_id or event.version <= 0:
+        raise PoisonEvent("ProductChanged needs product_id and a positive version")
+
+
+def product_copy(event: catalog_events.ProductChanged) -> ProductCopy:
+    copy = ProductCopy()
+    copy.CopyFrom(event)
+    copy.ClearField("change_time")
     return copy

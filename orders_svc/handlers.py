@@ -7,10 +7,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from google.protobuf.message import Message
+
 import topology
 from orders_svc import domain
-from orders_svc.repository import CopyChange, CustomerCopy, Order
+from orders_svc.repository import CopyChange, CustomerCopy, Order, ProductCopy
 from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.catalog.v1 import events_pb2 as catalog_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
 from svckit import names, paging, statuses
@@ -24,9 +27,11 @@ from svckit.store import Store, until_saved
 
 log = logging.getLogger(__name__)
 
-TOPIC = topology.ORDER_FULFILLMENT
+TO_FULFILLMENT = topology.ORDER_FULFILLMENT
+FACTS = topology.ORDER_CHANGES
 SOURCE = names.source(topology.ORDERS)
 MAX_CUSTOMER_ORDERS = 1000
+Document = dict[str, Any]
 
 
 class Orders(Store[Order], Protocol):
@@ -44,10 +49,12 @@ class Orders(Store[Order], Protocol):
         """The order and the fulfillment versions applied to it."""
 
     async def save_applied(
-        self, order: Order, expected_version: int, applied: list[int]
+        self, order: Order, expected_version: int, applied: list[int], events: list[Document]
     ) -> bool: ...
 
-    async def strip_fulfillment_history(self, now: datetime) -> int: ...
+    async def strip_fulfillment_history(
+        self, now: datetime, facts: Callable[[Order], list[Document]]
+    ) -> int: ...
 
 
 class Copies(Protocol):
@@ -65,18 +72,41 @@ class Copies(Protocol):
     async def clear(self) -> int: ...
 
 
+class Catalog(Protocol):
+    """Orders' copy of the catalog (`ProductCopies`; a fake in unit tests): each product only
+    ever moves forward by version."""
+
+    async def get_many(self, product_ids: list[str]) -> dict[str, ProductCopy]: ...
+
+    async def apply_changed(self, copy: ProductCopy) -> Outcome: ...
+
+    async def clear(self) -> int: ...
+
+
 class OrdersHandlers:
     def __init__(
         self,
         orders: Orders,
         customers: Copies,
+        products: Catalog,
         relay: Notifier,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.orders = orders
         self.customers = customers
+        self.products = products
         self.relay = relay
         self.clock = clock
+
+    @staticmethod
+    def _to_fulfillment(order: Order, event: Message) -> Document:
+        return outbox_entry(TO_FULFILLMENT, order.order_id, event, source=SOURCE, seq=order.version)
+
+    @staticmethod
+    def _facts(order: Order) -> list[Document]:
+        """What every change of an order queues: the order's new state, for any consumer."""
+        event = domain.order_changed(order)
+        return [outbox_entry(FACTS, order.order_id, event, source=SOURCE, seq=order.version)]
 
     # --- RPC use cases -------------------------------------------------------------
 
@@ -86,15 +116,20 @@ class OrdersHandlers:
             v.add("customer_id", "is required")
         check_client_id(order_id, "order_id", v)
         v.raise_if_any()
+        domain.check_draft(draft)
         oid = domain.chosen_order_id(customer_id, order_id) if order_id else new_id()
-        open_orders = await self.orders.count_open(customer_id)
-        order = domain.new_order(customer_id, draft, oid, self.clock(), open_orders=open_orders)
         if await self.customers.get(customer_id) is None:
             raise FailedPrecondition(
                 f"customer {customer_id!r} is not known to orders (yet)",
                 subject=f"customers/{customer_id}",
             )
-        await self.orders.insert(order, [])
+        open_orders = await self.orders.count_open(customer_id)
+        catalog = await self.products.get_many(domain.ordered_product_ids(draft))
+        order = domain.new_order(
+            customer_id, draft, catalog, oid, self.clock(), open_orders=open_orders
+        )
+        await self.orders.insert(order, self._facts(order))
+        self.relay.notify(order.order_id)
         return order
 
     async def get_order(self, order_id: str) -> Order:
@@ -135,14 +170,12 @@ class OrdersHandlers:
         copy.next_page_token = paging.encode_token(last) if last else ""
         return copy
 
-    async def _save(
-        self, before: Order, after: Order, events: list[dict[str, object]]
-    ) -> Order | None:
-        """The version-guarded write of a use case; None if another writer came first."""
-        if not await self.orders.update(after, before.version, events):
+    async def _save(self, before: Order, after: Order, events: list[Document]) -> Order | None:
+        """The version-guarded write of a use case, with the order's new state as a fact;
+        None if another writer came first."""
+        if not await self.orders.update(after, before.version, [*events, *self._facts(after)]):
             return None
-        if events:
-            self.relay.notify(after.order_id)
+        self.relay.notify(after.order_id)
         return after
 
     async def approve_order(self, order_id: str, note: str = "") -> Order:
@@ -161,8 +194,7 @@ class OrdersHandlers:
                 f"customer {order.customer_id} is gone", subject=f"customers/{order.customer_id}"
             )
         event = domain.fulfillment_requested(approved, customer)
-        entry = outbox_entry(TOPIC, order_id, event, source=SOURCE, seq=approved.version)
-        return await self._save(order, approved, [entry])
+        return await self._save(order, approved, [self._to_fulfillment(approved, event)])
 
     async def reject_order(self, order_id: str, reason: str = "") -> Order:
         statuses.validate_note(reason, "reason")
@@ -193,9 +225,7 @@ class OrdersHandlers:
         events = []
         if order.status in domain.FULFILLMENT_REQUESTED:
             event = domain.fulfillment_cancelled(cancelled, reason)
-            events.append(
-                outbox_entry(TOPIC, order_id, event, source=SOURCE, seq=cancelled.version)
-            )
+            events.append(self._to_fulfillment(cancelled, event))
         return await self._save(order, cancelled, events)
 
     # --- Event use cases -----------------------------------------------------------
@@ -224,6 +254,11 @@ class OrdersHandlers:
                 changes.append((event.customer_id, event.version, None))
         return await self.customers.apply_batch(changes)
 
+    async def apply_product_changed(self, envelope: Envelope) -> Outcome:
+        event = envelope.payload(catalog_events.ProductChanged)
+        domain.check_product_event(event)
+        return await self.products.apply_changed(domain.product_copy(event))
+
     async def apply_order_status_changed(self, envelope: Envelope) -> Outcome:
         """Append the change to the order's history once, whatever the redeliveries."""
         event = envelope.payload(fulfillment_events.OrderStatusChanged)
@@ -238,8 +273,9 @@ class OrdersHandlers:
                 return Outcome.DUPLICATE
             updated = domain.applied_status(order, event, self.clock())
             if await self.orders.save_applied(
-                updated, order.version, sorted([*applied, event.version])
+                updated, order.version, sorted([*applied, event.version]), self._facts(updated)
             ):
+                self.relay.notify(updated.order_id)
                 return Outcome.APPLIED
             # An RPC changed the order meanwhile; re-read and apply on top.
 
@@ -248,13 +284,16 @@ class OrdersHandlers:
         if topic == topology.CUSTOMER_CHANGES:
             return await self.customers.clear()
         if topic == topology.ORDER_STATUS:
-            return await self.orders.strip_fulfillment_history(self.clock())
+            return await self.orders.strip_fulfillment_history(self.clock(), self._facts)
+        if topic == topology.PRODUCT_CHANGES:
+            return await self.products.clear()
         raise ValueError(f"orders does not consume {topic}")
 
     # --- Operator use cases (svckit.admin) ---------------------------------------------
 
     async def republish(self, ids: Sequence[str]) -> Republished:
-        """Repairs: tell fulfillment again what each order's current status means for it."""
+        """Repairs: tell fulfillment again what each order's current status means for it, and
+        every follower of the facts the order's current state."""
         return await republish_each(ids, self.orders, self._republish, self.relay.notify)
 
     async def _republish(self, order_id: str) -> Verdict | None:
@@ -263,10 +302,9 @@ class OrdersHandlers:
             return Verdict.NOT_FOUND
         customer = await self.customers.get(order.customer_id)
         event = domain.fulfillment_should_know(order, customer)
-        if event is None:
-            return Verdict.NOTHING_TO_PUBLISH
-        entry = outbox_entry(TOPIC, order_id, event, source=SOURCE, seq=order.version)
-        saved = await self.orders.republish(order_id, order.version, [entry])
+        entries = [] if event is None else [self._to_fulfillment(order, event)]
+        entries += self._facts(order)
+        saved = await self.orders.republish(order_id, order.version, entries)
         return Verdict.QUEUED if saved else None
 
     def batch_handlers(self) -> dict[str, BatchHandler]:
@@ -283,4 +321,5 @@ class OrdersHandlers:
             fulfillment_events.OrderStatusChanged.DESCRIPTOR.full_name: (
                 self.apply_order_status_changed
             ),
+            catalog_events.ProductChanged.DESCRIPTOR.full_name: self.apply_product_changed,
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import topology
 from orders_svc.grpc_api import OrdersServicer
 from orders_svc.handlers import OrdersHandlers
-from orders_svc.repository import CustomerCopies, OrderRepository
+from orders_svc.repository import CustomerCopies, OrderRepository, ProductCopies
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from svckit.admin import ReadModel
 from svckit.app import ServiceApp, run_service
@@ -18,7 +18,8 @@ def build(settings: Settings) -> ServiceApp:
     app = ServiceApp(settings)
     orders = OrderRepository(app.db)
     copies = CustomerCopies(app.db)
-    handlers = OrdersHandlers(orders, copies, app.outbox_relay(orders.collection))
+    products = ProductCopies(app.db)
+    handlers = OrdersHandlers(orders, copies, products, app.outbox_relay(orders.collection))
     app.on_start(orders.ensure_indexes)
     app.owners("order", handlers.owner_of)
     app.consume(
@@ -35,6 +36,7 @@ def build(settings: Settings) -> ServiceApp:
             topology.ORDER_STATUS: ReadModel(
                 orders.collection, frozenset({"version", "update_time"})
             ),
+            topology.PRODUCT_CHANGES: ReadModel(products.collection),
         },
     )
     app.add_service(

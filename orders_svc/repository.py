@@ -1,11 +1,13 @@
-"""Orders' MongoDB (`orders`): orders in `customer.orders` (with their outbox)
-and customers' copies in `customers`."""
+"""Orders' MongoDB (`orders`): orders in `customer.orders` (with their outbox),
+customers' copies in `customers` and the catalog's in `products`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -20,6 +22,7 @@ from svckit.store import AggregateStore
 
 Order = orders_pb2.Order
 CustomerCopy = orders_pb2.CustomerOrders
+ProductCopy = domain.ProductCopy
 Document = dict[str, Any]
 
 # Fulfillment versions already in an order's history: the dedup key for OrderStatusChanged.
@@ -40,11 +43,16 @@ class OrderRepository(AggregateStore[Order]):
         doc = await self.collection.find_one({"_id": order_id}, {OUTBOX: 0})
         return (self.load(doc), list(doc.get(APPLIED, []))) if doc else None
 
-    async def save_applied(self, order: Order, expected_version: int, applied: list[int]) -> bool:
-        return await self.update(order, expected_version, [], extra={APPLIED: applied})
+    async def save_applied(
+        self, order: Order, expected_version: int, applied: list[int], events: list[Document]
+    ) -> bool:
+        return await self.update(order, expected_version, events, extra={APPLIED: applied})
 
-    async def strip_fulfillment_history(self, now: Any) -> int:
-        """Remove what fulfillment's events added to every order, before a rebuild."""
+    async def strip_fulfillment_history(
+        self, now: Any, facts: Callable[[Order], list[Document]]
+    ) -> int:
+        """Remove what fulfillment's events added to every order, before a rebuild; each
+        order so changed queues the events `facts` gives for it."""
         stripped = 0
         async for doc in self.collection.find({APPLIED: {"$exists": True}}, {OUTBOX: 0}):
             while True:
@@ -52,8 +60,9 @@ class OrderRepository(AggregateStore[Order]):
                 if found is None or not found[1]:
                     break
                 order = found[0]
+                stripped_order = domain.without_fulfillment_history(order, now)
                 if await self.save_applied(
-                    domain.without_fulfillment_history(order, now), order.version, []
+                    stripped_order, order.version, [], facts(stripped_order)
                 ):
                     stripped += 1
                     break
@@ -66,12 +75,79 @@ class OrderRepository(AggregateStore[Order]):
         )
 
 
-class CustomerCopies:
+class VersionedCopies:
+    """A copy of another service's aggregates, one document each, only ever moved forward by
+    the owner's version (duplicates and late arrivals change nothing)."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+        self._locks = doclocks.for_collection(self.collection)
+
+    async def _upsert_if_newer(self, copy_id: str, version: int, update: Document) -> Outcome:
+        async with self._locks.hold(copy_id):
+            return await self._upsert_if_newer_locked(copy_id, version, update)
+
+    async def _upsert_if_newer_locked(
+        self, copy_id: str, version: int, update: Document
+    ) -> Outcome:
+        try:
+            await guards.update_one_if(
+                self.collection, copy_id, {"version": {"$lt": version}}, update, upsert=True
+            )
+            return Outcome.APPLIED
+        except DuplicateKeyError:
+            # The copy exists at this version or a newer one: the upsert's insert collided.
+            stored = await self.collection.find_one({"_id": copy_id}, {"version": 1})
+            held = stored["version"] if stored else 0
+            if held != version:
+                return Outcome.STALE
+            # Same version: normally an identical redelivery. If the copy was damaged, the
+            # owner's republished state (storefront check --repair) overwrites it.
+            same = {"_id": copy_id, "version": version}
+            result = await self.collection.update_one(same, update)
+            return Outcome.APPLIED if result.modified_count else Outcome.DUPLICATE
+
+    async def clear(self) -> int:
+        """Forget every copy, before a rebuild from the owner's topic."""
+        return (await self.collection.delete_many({})).deleted_count
+
+
+class ProductCopies(VersionedCopies):
+    """Orders' copy of the catalog, from catalog.product.change: what orders are priced from."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db[topology.PRODUCT_COPIES])
+
+    async def get_many(self, product_ids: list[str]) -> dict[str, ProductCopy]:
+        """The copies of these products that orders holds, by id."""
+        found = await guards.find_by_ids(self.collection, product_ids) if product_ids else []
+        return {d["_id"]: self.load(d) for d in found}
+
+    @staticmethod
+    def load(doc: Document) -> ProductCopy:
+        copy = dict_to_message({k: v for k, v in doc.items() if k in COPIED}, ProductCopy())
+        copy.product_id = doc["_id"]
+        return copy
+
+    async def apply_changed(self, copy: ProductCopy) -> Outcome:
+        fields = message_to_dict(copy)
+        data = {k: fields.get(k) for k in COPIED if k in fields}
+        update: Document = {"$set": {**data, "version": copy.version}}
+        missing = {k: "" for k in COPIED if k not in data and k != "version"}
+        if missing:
+            update["$unset"] = missing
+        return await self._upsert_if_newer(copy.product_id, copy.version, update)
+
+
+COPIED = ("title", "description", "price", "state", "version")
+"""The fields of a product orders keeps (its id is the document's)."""
+
+
+class CustomerCopies(VersionedCopies):
     """Orders' copy of each customer, only ever moved forward by version."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.collection = db[topology.CUSTOMER_COPIES]
-        self._locks = doclocks.for_collection(self.collection)
+        super().__init__(db[topology.CUSTOMER_COPIES])
 
     async def get(self, customer_id: str) -> CustomerCopy | None:
         doc = await guards.find_by_id(self.collection, customer_id, {"deleted": {"$ne": True}})
@@ -82,30 +158,6 @@ class CustomerCopies:
         copy.customer_id = doc["_id"]
         copy.customer_version = doc["version"]
         return copy
-
-    async def _upsert_if_newer(self, customer_id: str, version: int, update: Document) -> Outcome:
-        async with self._locks.hold(customer_id):
-            return await self._upsert_if_newer_locked(customer_id, version, update)
-
-    async def _upsert_if_newer_locked(
-        self, customer_id: str, version: int, update: Document
-    ) -> Outcome:
-        try:
-            await guards.update_one_if(
-                self.collection, customer_id, {"version": {"$lt": version}}, update, upsert=True
-            )
-            return Outcome.APPLIED
-        except DuplicateKeyError:
-            # The copy exists at this version or a newer one: the upsert's insert collided.
-            stored = await self.collection.find_one({"_id": customer_id}, {"version": 1})
-            held = stored["version"] if stored else 0
-            if held != version:
-                return Outcome.STALE
-            # Same version: normally an identical redelivery. If the copy was damaged, the
-            # owner's republished state (storefront check --repair) overwrites it.
-            same = {"_id": customer_id, "version": version}
-            result = await self.collection.update_one(same, update)
-            return Outcome.APPLIED if result.modified_count else Outcome.DUPLICATE
 
     @staticmethod
     def changed_update(copy: CustomerCopy) -> Document:
@@ -187,7 +239,3 @@ class CustomerCopies:
                 raise
             return {keys[e["index"]] for e in errors}
         return set()
-
-    async def clear(self) -> int:
-        """Forget every copy, before a rebuild from accounts.customer.change."""
-        return (await self.collection.delete_many({})).deleted_count

@@ -1,12 +1,12 @@
 """`storefront check [--repair]`: find divergence between each system of record and the copies
 others keep of it, and have the owners repair it.
 
-accounts' customers vs orders' copies, and fulfillment's shipping history vs the orders' status
-histories (plus: every approved order has a fulfillment, and a cancellation reached
-fulfillment). The check only reads the databases. `--repair` never edits a copy: it asks the
-owner, through its internal admin service (svckit.admin) as staff, to queue its current state
-in its outbox again; the owner's relay and the consumers do the rest, with the usual
-idempotency rules.
+accounts' customers vs orders' copies, catalog's products vs orders' copy of the catalog, and
+fulfillment's shipping history vs the orders' status histories (plus: every approved order has
+a fulfillment, and a cancellation reached fulfillment). The check only reads the databases.
+`--repair` never edits a copy: it asks the owner, through its internal admin service
+(svckit.admin) as staff, to queue its current state in its outbox again; the owner's relay and
+the consumers do the rest, with the usual idempotency rules.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 import topology
 from accounts_svc.repository import CustomerRepository
+from catalog_svc.repository import ProductRepository
 from fulfillment_svc import domain as fulfillment_domain
 from fulfillment_svc.repository import FulfillmentRepository
 from orders_svc import domain as orders_domain
-from orders_svc.repository import APPLIED, CustomerCopies, OrderRepository
+from orders_svc.repository import APPLIED, CustomerCopies, OrderRepository, ProductCopies
 from storefront.admin.v1 import admin_pb2
 from storefront.common.v1 import common_pb2
 from storefront_cli import endpoints
@@ -49,7 +50,7 @@ class Divergence:
 
 
 class Storefront:
-    """The three databases, read through each service's own repositories."""
+    """The services' databases, read through each service's own repositories."""
 
     def __init__(self, ep: endpoints.Endpoints) -> None:
         self.ep = ep
@@ -61,6 +62,8 @@ class Storefront:
         self.orders = OrderRepository(self.dbs["orders"])
         self.copies = CustomerCopies(self.dbs["orders"])
         self.fulfillments = FulfillmentRepository(self.dbs["fulfillment"])
+        self.products = ProductRepository(self.dbs[topology.CATALOG])
+        self.product_copies = ProductCopies(self.dbs[topology.ORDERS])
 
     async def close(self) -> None:
         await self.client.close()
@@ -101,6 +104,33 @@ async def customer_divergences(sf: Storefront) -> list[Divergence]:
             found.append(
                 Divergence("copy of unknown customer", cid, "accounts has no such customer")
             )
+    return found
+
+
+async def product_divergences(sf: Storefront) -> list[Divergence]:
+    """Catalog's products vs the copy orders prices from: a missing or older copy, or one
+    that differs at the same version, is repaired by the catalog republishing the product."""
+    found: list[Divergence] = []
+    held = sf.product_copies
+    copies = {d["_id"]: held.load(d) async for d in held.collection.find()}
+    async for doc in sf.products.collection.find({}, {OUTBOX: 0}):
+        product = sf.products.load(doc)
+        pid, version = product.id, product.version
+        copy = copies.pop(pid, None)
+        if copy is None:
+            found.append(Divergence("missing product copy", pid, f"catalog v{version}", "catalog"))
+        elif copy.version < version:
+            detail = f"copy v{copy.version} < v{version}"
+            found.append(Divergence("stale product copy", pid, detail, "catalog"))
+        elif (copy.title, copy.description, copy.price, copy.state) != (
+            product.title,
+            product.description,
+            product.price,
+            product.state,
+        ):
+            found.append(Divergence("product copy differs", pid, f"both v{version}", "catalog"))
+    for pid in copies:
+        found.append(Divergence("copy of unknown product", pid, "catalog has no such product"))
     return found
 
 
@@ -161,7 +191,11 @@ async def order_divergences(sf: Storefront) -> list[Divergence]:
 
 
 async def divergences(sf: Storefront) -> list[Divergence]:
-    return [*await customer_divergences(sf), *await order_divergences(sf)]
+    return [
+        *await customer_divergences(sf),
+        *await product_divergences(sf),
+        *await order_divergences(sf),
+    ]
 
 
 async def republish(clients: Clients, found: list[Divergence], log: Log) -> int:

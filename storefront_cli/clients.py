@@ -1,4 +1,4 @@
-"""Generated-stub clients for the three services, from one set of endpoints, and the
+"""Generated-stub clients for the four services, from one set of endpoints, and the
 tokens they present.
 
 Every call carries a bearer token. `Clients.connect(..., tokens=...)` takes a `TokenFor`:
@@ -26,6 +26,7 @@ from stack import issuer
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
 from storefront.admin.v1 import admin_pb2_grpc
+from storefront.catalog.v1 import catalog_pb2_grpc
 from storefront.fulfillment.v1 import fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2_grpc
 from storefront_cli import endpoints
@@ -123,7 +124,7 @@ def sync_channel(target: str, tokens: TokenFor) -> grpc.Channel:
     return grpc.intercept_channel(grpc.insecure_channel(target), SyncBearerInterceptor(tokens))
 
 
-CLIENT_SERVICES = (topology.ACCOUNTS, topology.ORDERS, topology.FULFILLMENT)
+CLIENT_SERVICES = (topology.ACCOUNTS, topology.ORDERS, topology.FULFILLMENT, topology.CATALOG)
 """The services whose API the CLI calls, in `Clients.connect`'s order (a typed stub each)."""
 
 
@@ -132,6 +133,7 @@ class Clients:
     accounts: accounts_pb2_grpc.AccountsServiceStub
     orders: orders_pb2_grpc.OrdersServiceStub
     fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
+    catalog: catalog_pb2_grpc.CatalogServiceStub
     channels: list[grpc.aio.Channel]
     admin: dict[str, admin_pb2_grpc.AdminServiceStub]
     """Each service's internal admin service, by service name (on its admin port), when
@@ -143,20 +145,22 @@ class Clients:
         accounts: str,
         orders: str,
         fulfillment: str,
+        catalog: str,
         *,
         tokens: TokenFor,
         admin: Mapping[str, str] | None = None,
     ) -> Clients:
-        """Clients of the three APIs; `admin` (service -> target, system.admin_target) adds
+        """Clients of the four APIs; `admin` (service -> target, system.admin_target) adds
         the admin service of each service given, the topology's others included (replays and
         repairs of what they consume)."""
-        targets = dict(zip(CLIENT_SERVICES, (accounts, orders, fulfillment), strict=True))
+        targets = dict(zip(CLIENT_SERVICES, (accounts, orders, fulfillment, catalog), strict=True))
         channels = {name: channel(t, tokens) for name, t in targets.items()}
         admin_channels = {s: channel(t, tokens) for s, t in (admin or {}).items()}
         return cls(
             accounts_pb2_grpc.AccountsServiceStub(channels[topology.ACCOUNTS]),
             orders_pb2_grpc.OrdersServiceStub(channels[topology.ORDERS]),
             fulfillment_pb2_grpc.FulfillmentServiceStub(channels[topology.FULFILLMENT]),
+            catalog_pb2_grpc.CatalogServiceStub(channels[topology.CATALOG]),
             [*channels.values(), *admin_channels.values()],
             {s: admin_pb2_grpc.AdminServiceStub(c) for s, c in admin_channels.items()},
         )

@@ -1,7 +1,8 @@
 """The sample-data demo: the seed posts' script, through the generated stubs.
 
-Creates customers, changes an address, places orders, approves, rejects and
-cancels some, walks fulfilments through every status, then prints each
+Loads a small catalog, creates customers, changes an address, places orders (priced by
+orders' copy of the catalog), approves, rejects and cancels some, walks fulfilments through
+every status, changes a price (which new orders pay, placed ones keep), then prints each
 service's view once they have converged. `demo_loop` keeps gentle traffic going through
 every flow (`storefront demo --loop`), so the console and Prometheus show a live system.
 """
@@ -18,11 +19,14 @@ import grpc
 from google.protobuf import field_mask_pb2, json_format
 
 from storefront.accounts.v1 import accounts_pb2
+from storefront.catalog.v1 import catalog_pb2
+from storefront.catalog.v1 import events_pb2 as catalog_events
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.tables import Log, render
+from svckit.ids import new_id
 from svckit.statuses import status_name
 
 Status = common_pb2.OrderStatus
@@ -66,15 +70,75 @@ def customer_draft(person: tuple[str, ...]) -> accounts_pb2.Customer:
     return json_format.ParseDict(customer_body(person), accounts_pb2.Customer())
 
 
+def product_draft(index: int) -> catalog_pb2.Product:
+    """One of the demo catalog's PRODUCTS, as a create request's product."""
+    _, title, units, nanos = PRODUCTS[index]
+    product = catalog_pb2.Product(title=title, description=f"The demo's {title.lower()}")
+    product.price.currency_code = "USD"
+    product.price.units, product.price.nanos = units, nanos
+    return product
+
+
+def catalog_copy() -> dict[str, catalog_events.ProductChanged]:
+    """Orders' copy of the demo catalog as its events make it (unit tests and benchmarks)."""
+    copies = {}
+    for i, (sku, *_) in enumerate(PRODUCTS):
+        p = product_draft(i)
+        copies[sku] = catalog_events.ProductChanged(
+            product_id=sku,
+            version=1,
+            title=p.title,
+            description=p.description,
+            price=p.price,
+            state=catalog_pb2.PRODUCT_STATE_ACTIVE,
+        )
+    return copies
+
+
 def order_draft(*lines: tuple[int, int]) -> orders_pb2.Order:
+    """An order of (product index, quantity) lines: product ids and quantities only, as a
+    client sends them; the catalog gives each line its title and price."""
     order = orders_pb2.Order()
     for product_index, quantity in lines:
-        sku, title, units, nanos = PRODUCTS[product_index]
-        item = order.items.add(quantity=quantity)
-        item.product.id, item.product.title = sku, title
-        item.product.price.currency_code = "USD"
-        item.product.price.units, item.product.price.nanos = units, nanos
+        order.items.add(quantity=quantity).product.id = PRODUCTS[product_index][0]
     return order
+
+
+async def load_catalog(c: Clients, log: Log = print) -> list[catalog_pb2.Product]:
+    """Create the demo's PRODUCTS (as staff) under their fixed ids; ones already there are
+    kept as they are, so loading twice changes nothing."""
+    loaded = []
+    for i, (sku, *_) in enumerate(PRODUCTS):
+        try:
+            product = await c.catalog.CreateProduct(
+                catalog_pb2.CreateProductRequest(product=product_draft(i), product_id=sku)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            product = await c.catalog.GetProduct(catalog_pb2.GetProductRequest(product_id=sku))
+        loaded.append(product)
+    log(f"[demo] catalog: {', '.join(f'{p.title} {money(p.price)}' for p in loaded)}")
+    return loaded
+
+
+async def place_order(
+    c: Clients, customer_id: str, draft: orders_pb2.Order, timeout: float = 60.0
+) -> orders_pb2.Order:
+    """CreateOrder, retried (with one order id, so never placed twice) while orders does not
+    know the customer or a product yet: its copies follow accounts and catalog a moment
+    behind."""
+    request = orders_pb2.CreateOrderRequest(customer_id=customer_id, order=draft, order_id=new_id())
+
+    async def attempt() -> orders_pb2.Order:
+        try:
+            return await c.orders.CreateOrder(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            return await c.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=request.order_id))
+
+    return await eventually(attempt, timeout=timeout, what=f"orders to price {request.order_id}")
 
 
 def status(value: int) -> str:
@@ -88,6 +152,8 @@ def money(m: object) -> str:
 
 async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
     t0 = time.monotonic()
+    log("[demo] loading the catalog ...")
+    await load_catalog(c, log)
     log("[demo] creating customers ...")
     customers = [
         await c.accounts.CreateCustomer(
@@ -114,12 +180,10 @@ async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
         )
     log("[demo] placing orders ...")
     plan = [((0, 1), (2, 2)), ((1, 1),), ((0, 1), (1, 1)), ((2, 3),), ((1, 2),), ((0, 1),)]
-    orders = []
-    for i, lines in enumerate(plan):
-        req = orders_pb2.CreateOrderRequest(
-            customer_id=customers[i % len(customers)].id, order=order_draft(*lines)
-        )
-        orders.append(await c.orders.CreateOrder(req))
+    orders = [
+        await place_order(c, customers[i % len(customers)].id, order_draft(*lines), timeout)
+        for i, lines in enumerate(plan)
+    ]
     approved = orders[:4]
     for order in approved:
         await c.orders.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
@@ -139,6 +203,7 @@ async def run_demo(c: Clients, log: Log = print, timeout: float = 60.0) -> None:
             timeout=timeout,
             what=f"history of {order.order_id}",
         )
+    await change_a_price(c, log)
     log(f"[demo] converged in {time.monotonic() - t0:.2f}s\n")
     await print_views(c, [x.id for x in customers], log)
 
@@ -164,6 +229,25 @@ async def walk_fulfillment(c: Clients, order_id: str, depth: int, timeout: float
     )
     for call, request in steps[:depth]:
         await call(request(order_id=order_id))
+
+
+async def change_a_price(c: Clients, log: Log) -> None:
+    """A price change in catalog: orders' copy follows it (`storefront check` shows when it
+    has), so new orders pay it; the orders placed before keep the price they were placed at."""
+    sku = PRODUCTS[2][0]
+    before = await c.catalog.GetProduct(catalog_pb2.GetProductRequest(product_id=sku))
+    raised = catalog_pb2.Product(id=sku)
+    raised.price.CopyFrom(before.price)
+    raised.price.units += 1
+    await c.catalog.UpdateProduct(
+        catalog_pb2.UpdateProductRequest(
+            product=raised, update_mask=field_mask_pb2.FieldMask(paths=["price"])
+        )
+    )
+    log(
+        f"[demo] {before.title}: {money(before.price)} -> {money(raised.price)} in the catalog; "
+        "new orders pay it, placed ones keep their totals"
+    )
 
 
 async def _copy_at(c: Clients, customer_id: str, version: int) -> object | None:
@@ -265,9 +349,7 @@ async def demo_round(c: Clients, n: int, log: Log, timeout: float = 60.0) -> Non
         what=f"orders' copy of {customer.id}",
     )
     shipped, cancelled, rejected = [
-        await c.orders.CreateOrder(
-            orders_pb2.CreateOrderRequest(customer_id=customer.id, order=order_draft(*lines))
-        )
+        await place_order(c, customer.id, order_draft(*lines), timeout)
         for lines in (((n % 3, 1),), (((n + 1) % 3, 2),), (((n + 2) % 3, 1),))
     ]
     for order in (shipped, cancelled):
@@ -293,13 +375,18 @@ async def demo_round(c: Clients, n: int, log: Log, timeout: float = 60.0) -> Non
 async def demo_loop(
     connect: Callable[[], Clients], log: Log, *, interval: float, rounds: int = 0
 ) -> int:
-    """`demo_round` again and again, `interval` seconds apart, until Ctrl-C (or `rounds`
-    rounds); a round that fails is reported and the next one starts. Fresh clients per round,
-    so tokens never outlive a long loop. Returns the rounds completed."""
+    """The demo catalog (once), then `demo_round` again and again, `interval` seconds apart,
+    until Ctrl-C (or `rounds` rounds); a round that fails is reported and the next one
+    starts. Fresh clients per round, so tokens never outlive a long loop. Returns the rounds
+    completed."""
     done = n = 0
+    catalog_loaded = False
     while not rounds or n < rounds:
         c = connect()
         try:
+            if not catalog_loaded:
+                await load_catalog(c, log)
+                catalog_loaded = True
             await demo_round(c, n, log)
             done += 1
         except (grpc.aio.AioRpcError, TimeoutError) as exc:

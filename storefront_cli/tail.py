@@ -22,6 +22,7 @@ from google.protobuf import json_format, text_format
 
 import topology
 from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.catalog.v1 import events_pb2 as catalog_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints
@@ -33,7 +34,7 @@ from svckit.kafka import KafkaConnection
 
 EVENT_TYPES = frozenset(
     message.full_name
-    for module in (accounts_events, orders_events, fulfillment_events)
+    for module in (accounts_events, orders_events, fulfillment_events, catalog_events)
     for message in module.DESCRIPTOR.message_types_by_name.values()
 )
 """Every event message the services publish; `watch` decodes any of them."""

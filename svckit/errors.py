@@ -6,6 +6,7 @@ no handler or servicer builds a status by hand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -90,17 +91,31 @@ class FailedPrecondition(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "FAILED_PRECONDITION"
 
-    def __init__(self, message: str, *, subject: str = "", type_: str = "STATE") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        subject: str = "",
+        type_: str = "STATE",
+        more: Sequence[FieldViolation] = (),
+    ) -> None:
+        """`more`: further failed preconditions, each naming its own subject (e.g. the lines
+        of a request that name what cannot be used)."""
         super().__init__(message)
         self.subject = bounded(subject)
         self.type_ = type_
+        self.more = list(more)
 
     def details(self) -> list[any_pb2.Any]:
         failure = error_details_pb2.PreconditionFailure(
             violations=[
                 error_details_pb2.PreconditionFailure.Violation(
-                    type=self.type_, subject=self.subject, description=self.message
+                    type=self.type_, subject=subject, description=description
                 )
+                for subject, description in [
+                    (self.subject, self.message),
+                    *((bounded(m.field), bounded(m.description)) for m in self.more),
+                ]
             ]
         )
         packed = any_pb2.Any()

@@ -25,6 +25,7 @@ from svckit.authz import (
 ACCOUNTS = "/storefront.accounts.v1.AccountsService"
 ORDERS = "/storefront.orders.v1.OrdersService"
 FULFILLMENT = "/storefront.fulfillment.v1.FulfillmentService"
+CATALOG = "/storefront.catalog.v1.CatalogService"
 ADMIN = "/storefront.admin.v1.AdminService"
 
 OWN_ACCOUNT = Own("customer_id")
@@ -53,13 +54,19 @@ POLICY: dict[str, Rule] = {
     f"{FULFILLMENT}/ShipFulfillment": allow(warehouse=EVERY),
     f"{FULFILLMENT}/MarkFulfillmentInTransit": allow(warehouse=EVERY),
     f"{FULFILLMENT}/ConfirmFulfillmentReceived": allow(warehouse=EVERY),
+    # catalog: staff keep the products; every signed-in caller reads them.
+    f"{CATALOG}/CreateProduct": allow(staff=EVERY),
+    f"{CATALOG}/GetProduct": allow(customer=EVERY, staff=EVERY, warehouse=EVERY),
+    f"{CATALOG}/ListProducts": allow(customer=EVERY, staff=EVERY, warehouse=EVERY),
+    f"{CATALOG}/UpdateProduct": allow(staff=EVERY),
+    f"{CATALOG}/DiscontinueProduct": allow(staff=EVERY),
     # The internal admin service every service serves on its own port (repairs, replays):
     # the operator only, not staff; routed by neither Envoy nor the gateway.
     f"{ADMIN}/Republish": allow(operator=EVERY),
     f"{ADMIN}/ReplayTopic": allow(operator=EVERY),
     f"{ADMIN}/ReplayParked": allow(operator=EVERY),
     # Probes and tooling, served on the service and admin ports only (Envoy and the gateway
-    # route nothing but the three services): no token.
+    # route nothing but the four services): no token.
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
     "/grpc.health.v1.Health/List": PUBLIC,

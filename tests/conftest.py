@@ -26,7 +26,7 @@ from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
 from storefront_cli.clients import Clients
 from tests import leaks
-from tests.support import System
+from tests.support import System, load_catalog
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +95,9 @@ def running_system(stack: EmbeddedStack) -> Iterator[System]:
     prefix = f"e2e{uuid.uuid4().hex[:8]}_"
     system.start_services(stack, ports, db_prefix=prefix, log=lambda _: None)
     system.start_envoy(stack, ports, concurrency=1)
-    yield System(stack, ports, prefix)
+    running = System(stack, ports, prefix)
+    load_catalog(running)
+    yield running
     for name in ("envoy", *topology.SYSTEM.names):
         stack.supervisor.stop(name)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,14 +19,17 @@ from aiokafka import ConsumerRecord
 from google.api import annotations_pb2
 from google.protobuf import empty_pb2, message_factory
 from google.protobuf.message import Message
+from pymongo import MongoClient
+from pymongo.collection import Collection
 
 import topology
 from stack.embedded import EmbeddedStack
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2
+from storefront.catalog.v1 import catalog_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
-from storefront_cli import system
+from storefront_cli import demo, system
 from storefront_cli.clients import (
     CLIENT_SERVICES,
     Clients,
@@ -180,6 +185,32 @@ class System:
         return f"{self.db_prefix}{service}"
 
 
+def load_catalog(s: System) -> None:
+    """The demo catalog in a started system, and in orders' copy of it, so tests can place
+    orders with `storefront_cli.demo.order_draft` at once."""
+    async def load() -> None:
+        c = Clients.connect(*(s.target(n) for n in CLIENT_SERVICES), tokens=tokens_of(s.stack))
+        try:
+            await demo.load_catalog(c, log=lambda _: None)
+        finally:
+            await c.close()
+
+    asyncio.run(load())
+    wait_for_copies(s, {sku for sku, *_ in demo.PRODUCTS})
+
+
+def wait_for_copies(s: System, product_ids: set[str], timeout: float = 90.0) -> None:
+    """Until orders holds a copy of each of these products (it prices orders from them)."""
+    deadline = time.monotonic() + timeout
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(s.stack.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
+        copies: Collection[dict[str, Any]] = client[s.database(topology.ORDERS)][topology.PRODUCT_COPIES]
+        while not product_ids <= {d["_id"] for d in copies.find({}, {"_id": 1})}:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"orders' copy of {sorted(product_ids)} did not arrive")
+            time.sleep(0.2)
+
+
 # --- REST: which RPC a JSON request becomes, and back ----------------------------------------
 
 
@@ -213,7 +244,7 @@ class HttpRule:
 
 def http_rules() -> list[HttpRule]:
     rules = []
-    for module in (accounts_pb2, orders_pb2, fulfillment_pb2):
+    for module in (accounts_pb2, orders_pb2, fulfillment_pb2, catalog_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for m in service.methods:
                 rule = m.GetOptions().Extensions[annotations_pb2.http]

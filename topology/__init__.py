@@ -18,19 +18,24 @@ __all__ = ["DeadLetters", "Service", "System", "Topic"]
 ACCOUNTS = "accounts"
 ORDERS = "orders"
 FULFILLMENT = "fulfillment"
+CATALOG = "catalog"
 
 # --- topics --------------------------------------------------------------------------------
 
 CUSTOMER_CHANGES = "accounts.customer.change"
 ORDER_FULFILLMENT = "orders.order.fulfill"
 ORDER_STATUS = "fulfillment.order.change"
+PRODUCT_CHANGES = "catalog.product.change"
+ORDER_CHANGES = "orders.order.change"
 
 # --- collections ---------------------------------------------------------------------------
 
 CUSTOMERS = "customer.accounts"
 ORDER_DOCUMENTS = "customer.orders"
 CUSTOMER_COPIES = "customers"
+PRODUCT_COPIES = "products"
 FULFILLMENTS = "fulfillment.requests"
+PRODUCTS = "catalog.products"
 
 # --- the system ----------------------------------------------------------------------------
 
@@ -65,6 +70,7 @@ SYSTEM = System(
             collections={
                 ORDER_DOCUMENTS: "the orders and their status histories",
                 CUSTOMER_COPIES: f"its copy of each customer, from {CUSTOMER_CHANGES}",
+                PRODUCT_COPIES: f"its copy of each product, from {PRODUCT_CHANGES}",
             },
             aggregate=ORDER_DOCUMENTS,
             publishes=(
@@ -76,8 +82,14 @@ SYSTEM = System(
                     ),
                     key="order id",
                 ),
+                Topic(
+                    ORDER_CHANGES,
+                    events=("storefront.orders.v1.OrderChanged",),
+                    key="order id",
+                    compacted=True,
+                ),
             ),
-            consumes=(CUSTOMER_CHANGES, ORDER_STATUS),
+            consumes=(CUSTOMER_CHANGES, ORDER_STATUS, PRODUCT_CHANGES),
         ),
         Service(
             FULFILLMENT,
@@ -95,6 +107,23 @@ SYSTEM = System(
                 ),
             ),
             consumes=(ORDER_FULFILLMENT,),
+        ),
+        Service(
+            CATALOG,
+            grpc_port=50054,
+            metrics_port=9467,
+            admin_port=50064,
+            api="storefront.catalog.v1.CatalogService",
+            collections={PRODUCTS: "the products, the system of record"},
+            aggregate=PRODUCTS,
+            publishes=(
+                Topic(
+                    PRODUCT_CHANGES,
+                    events=("storefront.catalog.v1.ProductChanged",),
+                    key="product id",
+                    compacted=True,
+                ),
+            ),
         ),
     )
 )

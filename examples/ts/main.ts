@@ -1,5 +1,6 @@
-// Signs a customer up, places an order and reads it back through Envoy over gRPC-Web, with
-// Connect-ES and the code in gen/ts, printing the order as JSON.
+// Signs a customer up, picks a product from the catalog, orders one (the catalog prices it)
+// and reads the order back through Envoy over gRPC-Web, with Connect-ES and the code in
+// gen/ts, printing the order as JSON.
 //
 //   TOKEN=$(uv run storefront token --customer ada-lovelace) npx tsx examples/ts/main.ts
 //
@@ -10,6 +11,7 @@ import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 
 import { AccountsService } from "../../gen/ts/storefront/accounts/v1/accounts_pb.js";
+import { CatalogService, ProductState } from "../../gen/ts/storefront/catalog/v1/catalog_pb.js";
 import { OrderSchema, OrdersService } from "../../gen/ts/storefront/orders/v1/orders_pb.js";
 
 const token = process.env.TOKEN;
@@ -26,6 +28,7 @@ const transport = createGrpcWebTransport({
 });
 const accounts = createClient(AccountsService, transport);
 const orders = createClient(OrdersService, transport);
+const catalog = createClient(CatalogService, transport);
 
 const customer = await accounts.createCustomer({
   customer: {
@@ -33,8 +36,12 @@ const customer = await accounts.createCustomer({
     contact: { primaryPhone: "555-010-0118", email: "katherine@example.com" },
   },
 });
-const items = [{ quantity: 1, product: { id: "sku-9", title: "Slide rule", price: { currencyCode: "USD", units: 30n } } }];
-// Orders learns of the customer from an event: FAILED_PRECONDITION until it has.
+const { products } = await catalog.listProducts({ pageSize: 50 });
+const product = products.find((p) => p.state === ProductState.ACTIVE);
+if (!product) throw new Error("the catalog has no active product: load one with `uv run storefront demo`");
+// A line names a product and a quantity; orders takes title and price from the catalog.
+const items = [{ quantity: 1, product: { id: product.id } }];
+// Orders learns of the customer (and a new product) from events: FAILED_PRECONDITION until it has.
 const deadline = Date.now() + 30_000;
 async function placeOrder(): Promise<string> {
   try {

@@ -12,7 +12,7 @@ import topology
 from stack.embedded import EmbeddedStack, Ports
 from storefront_cli import system
 from tests import leaks
-from tests.support import System
+from tests.support import System, load_catalog
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,9 @@ def isolated_system() -> Iterator[System]:
     try:
         st.start()
         system.start_services(st, ports, db_prefix="iso_", log=lambda _: None)
-        yield System(st, ports, "iso_")
+        isolated = System(st, ports, "iso_")
+        load_catalog(isolated)
+        yield isolated
         for service in topology.SYSTEM.names:  # complete logs, as at the session's end
             st.supervisor.stop(service)
         found = leaks.stack_leaks(st)

@@ -4,6 +4,7 @@ sendable, and another customer keeps being served."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -15,11 +16,12 @@ from google.protobuf import json_format
 import topology
 from orders_svc import domain
 from storefront.accounts.v1 import accounts_pb2
+from storefront.catalog.v1 import catalog_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients, eventually
 from storefront_cli.demo import PEOPLE, customer_draft, order_draft
-from tests.support import System, issuer_of
-from tests.unit.test_order_quotas import fat_draft
+from tests.support import System, issuer_of, wait_for_copies
+from tests.unit.test_order_quotas import FAT, fat_catalog, fat_draft
 
 pytestmark = pytest.mark.e2e
 
@@ -47,22 +49,49 @@ async def signed_up(clients: Clients) -> str:
     return created.id
 
 
+async def fat_product(system: System, clients: Clients) -> None:
+    """The largest product the catalog takes, in the catalog and in orders' copy of it: the
+    catalog prices lines, so a fat order is many lines of it."""
+    [copy] = fat_catalog().values()
+    product = catalog_pb2.Product(title=copy.title, description=copy.description)
+    product.price.CopyFrom(copy.price)
+    try:
+        await clients.catalog.CreateProduct(
+            catalog_pb2.CreateProductRequest(product=product, product_id=FAT)
+        )
+    except grpc.aio.AioRpcError as err:
+        if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # a rerun on the same system
+            raise
+    await asyncio.to_thread(wait_for_copies, system, {FAT})
+
+
+def bulky_body() -> dict[str, object]:
+    """The audit's ~1 MB order as a client sends it: titles and descriptions of 200 + 2,000
+    four-byte characters on every line (orders would ignore them; Envoy never lets it in)."""
+    draft = fat_draft()
+    for item in draft.items:
+        item.product.title = "\U0001f600" * 200
+        item.product.description = "\U0001f600" * 2000
+    return json_format.MessageToDict(draft)
+
+
 async def test_one_customer_cannot_hoard_orders_and_others_are_served(
     running_system: System, clients: Clients
 ) -> None:
     attacker, other = await signed_up(clients), await signed_up(clients)
     token = issuer_of(running_system.stack).customer(attacker)
+    await fat_product(running_system, clients)
     path = f"/v1/customers/{attacker}/orders"
 
-    # The audit's ~1 MB order: refused natively and through Envoy as JSON, nothing stored.
+    # A ~880 KB order once priced: refused natively and through Envoy as JSON, nothing stored.
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await clients.orders.CreateOrder(
             orders_pb2.CreateOrderRequest(customer_id=attacker, order=fat_draft())
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    # As JSON the whole of it passes Envoy's 1 MiB body limit (413); a third of it reaches
-    # orders, which refuses it for its size (400).
-    assert post_json(running_system, path, json_format.MessageToDict(fat_draft()), token) == 413
+    # With the audit's titles on every line the JSON body passes Envoy's 1 MiB limit (413);
+    # 30 lines of the product reach orders, which refuses the priced order for its size (400).
+    assert post_json(running_system, path, bulky_body(), token) == 413
     third = json_format.MessageToDict(fat_draft(lines=30))
     assert post_json(running_system, path, third, token) == 400
 

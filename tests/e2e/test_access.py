@@ -28,11 +28,12 @@ from pymongo import AsyncMongoClient
 import topology
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from storefront.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
 from storefront_cli.clients import eventually
-from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+from storefront_cli.demo import PEOPLE, PRODUCTS, customer_draft, order_draft, product_draft
 from svckit import policy
 from svckit.authz import get_field
 from svckit.outbox import OUTBOX, PENDING
@@ -58,6 +59,7 @@ STORED_IN = {  # the collection each service writes its aggregates to
     "accounts": topology.CUSTOMERS,
     "orders": topology.ORDER_DOCUMENTS,
     "fulfillment": topology.FULFILLMENTS,
+    "catalog": topology.PRODUCTS,
 }
 CALLERS = ("anonymous", "customer B", "staff", "warehouse", "operator", "customer A")
 """Refusals first, the owner last: an allowed call may change the target."""
@@ -109,6 +111,7 @@ STUBS = {
     "accounts": accounts_pb2_grpc.AccountsServiceStub,
     "orders": orders_pb2_grpc.OrdersServiceStub,
     "fulfillment": fulfillment_pb2_grpc.FulfillmentServiceStub,
+    "catalog": catalog_pb2_grpc.CatalogServiceStub,
 }
 
 
@@ -271,6 +274,7 @@ class World:
 ACCOUNTS = "/storefront.accounts.v1.AccountsService/"
 ORDERS = "/storefront.orders.v1.OrdersService/"
 FULFILLMENT = "/storefront.fulfillment.v1.FulfillmentService/"
+CATALOG = "/storefront.catalog.v1.CatalogService/"
 
 
 @dataclass
@@ -326,6 +330,30 @@ async def walked(w: World, cls: type[Message]) -> Target:
     return Target(cls(order_id=WALK.oid), w.a, "fulfillment", WALK.oid)
 
 
+async def fresh_product(w: World, request: Callable[[str], Message]) -> Target:
+    """A product of the row's own (staff create it), so no call changes the demo catalog the
+    other tests order from."""
+    pid = unique("sku")
+    create = catalog_pb2.CreateProductRequest(product=product_draft(0), product_id=pid)
+    await w.grpc(CATALOG + "CreateProduct", create, w.tokens["staff"])
+    return Target(request(pid), w.a, "catalog", pid)
+
+
+def title_patch(pid: str) -> catalog_pb2.UpdateProductRequest:
+    return catalog_pb2.UpdateProductRequest(
+        product=catalog_pb2.Product(id=pid, title="Renamed"),
+        update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+    )
+
+
+async def new_product(w: World) -> Target:
+    pid = unique("sku")
+    request = catalog_pb2.CreateProductRequest(product=product_draft(1), product_id=pid)
+    return Target(request, w.a, "catalog", pid)
+
+
+SOLD = PRODUCTS[0][0]
+
 TARGETS: dict[str, Callable[[World], Any]] = {
     ACCOUNTS + "CreateCustomer": fresh_signup,
     ACCOUNTS + "GetCustomer": lambda w: on_a(w, accounts_pb2.GetCustomerRequest(customer_id=w.a)),
@@ -358,6 +386,17 @@ TARGETS: dict[str, Callable[[World], Any]] = {
     ),
     FULFILLMENT + "ConfirmFulfillmentReceived": lambda w: walked(
         w, fulfillment_pb2.ConfirmFulfillmentReceivedRequest
+    ),
+    CATALOG + "CreateProduct": new_product,
+    CATALOG + "GetProduct": lambda w: on_a(
+        w, catalog_pb2.GetProductRequest(product_id=SOLD), "catalog"
+    ),
+    CATALOG + "ListProducts": lambda w: on_a(
+        w, catalog_pb2.ListProductsRequest(page_size=1), "catalog"
+    ),
+    CATALOG + "UpdateProduct": lambda w: fresh_product(w, title_patch),
+    CATALOG + "DiscontinueProduct": lambda w: fresh_product(
+        w, lambda pid: catalog_pb2.DiscontinueProductRequest(product_id=pid)
     ),
 }
 

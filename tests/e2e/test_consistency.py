@@ -21,7 +21,7 @@ from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
 from storefront.orders.v1 import orders_pb2
 from storefront_cli import check, replays
 from storefront_cli.clients import CLIENT_SERVICES, Clients, eventually
-from storefront_cli.demo import PEOPLE, customer_draft, run_demo
+from storefront_cli.demo import PEOPLE, PRODUCTS, customer_draft, run_demo
 from storefront_cli.endpoints import Endpoints
 from svckit import names
 from svckit.envelope import encode
@@ -125,6 +125,37 @@ async def test_check_finds_and_repairs_divergence(
     assert [e.status for e in order.status_events].count(4) == 1  # SHIPPED back, once
 
 
+async def test_check_finds_and_repairs_orders_copy_of_the_catalog(
+    isolated_system: System, clients: Clients
+) -> None:
+    """The copy orders prices from, damaged (a price) and lost (a product): `check` names both,
+    and the catalog's republished state repairs them."""
+    assert await settled(isolated_system) == 0
+    sold, gone = PRODUCTS[1][0], PRODUCTS[2][0]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(isolated_system.stack.mongodb_uri)
+    try:
+        copies = client[isolated_system.database("orders")][topology.PRODUCT_COPIES]
+        await copies.update_one({"_id": sold}, {"$set": {"price.units": "0"}})
+        await copies.delete_one({"_id": gone})
+        lines: list[str] = []
+        code = await check.check(
+            endpoints_of(isolated_system), repair=False, wait=0, log=lines.append
+        )
+        report = "\n".join(lines)
+        assert code == 1
+        assert "product copy differs" in report and sold in report
+        assert "missing product copy" in report and gone in report
+        lines.clear()
+        code = await check.check(
+            endpoints_of(isolated_system), repair=True, wait=30, log=lines.append, clients=clients
+        )
+        assert code == 0, "\n".join(lines)
+        repaired = await copies.find_one({"_id": sold})
+        assert repaired is not None and int(repaired["price"]["units"]) == PRODUCTS[1][2]
+    finally:
+        await client.close()
+
+
 async def test_replay_rebuilds_read_models_identically(clients: Clients) -> None:
     # The consuming service replays, through its admin service.
     assert (
@@ -133,6 +164,10 @@ async def test_replay_rebuilds_read_models_identically(clients: Clients) -> None
     )
     assert (
         await replays.replay(clients, "orders", topology.ORDER_STATUS, rebuild=True, log=print) == 0
+    )
+    assert (
+        await replays.replay(clients, "orders", topology.PRODUCT_CHANGES, rebuild=True, log=print)
+        == 0
     )
     # Re-consuming a whole topic over intact state changes nothing.
     assert (

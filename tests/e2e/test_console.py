@@ -51,6 +51,8 @@ NODES = {
     "topic:accounts.customer.change",
     "topic:orders.order.fulfill",
     "topic:fulfillment.order.change",
+    "topic:catalog.product.change",
+    "topic:orders.order.change",
 }
 USED = [
     "clients>envoy",
@@ -62,8 +64,11 @@ USED = [
     "topic:orders.order.fulfill>fulfillment",
     "fulfillment>topic:fulfillment.order.change",
     "topic:fulfillment.order.change>orders",
+    "catalog>topic:catalog.product.change",
+    "topic:catalog.product.change>orders",
+    "orders>topic:orders.order.change",
 ]
-"""The edges the demo (direct gRPC, all three flows) and the REST calls through Envoy use."""
+"""The edges the demo (direct gRPC, every flow) and the REST calls through Envoy use."""
 FAILED_CALLS = 20
 IDLE_WATCH = 12.0
 
@@ -243,8 +248,9 @@ async def test_the_console_shows_the_running_system_and_acts_as_the_operator(
     ):
         assert f"{part}\tUP" in health, health
     orders_group = names.consumer_group(topology.ORDERS, s.db_prefix)
-    assert await page.locator(f"#lag tr[data-group='{orders_group}']").count() == 6
-    assert await page.locator("#outbox tr[data-service]").count() == 3
+    rows = 3 * len(topology.SYSTEM.service(topology.ORDERS).consumes)  # 3 partitions each
+    assert await page.locator(f"#lag tr[data-group='{orders_group}']").count() == rows
+    assert await page.locator("#outbox tr[data-service]").count() == len(topology.SYSTEM.publishers)
 
     # A parked event shows in the DLQ panel and, ids and type only, in the tail.
     cid = unique("parked")

@@ -35,7 +35,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import TokenFor, eventually
 from tests.e2e.conftest import System
-from tests.support import ensure_tools, http_rules, tokens_of
+from tests.support import ensure_tools, http_rules, tokens_of, wait_for_copies
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,13 @@ PROTOSET = tools.REPO_ROOT / "gen" / "storefront.binpb"
 ACCOUNTS = "storefront.accounts.v1.AccountsService"
 ORDERS = "storefront.orders.v1.OrdersService"
 FULFILLMENT = "storefront.fulfillment.v1.FulfillmentService"
-SERVICE_NAMES = {"accounts": ACCOUNTS, "orders": ORDERS, "fulfillment": FULFILLMENT}
+CATALOG = "storefront.catalog.v1.CatalogService"
+SERVICE_NAMES = {
+    "accounts": ACCOUNTS,
+    "orders": ORDERS,
+    "fulfillment": FULFILLMENT,
+    "catalog": CATALOG,
+}
 HEALTH = "grpc.health.v1.Health"
 NOT_FOUND, INVALID_ARGUMENT = 5, 3
 
@@ -166,10 +172,11 @@ ADMIN = "storefront.admin.v1.AdminService"
 async def test_list_shows_the_service_and_health(running_system: System, service: str) -> None:
     listed = (await grpcurl(running_system.target(service), "list")).split()
     assert {SERVICE_NAMES[service], HEALTH} <= set(listed)
-    # Each service also serves the internal admin service (on its own port only).
-    assert [s for s in listed if s.startswith("storefront.")] == sorted(
-        [SERVICE_NAMES[service], ADMIN]
-    )
+    assert [s for s in listed if s.startswith("storefront.")] == [SERVICE_NAMES[service]]
+    # Each service also serves the internal admin service, on its own port only.
+    on_admin = (await grpcurl(running_system.admin_target(service), "list")).split()
+    assert {ADMIN, HEALTH} <= set(on_admin)
+    assert [s for s in on_admin if s.startswith("storefront.")] == [ADMIN]
 
 
 @pytest.mark.parametrize(
@@ -218,7 +225,7 @@ async def test_describe_a_method_by_its_full_name(running_system: System) -> Non
     """Reflection alone, no protoset: grpcio-reflection answers NOT_FOUND here
     (grpc/grpc#34743); svckit.reflection finds the method in its service's file."""
     for service, name in SERVICE_NAMES.items():
-        method = {"accounts": "CreateCustomer", "orders": "GetOrder"}.get(
+        method = {"accounts": "CreateCustomer", "orders": "GetOrder", "catalog": "GetProduct"}.get(
             service, "ShipFulfillment"
         )
         described = await grpcurl(running_system.target(service), "describe", f"{name}.{method}")
@@ -324,22 +331,23 @@ async def test_calls_through_reflection_take_an_order_to_fulfillment(
     )
     assert (copied.name, copied.contact) == (created.name, created.contact)
 
+    engine = {
+        "title": "Difference engine",
+        "price": {"currencyCode": "GBP", "units": "17470"},
+    }
+    product_id = f"sku-42-{created.id}"
+    await call(
+        running_system.target("catalog"),
+        f"{CATALOG}/CreateProduct",
+        {"productId": product_id, "product": engine},
+    )
+    await asyncio.to_thread(wait_for_copies, running_system, {product_id})
     new_order = {
         "customerId": created.id,
-        "order": {
-            "items": [
-                {
-                    "product": {
-                        "id": "sku-42",
-                        "title": "Difference engine",
-                        "price": {"currencyCode": "GBP", "units": "17470"},
-                    },
-                    "quantity": 1,
-                }
-            ]
-        },
+        "order": {"items": [{"product": {"id": product_id}, "quantity": 1}]},
     }
     order = parsed(await call(orders, f"{ORDERS}/CreateOrder", new_order), orders_pb2.Order)
+    assert order.total.units == 17470 and order.items[0].product.title == "Difference engine"
     listed = parsed(
         await call(orders, f"{ORDERS}/ListOrders", {"customerId": created.id}),
         orders_pb2.ListOrdersResponse,

@@ -47,6 +47,8 @@ def location_flags(s: System) -> list[str]:
         str(s.ports.grpc(topology.ORDERS)),
         "--fulfillment-port",
         str(s.ports.grpc(topology.FULFILLMENT)),
+        "--catalog-port",
+        str(s.ports.grpc(topology.CATALOG)),
         *(f"--{n}-admin-port={s.ports.admin(n)}" for n in topology.SYSTEM.names),
         "--envoy-admin-port",
         str(s.ports.envoy_admin),
@@ -85,7 +87,7 @@ async def test_status_shows_every_part_up_and_the_tables(running_system: System)
     code, out, err = await cli(running_system, "status", *location_flags(running_system))
     assert code == 0, out + err
     health = out.split("\n\n")[0].splitlines()
-    for part in ("kafka", "mongodb", "accounts_svc", "orders_svc", "fulfillment_svc", "envoy"):
+    for part in ("kafka", "mongodb", *(f"{n}_svc" for n in topology.SYSTEM.names), "envoy"):
         [row] = [line for line in health if line.startswith(part + " ")]
         assert " UP " in row, row
     assert "down (optional)" in out  # the absent Prometheus is reported, not fatal
@@ -310,7 +312,12 @@ async def test_demo_loop_goes_through_every_flow_round_after_round(running_syste
         )
 
     # A round completes only once orders holds the customer's copy, fulfillment the approved
-    # order, and orders the fulfillment's statuses: each flow delivered.
+    # order, and orders the fulfillment's statuses: each flow delivered. The catalog is loaded
+    # once, before the first round (its products are kept as they are when already there).
     done = await demo_loop(connect, lines.append, interval=0.1, rounds=2)
     assert done == 2, lines
-    assert [line.split(":")[0] for line in lines] == ["[demo] round 0", "[demo] round 1"]
+    assert [line.split(":")[0] for line in lines] == [
+        "[demo] catalog",
+        "[demo] round 0",
+        "[demo] round 1",
+    ]

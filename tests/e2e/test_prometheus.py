@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+import topology
 from stack.embedded import free_ports
 from stack.prometheus import ALERTS, start_prometheus
 from storefront.accounts.v1 import accounts_pb2
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.e2e
 T = TypeVar("T")
 NAME = "prometheus-e2e"
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "storefront-dashboard.json"
-SCRAPED = {"accounts", "orders", "fulfillment", "envoy"}
+SCRAPED = {*topology.SYSTEM.names, "envoy"}
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,7 @@ def test_every_target_is_up(prometheus: str) -> None:
 
     targets = poll(all_up, 60, "every Prometheus target up")
     jobs = {t["labels"]["app"]: t["scrapePool"] for t in targets if "app" in t["labels"]}
-    assert jobs == {
-        "accounts": "storefront",
-        "orders": "storefront",
-        "fulfillment": "storefront",
-        "envoy": "envoy",
-    }
+    assert jobs == {**dict.fromkeys(topology.SYSTEM.names, "storefront"), "envoy": "envoy"}
     assert {t["labels"].get("namespace") for t in targets if "app" in t["labels"]} == {"storefront"}
 
 
@@ -82,13 +78,9 @@ def test_service_series_are_labelled_for_the_dashboard(prometheus: str) -> None:
         # Health checks are unary RPCs too, so every service has handled some by now.
         result = api(prometheus, "query", query="sum by (app, service) (grpc_server_handled_total)")
         found = {r["metric"]["app"]: r["metric"].get("service", "") for r in result["result"]}
-        return found if len(found) == 3 else None
+        return found if len(found) == len(topology.SYSTEM.names) else None
 
-    assert poll(per_app, 60, "gRPC series from all three services") == {
-        "accounts": "accounts",
-        "orders": "orders",
-        "fulfillment": "fulfillment",
-    }
+    assert poll(per_app, 60, "gRPC series from every service") == {s: s for s in topology.SYSTEM.names}
     envoy = api(prometheus, "query", query='envoy_server_live{app="envoy"}')["result"]
     assert envoy and envoy[0]["value"][1] == "1"
 
@@ -113,7 +105,7 @@ def test_every_dashboard_query_runs_and_the_backlog_panels_have_data(prometheus:
 
     poll(lag_and_outbox, 60, "lag and outbox series")
     apps = {r["metric"]["app"] for r in results["Outbox pending"]}
-    assert apps == {"accounts", "orders", "fulfillment"}
+    assert apps == set(topology.SYSTEM.names)
 
 
 def panel_expr(dashboard: dict[str, Any], title: str, variables: dict[str, str]) -> str:

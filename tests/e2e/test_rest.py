@@ -29,7 +29,7 @@ import topology
 from storefront_cli.clients import TokenFor, eventually
 from svckit.outbox import OUTBOX, PENDING
 from tests.e2e.conftest import System
-from tests.support import partition_ids, rest_authorization, tokens_of
+from tests.support import partition_ids, rest_authorization, tokens_of, wait_for_copies
 
 pytestmark = pytest.mark.e2e
 
@@ -113,13 +113,17 @@ def with_short_enum() -> Json:
     return body
 
 
+BEANS_ID = "sku-1001"
+BEANS: Json = {
+    "id": BEANS_ID,
+    "title": "Espresso beans 1 kg",
+    "price": {"currencyCode": "USD", "units": "24", "nanos": 500_000_000},
+}
+"""A catalog product (`beans_in_the_catalog`): an order names it, the catalog prices it."""
+
+
 def an_order(quantity: int = 2) -> Json:
-    beans = {
-        "id": "sku-1001",
-        "title": "Espresso beans 1 kg",
-        "price": {"currencyCode": "USD", "units": "24", "nanos": 500_000_000},
-    }
-    return {"items": [{"product": beans, "quantity": quantity}]}
+    return {"items": [{"product": {"id": BEANS_ID}, "quantity": quantity}]}
 
 
 # --- HTTP through Envoy ---------------------------------------------------------------------
@@ -277,6 +281,16 @@ class Stored:
 @pytest.fixture
 def rest(running_system: System) -> Rest:
     return Rest(running_system.envoy_url, tokens_of(running_system.stack))
+
+
+@pytest.fixture(autouse=True)
+async def beans_in_the_catalog(running_system: System, rest: Rest) -> None:
+    """The product `an_order` names, put in the catalog by staff (docs/api.md's example),
+    and in orders' copy of it."""
+    product = {k: v for k, v in BEANS.items() if k != "id"}
+    reply = await rest.post("/v1/products", product, productId=BEANS_ID)
+    assert reply.status in (200, 409), reply
+    await asyncio.to_thread(wait_for_copies, running_system, {BEANS_ID})
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from storefront_cli.clients import CLIENT_SERVICES, Clients
 from storefront_cli.endpoints import Endpoints
 from tests import leaks
 from tests.faults.workload import Ledger, Workload
-from tests.support import read_raw, tokens_of
+from tests.support import System, load_catalog, read_raw, tokens_of
 
 pytestmark = pytest.mark.faults
 OPS = int(os.environ.get("STOREFRONT_FAULT_OPS", "3000"))
@@ -113,7 +113,9 @@ def chaos() -> Iterator[Chaos]:
         st.start()
         ports = system.SystemPorts.free()
         system.start_services(st, ports, db_prefix=PREFIX, log=lambda _: None)
-        yield Chaos(st, ports, time.monotonic() - began)
+        started = time.monotonic() - began
+        load_catalog(System(st, ports, PREFIX))
+        yield Chaos(st, ports, started)
     finally:
         st.stop()
 
@@ -130,6 +132,10 @@ async def drive(worker: Workload, ledger: Ledger, rng: random.Random) -> None:
             await worker.update_customer()
         elif r < 0.27:
             await worker.update_shared_customer()
+        elif r < 0.29 or not ledger.products:
+            await worker.create_product(n)
+        elif r < 0.32:
+            await worker.reprice()
         elif r < 0.45 or not pending:
             oid = await worker.place_order(n)
             decide = rng.random()
@@ -190,10 +196,26 @@ async def audit(chaos: Chaos, ledger: Ledger) -> tuple[int, int, list[str]]:
                 if stored < version or (stored == version and changed):
                     lost += 1
                     what.append(f"customer {cid} v{version} in {where}")
+        for pid, version in ledger.products.items():
+            doc = await db["catalog"][topology.PRODUCTS].find_one({"_id": pid})
+            copy = await db["orders"][topology.PRODUCT_COPIES].find_one({"_id": pid})
+            for where, got in (("catalog", doc), ("orders copy", copy)):
+                if got is None or int(got["version"]) < version:
+                    lost += 1
+                    what.append(f"product {pid} v{version} in {where}")
         for oid in ledger.orders:
-            if await db["orders"][topology.ORDER_DOCUMENTS].count_documents({"_id": oid}) != 1:
+            order = await db["orders"][topology.ORDER_DOCUMENTS].find_one({"_id": oid})
+            if order is None:
                 lost += 1
                 what.append(f"order {oid}")
+                continue
+            for item in order["items"]:
+                # Priced by the catalog: at a price the product was acknowledged at, never
+                # another (the demo products' prices are the demo's).
+                pid, units = item["product"]["id"], int(item["product"]["price"]["units"])
+                if pid in ledger.prices and units not in ledger.prices[pid]:
+                    lost += 1
+                    what.append(f"order {oid} priced {units} for {pid}")
         for oid in ledger.approved:
             count = await db["fulfillment"][topology.FULFILLMENTS].count_documents({"_id": oid})
             if count != 1:

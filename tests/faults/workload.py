@@ -19,11 +19,12 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from storefront.accounts.v1 import accounts_pb2
+from storefront.catalog.v1 import catalog_pb2
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients
-from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+from storefront_cli.demo import PEOPLE, customer_draft, order_draft, product_draft
 from svckit.backoff import Backoff
 
 T = TypeVar("T")
@@ -61,6 +62,8 @@ class Ledger:
     rejected: set[str] = field(default_factory=set)
     cancelled: set[str] = field(default_factory=set)  # approved, then cancelled before shipping
     steps: dict[str, list[int]] = field(default_factory=dict)  # order id -> acked statuses
+    products: dict[str, int] = field(default_factory=dict)  # product id -> version acked
+    prices: dict[str, set[int]] = field(default_factory=dict)  # product id -> units it had
     operations: int = 0
     retries: int = 0
 
@@ -153,6 +156,43 @@ class Workload:
             self.ledger.customers[cid] = (got.version, email)
         self.ledger.operations += 1
 
+    async def create_product(self, n: int) -> None:
+        """Staff add a product under an id of their choosing (a retry is ALREADY_EXISTS)."""
+        pid = f"chaos-p{n}-{self.rng.randrange(10**9)}"
+        draft = product_draft(n % 3)
+        req = catalog_pb2.CreateProductRequest(product=draft, product_id=pid)
+        try:
+            await call(lambda: self.c.catalog.CreateProduct(req, timeout=5), self.ledger)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # our earlier attempt committed
+                raise
+        self.ledger.products[pid] = 1
+        self.ledger.prices[pid] = {draft.price.units}
+        self.ledger.operations += 1
+
+    async def reprice(self) -> None:
+        """A new price for any product, without etag (several workers reprice the same ones):
+        every price it is acknowledged at may be one an order is placed at."""
+        pid = self.rng.choice(sorted(self.ledger.products))
+        units = self.rng.randrange(1, 500)
+        patch = catalog_pb2.Product(id=pid)
+        patch.price.currency_code, patch.price.units = "USD", units
+        req = catalog_pb2.UpdateProductRequest(
+            product=patch, update_mask=field_mask_pb2.FieldMask(paths=["price"])
+        )
+        # Listed before the call: an attempt whose answer is lost may still have committed.
+        self.ledger.prices[pid].add(units)
+        got = await call(lambda: self.c.catalog.UpdateProduct(req, timeout=5), self.ledger)
+        self.ledger.products[pid] = max(self.ledger.products[pid], got.version)
+        self.ledger.operations += 1
+
+    def order_lines(self, n: int) -> orders_pb2.Order:
+        """Half the orders are of the demo catalog, half of the products the workers made."""
+        draft = order_draft((n % 3, 1 + n % 2))
+        if self.ledger.products and self.rng.random() < 0.5:
+            draft.items[0].product.id = self.rng.choice(sorted(self.ledger.products))
+        return draft
+
     async def order_now(self, oid: str) -> orders_pb2.Order:
         """The order as stored, to tell a refusal from an earlier attempt whose answer was lost."""
         request = orders_pb2.GetOrderRequest(order_id=oid)
@@ -194,13 +234,15 @@ class Workload:
         chosen = f"chaos-o{n}-{self.rng.randrange(10**9)}"
         oid = f"{cid}.{chosen}"  # the order a chosen id names (docs/api.md), even if a retry
         req = orders_pb2.CreateOrderRequest(  # answers ALREADY_EXISTS
-            customer_id=cid, order=order_draft((n % 3, 1 + n % 2)), order_id=chosen
+            customer_id=cid, order=self.order_lines(n), order_id=chosen
         )
         try:
             await call(lambda: self.c.orders.CreateOrder(req, timeout=5), self.ledger)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                return None  # the customer's copy has not reached orders yet: a fact, not a loss
+                # The customer's or a new product's copy has not reached orders yet: a fact,
+                # not a loss.
+                return None
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 return None  # the customer holds its quota of open orders: refused, not lost
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:

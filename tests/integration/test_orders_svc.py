@@ -1,6 +1,6 @@
-"""orders_svc against the real broker and database: accounts' and fulfillment's
-events in, FulfillmentRequested out. Events are produced here as the owning
-services would produce them."""
+"""orders_svc against the real broker and database: accounts', catalog's and fulfillment's
+events in, FulfillmentRequested and the order facts out. Events are produced here as the
+owning services would produce them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import topology
 from orders_svc.main import build
 from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.catalog.v1 import catalog_pb2
+from storefront.catalog.v1 import events_pb2 as catalog_events
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -82,11 +84,34 @@ async def copy_email(stub: orders_pb2_grpc.OrdersServiceStub, cid: str, version:
     return copy.contact.email if copy.customer_version == version else None
 
 
-def an_order() -> orders_pb2.Order:
+def product_changed(sku: str, version: int, units: int) -> catalog_events.ProductChanged:
+    event = catalog_events.ProductChanged(
+        product_id=sku, version=version, title="Mug", state=catalog_pb2.PRODUCT_STATE_ACTIVE
+    )
+    event.price.currency_code, event.price.units = "USD", units
+    return event
+
+
+@pytest.fixture
+async def mug(producer: AIOKafkaProducer) -> str:
+    """A product of this test's own, as catalog states it: a mug at 7 USD."""
+    sku = unique("mug")
+    await publish(
+        producer,
+        topology.PRODUCT_CHANGES,
+        sku,
+        product_changed(sku, 1, 7),
+        names.source(topology.CATALOG),
+    )
+    return sku
+
+
+def an_order(sku: str = "mug") -> orders_pb2.Order:
+    """Product id and quantity, as a client sends them, plus a price orders must ignore."""
     order = orders_pb2.Order()
     item = order.items.add(quantity=2)
-    item.product.id, item.product.title = "sku-1", "Mug"
-    item.product.price.currency_code, item.product.price.units = "USD", 7
+    item.product.id = sku
+    item.product.price.currency_code, item.product.price.nanos = "USD", 10_000_000
     return order
 
 
@@ -127,6 +152,7 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
     orders: ServiceApp,
     stub: orders_pb2_grpc.OrdersServiceStub,
     producer: AIOKafkaProducer,
+    mug: str,
 ) -> None:
     cid = unique("cust")
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -140,8 +166,13 @@ async def test_order_lifecycle_emits_fulfillment_and_applies_status_once(
         names.source(topology.ACCOUNTS),
     )
     await eventually(lambda: copy_email(stub, cid, 1), what="copy")
-    order = await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
-    assert (order.status, order.total.units) == (Status.ORDER_STATUS_CREATED, 14)
+    order = await place(stub, cid, mug)
+    assert (order.status, order.total.units, order.total.nanos) == (
+        Status.ORDER_STATUS_CREATED,
+        14,
+        0,
+    )
+    assert order.items[0].product.title == "Mug"
     approved = await stub.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
     assert approved.status == Status.ORDER_STATUS_APPROVED
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -204,17 +235,10 @@ async def test_cancel_after_approval_requests_fulfillment_cancellation(
     stack: EmbeddedStack,
     stub: orders_pb2_grpc.OrdersServiceStub,
     producer: AIOKafkaProducer,
+    mug: str,
 ) -> None:
-    cid = unique("cust")
-    await publish(
-        producer,
-        topology.CUSTOMER_CHANGES,
-        cid,
-        customer_changed(cid, 1, "a@example.com"),
-        names.source(topology.ACCOUNTS),
-    )
-    await eventually(lambda: copy_email(stub, cid, 1), what="copy")
-    order = await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=an_order()))
+    cid = await known_customer(stub, producer)
+    order = await place(stub, cid, mug)
     await stub.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
     cancelled = await stub.CancelOrder(
         orders_pb2.CancelOrderRequest(order_id=order.order_id, reason="oops")
@@ -245,8 +269,92 @@ async def test_bad_order_is_rejected_and_nothing_stored(
 ) -> None:
     bad = an_order()
     bad.items[0].quantity = 0
-    bad.items[0].product.price.units = -3
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id="c", order=bad))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await orders.db[topology.ORDER_DOCUMENTS].count_documents({}) == 0
+
+
+async def known_customer(
+    stub: orders_pb2_grpc.OrdersServiceStub, producer: AIOKafkaProducer
+) -> str:
+    """A customer accounts announced and orders has copied."""
+    cid = unique("cust")
+    changed = customer_changed(cid, 1, "a@example.com")
+    await publish(producer, topology.CUSTOMER_CHANGES, cid, changed, names.source(topology.ACCOUNTS))
+    await eventually(lambda: copy_email(stub, cid, 1), what="copy")
+    return cid
+
+
+async def place(stub: orders_pb2_grpc.OrdersServiceStub, cid: str, sku: str) -> orders_pb2.Order:
+    """CreateOrder once orders' copy of the catalog has the product (FAILED_PRECONDITION
+    until then), under one order id so a retry never places it twice."""
+    request = orders_pb2.CreateOrderRequest(
+        customer_id=cid, order=an_order(sku), order_id=unique("order")
+    )
+    return await eventually(lambda: stub.CreateOrder(request), what="catalog copy")
+
+
+async def test_the_catalog_copy_prices_new_orders_only_and_refuses_what_it_lacks(
+    stack: EmbeddedStack,
+    orders: ServiceApp,
+    stub: orders_pb2_grpc.OrdersServiceStub,
+    producer: AIOKafkaProducer,
+    mug: str,
+) -> None:
+    cid = await known_customer(stub, producer)
+    src = names.source(topology.CATALOG)
+    first = await place(stub, cid, mug)
+    sku = unique("lamp")
+    for version, units in ((2, 30), (1, 20), (2, 30)):  # late and duplicate: no effect
+        await publish(
+            producer, topology.PRODUCT_CHANGES, sku, product_changed(sku, version, units), src
+        )
+    await publish(producer, topology.PRODUCT_CHANGES, mug, product_changed(mug, 2, 9), src)
+
+    async def repriced() -> orders_pb2.Order | None:
+        order = await place(stub, cid, mug)
+        return order if order.total.units == 18 else None
+
+    second = await eventually(repriced, what="the new price in orders' copy")
+    assert second.total.units == 18
+    kept = await stub.GetOrder(orders_pb2.GetOrderRequest(order_id=first.order_id))
+    assert (kept.total.units, kept.items[0].product.price.units) == (14, 7)
+    copy = await orders.db[topology.PRODUCT_COPIES].find_one({"_id": sku})
+    assert copy is not None and copy["version"] == 2
+    unknown = an_order()
+    unknown.items[0].product.id = "no-such-product"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateOrder(orders_pb2.CreateOrderRequest(customer_id=cid, order=unknown))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "order.items[0].product.id" in str(err.value.trailing_metadata())
+
+
+async def test_each_change_of_an_order_is_a_fact_on_its_topic(
+    stack: EmbeddedStack,
+    stub: orders_pb2_grpc.OrdersServiceStub,
+    producer: AIOKafkaProducer,
+    mug: str,
+) -> None:
+    cid = await known_customer(stub, producer)
+    order = await place(stub, cid, mug)
+    await stub.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=order.order_id))
+    await stub.CancelOrder(orders_pb2.CancelOrderRequest(order_id=order.order_id, reason="no"))
+
+    async def facts() -> list[Envelope] | None:
+        found = await read_topic(
+            stack.kafka,
+            topology.ORDER_CHANGES,
+            ["storefront.orders.v1.OrderChanged"],
+            key=order.order_id,
+        )
+        return found if len(found) >= 3 else None
+
+    events = await eventually(facts, what="three facts")
+    assert [(e.message.version, e.message.status) for e in events] == [
+        (1, Status.ORDER_STATUS_CREATED),
+        (2, Status.ORDER_STATUS_APPROVED),
+        (3, Status.ORDER_STATUS_CANCELLED),
+    ]
+    assert all(e.source == names.source(topology.ORDERS) for e in events)
+    assert events[-1].message.order.total.units == 14

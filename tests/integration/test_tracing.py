@@ -20,6 +20,7 @@ from pymongo import MongoClient
 
 import topology
 from accounts_svc.main import build as build_accounts
+from catalog_svc.main import build as build_catalog
 from fulfillment_svc.main import build as build_fulfillment
 from orders_svc.main import build as build_orders
 from stack.embedded import EmbeddedStack
@@ -27,7 +28,7 @@ from storefront.accounts.v1 import accounts_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.clients import Clients
-from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+from storefront_cli.demo import PEOPLE, customer_draft, load_catalog, order_draft, place_order
 from svckit import tracing
 from svckit.app import ServiceApp
 from svckit.settings import Settings
@@ -39,6 +40,7 @@ BUILDERS: dict[str, Callable[[Settings], ServiceApp]] = {
     "accounts": build_accounts,
     "orders": build_orders,
     "fulfillment": build_fulfillment,
+    "catalog": build_catalog,
 }
 
 
@@ -142,9 +144,8 @@ async def test_order_approval_and_shipping_steps_trace_into_the_other_service(
     )
     get_copy = orders_pb2.GetCustomerOrdersRequest(customer_id=customer.id)
     await eventually(lambda: clients.orders.GetCustomerOrders(get_copy), what="customer copy")
-    order = await clients.orders.CreateOrder(
-        orders_pb2.CreateOrderRequest(customer_id=customer.id, order=order_draft((0, 1)))
-    )
+    await load_catalog(clients, log=lambda _: None)
+    order = await place_order(clients, customer.id, order_draft((0, 1)))
     oid = order.order_id
     await clients.orders.ApproveOrder(orders_pb2.ApproveOrderRequest(order_id=oid))
     approve = await wait_for(server_span("/ApproveOrder", "orders"), "ApproveOrder span")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -17,7 +17,7 @@ from accounts_svc.cards import CardVault
 from accounts_svc.domain import Customer
 from fulfillment_svc.domain import Fulfillment, Status
 from orders_svc import domain as orders_domain
-from orders_svc.repository import CopyChange, CustomerCopy, Order
+from orders_svc.repository import CopyChange, CustomerCopy, Order, ProductCopy
 from svckit import paging
 from svckit.consumer import Outcome
 from svckit.envelope import Envelope, decode
@@ -98,7 +98,9 @@ class FakeStore(Generic[M]):
             yield
 
     def events(self, aggregate_id: str, accepted: Iterable[str]) -> list[Envelope]:
-        """The aggregate's queued events, decoded as a consumer would."""
+        """The aggregate's queued events of the `accepted` types, decoded as a consumer of
+        them would (a consumer of one topic never sees the others' types)."""
+        accepted = list(accepted)
         return [
             decode(
                 e["value"],
@@ -107,6 +109,7 @@ class FakeStore(Generic[M]):
                 accepted_types=accepted,
             )
             for e in self.outbox.get(aggregate_id, [])
+            if e["headers"]["ce_type"] in accepted
         ]
 
     def _page(
@@ -164,19 +167,22 @@ class FakeOrders(FakeStore[Order]):
         order = await self.get(order_id)
         return None if order is None else (order, list(self.applied.get(order_id, [])))
 
-    async def save_applied(self, order: Order, expected_version: int, applied: list[int]) -> bool:
-        if not await self.update(order, expected_version, []):
+    async def save_applied(
+        self, order: Order, expected_version: int, applied: list[int], events: list[Document]
+    ) -> bool:
+        if not await self.update(order, expected_version, events):
             return False
         self.applied[order.order_id] = list(applied)
         return True
 
-    async def strip_fulfillment_history(self, now: datetime) -> int:
+    async def strip_fulfillment_history(
+        self, now: datetime, facts: Callable[[Order], list[Document]]
+    ) -> int:
         stripped = 0
         for order_id in [i for i, a in self.applied.items() if a]:
             order = self.state[order_id]
-            await self.save_applied(
-                orders_domain.without_fulfillment_history(order, now), order.version, []
-            )
+            bare = orders_domain.without_fulfillment_history(order, now)
+            await self.save_applied(bare, order.version, [], facts(bare))
             stripped += 1
         return stripped
 
@@ -216,6 +222,29 @@ class FakeCopies:
     async def clear(self) -> int:
         n = len(self.copies)
         self.copies.clear()
+        return n
+
+
+class FakeCatalog:
+    """Orders' copy of the catalog by product id, moved forward by version only."""
+
+    def __init__(self, products: dict[str, ProductCopy] | None = None) -> None:
+        self.products: dict[str, ProductCopy] = dict(products or {})
+
+    async def get_many(self, product_ids: list[str]) -> dict[str, ProductCopy]:
+        return {i: self.products[i] for i in product_ids if i in self.products}
+
+    async def apply_changed(self, copy: ProductCopy) -> Outcome:
+        stored = self.products.get(copy.product_id)
+        held = stored.version if stored else 0
+        if copy.version <= held:
+            return Outcome.DUPLICATE if copy.version == held else Outcome.STALE
+        self.products[copy.product_id] = copy
+        return Outcome.APPLIED
+
+    async def clear(self) -> int:
+        n = len(self.products)
+        self.products.clear()
         return n
 
 
@@ -270,6 +299,7 @@ class RecordingNotifier:
 
 
 __all__ = [
+    "FakeCatalog",
     "FakeCopies",
     "FakeCustomers",
     "FakeFulfillments",

@@ -9,28 +9,52 @@ import pytest
 
 from orders_svc import domain
 from orders_svc.handlers import OrdersHandlers
+from storefront.catalog.v1 import catalog_pb2
 from storefront.orders.v1 import orders_pb2
-from storefront_cli.demo import order_draft
+from storefront_cli.demo import catalog_copy, order_draft
 from svckit import paging
 from svckit.errors import InvalidArgument, ResourceExhausted
-from tests.unit.fakes import FakeCopies, FakeOrders, RecordingNotifier
+from tests.unit.fakes import FakeCatalog, FakeCopies, FakeOrders, RecordingNotifier
 from tests.unit.test_orders_handlers import changed
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
 
+FAT = "fat"
+
+
+def fat_catalog() -> dict[str, domain.ProductCopy]:
+    """Orders' copy of a product as large as the catalog takes: a title of 200 and a
+    description of 2,000 four-byte characters."""
+    product = domain.ProductCopy(
+        product_id=FAT,
+        version=1,
+        title="\U0001f600" * 200,
+        description="\U0001f600" * 2000,
+        state=catalog_pb2.PRODUCT_STATE_ACTIVE,
+    )
+    product.price.currency_code, product.price.units = "USD", 1
+    return {FAT: product}
+
+
 def fat_draft(lines: int = domain.MAX_ITEMS) -> orders_pb2.Order:
-    """The audit's order: 100 lines of 200 + 200 + 2,000 four-byte characters (~960 KB)."""
-    draft = order_draft(*[(0, 1)] * lines)
-    for item in draft.items:
-        item.product.id = item.product.title = "\U0001f600" * 200
-        item.product.description = "\U0001f600" * 2000
+    """The audit's order, now that the catalog prices lines: 100 lines of the largest
+    product (~880 KB once priced); what a client sends besides the id is ignored."""
+    draft = orders_pb2.Order()
+    for _ in range(lines):
+        draft.items.add(quantity=1).product.id = FAT
     return draft
 
 
 @pytest.fixture
 async def handlers() -> OrdersHandlers:
-    h = OrdersHandlers(FakeOrders(), FakeCopies(), RecordingNotifier(), clock=lambda: NOW)
+    h = OrdersHandlers(
+        FakeOrders(),
+        FakeCopies(),
+        FakeCatalog(catalog_copy()),
+        RecordingNotifier(),
+        clock=lambda: NOW,
+    )
     for customer_id in ("c-1", "c-2"):
         await h.apply_customer_changed(changed(customer_id, 1))
     return h
@@ -38,7 +62,7 @@ async def handlers() -> OrdersHandlers:
 
 def test_a_fat_order_is_refused_naming_its_items() -> None:
     with pytest.raises(InvalidArgument) as err:
-        domain.new_order("c-1", fat_draft(), "o-1", NOW)
+        domain.new_order("c-1", fat_draft(), fat_catalog(), "o-1", NOW)
     assert [v.field for v in err.value.violations] == ["order.items"]
     assert "at most 65536" in err.value.violations[0].description
 

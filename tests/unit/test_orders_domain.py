@@ -1,4 +1,5 @@
-"""Orders' pure rules (orders_svc/domain.py): item validation and totals, orders' own
+"""Orders' pure rules (orders_svc/domain.py): item validation, pricing from the catalog's
+copy and totals, orders' own
 transitions (every pair), status changes from fulfillment kept in time order, the rebuild's
 stripping, and what makes a consumed event poison."""
 
@@ -14,7 +15,7 @@ from orders_svc import domain
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
-from storefront_cli.demo import order_draft
+from storefront_cli.demo import catalog_copy, order_draft
 from svckit import statuses
 from svckit.envelope import PoisonEvent
 from svckit.errors import FailedPrecondition, InvalidArgument
@@ -23,16 +24,17 @@ NOW = datetime(2026, 5, 1, tzinfo=UTC)
 Status = domain.Status
 STATUSES = [s for s in Status.values() if s != Status.ORDER_STATUS_UNSPECIFIED]
 APPROVED = Status.ORDER_STATUS_APPROVED
+CATALOG = catalog_copy()
 
 
 def order_in(status: int) -> orders_pb2.Order:
-    order = domain.new_order("c-1", order_draft((0, 2), (1, 1)), "o-1", NOW)
+    order = domain.new_order("c-1", order_draft((0, 2), (1, 1)), CATALOG, "o-1", NOW)
     order.status = Status.ValueType(status)
     return order
 
 
 def test_a_new_order_is_created_at_version_1_with_its_total() -> None:
-    order = domain.new_order("c-1", order_draft((0, 2), (1, 1)), "o-1", NOW)
+    order = domain.new_order("c-1", order_draft((0, 2), (1, 1)), CATALOG, "o-1", NOW)
     assert (order.version, order.status) == (1, Status.ORDER_STATUS_CREATED)
     # 2 x 249.99 + 1 x 89.50
     assert (order.total.currency_code, order.total.units, order.total.nanos) == (
@@ -48,9 +50,7 @@ def test_a_new_order_is_created_at_version_1_with_its_total() -> None:
     [
         (lambda i: setattr(i, "quantity", 0), "order.items[0].quantity"),
         (lambda i: setattr(i.product, "id", " "), "order.items[0].product.id"),
-        (lambda i: setattr(i.product.price, "currency_code", "usd"), "currency_code"),
-        (lambda i: i.product.price.Clear(), "price"),
-        (lambda i: setattr(i.product.price, "nanos", -5), "price.nanos"),
+        (lambda i: setattr(i.product, "id", "x" * 201), "order.items[0].product.id"),
     ],
 )
 def test_bad_items_are_refused_naming_the_field(
@@ -59,18 +59,34 @@ def test_bad_items_are_refused_naming_the_field(
     draft = order_draft((0, 1))
     change(draft.items[0])
     with pytest.raises(InvalidArgument) as refused:
-        domain.new_order("c-1", draft, "o-1", NOW)
+        domain.new_order("c-1", draft, CATALOG, "o-1", NOW)
     assert any(field in v.field for v in refused.value.violations)
 
 
 def test_an_order_needs_items_in_one_currency() -> None:
     with pytest.raises(InvalidArgument):
-        domain.new_order("c-1", orders_pb2.Order(), "o-1", NOW)
-    mixed = order_draft((0, 1), (1, 1))
-    mixed.items[1].product.price.currency_code = "EUR"
-    with pytest.raises(InvalidArgument) as refused:
-        domain.new_order("c-1", mixed, "o-1", NOW)
-    assert any("one currency" in v.description for v in refused.value.violations)
+        domain.new_order("c-1", orders_pb2.Order(), CATALOG, "o-1", NOW)
+    catalog = catalog_copy()
+    catalog["sku-200"].price.currency_code = "EUR"
+    with pytest.raises(FailedPrecondition) as refused:
+        domain.new_order("c-1", order_draft((0, 1), (1, 1)), catalog, "o-1", NOW)
+    assert "several currencies" in refused.value.message
+
+
+def test_a_client_sent_title_and_price_are_replaced_by_the_catalogs() -> None:
+    draft = order_draft((2, 1))
+    draft.items[0].product.title = "free"
+    draft.items[0].product.price.currency_code = "EUR"
+    draft.items[0].product.price.units = 0
+    draft.items[0].product.price.nanos = 10_000_000
+    order = domain.new_order("c-1", draft, CATALOG, "o-1", NOW)
+    assert order.items[0].product == common_pb2.Product(
+        id="sku-300",
+        title=CATALOG["sku-300"].title,
+        description=CATALOG["sku-300"].description,
+        price=CATALOG["sku-300"].price,
+    )
+    assert order.total == CATALOG["sku-300"].price
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""OrdersHandlers with in-memory fakes (tests/unit/fakes.py): the order RPCs, the customer
-copies and status changes orders consumes, and the repair it owns; no server."""
+"""OrdersHandlers with in-memory fakes (tests/unit/fakes.py): the order RPCs, pricing from the
+catalog's copy, the facts every change states, the customer and product copies and status
+changes orders consumes, and the repair it owns; no server."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ import topology
 from orders_svc import domain
 from orders_svc.handlers import OrdersHandlers
 from storefront.accounts.v1 import events_pb2 as accounts_events
+from storefront.catalog.v1 import catalog_pb2
+from storefront.catalog.v1 import events_pb2 as catalog_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import events_pb2 as orders_events
-from storefront_cli.demo import order_draft
+from storefront_cli.demo import PRODUCTS, catalog_copy, order_draft
 from svckit import names
 from svckit.consumer import Outcome
 from svckit.envelope import Envelope, decode, encode
 from svckit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from tests.unit.fakes import FakeCopies, FakeOrders, RecordingNotifier
+from tests.unit.fakes import FakeCatalog, FakeCopies, FakeOrders, RecordingNotifier
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 Status = domain.Status
@@ -28,6 +31,7 @@ TO_FULFILLMENT = [
     orders_events.FulfillmentRequested.DESCRIPTOR.full_name,
     orders_events.FulfillmentCancelled.DESCRIPTOR.full_name,
 ]
+FACTS = [orders_events.OrderChanged.DESCRIPTOR.full_name]
 World = tuple[OrdersHandlers, FakeOrders, FakeCopies, RecordingNotifier]
 
 
@@ -75,7 +79,7 @@ def status_changed(order_id: str, version: int, status: int) -> Envelope:
 @pytest.fixture
 async def world() -> World:
     orders, copies, relay = FakeOrders(), FakeCopies(), RecordingNotifier()
-    handlers = OrdersHandlers(orders, copies, relay, clock=lambda: NOW)
+    handlers = OrdersHandlers(orders, copies, FakeCatalog(catalog_copy()), relay, clock=lambda: NOW)
     assert await handlers.apply_customer_changed(changed("c-1", 1)) == Outcome.APPLIED
     return handlers, orders, copies, relay
 
@@ -118,14 +122,14 @@ async def test_approval_queues_the_request_with_what_fulfillment_needs(world: Wo
     assert isinstance(request, orders_events.FulfillmentRequested)
     assert (request.version, request.name.first_name) == (approved.version, "Ann")
     assert request.shipping_address.city == "Austin"
-    assert relay.notified == [oid]
+    assert relay.notified == [oid, oid]  # placed, approved
 
 
 async def test_a_cancellation_tells_fulfillment_only_once_it_was_asked(world: World) -> None:
     handlers, orders, _, _ = world
     before = await placed(handlers, "o-1")
     await handlers.cancel_order(before, reason="changed mind")
-    assert orders.outbox[before] == []  # fulfillment never heard of it
+    assert orders.events(before, TO_FULFILLMENT) == []  # fulfillment never heard of it
     after = await placed(handlers, "o-2")
     await handlers.approve_order(after)
     await handlers.cancel_order(after, reason="changed mind")
@@ -137,10 +141,11 @@ async def test_an_illegal_transition_stores_nothing(world: World) -> None:
     handlers, orders, _, relay = world
     oid = await placed(handlers)
     await handlers.reject_order(oid, reason="out of stock")
-    version = orders.state[oid].version
+    version, queued = orders.state[oid].version, len(orders.outbox[oid])
+    relay.notified.clear()
     with pytest.raises(FailedPrecondition):
         await handlers.approve_order(oid)
-    assert orders.state[oid].version == version and orders.outbox[oid] == []
+    assert orders.state[oid].version == version and len(orders.outbox[oid]) == queued
     assert relay.notified == []
     with pytest.raises(NotFound):
         await handlers.approve_order("no-such-order")
@@ -152,7 +157,8 @@ async def test_a_command_that_loses_a_race_is_decided_again(world: World) -> Non
     orders.lose_next = 3
     approved = await handlers.approve_order(oid)
     assert approved.status == Status.ORDER_STATUS_APPROVED and orders.lose_next == 0
-    assert len(orders.outbox[oid]) == 1  # one request, not one per attempt
+    assert len(orders.events(oid, TO_FULFILLMENT)) == 1  # one request, not one per attempt
+    assert [e.message.version for e in orders.events(oid, FACTS)] == [1, 2]
 
 
 async def test_copies_move_only_forward_and_deletions_stay(world: World) -> None:
@@ -200,14 +206,21 @@ async def test_republish_sends_what_each_order_status_means_for_fulfillment(worl
         orders.outbox[oid].clear()  # all published
     relay.notified.clear()
     done = await handlers.republish([approved, cancelled, created, "o-none"])
-    assert done.queued == [approved, cancelled]
-    assert (done.nothing_to_publish, done.not_found) == ([created], ["o-none"])
+    assert done.queued == [approved, cancelled, created]  # the facts of each, at least
+    assert done.not_found == ["o-none"]
+    assert orders.events(created, TO_FULFILLMENT) == []
     resent = {
         oid: [type(e.message).__name__ for e in orders.events(oid, TO_FULFILLMENT)]
         for oid in (approved, cancelled)
     }
     assert resent == {approved: ["FulfillmentRequested"], cancelled: ["FulfillmentCancelled"]}
-    assert relay.notified == [approved, cancelled]
+    assert relay.notified == [approved, cancelled, created]
+    facts = {oid: [e.message.status for e in orders.events(oid, FACTS)] for oid in done.queued}
+    assert facts == {
+        approved: [Status.ORDER_STATUS_APPROVED],
+        cancelled: [Status.ORDER_STATUS_CANCELLED],
+        created: [Status.ORDER_STATUS_CREATED],
+    }
 
 
 async def test_listing_by_an_unknown_status_is_refused(world: World) -> None:
@@ -221,3 +234,101 @@ async def test_forget_drops_what_each_consumed_topic_built(world: World) -> None
     assert await handlers.forget(topology.CUSTOMER_CHANGES) == 1 and copies.copies == {}
     with pytest.raises(ValueError):
         await handlers.forget(topology.ORDER_FULFILLMENT)
+
+
+# --- pricing from orders' copy of the catalog ------------------------------------------------
+
+
+def product_changed(
+    sku: str,
+    version: int,
+    units: int,
+    state: catalog_pb2.ProductState.ValueType = catalog_pb2.PRODUCT_STATE_ACTIVE,
+) -> Envelope:
+    event = catalog_events.ProductChanged(
+        product_id=sku, version=version, title=f"title {version}", state=state
+    )
+    event.price.currency_code, event.price.units = "USD", units
+    return envelope(event, names.source(topology.CATALOG))
+
+
+async def test_an_order_is_priced_from_the_catalog_and_a_client_price_ignored(
+    world: World,
+) -> None:
+    handlers, orders, _, _ = world
+    draft = order_draft((0, 2))
+    draft.items[0].product.title = "cheap"
+    draft.items[0].product.price.currency_code = "USD"
+    draft.items[0].product.price.nanos = 10_000_000  # 0.01
+    order = await handlers.create_order("c-1", draft, "o-1")
+    sku, title, units, nanos = PRODUCTS[0]
+    line = orders.state[order.order_id].items[0]
+    assert (line.product.id, line.product.title) == (sku, title)
+    assert (line.product.price.units, line.product.price.nanos) == (units, nanos)
+    assert (order.total.units, order.total.nanos) == (2 * units + 1, 2 * nanos - 10**9)
+
+
+async def test_a_later_price_change_prices_new_orders_only(world: World) -> None:
+    handlers, orders, _, _ = world
+    sku = PRODUCTS[1][0]
+    first = await handlers.create_order("c-1", order_draft((1, 1)), "o-1")
+    assert await handlers.apply_product_changed(product_changed(sku, 2, 100)) == Outcome.APPLIED
+    assert await handlers.apply_product_changed(product_changed(sku, 1, 5)) == Outcome.STALE
+    second = await handlers.create_order("c-1", order_draft((1, 1)), "o-2")
+    assert (second.total.units, second.items[0].product.title) == (100, "title 2")
+    assert orders.state[first.order_id].total == first.total and first.total.units == PRODUCTS[1][2]
+
+
+async def test_unknown_and_discontinued_products_are_refused_naming_their_lines(
+    world: World,
+) -> None:
+    handlers, orders, _, _ = world
+    discontinued = catalog_pb2.PRODUCT_STATE_DISCONTINUED
+    assert (
+        await handlers.apply_product_changed(product_changed(PRODUCTS[2][0], 2, 24, discontinued))
+        == Outcome.APPLIED
+    )
+    draft = order_draft((0, 1), (2, 1))
+    draft.items.add(quantity=1).product.id = "sku-none"
+    with pytest.raises(FailedPrecondition) as refused:
+        await handlers.create_order("c-1", draft, "o-1")
+    lines = [refused.value.subject, *(m.field for m in refused.value.more)]
+    assert lines == ["order.items[1].product.id", "order.items[2].product.id"]
+    assert "discontinued" in refused.value.message
+    assert orders.state == {}
+    with pytest.raises(InvalidArgument) as bad:
+        await handlers.create_order("c-1", orders_pb2_order_without_product(), "o-2")
+    assert [v.field for v in bad.value.violations] == ["order.items[0].product.id"]
+
+
+def orders_pb2_order_without_product() -> domain.Order:
+    order = domain.Order()
+    order.items.add(quantity=1)
+    return order
+
+
+async def test_every_change_of_an_order_states_its_new_state_as_a_fact(world: World) -> None:
+    handlers, orders, _, _ = world
+    oid = await placed(handlers)
+    await handlers.approve_order(oid)
+    await handlers.apply_order_status_changed(
+        status_changed(oid, 2, Status.ORDER_STATUS_PROCESSING)
+    )
+    await handlers.cancel_order(oid, reason="changed mind")
+    facts = [e.message for e in orders.events(oid, FACTS)]
+    assert [(f.version, f.status) for f in facts] == [
+        (1, Status.ORDER_STATUS_CREATED),
+        (2, Status.ORDER_STATUS_APPROVED),
+        (3, Status.ORDER_STATUS_PROCESSING),
+        (4, Status.ORDER_STATUS_CANCELLED),
+    ]
+    assert all(f.order_id == oid and f.customer_id == "c-1" for f in facts)
+    assert facts[-1].order == orders.state[oid]
+    assert {e.key for e in orders.events(oid, FACTS)} == {oid}
+
+
+async def test_forget_the_catalog_copy_before_a_rebuild(world: World) -> None:
+    handlers, _, _, _ = world
+    assert await handlers.forget(topology.PRODUCT_CHANGES) == len(PRODUCTS)
+    with pytest.raises(FailedPrecondition):
+        await handlers.create_order("c-1", order_draft((0, 1)), "o-1")

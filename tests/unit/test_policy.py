@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.admin.v1 import admin_pb2
+from storefront.catalog.v1 import catalog_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from svckit import policy
@@ -52,7 +53,7 @@ AUTHORIZER = Authorizer(policy.POLICY, {"order": owner, "fulfillment": owner})
 def served_methods() -> set[str]:
     methods = {
         f"/{service.full_name}/{m.name}"
-        for module in (accounts_pb2, orders_pb2, fulfillment_pb2, admin_pb2)
+        for module in (accounts_pb2, orders_pb2, fulfillment_pb2, catalog_pb2, admin_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
     }
@@ -67,7 +68,7 @@ def served_methods() -> set[str]:
 
 def request_class(method: str) -> type[Message]:
     _, service_name, name = method.split("/")
-    for module in (accounts_pb2, orders_pb2, fulfillment_pb2, admin_pb2):
+    for module in (accounts_pb2, orders_pb2, fulfillment_pb2, catalog_pb2, admin_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             if service.full_name == service_name:
                 return message_factory.GetMessageClass(service.methods_by_name[name].input_type)
@@ -106,6 +107,7 @@ ACC = policy.ACCOUNTS
 ORD = policy.ORDERS
 FUL = policy.FULFILLMENT
 ADM = policy.ADMIN
+CAT = policy.CATALOG
 CASES = [
     # accounts
     (A, f"{ACC}/GetCustomer", accounts_pb2.GetCustomerRequest(customer_id="cust-a"), "ok"),
@@ -158,6 +160,16 @@ CASES = [
     (OPERATOR, f"{ADM}/ReplayParked", admin_pb2.ReplayParkedRequest(topic="t"), "ok"),
     (OPERATOR, f"{ORD}/ListOrders", orders_pb2.ListOrdersRequest(), "PermissionDenied"),
     (OPERATOR, f"{ACC}/GetCustomer", accounts_pb2.GetCustomerRequest(customer_id="x"), "PermissionDenied"),
+    # catalog: staff keep it, every signed-in role reads it
+    (A, f"{CAT}/GetProduct", catalog_pb2.GetProductRequest(product_id="p"), "ok"),
+    (WAREHOUSE, f"{CAT}/ListProducts", catalog_pb2.ListProductsRequest(), "ok"),
+    (STAFF, f"{CAT}/CreateProduct", catalog_pb2.CreateProductRequest(), "ok"),
+    (A, f"{CAT}/CreateProduct", catalog_pb2.CreateProductRequest(), "PermissionDenied"),
+    (A, f"{CAT}/UpdateProduct", catalog_pb2.UpdateProductRequest(), "PermissionDenied"),
+    (WAREHOUSE, f"{CAT}/DiscontinueProduct", catalog_pb2.DiscontinueProductRequest(product_id="p"), "PermissionDenied"),
+    (STAFF, f"{CAT}/DiscontinueProduct", catalog_pb2.DiscontinueProductRequest(product_id="p"), "ok"),
+    (NOBODY, f"{CAT}/ListProducts", catalog_pb2.ListProductsRequest(), "PermissionDenied"),
+    (OPERATOR, f"{CAT}/GetProduct", catalog_pb2.GetProductRequest(product_id="p"), "PermissionDenied"),
     # no role at all, and an RPC nobody declared
     (NOBODY, f"{ORD}/ListOrders", orders_pb2.ListOrdersRequest(), "PermissionDenied"),
     (STAFF, f"{ORD}/ForgetEverything", orders_pb2.ListOrdersRequest(), "PermissionDenied"),

@@ -13,7 +13,7 @@ from orders_svc import domain as orders_domain
 from storefront.accounts.v1 import accounts_pb2, events_pb2
 from storefront.orders.v1 import events_pb2 as orders_events
 from storefront.orders.v1 import orders_pb2
-from storefront_cli.demo import PEOPLE, customer_draft, order_draft
+from storefront_cli.demo import PEOPLE, catalog_copy, customer_draft, order_draft
 from svckit.admin import Verdict, republish_each
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
@@ -30,7 +30,7 @@ def copy_of_customer() -> orders_pb2.CustomerOrders:
 
 
 def order_through(*statuses: int) -> orders_pb2.Order:
-    order = orders_domain.new_order("c1", order_draft((0, 1)), "o1", NOW)
+    order = orders_domain.new_order("c1", order_draft((0, 1)), catalog_copy(), "o1", NOW)
     for status in statuses:
         order = orders_domain.transition(order, status, NOW, note=f"to {status}")
     return order

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.type import money_pb2
 
 from accounts_svc import domain as accounts_domain
-from orders_svc import domain as orders_domain
+from catalog_svc import domain as catalog_domain
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc, events_pb2
 from storefront.common.v1 import common_pb2
 from svckit.errors import Violations
@@ -96,12 +97,11 @@ def test_a_zip_code_with_a_trailing_newline_is_refused() -> None:
 
 
 def test_a_currency_with_a_trailing_newline_is_refused() -> None:
-    item = common_pb2.LineItem(quantity=1)
-    item.product.id, item.product.title = "p-1", "Pen"
-    item.product.price.currency_code, item.product.price.units = "USD\n", 1
+    """Prices are the catalog's (orders prices lines from its copy), so the rule is there."""
+    price = money_pb2.Money(currency_code="USD\n", units=1)
     v = Violations()
-    orders_domain.validate_items([item], v, "items")
-    assert [f.field for f in v.items] == ["items[0].product.price.currency_code"]
+    catalog_domain.validate_price(price, v, "product.price")
+    assert [f.field for f in v.items] == ["product.price.currency_code"]
 
 
 def test_an_overlong_email_gets_the_length_answer_only() -> None:

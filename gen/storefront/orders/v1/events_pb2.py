@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from storefront.common.v1 import common_pb2 as storefront_dot_common_dot_v1_dot_common__pb2
+from storefront.orders.v1 import orders_pb2 as storefront_dot_orders_dot_v1_dot_orders__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!storefront/orders/v1/events.proto\x12\x14storefront.orders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!storefront/common/v1/common.proto\"\xc8\x02\n\x14\x46ulfillmentRequested\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12-\n\x05items\x18\x04 \x03(\x0b\x32\x1e.storefront.common.v1.LineItem\x12.\n\x04name\x18\x05 \x01(\x0b\x32 .storefront.common.v1.PersonName\x12.\n\x07\x63ontact\x18\x06 \x01(\x0b\x32\x1d.storefront.common.v1.Contact\x12\x37\n\x10shipping_address\x18\x07 \x01(\x0b\x32\x1d.storefront.common.v1.Address\x12\x30\n\x0c\x61pprove_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x14\x46ulfillmentCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0b\x63\x61ncel_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!storefront/orders/v1/events.proto\x12\x14storefront.orders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!storefront/common/v1/common.proto\x1a!storefront/orders/v1/orders.proto\"\xc8\x02\n\x14\x46ulfillmentRequested\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12-\n\x05items\x18\x04 \x03(\x0b\x32\x1e.storefront.common.v1.LineItem\x12.\n\x04name\x18\x05 \x01(\x0b\x32 .storefront.common.v1.PersonName\x12.\n\x07\x63ontact\x18\x06 \x01(\x0b\x32\x1d.storefront.common.v1.Contact\x12\x37\n\x10shipping_address\x18\x07 \x01(\x0b\x32\x1d.storefront.common.v1.Address\x12\x30\n\x0c\x61pprove_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x14\x46ulfillmentCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0b\x63\x61ncel_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x0cOrderChanged\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.storefront.common.v1.OrderStatus\x12*\n\x05order\x18\x05 \x01(\x0b\x32\x1b.storefront.orders.v1.Order\x12/\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +35,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'storefront.orders.v1.events
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_FULFILLMENTREQUESTED']._serialized_start=128
-  _globals['_FULFILLMENTREQUESTED']._serialized_end=456
-  _globals['_FULFILLMENTCANCELLED']._serialized_start=458
-  _globals['_FULFILLMENTCANCELLED']._serialized_end=580
+  _globals['_FULFILLMENTREQUESTED']._serialized_start=163
+  _globals['_FULFILLMENTREQUESTED']._serialized_end=491
+  _globals['_FULFILLMENTCANCELLED']._serialized_start=493
+  _globals['_FULFILLMENTCANCELLED']._serialized_end=615
+  _globals['_ORDERCHANGED']._serialized_start=618
+  _globals['_ORDERCHANGED']._serialized_end=832
 # @@protoc_insertion_point(module_scope)

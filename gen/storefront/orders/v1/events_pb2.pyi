@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from storefront.common.v1 import common_pb2 as _common_pb2
+from storefront.orders.v1 import orders_pb2 as _orders_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -119,3 +120,53 @@ class FulfillmentCancelled(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FulfillmentCancelled: _TypeAlias = FulfillmentCancelled  # noqa: Y015
+
+@_typing.final
+class OrderChanged(_message.Message):
+    """An order was placed or changed: created, approved, rejected, cancelled, or a
+    fulfillment status (PROCESSING .. RECEIVED) recorded in its history. Topic
+    orders.order.change, key = order id: the order's lifecycle as facts, for any
+    consumer. Carries the whole order as orders holds it after the change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order's id."""
+    version: _builtins.int
+    """The order's version after the change; consumers keep the highest."""
+    customer_id: _builtins.str
+    """The customer who placed it."""
+    status: _common_pb2.OrderStatus.ValueType
+    """The order's status after the change."""
+    @_builtins.property
+    def order(self) -> _orders_pb2.Order:
+        """The whole order after the change (items, status history, total)."""
+
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was committed."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        customer_id: _builtins.str = ...,
+        status: _common_pb2.OrderStatus.ValueType = ...,
+        order: _orders_pb2.Order | None = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "customer_id", b"customer_id", "order", b"order", "order_id", b"order_id", "status", b"status", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderChanged: _TypeAlias = OrderChanged  # noqa: Y015

@@ -158,7 +158,7 @@ class CreateOrderRequest(_message.Message):
     """
     @_builtins.property
     def order(self) -> Global___Order:
-        """The order; only items are read."""
+        """The order; only items' product.id and quantity are read."""
 
     def __init__(
         self,

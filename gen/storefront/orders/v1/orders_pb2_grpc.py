@@ -80,6 +80,9 @@ class OrdersServiceServicer:
 
     def CreateOrder(self, request, context):
         """Places an order for a customer known to orders (FAILED_PRECONDITION otherwise).
+        Each line names a product and a quantity; its title, description and unit
+        price come from orders' copy of the catalog, and a price sent by the client
+        is ignored. Emits OrderChanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,22 +110,22 @@ class OrdersServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ApproveOrder(self, request, context):
-        """CREATED -> APPROVED. Emits FulfillmentRequested.
+        """CREATED -> APPROVED. Emits FulfillmentRequested and OrderChanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RejectOrder(self, request, context):
-        """CREATED -> REJECTED.
+        """CREATED -> REJECTED. Emits OrderChanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Any status before SHIPPED -> CANCELLED. Emits FulfillmentCancelled when
-        fulfillment had already been requested.
+        """Any status before SHIPPED -> CANCELLED. Emits OrderChanged, and
+        FulfillmentCancelled when fulfillment had already been requested.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,11 @@ class OrdersServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OrdersServiceAsyncStub: ...
     CreateOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.CreateOrderRequest, _orders_pb2.Order]
-    """Places an order for a customer known to orders (FAILED_PRECONDITION otherwise)."""
+    """Places an order for a customer known to orders (FAILED_PRECONDITION otherwise).
+    Each line names a product and a quantity; its title, description and unit
+    price come from orders' copy of the catalog, and a price sent by the client
+    is ignored. Emits OrderChanged.
+    """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.Order]
     """Returns one order with its status history."""
     ListOrders: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListOrdersRequest, _orders_pb2.ListOrdersResponse]
@@ -44,12 +48,12 @@ class OrdersServiceStub:
     GetCustomerOrders: _grpc.UnaryUnaryMultiCallable[_orders_pb2.GetCustomerOrdersRequest, _orders_pb2.CustomerOrders]
     """Returns orders' copy of a customer together with all the customer's orders."""
     ApproveOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ApproveOrderRequest, _orders_pb2.Order]
-    """CREATED -> APPROVED. Emits FulfillmentRequested."""
+    """CREATED -> APPROVED. Emits FulfillmentRequested and OrderChanged."""
     RejectOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.RejectOrderRequest, _orders_pb2.Order]
-    """CREATED -> REJECTED."""
+    """CREATED -> REJECTED. Emits OrderChanged."""
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.CancelOrderRequest, _orders_pb2.Order]
-    """Any status before SHIPPED -> CANCELLED. Emits FulfillmentCancelled when
-    fulfillment had already been requested.
+    """Any status before SHIPPED -> CANCELLED. Emits OrderChanged, and
+    FulfillmentCancelled when fulfillment had already been requested.
     """
 
 @_typing.type_check_only
@@ -60,7 +64,11 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.CreateOrderRequest, _orders_pb2.Order]  # type: ignore[assignment]
-    """Places an order for a customer known to orders (FAILED_PRECONDITION otherwise)."""
+    """Places an order for a customer known to orders (FAILED_PRECONDITION otherwise).
+    Each line names a product and a quantity; its title, description and unit
+    price come from orders' copy of the catalog, and a price sent by the client
+    is ignored. Emits OrderChanged.
+    """
     GetOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.Order]  # type: ignore[assignment]
     """Returns one order with its status history."""
     ListOrders: _aio.UnaryUnaryMultiCallable[_orders_pb2.ListOrdersRequest, _orders_pb2.ListOrdersResponse]  # type: ignore[assignment]
@@ -68,12 +76,12 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     GetCustomerOrders: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetCustomerOrdersRequest, _orders_pb2.CustomerOrders]  # type: ignore[assignment]
     """Returns orders' copy of a customer together with all the customer's orders."""
     ApproveOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.ApproveOrderRequest, _orders_pb2.Order]  # type: ignore[assignment]
-    """CREATED -> APPROVED. Emits FulfillmentRequested."""
+    """CREATED -> APPROVED. Emits FulfillmentRequested and OrderChanged."""
     RejectOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.RejectOrderRequest, _orders_pb2.Order]  # type: ignore[assignment]
-    """CREATED -> REJECTED."""
+    """CREATED -> REJECTED. Emits OrderChanged."""
     CancelOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.CancelOrderRequest, _orders_pb2.Order]  # type: ignore[assignment]
-    """Any status before SHIPPED -> CANCELLED. Emits FulfillmentCancelled when
-    fulfillment had already been requested.
+    """Any status before SHIPPED -> CANCELLED. Emits OrderChanged, and
+    FulfillmentCancelled when fulfillment had already been requested.
     """
 
 class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -87,7 +95,11 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orders_pb2.CreateOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.Order, _abc.Awaitable[_orders_pb2.Order]]:
-        """Places an order for a customer known to orders (FAILED_PRECONDITION otherwise)."""
+        """Places an order for a customer known to orders (FAILED_PRECONDITION otherwise).
+        Each line names a product and a quantity; its title, description and unit
+        price come from orders' copy of the catalog, and a price sent by the client
+        is ignored. Emits OrderChanged.
+        """
 
     @_abc_1.abstractmethod
     def GetOrder(
@@ -119,7 +131,7 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orders_pb2.ApproveOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.Order, _abc.Awaitable[_orders_pb2.Order]]:
-        """CREATED -> APPROVED. Emits FulfillmentRequested."""
+        """CREATED -> APPROVED. Emits FulfillmentRequested and OrderChanged."""
 
     @_abc_1.abstractmethod
     def RejectOrder(
@@ -127,7 +139,7 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orders_pb2.RejectOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.Order, _abc.Awaitable[_orders_pb2.Order]]:
-        """CREATED -> REJECTED."""
+        """CREATED -> REJECTED. Emits OrderChanged."""
 
     @_abc_1.abstractmethod
     def CancelOrder(
@@ -135,8 +147,8 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orders_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.Order, _abc.Awaitable[_orders_pb2.Order]]:
-        """Any status before SHIPPED -> CANCELLED. Emits FulfillmentCancelled when
-        fulfillment had already been requested.
+        """Any status before SHIPPED -> CANCELLED. Emits OrderChanged, and
+        FulfillmentCancelled when fulfillment had already been requested.
         """
 
 def add_OrdersServiceServicer_to_server(servicer: OrdersServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -207,11 +207,105 @@ func (x *FulfillmentCancelled) GetCancelTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// An order was placed or changed: created, approved, rejected, cancelled, or a
+// fulfillment status (PROCESSING .. RECEIVED) recorded in its history. Topic
+// orders.order.change, key = order id: the order's lifecycle as facts, for any
+// consumer. Carries the whole order as orders holds it after the change.
+type OrderChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The order's id.
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// The order's version after the change; consumers keep the highest.
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The customer who placed it.
+	CustomerId string `protobuf:"bytes,3,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	// The order's status after the change.
+	Status v1.OrderStatus `protobuf:"varint,4,opt,name=status,proto3,enum=storefront.common.v1.OrderStatus" json:"status,omitempty"`
+	// The whole order after the change (items, status history, total).
+	Order *Order `protobuf:"bytes,5,opt,name=order,proto3" json:"order,omitempty"`
+	// When the change was committed.
+	ChangeTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrderChanged) Reset() {
+	*x = OrderChanged{}
+	mi := &file_storefront_orders_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderChanged) ProtoMessage() {}
+
+func (x *OrderChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_storefront_orders_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderChanged.ProtoReflect.Descriptor instead.
+func (*OrderChanged) Descriptor() ([]byte, []int) {
+	return file_storefront_orders_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *OrderChanged) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *OrderChanged) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *OrderChanged) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+func (x *OrderChanged) GetStatus() v1.OrderStatus {
+	if x != nil {
+		return x.Status
+	}
+	return v1.OrderStatus(0)
+}
+
+func (x *OrderChanged) GetOrder() *Order {
+	if x != nil {
+		return x.Order
+	}
+	return nil
+}
+
+func (x *OrderChanged) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
+}
+
 var File_storefront_orders_v1_events_proto protoreflect.FileDescriptor
 
 const file_storefront_orders_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"!storefront/orders/v1/events.proto\x12\x14storefront.orders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!storefront/common/v1/common.proto\"\x9a\x03\n" +
+	"!storefront/orders/v1/events.proto\x12\x14storefront.orders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!storefront/common/v1/common.proto\x1a!storefront/orders/v1/orders.proto\"\x9a\x03\n" +
 	"\x14FulfillmentRequested\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x1f\n" +
@@ -227,7 +321,16 @@ const file_storefront_orders_v1_events_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12;\n" +
 	"\vcancel_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"cancelTimeB;P\x01Z7storefront.example/gen/go/storefront/orders/v1;ordersv1b\x06proto3"
+	"cancelTime\"\x8f\x02\n" +
+	"\fOrderChanged\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x1f\n" +
+	"\vcustomer_id\x18\x03 \x01(\tR\n" +
+	"customerId\x129\n" +
+	"\x06status\x18\x04 \x01(\x0e2!.storefront.common.v1.OrderStatusR\x06status\x121\n" +
+	"\x05order\x18\x05 \x01(\v2\x1b.storefront.orders.v1.OrderR\x05order\x12;\n" +
+	"\vchange_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"changeTimeB;P\x01Z7storefront.example/gen/go/storefront/orders/v1;ordersv1b\x06proto3"
 
 var (
 	file_storefront_orders_v1_events_proto_rawDescOnce sync.Once
@@ -241,28 +344,34 @@ func file_storefront_orders_v1_events_proto_rawDescGZIP() []byte {
 	return file_storefront_orders_v1_events_proto_rawDescData
 }
 
-var file_storefront_orders_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_storefront_orders_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_storefront_orders_v1_events_proto_goTypes = []any{
 	(*FulfillmentRequested)(nil),  // 0: storefront.orders.v1.FulfillmentRequested
 	(*FulfillmentCancelled)(nil),  // 1: storefront.orders.v1.FulfillmentCancelled
-	(*v1.LineItem)(nil),           // 2: storefront.common.v1.LineItem
-	(*v1.PersonName)(nil),         // 3: storefront.common.v1.PersonName
-	(*v1.Contact)(nil),            // 4: storefront.common.v1.Contact
-	(*v1.Address)(nil),            // 5: storefront.common.v1.Address
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*OrderChanged)(nil),          // 2: storefront.orders.v1.OrderChanged
+	(*v1.LineItem)(nil),           // 3: storefront.common.v1.LineItem
+	(*v1.PersonName)(nil),         // 4: storefront.common.v1.PersonName
+	(*v1.Contact)(nil),            // 5: storefront.common.v1.Contact
+	(*v1.Address)(nil),            // 6: storefront.common.v1.Address
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(v1.OrderStatus)(0),           // 8: storefront.common.v1.OrderStatus
+	(*Order)(nil),                 // 9: storefront.orders.v1.Order
 }
 var file_storefront_orders_v1_events_proto_depIdxs = []int32{
-	2, // 0: storefront.orders.v1.FulfillmentRequested.items:type_name -> storefront.common.v1.LineItem
-	3, // 1: storefront.orders.v1.FulfillmentRequested.name:type_name -> storefront.common.v1.PersonName
-	4, // 2: storefront.orders.v1.FulfillmentRequested.contact:type_name -> storefront.common.v1.Contact
-	5, // 3: storefront.orders.v1.FulfillmentRequested.shipping_address:type_name -> storefront.common.v1.Address
-	6, // 4: storefront.orders.v1.FulfillmentRequested.approve_time:type_name -> google.protobuf.Timestamp
-	6, // 5: storefront.orders.v1.FulfillmentCancelled.cancel_time:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	3, // 0: storefront.orders.v1.FulfillmentRequested.items:type_name -> storefront.common.v1.LineItem
+	4, // 1: storefront.orders.v1.FulfillmentRequested.name:type_name -> storefront.common.v1.PersonName
+	5, // 2: storefront.orders.v1.FulfillmentRequested.contact:type_name -> storefront.common.v1.Contact
+	6, // 3: storefront.orders.v1.FulfillmentRequested.shipping_address:type_name -> storefront.common.v1.Address
+	7, // 4: storefront.orders.v1.FulfillmentRequested.approve_time:type_name -> google.protobuf.Timestamp
+	7, // 5: storefront.orders.v1.FulfillmentCancelled.cancel_time:type_name -> google.protobuf.Timestamp
+	8, // 6: storefront.orders.v1.OrderChanged.status:type_name -> storefront.common.v1.OrderStatus
+	9, // 7: storefront.orders.v1.OrderChanged.order:type_name -> storefront.orders.v1.Order
+	7, // 8: storefront.orders.v1.OrderChanged.change_time:type_name -> google.protobuf.Timestamp
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_storefront_orders_v1_events_proto_init() }
@@ -270,13 +379,14 @@ func file_storefront_orders_v1_events_proto_init() {
 	if File_storefront_orders_v1_events_proto != nil {
 		return
 	}
+	file_storefront_orders_v1_orders_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storefront_orders_v1_events_proto_rawDesc), len(file_storefront_orders_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -249,7 +249,7 @@ type CreateOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The customer placing the order.
 	CustomerId string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
-	// The order; only items are read.
+	// The order; only items' product.id and quantity are read.
 	Order *Order `protobuf:"bytes,2,opt,name=order,proto3" json:"order,omitempty"`
 	// Optional client-chosen id (letters, digits, '-' and '_', at most 63) that
 	// makes retries safe: a second create with the same id fails with ALREADY_EXISTS.

@@ -36,6 +36,9 @@ const (
 // kept current from accounts' events.
 type OrdersServiceClient interface {
 	// Places an order for a customer known to orders (FAILED_PRECONDITION otherwise).
+	// Each line names a product and a quantity; its title, description and unit
+	// price come from orders' copy of the catalog, and a price sent by the client
+	// is ignored. Emits OrderChanged.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*Order, error)
 	// Returns one order with its status history.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*Order, error)
@@ -43,12 +46,12 @@ type OrdersServiceClient interface {
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
 	// Returns orders' copy of a customer together with all the customer's orders.
 	GetCustomerOrders(ctx context.Context, in *GetCustomerOrdersRequest, opts ...grpc.CallOption) (*CustomerOrders, error)
-	// CREATED -> APPROVED. Emits FulfillmentRequested.
+	// CREATED -> APPROVED. Emits FulfillmentRequested and OrderChanged.
 	ApproveOrder(ctx context.Context, in *ApproveOrderRequest, opts ...grpc.CallOption) (*Order, error)
-	// CREATED -> REJECTED.
+	// CREATED -> REJECTED. Emits OrderChanged.
 	RejectOrder(ctx context.Context, in *RejectOrderRequest, opts ...grpc.CallOption) (*Order, error)
-	// Any status before SHIPPED -> CANCELLED. Emits FulfillmentCancelled when
-	// fulfillment had already been requested.
+	// Any status before SHIPPED -> CANCELLED. Emits OrderChanged, and
+	// FulfillmentCancelled when fulfillment had already been requested.
 	CancelOrder(ctx context.Context, in *CancelOrderRequest, opts ...grpc.CallOption) (*Order, error)
 }
 
@@ -138,6 +141,9 @@ func (c *ordersServiceClient) CancelOrder(ctx context.Context, in *CancelOrderRe
 // kept current from accounts' events.
 type OrdersServiceServer interface {
 	// Places an order for a customer known to orders (FAILED_PRECONDITION otherwise).
+	// Each line names a product and a quantity; its title, description and unit
+	// price come from orders' copy of the catalog, and a price sent by the client
+	// is ignored. Emits OrderChanged.
 	CreateOrder(context.Context, *CreateOrderRequest) (*Order, error)
 	// Returns one order with its status history.
 	GetOrder(context.Context, *GetOrderRequest) (*Order, error)
@@ -145,12 +151,12 @@ type OrdersServiceServer interface {
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
 	// Returns orders' copy of a customer together with all the customer's orders.
 	GetCustomerOrders(context.Context, *GetCustomerOrdersRequest) (*CustomerOrders, error)
-	// CREATED -> APPROVED. Emits FulfillmentRequested.
+	// CREATED -> APPROVED. Emits FulfillmentRequested and OrderChanged.
 	ApproveOrder(context.Context, *ApproveOrderRequest) (*Order, error)
-	// CREATED -> REJECTED.
+	// CREATED -> REJECTED. Emits OrderChanged.
 	RejectOrder(context.Context, *RejectOrderRequest) (*Order, error)
-	// Any status before SHIPPED -> CANCELLED. Emits FulfillmentCancelled when
-	// fulfillment had already been requested.
+	// Any status before SHIPPED -> CANCELLED. Emits OrderChanged, and
+	// FulfillmentCancelled when fulfillment had already been requested.
 	CancelOrder(context.Context, *CancelOrderRequest) (*Order, error)
 	mustEmbedUnimplementedOrdersServiceServer()
 }

@@ -6,15 +6,17 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Address, Contact, LineItem, PersonName } from "../../common/v1/common_pb.js";
+import type { Address, Contact, LineItem, OrderStatus, PersonName } from "../../common/v1/common_pb.js";
 import { file_storefront_common_v1_common } from "../../common/v1/common_pb.js";
+import type { Order } from "./orders_pb.js";
+import { file_storefront_orders_v1_orders } from "./orders_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file storefront/orders/v1/events.proto.
  */
 export const file_storefront_orders_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("CiFzdG9yZWZyb250L29yZGVycy92MS9ldmVudHMucHJvdG8SFHN0b3JlZnJvbnQub3JkZXJzLnYxIsgCChRGdWxmaWxsbWVudFJlcXVlc3RlZBIQCghvcmRlcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhMKC2N1c3RvbWVyX2lkGAMgASgJEi0KBWl0ZW1zGAQgAygLMh4uc3RvcmVmcm9udC5jb21tb24udjEuTGluZUl0ZW0SLgoEbmFtZRgFIAEoCzIgLnN0b3JlZnJvbnQuY29tbW9uLnYxLlBlcnNvbk5hbWUSLgoHY29udGFjdBgGIAEoCzIdLnN0b3JlZnJvbnQuY29tbW9uLnYxLkNvbnRhY3QSNwoQc2hpcHBpbmdfYWRkcmVzcxgHIAEoCzIdLnN0b3JlZnJvbnQuY29tbW9uLnYxLkFkZHJlc3MSMAoMYXBwcm92ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ6ChRGdWxmaWxsbWVudENhbmNlbGxlZBIQCghvcmRlcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEg4KBnJlYXNvbhgDIAEoCRIvCgtjYW5jZWxfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCO1ABWjdzdG9yZWZyb250LmV4YW1wbGUvZ2VuL2dvL3N0b3JlZnJvbnQvb3JkZXJzL3YxO29yZGVyc3YxYgZwcm90bzM", [file_google_protobuf_timestamp, file_storefront_common_v1_common]);
+  fileDesc("CiFzdG9yZWZyb250L29yZGVycy92MS9ldmVudHMucHJvdG8SFHN0b3JlZnJvbnQub3JkZXJzLnYxIsgCChRGdWxmaWxsbWVudFJlcXVlc3RlZBIQCghvcmRlcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhMKC2N1c3RvbWVyX2lkGAMgASgJEi0KBWl0ZW1zGAQgAygLMh4uc3RvcmVmcm9udC5jb21tb24udjEuTGluZUl0ZW0SLgoEbmFtZRgFIAEoCzIgLnN0b3JlZnJvbnQuY29tbW9uLnYxLlBlcnNvbk5hbWUSLgoHY29udGFjdBgGIAEoCzIdLnN0b3JlZnJvbnQuY29tbW9uLnYxLkNvbnRhY3QSNwoQc2hpcHBpbmdfYWRkcmVzcxgHIAEoCzIdLnN0b3JlZnJvbnQuY29tbW9uLnYxLkFkZHJlc3MSMAoMYXBwcm92ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ6ChRGdWxmaWxsbWVudENhbmNlbGxlZBIQCghvcmRlcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEg4KBnJlYXNvbhgDIAEoCRIvCgtjYW5jZWxfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi1gEKDE9yZGVyQ2hhbmdlZBIQCghvcmRlcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhMKC2N1c3RvbWVyX2lkGAMgASgJEjEKBnN0YXR1cxgEIAEoDjIhLnN0b3JlZnJvbnQuY29tbW9uLnYxLk9yZGVyU3RhdHVzEioKBW9yZGVyGAUgASgLMhsuc3RvcmVmcm9udC5vcmRlcnMudjEuT3JkZXISLwoLY2hhbmdlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQjtQAVo3c3RvcmVmcm9udC5leGFtcGxlL2dlbi9nby9zdG9yZWZyb250L29yZGVycy92MTtvcmRlcnN2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_storefront_common_v1_common, file_storefront_orders_v1_orders]);
 
 /**
  * An order was approved and should be fulfilled. Topic orders.order.fulfill,
@@ -129,4 +131,63 @@ export type FulfillmentCancelled = Message<"storefront.orders.v1.FulfillmentCanc
  */
 export const FulfillmentCancelledSchema: GenMessage<FulfillmentCancelled> = /*@__PURE__*/
   messageDesc(file_storefront_orders_v1_events, 1);
+
+/**
+ * An order was placed or changed: created, approved, rejected, cancelled, or a
+ * fulfillment status (PROCESSING .. RECEIVED) recorded in its history. Topic
+ * orders.order.change, key = order id: the order's lifecycle as facts, for any
+ * consumer. Carries the whole order as orders holds it after the change.
+ *
+ * @generated from message storefront.orders.v1.OrderChanged
+ */
+export type OrderChanged = Message<"storefront.orders.v1.OrderChanged"> & {
+  /**
+   * The order's id.
+   *
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * The order's version after the change; consumers keep the highest.
+   *
+   * @generated from field: int64 version = 2;
+   */
+  version: bigint;
+
+  /**
+   * The customer who placed it.
+   *
+   * @generated from field: string customer_id = 3;
+   */
+  customerId: string;
+
+  /**
+   * The order's status after the change.
+   *
+   * @generated from field: storefront.common.v1.OrderStatus status = 4;
+   */
+  status: OrderStatus;
+
+  /**
+   * The whole order after the change (items, status history, total).
+   *
+   * @generated from field: storefront.orders.v1.Order order = 5;
+   */
+  order?: Order | undefined;
+
+  /**
+   * When the change was committed.
+   *
+   * @generated from field: google.protobuf.Timestamp change_time = 6;
+   */
+  changeTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message storefront.orders.v1.OrderChanged.
+ * Use `create(OrderChangedSchema)` to create a new message.
+ */
+export const OrderChangedSchema: GenMessage<OrderChanged> = /*@__PURE__*/
+  messageDesc(file_storefront_orders_v1_events, 2);
 

@@ -175,7 +175,7 @@ export type CreateOrderRequest = Message<"storefront.orders.v1.CreateOrderReques
   customerId: string;
 
   /**
-   * The order; only items are read.
+   * The order; only items' product.id and quantity are read.
    *
    * @generated from field: storefront.orders.v1.Order order = 2;
    */
@@ -417,6 +417,9 @@ export const CancelOrderRequestSchema: GenMessage<CancelOrderRequest> = /*@__PUR
 export const OrdersService: GenService<{
   /**
    * Places an order for a customer known to orders (FAILED_PRECONDITION otherwise).
+   * Each line names a product and a quantity; its title, description and unit
+   * price come from orders' copy of the catalog, and a price sent by the client
+   * is ignored. Emits OrderChanged.
    *
    * @generated from rpc storefront.orders.v1.OrdersService.CreateOrder
    */
@@ -456,7 +459,7 @@ export const OrdersService: GenService<{
     output: typeof CustomerOrdersSchema;
   },
   /**
-   * CREATED -> APPROVED. Emits FulfillmentRequested.
+   * CREATED -> APPROVED. Emits FulfillmentRequested and OrderChanged.
    *
    * @generated from rpc storefront.orders.v1.OrdersService.ApproveOrder
    */
@@ -466,7 +469,7 @@ export const OrdersService: GenService<{
     output: typeof OrderSchema;
   },
   /**
-   * CREATED -> REJECTED.
+   * CREATED -> REJECTED. Emits OrderChanged.
    *
    * @generated from rpc storefront.orders.v1.OrdersService.RejectOrder
    */
@@ -476,8 +479,8 @@ export const OrdersService: GenService<{
     output: typeof OrderSchema;
   },
   /**
-   * Any status before SHIPPED -> CANCELLED. Emits FulfillmentCancelled when
-   * fulfillment had already been requested.
+   * Any status before SHIPPED -> CANCELLED. Emits OrderChanged, and
+   * FulfillmentCancelled when fulfillment had already been requested.
    *
    * @generated from rpc storefront.orders.v1.OrdersService.CancelOrder
    */

@@ -1,0 +1,3 @@
+from catalog_svc.main import main
+
+main()

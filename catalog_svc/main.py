@@ -1,0 +1,35 @@
+"""catalog_svc: wiring only."""
+
+from __future__ import annotations
+
+import topology
+from catalog_svc.grpc_api import CatalogServicer
+from catalog_svc.handlers import CatalogHandlers
+from catalog_svc.repository import ProductRepository
+from storefront.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from svckit.app import ServiceApp, run_service
+from svckit.settings import Settings
+
+SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
+
+
+def build(settings: Settings) -> ServiceApp:
+    app = ServiceApp(settings)
+    products = ProductRepository(app.db)
+    handlers = CatalogHandlers(products, app.outbox_relay(products.collection))
+    app.admin(handlers)
+    app.add_service(
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server, CatalogServicer(handlers), SERVICE
+    )
+    return app
+
+
+def main() -> None:
+    me = topology.SYSTEM.service(topology.CATALOG)
+    run_service(
+        build,
+        me.name,
+        grpc_port=me.grpc_port,
+        metrics_port=me.metrics_port,
+        admin_port=me.admin_port,
+    )
