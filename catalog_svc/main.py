@@ -25,11 +25,4 @@ def build(settings: Settings) -> ServiceApp:
 
 
 def main() -> None:
-    me = topology.SYSTEM.service(topology.CATALOG)
-    run_service(
-        build,
-        me.name,
-        grpc_port=me.grpc_port,
-        metrics_port=me.metrics_port,
-        admin_port=me.admin_port,
-    )
+    run_service(build, topology.SYSTEM.service(topology.CATALOG))
