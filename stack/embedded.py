@@ -279,7 +279,7 @@ class EmbeddedStack:
         create topics (stack.kafka_security); the operator commands read as ``operator``."""
         return self.kafka_as(TOOLING)
 
-    def mongodb_uri_as(self, role: str, *, password: bool = True) -> str:
+    def mongodb_uri_as(self, role: str, *, password: bool = True, port: int | None = None) -> str:
         """How `role` (a service, ``operator``, ``tooling``: stack.postgres.ROLES) connects to
         the embedded database: PLAIN credentials, which FerretDB hands to PostgreSQL. Without
         `password` the URI names the user only (its password is in
@@ -290,7 +290,7 @@ class EmbeddedStack:
         if password:
             secret = ":" + urllib.parse.quote(self.postgres.role_password(role), safe="")
         return (
-            f"mongodb://{role}{secret}@127.0.0.1:{self.ports.mongodb}/"
+            f"mongodb://{role}{secret}@127.0.0.1:{port or self.ports.mongodb}/"
             "?authMechanism=PLAIN&authSource=%24external"
         )
 
@@ -591,6 +591,7 @@ class EmbeddedStack:
     def start_ferretdb_twin(self, name: str, port: int, *flags: str) -> str:
         """A second FerretDB on the same PostgreSQL database, started with ``flags`` (tests
         compare it with the first, e.g. with ``--test-disable-pushdown``); returns its
-        MongoDB URI. Stopped with the stack, or by ``supervisor.stop(name)``."""
+        MongoDB URI, as the tests' role (it requires credentials like the first). Stopped with
+        the stack, or by ``supervisor.stop(name)``."""
         self._spawn_ferretdb(name, port, flags, wait=True)
-        return f"mongodb://127.0.0.1:{port}/"
+        return self.mongodb_uri_as(TOOLING_ROLE, port=port)
