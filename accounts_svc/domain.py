@@ -9,7 +9,9 @@ from google.protobuf import field_mask_pb2
 
 from storefront.accounts.v1 import accounts_pb2, events_pb2
 from storefront.common.v1 import common_pb2
-from svckit.errors import Aborted, FieldViolation, InvalidArgument, Violations
+from svckit import etags
+from svckit.errors import FieldViolation, InvalidArgument, Violations
+from svckit.etags import etag_of
 
 Customer = accounts_pb2.Customer
 
@@ -140,16 +142,8 @@ def masked(c: Customer) -> Customer:
     return out
 
 
-def etag_of(version: int) -> str:
-    return f'W/"{version}"'
-
-
 def check_etag(current: Customer, etag: str) -> None:
-    if etag and etag != current.etag:
-        raise Aborted(
-            f"customer {current.id} changed since etag {etag} (now {current.etag}); "
-            "re-read and retry"
-        )
+    etags.check_etag("customer", current.id, current.etag, etag)
 
 
 def _stamp(c: Customer, version: int, now: datetime) -> None:

@@ -9,7 +9,9 @@ from google.protobuf import field_mask_pb2
 from google.type import money_pb2
 
 from storefront.catalog.v1 import catalog_pb2, events_pb2
-from svckit.errors import Aborted, FieldViolation, InvalidArgument, Violations
+from svckit import etags
+from svckit.errors import FieldViolation, InvalidArgument, Violations
+from svckit.etags import etag_of
 
 Product = catalog_pb2.Product
 State = catalog_pb2.ProductState
@@ -48,16 +50,8 @@ def validate_product(p: Product, v: Violations, path: str = "product") -> None:
         validate_price(p.price, v, f"{path}.price")
 
 
-def etag_of(version: int) -> str:
-    return f'W/"{version}"'
-
-
 def check_etag(current: Product, etag: str) -> None:
-    if etag and etag != current.etag:
-        raise Aborted(
-            f"product {current.id} changed since etag {etag} (now {current.etag}); "
-            "re-read and retry"
-        )
+    etags.check_etag("product", current.id, current.etag, etag)
 
 
 def _stamped(p: Product, version: int, now: datetime) -> Product:
