@@ -166,7 +166,7 @@ def _threads(pid: int) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True if ``pid`` exists and has not finished dying (reaping it if it is our child).
 
     A multi-threaded process (the JVM) shows its leader as a zombie while the other threads
@@ -267,7 +267,7 @@ class Supervisor:
 
     def _owned(self, rec: ProcRecord | None) -> bool:
         """True only if ``rec.pid`` is alive and is still the very process we started."""
-        if rec is None or rec.pid is None or not _alive(rec.pid):
+        if rec is None or rec.pid is None or not pid_alive(rec.pid):
             return False
         if _starttime(rec.pid) != rec.starttime:
             return False
@@ -293,7 +293,7 @@ class Supervisor:
             assert rec is not None
             if self._owned(rec):
                 state, uptime = "running", time.time() - rec.started_at
-            elif rec.pid is not None and _alive(rec.pid):
+            elif rec.pid is not None and pid_alive(rec.pid):
                 state, uptime = "foreign", None
             else:
                 state, uptime = "stopped", None
@@ -479,7 +479,7 @@ class Supervisor:
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while pid_alive(pid):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)

@@ -27,8 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack.procs import ProcessError, Supervisor
-from svckit.writer import pid_alive
+from stack.procs import ProcessError, Supervisor, pid_alive
 
 Say = Callable[[str], None]
 

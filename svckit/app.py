@@ -31,7 +31,6 @@ from svckit.interceptors import ServerInterceptor
 from svckit.kafka import EventProducer
 from svckit.outbox import OutboxRelay
 from svckit.settings import ConfigError, Settings
-from svckit.writer import SecondWriter, WriterLease
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ class ServiceApp:
         self.mongo = mongo_client(settings)
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongodb_database]
         self.producer = EventProducer(settings.kafka, settings.service_name)
-        self._lease = WriterLease(self.db, settings.service_name)
         self._services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]] = []
         self._relays: list[OutboxRelay] = []
         self._consumers: list[EventConsumer] = []
@@ -139,7 +137,6 @@ class ServiceApp:
 
     async def start(self) -> None:
         s = self.settings
-        await self._lease.acquire()  # FerretDB: one writing process per service database
         for hook in self._on_start:
             await hook()
         for relay in self._relays:
@@ -269,7 +266,6 @@ class ServiceApp:
         for relay in self._relays:
             await relay.stop()
         await self.producer.stop()
-        await self._lease.release()
         await self.mongo.close()
         log.info("%s stopped", s.service_name)
 
@@ -325,6 +321,6 @@ def run_service(build: Callable[[Settings], ServiceApp], me: Listens) -> None:
 
     try:
         asyncio.run(serve())
-    except (SecondWriter, ConfigError) as exc:
+    except ConfigError as exc:
         logging.getLogger(settings.service_name).error("refusing to start: %s", str(exc))
         raise SystemExit(2) from None
