@@ -109,6 +109,7 @@ class Growth:
         measure: Measure,
         settle: Callable[[], None],
         log: Log,
+        seeded: Callable[[], None] = lambda: None,
     ) -> None:
         self.uri = uri
         self.accounts_db = accounts_db
@@ -116,6 +117,8 @@ class Growth:
         self.sizes = sizes
         self.measure = measure
         self.settle = settle
+        self.seeded = seeded
+        """Called after each bulk seed (the bench's VACUUM ANALYZE)."""
         self.log = log
         self.customers: list[str] = []
         self.orders = 0
@@ -138,6 +141,7 @@ class Growth:
         ]
         asyncio.run(_insert(self.uri, self.orders_db, topology.ORDER_DOCUMENTS, orders, self.log))
         self.orders = n
+        self.seeded()
 
     def seed_customer_with_orders(self, customer_id: str, count: int) -> None:
         copy = {
@@ -160,6 +164,7 @@ class Growth:
         ]
         asyncio.run(_insert(self.uri, self.orders_db, topology.CUSTOMER_COPIES, [copy], self.log))
         asyncio.run(_insert(self.uri, self.orders_db, topology.ORDER_DOCUMENTS, orders, self.log))
+        self.seeded()
 
     def operations(self) -> dict[str, Operation]:
         """The operations measured, over the data stored now; those that scan last."""

@@ -41,6 +41,8 @@ from bench.machine import machine, proc_memory, versions
 from bench.report import table
 from bench.scrape import metric_sum, propagation_buckets
 from bench.stats import fraction_within, histogram_quantile
+from stack.postgres import DATABASE as POSTGRES_DATABASE
+from stack.postgres import TOOLING as TOOLING_ROLE
 from storefront_cli import system
 from storefront_cli.clients import acting_as_needed, channel
 from svckit import names
@@ -64,9 +66,18 @@ SCENARIOS = (
     "memory",
 )
 
+STEPS = {
+    "reads": ("ceilings", "get_customer", "create_customer", "json_via_envoy"),
+    "propagation": ("propagation",),
+    "catch_up": ("catch_up", "catch_up_large"),
+    "growth": ("growth",),
+    "memory": ("memory",),
+}
+"""What `--only` selects: each step and the scenarios it measures, in the order they run."""
+
 TARGETS = {
-    "get_customer": ("ratio", ">=", 0.70),
-    "create_customer": ("ratio", ">=", 0.60),
+    "get_customer": ("ratio", ">=", 0.85),
+    "create_customer": ("ratio_to_outbox_floor", ">=", 0.80),
     "json_via_envoy": ("ratio", ">=", 0.80),
     "propagation": ("p99_ms", "<=", 100.0),
     "catch_up": ("ratio", ">=", 0.50),
@@ -324,13 +335,17 @@ class Bench:
         self.results["ceilings"] = ceilings
         self.quiesce()
 
-        get_ceiling = min(ceilings["bare_grpc_get"]["rps"], ceilings["raw_find_one"]["rps"])
+        # Serving a call takes the gRPC work AND the database's on the same cores, each of
+        # whose ceilings was measured alone: the real ceiling is their serial sum.
+        get_ceiling = serial(ceilings["bare_grpc_get"]["rps"], ceilings["raw_find_one"]["rps"])
         self.results["get_customer"] = {
             **get,
             "ceiling_rps": get_ceiling,
             "ratio": ratio(get["rps"], get_ceiling),
         }
-        create_ceiling = min(ceilings["bare_grpc_create"]["rps"], ceilings["raw_insert_one"]["rps"])
+        create_ceiling = serial(
+            ceilings["bare_grpc_create"]["rps"], ceilings["raw_outbox_write"]["rps"]
+        )
         self.results["create_customer"] = {
             **created,
             "ceiling_rps": create_ceiling,
@@ -533,9 +548,22 @@ class Bench:
             sizes=self.p.growth,
             measure=measure,
             settle=self.quiesce,
+            seeded=self.analyze,
             log=log,
         ).run()
         self.quiesce()
+
+    def analyze(self) -> None:
+        """After a bulk seed: VACUUM ANALYZE the embedded PostgreSQL (the tooling role, through
+        stack.postgres), so the planner and the visibility map know the new rows, as autovacuum
+        would a little later; the measurements that follow are of a settled database, not of
+        one the seed has just doubled. A real MongoDB needs nothing of the kind."""
+        stack = self.h.stack
+        if stack is None or stack.external_mongodb:
+            return
+        t0 = time.monotonic()
+        stack.postgres.psql(POSTGRES_DATABASE, "VACUUM ANALYZE", user=TOOLING_ROLE)
+        log(f"[bench]   VACUUM ANALYZE in {time.monotonic() - t0:.1f}s")
 
     def memory(self) -> None:
         out: dict[str, Any] = {}
@@ -548,17 +576,24 @@ class Bench:
 
     # ----- the run -----------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self, only: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Every step, or those named in `only` (STEPS); the others are reported skipped."""
         started = time.time()
         load_before = os.getloadavg()
         steps: list[tuple[tuple[str, ...], Callable[[], None]]] = [
-            (("ceilings", "get_customer", "create_customer", "json_via_envoy"), self.reads),
-            (("propagation",), self.propagation),
+            (STEPS["reads"], self.reads),
+            (STEPS["propagation"], self.propagation),
             (("catch_up",), self.catch_up),
             (("catch_up_large",), self.catch_up_large),
-            (("growth",), self.growth),
-            (("memory",), self.memory),
+            (STEPS["growth"], self.growth),
+            (STEPS["memory"], self.memory),
         ]
+        chosen = {name for step in only for name in STEPS[step]}
+        for scenarios, _ in steps:
+            for name in scenarios:
+                if only and name not in chosen:
+                    self.results[name] = {"skipped": "not in --only"}
+        steps = [(sc, step) for sc, step in steps if not only or chosen.issuperset(sc)]
         try:
             self.start()
             self.seed()
@@ -604,6 +639,12 @@ def ratio(value: float, ceiling: float) -> float:
     return value / ceiling if ceiling else 0.0
 
 
+def serial(*rates: float) -> float:
+    """The rate of doing each of several jobs in turn, one after another, at these rates
+    alone: 1 / (1/a + 1/b + ...); 0 if any is 0."""
+    return 1 / sum(1 / r for r in rates) if all(rates) else 0.0
+
+
 def run_json(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     res = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **env}
@@ -619,7 +660,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON path")
     parser.add_argument("--keep", action="store_true", help="keep the run dir (logs)")
     parser.add_argument("--backlog", type=int, default=0, help="catch-up events (default 20000)")
+    parser.add_argument(
+        "--only",
+        type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()),
+        default=(),
+        metavar="STEP[,STEP]",
+        help=f"run only these steps ({', '.join(STEPS)}); the others are reported skipped",
+    )
     args = parser.parse_args(argv)
+    unknown = [step for step in args.only if step not in STEPS]
+    if unknown:
+        parser.error(f"--only: unknown step(s) {', '.join(unknown)} (known: {', '.join(STEPS)})")
     profile = QUICK if args.quick else FULL
     if args.backlog:
         profile = dataclasses.replace(profile, backlog=args.backlog)
@@ -627,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"[bench] {profile.name} run in {run_dir}")
     bench = Bench(profile, run_dir)
     try:
-        report = bench.run()
+        report = bench.run(args.only)
     finally:
         bench.stop()
         if not args.keep:
