@@ -25,7 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from storefront.admin.v1 import admin_pb2_grpc
 from svckit import admin, logs, metrics, mongo, policy, reflection, tracing
 from svckit.auth import TokenVerifier
-from svckit.authz import AuthInterceptor, Authorizer, OwnerLookup
+from svckit.authz import Authorizer, Gatekeeper, OwnerLookup
 from svckit.consumer import BatchHandler, EventConsumer, EventHandler
 from svckit.interceptors import ServerInterceptor
 from svckit.kafka import EventProducer
@@ -120,11 +120,11 @@ class ServiceApp:
         """How the policy finds who owns a `resource` (e.g. an order) a request names."""
         self._owners[resource] = lookup
 
-    def _auth_interceptor(self) -> AuthInterceptor:
+    def _gatekeeper(self) -> Gatekeeper:
         if self.settings.auth is None:
             raise RuntimeError("authentication is not configured: set AUTH_ISSUER, ...")
         verifier = TokenVerifier(self.settings.auth)
-        return AuthInterceptor(verifier, Authorizer(policy.POLICY, self._owners))
+        return Gatekeeper(verifier, Authorizer(policy.POLICY, self._owners))
 
     def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run before serving, e.g. to create indexes."""
@@ -147,7 +147,7 @@ class ServiceApp:
             # A second process must not share the port (and, on FerretDB, the database).
             ("grpc.so_reuseport", 0),
         ]
-        interceptors = [ServerInterceptor(s.service_name), self._auth_interceptor()]
+        interceptors = [ServerInterceptor(s.service_name, self._gatekeeper())]
         server = grpc.aio.server(
             interceptors=interceptors,
             options=options,
@@ -167,9 +167,7 @@ class ServiceApp:
             admin_pb2_grpc.add_AdminServiceServicer_to_server(self._admin, self.admin_server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self.admin_server)
             reflection.enable(self.admin_server, [admin.SERVICE, health.SERVICE_NAME])
-            self.admin_port = self.admin_server.add_insecure_port(
-                f"{s.admin_host}:{s.admin_port}"
-            )
+            self.admin_port = self.admin_server.add_insecure_port(f"{s.admin_host}:{s.admin_port}")
             await self.admin_server.start()
         await server.start()
         self.server = server

@@ -25,7 +25,7 @@ import os
 import ssl
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,14 +122,32 @@ class Principal:
         return f"{self.subject} ({','.join(sorted(self.roles)) or 'no role'})"
 
 
-def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
-    """The token of the `authorization: Bearer ...` header; Unauthenticated if there is none."""
-    values = [v for k, v in metadata or () if k.lower() == "authorization"]
-    if not values:
+Metadata = Iterable[tuple[str, str | bytes]]
+"""gRPC invocation metadata (or HTTP headers as pairs): a key may come more than once."""
+
+
+def headers_of(metadata: Metadata | None) -> dict[str, str]:
+    """Metadata read once into a dict: keys lowercased, values as text, a key sent more than
+    once with its values joined by ", " (as HTTP combines a repeated field). The server reads
+    each call's metadata with this once, for the token and the caller's trace alike."""
+    headers: dict[str, str] = {}
+    for key, value in metadata or ():
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        key = key.lower()
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+def bearer_token(metadata: Mapping[str, str] | Metadata | None) -> str:
+    """The token of the `authorization: Bearer ...` header; Unauthenticated if there is none.
+
+    `metadata` is the request's pairs, or what :func:`headers_of` made of them."""
+    headers = metadata if isinstance(metadata, Mapping) else headers_of(metadata)
+    value = headers.get("authorization")
+    if value is None:
         raise Unauthenticated("missing bearer token")
-    if len(values) > 1:
+    if "," in value:  # a token (RFC 6750 b64token) has no comma: the header came twice
         raise Unauthenticated("more than one authorization header")
-    value = values[0].decode() if isinstance(values[0], bytes) else values[0]
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("authorization is not a bearer token")

@@ -1,7 +1,7 @@
 """Authorization: the one place where a verified caller meets the declared policy.
 
 A `Rule` per RPC (the table is `svckit.policy.POLICY`) says which roles may call it and on
-which resources. `Authorizer.check` applies it before any handler runs; `AuthInterceptor`
+which resources. `Authorizer.check` applies it before any handler runs; `Gatekeeper`
 puts token verification and that check in front of every RPC of a server. Handlers never ask
 who is calling.
 
@@ -123,7 +123,12 @@ class Authorizer:
         """Return if `principal` may make this call; raise the denial otherwise.
 
         May fill a field of `request` (an `Own(fill=True)` or `SignUp` grant)."""
-        rule = self.policy.get(method)
+        await self.check_rule(method, self.policy.get(method), principal, request)
+
+    async def check_rule(
+        self, method: str, rule: Rule | None, principal: Principal, request: Message
+    ) -> None:
+        """`check` with the method's rule already looked up (once per method, by Gatekeeper)."""
         if rule is None:
             raise PermissionDenied(f"{method} has no declared policy")
         grants = [rule.grants[r] for r in sorted(principal.roles) if r in rule.grants]
@@ -161,52 +166,46 @@ class Authorizer:
 _DENIALS = (Unauthenticated, PermissionDenied, NotFound)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class Gatekeeper:
     """Verifies the bearer token and applies the policy before every non-public RPC.
 
-    It sits inside `svckit.interceptors.ServerInterceptor`, which turns the denials (domain
-    errors) into statuses and counts them like any other outcome. A method without a rule
-    is refused, so a new RPC cannot ship open by omission."""
+    `svckit.interceptors.ServerInterceptor` puts `checker(method)` in front of each method's
+    handler when it wraps it (once per method), inside its own error mapping, which turns the
+    denials (domain errors) into statuses and counts them like any other outcome. A method
+    without a rule is refused, so a new RPC cannot ship open by omission."""
 
     def __init__(self, verifier: TokenVerifier, authorizer: Authorizer) -> None:
         self.verifier = verifier
         self.authorizer = authorizer
 
-    async def guard(self, method: str, context: grpc.aio.ServicerContext, request: Any) -> None:
-        principal: Principal | str = "anonymous"
-        try:
-            principal = await self.verifier.verify(bearer_token(context.invocation_metadata()))
-            await self.authorizer.check(method, principal, request)
-        except _DENIALS as exc:
-            log.warning("denied %s to %s: %s", method, principal, exc.message)
-            raise
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
+    def public(self, method: str) -> bool:
         rule = self.authorizer.rule(method)
-        if handler is None or (rule is not None and rule.public):
-            return handler
-        if handler.unary_unary is None:
-            return _refused(handler, method)
-        inner = handler.unary_unary
+        return rule is not None and rule.public
 
-        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await self.guard(method, context, request)
-            return await inner(request, context)
+    def checker(self, method: str) -> Checker | None:
+        """What a call of `method` must pass, its rule bound now; None if it is public."""
+        if self.public(method):
+            return None
+        rule = self.authorizer.rule(method)
 
-        return grpc.unary_unary_rpc_method_handler(
-            checked,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        async def check(headers: Mapping[str, str], request: Message) -> None:
+            principal: Principal | str = "anonymous"
+            try:
+                principal = await self.verifier.verify(bearer_token(headers))
+                await self.authorizer.check_rule(method, rule, principal, request)
+            except _DENIALS as exc:
+                log.warning("denied %s to %s: %s", method, principal, exc.message)
+                raise
+
+        return check
 
 
-def _refused(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+Checker = Callable[[Mapping[str, str], Message], Awaitable[None]]
+"""Raises the denial unless the call (its metadata as svckit.auth.headers_of reads it, and
+its request) may proceed."""
+
+
+def refused(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     """Streaming RPCs are only served when public (health watch, reflection)."""
     log.warning("denied %s: streaming RPC without a public rule", method)
 

@@ -9,6 +9,8 @@ target alone cannot tell their series apart. docs/observability.md lists them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 GRPC_LABELS = ("service", "grpc_type", "grpc_service", "grpc_method")
@@ -25,6 +27,27 @@ GRPC_HANDLING_SECONDS = Histogram(
     GRPC_LABELS,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+class RpcMetrics:
+    """One method's gRPC server series, bound once when its handler is wrapped: ``labels()``
+    hashes the labels under a lock, three times a call otherwise."""
+
+    __slots__ = ("_labels", "_handled", "started", "seconds")
+
+    def __init__(self, service: str, grpc_type: str, grpc_service: str, method: str) -> None:
+        self._labels = (service, grpc_type, grpc_service, method)
+        self._handled: dict[str, Any] = {}
+        self.started = GRPC_STARTED.labels(*self._labels)
+        self.seconds = GRPC_HANDLING_SECONDS.labels(*self._labels)
+
+    def handled(self, code: str) -> Any:
+        """The completed-RPCs counter for status `code` (its name, e.g. ``OK``)."""
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = GRPC_HANDLED.labels(*self._labels, code)
+        return child
+
 
 EVENTS_PUBLISHED = Counter(
     "storefront_events_published_total",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 import pytest
 from aiokafka import ConsumerRecord
 from google.api import annotations_pb2
@@ -25,7 +26,7 @@ from pymongo.collection import Collection
 import topology
 from stack.embedded import EmbeddedStack
 from stack.issuer import LocalIssuer
-from storefront.accounts.v1 import accounts_pb2
+from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.catalog.v1 import catalog_pb2
 from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
@@ -99,6 +100,23 @@ async def running(
         yield app
     finally:
         await app.stop()
+
+
+@asynccontextmanager
+async def accounts_served(
+    servicer: Any, interceptor: grpc.aio.ServerInterceptor
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A bare grpc.aio server of `servicer` (an AccountsService) behind `interceptor`, on a
+    free port, and a channel to it (unit tests of the server's plumbing)."""
+    server = grpc.aio.server(interceptors=[interceptor])
+    accounts_pb2_grpc.add_AccountsServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel
+    finally:
+        await server.stop(0)
 
 
 async def read_raw(kafka: KafkaConnection, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
@@ -188,6 +206,7 @@ class System:
 def load_catalog(s: System) -> None:
     """The demo catalog in a started system, and in orders' copy of it, so tests can place
     orders with `storefront_cli.demo.order_draft` at once."""
+
     async def load() -> None:
         c = Clients.connect(*(s.target(n) for n in CLIENT_SERVICES), tokens=tokens_of(s.stack))
         try:
@@ -204,7 +223,9 @@ def wait_for_copies(s: System, product_ids: set[str], timeout: float = 90.0) -> 
     deadline = time.monotonic() + timeout
     client: MongoClient[dict[str, Any]]
     with MongoClient(s.stack.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
-        copies: Collection[dict[str, Any]] = client[s.database(topology.ORDERS)][topology.PRODUCT_COPIES]
+        copies: Collection[dict[str, Any]] = client[s.database(topology.ORDERS)][
+            topology.PRODUCT_COPIES
+        ]
         while not product_ids <= {d["_id"] for d in copies.find({}, {"_id": 1})}:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"orders' copy of {sorted(product_ids)} did not arrive")

@@ -11,13 +11,16 @@ from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from svckit import paging
 from svckit.errors import InvalidArgument
 from svckit.interceptors import ServerInterceptor
+from tests.support import accounts_served
 
 
 class SlowAccounts(accounts_pb2_grpc.AccountsServiceServicer):
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
 
-    async def GetCustomer(self, request: accounts_pb2.GetCustomerRequest, context: grpc.aio.ServicerContext) -> accounts_pb2.Customer:
+    async def GetCustomer(
+        self, request: accounts_pb2.GetCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> accounts_pb2.Customer:
         try:
             await asyncio.sleep(5)
         except asyncio.CancelledError:
@@ -28,19 +31,12 @@ class SlowAccounts(accounts_pb2_grpc.AccountsServiceServicer):
 
 async def test_work_stops_when_the_callers_deadline_passes() -> None:
     slow = SlowAccounts()  # type: ignore[abstract]  # the generated base answers the rest UNIMPLEMENTED
-    server = grpc.aio.server(interceptors=[ServerInterceptor("test")])
-    accounts_pb2_grpc.add_AccountsServiceServicer_to_server(slow, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = accounts_pb2_grpc.AccountsServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id="c"), timeout=0.3)
-            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    async with accounts_served(slow, ServerInterceptor("test")) as channel:
+        stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id="c"), timeout=0.3)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         await asyncio.wait_for(slow.cancelled.wait(), 2)
-    finally:
-        await server.stop(0)
 
 
 def test_page_sizes_are_bounded() -> None:

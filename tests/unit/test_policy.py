@@ -26,7 +26,7 @@ from storefront.fulfillment.v1 import fulfillment_pb2
 from storefront.orders.v1 import orders_pb2
 from svckit import policy
 from svckit.auth import Principal, TokenVerifier
-from svckit.authz import AuthInterceptor, Authorizer, Own, OwnedVia, SignUp, get_field
+from svckit.authz import Authorizer, Gatekeeper, Own, OwnedVia, SignUp, get_field
 from svckit.errors import InvalidArgument, NotFound, PermissionDenied
 from svckit.interceptors import ServerInterceptor
 
@@ -235,8 +235,8 @@ class Accounts(accounts_pb2_grpc.AccountsServiceServicer):
 async def served() -> AsyncIterator[tuple[str, Accounts, LocalIssuer]]:
     issuer = LocalIssuer.ensure(tempfile.mkdtemp(prefix="policy-unit-"))
     rules = {k: v for k, v in policy.POLICY.items() if not k.endswith("/ListCustomers")}
-    interceptor = AuthInterceptor(TokenVerifier(issuer.config()), Authorizer(rules))
-    server = grpc.aio.server(interceptors=[ServerInterceptor("test"), interceptor])
+    gatekeeper = Gatekeeper(TokenVerifier(issuer.config()), Authorizer(rules))
+    server = grpc.aio.server(interceptors=[ServerInterceptor("test", gatekeeper)])
     accounts = Accounts()  # type: ignore[abstract]  # the generated base answers the rest UNIMPLEMENTED
     accounts_pb2_grpc.add_AccountsServiceServicer_to_server(accounts, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)

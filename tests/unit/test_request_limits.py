@@ -15,6 +15,7 @@ from svckit.errors import Violations
 from svckit.ids import check_client_id
 from svckit.interceptors import ServerInterceptor
 from svckit.outbox import MAX_EVENT_BYTES, EventTooLarge, outbox_entry
+from tests.support import accounts_served
 from tests.wire import length_delimited
 
 
@@ -33,29 +34,22 @@ async def test_unknown_fields_are_dropped_at_every_depth_before_the_handler() ->
     """A client (any transport ends as protobuf here) hides 200 KB in an unknown field of
     `customer.name`: the handler sees none of it, so no CopyFrom carries it into an event."""
     recording = Recording()  # type: ignore[abstract]
-    server = grpc.aio.server(interceptors=[ServerInterceptor("test")])
-    accounts_pb2_grpc.add_AccountsServiceServicer_to_server(recording, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        name = common_pb2.PersonName(first_name="Ada").SerializeToString()
-        name += length_delimited(999, b"x" * 200_000)
-        customer = length_delimited(2, name)  # Customer.name is field 2
-        body = length_delimited(1, customer)  # request.customer is field 1
-        body += length_delimited(77, b"y" * 10)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary(
-                "/storefront.accounts.v1.AccountsService/CreateCustomer",
-                request_serializer=lambda raw: raw,
-                response_deserializer=lambda raw: raw,
-            )
-            await call(body, timeout=10)
-        [seen] = recording.seen
-        assert seen.customer.name.first_name == "Ada"
-        assert seen.ByteSize() < 100
-        assert seen.customer.name.SerializeToString() == b"\x12\x03Ada"
-    finally:
-        await server.stop(0)
+    name = common_pb2.PersonName(first_name="Ada").SerializeToString()
+    name += length_delimited(999, b"x" * 200_000)
+    customer = length_delimited(2, name)  # Customer.name is field 2
+    body = length_delimited(1, customer)  # request.customer is field 1
+    body += length_delimited(77, b"y" * 10)
+    async with accounts_served(recording, ServerInterceptor("test")) as channel:
+        call = channel.unary_unary(
+            "/storefront.accounts.v1.AccountsService/CreateCustomer",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
+        await call(body, timeout=10)
+    [seen] = recording.seen
+    assert seen.customer.name.first_name == "Ada"
+    assert seen.ByteSize() < 100
+    assert seen.customer.name.SerializeToString() == b"\x12\x03Ada"
 
 
 @pytest.mark.parametrize("value", ["abc\n", "abc\r\n", "a" * 64, "-abc"])
