@@ -2,7 +2,9 @@
 svckit.tracing can run: `uv run python -m bench.tracing_cost`.
 
 - disabled: OTEL_SDK_DISABLED=true, the API's no-op;
-- dropped: the default, nothing receives spans (ids kept for logs and events);
+- dropped: the default, nothing receives spans (ids kept for logs and events), as an SDK span
+  the sampler drops, and as the interceptor makes it (svckit.tracing.ServerSpan: no SDK span
+  built, the same ids);
 - recorded: spans recorded and handed to a processor that discards them (what every span cost
   before spans were dropped while nothing exports; an exporter adds its own work on top).
 
@@ -42,6 +44,23 @@ def per_span_us(tracer: trace.Tracer) -> float:
     return (time.perf_counter() - started) / SPANS * 1e6
 
 
+def server_span_us() -> float:
+    """The interceptor's SERVER span while nothing receives spans (svckit.tracing.ServerSpan)."""
+    tracing.provider("bench")  # the SDK installed, as in a service; no processor added
+    attributes = {"rpc.system": "grpc", "storefront.service": "orders"}
+
+    def one() -> None:
+        with tracing.ServerSpan("storefront.orders.v1.OrdersService/CreateOrder", None, attributes):
+            pass
+
+    for _ in range(1000):
+        one()
+    started = time.perf_counter()
+    for _ in range(SPANS):
+        one()
+    return (time.perf_counter() - started) / SPANS * 1e6
+
+
 def main() -> None:
     recorded = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
     recorded.add_span_processor(_Discard())
@@ -54,6 +73,7 @@ def main() -> None:
         "recorded": lambda: recorded.get_tracer("bench"),
     }
     figures = {name: per_span_us(make()) for name, make in ways.items()}
+    figures["dropped (ServerSpan)"] = server_span_us()
     base = figures["disabled (no-op)"]
     print(f"{'tracing':20} {'us/span':>8} {'x no-op':>8}")
     for name, us in figures.items():

@@ -49,6 +49,7 @@ def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
 class ServiceApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        tracing.instrument_clients(settings.service_name, settings.tracing)  # before the client
         self.mongo = mongo_client(settings)
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongodb_database]
         self.producer = EventProducer(settings.kafka, settings.service_name)

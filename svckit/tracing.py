@@ -10,7 +10,10 @@ Why it is shaped like this:
   it" is one trace, even though the relay publishes later and in another task.
 - Configured by OpenTelemetry's own variables (`TracingConfig.from_env`): OTEL_SERVICE_NAME
   and OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT and _PROTOCOL (grpc or
-  http/protobuf), OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED.
+  http/protobuf), OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED,
+  OTEL_PYTHON_DISABLED_INSTRUMENTATIONS.
+- Database spans by OpenTelemetry's pymongo instrumentation (`instrument_clients`), while spans
+  are received; OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=pymongo turns them off.
 - Until something receives spans (an OTLP exporter, the tests' memory exporter) every span is
   dropped at birth: a non-recording span that still has ids, so log lines and events still
   carry a trace id across services, at a fraction of a recorded span's cost
@@ -79,6 +82,8 @@ class TracingConfig:
     propagator: TextMapPropagator = field(
         default_factory=lambda: CompositePropagator([_EVENTS]), compare=False, repr=False
     )
+    without: frozenset[str] = frozenset()
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: instrumentations not to install (``pymongo``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TracingConfig:
@@ -98,7 +103,12 @@ class TracingConfig:
             for n in envvars.text(env, "OTEL_PROPAGATORS", DEFAULT_PROPAGATORS).split(",")
             if n.strip()
         ]
-        return cls(disabled, exports, protocol, tuple(names), _propagators(names))
+        without = frozenset(
+            n.strip()
+            for n in envvars.text(env, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")
+            if n.strip()
+        )
+        return cls(disabled, exports, protocol, tuple(names), _propagators(names), without)
 
 
 def _propagators(names: Sequence[str]) -> TextMapPropagator:
@@ -187,6 +197,28 @@ def configure(service_name: str, config: TracingConfig | None = None) -> None:
     if config.exports and not _exporting:
         _receive(BatchSpanProcessor(_otlp_exporter(config.protocol)))
         log.info("exporting traces over OTLP (%s)", config.protocol)
+
+
+def instrument_clients(service_name: str, config: TracingConfig | None = None) -> None:
+    """A CLIENT span for every MongoDB command (OpenTelemetry's pymongo instrumentation, which
+    works with AsyncMongoClient: its command listener runs in the task that awaits the
+    command, so the span is a child of the RPC's or the event's), when spans are received
+    (an OTLP endpoint is configured, or the tests' memory exporter is on) and
+    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS does not name ``pymongo``.
+
+    Call it before creating the clients: pymongo gives a listener only to clients made after
+    it is registered. Not installed while nothing receives spans, so a command costs no span
+    then (a dropped span per command would still cost its sampling and ids). The statement
+    is not recorded (the instrumentation's default): filters hold customers' data.
+    aiokafka's instrumentation is not used: docs/observability.md says why."""
+    config = config or TracingConfig()
+    if config.disabled or "pymongo" in config.without or not (config.exports or _exporting):
+        return
+    from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+
+    instrumentor = PymongoInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider(service_name))
 
 
 def _otlp_exporter(protocol: str) -> trace_export.SpanExporter:

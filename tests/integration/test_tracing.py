@@ -136,6 +136,31 @@ async def test_accounts_rpc_and_orders_apply_are_one_trace(clients: Clients) -> 
     assert (rpc.attributes or {}).get("rpc.grpc.status_code") == grpc.StatusCode.OK.value[0]
 
 
+async def test_each_database_command_is_a_client_span_of_the_rpc(clients: Clients) -> None:
+    """pymongo's OpenTelemetry instrumentation with AsyncMongoClient (svckit.tracing
+    .instrument_clients): GetCustomer's read is a CLIENT span, a child of the RPC's span."""
+    customer = await clients.accounts.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(customer=customer_draft(PEOPLE[2]))
+    )
+    await clients.accounts.GetCustomer(accounts_pb2.GetCustomerRequest(customer_id=customer.id))
+    rpc = await wait_for(server_span("/GetCustomer", "accounts"), "GetCustomer span")
+    assert rpc.context is not None
+    reads = [
+        s
+        for s in tracing.memory_exporter().get_finished_spans()
+        if s.kind is SpanKind.CLIENT
+        and s.parent is not None
+        and s.parent.span_id == rpc.context.span_id
+    ]
+    assert reads, "no database span under GetCustomer"
+    attributes = [dict(s.attributes or {}) for s in reads]
+    assert {a.get("db.system") for a in attributes} == {"mongodb"}
+    assert topology.CUSTOMERS in {a.get("db.mongodb.collection") for a in attributes}
+    assert all(s.context is not None and s.context.trace_id == rpc.context.trace_id for s in reads)
+    # The statement is not recorded: filters hold customers' data.
+    assert not any(customer.id in str(a.get("db.statement", "")) for a in attributes)
+
+
 async def test_order_approval_and_shipping_steps_trace_into_the_other_service(
     clients: Clients,
 ) -> None:
