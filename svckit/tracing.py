@@ -287,10 +287,22 @@ def context_from_metadata(
             k.lower(): v.decode(errors="replace") if isinstance(v, bytes) else v
             for k, v in metadata or ()
         }
-    if headers.keys().isdisjoint(_incoming.fields):
+    if headers.keys().isdisjoint(_fields_read()):
         return None
     ctx = _incoming.extract(headers)
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+
+
+_fields: tuple[TextMapPropagator, frozenset[str]] | None = None
+
+
+def _fields_read() -> frozenset[str]:
+    """The header names the configured propagators read (a composite builds the set anew each
+    time it is asked: once per propagator here)."""
+    global _fields
+    if _fields is None or _fields[0] is not _incoming:
+        _fields = (_incoming, frozenset(_incoming.fields))
+    return _fields[1]
 
 
 class ServerSpan:
