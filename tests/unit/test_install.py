@@ -27,7 +27,7 @@ def test_make_run_installs_the_run_group_only() -> None:
     installs = re.findall(r"-m stack install.*", commands)
     assert installs == ["-m stack install --only run"], commands
     assert set(tools.GROUPS["run"]) == {"postgresql", "kafka", "ferretdb", "grpcurl"}
-    for test_only in ("deploy", "chromium", "clients", "ghz", "buf"):
+    for test_only in ("deploy", "chromium", "clients", "ghz", "buf", "containers"):
         assert test_only in tools.GROUPS["test"] and test_only not in tools.GROUPS["run"]
     assert set(tools.GROUPS["run"]) | set(tools.GROUPS["test"]) == set(tools.COMPONENTS)
 
