@@ -21,6 +21,7 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -231,3 +232,10 @@ def run_argv(
     if user:
         argv.append(f"--user={user}")
     return [*argv, image(service)]
+
+
+if __name__ == "__main__":  # python -m stack.images [SERVICE ...]: build images (all by default)
+    import topology
+
+    for name in sys.argv[1:] or topology.SYSTEM.names:
+        build(name, log=print)

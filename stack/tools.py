@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -490,43 +491,66 @@ def _expand(only: Iterable[str] | None) -> list[str]:
     return [c for c in COMPONENTS if c in wanted]
 
 
+LANES: tuple[tuple[str, ...], ...] = (
+    ("postgresql", "kcat", "chromium", "containers"),
+    ("kafka", "deploy"),
+    ("ferretdb", *GO_TOOLS, "clients"),
+)
+"""Components that may install at the same time as the other lanes' (one lane at a time each):
+apt's (one dpkg lock), Maven's (one local repository), Go's and npm's (network and CPU)."""
+assert sorted(c for lane in LANES for c in lane) == sorted(COMPONENTS)
+
+
+def _install_one(comp: str, log: Log) -> bool:
+    if comp == "postgresql":
+        return apt_install(POSTGRESQL_APT_PACKAGE, lambda: available("postgresql"), log)
+    if comp == "kcat":
+        return apt_install("kcat", lambda: available("kcat"), log)
+    if comp == "kafka":
+        return _install_kafka(log)
+    if comp == "ferretdb":
+        return _install_ferretdb(log)
+    if comp == "clients":
+        return _install_clients(log)
+    if comp == "deploy":
+        return _install_deploy(log)
+    if comp == "chromium":
+        return apt_install(CHROMIUM_APT_PACKAGE, lambda: available("chromium"), log)
+    if comp == "containers":
+        from stack import images  # it builds on this module
+
+        return images.install(log)
+    return _install_go_tool(comp, log)
+
+
 def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[str, float]:
     """Install the given components (default: all), skipping those already up to date.
 
-    ``only`` takes component names (see :data:`COMPONENTS`) or groups (:data:`GROUPS`). Returns
-    the seconds spent per component that was actually (re)installed. Raises :class:`ToolError`.
+    ``only`` takes component names (see :data:`COMPONENTS`) or groups (:data:`GROUPS`). The
+    :data:`LANES` run side by side. Returns the seconds spent per component that was actually
+    (re)installed. Raises :class:`ToolError` (the first lane's that failed).
     """
-    log = log or _default_log
+    say = log or _default_log
+    wanted = _expand(only)
     timings: dict[str, float] = {}
-    for comp in _expand(only):
-        t0 = time.monotonic()
-        if comp == "postgresql":
-            did = apt_install(POSTGRESQL_APT_PACKAGE, lambda: available("postgresql"), log)
-        elif comp == "kcat":
-            did = apt_install("kcat", lambda: available("kcat"), log)
-        elif comp == "kafka":
-            did = _install_kafka(log)
-        elif comp == "ferretdb":
-            did = _install_ferretdb(log)
-        elif comp == "clients":
-            did = _install_clients(log)
-        elif comp == "deploy":
-            did = _install_deploy(log)
-        elif comp == "chromium":
-            did = apt_install(CHROMIUM_APT_PACKAGE, lambda: available("chromium"), log)
-        elif comp == "containers":
-            from stack import images  # it builds on this module
 
-            did = images.install(log)
-        else:
-            did = _install_go_tool(comp, log)
-        took = time.monotonic() - t0
-        if did:
-            timings[comp] = took
-            log(f"[install] {comp}: done in {took:.0f}s")
-        else:
-            log(f"[install] {comp}: up to date")
-    return timings
+    def lane(components: list[str]) -> None:
+        for comp in components:
+            t0 = time.monotonic()
+            did = _install_one(comp, say)
+            took = time.monotonic() - t0
+            if did:
+                timings[comp] = took
+                say(f"[install] {comp}: done in {took:.0f}s")
+            else:
+                say(f"[install] {comp}: up to date")
+
+    lanes = [[c for c in ln if c in wanted] for ln in LANES]
+    with ThreadPoolExecutor(max_workers=len(LANES), thread_name_prefix="install") as pool:
+        futures = [pool.submit(lane, ln) for ln in lanes if ln]
+    for future in futures:
+        future.result()
+    return {c: timings[c] for c in wanted if c in timings}
 
 
 def ensure(components: Iterable[str], log: Log | None = None) -> None:
