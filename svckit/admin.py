@@ -20,10 +20,12 @@ from typing import Any, Protocol
 
 import bson
 import grpc
+from google.protobuf import struct_pb2
 from pymongo.asynchronous.collection import AsyncCollection
 
 from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
-from svckit import dlq, names
+from svckit import dlq, names, paging
+from svckit.checks import Summary
 from svckit.consumer import EventHandler
 from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.kafka import KafkaConnection
@@ -86,6 +88,15 @@ class ReadModel:
     bookkeeping: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True)
+class Summarized:
+    """A collection the service answers for (ListSummaries): how one document reads as a
+    `Summary`, the service's own business (its domain may say what a document means)."""
+
+    collection: AsyncCollection[Document]
+    summarize: Callable[[Document], Summary]
+
+
 class Owner(Protocol):
     """A service's handlers, as the system of record of their aggregates."""
 
@@ -101,6 +112,18 @@ class Consumer(Protocol):
 
     async def forget(self, topic: str) -> int:
         """Drop what was derived from `topic` (ValueError: the service owns that state)."""
+
+
+@dataclass(frozen=True)
+class Answering:
+    """An owner with the collections it answers for, by the topology's collection name:
+    what a service gives `ServiceApp.admin` for `storefront check` to read its data."""
+
+    owner: Owner
+    summaries: Mapping[str, Summarized]
+
+    async def republish(self, ids: Sequence[str]) -> Republished:
+        return await self.owner.republish(ids)
 
 
 async def digests(model: ReadModel) -> dict[str, bytes]:
@@ -126,6 +149,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         service: str,
     ) -> None:
         self.owner = owner
+        self.summaries = dict(owner.summaries) if isinstance(owner, Answering) else {}
         self.consumer = consumer
         self.read_models = dict(read_models or {}) if consumer else {}
         self.kafka = kafka
@@ -214,6 +238,38 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 admin_pb2.ParkedOutcome(id=r.id, outcome=r.outcome, error=r.error) for r in results
             ]
         )
+
+    async def ListSummaries(
+        self, request: admin_pb2.ListSummariesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListSummariesResponse:
+        v = Violations()
+        if not request.collection:
+            v.add("collection", "is required")
+        elif request.collection not in self.summaries:
+            known = ", ".join(self.summaries) or "none"
+            v.add("collection", f"is not one this service answers for (it answers for: {known})")
+        v.raise_if_any()
+        held = self.summaries[request.collection]
+        after = paging.decode_token(request.page_token)
+        limit = paging.page_size(request.page_size)
+        query = {} if after is None else {"_id": {"$gt": after}}
+        budget = paging.PageBudget(limit)
+        page: list[admin_pb2.DocumentSummary] = []
+        more = False
+        cursor = held.collection.find(query, {OUTBOX: 0}).sort("_id", 1).limit(limit + 1)
+        async for doc in cursor:
+            summary = held.summarize(doc)
+            facts = struct_pb2.Struct()
+            facts.update(dict(summary.facts))
+            item = admin_pb2.DocumentSummary(
+                id=summary.id, version=summary.version, digest=summary.digest, facts=facts
+            )
+            if not budget.take(item):
+                more = True
+                break
+            page.append(item)
+        token = paging.encode_token(page[-1].id) if more and page else ""
+        return admin_pb2.ListSummariesResponse(summaries=page, next_page_token=token)
 
 
 def _log(line: str) -> None:

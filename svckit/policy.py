@@ -65,6 +65,7 @@ POLICY: dict[str, Rule] = {
     f"{ADMIN}/Republish": allow(operator=EVERY),
     f"{ADMIN}/ReplayTopic": allow(operator=EVERY),
     f"{ADMIN}/ReplayParked": allow(operator=EVERY),
+    f"{ADMIN}/ListSummaries": allow(operator=EVERY),
     # Probes and tooling, served on the service and admin ports only (Envoy and the gateway
     # route nothing but the four services): no token.
     "/grpc.health.v1.Health/Check": PUBLIC,

@@ -54,6 +54,11 @@ class AdminServiceStub:
                 request_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedRequest.SerializeToString,
                 response_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedResponse.FromString,
                 _registered_method=True)
+        self.ListSummaries = channel.unary_unary(
+                '/storefront.admin.v1.AdminService/ListSummaries',
+                request_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesRequest.SerializeToString,
+                response_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -93,6 +98,17 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSummaries(self, request, context):
+        """Lists a summary of every document of one of the service's declared collections, a
+        page at a time in id order: its id, its version, a digest of the content copies keep
+        and the facts the service's divergence rules compare. `storefront check` merges an
+        owner's pages with a copy's without holding either, so each service answers for its
+        own data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +126,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ReplayParked,
                     request_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedRequest.FromString,
                     response_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedResponse.SerializeToString,
+            ),
+            'ListSummaries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSummaries,
+                    request_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesRequest.FromString,
+                    response_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -198,6 +219,33 @@ class AdminService:
             '/storefront.admin.v1.AdminService/ReplayParked',
             storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedRequest.SerializeToString,
             storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSummaries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storefront.admin.v1.AdminService/ListSummaries',
+            storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesRequest.SerializeToString,
+            storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,13 @@ class AdminServiceStub:
     service's handlers, in place: they are not appended to the original topic, where
     they would land after newer events for the same key.
     """
+    ListSummaries: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListSummariesRequest, _admin_pb2.ListSummariesResponse]
+    """Lists a summary of every document of one of the service's declared collections, a
+    page at a time in id order: its id, its version, a digest of the content copies keep
+    and the facts the service's divergence rules compare. `storefront check` merges an
+    owner's pages with a copy's without holding either, so each service answers for its
+    own data.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -82,6 +89,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Applies events parked in the dead-letter queue of a consumed topic through the
     service's handlers, in place: they are not appended to the original topic, where
     they would land after newer events for the same key.
+    """
+    ListSummaries: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListSummariesRequest, _admin_pb2.ListSummariesResponse]  # type: ignore[assignment]
+    """Lists a summary of every document of one of the service's declared collections, a
+    page at a time in id order: its id, its version, a digest of the content copies keep
+    and the facts the service's divergence rules compare. `storefront check` merges an
+    owner's pages with a copy's without holding either, so each service answers for its
+    own data.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +139,19 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Applies events parked in the dead-letter queue of a consumed topic through the
         service's handlers, in place: they are not appended to the original topic, where
         they would land after newer events for the same key.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSummaries(
+        self,
+        request: _admin_pb2.ListSummariesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListSummariesResponse, _abc.Awaitable[_admin_pb2.ListSummariesResponse]]:
+        """Lists a summary of every document of one of the service's declared collections, a
+        page at a time in id order: its id, its version, a digest of the content copies keep
+        and the facts the service's divergence rules compare. `storefront check` merges an
+        owner's pages with a copy's without holding either, so each service answers for its
+        own data.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
