@@ -155,6 +155,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.kafka = kafka
         self.replay_group = names.dlq_replay_group(consumer_group)
         self.dead_letter_group = names.consumer_group(service)
+        self.service = service
 
     def _consumed(self, topic: str) -> tuple[Consumer, ReadModel]:
         v = Violations()
@@ -270,6 +271,21 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             page.append(item)
         token = paging.encode_token(page[-1].id) if more and page else ""
         return admin_pb2.ListSummariesResponse(summaries=page, next_page_token=token)
+
+
+    async def MigrateParked(
+        self, request: admin_pb2.MigrateParkedRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.MigrateParkedResponse:
+        self._consumed(request.topic)
+        old = names.legacy_dlq_topic(request.topic)
+        new = names.dlq_topic(request.topic, self.dead_letter_group)
+        runs = names.run_groups_prefix(self.service)
+        done = await dlq.move_parked(
+            self.kafka, old, new, lambda g: g == self.dead_letter_group or g.startswith(runs)
+        )
+        return admin_pb2.MigrateParkedResponse(
+            old_dlq=old, dlq=new, moved=done.moved, already=done.already, others=done.others
+        )
 
 
 def _log(line: str) -> None:

@@ -66,6 +66,7 @@ POLICY: dict[str, Rule] = {
     f"{ADMIN}/ReplayTopic": allow(operator=EVERY),
     f"{ADMIN}/ReplayParked": allow(operator=EVERY),
     f"{ADMIN}/ListSummaries": allow(operator=EVERY),
+    f"{ADMIN}/MigrateParked": allow(operator=EVERY),
     # Probes and tooling, served on the service and admin ports only (Envoy and the gateway
     # route nothing but the four services): no token.
     "/grpc.health.v1.Health/Check": PUBLIC,

@@ -355,3 +355,63 @@ class DocumentSummary(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DocumentSummary: _TypeAlias = DocumentSummary  # noqa: Y015
+
+@_typing.final
+class MigrateParkedRequest(_message.Message):
+    """Request of AdminService.MigrateParked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    """A topic the service consumes, e.g. "accounts.customer.change"."""
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateParkedRequest: _TypeAlias = MigrateParkedRequest  # noqa: Y015
+
+@_typing.final
+class MigrateParkedResponse(_message.Message):
+    """Response of AdminService.MigrateParked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_DLQ_FIELD_NUMBER: _builtins.int
+    DLQ_FIELD_NUMBER: _builtins.int
+    MOVED_FIELD_NUMBER: _builtins.int
+    ALREADY_FIELD_NUMBER: _builtins.int
+    OTHERS_FIELD_NUMBER: _builtins.int
+    old_dlq: _builtins.str
+    """The old DLQ read, `<topic>.dlq`."""
+    dlq: _builtins.str
+    """The service's own DLQ of the topic, `<topic>.<group>.dlq`."""
+    moved: _builtins.int
+    """Records copied by this call."""
+    already: _builtins.int
+    """Records of this service a previous call had copied."""
+    others: _builtins.int
+    """Records another consumer group parked, left in the old DLQ."""
+    def __init__(
+        self,
+        *,
+        old_dlq: _builtins.str = ...,
+        dlq: _builtins.str = ...,
+        moved: _builtins.int = ...,
+        already: _builtins.int = ...,
+        others: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already", b"already", "dlq", b"dlq", "moved", b"moved", "old_dlq", b"old_dlq", "others", b"others"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateParkedResponse: _TypeAlias = MigrateParkedResponse  # noqa: Y015

@@ -62,6 +62,12 @@ class AdminServiceStub:
     owner's pages with a copy's without holding either, so each service answers for its
     own data.
     """
+    MigrateParked: _grpc.UnaryUnaryMultiCallable[_admin_pb2.MigrateParkedRequest, _admin_pb2.MigrateParkedResponse]
+    """Moves the records this service parked in a consumed topic's DLQ under its old name
+    (`<topic>.dlq`, one per topic before the queues were per consumer group) to its own
+    (`<topic>.<group>.dlq`), each marked with its old id; records another consumer parked
+    stay. Idempotent: a record already moved is not copied again.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -96,6 +102,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     and the facts the service's divergence rules compare. `storefront check` merges an
     owner's pages with a copy's without holding either, so each service answers for its
     own data.
+    """
+    MigrateParked: _aio.UnaryUnaryMultiCallable[_admin_pb2.MigrateParkedRequest, _admin_pb2.MigrateParkedResponse]  # type: ignore[assignment]
+    """Moves the records this service parked in a consumed topic's DLQ under its old name
+    (`<topic>.dlq`, one per topic before the queues were per consumer group) to its own
+    (`<topic>.<group>.dlq`), each marked with its old id; records another consumer parked
+    stay. Idempotent: a record already moved is not copied again.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -152,6 +164,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         and the facts the service's divergence rules compare. `storefront check` merges an
         owner's pages with a copy's without holding either, so each service answers for its
         own data.
+        """
+
+    @_abc_1.abstractmethod
+    def MigrateParked(
+        self,
+        request: _admin_pb2.MigrateParkedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MigrateParkedResponse, _abc.Awaitable[_admin_pb2.MigrateParkedResponse]]:
+        """Moves the records this service parked in a consumed topic's DLQ under its old name
+        (`<topic>.dlq`, one per topic before the queues were per consumer group) to its own
+        (`<topic>.<group>.dlq`), each marked with its old id; records another consumer parked
+        stay. Idempotent: a record already moved is not copied again.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
