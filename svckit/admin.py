@@ -272,7 +272,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         token = paging.encode_token(page[-1].id) if more and page else ""
         return admin_pb2.ListSummariesResponse(summaries=page, next_page_token=token)
 
-
     async def MigrateParked(
         self, request: admin_pb2.MigrateParkedRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.MigrateParkedResponse:

@@ -95,3 +95,24 @@ def test_two_apis_declaring_one_path_are_refused() -> None:
     f.service[0].method[1].options.Extensions[annotations_pb2.http].get = "/v1/orders"
     with pytest.raises(ValueError, match="both declare"):
         gen_topology.rest_routes(topology.SYSTEM.adding(thief), fds.SerializeToString())
+
+
+async def test_every_public_api_gets_a_client_from_its_name() -> None:
+    """The CLI's clients are built from the topology's `api` names and the generated code,
+    not from a list in clients.py."""
+    from storefront_cli import clients
+
+    assert clients.CLIENT_SERVICES == tuple(s.name for s in topology.SYSTEM.public)
+    c = clients.Clients.connect(
+        *(f"127.0.0.1:{1 + i}" for i, _ in enumerate(clients.CLIENT_SERVICES)),
+        tokens=clients.fixed("t"),
+    )
+    try:
+        for s in topology.SYSTEM.public:
+            stub = c.api[s.name]
+            assert type(stub).__name__ == s.api.rpartition(".")[2] + "Stub"
+        assert c.orders is c.api[topology.ORDERS]
+    finally:
+        await c.close()
+    with pytest.raises(KeyError, match="make gen"):
+        clients.stub_class("storefront.loyalty.v1.LoyaltyService")
