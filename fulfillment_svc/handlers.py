@@ -15,7 +15,8 @@ from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
 from svckit.errors import AlreadyExists, NotFound
 from svckit.outbox import Notifier, outbox_entry
-from svckit.store import Store, until_saved
+from svckit.saving import LOST, Change, Lost, change, saved, until_saved
+from svckit.store import Store
 
 TOPIC = topology.ORDER_STATUS
 SOURCE = names.source(topology.FULFILLMENT)
@@ -94,15 +95,16 @@ class FulfillmentHandlers:
         """Every shipping step: one transition and its OrderStatusChanged, in one write."""
         statuses.validate_note(note, "note")
 
-        async def attempt() -> Fulfillment | None:
-            current = await self.get_fulfillment(order_id)
+        def decide(current: Fulfillment) -> Change:
             fulfillment = domain.transition(current, target, self.clock(), note)
-            events = [self._event(fulfillment)]
-            saved = await self.fulfillments.update(fulfillment, current.version, events)
-            return fulfillment if saved else None
+            return Change(fulfillment, [self._event(fulfillment)])
 
-        async with self.fulfillments.exclusive(order_id):
-            fulfillment = await until_saved(attempt, what=f"fulfillment {order_id}")
+        fulfillment = await change(
+            self.fulfillments,
+            lambda: self.get_fulfillment(order_id),
+            decide,
+            what=f"fulfillment {order_id}",
+        )
         self.relay.notify(order_id)
         return fulfillment
 
@@ -130,24 +132,23 @@ class FulfillmentHandlers:
         event = envelope.payload(domain.FulfillmentCancelled)
         domain.validate_cancelled(event)
 
-        async def attempt() -> Outcome | None:
+        async def attempt() -> Outcome | Lost:
             current = await self.fulfillments.get(event.order_id)
             if current is None:
                 try:
                     tombstone = domain.cancelled_before_requested(event, self.clock())
                     await self.fulfillments.insert(tombstone, [])
                 except AlreadyExists:
-                    return None  # the request landed meanwhile: decide again on it
+                    return LOST  # the request landed meanwhile: decide again on it
                 return Outcome.APPLIED
             verdict = domain.cancellation(current)
             if verdict in CANCELLATION_OUTCOMES:
                 return CANCELLATION_OUTCOMES[verdict]
             fulfillment = domain.cancelled(current, event, self.clock())
-            saved = await self.fulfillments.update(fulfillment, current.version, [])
-            return Outcome.APPLIED if saved else None  # a shipping step won: decide again
+            landed = await self.fulfillments.update(fulfillment, current.version, [])
+            return saved(landed, Outcome.APPLIED)  # lost: a shipping step won, decide again
 
-        async with self.fulfillments.exclusive(event.order_id):
-            return await until_saved(attempt, what=f"fulfillment {event.order_id}")
+        return await until_saved(attempt, what=f"fulfillment {event.order_id}")
 
     def event_handlers(self) -> dict[str, EventHandler]:
         return {
@@ -163,9 +164,9 @@ class FulfillmentHandlers:
 
     async def republish(self, ids: Sequence[str]) -> Republished:
         """Repairs: queue every status change each fulfillment has published, again."""
-        return await republish_each(ids, self.fulfillments, self._republish, self.relay.notify)
+        return await republish_each(ids, self._republish, self.relay.notify)
 
-    async def _republish(self, order_id: str) -> Verdict | None:
+    async def _republish(self, order_id: str) -> Verdict | Lost:
         fulfillment = await self.fulfillments.get(order_id)
         if fulfillment is None:
             return Verdict.NOT_FOUND
@@ -175,5 +176,5 @@ class FulfillmentHandlers:
         ]
         if not entries:
             return Verdict.NOTHING_TO_PUBLISH
-        saved = await self.fulfillments.republish(order_id, fulfillment.version, entries)
-        return Verdict.QUEUED if saved else None
+        landed = await self.fulfillments.republish(order_id, fulfillment.version, entries)
+        return saved(landed, Verdict.QUEUED)

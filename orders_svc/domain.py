@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import enum
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
+from google.protobuf.message import Message
 from google.type import money_pb2
 
 from storefront.accounts.v1 import events_pb2 as accounts_events
@@ -346,3 +349,46 @@ def product_copy(event: catalog_events.ProductChanged) -> ProductCopy:
     copy.CopyFrom(event)
     copy.ClearField("change_time")
     return copy
+
+
+# --- Copies of other services' aggregates (customers, products) --------------------------
+
+
+class CopyOutcome(enum.Enum):
+    """What one event does to orders' copy of a customer or a product."""
+
+    APPLIED = "applied"
+    """Newer than the copy held, or the same version with other content (the owner's
+    republished state repairing a damaged copy): written."""
+    DUPLICATE = "duplicate"
+    """The same version and content as held: nothing to write."""
+    STALE = "stale"
+    """Older than the copy held (a late arrival): nothing to write."""
+
+
+CopyContent = TypeVar("CopyContent", bound=Message)
+CopyChange = tuple[str, int, CopyContent | None]
+"""An owner's event for a copy: the aggregate's id, its version, its content (None: deleted)."""
+HeldCopy = tuple[int, CopyContent | None]
+"""A copy as held: its version and content (None: a tombstone, kept so a late change cannot
+bring a deleted aggregate back)."""
+
+
+def copy_outcomes(
+    held: Mapping[str, HeldCopy[CopyContent]], changes: Sequence[CopyChange[CopyContent]]
+) -> tuple[list[CopyOutcome], dict[str, HeldCopy[CopyContent]]]:
+    """Each change's outcome, in order, as if applied one by one on top of `held` (by id), and
+    the state each changed copy ends in (what to write). A copy only moves forward by version."""
+    state = dict(held)
+    outcomes: list[CopyOutcome] = []
+    writes: dict[str, HeldCopy[CopyContent]] = {}
+    for copy_id, version, content in changes:
+        have = state.get(copy_id)
+        if have is None or version > have[0] or (version == have[0] and content != have[1]):
+            state[copy_id] = writes[copy_id] = (version, content)
+            outcomes.append(CopyOutcome.APPLIED)
+        elif version == have[0]:
+            outcomes.append(CopyOutcome.DUPLICATE)
+        else:
+            outcomes.append(CopyOutcome.STALE)
+    return outcomes, writes

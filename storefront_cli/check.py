@@ -112,7 +112,7 @@ async def product_divergences(sf: Storefront) -> list[Divergence]:
     that differs at the same version, is repaired by the catalog republishing the product."""
     found: list[Divergence] = []
     held = sf.product_copies
-    copies = {d["_id"]: held.load(d) async for d in held.collection.find()}
+    copies = {d["_id"]: held.content(d) async for d in held.collection.find()}
     async for doc in sf.products.collection.find({}, {OUTBOX: 0}):
         product = sf.products.load(doc)
         pid, version = product.id, product.version
