@@ -32,8 +32,8 @@ a customer without cards; null for cards under several keys, and missing on docu
 before the field (rotation looks those up by null equality, which MongoDB answers from the
 index; FerretDB does not push null down, so there it costs one scan per rotation, not one per
 page)."""
-ResealFrom = tuple[int, str | None]
-"""Where a rotation's walk stands: which stale key it pages through, and the last id."""
+ResealFrom = tuple[tuple[str | None, ...], int, str | None]
+"""Where a rotation's walk stands: the stale keys, which one it pages through, the last id."""
 
 
 class CustomerRepository(AggregateStore[Customer]):
@@ -99,16 +99,15 @@ class CustomerRepository(AggregateStore[Customer]):
     ) -> tuple[list[str], ResealFrom | None]:
         """One page of the customers with a card in clear or under another key than
         `current_key`, and where to continue (None at the end): a keyset page on (CARDS_KEY,
-        _id) for each key of the vault but the current one, after those stored before
-        CARDS_KEY existed."""
-        if self.vault is None:
-            raise RuntimeError("re-sealing cards needs the card vault")
-        current = cards.key_name(current_key)
-        names = [cards.key_name(d["_id"]) async for d in self.vault.keys.find({}, {"_id": 1})]
-        stale: list[str | None] = [None, *sorted(n for n in names if n != current)]
-        position, last = after or (0, None)
-        if position >= len(stale):
-            return [], None
+        _id) for each key the customers' cards are under but the current one, after those
+        stored before CARDS_KEY existed. The keys are read once per walk (`distinct`, which
+        MongoDB answers from the index) and carried in the continuation."""
+        if after is None:
+            current = cards.key_name(current_key)
+            held = await self.collection.distinct(CARDS_KEY)
+            keys = sorted(k for k in held if isinstance(k, str) and k and k != current)
+            after = ((None, *keys), 0, None)
+        stale, position, last = after
         query = reseal_query(stale[position], last)
         docs = await self.collection.find(query, {CARDS: 1}).sort("_id", 1).limit(limit).to_list()
         due = [
@@ -117,8 +116,8 @@ class CustomerRepository(AggregateStore[Customer]):
             if any(cards.needs_reseal(c, current_key) for c in d.get(CARDS) or [])
         ]
         if len(docs) == limit:
-            return due, (position, docs[-1]["_id"])
-        return due, ((position + 1, None) if position + 1 < len(stale) else None)
+            return due, (stale, position, docs[-1]["_id"])
+        return due, ((stale, position + 1, None) if position + 1 < len(stale) else None)
 
     async def reseal(self, customer: Customer) -> bool:
         """Store `customer`'s cards sealed anew with the current key: same version, no event
