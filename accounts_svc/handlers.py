@@ -15,12 +15,13 @@ import topology
 from accounts_svc import cards, domain
 from accounts_svc.cards import CardVault
 from accounts_svc.domain import Customer
-from svckit import logs, names, paging
+from svckit import logs, names
 from svckit.admin import Republished, Verdict, republish_each
-from svckit.errors import NotFound, Violations
-from svckit.ids import check_client_id, new_id
+from svckit.errors import NotFound
+from svckit.ids import new_id
 from svckit.outbox import Notifier, outbox_entry
 from svckit.saving import Change, Lost, change, saved, until_saved
+from svckit.shape import Page
 from svckit.store import Store
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,6 @@ class AccountsHandlers:
         return self._event(customer.id, domain.customer_changed(customer), customer.version)
 
     async def create_customer(self, draft: Customer, customer_id: str = "") -> Customer:
-        v = Violations()
-        check_client_id(customer_id, "customer_id", v)
-        v.raise_if_any()
         customer = domain.new_customer(draft, customer_id or new_id(), self.clock())
         await self.customers.insert(customer, [self._changed(customer)])
         self.relay.notify(customer.id)
@@ -99,11 +97,9 @@ class AccountsHandlers:
             raise NotFound(f"customer {customer_id!r} not found")
         return customer
 
-    async def list_customers(self, size: int, token: str) -> tuple[list[Customer], str]:
-        found, last = await self.customers.page_live(
-            paging.decode_token(token), paging.page_size(size)
-        )
-        return found, paging.encode_token(last) if last else ""
+    async def list_customers(self, page: Page) -> tuple[list[Customer], str | None]:
+        """One page of live customers and the id the next one starts after (None: the end)."""
+        return await self.customers.page_live(page.after, page.limit)
 
     async def update_customer(self, patch: Customer, mask: field_mask_pb2.FieldMask) -> Customer:
         def decide(current: Customer) -> Change:

@@ -11,12 +11,13 @@ from google.protobuf import field_mask_pb2
 import topology
 from catalog_svc import domain
 from catalog_svc.domain import Product
-from svckit import names, paging
+from svckit import names
 from svckit.admin import Republished, Verdict, republish_each
-from svckit.errors import NotFound, Violations
-from svckit.ids import check_client_id, new_id
+from svckit.errors import NotFound
+from svckit.ids import new_id
 from svckit.outbox import Notifier, outbox_entry
 from svckit.saving import Change, Lost, change, saved
+from svckit.shape import Page
 from svckit.store import Store
 
 TOPIC = topology.PRODUCT_CHANGES
@@ -47,9 +48,6 @@ class CatalogHandlers:
         return outbox_entry(TOPIC, product.id, event, source=SOURCE, seq=product.version)
 
     async def create_product(self, draft: Product, product_id: str = "") -> Product:
-        v = Violations()
-        check_client_id(product_id, "product_id", v)
-        v.raise_if_any()
         product = domain.new_product(draft, product_id or new_id(), self.clock())
         await self.products.insert(product, [self._changed(product)])
         self.relay.notify(product.id)
@@ -61,11 +59,9 @@ class CatalogHandlers:
             raise NotFound(f"product {product_id!r} not found")
         return product
 
-    async def list_products(self, size: int, token: str) -> tuple[list[Product], str]:
-        found, last = await self.products.page(
-            {}, after=paging.decode_token(token), limit=paging.page_size(size)
-        )
-        return found, paging.encode_token(last) if last else ""
+    async def list_products(self, page: Page) -> tuple[list[Product], str | None]:
+        """One page of products and the id the next one starts after (None: the end)."""
+        return await self.products.page({}, after=page.after, limit=page.limit)
 
     async def update_product(self, patch: Product, mask: field_mask_pb2.FieldMask) -> Product:
         def decide(current: Product) -> Change:

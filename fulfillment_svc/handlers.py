@@ -9,13 +9,14 @@ from typing import Any, Protocol
 import topology
 from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
-from svckit import names, paging, statuses
+from svckit import names
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
 from svckit.errors import AlreadyExists, NotFound
 from svckit.outbox import Notifier, outbox_entry
 from svckit.saving import LOST, Change, Lost, change, saved, until_saved
+from svckit.shape import Page
 from svckit.store import Store
 
 TOPIC = topology.ORDER_STATUS
@@ -69,15 +70,12 @@ class FulfillmentHandlers:
         return fulfillment.customer_id if fulfillment is not None else None
 
     async def list_fulfillments(
-        self, status: int, size: int, token: str
-    ) -> tuple[list[Fulfillment], str]:
-        wanted = statuses.status_filter(status)
-        found, last = await self.fulfillments.page_by_status(
-            Status(wanted) if wanted is not None else None,
-            paging.decode_token(token),
-            paging.page_size(size),
-        )
-        return found, paging.encode_token(last) if last else ""
+        self, status: int | None, page: Page
+    ) -> tuple[list[Fulfillment], str | None]:
+        """One page of fulfillments (in `status`, or any) and the id the next one starts
+        after (None: the end)."""
+        wanted = Status(status) if status is not None else None
+        return await self.fulfillments.page_by_status(wanted, page.after, page.limit)
 
     async def process_fulfillment(self, order_id: str, note: str = "") -> Fulfillment:
         return await self._advance(order_id, domain.PROCESSING, note)
@@ -93,7 +91,6 @@ class FulfillmentHandlers:
 
     async def _advance(self, order_id: str, target: Status, note: str) -> Fulfillment:
         """Every shipping step: one transition and its OrderStatusChanged, in one write."""
-        statuses.validate_note(note, "note")
 
         def decide(current: Fulfillment) -> Change:
             fulfillment = domain.transition(current, target, self.clock(), note)

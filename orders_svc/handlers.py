@@ -18,14 +18,15 @@ from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.catalog.v1 import events_pb2 as catalog_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
-from svckit import names, paging, statuses
+from svckit import names, statuses
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.consumer import BatchHandler, EventHandler, Outcome
 from svckit.envelope import Envelope, PoisonEvent
-from svckit.errors import FailedPrecondition, NotFound, Violations
-from svckit.ids import check_client_id, new_id
+from svckit.errors import FailedPrecondition, NotFound
+from svckit.ids import new_id
 from svckit.outbox import Notifier, outbox_entry
 from svckit.saving import Change, Lost, change, saved, until_saved
+from svckit.shape import Page
 from svckit.store import Store
 
 log = logging.getLogger(__name__)
@@ -148,11 +149,6 @@ class OrdersHandlers:
     # --- RPC use cases -------------------------------------------------------------
 
     async def create_order(self, customer_id: str, draft: Order, order_id: str = "") -> Order:
-        v = Violations()
-        if not customer_id:
-            v.add("customer_id", "is required")
-        check_client_id(order_id, "order_id", v)
-        v.raise_if_any()
         domain.check_draft(draft)
         oid = domain.chosen_order_id(customer_id, order_id) if order_id else new_id()
         if await self.customers.get(customer_id) is None:
@@ -181,31 +177,30 @@ class OrdersHandlers:
         return order.customer_id if order is not None else None
 
     async def list_orders(
-        self, customer_id: str, status: int, size: int, token: str
-    ) -> tuple[list[Order], str]:
-        wanted = statuses.status_filter(status)
+        self, customer_id: str, status: int | None, page: Page
+    ) -> tuple[list[Order], str | None]:
+        """One page of orders (the customer's or all; in `status` or any) and the id the
+        next one starts after (None: the end)."""
         query: dict[str, object] = {}
         if customer_id:
             query["customer_id"] = customer_id
-        if wanted is not None:
-            query["status"] = statuses.status_name(wanted)
-        found, last = await self.orders.page(
-            query, after=paging.decode_token(token), limit=paging.page_size(size)
-        )
-        return found, paging.encode_token(last) if last else ""
+        if status is not None:
+            query["status"] = statuses.status_name(status)
+        return await self.orders.page(query, after=page.after, limit=page.limit)
 
     async def get_customer_orders(
-        self, customer_id: str, size: int = 0, token: str = ""
-    ) -> orders_pb2.CustomerOrders:
-        """The customer's copy with one page of their orders (bounded like every page)."""
-        after, limit = paging.decode_token(token), paging.page_size(size)
+        self, customer_id: str, page: Page
+    ) -> tuple[orders_pb2.CustomerOrders, str | None]:
+        """The customer's copy with one page of their orders (bounded like every page), and
+        the id the next page starts after (None: the end)."""
         copy = await self.customers.get(customer_id)
         if copy is None:
             raise NotFound(f"customer {customer_id!r} not found in orders")
-        found, last = await self.orders.page({"customer_id": customer_id}, after=after, limit=limit)
+        found, last = await self.orders.page(
+            {"customer_id": customer_id}, after=page.after, limit=page.limit
+        )
         copy.orders.extend(found)
-        copy.next_page_token = paging.encode_token(last) if last else ""
-        return copy
+        return copy, last
 
     def _change(self, after: Order, events: list[Document]) -> Change:
         """A decided change of an order: its events plus, always, its new state as a fact."""
@@ -220,7 +215,6 @@ class OrdersHandlers:
         return customer
 
     async def approve_order(self, order_id: str, note: str = "") -> Order:
-        statuses.validate_note(note, "note")
 
         async def attempt() -> Order | Lost:
             order = await self.get_order(order_id)
@@ -237,7 +231,6 @@ class OrdersHandlers:
         return approved
 
     async def reject_order(self, order_id: str, reason: str = "") -> Order:
-        statuses.validate_note(reason, "reason")
 
         def decide(order: Order) -> Change:
             rejected = domain.transition(
@@ -248,7 +241,6 @@ class OrdersHandlers:
         return await self._changed(order_id, decide)
 
     async def cancel_order(self, order_id: str, reason: str = "") -> Order:
-        statuses.validate_note(reason, "reason")
 
         def decide(order: Order) -> Change:
             cancelled = domain.transition(
