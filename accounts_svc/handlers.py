@@ -50,8 +50,9 @@ class Customers(Store[Customer], Protocol):
     ) -> tuple[list[Customer], str | None]: ...
 
     async def tombstone(
-        self, customer: Customer, expected_version: int, events: list[dict[str, Any]]
-    ) -> bool: ...
+        self, gone: Customer, expected_version: int, events: list[dict[str, Any]]
+    ) -> bool:
+        """Store `gone` (domain.tombstone) marked deleted, guarded by the version."""
 
     async def ids_to_reseal(
         self, current_key: Any, after: Any, limit: int
@@ -122,7 +123,8 @@ class AccountsHandlers:
             domain.check_etag(current, etag)
             deleted = domain.customer_deleted(current, self.clock())
             event = self._event(customer_id, deleted, deleted.version)
-            return saved(await self.customers.tombstone(current, current.version, [event]), True)
+            gone = domain.tombstone(current)
+            return saved(await self.customers.tombstone(gone, current.version, [event]), True)
 
         await until_saved(attempt, what=f"customer {customer_id}", retry=not etag)
         self.relay.notify(customer_id)

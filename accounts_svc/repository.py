@@ -88,10 +88,10 @@ class CustomerRepository(AggregateStore[Customer]):
         return await self.page(dict(LIVE), after=after, limit=limit)
 
     async def tombstone(
-        self, customer: Customer, expected_version: int, events: list[dict[str, Any]]
+        self, gone: Customer, expected_version: int, events: list[dict[str, Any]]
     ) -> bool:
-        """Keep only id and version, mark deleted and queue CustomerDeleted, in one write."""
-        gone = Customer(id=customer.id, version=expected_version + 1)
+        """Store what stays of a deleted customer, marked deleted, and queue its events, in one
+        write."""
         return await self.update(gone, expected_version, events, extra={"deleted": True})
 
     async def ids_to_reseal(

@@ -238,12 +238,11 @@ class FakeCustomers(FakeStore[Customer]):
         return self._page(live, after, limit)
 
     async def tombstone(
-        self, customer: Customer, expected_version: int, events: list[Document]
+        self, gone: Customer, expected_version: int, events: list[Document]
     ) -> bool:
-        gone = Customer(id=customer.id, version=expected_version + 1)
         if not await self.update(gone, expected_version, events):
             return False
-        self.deleted.add(customer.id)
+        self.deleted.add(gone.id)
         return True
 
     async def ids_to_reseal(
