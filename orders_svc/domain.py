@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from google.protobuf.message import Message
 from google.type import money_pb2
@@ -369,9 +369,17 @@ class CopyOutcome(enum.Enum):
 CopyContent = TypeVar("CopyContent", bound=Message)
 CopyChange = tuple[str, int, CopyContent | None]
 """An owner's event for a copy: the aggregate's id, its version, its content (None: deleted)."""
-HeldCopy = tuple[int, CopyContent | None]
-"""A copy as held: its version and content (None: a tombstone, kept so a late change cannot
-bring a deleted aggregate back)."""
+
+
+class HeldCopy(NamedTuple, Generic[CopyContent]):
+    """A copy as held."""
+
+    version: int
+    content: CopyContent | None
+    """None: a tombstone, kept so a late change cannot bring a deleted aggregate back."""
+    intact: bool = True
+    """False: the stored copy is not what its content would store (damaged in the database,
+    e.g. a field the content cannot hold): the owner's state at the same version repairs it."""
 
 
 def copy_outcomes(
@@ -384,10 +392,15 @@ def copy_outcomes(
     writes: dict[str, HeldCopy[CopyContent]] = {}
     for copy_id, version, content in changes:
         have = state.get(copy_id)
-        if have is None or version > have[0] or (version == have[0] and content != have[1]):
-            state[copy_id] = writes[copy_id] = (version, content)
+        same_version = have is not None and version == have.version
+        if (
+            have is None
+            or version > have.version
+            or (same_version and (content != have.content or not have.intact))
+        ):
+            state[copy_id] = writes[copy_id] = HeldCopy(version, content)
             outcomes.append(CopyOutcome.APPLIED)
-        elif version == have[0]:
+        elif same_version:
             outcomes.append(CopyOutcome.DUPLICATE)
         else:
             outcomes.append(CopyOutcome.STALE)

@@ -80,7 +80,15 @@ class VersionedCopies(Generic[C]):
         found = self.collection.find({"_id": {"$in": ids}}) if ids else None
         if found is None:
             return {}
-        return {d["_id"]: (int(d.get("version", 0)), self.content(d)) async for d in found}
+        return {d["_id"]: self._held(d) async for d in found}
+
+    def _held(self, doc: Document) -> HeldCopy[C]:
+        version, content = int(doc.get("version", 0)), self.content(doc)
+        update = self.update(version, content)
+        intact = all(doc.get(k) == v for k, v in update["$set"].items()) and not any(
+            k in doc for k in update.get("$unset", {})
+        )
+        return HeldCopy(version, content, intact)
 
     async def put(self, writes: dict[str, HeldCopy[C]]) -> set[str]:
         """Write each (version, content) by id, in one bulk write; the ids whose guard failed
@@ -90,8 +98,8 @@ class VersionedCopies(Generic[C]):
         keys = list(writes)
         ops = [
             UpdateOne(
-                {"_id": cid, "version": {"$lte": writes[cid][0]}},
-                self.update(*writes[cid]),
+                {"_id": cid, "version": {"$lte": writes[cid].version}},
+                self.update(writes[cid].version, writes[cid].content),
                 upsert=True,
             )
             for cid in keys
@@ -123,7 +131,9 @@ class ProductCopies(VersionedCopies[ProductCopy]):
     async def get_many(self, product_ids: list[str]) -> dict[str, ProductCopy]:
         """The copies of these products that orders holds, by id."""
         return {
-            i: copy for i, (_, copy) in (await self.held(product_ids)).items() if copy is not None
+            i: held.content
+            for i, held in (await self.held(product_ids)).items()
+            if held.content is not None
         }
 
     def content(self, doc: Document) -> ProductCopy:

@@ -15,6 +15,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from orders_svc import domain
+from orders_svc.domain import HeldCopy
 from orders_svc.handlers import OrdersHandlers
 from orders_svc.repository import CustomerCopies, OrderRepository, ProductCopies
 from stack.embedded import EmbeddedStack
@@ -99,7 +100,7 @@ async def test_approve_and_reject_racing_from_two_clients_have_one_winner(
     second, _ = await _orders_world(clients[1], mongo_db_name)
     copy = orders_pb2.CustomerOrders(customer_id="c1", customer_version=1)
     copy.addresses.add(type=1, address1="1 Main St", city="Austin")
-    await first.customers.put({"c1": (1, copy)})
+    await first.customers.put({"c1": HeldCopy(1, copy)})
     ids = [f"o{i}" for i in range(10)]
     for oid in ids:
         await orders.insert(

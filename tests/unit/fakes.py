@@ -179,7 +179,9 @@ class FakeVersionedCopies(Generic[C]):
         return {i: self.copies[i] for i in ids if i in self.copies}
 
     async def put(self, writes: dict[str, HeldCopy[C]]) -> set[str]:
-        refused = {i for i, (version, _) in writes.items() if self.copies.get(i, (0,))[0] > version}
+        refused = {
+            i for i, w in writes.items() if i in self.copies and self.copies[i].version > w.version
+        }
         self.copies.update((i, w) for i, w in writes.items() if i not in refused)
         return refused
 
@@ -193,7 +195,8 @@ class FakeCopies(FakeVersionedCopies[CustomerCopy]):
     """Orders' copies of customers."""
 
     async def get(self, customer_id: str) -> CustomerCopy | None:
-        content = self.copies.get(customer_id, (0, None))[1]
+        held = self.copies.get(customer_id)
+        content = held.content if held is not None else None
         if content is None:
             return None
         copy = CustomerCopy()
@@ -206,10 +209,10 @@ class FakeCatalog(FakeVersionedCopies[ProductCopy]):
 
     def __init__(self, products: dict[str, ProductCopy] | None = None) -> None:
         super().__init__()
-        self.copies = {i: (p.version, p) for i, p in (products or {}).items()}
+        self.copies = {i: HeldCopy(p.version, p) for i, p in (products or {}).items()}
 
     async def get_many(self, product_ids: list[str]) -> dict[str, ProductCopy]:
-        found = {i: self.copies[i][1] for i in product_ids if i in self.copies}
+        found = {i: self.copies[i].content for i in product_ids if i in self.copies}
         return {i: p for i, p in found.items() if p is not None}
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orders_svc import domain
-from orders_svc.domain import CopyOutcome
+from orders_svc.domain import CopyOutcome, HeldCopy
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
@@ -167,7 +167,7 @@ def _copy(customer_id: str, version: int, city: str) -> orders_pb2.CustomerOrder
 
 
 def test_a_copy_moves_only_forward_and_a_same_version_repairs_only_what_differs() -> None:
-    held = {"c": (2, _copy("c", 2, "Austin"))}
+    held = {"c": HeldCopy(2, _copy("c", 2, "Austin"))}
     outcomes, writes = domain.copy_outcomes(
         held,
         [
@@ -179,16 +179,20 @@ def test_a_copy_moves_only_forward_and_a_same_version_repairs_only_what_differs(
     assert outcomes == [CopyOutcome.STALE, CopyOutcome.DUPLICATE, CopyOutcome.APPLIED]
     assert set(writes) == {"new"}
     repaired, writes = domain.copy_outcomes(held, [("c", 2, _copy("c", 2, "Dallas"))])
-    assert repaired == [CopyOutcome.APPLIED] and writes["c"][1] == _copy("c", 2, "Dallas")
+    assert repaired == [CopyOutcome.APPLIED] and writes["c"].content == _copy("c", 2, "Dallas")
+    # damaged in the database in a way the content cannot show: the owner's state repairs it
+    damaged = {"c": HeldCopy(2, _copy("c", 2, "Austin"), intact=False)}
+    outcomes, writes = domain.copy_outcomes(damaged, [("c", 2, _copy("c", 2, "Austin"))])
+    assert outcomes == [CopyOutcome.APPLIED] and set(writes) == {"c"}
 
 
 def test_a_deleted_copy_stays_a_tombstone_against_older_changes() -> None:
     outcomes, writes = domain.copy_outcomes(
-        {"c": (1, _copy("c", 1, "Austin"))},
+        {"c": HeldCopy(1, _copy("c", 1, "Austin"))},
         [("c", 3, None), ("c", 2, _copy("c", 2, "Dallas")), ("c", 3, None)],
     )
     assert outcomes == [CopyOutcome.APPLIED, CopyOutcome.STALE, CopyOutcome.DUPLICATE]
-    assert writes == {"c": (3, None)}
+    assert writes == {"c": HeldCopy(3, None)}
 
 
 def test_a_batch_decides_each_change_on_top_of_the_ones_before_it() -> None:
@@ -215,4 +219,4 @@ def test_a_batch_decides_each_change_on_top_of_the_ones_before_it() -> None:
             CopyOutcome.APPLIED,
         ]
     )
-    assert writes == held and writes["a"][0] == 3
+    assert writes == held and writes["a"].version == 3
