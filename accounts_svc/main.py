@@ -21,6 +21,7 @@ def build(settings: Settings, card_keys: CardKeyConfig | None = None) -> Service
     keys = card_keys or CardKeyConfig.from_env(settings.mongodb_database)
     customers = CustomerRepository(app.db, CardVault(keys, app.mongo))
     handlers = AccountsHandlers(customers, app.outbox_relay(customers.collection))
+    app.on_start(customers.ensure_indexes)
     app.admin(Answering(handlers, summaries(customers)))
     app.background(handlers.follow_card_keys)
     app.add_service(

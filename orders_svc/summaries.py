@@ -22,11 +22,6 @@ def customer_copy(doc: dict[str, Any]) -> Summary:
     return document_summary(doc, CUSTOMER_FIELDS, {"deleted": bool(doc.get("deleted"))})
 
 
-def product_copy(doc: dict[str, Any]) -> Summary:
-    copy = ProductCopies.load(doc)
-    return Summary(copy.product_id, copy.version, message_digest(copy, PRODUCT_FIELDS))
-
-
 def summaries(
     orders: OrderRepository, customers: CustomerCopies, products: ProductCopies
 ) -> dict[str, Summarized]:
@@ -39,6 +34,10 @@ def summaries(
             "applied": sorted(int(v) for v in doc.get(APPLIED, [])),
         }
         return Summary(o.order_id, o.version, facts=facts)
+
+    def product_copy(doc: dict[str, Any]) -> Summary:
+        copy = products.content(doc)
+        return Summary(copy.product_id, copy.version, message_digest(copy, PRODUCT_FIELDS))
 
     return {
         topology.ORDER_DOCUMENTS: Summarized(orders.collection, order),

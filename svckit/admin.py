@@ -1,8 +1,8 @@
 """The internal admin service (storefront.admin.v1.AdminService) every service serves.
 
 Repairs, replays and DLQ replays are use cases of the service that owns the documents, so
-only the service process writes them: its per-document locks and version guards then cover
-these writes too (FerretDB's updates are not atomic across processes). A service gives
+only the service writes them, through the same save step and version guards as its other use
+cases (svckit.saving). A service gives
 `ServiceApp.admin` its handlers (an `Owner`, and a `Consumer` if it consumes); this module
 turns them into the RPCs. Envoy and the ingress route only the public services; the policy
 grants these RPCs to staff only.
@@ -31,7 +31,7 @@ from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.kafka import KafkaConnection
 from svckit.outbox import OUTBOX, PARKED, PARKED_MARK, PENDING
 from svckit.replay import missing_history, replay_topic
-from svckit.store import Store, until_saved
+from svckit.saving import Lost, until_saved
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,14 @@ class Republished:
 
 async def republish_each(
     ids: Sequence[str],
-    store: Store[Any],
-    decide: Callable[[str], Awaitable[Verdict | None]],
+    decide: Callable[[str], Awaitable[Verdict | Lost]],
     notify: Callable[[str], None],
 ) -> Republished:
-    """Run a service's republish decision for each id, as its other use cases run: under the
-    aggregate's lock, re-decided if another writer came first (`decide` returns None)."""
+    """Run a service's republish step (load, decide, guarded write) for each id, through the
+    save step of every use case: re-decided if another writer came first (`decide` LOST)."""
     done = Republished()
     for aggregate_id in ids:
-        async with store.exclusive(aggregate_id):
-            verdict = await until_saved(partial(decide, aggregate_id), what=aggregate_id)
+        verdict = await until_saved(partial(decide, aggregate_id), what=aggregate_id)
         done.add(aggregate_id, verdict)
         if verdict is Verdict.QUEUED:
             notify(aggregate_id)

@@ -1,12 +1,9 @@
-"""Per-document locks shared by every writer of a collection within a process.
+"""Per-document locks shared by the writers of a collection within a process.
 
-Why: FerretDB v1 applies an update by reading the document, changing it and
-writing it back with no isolation, so two concurrent updates of one document
-can both "succeed" and one is lost (measured on the embedded stack: 87 of 200
-relay $pulls undid a concurrent handler update). MongoDB itself makes each
-single-document update atomic and this lock then costs next to nothing. With
-FerretDB the guarantee holds for one process per service, which is how the
-embedded stack runs.
+No longer what keeps updates from being lost: the patched FerretDB (stack/ferretdb/patches)
+makes each single-document write atomic, as MongoDB does, and the use cases rely on version
+guards alone (svckit.saving). Only the outbox relay still takes these locks around its bulk
+writes; this module goes when it stops.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 
 class DocumentLocks:
-    """Re-entrant per task: a use case that holds a document's lock around its read, decide
-    and write (svckit.store.until_saved) can call the store's write, which takes it again."""
+    """Re-entrant per task: a task holding a document's lock may take it again."""
 
     def __init__(self) -> None:
         self._locks: dict[Hashable, asyncio.Lock] = {}
