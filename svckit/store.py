@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from svckit import doclocks, guards, paging
+from svckit import doclocks, guards, outbox, paging
 from svckit.documents import from_document, to_document
 from svckit.errors import Aborted, AlreadyExists, Unavailable
 from svckit.outbox import OUTBOX, PARKED, PENDING, queue
@@ -118,6 +118,7 @@ class AggregateStore(Generic[M]):
                 await self.collection.insert_one(doc)
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"{self._id_field} {doc['_id']} already exists") from exc
+        outbox.committed(self.collection, doc["_id"], doc[OUTBOX])  # the relay publishes them
 
     async def update(
         self,
@@ -148,6 +149,10 @@ class AggregateStore(Generic[M]):
             condition.update(_room_for_more())
         async with self._locks.hold(aggregate_id):
             if await guards.update_one_if(self.collection, aggregate_id, condition, update):
+                if queues:  # the relay publishes them without reading them back
+                    outbox.committed(
+                        self.collection, aggregate_id, update["$push"][OUTBOX]["$each"]
+                    )
                 return True
             if not queues:
                 return False
