@@ -101,9 +101,7 @@ def log(msg: str) -> None:
 
 
 class Bench:
-    def __init__(
-        self, profile: Profile, run_dir: Path, only: frozenset[str] = frozenset()
-    ) -> None:
+    def __init__(self, profile: Profile, run_dir: Path, only: frozenset[str] = frozenset()) -> None:
         self.p = profile
         self.only = only
         self.h = Harness(run_dir, log)
