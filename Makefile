@@ -41,7 +41,9 @@ lint:
 	$(UV) run --frozen mypy
 	$(PY) tools/protolint.py
 
-run: install-run
+# `storefront run` installs the run group itself (stamped: a no-op when current) and uv run
+# syncs the environment, so nothing is checked twice.
+run: uv
 	$(UV) run --frozen storefront run
 
 up: install-run

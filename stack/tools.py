@@ -22,6 +22,9 @@ built or resolved from a registry with its ordinary client, once, into the git-i
                             Kubernetes and CRD schemas, hadolint (its own stamps, .tools/deploy)
 ``postgresql``              Debian's ``postgresql`` package (``apt-get``, only when no server
                             binaries are found); FerretDB stores its data there
+``containers``              Debian's podman, runc and debootstrap, their private configuration
+                            and a Debian base image for the Dockerfile (stack/images.py), for
+                            the tests that run the services' images
 ==========================  =====================================================================
 
 ``kcat`` comes from Debian (``apt-get install -y kcat``, only when it is missing) like
@@ -47,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +109,7 @@ COMPONENTS = (
     "clients",
     "deploy",
     "chromium",
+    "containers",
 )
 """Everything ``install`` knows, in install order."""
 RUN = ("postgresql", "kafka", "ferretdb", "grpcurl")
@@ -135,7 +140,8 @@ def path(name: str) -> Path:
     ``postgresql`` (the directory holding ``postgres``, ``initdb`` and ``psql``),
     ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``protoc-gen-go``, ``protoc-gen-go-grpc``,
     ``buf``, ``protoc-gen-es``, ``tsx``, ``tsc`` (the last two from ``clients``), ``envoy``,
-    ``kcat``, ``java``, ``kafka-log4j2`` (the log4j2 config file for the broker), ``chromium``.
+    ``kcat``, ``java``, ``kafka-log4j2`` (the log4j2 config file for the broker), ``chromium``,
+    ``podman``.
     """
     p = _locate(name)
     if p is None or not p.exists():
@@ -146,6 +152,7 @@ def path(name: str) -> Path:
             "postgresql": f"apt-get install -y {POSTGRESQL_APT_PACKAGE}",
             **{t: "python -m stack install --only clients" for t in NPM_TOOLS},
             "chromium": f"apt-get install -y {CHROMIUM_APT_PACKAGE}",
+            "podman": "python -m stack install --only containers",
         }.get(name, f"python -m stack install --only {name}")
         raise ToolError(f"{name} is not installed ({hint})")
     return p
@@ -179,6 +186,9 @@ def _locate(name: str) -> Path | None:
         return Path(found) if found else None
     if name == "postgresql":
         return _postgres_bindir()
+    if name == "podman":
+        found = shutil.which("podman")
+        return Path(found) if found else None
     if name == "chromium":
         override = os.environ.get("STOREFRONT_CHROMIUM")
         found = override or shutil.which("chromium")
@@ -249,19 +259,21 @@ def _stamp_path(name: str) -> Path:
     return STAMPS_DIR / f"{name}.json"
 
 
-def _stamp_ok(name: str, expected: dict[str, str]) -> bool:
+def stamp_ok(name: str, expected: dict[str, str]) -> bool:
     try:
         return json.loads(_stamp_path(name).read_text()) == expected
     except (FileNotFoundError, json.JSONDecodeError):
         return False
 
 
-def _write_stamp(name: str, data: dict[str, str]) -> None:
+def write_stamp(name: str, data: dict[str, str]) -> None:
     STAMPS_DIR.mkdir(parents=True, exist_ok=True)
     _stamp_path(name).write_text(json.dumps(data, indent=2))
 
 
-def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+def run_checked(
+    argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
     """Run a build command, returning stdout; on failure raise with its output attached."""
     res = subprocess.run(
         argv,
@@ -277,7 +289,7 @@ def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None
     return res.stdout
 
 
-def _need(program: str) -> str:
+def need(program: str) -> str:
     found = shutil.which(program)
     if not found:
         raise ToolError(f"{program} not found on PATH (needed to install the local stack)")
@@ -297,16 +309,16 @@ def _kafka_stamp() -> dict[str, str]:
 
 def _install_kafka(log: Log) -> bool:
     stamp = _kafka_stamp()
-    if _kafka_jar_present() and _stamp_ok("kafka", stamp):
+    if _kafka_jar_present() and stamp_ok("kafka", stamp):
         return False
-    mvn = _need("mvn")
+    mvn = need("mvn")
     log("[install] kafka: resolving jars with mvn (first time ~1-2 min)...")
     KAFKA_LIBS.parent.mkdir(parents=True, exist_ok=True)
     # Resolve into a fresh directory and swap it in, so jars dropped from the pom disappear and
     # an interrupted run never leaves a half-filled libs dir that looks complete.
     tmp = Path(tempfile.mkdtemp(prefix="libs.", dir=KAFKA_LIBS.parent))
     try:
-        _run(
+        run_checked(
             [
                 mvn,
                 "-q",
@@ -324,7 +336,7 @@ def _install_kafka(log: Log) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
     if not _kafka_jar_present():
         raise ToolError(f"mvn finished but kafka_2.13-{KAFKA_VERSION}.jar is not in {KAFKA_LIBS}")
-    _write_stamp("kafka", stamp)
+    write_stamp("kafka", stamp)
     return True
 
 
@@ -338,17 +350,17 @@ def _install_ferretdb(log: Log) -> bool:
         "module": FERRETDB_MODULE,
         "version": FERRETDB_VERSION,
         "recipe": "copy+version.txt+patches",
-        "patches_sha256": _file_digest(*patches),
+        "patches_sha256": file_digest(*patches),
     }
     out = BIN_DIR / "ferretdb"
-    if out.exists() and _stamp_ok("ferretdb", stamp):
+    if out.exists() and stamp_ok("ferretdb", stamp):
         return False
-    go = _need("go")
+    go = need("go")
     # `go install module@version` is refused for FerretDB (its go.mod is not installable that
     # way), so download the module source and build the command inside it.
     log(f"[install] ferretdb: downloading {FERRETDB_MODULE}@{FERRETDB_VERSION} source...")
     info = json.loads(
-        _run([go, "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"])
+        run_checked([go, "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"])
     )
     src = info.get("Dir")
     if not src:
@@ -366,15 +378,15 @@ def _install_ferretdb(log: Log) -> bool:
         (build_dir / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
         for patch in patches:
             log(f"[install] ferretdb: applying {patch.name}")
-            _run([_need("git"), "apply", "-p1", str(patch)], cwd=build_dir)
+            run_checked([need("git"), "apply", "-p1", str(patch)], cwd=build_dir)
         goflags = f"{os.environ.get('GOFLAGS', '')} -mod=mod -buildvcs=false".strip()
-        _run(
+        run_checked(
             [go, "build", "-trimpath", "-o", str(tmp_out), "./cmd/ferretdb"],
             cwd=build_dir,
             env={"GOFLAGS": goflags},
         )
     tmp_out.replace(out)
-    _write_stamp("ferretdb", stamp)
+    write_stamp("ferretdb", stamp)
     return True
 
 
@@ -397,21 +409,21 @@ def _install_go_tool(name: str, log: Log) -> bool:
     its go.mod and go.sum (a changed pin rebuilds the tools)."""
     package = GO_TOOLS[name]
     pins = [GO_TOOLS_MODULE / "go.mod", GO_TOOLS_MODULE / "go.sum"]
-    stamp = {"package": package, "go.sum": _file_digest(*pins)}
-    if (BIN_DIR / name).exists() and _stamp_ok(name, stamp):
+    stamp = {"package": package, "go.sum": file_digest(*pins)}
+    if (BIN_DIR / name).exists() and stamp_ok(name, stamp):
         return False
-    go = _need("go")
+    go = need("go")
     log(f"[install] {name}: go install {package} (tools/go/go.mod; first time ~1 min)...")
     BIN_DIR.mkdir(parents=True, exist_ok=True)
-    _run([go, "install", package], cwd=GO_TOOLS_MODULE, env={"GOBIN": str(BIN_DIR)})
-    _write_stamp(name, stamp)
+    run_checked([go, "install", package], cwd=GO_TOOLS_MODULE, env={"GOBIN": str(BIN_DIR)})
+    write_stamp(name, stamp)
     return True
 
 
 NPM_QUIET = ("--no-audit", "--no-fund", "--loglevel=error")
 
 
-def _file_digest(*files: Path) -> str:
+def file_digest(*files: Path) -> str:
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.read_bytes())
@@ -421,16 +433,16 @@ def _file_digest(*files: Path) -> str:
 def _install_clients(log: Log) -> bool:
     """The example clients' dependencies: npm packages at the root, Go modules of examples/go."""
     go_files = [GO_EXAMPLE / "go.mod", GO_EXAMPLE / "go.sum"]
-    stamp = {"package-lock": _file_digest(PACKAGE_LOCK), "go.sum": _file_digest(*go_files)}
-    if all(available(t) for t in NPM_TOOLS) and _stamp_ok("clients", stamp):
+    stamp = {"package-lock": file_digest(PACKAGE_LOCK), "go.sum": file_digest(*go_files)}
+    if all(available(t) for t in NPM_TOOLS) and stamp_ok("clients", stamp):
         return False
-    npm, go = _need("npm"), _need("go")
+    npm, go = need("npm"), need("go")
     log("[install] clients: npm ci (Connect-ES, protoc-gen-es, tsx, tsc) into node_modules...")
-    _run([npm, "ci", *NPM_QUIET], cwd=REPO_ROOT)
+    run_checked([npm, "ci", *NPM_QUIET], cwd=REPO_ROOT)
     # A build fills the module and build caches, so the first `go run` of a test is quick.
     log("[install] clients: go build examples/go (first time ~1 min)...")
-    _run([go, "build", "-o", os.devnull, "."], cwd=GO_EXAMPLE)
-    _write_stamp("clients", stamp)
+    run_checked([go, "build", "-o", os.devnull, "."], cwd=GO_EXAMPLE)
+    write_stamp("clients", stamp)
     return True
 
 
@@ -479,39 +491,66 @@ def _expand(only: Iterable[str] | None) -> list[str]:
     return [c for c in COMPONENTS if c in wanted]
 
 
+LANES: tuple[tuple[str, ...], ...] = (
+    ("postgresql", "kcat", "chromium", "containers"),
+    ("kafka", "deploy"),
+    ("ferretdb", *GO_TOOLS, "clients"),
+)
+"""Components that may install at the same time as the other lanes' (one lane at a time each):
+apt's (one dpkg lock), Maven's (one local repository), Go's and npm's (network and CPU)."""
+assert sorted(c for lane in LANES for c in lane) == sorted(COMPONENTS)
+
+
+def _install_one(comp: str, log: Log) -> bool:
+    if comp == "postgresql":
+        return apt_install(POSTGRESQL_APT_PACKAGE, lambda: available("postgresql"), log)
+    if comp == "kcat":
+        return apt_install("kcat", lambda: available("kcat"), log)
+    if comp == "kafka":
+        return _install_kafka(log)
+    if comp == "ferretdb":
+        return _install_ferretdb(log)
+    if comp == "clients":
+        return _install_clients(log)
+    if comp == "deploy":
+        return _install_deploy(log)
+    if comp == "chromium":
+        return apt_install(CHROMIUM_APT_PACKAGE, lambda: available("chromium"), log)
+    if comp == "containers":
+        from stack import images  # it builds on this module
+
+        return images.install(log)
+    return _install_go_tool(comp, log)
+
+
 def install(only: Iterable[str] | None = None, log: Log | None = None) -> dict[str, float]:
     """Install the given components (default: all), skipping those already up to date.
 
-    ``only`` takes component names (see :data:`COMPONENTS`) or groups (:data:`GROUPS`). Returns
-    the seconds spent per component that was actually (re)installed. Raises :class:`ToolError`.
+    ``only`` takes component names (see :data:`COMPONENTS`) or groups (:data:`GROUPS`). The
+    :data:`LANES` run side by side. Returns the seconds spent per component that was actually
+    (re)installed. Raises :class:`ToolError` (the first lane's that failed).
     """
-    log = log or _default_log
+    say = log or _default_log
+    wanted = _expand(only)
     timings: dict[str, float] = {}
-    for comp in _expand(only):
-        t0 = time.monotonic()
-        if comp == "postgresql":
-            did = apt_install(POSTGRESQL_APT_PACKAGE, lambda: available("postgresql"), log)
-        elif comp == "kcat":
-            did = apt_install("kcat", lambda: available("kcat"), log)
-        elif comp == "kafka":
-            did = _install_kafka(log)
-        elif comp == "ferretdb":
-            did = _install_ferretdb(log)
-        elif comp == "clients":
-            did = _install_clients(log)
-        elif comp == "deploy":
-            did = _install_deploy(log)
-        elif comp == "chromium":
-            did = apt_install(CHROMIUM_APT_PACKAGE, lambda: available("chromium"), log)
-        else:
-            did = _install_go_tool(comp, log)
-        took = time.monotonic() - t0
-        if did:
-            timings[comp] = took
-            log(f"[install] {comp}: done in {took:.0f}s")
-        else:
-            log(f"[install] {comp}: up to date")
-    return timings
+
+    def lane(components: list[str]) -> None:
+        for comp in components:
+            t0 = time.monotonic()
+            did = _install_one(comp, say)
+            took = time.monotonic() - t0
+            if did:
+                timings[comp] = took
+                say(f"[install] {comp}: done in {took:.0f}s")
+            else:
+                say(f"[install] {comp}: up to date")
+
+    lanes = [[c for c in ln if c in wanted] for ln in LANES]
+    with ThreadPoolExecutor(max_workers=len(LANES), thread_name_prefix="install") as pool:
+        futures = [pool.submit(lane, ln) for ln in lanes if ln]
+    for future in futures:
+        future.result()
+    return {c: timings[c] for c in wanted if c in timings}
 
 
 def ensure(components: Iterable[str], log: Log | None = None) -> None:

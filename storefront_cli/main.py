@@ -1,6 +1,5 @@
 """`storefront`: run the system, demo it, and operate it."""
 
-
 from __future__ import annotations
 
 import argparse
@@ -94,9 +93,17 @@ def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    took: dict[str, float] = {}
+
+    def phase(name: str, since: float) -> float:
+        now = time.monotonic()
+        took[name] = now - since
+        return now
+
     stop = watch.StopSignals()
     say("[run] installing what is missing (first time: a few minutes) ...")
     tools.install(tools.RUN, log=say)
+    mark = phase("install check", t0)
     stack = EmbeddedStack(Path(args.run_dir), log=say)
     ports = system.SystemPorts()
     try:
@@ -108,20 +115,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         stack.start()
         stack.write_env_file()
+        mark = phase("stack", mark)
+        # The console's start (a Python process loading the CLI) overlaps the services'.
+        console = _start_console(stack, ports, args.console_port, wait=False)
         system.start_services(stack, ports, log=say)
+        mark = phase("services", mark)
         say("[run] starting envoy ...")
         if not stack.supervisor.is_running("envoy"):
             system.start_envoy(stack, ports)
+        mark = phase("envoy", mark)
     except (ProcessError, TimeoutError) as exc:
         say(f"[run] FAILED: {exc}")
         stack.stop()
         watch.release_run_dir(stack.run_dir)
         return 1
     _start_prometheus(stack, ports)
-    _start_console(stack, ports, args.console_port)
+    mark = phase("prometheus", mark)
+    if console:
+        _console_ready(stack, args.console_port)
+    mark = phase("console", mark)
     say(f"[run] system up in {time.monotonic() - t0:.1f}s")
     if not args.no_demo:
         asyncio.run(_demo(ports, stack.run_dir))
+        mark = phase("demo", mark)
+    steps = ", ".join(f"{k} {v:.1f}s" for k, v in stack.timings.items())
+    say(
+        f"[run] took {time.monotonic() - t0:.1f}s: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in took.items())
+    )
+    say(f"[run] stack: {steps}")
     say(endpoints(ports, stack))
     if args.detach:
         say("Detached: `make down` stops it.")
@@ -149,16 +171,32 @@ def _start_prometheus(stack: EmbeddedStack, ports: system.SystemPorts) -> None:
     say(f"[run] prometheus {url}  (dashboard: docs/grafana/storefront-dashboard.json)")
 
 
-def _start_console(stack: EmbeddedStack, ports: system.SystemPorts, port: int) -> None:
-    """The console is a convenience too: without it the system still runs."""
+def _start_console(
+    stack: EmbeddedStack, ports: system.SystemPorts, port: int, *, wait: bool = True
+) -> bool:
+    """The console is a convenience too: without it the system still runs. True if this
+    call started it (without `wait`, :func:`_console_ready` waits for it)."""
     if stack.supervisor.is_running(web_console.CONSOLE):
-        return
+        return False
     say("[run] starting the console ...")
     try:
         web_console.start_console(
-            stack, ports, port=port, prometheus=f"http://127.0.0.1:{prometheus.DEFAULT_PORT}"
+            stack,
+            ports,
+            port=port,
+            prometheus=f"http://127.0.0.1:{prometheus.DEFAULT_PORT}",
+            wait=wait,
         )
     except (ProcessError, TimeoutError) as exc:
+        say(f"[run] console not started (the rest runs on): {exc}")
+        return False
+    return True
+
+
+def _console_ready(stack: EmbeddedStack, port: int, timeout: float = 60.0) -> None:
+    try:
+        stack.supervisor.wait_ready(web_console.CONSOLE, port, timeout)
+    except ProcessError as exc:
         say(f"[run] console not started (the rest runs on): {exc}")
 
 

@@ -126,13 +126,16 @@ def start_service(
     db_prefix: str = "",
     timeout: float = 90.0,
     extra_env: Mapping[str, str] | None = None,
+    wait: bool = True,
 ) -> None:
+    """Start the service as a supervised process; with `wait`, until it serves."""
     sup.start(
         service,
         [sys.executable, "-m", topology.SYSTEM.service(service).package],
         env={**service_env(stack, ports, service, db_prefix=db_prefix), **(extra_env or {})},
         ready=health_serving(ports.grpc(service)),
         timeout=timeout,
+        wait=wait,
         cwd=Path(__file__).resolve().parent.parent,
     )
 
@@ -143,14 +146,22 @@ def start_services(
     *,
     db_prefix: str = "",
     log: Callable[[str], None] = print,
+    timeout: float = 90.0,
 ) -> None:
+    """Start every service not running yet, all at once (each needs only the stack, none
+    another service), then wait until each serves."""
     sup = stack.supervisor
+    started: list[str] = []
     for service in topology.SYSTEM.names:
         if sup.is_running(service):
             log(f"[run] {service}_svc already running")
             continue
         log(f"[run] starting {service}_svc on 127.0.0.1:{ports.grpc(service)} ...")
-        start_service(sup, stack, ports, service, db_prefix=db_prefix)
+        start_service(sup, stack, ports, service, db_prefix=db_prefix, wait=False)
+        started.append(service)
+    for service in started:
+        took = sup.wait_ready(service, health_serving(ports.grpc(service)), timeout)
+        log(f"[run] {service}_svc serving after {took:.1f}s")
 
 
 def grpc_target(ports: SystemPorts, service: str) -> str:
@@ -161,23 +172,26 @@ def admin_target(ports: SystemPorts, service: str) -> str:
     return f"127.0.0.1:{ports.admin(service)}"
 
 
-def start_envoy(stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2) -> None:
+def start_envoy(
+    stack: EmbeddedStack, ports: SystemPorts, *, concurrency: int = 2, name: str = "envoy"
+) -> None:
     """Envoy in front of the public services: JSON/REST, gRPC-Web and native gRPC on one port
-    (CORS for $STOREFRONT_CORS_ORIGINS, default http://localhost:3000)."""
+    (CORS for $STOREFRONT_CORS_ORIGINS, default http://localhost:3000). `name` is its process
+    name in the run dir, and names its configuration and access log there."""
     from envoy_config.config import EdgeAuth, cors_origins_from_env, envoy_argv, write_config
 
     upstreams = {s.name: ("127.0.0.1", ports.grpc(s.name)) for s in topology.SYSTEM.public}
     config = write_config(
-        stack.run_dir / "envoy.yaml",
+        stack.run_dir / f"{name}.yaml",
         listen_port=ports.envoy,
         admin_port=ports.envoy_admin,
         upstreams=upstreams,
-        access_log_path=stack.run_dir / "logs" / "envoy-access.log",
+        access_log_path=stack.run_dir / "logs" / f"{name}-access.log",
         auth=EdgeAuth.of(local_issuer(stack).config()),
         cors_origins=cors_origins_from_env(),
     )
     stack.supervisor.start(
-        "envoy",
+        name,
         envoy_argv(config, log_level="warning", concurrency=concurrency),
         ready=ports.envoy,
         timeout=60.0,

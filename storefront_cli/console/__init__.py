@@ -55,8 +55,10 @@ def start_console(
     db_prefix: str = "",
     name: str = CONSOLE,
     timeout: float = 30.0,
+    wait: bool = True,
 ) -> str:
-    """Start `storefront console` for this stack under its Supervisor; its URL."""
+    """Start `storefront console` for this stack under its Supervisor; its URL. Without
+    `wait` it returns once started (``Supervisor.wait_ready`` on `port` waits for it)."""
     argv = [
         sys.executable,
         "-m",
@@ -75,7 +77,13 @@ def start_console(
     # through the environment and files, so no password is on its command line.
     env = {**system.local_issuer(stack).config().env(), **stack.env()}
     stack.supervisor.start(
-        name, argv, env=env, ready=port, timeout=timeout, cwd=Path(__file__).parents[2]
+        name,
+        argv,
+        env=env,
+        ready=port,
+        timeout=timeout,
+        wait=wait,
+        cwd=Path(__file__).parents[2],
     )
     return url(port)
 

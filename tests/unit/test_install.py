@@ -7,10 +7,12 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from stack import tools
+from storefront_cli import main
 from tools import get_uv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,10 +26,17 @@ def make_dry_run(target: str) -> str:
 
 def test_make_run_installs_the_run_group_only() -> None:
     commands = make_dry_run("run")
-    installs = re.findall(r"-m stack install.*", commands)
-    assert installs == ["-m stack install --only run"], commands
+    assert "stack install" not in commands and "storefront run" in commands, commands
+    installs = re.findall(r"-m stack install.*", make_dry_run("install-run"))
+    assert installs == ["-m stack install --only run"]
+    # `storefront run` installs what it starts: the run group, nothing more.
+    with mock.patch.object(tools, "install", side_effect=SystemExit("installed")) as install:
+        with pytest.raises(SystemExit):
+            main.main(["run", "--run-dir", "/nonexistent/storefront-test"])
+    install.assert_called_once()
+    assert tuple(install.call_args.args[0]) == tools.RUN
     assert set(tools.GROUPS["run"]) == {"postgresql", "kafka", "ferretdb", "grpcurl"}
-    for test_only in ("deploy", "chromium", "clients", "ghz", "buf"):
+    for test_only in ("deploy", "chromium", "clients", "ghz", "buf", "containers"):
         assert test_only in tools.GROUPS["test"] and test_only not in tools.GROUPS["run"]
     assert set(tools.GROUPS["run"]) | set(tools.GROUPS["test"]) == set(tools.COMPONENTS)
 
@@ -62,11 +71,14 @@ def test_get_uv_picks_this_machines_linux_wheel() -> None:
     files: list[dict[str, object]] = [
         {"filename": f"uv-{get_uv.VERSION}.tar.gz"},
         {"filename": f"uv-{get_uv.VERSION}-py3-none-macosx_11_0_arm64.whl"},
-        {"filename": f"uv-{get_uv.VERSION}-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"},
-        {"filename": f"uv-{get_uv.VERSION}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"},
+        {
+            "filename": f"uv-{get_uv.VERSION}-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
+        },
+        {
+            "filename": f"uv-{get_uv.VERSION}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+        },
     ]
     assert str(get_uv.wheel_for(files, "x86_64")["filename"]).endswith("_x86_64.whl")
     assert "aarch64" in str(get_uv.wheel_for(files, "aarch64")["filename"])
     with pytest.raises(SystemExit, match="riscv64"):
         get_uv.wheel_for(files, "riscv64")
-
