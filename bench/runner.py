@@ -101,8 +101,9 @@ def log(msg: str) -> None:
 
 
 class Bench:
-    def __init__(self, profile: Profile, run_dir: Path) -> None:
+    def __init__(self, profile: Profile, run_dir: Path, only: frozenset[str] = frozenset()) -> None:
         self.p = profile
+        self.only = only
         self.h = Harness(run_dir, log)
         self.results: dict[str, Any] = {}
         self.ids: list[str] = []
@@ -568,6 +569,8 @@ class Bench:
                     self.results[name] = {"error": f"setup failed: {exc}"}
             traceback.print_exc()
             steps = []
+        if self.only:
+            steps = [(names, step) for names, step in steps if self.only & set(names)]
         for names, step in steps:
             try:
                 step()
@@ -587,7 +590,11 @@ class Bench:
             "machine": machine(load_before),
             "versions": versions(self.mongodb_uri if self.h.stack else ""),
             "settings": dataclasses.asdict(self.p),
-            "scenarios": {name: self.results.get(name, {"error": "not run"}) for name in SCENARIOS},
+            "scenarios": {
+                name: self.results.get(name, {"error": "not run"})
+                for name in SCENARIOS
+                if not self.only or name in self.only
+            },
         }
 
     def reads(self) -> None:
@@ -619,13 +626,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON path")
     parser.add_argument("--keep", action="store_true", help="keep the run dir (logs)")
     parser.add_argument("--backlog", type=int, default=0, help="catch-up events (default 20000)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SCENARIOS,
+        default=[],
+        help="run only this scenario's step (repeatable; the reads' four run together)",
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.backlog:
         profile = dataclasses.replace(profile, backlog=args.backlog)
     run_dir = Path(tempfile.mkdtemp(prefix="storefront-bench-"))
     log(f"[bench] {profile.name} run in {run_dir}")
-    bench = Bench(profile, run_dir)
+    bench = Bench(profile, run_dir, frozenset(args.only))
     try:
         report = bench.run()
     finally:

@@ -7,7 +7,9 @@ is a use case of the service that consumes the topic: it applies the parked even
 its own handlers, so they are never appended to the original topic behind newer events
 for the same key, and only that service writes its documents. How far "replay
 everything" got is the committed offsets of the service's DLQ-replay group
-(`names.dlq_replay_group`); a record replayed by id does not move it.
+(`names.dlq_replay_group`); a record replayed by id does not move it. Any replica may serve
+a replay: two at once apply some records twice, which the handlers ignore (versions, event
+ids), and the progress only moves forward.
 """
 
 from __future__ import annotations
@@ -83,11 +85,16 @@ async def replayed_upto(
 
 
 async def _commit(kafka: KafkaConnection, group: str, upto: Mapping[TopicPartition, int]) -> None:
+    """Move "replay everything"'s progress forward, never back: another replica of the service
+    may have replayed further meanwhile (replays of the same record are idempotent)."""
     consumer = _consumer(kafka, group)
     await consumer.start()
     try:
         consumer.assign(list(upto))
-        await consumer.commit(dict(upto))
+        ahead = {tp: (await consumer.committed(tp)) or 0 for tp in upto}
+        forward = {tp: offset for tp, offset in upto.items() if offset > ahead[tp]}
+        if forward:
+            await consumer.commit(forward)
     finally:
         await consumer.stop()
 

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from svckit import paging
+from svckit import outbox, paging
 from svckit.documents import from_document, to_document
 from svckit.errors import AlreadyExists, Unavailable
 from svckit.outbox import OUTBOX, PARKED, PENDING, queue
@@ -112,6 +112,7 @@ class AggregateStore(Generic[M]):
             await self.collection.insert_one(doc)
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"{self._id_field} {doc['_id']} already exists") from exc
+        outbox.committed(self.collection, doc["_id"], doc[OUTBOX])  # the relay publishes them
 
     async def update(
         self,
@@ -142,6 +143,8 @@ class AggregateStore(Generic[M]):
             condition.update(_room_for_more())
         result = await self.collection.update_one({"_id": aggregate_id, **condition}, update)
         if result.matched_count == 1:
+            if queues:  # the relay publishes them without reading them back
+                outbox.committed(self.collection, aggregate_id, update["$push"][OUTBOX]["$each"])
             return True
         if not queues:
             return False
