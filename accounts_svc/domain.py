@@ -265,6 +265,12 @@ def customer_deleted(c: Customer, now: datetime) -> events_pb2.CustomerDeleted:
     return _deletion(c.id, c.version + 1, now)
 
 
+def tombstone(c: Customer) -> Customer:
+    """What stays of a deleted customer: its id and the deletion's version, nothing personal.
+    It stays so a late retry of a create with the same id cannot bring the customer back."""
+    return Customer(id=c.id, version=c.version + 1)
+
+
 def current_state(
     c: Customer, *, deleted: bool, now: datetime
 ) -> events_pb2.CustomerChanged | events_pb2.CustomerDeleted:

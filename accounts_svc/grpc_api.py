@@ -10,6 +10,7 @@ from google.protobuf import empty_pb2
 from accounts_svc import domain
 from accounts_svc.handlers import AccountsHandlers
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from svckit import shape
 from svckit.errors import require
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -22,6 +23,7 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
     async def CreateCustomer(
         self, request: accounts_pb2.CreateCustomerRequest, context: Ctx
     ) -> accounts_pb2.Customer:
+        shape.request().client_id(request.customer_id, "customer_id").check()
         created = await self.h.create_customer(request.customer, request.customer_id)
         return domain.masked(created)
 
@@ -34,9 +36,9 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
     async def ListCustomers(
         self, request: accounts_pb2.ListCustomersRequest, context: Ctx
     ) -> accounts_pb2.ListCustomersResponse:
-        found, token = await self.h.list_customers(request.page_size, request.page_token)
+        found, last = await self.h.list_customers(shape.page(request.page_size, request.page_token))
         return accounts_pb2.ListCustomersResponse(
-            customers=[domain.masked(c) for c in found], next_page_token=token
+            customers=[domain.masked(c) for c in found], next_page_token=shape.next_page_token(last)
         )
 
     async def UpdateCustomer(

@@ -15,12 +15,14 @@ import topology
 from accounts_svc import cards, domain
 from accounts_svc.cards import CardVault
 from accounts_svc.domain import Customer
-from svckit import logs, names, paging
+from svckit import logs, names
 from svckit.admin import Republished, Verdict, republish_each
-from svckit.errors import NotFound, Violations
-from svckit.ids import check_client_id, new_id
+from svckit.errors import NotFound
+from svckit.ids import new_id
 from svckit.outbox import Notifier, outbox_entry
-from svckit.store import Store, until_saved
+from svckit.saving import Change, Lost, change, saved, until_saved
+from svckit.shape import Page
+from svckit.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,15 @@ class Customers(Store[Customer], Protocol):
     ) -> tuple[list[Customer], str | None]: ...
 
     async def tombstone(
-        self, customer: Customer, expected_version: int, events: list[dict[str, Any]]
-    ) -> bool: ...
+        self, gone: Customer, expected_version: int, events: list[dict[str, Any]]
+    ) -> bool:
+        """Store `gone` (domain.tombstone) marked deleted, guarded by the version."""
 
     async def ids_to_reseal(
-        self, current_key: Any, after: str | None, limit: int
-    ) -> tuple[list[str], str | None]: ...
+        self, current_key: Any, after: Any, limit: int
+    ) -> tuple[list[str], Any]:
+        """One page of the customers whose cards need re-sealing under `current_key`, and
+        where to continue (None: done)."""
 
     async def reseal(self, customer: Customer) -> bool: ...
 
@@ -72,13 +77,12 @@ class AccountsHandlers:
     def _event(self, customer_id: str, message: Message, seq: int) -> dict[str, Any]:
         return outbox_entry(TOPIC, customer_id, message, source=SOURCE, seq=seq)
 
+    def _changed(self, customer: Customer) -> dict[str, Any]:
+        return self._event(customer.id, domain.customer_changed(customer), customer.version)
+
     async def create_customer(self, draft: Customer, customer_id: str = "") -> Customer:
-        v = Violations()
-        check_client_id(customer_id, "customer_id", v)
-        v.raise_if_any()
         customer = domain.new_customer(draft, customer_id or new_id(), self.clock())
-        event = self._event(customer.id, domain.customer_changed(customer), customer.version)
-        await self.customers.insert(customer, [event])
+        await self.customers.insert(customer, [self._changed(customer)])
         self.relay.notify(customer.id)
         return customer
 
@@ -94,52 +98,52 @@ class AccountsHandlers:
             raise NotFound(f"customer {customer_id!r} not found")
         return customer
 
-    async def list_customers(self, size: int, token: str) -> tuple[list[Customer], str]:
-        found, last = await self.customers.page_live(
-            paging.decode_token(token), paging.page_size(size)
-        )
-        return found, paging.encode_token(last) if last else ""
+    async def list_customers(self, page: Page) -> tuple[list[Customer], str | None]:
+        """One page of live customers and the id the next one starts after (None: the end)."""
+        return await self.customers.page_live(page.after, page.limit)
 
     async def update_customer(self, patch: Customer, mask: field_mask_pb2.FieldMask) -> Customer:
-        async def attempt() -> Customer | None:
-            current = await self._revealed(patch.id)
+        def decide(current: Customer) -> Change:
             customer = domain.updated_customer(current, patch, mask, self.clock())
-            event = self._event(customer.id, domain.customer_changed(customer), customer.version)
-            saved = await self.customers.update(customer, current.version, [event])
-            return customer if saved else None
+            return Change(customer, [self._changed(customer)])
 
-        async with self.customers.exclusive(patch.id):
-            customer = await until_saved(attempt, what=f"customer {patch.id}", retry=not patch.etag)
+        customer = await change(
+            self.customers,
+            lambda: self._revealed(patch.id),
+            decide,
+            what=f"customer {patch.id}",
+            retry=not patch.etag,
+        )
         self.relay.notify(customer.id)
         return customer
 
     async def delete_customer(self, customer_id: str, etag: str = "") -> None:
-        async def attempt() -> bool | None:
+        async def attempt() -> bool | Lost:
             current = await self.get_customer(customer_id)
             domain.check_etag(current, etag)
             deleted = domain.customer_deleted(current, self.clock())
             event = self._event(customer_id, deleted, deleted.version)
-            return await self.customers.tombstone(current, current.version, [event]) or None
+            gone = domain.tombstone(current)
+            return saved(await self.customers.tombstone(gone, current.version, [event]), True)
 
-        async with self.customers.exclusive(customer_id):
-            await until_saved(attempt, what=f"customer {customer_id}", retry=not etag)
+        await until_saved(attempt, what=f"customer {customer_id}", retry=not etag)
         self.relay.notify(customer_id)
 
     # --- Operator use cases (svckit.admin) ---------------------------------------------
 
     async def republish(self, ids: Sequence[str]) -> Republished:
         """Repairs: queue each customer's current state, or its deletion, again."""
-        return await republish_each(ids, self.customers, self._republish, self.relay.notify)
+        return await republish_each(ids, self._republish, self.relay.notify)
 
-    async def _republish(self, customer_id: str) -> Verdict | None:
+    async def _republish(self, customer_id: str) -> Verdict | Lost:
         found = await self.customers.get_any(customer_id)
         if found is None:
             return Verdict.NOT_FOUND
         customer, deleted = found
         event = domain.current_state(customer, deleted=deleted, now=self.clock())
         entry = self._event(customer_id, event, customer.version)
-        saved = await self.customers.republish(customer_id, customer.version, [entry])
-        return Verdict.QUEUED if saved else None
+        landed = await self.customers.republish(customer_id, customer.version, [entry])
+        return saved(landed, Verdict.QUEUED)
 
     async def reseal_cards(self, customer_id: str) -> bool:
         """Store one customer's cards under the current card key (or encrypt them at all, in a
@@ -148,26 +152,25 @@ class AccountsHandlers:
         vault = self.customers.vault
         assert vault is not None and vault.current is not None
 
-        async def attempt() -> bool | None:
+        async def attempt() -> bool | Lost:
             current = await self.customers.get_revealed(customer_id)
             if current is None:
                 return False  # deleted meanwhile: a tombstone keeps no cards
-            return await self.customers.reseal(current) or None
+            return saved(await self.customers.reseal(current), True)
 
-        async with self.customers.exclusive(customer_id):
-            return await until_saved(attempt, what=f"customer {customer_id}")
+        return await until_saved(attempt, what=f"customer {customer_id}")
 
     async def reseal_all(self, page: int = 100) -> int:
         """Rotation's use case: every card not under the newest key of the card key vault is
-        re-encrypted with it, while requests run (each customer under its lock and version
-        guard, like any write). Returns how many customers were re-sealed."""
+        re-encrypted with it, while requests run (each customer through the save step and its
+        version guard, like any write). Returns how many customers were re-sealed."""
         vault = self.customers.vault
         assert vault is not None
         await vault.refresh()
         key = vault.current
         assert key is not None
         done = 0
-        after: str | None = None
+        after: Any = None
         while True:
             due, after = await self.customers.ids_to_reseal(key, after, page)
             for customer_id in due:

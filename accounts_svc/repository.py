@@ -16,7 +16,6 @@ import topology
 from accounts_svc import cards
 from accounts_svc.cards import CardVault
 from accounts_svc.domain import Customer
-from svckit import guards
 from svckit.documents import from_document, to_document
 from svckit.outbox import OUTBOX
 from svckit.store import AggregateStore
@@ -26,6 +25,15 @@ CARDS = "credit_cards"
 # Deleted customers stay as tombstones: their CustomerDeleted is still in the
 # outbox, and a late retry of a create with the same id must not resurrect them.
 LIVE = {"deleted": {"$ne": True}}
+CARDS_KEY = "_cards_key"
+"""The data key (by `cards.key_name`) every card of the customer is sealed under: what a key
+rotation looks customers up by, a keyset page at a time in the index (CARDS_KEY, _id). "" for
+a customer without cards; null for cards under several keys, and missing on documents written
+before the field (rotation looks those up by null equality, which MongoDB answers from the
+index; FerretDB does not push null down, so there it costs one scan per rotation, not one per
+page)."""
+ResealFrom = tuple[tuple[str | None, ...], int, str | None]
+"""Where a rotation's walk stands: the stale keys, which one it pages through, the last id."""
 
 
 class CustomerRepository(AggregateStore[Customer]):
@@ -44,17 +52,26 @@ class CustomerRepository(AggregateStore[Customer]):
         write that stored it can be sent back on the next update."""
         doc = to_document(aggregate, id_field="id")
         if not doc.get(CARDS):
-            return doc
+            return {**doc, CARDS_KEY: ""}
         if self.vault is None:
             raise RuntimeError("writing cards needs the card vault")
         doc[CARDS] = [await self.vault.seal(card) for card in doc[CARDS]]
         for card, sealed in zip(aggregate.credit_cards, doc[CARDS], strict=True):
             card.card_id = sealed[cards.CARD_ID]
+        keys = {cards.key_name(card[cards.KEY_ID]) for card in doc[CARDS]}
+        doc[CARDS_KEY] = keys.pop() if len(keys) == 1 else None
         return doc
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([(CARDS_KEY, 1), ("_id", 1)])  # key rotation's pages
+        # the live customers' pages (`LIVE`, by `_id`): an index led by the filtered field is
+        # what lets the embedded database push the page down (patch 0003); on MongoDB it serves
+        # the same filter
+        await self.collection.create_index([("deleted", 1), ("_id", 1)])
 
     async def get_revealed(self, customer_id: str) -> Customer | None:
         """A live customer with the card numbers decrypted, to be written back."""
-        doc = await guards.find_by_id(self.collection, customer_id, LIVE, {OUTBOX: 0})
+        doc = await self.collection.find_one({"_id": customer_id, **LIVE}, {OUTBOX: 0})
         if doc is None:
             return None
         if doc.get(CARDS):
@@ -75,29 +92,49 @@ class CustomerRepository(AggregateStore[Customer]):
         return await self.page(dict(LIVE), after=after, limit=limit)
 
     async def tombstone(
-        self, customer: Customer, expected_version: int, events: list[dict[str, Any]]
+        self, gone: Customer, expected_version: int, events: list[dict[str, Any]]
     ) -> bool:
-        """Keep only id and version, mark deleted and queue CustomerDeleted, in one write."""
-        gone = Customer(id=customer.id, version=expected_version + 1)
+        """Store what stays of a deleted customer, marked deleted, and queue its events, in one
+        write."""
         return await self.update(gone, expected_version, events, extra={"deleted": True})
 
     async def ids_to_reseal(
-        self, current_key: Binary, after: str | None, limit: int
-    ) -> tuple[list[str], str | None]:
-        """One keyset page of the customers with a card in clear or under another key than
-        `current_key`, and the id to continue after (None at the end). Filtered here: FerretDB
-        hands PostgreSQL no array-element condition, so it would read every document anyway."""
-        query: Document = {**LIVE, CARDS: {"$exists": True}}
-        if after is not None:
-            query["_id"] = {"$gt": after}
+        self, current_key: Binary, after: ResealFrom | None, limit: int
+    ) -> tuple[list[str], ResealFrom | None]:
+        """One page of the customers with a card in clear or under another key than
+        `current_key`, and where to continue (None at the end): a keyset page on (CARDS_KEY,
+        _id) for each key the customers' cards are under but the current one, after those
+        stored before CARDS_KEY existed. The keys are read once per walk (`distinct`, which
+        MongoDB answers from the index) and carried in the continuation."""
+        if after is None:
+            current = cards.key_name(current_key)
+            held = await self.collection.distinct(CARDS_KEY)
+            keys = sorted(k for k in held if isinstance(k, str) and k and k != current)
+            after = ((None, *keys), 0, None)
+        stale, position, last = after
+        query = reseal_query(stale[position], last)
         docs = await self.collection.find(query, {CARDS: 1}).sort("_id", 1).limit(limit).to_list()
-        due = [d["_id"] for d in docs if any(cards.needs_reseal(c, current_key) for c in d[CARDS])]
-        return due, (docs[-1]["_id"] if len(docs) == limit else None)
+        due = [
+            d["_id"]
+            for d in docs
+            if any(cards.needs_reseal(c, current_key) for c in d.get(CARDS) or [])
+        ]
+        if len(docs) == limit:
+            return due, (stale, position, docs[-1]["_id"])
+        return due, ((stale, position + 1, None) if position + 1 < len(stale) else None)
 
     async def reseal(self, customer: Customer) -> bool:
         """Store `customer`'s cards sealed anew with the current key: same version, no event
         (the customer did not change, only how its cards are stored). False: it changed
         since it was read."""
-        sealed = (await self.document(customer)).get(CARDS, [])
-        update = {"$set": {CARDS: sealed}}
+        doc = await self.document(customer)
+        update = {"$set": {CARDS: doc.get(CARDS, []), CARDS_KEY: doc[CARDS_KEY]}}
         return await self._guarded(customer.id, customer.version, update, queues=False)
+
+
+def reseal_query(key_name: str | None, after: str | None) -> Document:
+    """The live customers whose CARDS_KEY is `key_name` (None: missing or null), after an id."""
+    query: Document = {CARDS_KEY: key_name, **LIVE}
+    if after is not None:
+        query["_id"] = {"$gt": after}
+    return query

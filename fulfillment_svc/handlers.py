@@ -9,13 +9,15 @@ from typing import Any, Protocol
 import topology
 from fulfillment_svc import domain
 from fulfillment_svc.domain import Fulfillment, Status
-from svckit import names, paging, statuses
+from svckit import names
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.consumer import EventHandler, Outcome
 from svckit.envelope import Envelope
 from svckit.errors import AlreadyExists, NotFound
 from svckit.outbox import Notifier, outbox_entry
-from svckit.store import Store, until_saved
+from svckit.saving import LOST, Change, Lost, change, saved, until_saved
+from svckit.shape import Page
+from svckit.store import Store
 
 TOPIC = topology.ORDER_STATUS
 SOURCE = names.source(topology.FULFILLMENT)
@@ -68,15 +70,12 @@ class FulfillmentHandlers:
         return fulfillment.customer_id if fulfillment is not None else None
 
     async def list_fulfillments(
-        self, status: int, size: int, token: str
-    ) -> tuple[list[Fulfillment], str]:
-        wanted = statuses.status_filter(status)
-        found, last = await self.fulfillments.page_by_status(
-            Status(wanted) if wanted is not None else None,
-            paging.decode_token(token),
-            paging.page_size(size),
-        )
-        return found, paging.encode_token(last) if last else ""
+        self, status: int | None, page: Page
+    ) -> tuple[list[Fulfillment], str | None]:
+        """One page of fulfillments (in `status`, or any) and the id the next one starts
+        after (None: the end)."""
+        wanted = Status(status) if status is not None else None
+        return await self.fulfillments.page_by_status(wanted, page.after, page.limit)
 
     async def process_fulfillment(self, order_id: str, note: str = "") -> Fulfillment:
         return await self._advance(order_id, domain.PROCESSING, note)
@@ -92,17 +91,17 @@ class FulfillmentHandlers:
 
     async def _advance(self, order_id: str, target: Status, note: str) -> Fulfillment:
         """Every shipping step: one transition and its OrderStatusChanged, in one write."""
-        statuses.validate_note(note, "note")
 
-        async def attempt() -> Fulfillment | None:
-            current = await self.get_fulfillment(order_id)
+        def decide(current: Fulfillment) -> Change:
             fulfillment = domain.transition(current, target, self.clock(), note)
-            events = [self._event(fulfillment)]
-            saved = await self.fulfillments.update(fulfillment, current.version, events)
-            return fulfillment if saved else None
+            return Change(fulfillment, [self._event(fulfillment)])
 
-        async with self.fulfillments.exclusive(order_id):
-            fulfillment = await until_saved(attempt, what=f"fulfillment {order_id}")
+        fulfillment = await change(
+            self.fulfillments,
+            lambda: self.get_fulfillment(order_id),
+            decide,
+            what=f"fulfillment {order_id}",
+        )
         self.relay.notify(order_id)
         return fulfillment
 
@@ -130,24 +129,23 @@ class FulfillmentHandlers:
         event = envelope.payload(domain.FulfillmentCancelled)
         domain.validate_cancelled(event)
 
-        async def attempt() -> Outcome | None:
+        async def attempt() -> Outcome | Lost:
             current = await self.fulfillments.get(event.order_id)
             if current is None:
                 try:
                     tombstone = domain.cancelled_before_requested(event, self.clock())
                     await self.fulfillments.insert(tombstone, [])
                 except AlreadyExists:
-                    return None  # the request landed meanwhile: decide again on it
+                    return LOST  # the request landed meanwhile: decide again on it
                 return Outcome.APPLIED
             verdict = domain.cancellation(current)
             if verdict in CANCELLATION_OUTCOMES:
                 return CANCELLATION_OUTCOMES[verdict]
             fulfillment = domain.cancelled(current, event, self.clock())
-            saved = await self.fulfillments.update(fulfillment, current.version, [])
-            return Outcome.APPLIED if saved else None  # a shipping step won: decide again
+            landed = await self.fulfillments.update(fulfillment, current.version, [])
+            return saved(landed, Outcome.APPLIED)  # lost: a shipping step won, decide again
 
-        async with self.fulfillments.exclusive(event.order_id):
-            return await until_saved(attempt, what=f"fulfillment {event.order_id}")
+        return await until_saved(attempt, what=f"fulfillment {event.order_id}")
 
     def event_handlers(self) -> dict[str, EventHandler]:
         return {
@@ -163,9 +161,9 @@ class FulfillmentHandlers:
 
     async def republish(self, ids: Sequence[str]) -> Republished:
         """Repairs: queue every status change each fulfillment has published, again."""
-        return await republish_each(ids, self.fulfillments, self._republish, self.relay.notify)
+        return await republish_each(ids, self._republish, self.relay.notify)
 
-    async def _republish(self, order_id: str) -> Verdict | None:
+    async def _republish(self, order_id: str) -> Verdict | Lost:
         fulfillment = await self.fulfillments.get(order_id)
         if fulfillment is None:
             return Verdict.NOT_FOUND
@@ -175,5 +173,5 @@ class FulfillmentHandlers:
         ]
         if not entries:
             return Verdict.NOTHING_TO_PUBLISH
-        saved = await self.fulfillments.republish(order_id, fulfillment.version, entries)
-        return Verdict.QUEUED if saved else None
+        landed = await self.fulfillments.republish(order_id, fulfillment.version, entries)
+        return saved(landed, Verdict.QUEUED)

@@ -6,8 +6,9 @@ import topology
 from fulfillment_svc.grpc_api import FulfillmentServicer
 from fulfillment_svc.handlers import FulfillmentHandlers
 from fulfillment_svc.repository import FulfillmentRepository
+from fulfillment_svc.summaries import summaries
 from storefront.fulfillment.v1 import fulfillment_pb2, fulfillment_pb2_grpc
-from svckit.admin import ReadModel
+from svckit.admin import Answering, ReadModel
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
@@ -26,7 +27,11 @@ def build(settings: Settings) -> ServiceApp:
         SERVICE,
     )
     app.consume(topology.SYSTEM.service(topology.FULFILLMENT).consumes, handlers.event_handlers())
-    app.admin(handlers, handlers, {topology.ORDER_FULFILLMENT: ReadModel(fulfillments.collection)})
+    app.admin(
+        Answering(handlers, summaries(fulfillments)),
+        handlers,
+        {topology.ORDER_FULFILLMENT: ReadModel(fulfillments.collection)},
+    )
     return app
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import enum
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Generic, NamedTuple, TypeVar
 
+from google.protobuf.message import Message
 from google.type import money_pb2
 
 from storefront.accounts.v1 import events_pb2 as accounts_events
@@ -346,3 +349,59 @@ def product_copy(event: catalog_events.ProductChanged) -> ProductCopy:
     copy.CopyFrom(event)
     copy.ClearField("change_time")
     return copy
+
+
+# --- Copies of other services' aggregates (customers, products) --------------------------
+
+
+class CopyOutcome(enum.Enum):
+    """What one event does to orders' copy of a customer or a product."""
+
+    APPLIED = "applied"
+    """Newer than the copy held, or the same version with other content (the owner's
+    republished state repairing a damaged copy): written."""
+    DUPLICATE = "duplicate"
+    """The same version and content as held: nothing to write."""
+    STALE = "stale"
+    """Older than the copy held (a late arrival): nothing to write."""
+
+
+CopyContent = TypeVar("CopyContent", bound=Message)
+CopyChange = tuple[str, int, CopyContent | None]
+"""An owner's event for a copy: the aggregate's id, its version, its content (None: deleted)."""
+
+
+class HeldCopy(NamedTuple, Generic[CopyContent]):
+    """A copy as held."""
+
+    version: int
+    content: CopyContent | None
+    """None: a tombstone, kept so a late change cannot bring a deleted aggregate back."""
+    intact: bool = True
+    """False: the stored copy is not what its content would store (damaged in the database,
+    e.g. a field the content cannot hold): the owner's state at the same version repairs it."""
+
+
+def copy_outcomes(
+    held: Mapping[str, HeldCopy[CopyContent]], changes: Sequence[CopyChange[CopyContent]]
+) -> tuple[list[CopyOutcome], dict[str, HeldCopy[CopyContent]]]:
+    """Each change's outcome, in order, as if applied one by one on top of `held` (by id), and
+    the state each changed copy ends in (what to write). A copy only moves forward by version."""
+    state = dict(held)
+    outcomes: list[CopyOutcome] = []
+    writes: dict[str, HeldCopy[CopyContent]] = {}
+    for copy_id, version, content in changes:
+        have = state.get(copy_id)
+        same_version = have is not None and version == have.version
+        if (
+            have is None
+            or version > have.version
+            or (same_version and (content != have.content or not have.intact))
+        ):
+            state[copy_id] = writes[copy_id] = HeldCopy(version, content)
+            outcomes.append(CopyOutcome.APPLIED)
+        elif same_version:
+            outcomes.append(CopyOutcome.DUPLICATE)
+        else:
+            outcomes.append(CopyOutcome.STALE)
+    return outcomes, writes

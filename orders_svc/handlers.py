@@ -5,25 +5,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
 import topology
 from orders_svc import domain
-from orders_svc.repository import CopyChange, CustomerCopy, Order, ProductCopy
+from orders_svc.domain import CopyChange, CopyOutcome, HeldCopy
+from orders_svc.repository import CustomerCopy, Order, ProductCopy
 from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront.catalog.v1 import events_pb2 as catalog_events
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
-from svckit import names, paging, statuses
+from svckit import names, statuses
 from svckit.admin import Republished, Verdict, republish_each
 from svckit.consumer import BatchHandler, EventHandler, Outcome
-from svckit.envelope import Envelope
-from svckit.errors import FailedPrecondition, NotFound, Violations
-from svckit.ids import check_client_id, new_id
+from svckit.envelope import Envelope, PoisonEvent
+from svckit.errors import FailedPrecondition, NotFound
+from svckit.ids import new_id
 from svckit.outbox import Notifier, outbox_entry
-from svckit.store import Store, until_saved
+from svckit.saving import Change, Lost, change, saved, until_saved
+from svckit.shape import Page
+from svckit.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -52,42 +56,76 @@ class Orders(Store[Order], Protocol):
         self, order: Order, expected_version: int, applied: list[int], events: list[Document]
     ) -> bool: ...
 
-    async def strip_fulfillment_history(
-        self, now: datetime, facts: Callable[[Order], list[Document]]
-    ) -> int: ...
+    async def ids_with_applied(self) -> list[str]:
+        """The orders that may hold some of fulfillment's status changes."""
 
 
-class Copies(Protocol):
-    """Orders' copies of the customers (`CustomerCopies`; a fake in unit tests): each only
-    ever moves forward by version, and a deleted one stays a tombstone."""
+C = TypeVar("C", CustomerCopy, ProductCopy)
 
-    async def get(self, customer_id: str) -> CustomerCopy | None: ...
 
-    async def apply_changed(self, copy: CustomerCopy) -> Outcome: ...
+class Copies(Protocol[C]):
+    """Orders' copies of another service's aggregates (`VersionedCopies`; fakes in unit
+    tests): storage only, what an event does to them is `domain.copy_outcomes`'s."""
 
-    async def apply_deleted(self, customer_id: str, version: int) -> Outcome: ...
+    async def held(self, ids: list[str]) -> dict[str, HeldCopy[C]]: ...
 
-    async def apply_batch(self, batch: list[CopyChange]) -> list[Outcome]: ...
+    async def put(self, writes: dict[str, HeldCopy[C]]) -> set[str]:
+        """Write each, unless a newer version is stored: the ids whose write was refused."""
 
     async def clear(self) -> int: ...
 
 
-class Catalog(Protocol):
-    """Orders' copy of the catalog (`ProductCopies`; a fake in unit tests): each product only
-    ever moves forward by version."""
+class CustomerCopies(Copies[CustomerCopy], Protocol):
+    """Orders' copies of the customers (`repository.CustomerCopies`)."""
+
+    async def get(self, customer_id: str) -> CustomerCopy | None:
+        """The live copy (None: unknown or deleted)."""
+
+
+class Catalog(Copies[ProductCopy], Protocol):
+    """Orders' copy of the catalog (`repository.ProductCopies`)."""
 
     async def get_many(self, product_ids: list[str]) -> dict[str, ProductCopy]: ...
 
-    async def apply_changed(self, copy: ProductCopy) -> Outcome: ...
 
-    async def clear(self) -> int: ...
+CUSTOMER_EVENTS = (accounts_events.CustomerChanged, accounts_events.CustomerDeleted)
+COPY_OUTCOMES = {
+    CopyOutcome.APPLIED: Outcome.APPLIED,
+    CopyOutcome.DUPLICATE: Outcome.DUPLICATE,
+    CopyOutcome.STALE: Outcome.STALE,
+}
+
+
+async def apply_copies(copies: Copies[C], changes: list[CopyChange[C]]) -> list[Outcome]:
+    """Load the copies held, let the domain decide each change, write what it decided; changes
+    whose write lost to a concurrent newer one are decided again on what is then held."""
+    outcomes: list[Outcome | None] = [None] * len(changes)
+    pending = list(range(len(changes)))
+
+    async def attempt() -> list[Outcome] | Lost:
+        nonlocal pending
+        batch = [changes[i] for i in pending]
+        held = await copies.held(list(dict.fromkeys(cid for cid, _, _ in batch)))
+        decided, writes = domain.copy_outcomes(held, batch)
+        lost = await copies.put(writes)
+        again = []
+        for i, outcome in zip(pending, decided, strict=True):
+            if outcome is CopyOutcome.APPLIED and changes[i][0] in lost:
+                again.append(i)
+            else:
+                outcomes[i] = COPY_OUTCOMES[outcome]
+        pending = again
+        return saved(not again, [o or Outcome.DUPLICATE for o in outcomes])
+
+    ids = ", ".join(dict.fromkeys(cid for cid, _, _ in changes))
+    return await until_saved(attempt, what=f"copies of {ids}")
 
 
 class OrdersHandlers:
     def __init__(
         self,
         orders: Orders,
-        customers: Copies,
+        customers: CustomerCopies,
         products: Catalog,
         relay: Notifier,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -111,11 +149,6 @@ class OrdersHandlers:
     # --- RPC use cases -------------------------------------------------------------
 
     async def create_order(self, customer_id: str, draft: Order, order_id: str = "") -> Order:
-        v = Violations()
-        if not customer_id:
-            v.add("customer_id", "is required")
-        check_client_id(order_id, "order_id", v)
-        v.raise_if_any()
         domain.check_draft(draft)
         oid = domain.chosen_order_id(customer_id, order_id) if order_id else new_id()
         if await self.customers.get(customer_id) is None:
@@ -144,126 +177,125 @@ class OrdersHandlers:
         return order.customer_id if order is not None else None
 
     async def list_orders(
-        self, customer_id: str, status: int, size: int, token: str
-    ) -> tuple[list[Order], str]:
-        wanted = statuses.status_filter(status)
+        self, customer_id: str, status: int | None, page: Page
+    ) -> tuple[list[Order], str | None]:
+        """One page of orders (the customer's or all; in `status` or any) and the id the
+        next one starts after (None: the end)."""
         query: dict[str, object] = {}
         if customer_id:
             query["customer_id"] = customer_id
-        if wanted is not None:
-            query["status"] = statuses.status_name(wanted)
-        found, last = await self.orders.page(
-            query, after=paging.decode_token(token), limit=paging.page_size(size)
-        )
-        return found, paging.encode_token(last) if last else ""
+        if status is not None:
+            query["status"] = statuses.status_name(status)
+        return await self.orders.page(query, after=page.after, limit=page.limit)
 
     async def get_customer_orders(
-        self, customer_id: str, size: int = 0, token: str = ""
-    ) -> orders_pb2.CustomerOrders:
-        """The customer's copy with one page of their orders (bounded like every page)."""
-        after, limit = paging.decode_token(token), paging.page_size(size)
+        self, customer_id: str, page: Page
+    ) -> tuple[orders_pb2.CustomerOrders, str | None]:
+        """The customer's copy with one page of their orders (bounded like every page), and
+        the id the next page starts after (None: the end)."""
         copy = await self.customers.get(customer_id)
         if copy is None:
             raise NotFound(f"customer {customer_id!r} not found in orders")
-        found, last = await self.orders.page({"customer_id": customer_id}, after=after, limit=limit)
+        found, last = await self.orders.page(
+            {"customer_id": customer_id}, after=page.after, limit=page.limit
+        )
         copy.orders.extend(found)
-        copy.next_page_token = paging.encode_token(last) if last else ""
-        return copy
+        return copy, last
 
-    async def _save(self, before: Order, after: Order, events: list[Document]) -> Order | None:
-        """The version-guarded write of a use case, with the order's new state as a fact;
-        None if another writer came first."""
-        if not await self.orders.update(after, before.version, [*events, *self._facts(after)]):
-            return None
-        self.relay.notify(after.order_id)
-        return after
+    def _change(self, after: Order, events: list[Document]) -> Change:
+        """A decided change of an order: its events plus, always, its new state as a fact."""
+        return Change(after, [*events, *self._facts(after)])
 
-    async def approve_order(self, order_id: str, note: str = "") -> Order:
-        statuses.validate_note(note, "note")
-        async with self.orders.exclusive(order_id):
-            return await until_saved(
-                lambda: self._approve(order_id, note), what=f"order {order_id}"
-            )
-
-    async def _approve(self, order_id: str, note: str) -> Order | None:
-        order = await self.get_order(order_id)
-        approved = domain.transition(order, domain.Status.ORDER_STATUS_APPROVED, self.clock(), note)
+    async def _customer_of(self, order: Order) -> CustomerCopy:
         customer = await self.customers.get(order.customer_id)
         if customer is None:
             raise FailedPrecondition(
                 f"customer {order.customer_id} is gone", subject=f"customers/{order.customer_id}"
             )
-        event = domain.fulfillment_requested(approved, customer)
-        return await self._save(order, approved, [self._to_fulfillment(approved, event)])
+        return customer
+
+    async def approve_order(self, order_id: str, note: str = "") -> Order:
+
+        async def attempt() -> Order | Lost:
+            order = await self.get_order(order_id)
+            approved = domain.transition(
+                order, domain.Status.ORDER_STATUS_APPROVED, self.clock(), note
+            )
+            event = domain.fulfillment_requested(approved, await self._customer_of(order))
+            decided = self._change(approved, [self._to_fulfillment(approved, event)])
+            landed = await self.orders.update(approved, order.version, decided.events)
+            return saved(landed, approved)
+
+        approved = await until_saved(attempt, what=f"order {order_id}")
+        self.relay.notify(order_id)
+        return approved
 
     async def reject_order(self, order_id: str, reason: str = "") -> Order:
-        statuses.validate_note(reason, "reason")
-        async with self.orders.exclusive(order_id):
-            return await until_saved(
-                lambda: self._reject(order_id, reason), what=f"order {order_id}"
-            )
 
-    async def _reject(self, order_id: str, reason: str) -> Order | None:
-        order = await self.get_order(order_id)
-        rejected = domain.transition(
-            order, domain.Status.ORDER_STATUS_REJECTED, self.clock(), reason
-        )
-        return await self._save(order, rejected, [])
+        def decide(order: Order) -> Change:
+            rejected = domain.transition(
+                order, domain.Status.ORDER_STATUS_REJECTED, self.clock(), reason
+            )
+            return self._change(rejected, [])
+
+        return await self._changed(order_id, decide)
 
     async def cancel_order(self, order_id: str, reason: str = "") -> Order:
-        statuses.validate_note(reason, "reason")
-        async with self.orders.exclusive(order_id):
-            return await until_saved(
-                lambda: self._cancel(order_id, reason), what=f"order {order_id}"
-            )
 
-    async def _cancel(self, order_id: str, reason: str) -> Order | None:
-        order = await self.get_order(order_id)
-        cancelled = domain.transition(
-            order, domain.Status.ORDER_STATUS_CANCELLED, self.clock(), reason
+        def decide(order: Order) -> Change:
+            cancelled = domain.transition(
+                order, domain.Status.ORDER_STATUS_CANCELLED, self.clock(), reason
+            )
+            events = []
+            if order.status in domain.FULFILLMENT_REQUESTED:
+                event = domain.fulfillment_cancelled(cancelled, reason)
+                events.append(self._to_fulfillment(cancelled, event))
+            return self._change(cancelled, events)
+
+        return await self._changed(order_id, decide)
+
+    async def _changed(self, order_id: str, decide: Callable[[Order], Change]) -> Order:
+        order = await change(
+            self.orders, lambda: self.get_order(order_id), decide, what=f"order {order_id}"
         )
-        events = []
-        if order.status in domain.FULFILLMENT_REQUESTED:
-            event = domain.fulfillment_cancelled(cancelled, reason)
-            events.append(self._to_fulfillment(cancelled, event))
-        return await self._save(order, cancelled, events)
+        self.relay.notify(order_id)
+        return order
 
     # --- Event use cases -----------------------------------------------------------
 
     async def apply_customer_changed(self, envelope: Envelope) -> Outcome:
-        event = envelope.payload(accounts_events.CustomerChanged)
-        domain.check_customer_event(event)
-        return await self.customers.apply_changed(domain.customer_copy(event))
+        return (await self.apply_customer_events([envelope]))[0]
 
     async def apply_customer_deleted(self, envelope: Envelope) -> Outcome:
-        event = envelope.payload(accounts_events.CustomerDeleted)
-        domain.check_customer_event(event)
-        return await self.customers.apply_deleted(event.customer_id, event.version)
+        return (await self.apply_customer_events([envelope]))[0]
 
     async def apply_customer_events(self, envelopes: list[Envelope]) -> list[Outcome]:
-        """A run of CustomerChanged / CustomerDeleted as one batch: same outcomes as applying
-        them one by one (the consumer falls back to that if this raises)."""
-        changes: list[CopyChange] = []
+        """A run of CustomerChanged / CustomerDeleted, one by one or as a batch (same outcomes:
+        the domain decides each on top of the ones before it)."""
+        changes: list[CopyChange[CustomerCopy]] = []
         for envelope in envelopes:
             event = envelope.message
+            if not isinstance(event, CUSTOMER_EVENTS):
+                raise PoisonEvent(f"{envelope.type} is not a customer event")
             domain.check_customer_event(event)
             if isinstance(event, accounts_events.CustomerChanged):
                 changes.append((event.customer_id, event.version, domain.customer_copy(event)))
             else:
-                assert isinstance(event, accounts_events.CustomerDeleted)
                 changes.append((event.customer_id, event.version, None))
-        return await self.customers.apply_batch(changes)
+        return await apply_copies(self.customers, changes)
 
     async def apply_product_changed(self, envelope: Envelope) -> Outcome:
         event = envelope.payload(catalog_events.ProductChanged)
         domain.check_product_event(event)
-        return await self.products.apply_changed(domain.product_copy(event))
+        copy = domain.product_copy(event)
+        return (await apply_copies(self.products, [(copy.product_id, copy.version, copy)]))[0]
 
     async def apply_order_status_changed(self, envelope: Envelope) -> Outcome:
         """Append the change to the order's history once, whatever the redeliveries."""
         event = envelope.payload(fulfillment_events.OrderStatusChanged)
         domain.check_status_event(event)
-        while True:
+
+        async def attempt() -> Outcome | Lost:
             found = await self.orders.get_with_applied(event.order_id)
             if found is None:
                 log.warning("status change for unknown order %s ignored", event.order_id)
@@ -272,19 +304,44 @@ class OrdersHandlers:
             if event.version in applied:
                 return Outcome.DUPLICATE
             updated = domain.applied_status(order, event, self.clock())
-            if await self.orders.save_applied(
+            landed = await self.orders.save_applied(
                 updated, order.version, sorted([*applied, event.version]), self._facts(updated)
-            ):
-                self.relay.notify(updated.order_id)
-                return Outcome.APPLIED
-            # An RPC changed the order meanwhile; re-read and apply on top.
+            )
+            return saved(landed, Outcome.APPLIED)  # lost: an RPC changed the order meanwhile
+
+        outcome = await until_saved(attempt, what=f"order {event.order_id}")
+        if outcome is Outcome.APPLIED:
+            self.relay.notify(event.order_id)
+        return outcome
+
+    async def _strip_fulfillment_history(self) -> int:
+        """Remove what fulfillment's events added to every order, before a rebuild; each order
+        so changed states its new self as a fact."""
+
+        async def strip(order_id: str) -> bool | Lost:
+            found = await self.orders.get_with_applied(order_id)
+            if found is None or not found[1]:
+                return False
+            order = found[0]
+            stripped = domain.without_fulfillment_history(order, self.clock())
+            landed = await self.orders.save_applied(
+                stripped, order.version, [], self._facts(stripped)
+            )
+            return saved(landed, True)
+
+        done = 0
+        for order_id in await self.orders.ids_with_applied():
+            if await until_saved(partial(strip, order_id), what=f"order {order_id}"):
+                self.relay.notify(order_id)
+                done += 1
+        return done
 
     async def forget(self, topic: str) -> int:
         """Drop what orders derived from `topic`, so a replay rebuilds it from scratch."""
         if topic == topology.CUSTOMER_CHANGES:
             return await self.customers.clear()
         if topic == topology.ORDER_STATUS:
-            return await self.orders.strip_fulfillment_history(self.clock(), self._facts)
+            return await self._strip_fulfillment_history()
         if topic == topology.PRODUCT_CHANGES:
             return await self.products.clear()
         raise ValueError(f"orders does not consume {topic}")
@@ -294,9 +351,9 @@ class OrdersHandlers:
     async def republish(self, ids: Sequence[str]) -> Republished:
         """Repairs: tell fulfillment again what each order's current status means for it, and
         every follower of the facts the order's current state."""
-        return await republish_each(ids, self.orders, self._republish, self.relay.notify)
+        return await republish_each(ids, self._republish, self.relay.notify)
 
-    async def _republish(self, order_id: str) -> Verdict | None:
+    async def _republish(self, order_id: str) -> Verdict | Lost:
         order = await self.orders.get(order_id)
         if order is None:
             return Verdict.NOT_FOUND
@@ -304,8 +361,7 @@ class OrdersHandlers:
         event = domain.fulfillment_should_know(order, customer)
         entries = [] if event is None else [self._to_fulfillment(order, event)]
         entries += self._facts(order)
-        saved = await self.orders.republish(order_id, order.version, entries)
-        return Verdict.QUEUED if saved else None
+        return saved(await self.orders.republish(order_id, order.version, entries), Verdict.QUEUED)
 
     def batch_handlers(self) -> dict[str, BatchHandler]:
         """Customer events share one version sequence, so one handler takes runs of both."""

@@ -6,8 +6,9 @@ import topology
 from orders_svc.grpc_api import OrdersServicer
 from orders_svc.handlers import OrdersHandlers
 from orders_svc.repository import CustomerCopies, OrderRepository, ProductCopies
+from orders_svc.summaries import summaries
 from storefront.orders.v1 import orders_pb2, orders_pb2_grpc
-from svckit.admin import ReadModel
+from svckit.admin import Answering, ReadModel
 from svckit.app import ServiceApp, run_service
 from svckit.settings import Settings
 
@@ -28,7 +29,7 @@ def build(settings: Settings) -> ServiceApp:
         handlers.batch_handlers(),
     )
     app.admin(
-        handlers,
+        Answering(handlers, summaries(orders, copies, products)),
         handlers,
         {
             topology.CUSTOMER_CHANGES: ReadModel(copies.collection),

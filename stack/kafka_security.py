@@ -126,6 +126,9 @@ class Role:
             # Its own DLQ of the topic: it parks there, and replays from there (svckit.dlq,
             # the admin service); another consumer's DLQ of the same topic is not its.
             out += topic(dlq_topic(t, consumer_group(self.user)), Op.READ, Op.WRITE, Op.DESCRIBE)
+            # The topic's DLQ under its old name, shared before the queues were per group:
+            # read only, to move its own records out (AdminService.MigrateParked).
+            out += topic(names.legacy_dlq_topic(t), Op.READ, Op.DESCRIBE)
         if self.group:
             groups = [
                 (self.group, Pattern.LITERAL),

@@ -1,5 +1,5 @@
-"""Generated-stub clients for the four services, from one set of endpoints, and the
-tokens they present.
+"""Generated-stub clients of the topology's public services, from one set of endpoints, and
+the tokens they present.
 
 Every call carries a bearer token. `Clients.connect(..., tokens=...)` takes a `TokenFor`:
 the token for one call, given its method and request. `acting_as_needed` is the one the
@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import importlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
+from google.protobuf import descriptor_pb2
 from google.protobuf.message import Message
 
 import topology
-from stack import issuer
+from stack import issuer, tools
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2_grpc
 from storefront.admin.v1 import admin_pb2_grpc
@@ -124,43 +127,70 @@ def sync_channel(target: str, tokens: TokenFor) -> grpc.Channel:
     return grpc.intercept_channel(grpc.insecure_channel(target), SyncBearerInterceptor(tokens))
 
 
-CLIENT_SERVICES = (topology.ACCOUNTS, topology.ORDERS, topology.FULFILLMENT, topology.CATALOG)
-"""The services whose API the CLI calls, in `Clients.connect`'s order (a typed stub each)."""
+CLIENT_SERVICES = tuple(s.name for s in topology.SYSTEM.public)
+"""The services whose API the CLI calls, in `Clients.connect`'s order: the topology's public
+ones, in declaration order."""
+
+DESCRIPTORS = tools.REPO_ROOT / "gen" / "storefront.binpb"
+
+
+@functools.cache
+def stub_class(api: str) -> Callable[[grpc.aio.Channel], Any]:
+    """The generated stub of a service, by its full name (the topology's `api`): found in the
+    descriptor set `make gen` writes, so a new service's client needs no edit here."""
+    package, _, name = api.rpartition(".")
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTORS.read_bytes())
+    for f in descriptors.file:
+        if f.package == package and any(s.name == name for s in f.service):
+            base = f.name.removesuffix(".proto").replace("/", ".")
+            grpc_module = importlib.import_module(f"{base}_pb2_grpc")
+            stub: Callable[[grpc.aio.Channel], Any] = getattr(grpc_module, f"{name}Stub")
+            return stub
+    raise KeyError(f"no service {api} in {DESCRIPTORS}: run make gen")
 
 
 @dataclass
 class Clients:
-    accounts: accounts_pb2_grpc.AccountsServiceStub
-    orders: orders_pb2_grpc.OrdersServiceStub
-    fulfillment: fulfillment_pb2_grpc.FulfillmentServiceStub
-    catalog: catalog_pb2_grpc.CatalogServiceStub
+    api: dict[str, Any]
+    """A stub of each public service's API, by service name (CLIENT_SERVICES)."""
     channels: list[grpc.aio.Channel]
     admin: dict[str, admin_pb2_grpc.AdminServiceStub]
     """Each service's internal admin service, by service name (on its admin port), when
     `connect` was given where they are."""
 
+    # Typed names of the APIs the demo and the operator commands call.
+    @property
+    def accounts(self) -> accounts_pb2_grpc.AccountsServiceStub:
+        return cast(accounts_pb2_grpc.AccountsServiceStub, self.api[topology.ACCOUNTS])
+
+    @property
+    def orders(self) -> orders_pb2_grpc.OrdersServiceStub:
+        return cast(orders_pb2_grpc.OrdersServiceStub, self.api[topology.ORDERS])
+
+    @property
+    def fulfillment(self) -> fulfillment_pb2_grpc.FulfillmentServiceStub:
+        return cast(fulfillment_pb2_grpc.FulfillmentServiceStub, self.api[topology.FULFILLMENT])
+
+    @property
+    def catalog(self) -> catalog_pb2_grpc.CatalogServiceStub:
+        return cast(catalog_pb2_grpc.CatalogServiceStub, self.api[topology.CATALOG])
+
     @classmethod
     def connect(
         cls,
-        accounts: str,
-        orders: str,
-        fulfillment: str,
-        catalog: str,
-        *,
+        *targets: str,
         tokens: TokenFor,
         admin: Mapping[str, str] | None = None,
     ) -> Clients:
-        """Clients of the four APIs; `admin` (service -> target, system.admin_target) adds
-        the admin service of each service given, the topology's others included (replays and
-        repairs of what they consume)."""
-        targets = dict(zip(CLIENT_SERVICES, (accounts, orders, fulfillment, catalog), strict=True))
-        channels = {name: channel(t, tokens) for name, t in targets.items()}
+        """Clients of the public APIs, at `targets` in CLIENT_SERVICES' order; `admin`
+        (service -> target, system.admin_target) adds the admin service of each service
+        given, the topology's others included (replays and repairs of what they consume)."""
+        named = dict(zip(CLIENT_SERVICES, targets, strict=True))
+        channels = {name: channel(t, tokens) for name, t in named.items()}
         admin_channels = {s: channel(t, tokens) for s, t in (admin or {}).items()}
+        apis = {s.name: s.api for s in topology.SYSTEM.public}
         return cls(
-            accounts_pb2_grpc.AccountsServiceStub(channels[topology.ACCOUNTS]),
-            orders_pb2_grpc.OrdersServiceStub(channels[topology.ORDERS]),
-            fulfillment_pb2_grpc.FulfillmentServiceStub(channels[topology.FULFILLMENT]),
-            catalog_pb2_grpc.CatalogServiceStub(channels[topology.CATALOG]),
+            {name: stub_class(apis[name])(c) for name, c in channels.items()},
             [*channels.values(), *admin_channels.values()],
             {s: admin_pb2_grpc.AdminServiceStub(c) for s, c in admin_channels.items()},
         )

@@ -169,6 +169,39 @@ async def dlq_replay(
     return 1 if failed else 0
 
 
+async def dlq_migrate(clients: Clients, log: Log) -> int:
+    """Have each consumer move what it parked under a topic's old DLQ name (`<topic>.dlq`)
+    to its own DLQ of the topic; exit 1 if an old DLQ holds records no declared consumer
+    claims (they stay where they are)."""
+    unclaimed = 0
+    for topic in topology.SYSTEM.topics:
+        consumers = topology.SYSTEM.consumers_of(topic)
+        replies = [
+            await clients.admin[s.name].MigrateParked(
+                admin_pb2.MigrateParkedRequest(topic=topic), timeout=REPLAY_DEADLINE
+            )
+            for s in consumers
+        ]
+        for s, r in zip(consumers, replies, strict=True):
+            if r.moved or r.already:
+                log(
+                    f"[dlq] {s.name}: {r.moved} moved from {r.old_dlq} to {r.dlq}, "
+                    f"{r.already} moved before"
+                )
+        if replies:
+            theirs = sum(r.moved + r.already for r in replies)
+            left = replies[0].others + replies[0].moved + replies[0].already - theirs
+            if left:
+                log(f"[dlq] {replies[0].old_dlq}: {left} records no declared consumer parked")
+            unclaimed += left
+    log(
+        "[dlq] every record parked under an old name is in its consumer's DLQ"
+        if not unclaimed
+        else f"[dlq] {unclaimed} records left under old names"
+    )
+    return 1 if unclaimed else 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `replay` and `dlq` to the `storefront` command."""
     p = sub.add_parser("replay", help="have a service re-apply a topic to its read model")
@@ -199,4 +232,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         func=lambda a: asyncio.run(
             with_clients(endpoints.load(), lambda c: dlq_replay(c, a.topic, a.ids, say))
         )
+    )
+    p = dsub.add_parser("migrate", help="move records parked under the old <topic>.dlq names")
+    p.set_defaults(
+        func=lambda a: asyncio.run(with_clients(endpoints.load(), lambda c: dlq_migrate(c, say)))
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import sys
 import time
 import uuid
@@ -21,10 +22,6 @@ from aiokafka import ConsumerRecord, TopicPartition
 from google.protobuf import json_format, text_format
 
 import topology
-from storefront.accounts.v1 import events_pb2 as accounts_events
-from storefront.catalog.v1 import events_pb2 as catalog_events
-from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
-from storefront.orders.v1 import events_pb2 as orders_events
 from storefront_cli import endpoints
 from storefront_cli.tables import Log, json_flag, json_line
 from storefront_cli.where import quiet_clients
@@ -32,11 +29,18 @@ from svckit import names
 from svckit.envelope import PoisonEvent, decode, format_time, header_map
 from svckit.kafka import KafkaConnection
 
-EVENT_TYPES = frozenset(
-    message.full_name
-    for module in (accounts_events, orders_events, fulfillment_events, catalog_events)
-    for message in module.DESCRIPTOR.message_types_by_name.values()
-)
+
+def event_types(system: topology.System = topology.SYSTEM) -> frozenset[str]:
+    """Every event message the topology says the services publish, their generated modules
+    imported (`<proto package>.events_pb2`, where each service's events.proto is generated)
+    so the envelope codec can decode them."""
+    names = frozenset(e for s in system for t in s.publishes for e in t.events)
+    for package in {n.rpartition(".")[0] for n in names}:
+        importlib.import_module(f"{package}.events_pb2")
+    return names
+
+
+EVENT_TYPES = event_types()
 """Every event message the services publish; `watch` decodes any of them."""
 
 

@@ -1,8 +1,8 @@
 """The internal admin service (storefront.admin.v1.AdminService) every service serves.
 
 Repairs, replays and DLQ replays are use cases of the service that owns the documents, so
-only the service process writes them: its per-document locks and version guards then cover
-these writes too (FerretDB's updates are not atomic across processes). A service gives
+only the service writes them, through the same save step and version guards as its other use
+cases (svckit.saving). A service gives
 `ServiceApp.admin` its handlers (an `Owner`, and a `Consumer` if it consumes); this module
 turns them into the RPCs. Envoy and the ingress route only the public services; the policy
 grants these RPCs to staff only.
@@ -20,16 +20,18 @@ from typing import Any, Protocol
 
 import bson
 import grpc
+from google.protobuf import struct_pb2
 from pymongo.asynchronous.collection import AsyncCollection
 
 from storefront.admin.v1 import admin_pb2, admin_pb2_grpc
-from svckit import dlq, names
+from svckit import dlq, names, paging
+from svckit.checks import Summary
 from svckit.consumer import EventHandler
 from svckit.errors import FailedPrecondition, NotFound, Violations
 from svckit.kafka import KafkaConnection
 from svckit.outbox import OUTBOX, PARKED, PARKED_MARK, PENDING
 from svckit.replay import missing_history, replay_topic
-from svckit.store import Store, until_saved
+from svckit.saving import Lost, until_saved
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +63,14 @@ class Republished:
 
 async def republish_each(
     ids: Sequence[str],
-    store: Store[Any],
-    decide: Callable[[str], Awaitable[Verdict | None]],
+    decide: Callable[[str], Awaitable[Verdict | Lost]],
     notify: Callable[[str], None],
 ) -> Republished:
-    """Run a service's republish decision for each id, as its other use cases run: under the
-    aggregate's lock, re-decided if another writer came first (`decide` returns None)."""
+    """Run a service's republish step (load, decide, guarded write) for each id, through the
+    save step of every use case: re-decided if another writer came first (`decide` LOST)."""
     done = Republished()
     for aggregate_id in ids:
-        async with store.exclusive(aggregate_id):
-            verdict = await until_saved(partial(decide, aggregate_id), what=aggregate_id)
+        verdict = await until_saved(partial(decide, aggregate_id), what=aggregate_id)
         done.add(aggregate_id, verdict)
         if verdict is Verdict.QUEUED:
             notify(aggregate_id)
@@ -84,6 +84,15 @@ class ReadModel:
 
     collection: AsyncCollection[Document]
     bookkeeping: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Summarized:
+    """A collection the service answers for (ListSummaries): how one document reads as a
+    `Summary`, the service's own business (its domain may say what a document means)."""
+
+    collection: AsyncCollection[Document]
+    summarize: Callable[[Document], Summary]
 
 
 class Owner(Protocol):
@@ -101,6 +110,18 @@ class Consumer(Protocol):
 
     async def forget(self, topic: str) -> int:
         """Drop what was derived from `topic` (ValueError: the service owns that state)."""
+
+
+@dataclass(frozen=True)
+class Answering:
+    """An owner with the collections it answers for, by the topology's collection name:
+    what a service gives `ServiceApp.admin` for `storefront check` to read its data."""
+
+    owner: Owner
+    summaries: Mapping[str, Summarized]
+
+    async def republish(self, ids: Sequence[str]) -> Republished:
+        return await self.owner.republish(ids)
 
 
 async def digests(model: ReadModel) -> dict[str, bytes]:
@@ -126,11 +147,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         service: str,
     ) -> None:
         self.owner = owner
+        self.summaries = dict(owner.summaries) if isinstance(owner, Answering) else {}
         self.consumer = consumer
         self.read_models = dict(read_models or {}) if consumer else {}
         self.kafka = kafka
         self.replay_group = names.dlq_replay_group(consumer_group)
         self.dead_letter_group = names.consumer_group(service)
+        self.service = service
 
     def _consumed(self, topic: str) -> tuple[Consumer, ReadModel]:
         v = Violations()
@@ -213,6 +236,52 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             results=[
                 admin_pb2.ParkedOutcome(id=r.id, outcome=r.outcome, error=r.error) for r in results
             ]
+        )
+
+    async def ListSummaries(
+        self, request: admin_pb2.ListSummariesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListSummariesResponse:
+        v = Violations()
+        if not request.collection:
+            v.add("collection", "is required")
+        elif request.collection not in self.summaries:
+            known = ", ".join(self.summaries) or "none"
+            v.add("collection", f"is not one this service answers for (it answers for: {known})")
+        v.raise_if_any()
+        held = self.summaries[request.collection]
+        after = paging.decode_token(request.page_token)
+        limit = paging.page_size(request.page_size)
+        query = {} if after is None else {"_id": {"$gt": after}}
+        budget = paging.PageBudget(limit)
+        page: list[admin_pb2.DocumentSummary] = []
+        more = False
+        cursor = held.collection.find(query, {OUTBOX: 0}).sort("_id", 1).limit(limit + 1)
+        async for doc in cursor:
+            summary = held.summarize(doc)
+            facts = struct_pb2.Struct()
+            facts.update(dict(summary.facts))
+            item = admin_pb2.DocumentSummary(
+                id=summary.id, version=summary.version, digest=summary.digest, facts=facts
+            )
+            if not budget.take(item):
+                more = True
+                break
+            page.append(item)
+        token = paging.encode_token(page[-1].id) if more and page else ""
+        return admin_pb2.ListSummariesResponse(summaries=page, next_page_token=token)
+
+    async def MigrateParked(
+        self, request: admin_pb2.MigrateParkedRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.MigrateParkedResponse:
+        self._consumed(request.topic)
+        old = names.legacy_dlq_topic(request.topic)
+        new = names.dlq_topic(request.topic, self.dead_letter_group)
+        runs = names.run_groups_prefix(self.service)
+        done = await dlq.move_parked(
+            self.kafka, old, new, lambda g: g == self.dead_letter_group or g.startswith(runs)
+        )
+        return admin_pb2.MigrateParkedResponse(
+            old_dlq=old, dlq=new, moved=done.moved, already=done.already, others=done.others
         )
 
 

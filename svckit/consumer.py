@@ -3,8 +3,16 @@ poison events to the service's own DLQ of the topic (`<topic>.<service>-svc.dlq`
 svckit.names.dlq_topic), outages waited out.
 
 Offsets are committed only after the batch's database writes, so a crash
-re-delivers rather than loses. Handlers decide whether an event is newer than
-the state they hold and report the outcome.
+re-delivers rather than loses: one commit per poll, after every partition of it
+was applied (partitions concurrently, each in its order). Handlers decide whether
+an event is newer than the state they hold and report the outcome.
+
+Several replicas share a group (sticky assignment: aiokafka has no cooperative
+protocol, so a rebalance is eager, but partitions stay where they were when
+they can). A member whose partitions are revoked first finishes and commits the
+poll in hand, so the next owner starts where it stopped: a rebalance skips
+nothing, and what a member that died had applied but not committed is applied
+again, which handlers ignore (versions, event ids).
 
 The loop never moves past a record it neither applied nor dead-lettered: on any
 failure it seeks each partition of the poll back to its first unprocessed record
@@ -23,7 +31,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -35,6 +45,10 @@ from svckit.kafka import EventProducer, KafkaConnection, start_with_retry
 from svckit.names import consumer_group, dlq_topic
 
 log = logging.getLogger(__name__)
+
+REVOKE_WAIT_SECONDS = 30.0
+"""How long a revocation waits for the poll in hand to be applied and committed: far below
+the group's max poll interval; past it the next owner re-applies the rest (idempotently)."""
 
 
 class Outcome(enum.Enum):
@@ -109,14 +123,16 @@ class EventConsumer:
         self._backoff_max = backoff_max
         self._stall_backoff_max = stall_backoff_max
         self._consumer = kafka.consumer(
-            *topics,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_batch,
             session_timeout_ms=10000,
             heartbeat_interval_ms=1000,
+            # Sticky first; range too, so members of an older release still agree on one.
+            partition_assignment_strategy=(StickyPartitionAssignor, RangePartitionAssignor),
         )
+        self._consumer.subscribe(topics, listener=_FinishBeforeRevoke(self))
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._positions: dict[TopicPartition, int] = {}
@@ -124,6 +140,10 @@ class EventConsumer:
         # Next offset to process of each partition of the poll in hand (records before it
         # are applied or dead-lettered): where a failed poll rewinds to.
         self._done: dict[TopicPartition, int] = {}
+        # Clear while a poll is being applied and committed: a revocation waits for it.
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.rebalances = 0
         self.stalled_since: float | None = None
         """Monotonic time since which a dependency has been away (None while flowing)."""
         self.stall_reason = ""
@@ -151,11 +171,20 @@ class EventConsumer:
             batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
             try:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+                self._idle.clear()
                 self._done = {tp: records[0].offset for tp, records in batches.items()}
-                for tp, records in batches.items():
-                    await self._process_records(records)
-                    await self._consumer.commit({tp: records[-1].offset + 1})
-                    self._positions[tp] = records[-1].offset + 1
+                applied = await asyncio.gather(
+                    *(self._process_records(records) for records in batches.values()),
+                    return_exceptions=True,
+                )
+                failure = next((r for r in applied if isinstance(r, BaseException)), None)
+                if failure is not None:
+                    raise failure
+                if batches:
+                    upto = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    await self._consumer.commit(upto)
+                    self._positions.update(upto)
+                self._idle.set()
                 self._flowing()
                 stalled.reset()
                 failed.reset()
@@ -164,6 +193,7 @@ class EventConsumer:
                 raise
             except Exception as exc:  # noqa: BLE001 - rewind, wait, poll the same records again
                 await self._rewind(batches)
+                self._idle.set()
                 if isinstance(exc, Stalled):
                     self._stalled(exc)
                     delay = stalled.next_delay()
@@ -177,7 +207,9 @@ class EventConsumer:
         self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
         """Put each partition of a failed poll back at its first unprocessed record, keeping
-        (committing) what was done; a revoked partition is left to its new owner."""
+        (committing, in one request) what was done; a revoked partition is left to its new
+        owner."""
+        progress: dict[TopicPartition, int] = {}
         for tp in batches:
             done = self._done.get(tp)
             if done is None:
@@ -187,11 +219,13 @@ class EventConsumer:
             except Exception:  # noqa: BLE001 - revoked meanwhile: the new owner starts at the commit
                 continue
             if done > batches[tp][0].offset:
-                try:
-                    await self._consumer.commit({tp: done})
-                    self._positions[tp] = done
-                except Exception:  # noqa: BLE001 - uncommitted work is only re-applied
-                    pass
+                progress[tp] = done
+        if progress:
+            try:
+                await self._consumer.commit(progress)
+                self._positions.update(progress)
+            except Exception:  # noqa: BLE001 - uncommitted work is only re-applied
+                pass
 
     def _stalled(self, exc: Stalled) -> None:
         if self.stalled_since is None:
@@ -441,3 +475,31 @@ class EventConsumer:
     @property
     def assignment(self) -> set[TopicPartition]:
         return self._consumer.assignment()
+
+    async def finish_poll(self, revoked: set[TopicPartition]) -> None:
+        """Before `revoked` go to another member: let the poll in hand be applied and
+        committed (the next owner starts at the commit)."""
+        self.rebalances += 1
+        if not revoked:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), REVOKE_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "consumer %s: partitions revoked while a poll was still being applied; "
+                "the next owner applies its rest again",
+                self._group,
+            )
+        for tp in revoked:
+            self._positions.pop(tp, None)
+
+
+class _FinishBeforeRevoke(ConsumerRebalanceListener):
+    def __init__(self, consumer: EventConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer.finish_poll(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("consumer assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))

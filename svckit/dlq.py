@@ -7,13 +7,15 @@ is a use case of the service that consumes the topic: it applies the parked even
 its own handlers, so they are never appended to the original topic behind newer events
 for the same key, and only that service writes its documents. How far "replay
 everything" got is the committed offsets of the service's DLQ-replay group
-(`names.dlq_replay_group`); a record replayed by id does not move it.
+(`names.dlq_replay_group`); a record replayed by id does not move it. Any replica may serve
+a replay: two at once apply some records twice, which the handlers ignore (versions, event
+ids), and the progress only moves forward.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,6 +29,8 @@ from svckit.replay import TopicReader
 log = logging.getLogger(__name__)
 
 FAILED = "failed"
+MIGRATED_FROM = "dlq_migrated_from"
+"""Header of a record moved from a DLQ's old name: the id it had there."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,16 @@ async def replayed_upto(
 
 
 async def _commit(kafka: KafkaConnection, group: str, upto: Mapping[TopicPartition, int]) -> None:
+    """Move "replay everything"'s progress forward, never back: another replica of the service
+    may have replayed further meanwhile (replays of the same record are idempotent)."""
     consumer = _consumer(kafka, group)
     await consumer.start()
     try:
         consumer.assign(list(upto))
-        await consumer.commit(dict(upto))
+        ahead = {tp: (await consumer.committed(tp)) or 0 for tp in upto}
+        forward = {tp: offset for tp, offset in upto.items() if offset > ahead[tp]}
+        if forward:
+            await consumer.commit(forward)
     finally:
         await consumer.stop()
 
@@ -147,3 +156,42 @@ async def replay_parked(
     if not ids and upto:
         await _commit(kafka, group, upto)
     return results
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What moving one consumer's records out of an old-named DLQ did."""
+
+    moved: int
+    already: int
+    """Records a previous move had copied (their mark is in the new DLQ)."""
+    others: int
+    """Records another consumer parked: left for it."""
+
+
+async def move_parked(
+    kafka: KafkaConnection, old: str, new: str, mine: Callable[[str], bool]
+) -> Moved:
+    """Copy the records of the DLQ `old` that `mine` claims (by their `dlq_group` header)
+    into `new`, key, value and headers kept, each marked with its old id (MIGRATED_FROM).
+    Idempotent: a record whose mark is already in `new` is not copied again, so a move that
+    stopped half-way is finished by running it again. `old` is left as it is (its other
+    consumers' records, and who may delete a topic, are not this consumer's business)."""
+    try:
+        records = await parked(kafka, [old])
+    except ValueError:  # no such topic: nothing was ever parked under the old name
+        return Moved(0, 0, 0)
+    in_place = {r.meta.get(MIGRATED_FROM) for r in await parked(kafka, [new])}
+    claimed = [r for r in records if mine(r.meta.get("dlq_group", ""))]
+    to_move = [r for r in claimed if r.id not in in_place]
+    if to_move:
+        producer = kafka.producer(acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            for r in to_move:
+                headers = [*r.headers, (MIGRATED_FROM, r.id.encode())]
+                await producer.send_and_wait(new, r.value, key=r.key, headers=headers)
+        finally:
+            await producer.stop()
+        log.info("moved %d parked records from %s to %s", len(to_move), old, new)
+    return Moved(len(to_move), len(claimed) - len(to_move), len(records) - len(claimed))

@@ -82,6 +82,17 @@ OUTBOX_PARKED = Gauge(
     "Outbox entries the broker refused for good, set aside in their documents for a person.",
     ("service", "collection"),
 )
+OUTBOX_DUPLICATE_PUBLISHES = Counter(
+    "storefront_outbox_duplicate_publishes_total",
+    "Events this relay published whose outbox entry another relay had already removed.",
+    ("service", "collection"),
+)
+OUTBOX_RECOVERED = Counter(
+    "storefront_outbox_recovered_total",
+    "Events published by the recovery sweep (left by a relay that died, or held up), not by the "
+    "prompt path of the process that committed them.",
+    ("service", "collection"),
+)
 PROPAGATION_SECONDS = Histogram(
     "storefront_event_propagation_seconds",
     "Time from an event's ce_time (the producer's commit) to its application here.",

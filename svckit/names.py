@@ -22,6 +22,12 @@ def dlq_topic(topic: str, group: str) -> str:
     return f"{topic}.{group}{DLQ_SUFFIX}"
 
 
+def legacy_dlq_topic(topic: str) -> str:
+    """The one DLQ `topic` had before the queues were per consumer group, shared by whoever
+    consumed it: its consumers move their records out of it (svckit.dlq.move_parked)."""
+    return f"{topic}{DLQ_SUFFIX}"
+
+
 def consumer_group(service: str, run: str = "") -> str:
     """A service's consumer group: ``<service>-svc``, or ``<service>-svc.<run>`` for one of
     several runs sharing a broker (tests). The broker's ACLs grant each service the groups

@@ -6,20 +6,16 @@ new state, the version guard and the events to publish are one MongoDB write.
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from svckit import doclocks, guards, paging
+from svckit import outbox, paging
 from svckit.documents import from_document, to_document
-from svckit.errors import Aborted, AlreadyExists, Unavailable
+from svckit.errors import AlreadyExists, Unavailable
 from svckit.outbox import OUTBOX, PARKED, PENDING, queue
 
 M = TypeVar("M", bound=Message)
@@ -57,8 +53,6 @@ class Store(Protocol[M]):
         self, aggregate_id: str, expected_version: int, events: list[Document]
     ) -> bool: ...
 
-    def exclusive(self, aggregate_id: str) -> AbstractAsyncContextManager[None]: ...
-
 
 class AggregateStore(Generic[M]):
     def __init__(self, collection: AsyncCollection[Document], cls: type[M], id_field: str) -> None:
@@ -66,13 +60,14 @@ class AggregateStore(Generic[M]):
         self._cls = cls
         self._id_field = id_field
         self._fields = [f.name for f in cls.DESCRIPTOR.fields if f.name != id_field]
-        self._locks = doclocks.for_collection(collection)
 
     def load(self, doc: Document) -> M:
         return from_document(doc, self._cls, id_field=self._id_field)
 
     async def get(self, aggregate_id: str, *, extra_filter: Document | None = None) -> M | None:
-        doc = await guards.find_by_id(self.collection, aggregate_id, extra_filter, {OUTBOX: 0})
+        doc = await self.collection.find_one(
+            {"_id": aggregate_id, **(extra_filter or {})}, {OUTBOX: 0}
+        )
         return self.load(doc) if doc else None
 
     async def page(
@@ -114,10 +109,10 @@ class AggregateStore(Generic[M]):
         if doc[OUTBOX]:
             doc[PENDING] = True
         try:
-            async with self._locks.hold(doc["_id"]):
-                await self.collection.insert_one(doc)
+            await self.collection.insert_one(doc)
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"{self._id_field} {doc['_id']} already exists") from exc
+        outbox.committed(self.collection, doc["_id"], doc[OUTBOX])  # the relay publishes them
 
     async def update(
         self,
@@ -146,12 +141,14 @@ class AggregateStore(Generic[M]):
         condition: Document = {"version": expected_version}
         if queues:
             condition.update(_room_for_more())
-        async with self._locks.hold(aggregate_id):
-            if await guards.update_one_if(self.collection, aggregate_id, condition, update):
-                return True
-            if not queues:
-                return False
-            doc = await self.collection.find_one({"_id": aggregate_id}, {"version": 1, OUTBOX: 1})
+        result = await self.collection.update_one({"_id": aggregate_id, **condition}, update)
+        if result.matched_count == 1:
+            if queues:  # the relay publishes them without reading them back
+                outbox.committed(self.collection, aggregate_id, update["$push"][OUTBOX]["$each"])
+            return True
+        if not queues:
+            return False
+        doc = await self.collection.find_one({"_id": aggregate_id}, {"version": 1, OUTBOX: 1})
         if doc is not None and doc.get("version") == expected_version:
             pending = len(doc.get(OUTBOX) or [])
             raise Unavailable(
@@ -160,44 +157,8 @@ class AggregateStore(Generic[M]):
             )
         return False
 
-    def exclusive(self, aggregate_id: str) -> AbstractAsyncContextManager[None]:
-        """This process's lock on one aggregate, for a whole read-decide-write: writers in the
-        process then never race each other (other processes are still caught by the version
-        guard). The store's own writes inside it take the lock again without waiting."""
-        return self._locks.hold(aggregate_id)
-
     async def republish(
         self, aggregate_id: str, expected_version: int, events: list[Document]
     ) -> bool:
         """Queue events for an unchanged aggregate (repairs): outbox only, version kept."""
         return await self._guarded(aggregate_id, expected_version, queue(events), queues=True)
-
-
-T = TypeVar("T")
-SAVE_BUDGET_SECONDS = 10.0
-"""How long a request without an etag keeps re-deciding before it gives up (ABORTED):
-far beyond any real contention; the caller's deadline ends it sooner."""
-
-
-async def until_saved(
-    attempt: Callable[[], Awaitable[T | None]], *, what: str, retry: bool = True
-) -> T:
-    """Run a read-decide-write use case until its version-guarded write lands.
-
-    ``attempt`` reads the aggregate, applies the rule and writes with the version it read;
-    it returns the result, or None when another writer got there first. A request without an
-    etag asks for no concurrency check (AIP-154), so it is re-read and re-decided on the new
-    state (a rule may now refuse it, e.g. cancelling what was just shipped); only a request
-    that carries an etag (``retry=False``) is answered ABORTED.
-    """
-    give_up = time.monotonic() + SAVE_BUDGET_SECONDS
-    n = 0
-    while True:
-        result = await attempt()
-        if result is not None:
-            return result
-        if not retry or time.monotonic() > give_up:
-            raise Aborted(f"{what} changed concurrently; re-read and retry")
-        # Jittered, so racing writers fall out of step and one of them wins each round.
-        await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**n)))
-        n += 1

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import topology
 from stack import tools
 from tools.protogen import PROTOS, ROOT, include_dirs, is_public, proto_files
 
@@ -27,7 +28,8 @@ INFO = {
     "title": "Storefront API",
     "version": "v1",
     "description": (
-        "JSON/REST view of the Storefront gRPC services (accounts, orders, fulfillment), "
+        "JSON/REST view of the Storefront gRPC services "
+        f"({', '.join(s.name for s in topology.SYSTEM.public)}), "
         "served by Envoy's gRPC-JSON transcoder. Field names are lowerCamelCase (snake_case "
         "is also accepted on input); int64 values are JSON strings; enums are their full "
         "names, e.g. ADDRESS_TYPE_SHIPPING. Errors are google.rpc.Status objects "

@@ -310,19 +310,28 @@ class Console:
         if refused is not None:
             return refused
         started = time.perf_counter()
-        sf = check.Storefront(self.config.where.ep)
+        clients = self._clients(request)
         try:
-            found = await check.divergences(sf)
-        except Exception as exc:  # noqa: BLE001 - the page says why (MongoDB away, ...)
+            found = await check.divergences(clients.admin)
+        except Exception as exc:  # noqa: BLE001 - the page says why (a service away, ...)
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"[:200]}, status=503)
         finally:
-            await sf.close()
+            await clients.close()
         log.info("check by %s: %d divergences", request["principal"], len(found))
         return web.json_response(
             {
                 "divergences": [asdict(d) for d in found],
                 "took_ms": round((time.perf_counter() - started) * 1000, 1),
             }
+        )
+
+    def _clients(self, request: web.Request) -> Clients:
+        """Clients of the services and their admin services, with the caller's own token."""
+        where = self.config.where
+        return Clients.connect(
+            *(f"{where.host}:{where.ports.grpc(s)}" for s in CLIENT_SERVICES),
+            tokens=fixed(request["token"]),
+            admin={s: f"{where.host}:{where.ports.admin(s)}" for s in where.system.names},
         )
 
     async def replay(self, request: web.Request) -> web.Response:
@@ -341,12 +350,7 @@ class Console:
             isinstance(ids, list) and all(isinstance(i, str) for i in ids)
         ):
             return web.json_response({"error": "dlq: a string; ids: a list of ids"}, status=400)
-        where = self.config.where
-        clients = Clients.connect(
-            *(f"{where.host}:{where.ports.grpc(s)}" for s in CLIENT_SERVICES),
-            tokens=fixed(request["token"]),
-            admin={s: f"{where.host}:{where.ports.admin(s)}" for s in where.system.names},
-        )
+        clients = self._clients(request)
         lines: list[str] = []
         try:
             code = await replays.dlq_replay(clients, None, ids, lines.append, queue=queue)

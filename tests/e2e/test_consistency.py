@@ -54,10 +54,13 @@ def endpoints_of(system: System) -> Endpoints:
 async def settled(system: System) -> int:
     """Check until clean or 30 s: events in flight are not divergence."""
     lines: list[str] = []
+    clients = system.connect()
 
     async def clean() -> bool | None:
         lines.clear()
-        code = await check.check(endpoints_of(system), repair=False, wait=0, log=lines.append)
+        code = await check.check(
+            endpoints_of(system), repair=False, wait=0, log=lines.append, clients=clients
+        )
         return True if code == 0 else None
 
     try:
@@ -66,6 +69,8 @@ async def settled(system: System) -> int:
     except TimeoutError:
         print("\n".join(lines))
         return 1
+    finally:
+        await clients.close()
 
 
 async def test_check_finds_and_repairs_divergence(
@@ -98,7 +103,9 @@ async def test_check_finds_and_repairs_divergence(
         await client.close()
 
     lines: list[str] = []
-    code = await check.check(endpoints_of(isolated_system), repair=False, wait=0, log=lines.append)
+    code = await check.check(
+        endpoints_of(isolated_system), repair=False, wait=0, log=lines.append, clients=clients
+    )
     report = "\n".join(lines)
     assert code == 1
     assert "customer copy differs" in report and damaged["_id"] in report
@@ -106,7 +113,12 @@ async def test_check_finds_and_repairs_divergence(
     assert "status change missing in order" in report and "SHIPPED (v3)" in report
     lines.clear()
     code = await check.check(
-        endpoints_of(isolated_system), repair=False, wait=0, log=lines.append, as_json=True
+        endpoints_of(isolated_system),
+        repair=False,
+        wait=0,
+        log=lines.append,
+        as_json=True,
+        clients=clients,
     )
     [line] = lines  # `check --json`: the same findings as data, one object
     found = {(d["kind"], d["subject"]) for d in json.loads(line)["divergences"]}
@@ -139,7 +151,7 @@ async def test_check_finds_and_repairs_orders_copy_of_the_catalog(
         await copies.delete_one({"_id": gone})
         lines: list[str] = []
         code = await check.check(
-            endpoints_of(isolated_system), repair=False, wait=0, log=lines.append
+            endpoints_of(isolated_system), repair=False, wait=0, log=lines.append, clients=clients
         )
         report = "\n".join(lines)
         assert code == 1
@@ -425,3 +437,25 @@ async def settled_after_repair(isolated: System) -> int:
         )
     finally:
         await clients.close()
+
+
+async def test_each_owner_lists_summaries_of_what_it_declares(clients: Clients) -> None:
+    """The admin service answers for the collections its service declares, a page at a time,
+    in id order; another name is INVALID_ARGUMENT."""
+    await run_demo(clients, lambda _: None)
+    accounts = clients.admin[topology.ACCOUNTS]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await accounts.ListSummaries(
+            admin_pb2.ListSummariesRequest(collection=topology.CUSTOMER_COPIES)
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    request = admin_pb2.ListSummariesRequest(collection=topology.CUSTOMERS, page_size=2)
+    ids: list[str] = []
+    while True:
+        page = await accounts.ListSummaries(request)
+        assert len(page.summaries) <= 2
+        ids += [s.id for s in page.summaries]
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    assert ids == sorted(ids) and len(ids) == len(set(ids)) >= len(PEOPLE)

@@ -19,7 +19,7 @@ from google.protobuf import field_mask_pb2
 from pymongo.errors import EncryptionError
 
 import topology
-from accounts_svc import cards
+from accounts_svc import cards, repository
 from accounts_svc.cards import CardKeyConfig, CardVault
 from accounts_svc.main import build
 from stack.embedded import EmbeddedStack
@@ -414,3 +414,47 @@ async def test_master_key_change_by_rewrap_while_accounts_runs(
         with pytest.raises(EncryptionError):
             await stale.open(doc["credit_cards"][0])
         await stale.close()
+
+
+async def test_rotation_finds_customers_by_their_key_a_keyset_page_at_a_time(
+    stack: EmbeddedStack, accounts: ServiceApp, stub: Stub
+) -> None:
+    """Issue 24 item 5: `ids_to_reseal` read the whole collection for every page (a rotation at
+    100,000 customers was ~1,000 full scans). Each page is now an equality on the key stored
+    with the customer plus a range on `_id`, answered from the (key, _id) index."""
+    with_cards = [
+        (
+            await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=customer_with(n)))
+        ).id
+        for n in ("4111111111111111", "5500000000000004", "340000000000009", "4012888888881881")
+    ]
+    await stub.CreateCustomer(accounts_pb2.CreateCustomerRequest(customer=customer_with()))
+    customers = accounts._services[0][1].h.customers
+    vault = customers.vault
+    await vault.create_key()
+    await vault.refresh()
+    found: list[str] = []
+    after = None
+    while True:
+        due, after = await customers.ids_to_reseal(vault.current, after, 3)
+        found += due
+        if after is None:
+            break
+    assert sorted(found) == sorted(with_cards)
+    if stack.external_mongodb:
+        return  # the plan below is PostgreSQL's, behind the embedded FerretDB
+    collection = accounts.db[topology.CUSTOMERS]
+    await collection.insert_many(
+        [{"_id": f"z{i:05d}", "version": 1, repository.CARDS_KEY: f"k{i % 4}"} for i in range(4000)]
+    )
+    await accounts.db.command("compact", topology.CUSTOMERS)  # fresh statistics
+    flt = repository.reseal_query("k1", "z02000")
+    explained = await accounts.db.command(
+        "explain", {"find": topology.CUSTOMERS, "filter": flt, "sort": {"_id": 1}, "limit": 3}
+    )
+    plan = explained["queryPlanner"]["Plan"]
+
+    def nodes(p: dict[str, object]) -> list[object]:
+        return [p["Node Type"], *(n for sub in p.get("Plans", []) for n in nodes(sub))]  # type: ignore[attr-defined]
+
+    assert "Seq Scan" not in nodes(plan), plan

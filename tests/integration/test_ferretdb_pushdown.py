@@ -1,10 +1,12 @@
-"""The patched FerretDB's filter pushdown changes plans, never results.
+"""The patched FerretDB's filter, sort and limit pushdown changes plans, never results.
 
 Differential: generated documents (mixed BSON types, missing fields, nulls, arrays, int/long/
-double, non-ASCII strings) and generated queries (equality, ranges, $in, $ne, sorts, skips,
-limits) return the same documents in the same order from the stack's FerretDB as from a twin
-on the same PostgreSQL database started with ``--test-disable-pushdown`` (every filter in Go).
-EXPLAIN: the services' list queries reach PostgreSQL as index scans.
+double, non-ASCII strings) and generated queries (equality, ranges, $in, $ne, sorts on one or
+two keys either way, skips, limits) return the same documents in the same order from the
+stack's FerretDB as from a twin on the same PostgreSQL database started with
+``--test-disable-pushdown`` (every filter and sort in Go); pages run on indexed fields, so that
+the sort and limit go to PostgreSQL (patch 0003), and on unindexed ones, so that they do not.
+EXPLAIN: the services' list queries reach PostgreSQL as index scans, a page under a Limit.
 
 These test the embedded stack itself, so they skip when MONGODB_URI points elsewhere.
 """
@@ -150,10 +152,70 @@ def test_pushdown_returns_what_filtering_in_go_returns(
         assert checked > 100
 
 
+def _page_query(rng: random.Random) -> dict[str, Any]:
+    """A page: a filter on up to two fields, a sort on one or two keys
+    either way with ``_id`` last (a total order: ties cannot differ between correct plans),
+    a limit and a skip."""
+    flt: dict[str, Any] = {f: _condition(rng) for f in rng.sample(FIELDS, rng.randint(0, 2))}
+    keys = rng.sample(FIELDS, rng.randint(0, 2))
+    sort = [(k, rng.choice((1, -1))) for k in keys]
+    if rng.random() < 0.3:
+        flt["_id"] = {rng.choice(OPS[1:5]): rng.randrange(400)}
+    return {
+        "filter": flt,
+        "sort": [*sort, ("_id", rng.choice((1, -1)) if not sort else 1)],
+        "skip": rng.choice([0, 0, 0, 2, 7, 40]),
+        "limit": rng.choice([1, 3, 10, 50]),
+    }
+
+
+def _pushed_down(client: MongoClient[dict[str, Any]], db: str, query: dict[str, Any]) -> bool:
+    cmd = {"find": "docs", "filter": query["filter"], "sort": dict(query["sort"])}
+    cmd |= {"skip": Int64(query["skip"]), "limit": Int64(query["limit"])}  # explain wants longs
+    return bool(client[db].command("explain", cmd)["limitPushdown"])
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "unindexed"])
+def test_pages_return_what_sorting_in_go_returns(
+    stack: EmbeddedStack, twin: str, mongo_db_name: str, indexed: bool
+) -> None:
+    """Sorted, skipped and limited finds on the mixed documents: in the same order as the twin.
+    On indexed fields most go to PostgreSQL as ORDER BY ... LIMIT (explain's limitPushdown);
+    unindexed, none may."""
+    rng = random.Random(20261204)
+    with (
+        _client(stack.mongodb_uri) as patched,
+        _client(twin) as in_go,
+    ):
+        col = patched[mongo_db_name]["docs"]
+        col.insert_many(_docs(rng, 400))
+        if indexed:
+            col.create_index([("a", 1)])
+            col.create_index([("b", -1), ("_id", 1)])
+        pushed = checked = 0
+        for query in (_page_query(rng) for _ in range(300)):
+            got = list(col.find(**query))
+            want = list(in_go[mongo_db_name]["docs"].find(**query))
+            assert got == want, f"{query}: {[d['_id'] for d in got]} != {[d['_id'] for d in want]}"
+            pushed += _pushed_down(patched, mongo_db_name, query)
+            checked += bool(want)
+        assert checked > 150
+        if indexed:
+            assert pushed > 150, f"only {pushed} of 300 pages pushed down"
+        else:
+            # _id leads its own index: only pages on _id alone may go to PostgreSQL
+            assert pushed < 100
+
+
 def _plan(
-    client: MongoClient[dict[str, Any]], db: str, coll: str, flt: dict[str, Any]
+    client: MongoClient[dict[str, Any]],
+    db: str,
+    coll: str,
+    flt: dict[str, Any],
+    **page: Any,
 ) -> dict[str, Any]:
-    res = client[db].command("explain", {"find": coll, "filter": flt, "sort": {"_id": 1}})
+    cmd = {"find": coll, "filter": flt, "sort": {"_id": 1}, **page}
+    res = client[db].command("explain", cmd)
     plan: dict[str, Any] = res["queryPlanner"]["Plan"]
     return plan
 
@@ -173,28 +235,73 @@ def _nodes(plan: dict[str, Any]) -> list[str]:
 def test_list_queries_reach_postgresql_as_index_scans(
     stack: EmbeddedStack, mongo_db_name: str
 ) -> None:
-    """The shapes svckit.store.page sends (status and customer lists, a deep page after an id),
-    on collections indexed as orders_svc and fulfillment_svc declare them."""
+    """The shapes svckit.store.page sends (ListOrders by status and by customer, ListFulfillments
+    by status, ListProducts, ListCustomers: first page and a deep page after an id, limit 51) on
+    collections indexed as the services declare them, reach PostgreSQL as an index scan in
+    order under a Limit: no Seq Scan, no Sort, whatever the collection's size."""
     if stack.external_mongodb:
         pytest.skip("MONGODB_URI is external: the embedded FerretDB is not in use")
     with _client(stack.mongodb_uri) as client:
         col = client[mongo_db_name]["orders"]
         col.insert_many(
             [
-                {"_id": f"o{i:06d}", "status": f"s{i % 5}", "customer_id": f"c{i % 300}"}
+                {
+                    "_id": f"o{i:06d}",
+                    "status": f"s{i % 5}",
+                    "customer_id": f"c{i % 300}",
+                    **({"deleted": True} if i % 50 == 0 else {}),
+                }
                 for i in range(6000)
             ]
         )
         col.create_index([("status", 1), ("_id", 1)])
         col.create_index([("customer_id", 1), ("_id", 1)])
+        # ListCustomers' live filter ({deleted: {$ne: true}}) needs an index leading with
+        # `deleted` for its page to go down, as accounts_svc declares
+        col.create_index([("deleted", 1), ("_id", 1)])
         client[mongo_db_name].command("compact", "orders")  # VACUUM ANALYZE: fresh statistics
         for flt in (
+            {},
             {"_id": {"$gt": "o005900"}},
+            {"status": "s3"},
             {"status": "s3", "_id": {"$gt": "o005000"}},
+            {"customer_id": "c7"},
             {"customer_id": "c7", "_id": {"$gt": "o000100"}},
             {"status": {"$in": ["s1", "s2"]}, "_id": {"$gt": "o005500"}},
+            {"deleted": {"$ne": True}},
+            {"deleted": {"$ne": True}, "_id": {"$gt": "o005900"}},
         ):
-            plan = _plan(client, mongo_db_name, "orders", flt)
-            assert "Seq Scan" not in _nodes(plan), (flt, plan)
-            # the range on _id is a condition in SQL, not only in Go
-            assert any("> '\"o00" in c for c in _conditions(plan)), (flt, plan)
+            plan = _plan(client, mongo_db_name, "orders", flt, limit=Int64(51))
+            nodes = _nodes(plan)
+            assert "Seq Scan" not in nodes and "Sort" not in nodes, (flt, plan)
+            assert "Limit" in nodes and "Index Scan" in nodes, (flt, plan)
+            if "_id" in flt:
+                # the range on _id is a condition in SQL, not only in Go
+                assert any("> '\"o00" in c for c in _conditions(plan)), (flt, plan)
+
+
+def test_indexes_made_before_the_patch_get_their_ordering_btree(
+    stack: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """A database from before patch 0003 has FerretDB's indexes without the ordering btrees: the
+    services' create_index at start adds them (the _id index's too), so pages go down there."""
+    if stack.external_mongodb:
+        pytest.skip("MONGODB_URI is external: the embedded FerretDB is not in use")
+
+    def ordering() -> list[str]:
+        sql = f"SELECT indexname FROM pg_indexes WHERE schemaname = '{mongo_db_name}'"
+        names = stack.postgres.psql("ferretdb", sql).split()
+        return sorted(n for n in names if n.endswith("_ord"))
+
+    with _client(stack.mongodb_uri) as client:
+        col = client[mongo_db_name]["orders"]
+        col.create_index([("status", 1), ("_id", 1)])
+        made = ordering()
+        assert len(made) == 2, made  # _id_ and (status, _id)
+        for name in made:
+            stack.postgres.psql("ferretdb", f'DROP INDEX "{mongo_db_name}"."{name}"')
+        assert ordering() == []
+        col.create_index([("status", 1), ("_id", 1)])  # as a service does at every start
+        assert ordering() == made
+        col.drop_index("status_1__id_1")
+        assert len(ordering()) == 1

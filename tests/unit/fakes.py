@@ -1,14 +1,11 @@
 """In-memory stand-ins for the ports the handlers depend on (svckit.store.Store, the services'
 own store Protocols, svckit.outbox.Notifier), so each handler class is unit tested with no
-server: the same version guard, the same outbox cap and the same per-document lock as the real
-stores, plus a switch that makes the next writes lose to "another writer"."""
+server. Storage only: the same version guard and outbox cap as the real stores, plus a switch
+that makes the next writes lose to "another writer"; every rule stays in the domain."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import datetime
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
@@ -17,9 +14,9 @@ from accounts_svc.cards import CardVault
 from accounts_svc.domain import Customer
 from fulfillment_svc.domain import Fulfillment, Status
 from orders_svc import domain as orders_domain
-from orders_svc.repository import CopyChange, CustomerCopy, Order, ProductCopy
+from orders_svc.domain import HeldCopy
+from orders_svc.repository import CustomerCopy, Order, ProductCopy
 from svckit import paging
-from svckit.consumer import Outcome
 from svckit.envelope import Envelope, decode
 from svckit.errors import AlreadyExists, Unavailable
 from svckit.store import MAX_PENDING_EVENTS
@@ -39,8 +36,6 @@ class FakeStore(Generic[M]):
         self.lose_next = 0
         """How many of the next guarded writes lose to another writer (return False)."""
         self.writes = 0
-        self._locks: dict[str, asyncio.Lock] = {}
-        self.held: list[str] = []
 
     def _id(self, aggregate: M) -> str:
         return str(getattr(aggregate, self.id_field))
@@ -90,13 +85,6 @@ class FakeStore(Generic[M]):
         self.outbox[aggregate_id] += events
         return True
 
-    @contextlib.asynccontextmanager
-    async def exclusive(self, aggregate_id: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(aggregate_id, asyncio.Lock())
-        async with lock:
-            self.held.append(aggregate_id)
-            yield
-
     def events(self, aggregate_id: str, accepted: Iterable[str]) -> list[Envelope]:
         """The aggregate's queued events of the `accepted` types, decoded as a consumer of
         them would (a consumer of one topic never sees the others' types)."""
@@ -112,9 +100,7 @@ class FakeStore(Generic[M]):
             if e["headers"]["ce_type"] in accepted
         ]
 
-    def _page(
-        self, matching: list[M], after: str | None, limit: int
-    ) -> tuple[list[M], str | None]:
+    def _page(self, matching: list[M], after: str | None, limit: int) -> tuple[list[M], str | None]:
         ordered = sorted(
             (a for a in matching if after is None or self._id(a) > after), key=self._id
         )
@@ -175,49 +161,29 @@ class FakeOrders(FakeStore[Order]):
         self.applied[order.order_id] = list(applied)
         return True
 
-    async def strip_fulfillment_history(
-        self, now: datetime, facts: Callable[[Order], list[Document]]
-    ) -> int:
-        stripped = 0
-        for order_id in [i for i, a in self.applied.items() if a]:
-            order = self.state[order_id]
-            bare = orders_domain.without_fulfillment_history(order, now)
-            await self.save_applied(bare, order.version, [], facts(bare))
-            stripped += 1
-        return stripped
+    async def ids_with_applied(self) -> list[str]:
+        return [i for i, applied in self.applied.items() if applied]
 
 
-class FakeCopies:
-    """Copies by customer id: (version, copy or None for a tombstone)."""
+C = TypeVar("C", CustomerCopy, ProductCopy)
+
+
+class FakeVersionedCopies(Generic[C]):
+    """Copies by id: (version, content or None for a tombstone). A write is refused where a
+    newer version is stored, the real store's guard."""
 
     def __init__(self) -> None:
-        self.copies: dict[str, tuple[int, CustomerCopy | None]] = {}
+        self.copies: dict[str, HeldCopy[C]] = {}
 
-    async def get(self, customer_id: str) -> CustomerCopy | None:
-        found = self.copies.get(customer_id)
-        if found is None or found[1] is None:
-            return None
-        copy = CustomerCopy()
-        copy.CopyFrom(found[1])
-        return copy
+    async def held(self, ids: list[str]) -> dict[str, HeldCopy[C]]:
+        return {i: self.copies[i] for i in ids if i in self.copies}
 
-    def _apply(self, customer_id: str, version: int, copy: CustomerCopy | None) -> Outcome:
-        stored = self.copies.get(customer_id, (0, None))[0]
-        if version < stored:
-            return Outcome.STALE
-        if version == stored:
-            return Outcome.DUPLICATE
-        self.copies[customer_id] = (version, copy)
-        return Outcome.APPLIED
-
-    async def apply_changed(self, copy: CustomerCopy) -> Outcome:
-        return self._apply(copy.customer_id, copy.customer_version, copy)
-
-    async def apply_deleted(self, customer_id: str, version: int) -> Outcome:
-        return self._apply(customer_id, version, None)
-
-    async def apply_batch(self, batch: list[CopyChange]) -> list[Outcome]:
-        return [self._apply(cid, version, copy) for cid, version, copy in batch]
+    async def put(self, writes: dict[str, HeldCopy[C]]) -> set[str]:
+        refused = {
+            i for i, w in writes.items() if i in self.copies and self.copies[i].version > w.version
+        }
+        self.copies.update((i, w) for i, w in writes.items() if i not in refused)
+        return refused
 
     async def clear(self) -> int:
         n = len(self.copies)
@@ -225,27 +191,29 @@ class FakeCopies:
         return n
 
 
-class FakeCatalog:
-    """Orders' copy of the catalog by product id, moved forward by version only."""
+class FakeCopies(FakeVersionedCopies[CustomerCopy]):
+    """Orders' copies of customers."""
+
+    async def get(self, customer_id: str) -> CustomerCopy | None:
+        held = self.copies.get(customer_id)
+        content = held.content if held is not None else None
+        if content is None:
+            return None
+        copy = CustomerCopy()
+        copy.CopyFrom(content)
+        return copy
+
+
+class FakeCatalog(FakeVersionedCopies[ProductCopy]):
+    """Orders' copy of the catalog by product id."""
 
     def __init__(self, products: dict[str, ProductCopy] | None = None) -> None:
-        self.products: dict[str, ProductCopy] = dict(products or {})
+        super().__init__()
+        self.copies = {i: HeldCopy(p.version, p) for i, p in (products or {}).items()}
 
     async def get_many(self, product_ids: list[str]) -> dict[str, ProductCopy]:
-        return {i: self.products[i] for i in product_ids if i in self.products}
-
-    async def apply_changed(self, copy: ProductCopy) -> Outcome:
-        stored = self.products.get(copy.product_id)
-        held = stored.version if stored else 0
-        if copy.version <= held:
-            return Outcome.DUPLICATE if copy.version == held else Outcome.STALE
-        self.products[copy.product_id] = copy
-        return Outcome.APPLIED
-
-    async def clear(self) -> int:
-        n = len(self.products)
-        self.products.clear()
-        return n
+        found = {i: self.copies[i].content for i in product_ids if i in self.copies}
+        return {i: p for i, p in found.items() if p is not None}
 
 
 class FakeCustomers(FakeStore[Customer]):
@@ -273,17 +241,16 @@ class FakeCustomers(FakeStore[Customer]):
         return self._page(live, after, limit)
 
     async def tombstone(
-        self, customer: Customer, expected_version: int, events: list[Document]
+        self, gone: Customer, expected_version: int, events: list[Document]
     ) -> bool:
-        gone = Customer(id=customer.id, version=expected_version + 1)
         if not await self.update(gone, expected_version, events):
             return False
-        self.deleted.add(customer.id)
+        self.deleted.add(gone.id)
         return True
 
     async def ids_to_reseal(
-        self, current_key: Any, after: str | None, limit: int
-    ) -> tuple[list[str], str | None]:
+        self, current_key: Any, after: Any, limit: int
+    ) -> tuple[list[str], Any]:
         return [], None
 
     async def reseal(self, customer: Customer) -> bool:
@@ -305,5 +272,6 @@ __all__ = [
     "FakeFulfillments",
     "FakeOrders",
     "FakeStore",
+    "FakeVersionedCopies",
     "RecordingNotifier",
 ]

@@ -202,3 +202,10 @@ def test_a_new_number_is_a_new_card_whatever_card_id_it_claims() -> None:
         "4000000033331881",
         "",
     )
+
+
+def test_a_tombstone_keeps_the_id_and_the_deletions_version_and_nothing_personal() -> None:
+    live = domain.new_customer(draft(), "c-1", datetime(2026, 5, 1, tzinfo=UTC))
+    gone = domain.tombstone(live)
+    assert gone == accounts_pb2.Customer(id="c-1", version=live.version + 1)
+    assert gone.version == domain.customer_deleted(live, datetime(2026, 5, 2, tzinfo=UTC)).version

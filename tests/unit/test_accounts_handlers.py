@@ -14,6 +14,7 @@ from storefront.accounts.v1 import accounts_pb2
 from storefront.accounts.v1 import events_pb2 as accounts_events
 from storefront_cli.demo import PEOPLE, customer_draft
 from svckit.errors import Aborted, InvalidArgument, NotFound
+from svckit.shape import Page
 from tests.unit.fakes import FakeCustomers, RecordingNotifier
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
@@ -56,8 +57,6 @@ async def test_bad_input_is_refused_and_stores_nothing(world: World) -> None:
     broken.contact.email = "not-an-email"
     with pytest.raises(InvalidArgument):
         await handlers.create_customer(broken)
-    with pytest.raises(InvalidArgument):
-        await handlers.create_customer(customer_draft(PEOPLE[0]), "bad id with spaces")
     assert customers.state == {} and relay.notified == []
 
 
@@ -106,7 +105,7 @@ async def test_a_deletion_leaves_a_tombstone_and_queues_the_deletion(world: Worl
     assert isinstance(last, accounts_events.CustomerDeleted) and last.version == 2
     with pytest.raises(NotFound):
         await handlers.delete_customer("c-1")
-    page, _ = await handlers.list_customers(10, "")
+    page, _ = await handlers.list_customers(Page(None, 10))
     assert page == []
 
 

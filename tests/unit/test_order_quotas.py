@@ -14,6 +14,7 @@ from storefront.orders.v1 import orders_pb2
 from storefront_cli.demo import catalog_copy, order_draft
 from svckit import paging
 from svckit.errors import InvalidArgument, ResourceExhausted
+from svckit.shape import Page
 from tests.unit.fakes import FakeCatalog, FakeCopies, FakeOrders, RecordingNotifier
 from tests.unit.test_orders_handlers import changed
 
@@ -79,7 +80,7 @@ async def test_open_orders_are_capped_per_customer_and_others_are_served(
     assert await handlers.orders.get(domain.chosen_order_id("c-1", "o-over")) is None
     await handlers.create_order("c-2", order_draft((0, 1)))  # another customer: served
     # A closed order frees its place.
-    first, _ = await handlers.list_orders("c-1", 0, 1, "")
+    first, _ = await handlers.list_orders("c-1", None, Page(None, 1))
     await handlers.cancel_order(first[0].order_id)
     await handlers.create_order("c-1", order_draft((0, 1)))
 
@@ -89,10 +90,10 @@ async def test_customer_orders_come_in_pages(handlers: OrdersHandlers) -> None:
     for order_id in chosen:
         await handlers.create_order("c-1", order_draft((0, 1)), order_id)
     placed = [domain.chosen_order_id("c-1", order_id) for order_id in chosen]
-    first = await handlers.get_customer_orders("c-1", 2, "")
-    assert [o.order_id for o in first.orders] == placed[:2] and first.next_page_token
-    rest = await handlers.get_customer_orders("c-1", 10, first.next_page_token)
-    assert [o.order_id for o in rest.orders] == placed[2:] and not rest.next_page_token
+    first, after = await handlers.get_customer_orders("c-1", Page(None, 2))
+    assert [o.order_id for o in first.orders] == placed[:2] and after == placed[1]
+    rest, end = await handlers.get_customer_orders("c-1", Page(after, 10))
+    assert [o.order_id for o in rest.orders] == placed[2:] and end is None
     assert rest.name == first.name
 
 

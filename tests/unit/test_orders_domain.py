@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orders_svc import domain
+from orders_svc.domain import CopyOutcome, HeldCopy
 from storefront.common.v1 import common_pb2
 from storefront.fulfillment.v1 import events_pb2 as fulfillment_events
 from storefront.orders.v1 import orders_pb2
@@ -154,3 +155,68 @@ def test_a_note_has_a_size_limit() -> None:
     statuses.validate_note("x" * statuses.MAX_NOTE, "note")
     with pytest.raises(InvalidArgument):
         statuses.validate_note("x" * (statuses.MAX_NOTE + 1), "note")
+
+
+# --- copies of customers and products: only forward by version -----------------------------
+
+
+def _copy(customer_id: str, version: int, city: str) -> orders_pb2.CustomerOrders:
+    copy = orders_pb2.CustomerOrders(customer_id=customer_id, customer_version=version)
+    copy.addresses.add(city=city)
+    return copy
+
+
+def test_a_copy_moves_only_forward_and_a_same_version_repairs_only_what_differs() -> None:
+    held = {"c": HeldCopy(2, _copy("c", 2, "Austin"))}
+    outcomes, writes = domain.copy_outcomes(
+        held,
+        [
+            ("c", 1, _copy("c", 1, "Waco")),  # late arrival
+            ("c", 2, _copy("c", 2, "Austin")),  # redelivery
+            ("new", 1, _copy("new", 1, "Reno")),  # never held
+        ],
+    )
+    assert outcomes == [CopyOutcome.STALE, CopyOutcome.DUPLICATE, CopyOutcome.APPLIED]
+    assert set(writes) == {"new"}
+    repaired, writes = domain.copy_outcomes(held, [("c", 2, _copy("c", 2, "Dallas"))])
+    assert repaired == [CopyOutcome.APPLIED] and writes["c"].content == _copy("c", 2, "Dallas")
+    # damaged in the database in a way the content cannot show: the owner's state repairs it
+    damaged = {"c": HeldCopy(2, _copy("c", 2, "Austin"), intact=False)}
+    outcomes, writes = domain.copy_outcomes(damaged, [("c", 2, _copy("c", 2, "Austin"))])
+    assert outcomes == [CopyOutcome.APPLIED] and set(writes) == {"c"}
+
+
+def test_a_deleted_copy_stays_a_tombstone_against_older_changes() -> None:
+    outcomes, writes = domain.copy_outcomes(
+        {"c": HeldCopy(1, _copy("c", 1, "Austin"))},
+        [("c", 3, None), ("c", 2, _copy("c", 2, "Dallas")), ("c", 3, None)],
+    )
+    assert outcomes == [CopyOutcome.APPLIED, CopyOutcome.STALE, CopyOutcome.DUPLICATE]
+    assert writes == {"c": HeldCopy(3, None)}
+
+
+def test_a_batch_decides_each_change_on_top_of_the_ones_before_it() -> None:
+    changes = [
+        ("a", 1, _copy("a", 1, "x")),
+        ("a", 3, _copy("a", 3, "y")),
+        ("a", 2, _copy("a", 2, "z")),
+        ("b", 1, _copy("b", 1, "w")),
+    ]
+    batch, writes = domain.copy_outcomes({}, changes)
+    one_by_one: list[CopyOutcome] = []
+    held: dict[str, domain.HeldCopy[orders_pb2.CustomerOrders]] = {}
+    for change in changes:
+        [outcome], written = domain.copy_outcomes(held, [change])
+        one_by_one.append(outcome)
+        held.update(written)
+    assert (
+        batch
+        == one_by_one
+        == [
+            CopyOutcome.APPLIED,
+            CopyOutcome.APPLIED,
+            CopyOutcome.STALE,
+            CopyOutcome.APPLIED,
+        ]
+    )
+    assert writes == held and writes["a"].version == 3

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
+import topology
 from stack.issuer import LocalIssuer
 from storefront.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from storefront.admin.v1 import admin_pb2
@@ -103,11 +104,15 @@ def check(principal: Principal, method: str, request: Message) -> str:
     return "ok"
 
 
-ACC = policy.ACCOUNTS
-ORD = policy.ORDERS
-FUL = policy.FULFILLMENT
+def api(service: str) -> str:
+    return f"/{topology.SYSTEM.service(service).api}"
+
+
+ACC = api(topology.ACCOUNTS)
+ORD = api(topology.ORDERS)
+FUL = api(topology.FULFILLMENT)
 ADM = policy.ADMIN
-CAT = policy.CATALOG
+CAT = api(topology.CATALOG)
 CASES = [
     # accounts
     (A, f"{ACC}/GetCustomer", accounts_pb2.GetCustomerRequest(customer_id="cust-a"), "ok"),

@@ -1,11 +1,9 @@
 """What each owner republishes for a repair (pure rules), and the republish loop of
-svckit.admin with an in-memory store: under the aggregate's lock, re-decided when another
-writer came first, the relay woken only for what was queued."""
+svckit.admin: re-decided when another writer came first, the relay woken only for what was
+queued."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from accounts_svc import domain as accounts_domain
@@ -15,6 +13,7 @@ from storefront.orders.v1 import events_pb2 as orders_events
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.demo import PEOPLE, catalog_copy, customer_draft, order_draft
 from svckit.admin import Verdict, republish_each
+from svckit.saving import LOST, Lost
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 Status = orders_domain.Status
@@ -72,37 +71,19 @@ def test_accounts_republishes_a_tombstone_as_its_deletion_at_its_own_version() -
     assert gone.version == accounts_domain.customer_deleted(live, NOW).version
 
 
-class FakeStore:
-    def __init__(self) -> None:
-        self.held: list[str] = []
-        self.locked: str | None = None
-
-    @contextlib.asynccontextmanager
-    async def exclusive(self, aggregate_id: str) -> AsyncIterator[None]:
-        self.locked = aggregate_id
-        self.held.append(aggregate_id)
-        yield
-        self.locked = None
-
-
-async def test_republish_each_decides_under_the_lock_and_retries_a_lost_race() -> None:
-    store = FakeStore()
+async def test_republish_each_retries_a_lost_race_and_wakes_the_relay_for_what_it_queued() -> None:
     attempts: dict[str, int] = {}
     notified: list[str] = []
 
-    async def decide(aggregate_id: str) -> Verdict | None:
-        assert store.locked == aggregate_id
+    async def decide(aggregate_id: str) -> Verdict | Lost:
         attempts[aggregate_id] = attempts.get(aggregate_id, 0) + 1
         if aggregate_id == "raced" and attempts[aggregate_id] == 1:
-            return None  # another writer moved the version: read and decide again
+            return LOST  # another writer moved the version: read and decide again
         return {"gone": Verdict.NOT_FOUND, "idle": Verdict.NOTHING_TO_PUBLISH}.get(
             aggregate_id, Verdict.QUEUED
         )
 
-    done = await republish_each(
-        ["a", "raced", "gone", "idle"], store, decide, notified.append  # type: ignore[arg-type]
-    )
+    done = await republish_each(["a", "raced", "gone", "idle"], decide, notified.append)
     assert done.queued == ["a", "raced"]
     assert done.not_found == ["gone"] and done.nothing_to_publish == ["idle"]
-    assert attempts["raced"] == 2 and notified == ["a", "raced"]
-    assert store.held == ["a", "raced", "gone", "idle"]
+    assert attempts == {"a": 1, "raced": 2, "gone": 1, "idle": 1} and notified == ["a", "raced"]

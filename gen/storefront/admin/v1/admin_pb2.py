@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstorefront/admin/v1/admin.proto\x12\x13storefront.admin.v1\x1a\x1fgoogle/api/field_behavior.proto\"%\n\x10RepublishRequest\x12\x11\n\x03ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\"R\n\x11RepublishResponse\x12\x0e\n\x06queued\x18\x01 \x03(\t\x12\x1a\n\x12nothing_to_publish\x18\x02 \x03(\t\x12\x11\n\tnot_found\x18\x03 \x03(\t\":\n\x12ReplayTopicRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07rebuild\x18\x02 \x01(\x08\"\xef\x01\n\x13ReplayTopicResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\x12H\n\x08outcomes\x18\x02 \x03(\x0b\x32\x36.storefront.admin.v1.ReplayTopicResponse.OutcomesEntry\x12\x11\n\tforgotten\x18\x03 \x01(\x03\x12\x11\n\tdocuments\x18\x04 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x05 \x03(\t\x12\x15\n\rchanged_count\x18\x06 \x01(\x03\x1a/\n\rOutcomesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"7\n\x13ReplayParkedRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0b\n\x03ids\x18\x02 \x03(\t\"K\n\x14ReplayParkedResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".storefront.admin.v1.ParkedOutcome\";\n\rParkedOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t2\xb1\x02\n\x0c\x41\x64minService\x12Z\n\tRepublish\x12%.storefront.admin.v1.RepublishRequest\x1a&.storefront.admin.v1.RepublishResponse\x12`\n\x0bReplayTopic\x12\'.storefront.admin.v1.ReplayTopicRequest\x1a(.storefront.admin.v1.ReplayTopicResponse\x12\x63\n\x0cReplayParked\x12(.storefront.admin.v1.ReplayParkedRequest\x1a).storefront.admin.v1.ReplayParkedResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstorefront/admin/v1/admin.proto\x12\x13storefront.admin.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"%\n\x10RepublishRequest\x12\x11\n\x03ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\"R\n\x11RepublishResponse\x12\x0e\n\x06queued\x18\x01 \x03(\t\x12\x1a\n\x12nothing_to_publish\x18\x02 \x03(\t\x12\x11\n\tnot_found\x18\x03 \x03(\t\":\n\x12ReplayTopicRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07rebuild\x18\x02 \x01(\x08\"\xef\x01\n\x13ReplayTopicResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\x12H\n\x08outcomes\x18\x02 \x03(\x0b\x32\x36.storefront.admin.v1.ReplayTopicResponse.OutcomesEntry\x12\x11\n\tforgotten\x18\x03 \x01(\x03\x12\x11\n\tdocuments\x18\x04 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x05 \x03(\t\x12\x15\n\rchanged_count\x18\x06 \x01(\x03\x1a/\n\rOutcomesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"7\n\x13ReplayParkedRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0b\n\x03ids\x18\x02 \x03(\t\"K\n\x14ReplayParkedResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".storefront.admin.v1.ParkedOutcome\";\n\rParkedOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"W\n\x14ListSummariesRequest\x12\x18\n\ncollection\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x15ListSummariesResponse\x12\x37\n\tsummaries\x18\x01 \x03(\x0b\x32$.storefront.admin.v1.DocumentSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x0f\x44ocumentSummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12&\n\x05\x66\x61\x63ts\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"+\n\x14MigrateParkedRequest\x12\x13\n\x05topic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"e\n\x15MigrateParkedResponse\x12\x0f\n\x07old_dlq\x18\x01 \x01(\t\x12\x0b\n\x03\x64lq\x18\x02 \x01(\t\x12\r\n\x05moved\x18\x03 \x01(\x03\x12\x0f\n\x07\x61lready\x18\x04 \x01(\x03\x12\x0e\n\x06others\x18\x05 \x01(\x03\x32\x81\x04\n\x0c\x41\x64minService\x12Z\n\tRepublish\x12%.storefront.admin.v1.RepublishRequest\x1a&.storefront.admin.v1.RepublishResponse\x12`\n\x0bReplayTopic\x12\'.storefront.admin.v1.ReplayTopicRequest\x1a(.storefront.admin.v1.ReplayTopicResponse\x12\x63\n\x0cReplayParked\x12(.storefront.admin.v1.ReplayParkedRequest\x1a).storefront.admin.v1.ReplayParkedResponse\x12\x66\n\rListSummaries\x12).storefront.admin.v1.ListSummariesRequest\x1a*.storefront.admin.v1.ListSummariesResponse\x12\x66\n\rMigrateParked\x12).storefront.admin.v1.MigrateParkedRequest\x1a*.storefront.admin.v1.MigrateParkedResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,22 +42,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLAYTOPICRESPONSE_OUTCOMESENTRY']._serialized_options = b'8\001'
   _globals['_REPLAYPARKEDREQUEST'].fields_by_name['topic']._loaded_options = None
   _globals['_REPLAYPARKEDREQUEST'].fields_by_name['topic']._serialized_options = b'\342A\001\002'
-  _globals['_REPUBLISHREQUEST']._serialized_start=89
-  _globals['_REPUBLISHREQUEST']._serialized_end=126
-  _globals['_REPUBLISHRESPONSE']._serialized_start=128
-  _globals['_REPUBLISHRESPONSE']._serialized_end=210
-  _globals['_REPLAYTOPICREQUEST']._serialized_start=212
-  _globals['_REPLAYTOPICREQUEST']._serialized_end=270
-  _globals['_REPLAYTOPICRESPONSE']._serialized_start=273
-  _globals['_REPLAYTOPICRESPONSE']._serialized_end=512
-  _globals['_REPLAYTOPICRESPONSE_OUTCOMESENTRY']._serialized_start=465
-  _globals['_REPLAYTOPICRESPONSE_OUTCOMESENTRY']._serialized_end=512
-  _globals['_REPLAYPARKEDREQUEST']._serialized_start=514
-  _globals['_REPLAYPARKEDREQUEST']._serialized_end=569
-  _globals['_REPLAYPARKEDRESPONSE']._serialized_start=571
-  _globals['_REPLAYPARKEDRESPONSE']._serialized_end=646
-  _globals['_PARKEDOUTCOME']._serialized_start=648
-  _globals['_PARKEDOUTCOME']._serialized_end=707
-  _globals['_ADMINSERVICE']._serialized_start=710
-  _globals['_ADMINSERVICE']._serialized_end=1015
+  _globals['_LISTSUMMARIESREQUEST'].fields_by_name['collection']._loaded_options = None
+  _globals['_LISTSUMMARIESREQUEST'].fields_by_name['collection']._serialized_options = b'\342A\001\002'
+  _globals['_MIGRATEPARKEDREQUEST'].fields_by_name['topic']._loaded_options = None
+  _globals['_MIGRATEPARKEDREQUEST'].fields_by_name['topic']._serialized_options = b'\342A\001\002'
+  _globals['_REPUBLISHREQUEST']._serialized_start=119
+  _globals['_REPUBLISHREQUEST']._serialized_end=156
+  _globals['_REPUBLISHRESPONSE']._serialized_start=158
+  _globals['_REPUBLISHRESPONSE']._serialized_end=240
+  _globals['_REPLAYTOPICREQUEST']._serialized_start=242
+  _globals['_REPLAYTOPICREQUEST']._serialized_end=300
+  _globals['_REPLAYTOPICRESPONSE']._serialized_start=303
+  _globals['_REPLAYTOPICRESPONSE']._serialized_end=542
+  _globals['_REPLAYTOPICRESPONSE_OUTCOMESENTRY']._serialized_start=495
+  _globals['_REPLAYTOPICRESPONSE_OUTCOMESENTRY']._serialized_end=542
+  _globals['_REPLAYPARKEDREQUEST']._serialized_start=544
+  _globals['_REPLAYPARKEDREQUEST']._serialized_end=599
+  _globals['_REPLAYPARKEDRESPONSE']._serialized_start=601
+  _globals['_REPLAYPARKEDRESPONSE']._serialized_end=676
+  _globals['_PARKEDOUTCOME']._serialized_start=678
+  _globals['_PARKEDOUTCOME']._serialized_end=737
+  _globals['_LISTSUMMARIESREQUEST']._serialized_start=739
+  _globals['_LISTSUMMARIESREQUEST']._serialized_end=826
+  _globals['_LISTSUMMARIESRESPONSE']._serialized_start=828
+  _globals['_LISTSUMMARIESRESPONSE']._serialized_end=933
+  _globals['_DOCUMENTSUMMARY']._serialized_start=935
+  _globals['_DOCUMENTSUMMARY']._serialized_end=1037
+  _globals['_MIGRATEPARKEDREQUEST']._serialized_start=1039
+  _globals['_MIGRATEPARKEDREQUEST']._serialized_end=1082
+  _globals['_MIGRATEPARKEDRESPONSE']._serialized_start=1084
+  _globals['_MIGRATEPARKEDRESPONSE']._serialized_end=1185
+  _globals['_ADMINSERVICE']._serialized_start=1188
+  _globals['_ADMINSERVICE']._serialized_end=1701
 # @@protoc_insertion_point(module_scope)

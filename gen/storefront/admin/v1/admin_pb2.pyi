@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -185,7 +186,7 @@ class ReplayParkedRequest(_message.Message):
     TOPIC_FIELD_NUMBER: _builtins.int
     IDS_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
-    """The consumed topic whose dead-letter queue (`<topic>.dlq`) to work."""
+    """The consumed topic whose dead-letter queue (`<topic>.<group>.dlq`) to work."""
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Parked records by id, "<dlq topic>:<partition>:<offset>" (as `storefront dlq list`
@@ -260,3 +261,157 @@ class ParkedOutcome(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ParkedOutcome: _TypeAlias = ParkedOutcome  # noqa: Y015
+
+@_typing.final
+class ListSummariesRequest(_message.Message):
+    """Request of AdminService.ListSummaries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    """A collection the service answers for (as the topology declares it), e.g. "customers"."""
+    page_size: _builtins.int
+    """At most this many summaries (default 50, at most 500)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSummariesRequest: _TypeAlias = ListSummariesRequest  # noqa: Y015
+
+@_typing.final
+class ListSummariesResponse(_message.Message):
+    """Response of AdminService.ListSummaries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last."""
+    @_builtins.property
+    def summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DocumentSummary]:
+        """The page's summaries, in id order."""
+
+    def __init__(
+        self,
+        *,
+        summaries: _abc.Iterable[Global___DocumentSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "summaries", b"summaries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSummariesResponse: _TypeAlias = ListSummariesResponse  # noqa: Y015
+
+@_typing.final
+class DocumentSummary(_message.Message):
+    """One document of AdminService.ListSummaries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    FACTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The document's id (a customer, product or order id)."""
+    version: _builtins.int
+    """Its version (0 when the collection keeps none)."""
+    digest: _builtins.bytes
+    """A digest of the content a copy of it keeps: equal digests, equal content."""
+    @_builtins.property
+    def facts(self) -> _struct_pb2.Struct:
+        """What the divergence rules compare beside the version (a status, applied versions)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        digest: _builtins.bytes = ...,
+        facts: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "facts", b"facts", "id", b"id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentSummary: _TypeAlias = DocumentSummary  # noqa: Y015
+
+@_typing.final
+class MigrateParkedRequest(_message.Message):
+    """Request of AdminService.MigrateParked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    """A topic the service consumes, e.g. "accounts.customer.change"."""
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateParkedRequest: _TypeAlias = MigrateParkedRequest  # noqa: Y015
+
+@_typing.final
+class MigrateParkedResponse(_message.Message):
+    """Response of AdminService.MigrateParked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_DLQ_FIELD_NUMBER: _builtins.int
+    DLQ_FIELD_NUMBER: _builtins.int
+    MOVED_FIELD_NUMBER: _builtins.int
+    ALREADY_FIELD_NUMBER: _builtins.int
+    OTHERS_FIELD_NUMBER: _builtins.int
+    old_dlq: _builtins.str
+    """The old DLQ read, `<topic>.dlq`."""
+    dlq: _builtins.str
+    """The service's own DLQ of the topic, `<topic>.<group>.dlq`."""
+    moved: _builtins.int
+    """Records copied by this call."""
+    already: _builtins.int
+    """Records of this service a previous call had copied."""
+    others: _builtins.int
+    """Records another consumer group parked, left in the old DLQ."""
+    def __init__(
+        self,
+        *,
+        old_dlq: _builtins.str = ...,
+        dlq: _builtins.str = ...,
+        moved: _builtins.int = ...,
+        already: _builtins.int = ...,
+        others: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already", b"already", "dlq", b"dlq", "moved", b"moved", "old_dlq", b"old_dlq", "others", b"others"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateParkedResponse: _TypeAlias = MigrateParkedResponse  # noqa: Y015

@@ -54,6 +54,16 @@ class AdminServiceStub:
                 request_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedRequest.SerializeToString,
                 response_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedResponse.FromString,
                 _registered_method=True)
+        self.ListSummaries = channel.unary_unary(
+                '/storefront.admin.v1.AdminService/ListSummaries',
+                request_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesRequest.SerializeToString,
+                response_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesResponse.FromString,
+                _registered_method=True)
+        self.MigrateParked = channel.unary_unary(
+                '/storefront.admin.v1.AdminService/MigrateParked',
+                request_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.MigrateParkedRequest.SerializeToString,
+                response_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.MigrateParkedResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -93,6 +103,27 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSummaries(self, request, context):
+        """Lists a summary of every document of one of the service's declared collections, a
+        page at a time in id order: its id, its version, a digest of the content copies keep
+        and the facts the service's divergence rules compare. `storefront check` merges an
+        owner's pages with a copy's without holding either, so each service answers for its
+        own data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrateParked(self, request, context):
+        """Moves the records this service parked in a consumed topic's DLQ under its old name
+        (`<topic>.dlq`, one per topic before the queues were per consumer group) to its own
+        (`<topic>.<group>.dlq`), each marked with its old id; records another consumer parked
+        stay. Idempotent: a record already moved is not copied again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +141,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ReplayParked,
                     request_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedRequest.FromString,
                     response_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedResponse.SerializeToString,
+            ),
+            'ListSummaries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSummaries,
+                    request_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesRequest.FromString,
+                    response_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesResponse.SerializeToString,
+            ),
+            'MigrateParked': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateParked,
+                    request_deserializer=storefront_dot_admin_dot_v1_dot_admin__pb2.MigrateParkedRequest.FromString,
+                    response_serializer=storefront_dot_admin_dot_v1_dot_admin__pb2.MigrateParkedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -198,6 +239,60 @@ class AdminService:
             '/storefront.admin.v1.AdminService/ReplayParked',
             storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedRequest.SerializeToString,
             storefront_dot_admin_dot_v1_dot_admin__pb2.ReplayParkedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSummaries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storefront.admin.v1.AdminService/ListSummaries',
+            storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesRequest.SerializeToString,
+            storefront_dot_admin_dot_v1_dot_admin__pb2.ListSummariesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateParked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storefront.admin.v1.AdminService/MigrateParked',
+            storefront_dot_admin_dot_v1_dot_admin__pb2.MigrateParkedRequest.SerializeToString,
+            storefront_dot_admin_dot_v1_dot_admin__pb2.MigrateParkedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,19 @@ class AdminServiceStub:
     service's handlers, in place: they are not appended to the original topic, where
     they would land after newer events for the same key.
     """
+    ListSummaries: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListSummariesRequest, _admin_pb2.ListSummariesResponse]
+    """Lists a summary of every document of one of the service's declared collections, a
+    page at a time in id order: its id, its version, a digest of the content copies keep
+    and the facts the service's divergence rules compare. `storefront check` merges an
+    owner's pages with a copy's without holding either, so each service answers for its
+    own data.
+    """
+    MigrateParked: _grpc.UnaryUnaryMultiCallable[_admin_pb2.MigrateParkedRequest, _admin_pb2.MigrateParkedResponse]
+    """Moves the records this service parked in a consumed topic's DLQ under its old name
+    (`<topic>.dlq`, one per topic before the queues were per consumer group) to its own
+    (`<topic>.<group>.dlq`), each marked with its old id; records another consumer parked
+    stay. Idempotent: a record already moved is not copied again.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -82,6 +95,19 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Applies events parked in the dead-letter queue of a consumed topic through the
     service's handlers, in place: they are not appended to the original topic, where
     they would land after newer events for the same key.
+    """
+    ListSummaries: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListSummariesRequest, _admin_pb2.ListSummariesResponse]  # type: ignore[assignment]
+    """Lists a summary of every document of one of the service's declared collections, a
+    page at a time in id order: its id, its version, a digest of the content copies keep
+    and the facts the service's divergence rules compare. `storefront check` merges an
+    owner's pages with a copy's without holding either, so each service answers for its
+    own data.
+    """
+    MigrateParked: _aio.UnaryUnaryMultiCallable[_admin_pb2.MigrateParkedRequest, _admin_pb2.MigrateParkedResponse]  # type: ignore[assignment]
+    """Moves the records this service parked in a consumed topic's DLQ under its old name
+    (`<topic>.dlq`, one per topic before the queues were per consumer group) to its own
+    (`<topic>.<group>.dlq`), each marked with its old id; records another consumer parked
+    stay. Idempotent: a record already moved is not copied again.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +151,31 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Applies events parked in the dead-letter queue of a consumed topic through the
         service's handlers, in place: they are not appended to the original topic, where
         they would land after newer events for the same key.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSummaries(
+        self,
+        request: _admin_pb2.ListSummariesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListSummariesResponse, _abc.Awaitable[_admin_pb2.ListSummariesResponse]]:
+        """Lists a summary of every document of one of the service's declared collections, a
+        page at a time in id order: its id, its version, a digest of the content copies keep
+        and the facts the service's divergence rules compare. `storefront check` merges an
+        owner's pages with a copy's without holding either, so each service answers for its
+        own data.
+        """
+
+    @_abc_1.abstractmethod
+    def MigrateParked(
+        self,
+        request: _admin_pb2.MigrateParkedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MigrateParkedResponse, _abc.Awaitable[_admin_pb2.MigrateParkedResponse]]:
+        """Moves the records this service parked in a consumed topic's DLQ under its old name
+        (`<topic>.dlq`, one per topic before the queues were per consumer group) to its own
+        (`<topic>.<group>.dlq`), each marked with its old id; records another consumer parked
+        stay. Idempotent: a record already moved is not copied again.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,42 @@
+"""Orders' copies in the real database: what an event does to them is the domain's decision
+(orders_svc.domain.copy_outcomes), on what the repository reads back, including a copy damaged
+in the database in a way its content cannot show (a field the protos do not have)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+import topology
+from orders_svc.handlers import OrdersHandlers
+from orders_svc.repository import CustomerCopies, OrderRepository, ProductCopies
+from svckit.consumer import Outcome
+from tests.unit.test_orders_handlers import changed, deleted
+
+pytestmark = pytest.mark.integration
+
+
+class Relay:
+    def notify(self, aggregate_id: Any) -> None:
+        pass
+
+
+async def test_copy_outcomes_on_stored_copies_and_a_damaged_one_repaired(
+    mongo_db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    copies = CustomerCopies(mongo_db)
+    handlers = OrdersHandlers(OrderRepository(mongo_db), copies, ProductCopies(mongo_db), Relay())
+    assert await handlers.apply_customer_changed(changed("c-1", 2)) == Outcome.APPLIED
+    assert await handlers.apply_customer_changed(changed("c-1", 2)) == Outcome.DUPLICATE
+    assert await handlers.apply_customer_changed(changed("c-1", 1, "Waco")) == Outcome.STALE
+    stored = mongo_db[topology.CUSTOMER_COPIES]
+    good = await stored.find_one({"_id": "c-1"})
+    await stored.update_one({"_id": "c-1"}, {"$set": {"name.given_name": "Mallory"}})
+    # the owner's republished state, same version: the damage is undone
+    assert await handlers.apply_customer_changed(changed("c-1", 2)) == Outcome.APPLIED
+    assert await stored.find_one({"_id": "c-1"}) == good
+    outcomes = await handlers.apply_customer_events([deleted("c-1", 3), changed("c-1", 2)])
+    assert outcomes == [Outcome.APPLIED, Outcome.STALE]
+    assert await copies.get("c-1") is None

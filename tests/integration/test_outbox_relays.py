@@ -1,0 +1,203 @@
+"""The relay of several replicas on one database (issue 24 build 1, issue 23 build 2).
+
+Each replica's relay publishes what its process committed, handed over by the store (no read
+back), and empties the outbox and clears the pending mark in one write; what a replica that
+died left behind is taken over through the recovery leases within seconds; several relays
+sharing a collection publish each event once. Real broker, real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from stack.embedded import EmbeddedStack, ensure_topics
+from storefront.accounts.v1 import events_pb2
+from svckit import metrics
+from svckit.kafka import EventProducer
+from svckit.outbox import LEASES, OUTBOX, PENDING, OutboxRelay, outbox_entry
+from svckit.store import AggregateStore
+from tests.support import eventually, read_raw, unique
+
+pytestmark = pytest.mark.integration
+
+Document = dict[str, Any]
+
+
+@pytest.fixture
+async def topic(stack: EmbeddedStack) -> str:
+    name = unique("test.relays")
+    await ensure_topics(stack.kafka, [name], partitions=3)
+    return name
+
+
+@pytest.fixture
+async def producer(stack: EmbeddedStack) -> AsyncIterator[EventProducer]:
+    p = EventProducer(stack.kafka, "test-relays")
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def entry(topic: str, key: str, version: int, by: str) -> Document:
+    message = events_pb2.CustomerChanged(customer_id=key, version=version)
+    return outbox_entry(topic, key, message, source="//test", seq=version, by=by)
+
+
+def store_of(collection: AsyncCollection[Document]) -> AggregateStore[Any]:
+    return AggregateStore(collection, events_pb2.CustomerChanged, "customer_id")
+
+
+async def published_ids(stack: EmbeddedStack, topic: str) -> collections.Counter[str]:
+    found: collections.Counter[str] = collections.Counter()
+    for record in await read_raw(stack.kafka, topic):
+        ce_id = dict(record.headers or ()).get("ce_id", b"").decode()
+        found[ce_id] += 1
+    return found
+
+
+def duplicates(collection: AsyncCollection[Document]) -> float:
+    return metrics.OUTBOX_DUPLICATE_PUBLISHES.labels("test-relays", collection.name)._value.get()
+
+
+async def test_a_committed_event_is_published_and_its_mark_cleared_in_the_same_write(
+    stack: EmbeddedStack, mongo_db: AsyncDatabase[Document], topic: str, producer: EventProducer
+) -> None:
+    """Before: the mark stayed until a later sweep found the outbox empty (here an hour away),
+    and the relay read the document back to find what to send."""
+    collection = mongo_db["relays.marks"]
+    relay = OutboxRelay(collection, producer, service="test-relays", sweep_interval=3600)
+    await relay.start()
+    store = store_of(collection)
+    try:
+        await asyncio.sleep(0.5)  # past the start's sweep: only the prompt path is left
+        agg = events_pb2.CustomerChanged(customer_id="k1", version=1)
+        first = entry(topic, "k1", 1, relay.owner)
+        await store.insert(agg, [first])
+        agg.version = 2
+        second = entry(topic, "k1", 2, relay.owner)
+        assert await store.update(agg, 1, [second])
+
+        async def drained() -> Document | None:
+            doc = await collection.find_one({"_id": "k1"})
+            return doc if doc and not doc.get(OUTBOX) and PENDING not in doc else None
+
+        await eventually(drained, timeout=30, what="outbox emptied and mark cleared")
+    finally:
+        await relay.stop()
+    assert await published_ids(stack, topic) == {first["id"]: 1, second["id"]: 1}
+
+
+async def test_what_a_dead_replica_left_is_taken_over_within_seconds(
+    stack: EmbeddedStack, mongo_db: AsyncDatabase[Document], topic: str, producer: EventProducer
+) -> None:
+    """Replica "a" commits and dies before publishing (its membership and partition leases
+    still look valid); replica "b" publishes each of its entries once, after the leases lapse.
+    A live replica's fresh entries are left to it."""
+    collection = mongo_db["relays.takeover"]
+    lease_seconds = 3.0
+    dead = OutboxRelay(
+        collection, producer, service="test-relays", owner="a", lease_seconds=lease_seconds
+    )
+    await dead.leases.renew()  # it was alive: it holds every partition
+    assert len(dead.leases.held) == 8
+    store = store_of(collection)
+    left = []
+    for n in range(20):
+        key = f"d{n}"
+        e = entry(topic, key, 1, "a")
+        left.append(e["id"])
+        await store.insert(events_pb2.CustomerChanged(customer_id=key, version=1), [e])
+    live = OutboxRelay(
+        collection,
+        producer,
+        service="test-relays",
+        owner="b",
+        sweep_interval=0.3,
+        lease_seconds=lease_seconds,
+    )
+    began = asyncio.get_running_loop().time()
+    await live.start()
+    try:
+
+        async def all_published() -> bool | None:
+            found = await published_ids(stack, topic)
+            return True if set(left) <= set(found) else None
+
+        await eventually(all_published, timeout=60, what="the dead replica's entries published")
+        took = asyncio.get_running_loop().time() - began
+
+        async def emptied() -> bool | None:
+            n = await collection.count_documents({f"{OUTBOX}.0": {"$exists": True}})
+            return True if n == 0 else None
+
+        await eventually(emptied, timeout=30, what="the outboxes emptied")
+        assert len(live.leases.held) == 8
+    finally:
+        await live.stop()
+    found = await published_ids(stack, topic)
+    assert {i: found[i] for i in left} == dict.fromkeys(left, 1)
+    assert lease_seconds <= took < lease_seconds + 15
+    assert await mongo_db[LEASES].count_documents({"owner": "b", "kind": "member"}) == 0
+
+
+async def test_three_relays_on_one_collection_publish_each_event_once(
+    stack: EmbeddedStack, mongo_db: AsyncDatabase[Document], topic: str, producer: EventProducer
+) -> None:
+    """Three replicas write the same documents (each its own commits) with their relays and
+    recovery sweeps running: every event is published, none twice, no duplicate counted."""
+    collection = mongo_db["relays.shared"]
+    relays = [
+        OutboxRelay(collection, producer, service="test-relays", owner=name, sweep_interval=0.3)
+        for name in ("r1", "r2", "r3")
+    ]
+    for relay in relays:
+        await relay.start()
+    store = store_of(collection)
+    before = duplicates(collection)
+    committed: list[str] = []
+
+    async def writer(owner: str, keys: list[str]) -> None:
+        for key in keys:
+            for _ in range(20):  # version-guarded: re-read and retry when another came first
+                doc = await collection.find_one({"_id": key}, {"version": 1})
+                e = entry(topic, key, 1 + (doc["version"] if doc else 0), owner)
+                agg = events_pb2.CustomerChanged(customer_id=key, version=e["seq"])
+                if doc is None:
+                    try:
+                        await store.insert(agg, [e])
+                    except Exception:  # noqa: BLE001 - another replica inserted it first
+                        continue
+                elif not await store.update(agg, doc["version"], [e]):
+                    continue
+                committed.append(e["id"])
+                break
+
+    keys = [f"s{n % 30}" for n in range(90)]
+    try:
+        await asyncio.gather(*(writer(r.owner, keys[i::3] * 2) for i, r in enumerate(relays)))
+        rounds = set(committed)
+
+        async def all_published() -> bool | None:
+            return True if rounds <= set(await published_ids(stack, topic)) else None
+
+        await eventually(all_published, timeout=60, what="every committed event published")
+
+        async def emptied() -> bool | None:
+            n = await collection.count_documents({f"{OUTBOX}.0": {"$exists": True}})
+            return True if n == 0 else None
+
+        await eventually(emptied, timeout=30, what="the outboxes emptied")
+    finally:
+        for relay in relays:
+            await relay.stop()
+    found = await published_ids(stack, topic)
+    assert len(committed) == 180
+    assert sorted(found.values()) == [1] * len(committed)
+    assert duplicates(collection) == before
