@@ -41,11 +41,15 @@ lint:
 	$(UV) run --frozen mypy
 	$(PY) tools/protolint.py
 
+# Growth on one machine (docs/scaling.md): `make run REPLICAS=3 BROKERS=3`.
+REPLICAS ?= 1
+BROKERS ?= 1
+
 run: install-run
-	$(UV) run --frozen storefront run
+	$(UV) run --frozen storefront run --replicas $(REPLICAS) --brokers $(BROKERS)
 
 up: install-run
-	$(PY) -m stack up
+	$(PY) -m stack up --brokers $(BROKERS)
 
 down:
 	$(PY) -m stack down
