@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -282,9 +283,14 @@ def _report(
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db-prefix", default=None, help="database name prefix (tests)")
+        p.add_argument(
+            "--run-dir",
+            default=str(endpoints.RUN_DIR),
+            help="where stack.env and the started replicas' ports are",
+        )
 
     def cmd_check(a: argparse.Namespace) -> int:
-        ep = endpoints.load(db_prefix=a.db_prefix)
+        ep = endpoints.load(Path(a.run_dir), db_prefix=a.db_prefix)
         return asyncio.run(
             with_clients(
                 ep,

@@ -18,7 +18,7 @@ import topology
 from stack import cardkeys, issuer
 from stack.embedded import EmbeddedStack, free_ports
 from stack.issuer import LocalIssuer
-from stack.procs import Supervisor
+from stack.procs import ProcessError, Supervisor, port_open
 from svckit import names
 
 REPLICA_PORT_STRIDE = 100
@@ -211,6 +211,14 @@ def start_service(
     wait: bool = True,
 ) -> None:
     """Start one replica of a service (`process`: `accounts`, `accounts-2` ...)."""
+    taken = [
+        p
+        for p in (ports.grpc(process), ports.admin(process), ports.metrics(process))
+        if port_open(p)
+    ]
+    if taken:
+        # Its readiness is a health check on its port: another server there would pass it.
+        raise ProcessError(f"cannot start {process}: port(s) {taken} already in use")
     sup.start(
         process,
         [sys.executable, "-m", topology.SYSTEM.service(service_of(process)).package],

@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 
 import topology
+from stack import issuer
 from stack.embedded import EmbeddedStack, Ports, free_ports
 from storefront.accounts.v1 import accounts_pb2
 from storefront_cli import system
 from storefront_cli.clients import CLIENT_SERVICES, Clients
 from storefront_cli.demo import PEOPLE, customer_draft, demo_round, run_demo
+from svckit.authz import OPERATOR
 from tests import leaks
 from tests.support import System, tokens_of
 
@@ -33,6 +35,14 @@ pytestmark = pytest.mark.e2e
 REPLICAS = 3
 BROKERS = 3
 PREFIX = "scale_"
+SETUP_AND_DEMO_SECONDS = 450.0
+"""Starting three brokers and twelve service processes, then the demo and `storefront check`
+(about 225 s on the loaded 2-core machine, most of it the start), doubled: the first test's
+budget, which pytest counts from the module's set-up."""
+SECONDS_PER_VICTIM = 180.0
+"""What one kill took here (a demo round, a REST call, `storefront check` until clean, the
+restart: about 90 s on the loaded 2-core machine with the scale fault suite beside it),
+doubled: the budget of the kill test below."""
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +84,20 @@ async def cli(s: System, *args: str, timeout: float = 120.0) -> tuple[int, str]:
         *args,
         f"--run-dir={s.stack.run_dir}",
         f"--db-prefix={s.db_prefix}",
-        env={k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MONGODB_"))},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MONGODB_"))},
+            "STOREFRONT_TOKEN": operator_token(s),
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
+
+
+def operator_token(s: System) -> str:
+    return issuer.for_run_dir(s.stack.run_dir).role(OPERATOR, ttl=3600, subject="scale-test")
 
 
 async def check_clean(s: System, within: float = 90.0) -> None:
@@ -114,6 +131,7 @@ def rest_sign_up(s: System, n: int) -> int:
         return int(reply.status)
 
 
+@pytest.mark.timeout(SETUP_AND_DEMO_SECONDS)
 async def test_the_demo_converges_and_status_shows_every_replica(grown: System) -> None:
     clients = connect(grown)
     try:
@@ -133,18 +151,24 @@ async def test_the_demo_converges_and_status_shows_every_replica(grown: System) 
     assert rows["envoy"]["ok"]
 
 
+VICTIMS = 4
+"""One process of each kind: a service's first replica, a later one, the broker leading the
+KRaft quorum and one that does not (the scale fault suite kills every service's)."""
+
+
 def victims(s: System) -> list[str]:
-    """One process of each kind: a first replica, later replicas, the broker leading the
-    KRaft quorum, and a broker that does not."""
     controller = s.stack.active_controller()
     assert controller is not None
     follower = next(b for b in s.stack.brokers if b != controller)
-    return ["accounts", "orders-2", "fulfillment-3", "catalog-2", controller, follower]
+    return ["accounts", "orders-2", controller, follower]
 
 
+@pytest.mark.timeout(VICTIMS * SECONDS_PER_VICTIM)
 async def test_check_is_clean_after_killing_any_one_process(grown: System) -> None:
     sup = grown.stack.supervisor
-    for n, victim in enumerate(victims(grown), start=1):
+    chosen = victims(grown)
+    assert len(chosen) == VICTIMS
+    for n, victim in enumerate(chosen, start=1):
         assert sup.kill(victim, signal.SIGKILL), f"{victim} was not running"
         try:
             # The rest goes on without it: every flow, through the surviving replicas (and
