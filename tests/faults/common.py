@@ -9,7 +9,7 @@ import collections
 import random
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -31,11 +31,18 @@ FULFILLMENT_OWNED = {
 }
 
 
-async def drive(worker: Workload, ledger: Ledger, rng: random.Random, ops: int) -> None:
-    """One worker's share of the mix until the ledger counts `ops` operations."""
+async def drive(
+    worker: Workload,
+    ledger: Ledger,
+    rng: random.Random,
+    ops: int,
+    more: Callable[[], bool] = lambda: False,
+) -> None:
+    """One worker's share of the mix until the ledger counts `ops` operations (and, while
+    `more()` says so, on: every fault meets clients at work)."""
     pending: list[str] = []
     n = 0
-    while ledger.operations < ops:
+    while ledger.operations < ops or more():
         n += 1
         r = rng.random()
         if not worker.mine or r < 0.12:
@@ -183,6 +190,7 @@ async def run_workload(
     faults: Coroutine[Any, Any, None],
     settle_seconds: float,
     phases: Phases,
+    through_faults: bool = False,
 ) -> None:
     """`workers` clients (of every replica, round robin) driving the mix to `ops` operations
     while `faults` runs, then the in-flight fulfilments walked to the end (histories
@@ -194,8 +202,9 @@ async def run_workload(
         drivers = [Workload(clients, ledger, n) for n in range(workers)]
         rngs = [random.Random(seed + n) for n in range(workers)]
         faults_task = asyncio.create_task(faults)
+        more = (lambda: not faults_task.done()) if through_faults else (lambda: False)
         await asyncio.gather(
-            *(drive(w, ledger, r, ops) for w, r in zip(drivers, rngs, strict=True))
+            *(drive(w, ledger, r, ops, more) for w, r in zip(drivers, rngs, strict=True))
         )
         await faults_task
         phases.done("workload")
