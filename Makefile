@@ -43,11 +43,15 @@ lint:
 
 # `storefront run` installs the run group itself (stamped: a no-op when current) and uv run
 # syncs the environment, so nothing is checked twice.
+# Growth on one machine (docs/scaling.md): `make run REPLICAS=3 BROKERS=3`.
+REPLICAS ?= 1
+BROKERS ?= 1
+
 run: uv
-	$(UV) run --frozen storefront run
+	$(UV) run --frozen storefront run --replicas $(REPLICAS) --brokers $(BROKERS)
 
 up: install-run
-	$(PY) -m stack up
+	$(PY) -m stack up --brokers $(BROKERS)
 
 down:
 	$(PY) -m stack down

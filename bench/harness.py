@@ -29,12 +29,15 @@ class Harness:
     log: Log
     stack: EmbeddedStack | None = None
     ports: system.SystemPorts | None = None
+    replicas: int = 1
+    """Processes of every service (bench/scale.py runs 1 and 3)."""
+    brokers: int = 1
 
     def start_stack(self) -> None:
-        self.stack = EmbeddedStack(self.run_dir, Ports.free(), log=self.log)
+        self.stack = EmbeddedStack(self.run_dir, Ports.free(self.brokers), log=self.log)
         took = self.stack.start()
         self.log(f"[bench] stack up in {sum(took.values()):.0f}s ({self.stack.run_dir})")
-        self.ports = system.SystemPorts.free()
+        self.ports = system.SystemPorts.free(self.replicas)
 
     @property
     def sup(self):
@@ -54,7 +57,7 @@ class Harness:
         assert self.stack and self.ports
         self.sup.start(
             service,
-            [sys.executable, "-m", f"{service}_svc"],
+            [sys.executable, "-m", f"{system.service_of(service)}_svc"],
             env={**self.service_env(service), **(extra_env or {})},
             ready=system.health_serving(self.ports.grpc(service)),
             timeout=90.0,

@@ -199,28 +199,54 @@ def _cors_policy(origins: Sequence[str]) -> str:
     return "typed_per_filter_config:\n  envoy.filters.http.cors: " + json.dumps(policy) + "\n"
 
 
-def _upstream_values(name: str, host: str, port: int) -> dict[str, str]:
-    if not host:
-        raise ConfigError(f"upstream {name!r}: empty host")
-    if not 0 < port < 65536:
-        raise ConfigError(f"upstream {name!r}: port {port} out of range")
-    try:
-        ipaddress.ip_address(host)
-        discovery = "STATIC"
-    except ValueError:
-        discovery = "STRICT_DNS"  # a hostname: localhost, a Kubernetes service name...
+Upstream = tuple[str, int] | Sequence[tuple[str, int]]
+"""Where a service's gRPC server listens: one ``(host, port)``, or one per replica (Envoy
+balances across them, round robin, and ejects a failing one)."""
+
+
+def _endpoints(name: str, upstream: Upstream) -> list[tuple[str, int]]:
+    if isinstance(upstream, tuple) and len(upstream) == 2 and isinstance(upstream[0], str):
+        return [upstream]
+    endpoints = [tuple(e) for e in upstream]
+    if not endpoints:
+        raise ConfigError(f"upstream {name!r}: no endpoints")
+    return endpoints
+
+
+def _upstream_values(name: str, upstream: Upstream) -> dict[str, str]:
+    endpoints = _endpoints(name, upstream)
+    kinds = set()
+    for host, port in endpoints:
+        if not host:
+            raise ConfigError(f"upstream {name!r}: empty host")
+        if not 0 < port < 65536:
+            raise ConfigError(f"upstream {name!r}: port {port} out of range")
+        try:
+            ipaddress.ip_address(host)
+            kinds.add("STATIC")
+        except ValueError:
+            kinds.add("STRICT_DNS")  # a hostname: localhost, a Kubernetes service name...
+    if len(kinds) > 1:
+        raise ConfigError(f"upstream {name!r}: mixes IP addresses and host names")
+    lb_endpoints = ", ".join(
+        f"{{endpoint: {{address: {{socket_address: {{address: {_quote(host)}, "
+        f"port_value: {port}}}}}}}}}"
+        for host, port in endpoints
+    )
     return {
         "cluster": _quote(name),
-        "host": _quote(host),
-        "port": str(port),
-        "discovery_type": discovery,
+        "lb_endpoints": f"[{lb_endpoints}]",
+        "discovery_type": kinds.pop(),
+        # All replicas but one may be ejected at once; a lone one is never ejected for long
+        # (with every host ejected Envoy routes to all of them anyway: its panic threshold).
+        "max_ejection_percent": str(100 * (len(endpoints) - 1) // len(endpoints)),
     }
 
 
 def render(
     listen_port: int = DEFAULT_LISTEN_PORT,
     admin_port: int = DEFAULT_ADMIN_PORT,
-    upstreams: Mapping[str, tuple[str, int]] | None = None,
+    upstreams: Mapping[str, Upstream] | None = None,
     descriptor_path: Path | str = DEFAULT_DESCRIPTOR,
     *,
     auth: EdgeAuth,
@@ -236,12 +262,13 @@ def render(
     """The Envoy bootstrap YAML.
 
     ``upstreams`` maps a name from :data:`SERVICES` (the topology's public services)
-    to the ``(host, port)`` of its gRPC server; default :data:`DEFAULT_UPSTREAMS`. A subset is
-    allowed (only those services are routed and transcoded). ``descriptor_path`` is made
-    absolute, so the rendered file works from any working directory. ``auth`` is required:
-    there is no configuration without token checks. ``cors_origins`` are the browser origins
-    (``http://localhost:3000``) allowed cross-origin gRPC-Web calls; none, no CORS. (REST paths
-    are routed only once transcoded, so a REST preflight finds no CORS policy.)
+    to the ``(host, port)`` of its gRPC server, or a list of them (one per replica); default
+    :data:`DEFAULT_UPSTREAMS`. A subset is allowed (only those services are routed and
+    transcoded). ``descriptor_path`` is made absolute, so the rendered file works from any
+    working directory. ``auth`` is required: there is no configuration without token checks.
+    ``cors_origins`` are the browser origins (``http://localhost:3000``) allowed cross-origin
+    gRPC-Web calls; none, no CORS. (REST paths are routed only once transcoded, so a REST
+    preflight finds no CORS policy.)
     ``rate_limit_per_second`` and ``rate_limit_burst``: each token subject's bucket.
     """
     upstreams = dict(DEFAULT_UPSTREAMS if upstreams is None else upstreams)
@@ -273,7 +300,7 @@ def render(
     )
     clusters = "".join(
         cluster_t.substitute(
-            _upstream_values(n, *upstreams[n]),
+            _upstream_values(n, upstreams[n]),
             health_check_interval=_duration(health_check_interval),
         )
         for n in names

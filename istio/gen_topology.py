@@ -16,6 +16,7 @@ gives the prefix `/v1/orders`; a path with literal segments after a variable
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from string import Template
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
-from stack.kafka_security import roles
+from stack.kafka_security import OPERATOR, Acl, operator_acls, roles
 from topology import SYSTEM, System
 
 HERE = Path(__file__).resolve().parent
@@ -47,9 +48,16 @@ USERS_NOTE = """\
 # The User Operator generates each user's SCRAM-SHA-512 password into a Secret of the same
 # name (key: password), which that service's Deployment reads; nothing is committed.
 """
+OPERATOR_NOTE = """\
+# The operator (`storefront status`, `watch`, `dlq list`, the console) reads: every topic and
+# every group's committed offsets. It writes nothing, joins no group and commits no offset:
+# replays and repairs are the owning service's use cases (its admin service).
+"""
 TOPICS_NOTE = """\
 # 3 partitions bound each consumer group's parallelism to 3 pods; replicas 3 with
-# min.insync.replicas 2 survive the loss of one broker without losing acknowledged events.
+# min.insync.replicas 2 survive the loss of one broker without losing acknowledged events
+# (proven on one machine by tests/faults/test_scale_chaos.py: three brokers, the partition
+# leader and the active controller SIGKILLed under load; docs/scaling.md).
 # A topic whose every event carries the aggregate's whole state is compacted: the latest per
 # key is all a consumer needs to rebuild its copy, at any age. Deltas are kept 7 days (the
 # replay window); each consumer group's DLQ of each topic 30 days (time to look and replay).
@@ -85,24 +93,28 @@ def kafka_topics(system: System = SYSTEM) -> str:
     return HEADER + TOPICS_NOTE + "---\n".join(docs)
 
 
-def kafka_users(system: System = SYSTEM) -> str:
-    """One KafkaUser per service with exactly its grants (the per-run test groups left out)."""
-    docs = []
-    for role in roles(system):
-        rules: dict[tuple[str, str, str], list[str]] = {}
-        for acl in role.acls(runs=False):
-            key = (acl.resource.name.lower(), acl.name, acl.pattern.name.lower())
-            rules.setdefault(key, []).append(acl.op.name.capitalize())
-        acls = "".join(
-            f"      - resource: {{type: {kind}, name: {name}, patternType: {pattern}}}\n"
-            f"        operations: [{', '.join(ops)}]\n"
-            for (kind, name, pattern), ops in rules.items()
-        )
-        docs.append(f"""\
+def _kafka_user(user: str, grants: list[Acl]) -> str:
+    rules: dict[tuple[str, str, str], list[str]] = {}
+    for acl in grants:
+        key = (acl.resource.name.lower(), acl.name, acl.pattern.name.lower())
+        rules.setdefault(key, []).append(acl.op.name.capitalize())
+
+    def resource(kind: str, name: str, pattern: str) -> str:
+        if kind == "cluster":  # Strimzi's cluster resource has no name
+            return "{type: cluster}"
+        shown = json.dumps(name) if name == "*" else name  # a bare * is not YAML
+        return f"{{type: {kind}, name: {shown}, patternType: {pattern}}}"
+
+    acls = "".join(
+        f"      - resource: {resource(kind, name, pattern)}\n"
+        f"        operations: [{', '.join(ops)}]\n"
+        for (kind, name, pattern), ops in rules.items()
+    )
+    return f"""\
 apiVersion: kafka.strimzi.io/v1
 kind: KafkaUser
 metadata:
-  name: {role.user}
+  name: {user}
   labels:
     strimzi.io/cluster: storefront
 spec:
@@ -111,7 +123,14 @@ spec:
   authorization:
     type: simple
     acls:
-{acls}""")
+{acls}"""
+
+
+def kafka_users(system: System = SYSTEM) -> str:
+    """One KafkaUser per service with exactly its grants (the per-run test groups left out),
+    and the operator's, who reads only (as the local stack's `operator`)."""
+    docs = [_kafka_user(role.user, role.acls(runs=False)) for role in roles(system)]
+    docs.append(OPERATOR_NOTE + _kafka_user(OPERATOR, operator_acls()))
     return HEADER + USERS_NOTE + "---\n".join(docs)
 
 

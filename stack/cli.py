@@ -75,10 +75,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                 kafka_controller=args.controller_port or default.kafka_controller,
                 mongodb=args.mongodb_port or default.mongodb,
             )
-        st = EmbeddedStack(run_dir, ports, log=_say)
+        st = EmbeddedStack(run_dir, ports, log=_say, brokers=args.brokers)
         if st.is_up():
             st = EmbeddedStack(run_dir, log=_say)  # report the ports it is really using
-            pids = {n: st.supervisor.pid(n) for n in (KAFKA, FERRETDB) if st.supervisor.pid(n)}
+            pids = {
+                n: pid for n in (*st.brokers, FERRETDB) if (pid := st.supervisor.pid(n))
+            }
             running = ", ".join(f"{n} pid {p}" for n, p in pids.items()) or "external only"
             _say(f"[up] already up ({running}); nothing to do")
             _print_endpoints(st)
@@ -187,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--kafka-port", type=int, help="Kafka client port (default 9092)")
             p.add_argument("--controller-port", type=int, help="KRaft port (default 9093)")
             p.add_argument("--mongodb-port", type=int, help="FerretDB port (default 27017)")
+            p.add_argument(
+                "--brokers",
+                type=int,
+                choices=(1, 3),
+                default=1,
+                help="1 Kafka node, or a KRaft cluster of 3 (its nodes on the first's ports "
+                "+2 and +4)",
+            )
     p = sub.add_parser("path", help="print the absolute path of an installed tool")
     p.add_argument("name")
     p.set_defaults(func=cmd_path)

@@ -51,7 +51,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,7 +66,7 @@ from stack.procs import ProcessError, Supervisor, port_open
 from svckit.kafka import KafkaConnection
 
 KAFKA = "kafka"
-"""Supervisor name of the Kafka broker process."""
+"""Supervisor name of the Kafka broker process (of the first node of a cluster)."""
 FERRETDB = "ferretdb"
 """Supervisor name of the FerretDB process."""
 
@@ -85,6 +85,17 @@ T = TypeVar("T")
 Log = Callable[[str], None]
 
 
+BROKER_CHOICES = (1, 3)
+"""One node, or a KRaft cluster of three combined broker-controllers (a quorum of 3 survives
+the loss of one; replication 3 with min.insync.replicas 2 keeps accepting acks=all writes
+with one broker down)."""
+
+
+def broker_name(k: int) -> str:
+    """The Supervisor name of node `k` (from 0): ``kafka``, ``kafka-2``, ``kafka-3``."""
+    return KAFKA if k == 0 else f"{KAFKA}-{k + 1}"
+
+
 @dataclass(frozen=True)
 class Ports:
     """TCP ports of the embedded servers (all on 127.0.0.1)."""
@@ -97,12 +108,36 @@ class Ports:
     """FerretDB's MongoDB wire protocol listener."""
     postgres: int = 5433
     """The private PostgreSQL cluster (5433: a system PostgreSQL may hold 5432)."""
+    more_brokers: tuple[tuple[int, int], ...] = ()
+    """(client, controller) ports of the cluster's other nodes, none for a single broker."""
+
+    def __post_init__(self) -> None:
+        # Read back from stack.json, the pairs are lists.
+        object.__setattr__(self, "more_brokers", tuple(tuple(p) for p in self.more_brokers))
+        if self.brokers not in BROKER_CHOICES:
+            raise ValueError(f"brokers must be one of {BROKER_CHOICES}, not {self.brokers}")
+
+    @property
+    def brokers(self) -> int:
+        return 1 + len(self.more_brokers)
+
+    @property
+    def kafka_nodes(self) -> tuple[tuple[int, int], ...]:
+        """(client, controller) ports of every node, the first first."""
+        return ((self.kafka, self.kafka_controller), *self.more_brokers)
+
+    def with_brokers(self, brokers: int) -> Ports:
+        """These ports for `brokers` nodes: node k (from 0) on the first's ports + 2k
+        (9092/9093, 9094/9095, 9096/9097)."""
+        more = tuple((self.kafka + 2 * k, self.kafka_controller + 2 * k) for k in range(1, brokers))
+        return replace(self, more_brokers=more)
 
     @classmethod
-    def free(cls) -> Ports:
+    def free(cls, brokers: int = 1) -> Ports:
         """Currently unused ports, so a test stack never clashes with ``make up``."""
-        kafka, controller, mongodb, postgres = free_ports(4)
-        return cls(kafka=kafka, kafka_controller=controller, mongodb=mongodb, postgres=postgres)
+        kafka, controller, mongodb, postgres, *more = free_ports(4 + 2 * (brokers - 1))
+        pairs = tuple(zip(more[::2], more[1::2], strict=True))
+        return cls(kafka, controller, mongodb, postgres, pairs)
 
 
 def free_ports(count: int) -> list[int]:
@@ -246,10 +281,13 @@ class EmbeddedStack:
         ports: Ports | None = None,
         *,
         log: Log | None = None,
+        brokers: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.state_file = self.run_dir / "stack.json"
         self.ports = ports or self._saved_ports() or Ports()
+        if brokers is not None and brokers != self.ports.brokers:
+            self.ports = self.ports.with_brokers(brokers)
         self.supervisor = Supervisor(self.run_dir)
         self.postgres = PostgresCluster(self.run_dir, self.ports.postgres, self.supervisor)
         self.log: Log = log or (lambda msg: print(msg, flush=True))
@@ -263,8 +301,17 @@ class EmbeddedStack:
 
     @property
     def kafka_bootstrap(self) -> str:
-        """Bootstrap servers for Kafka clients (external one if configured)."""
-        return self.external_kafka or f"127.0.0.1:{self.ports.kafka}"
+        """Bootstrap servers for Kafka clients (external one if configured): every node."""
+        return self.external_kafka or ",".join(
+            f"127.0.0.1:{client}" for client, _ in self.ports.kafka_nodes
+        )
+
+    @property
+    def brokers(self) -> tuple[str, ...]:
+        """The Supervisor names of the embedded Kafka nodes (none for an external Kafka)."""
+        return (
+            () if self.external_kafka else tuple(broker_name(k) for k in range(self.ports.brokers))
+        )
 
     def kafka_as(self, user: str) -> KafkaConnection:
         """How `user` (a service, ``operator``) connects; an external Kafka gets the one
@@ -339,7 +386,7 @@ class EmbeddedStack:
 
     def is_up(self) -> bool:
         """True if every server this stack would start is running (external ones count)."""
-        kafka_ok = bool(self.external_kafka) or self.supervisor.is_running(KAFKA)
+        kafka_ok = all(self.supervisor.is_running(b) for b in self.brokers)
         mongo_ok = bool(self.external_mongodb) or all(
             self.supervisor.is_running(n) for n in (POSTGRES, FERRETDB)
         )
@@ -357,7 +404,7 @@ class EmbeddedStack:
         self.timings = {}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         saved = self._saved_ports()
-        running = [n for n in (KAFKA, POSTGRES, FERRETDB) if self.supervisor.is_running(n)]
+        running = [n for n in (*self.brokers, POSTGRES, FERRETDB) if self.supervisor.is_running(n)]
         if saved and saved != self.ports and running:
             raise ProcessError(
                 f"{', '.join(running)} already running in {self.run_dir} on {saved}; "
@@ -371,11 +418,13 @@ class EmbeddedStack:
             if needed:
                 self._step("install check", lambda: tools.ensure(needed, log=self.log))
             waits: list[tuple[str, int]] = []
-            if not self.external_kafka and not self.supervisor.is_running(KAFKA):
+            if not self.external_kafka:
                 self._step("kafka format", self._format_kafka)
-                self._step("kafka spawn", self._spawn_kafka)
-                started.append(KAFKA)
-                waits.append((KAFKA, self.ports.kafka))
+            for k, name in enumerate(self.brokers):
+                if not self.supervisor.is_running(name):
+                    self._step(f"{name} spawn", functools.partial(self._spawn_kafka, k))
+                    started.append(name)
+                    waits.append((name, self.ports.kafka_nodes[k][0]))
             if not self.external_mongodb and not self.supervisor.is_running(POSTGRES):
                 self._step("postgres init", self.postgres.init)
                 self._check_port_free(POSTGRES, [self.ports.postgres])
@@ -419,7 +468,7 @@ class EmbeddedStack:
     def _saved_ports(self) -> Ports | None:
         try:
             return Ports(**json.loads(self.state_file.read_text())["ports"])
-        except (FileNotFoundError, KeyError, TypeError, json.JSONDecodeError):
+        except (FileNotFoundError, KeyError, TypeError, ValueError):
             return None
 
     def _save_ports(self) -> None:
@@ -457,38 +506,76 @@ class EmbeddedStack:
 
     @property
     def kafka_data(self) -> Path:
-        """Kafka's log/metadata directory."""
-        return self.run_dir / "data" / "kafka"
+        """Kafka's log/metadata directory (of the first node)."""
+        return self.kafka_data_of(0)
+
+    def kafka_data_of(self, k: int) -> Path:
+        """Node `k`'s log/metadata directory."""
+        return self.run_dir / "data" / broker_name(k)
 
     @property
     def kafka_config(self) -> Path:
-        """The generated ``server.properties``."""
-        return self.run_dir / "config" / "kafka.properties"
+        """The generated ``server.properties`` (of the first node)."""
+        return self.kafka_config_of(0)
 
-    def _kafka_properties(self) -> str:
+    def kafka_config_of(self, k: int) -> Path:
+        return self.run_dir / "config" / f"{broker_name(k)}.properties"
+
+    def active_controller(self) -> str | None:
+        """The Supervisor name of the node leading the KRaft quorum now, as the nodes' own
+        quorum-state files say (the newest epoch wins); None if none has one yet."""
+        best: tuple[int, int] | None = None
+        for k in range(self.ports.brokers):
+            path = self.kafka_data_of(k) / "__cluster_metadata-0" / "quorum-state"
+            try:
+                state = json.loads(path.read_text())
+            except (FileNotFoundError, ValueError):
+                continue
+            epoch, leader = int(state.get("leaderEpoch", -1)), int(state.get("leaderId", -1))
+            if leader > 0 and (best is None or epoch > best[0]):
+                best = (epoch, leader)
+        return None if best is None else broker_name(best[1] - 1)
+
+    def _kafka_properties(self, k: int = 0) -> str:
         p = self.ports
+        client, controller = p.kafka_nodes[k]
+        n = p.brokers
+        # One node: the only broker and the only (standalone) KRaft controller. Three: each is
+        # a broker and a voter of a static quorum of three.
+        quorum = (
+            {"controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}"}
+            if n == 1
+            else {
+                "controller.quorum.voters": ",".join(
+                    f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(p.kafka_nodes)
+                )
+            }
+        )
+        # Replication 3 with min.insync.replicas 2 (acks=all writes go on with a node down);
+        # a single node cannot hold more than one replica.
+        rf, isr = (1, 1) if n == 1 else (3, 2)
         settings = {
-            # One process is both the only broker and the only (standalone) KRaft controller.
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{p.kafka_controller}",
-            "listeners": f"CLIENT://127.0.0.1:{p.kafka},CONTROLLER://127.0.0.1:{p.kafka_controller}",
-            "advertised.listeners": f"CLIENT://127.0.0.1:{p.kafka}",
+            "node.id": str(k + 1),
+            **quorum,
+            "listeners": f"CLIENT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{client}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "CLIENT",
             "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT",
             **self.kafka_credentials.broker_properties("CLIENT"),
-            "log.dirs": str(self.kafka_data),
-            # Single node: internal topics cannot have more than one replica.
-            "offsets.topic.replication.factor": "1",
+            "log.dirs": str(self.kafka_data_of(k)),
+            "offsets.topic.replication.factor": str(rf),
             "offsets.topic.num.partitions": "3",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(rf),
+            "transaction.state.log.min.isr": str(isr),
             "transaction.state.log.num.partitions": "3",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
+            "share.coordinator.state.topic.replication.factor": str(rf),
+            "share.coordinator.state.topic.min.isr": str(isr),
+            "default.replication.factor": str(rf),
+            "min.insync.replicas": str(isr),
+            # A replica that comes back catches up; one that never was in sync never leads.
+            "unclean.leader.election.enable": "false",
             "num.partitions": str(TOPIC_PARTITIONS),
             # Topics are created explicitly (ensure_topics); a typo must not create a topic.
             "auto.create.topics.enable": "false",
@@ -523,36 +610,67 @@ class EmbeddedStack:
         ]
 
     def _format_kafka(self) -> None:
-        """Write the config and, on first use only, format the storage as a standalone quorum
-        with every user's SCRAM credential."""
-        formatted = (self.kafka_data / "meta.properties").exists()
-        if formatted and not self.kafka_credentials.exist():
+        """Write each node's config and, on first use only, format its storage (a standalone
+        quorum, or a node of the static quorum of three) with every user's SCRAM credential:
+        the same credentials on every node, so whichever leads writes the same users."""
+        formatted = [
+            (self.kafka_data_of(k) / "meta.properties").exists() for k in range(self.ports.brokers)
+        ]
+        if any(formatted) and not self.kafka_credentials.exist():
             raise ProcessError(
                 f"{self.kafka_data} was formatted before Kafka had users and ACLs (or its "
                 f"passwords in {self.kafka_credentials.dir} are gone); remove it to start "
                 "afresh (its topics' records are lost, the databases are kept)"
             )
+        others = [
+            d.name
+            for d in sorted((self.run_dir / "data").glob(f"{KAFKA}*"))
+            if d.name not in self.brokers and (d / "meta.properties").exists()
+        ]
+        if any(formatted) and (not all(formatted) or others):
+            raise ProcessError(
+                f"the Kafka data in {self.run_dir / 'data'} is of a cluster of another size "
+                f"than {self.ports.brokers}; remove {self.run_dir / 'data'}/{KAFKA}* to start "
+                "afresh (its topics' records are lost, the databases are kept)"
+            )
         self.kafka_credentials.create()
-        self.kafka_config.parent.mkdir(parents=True, exist_ok=True)
-        self.kafka_config.touch(mode=0o600)
-        self.kafka_config.chmod(0o600)
-        self.kafka_config.write_text(self._kafka_properties())
-        if formatted:
+        for k in range(self.ports.brokers):
+            config = self.kafka_config_of(k)
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.touch(mode=0o600)
+            config.chmod(0o600)
+            config.write_text(self._kafka_properties(k))
+        if all(formatted):
             return
-        self.kafka_data.mkdir(parents=True, exist_ok=True)
-        argv = self._java_argv(
-            "kafka.tools.StorageTool",
-            "format",
-            "--standalone",
-            # One argument: an id may start with "-", which would read as an option.
-            f"--cluster-id={_kafka_cluster_id()}",
-            "--config",
-            str(self.kafka_config),
-            *self.kafka_credentials.format_args(),
-        )
-        res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if res.returncode != 0:
-            raise ProcessError(f"kafka storage format failed:\n{res.stdout}{res.stderr}")
+        cluster_id = _kafka_cluster_id()
+        scram = self.kafka_credentials.format_args()
+        standalone = ["--standalone"] if self.ports.brokers == 1 else []
+        formats = []
+        for k in range(self.ports.brokers):  # the nodes' JVMs at once: a start is seconds
+            self.kafka_data_of(k).mkdir(parents=True, exist_ok=True)
+            argv = self._java_argv(
+                "kafka.tools.StorageTool",
+                "format",
+                *standalone,
+                # One argument: an id may start with "-", which would read as an option.
+                f"--cluster-id={cluster_id}",
+                "--config",
+                str(self.kafka_config_of(k)),
+                *scram,
+            )
+            formats.append(
+                subprocess.Popen(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+        for proc in formats:
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise ProcessError(f"kafka storage format failed:\n{out}")
 
     def _check_port_free(self, name: str, ports: Iterable[int]) -> None:
         busy = [p for p in ports if port_open(p)]
@@ -562,10 +680,12 @@ class EmbeddedStack:
                 "process (another stack? set other ports or stop it)"
             )
 
-    def _spawn_kafka(self) -> None:
-        self._check_port_free(KAFKA, [self.ports.kafka, self.ports.kafka_controller])
-        argv = self._java_argv("kafka.Kafka", str(self.kafka_config))
-        self.supervisor.start(KAFKA, argv, ready=self.ports.kafka, wait=False)
+    def _spawn_kafka(self, k: int = 0) -> None:
+        client, controller = self.ports.kafka_nodes[k]
+        name = broker_name(k)
+        self._check_port_free(name, [client, controller])
+        argv = self._java_argv("kafka.Kafka", str(self.kafka_config_of(k)))
+        self.supervisor.start(name, argv, ready=client, wait=False)
 
     def _spawn_ferretdb(
         self, name: str = FERRETDB, port: int = 0, flags: tuple[str, ...] = (), wait: bool = False

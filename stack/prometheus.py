@@ -56,7 +56,9 @@ class ScrapePorts(Protocol):
     @property
     def envoy_admin(self) -> int: ...
 
-    def metrics(self, service: str) -> int: ...
+    def metrics(self, process: str) -> int: ...
+
+    def instances(self, service: str) -> tuple[str, ...]: ...
 
 
 def binary() -> Path | None:
@@ -86,10 +88,11 @@ def render_rules(path: Path) -> Path:
 def service_targets(
     ports: ScrapePorts, namespace: str, system: System = SYSTEM
 ) -> list[dict[str, object]]:
-    """A static target per service, labelled as Kubernetes labels its pods (JSON is YAML)."""
+    """A static target group per service, one target per replica, labelled as Kubernetes
+    labels its pods (JSON is YAML)."""
     return [
         {
-            "targets": [f"127.0.0.1:{ports.metrics(s.name)}"],
+            "targets": [f"127.0.0.1:{ports.metrics(p)}" for p in ports.instances(s.name)],
             "labels": {"app": s.name, "namespace": namespace},
         }
         for s in system

@@ -18,6 +18,7 @@ import asyncio
 import importlib
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from google.protobuf import json_format
 
@@ -159,7 +160,7 @@ def _report(
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def cmd_check(a: argparse.Namespace) -> int:
-        ep = endpoints.load()
+        ep = endpoints.load(Path(a.run_dir))
         return asyncio.run(
             check(
                 ep,
@@ -174,5 +175,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="compare each system of record with its copies")
     p.add_argument("--repair", action="store_true", help="make owners republish current state")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for repairs to land")
+    p.add_argument(
+        "--run-dir",
+        default=str(endpoints.RUN_DIR),
+        help="where stack.env and the started replicas' ports are",
+    )
     json_flag(p, "one JSON object per report (and one more after a repair)")
     p.set_defaults(func=cmd_check)

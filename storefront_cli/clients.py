@@ -119,12 +119,22 @@ class SyncBearerInterceptor(grpc.UnaryUnaryClientInterceptor):
         return continuation(details, request)
 
 
+BALANCED = (("grpc.lb_policy_name", "round_robin"),)
+"""Channel options that spread calls over every address a target resolves to (a service's
+replicas: `ipv4:127.0.0.1:50051,127.0.0.1:50151`, or a headless Kubernetes service's pods)
+and skip one whose connection failed, instead of gRPC's default pick_first (docs/scaling.md)."""
+
+
 def channel(target: str, tokens: TokenFor) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, interceptors=[BearerInterceptor(tokens)])
+    return grpc.aio.insecure_channel(
+        target, options=BALANCED, interceptors=[BearerInterceptor(tokens)]
+    )
 
 
 def sync_channel(target: str, tokens: TokenFor) -> grpc.Channel:
-    return grpc.intercept_channel(grpc.insecure_channel(target), SyncBearerInterceptor(tokens))
+    return grpc.intercept_channel(
+        grpc.insecure_channel(target, options=BALANCED), SyncBearerInterceptor(tokens)
+    )
 
 
 CLIENT_SERVICES = tuple(s.name for s in topology.SYSTEM.public)

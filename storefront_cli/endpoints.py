@@ -60,6 +60,13 @@ def load(run_dir: Path = RUN_DIR, *, db_prefix: str | None = None) -> Endpoints:
     mongodb = values.get("MONGODB_URI", "mongodb://127.0.0.1:27017/")
     if values.get("MONGODB_PASSWORD_FILE"):
         mongodb = mongo.with_password_file(mongodb, values["MONGODB_PASSWORD_FILE"])
+    # Every replica `storefront run` started in the run dir (a call balances across them).
+    started = system.saved_ports(run_dir)
+    if started is not None:
+        values_grpc = {s: system.grpc_target(started, s) for s in topology.SYSTEM.names}
+        values_admin = {s: system.admin_target(started, s) for s in topology.SYSTEM.names}
+    else:
+        values_grpc, values_admin = default_targets(), default_admin_targets()
     targets = {f"STOREFRONT_{s.upper()}_GRPC": s for s in topology.SYSTEM.names}
     admin = {f"STOREFRONT_{s.upper()}_ADMIN": s for s in topology.SYSTEM.names}
     values.update({k: v for k, v in os.environ.items() if k in targets or k in admin})
@@ -69,9 +76,9 @@ def load(run_dir: Path = RUN_DIR, *, db_prefix: str | None = None) -> Endpoints:
         db_prefix=db_prefix
         if db_prefix is not None
         else os.environ.get("STOREFRONT_DB_PREFIX", ""),
-        grpc={**default_targets(), **{s: values[k] for k, s in targets.items() if k in values}},
+        grpc={**values_grpc, **{s: values[k] for k, s in targets.items() if k in values}},
         admin={
-            **default_admin_targets(),
+            **values_admin,
             **{s: values[k] for k, s in admin.items() if k in values},
         },
     )

@@ -69,10 +69,21 @@ async def mongodb_health(uri: str, timeout: float) -> Health:
         await client.close()
 
 
-async def service_health(service: str, target: str, timeout: float) -> Health:
+def replica_parts(where: Where) -> list[tuple[str, str]]:
+    """(part, process) of every replica of every service: `accounts_svc` alone, else
+    `accounts_svc#1`, `accounts_svc#2` ... (one row each in `status` and the console)."""
+    n = where.ports.replicas
+    return [
+        (f"{s}_svc" if n == 1 else f"{s}_svc#{k + 1}", process)
+        for s in where.system.names
+        for k, process in enumerate(where.ports.instances(s))
+    ]
+
+
+async def service_health(part: str, target: str, timeout: float) -> Health:
     """grpc.health.v1: "" SERVING means RPCs are served (MongoDB reachable); ``events`` says
-    whether the Kafka side flows (broker reachable, no consumer waiting out an outage)."""
-    part = f"{service}_svc"
+    whether the Kafka side flows (broker reachable, no consumer waiting out an outage).
+    `part` names the row (`accounts_svc`, or a replica's `accounts_svc#2`)."""
     try:
         async with grpc.aio.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -111,8 +122,8 @@ async def health(where: Where, timeout: float) -> list[Health]:
         kafka_health(where.ep.kafka, timeout),
         mongodb_health(where.ep.mongodb, timeout),
         *(
-            service_health(s, f"{where.host}:{where.ports.grpc(s)}", timeout)
-            for s in where.system.names
+            service_health(part, f"{where.host}:{where.ports.grpc(process)}", timeout)
+            for part, process in replica_parts(where)
         ),
         http_health("envoy", f"http://{where.host}:{where.ports.envoy_admin}/ready", timeout),
         http_health(

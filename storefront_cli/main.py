@@ -44,11 +44,13 @@ say = OUTPUT.say
 def endpoints(ports: system.SystemPorts, stack: EmbeddedStack) -> str:
     lines = ["", "Storefront is running:"]
     for s in topology.SYSTEM.names:
-        lines.append(
-            f"  {s + '_svc':16} gRPC 127.0.0.1:{ports.grpc(s)}   "
-            f"admin 127.0.0.1:{ports.admin(s)}   "
-            f"metrics http://127.0.0.1:{ports.metrics(s)}/metrics"
-        )
+        for process in ports.instances(s):
+            name = system.service_of(process) + "_svc" + process[len(s) :]
+            lines.append(
+                f"  {name:16} gRPC 127.0.0.1:{ports.grpc(process)}   "
+                f"admin 127.0.0.1:{ports.admin(process)}   "
+                f"metrics http://127.0.0.1:{ports.metrics(process)}/metrics"
+            )
     lines += [
         f"  {'envoy':16} JSON/REST + gRPC-Web + gRPC http://127.0.0.1:{ports.envoy}"
         f"   (admin http://127.0.0.1:{ports.envoy_admin})",
@@ -104,8 +106,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     say("[run] installing what is missing (first time: a few minutes) ...")
     tools.install(tools.RUN, log=say)
     mark = phase("install check", t0)
-    stack = EmbeddedStack(Path(args.run_dir), log=say)
-    ports = system.SystemPorts()
+    stack = EmbeddedStack(Path(args.run_dir), log=say, brokers=args.brokers)
+    try:
+        ports = system.SystemPorts.declared(topology.SYSTEM, args.replicas)
+    except ValueError as exc:
+        say(f"[run] {exc}")
+        return 2
     try:
         if not args.detach:
             watch.claim_run_dir(stack.run_dir, stack.supervisor, say)
@@ -224,7 +230,8 @@ async def _demo(ports: system.SystemPorts, run_dir: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    ports, run_dir = system.SystemPorts(), Path(args.run_dir)
+    run_dir = Path(args.run_dir)
+    ports = system.saved_ports(run_dir) or system.SystemPorts()
     if not args.loop:
         asyncio.run(_demo(ports, run_dir))
         return 0
@@ -272,6 +279,20 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-dir", default=str(RUN_DIR))
     run.add_argument("--no-demo", action="store_true", help="skip the sample data")
     run.add_argument("--detach", action="store_true", help="leave it running and return")
+    run.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help=f"processes of every service, behind Envoy (1 to {system.MAX_REPLICAS}; "
+        f"replica k listens on the declared ports + k*{system.REPLICA_PORT_STRIDE})",
+    )
+    run.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="Kafka brokers: 1, or a KRaft cluster of 3 (replication 3, min.insync.replicas 2)",
+    )
     run.add_argument(
         "--console-port", type=int, default=web_console.DEFAULT_PORT, help="operator console"
     )

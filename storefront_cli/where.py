@@ -45,7 +45,9 @@ def where_of(args: argparse.Namespace) -> Where:
             if (port := getattr(args, f"{s.replace('-', '_')}{flag}")) is not None
         }
 
-    ports = system.SystemPorts().moved(given("_port"), given("_admin_port"))
+    # Every replica `storefront run` started there, else the topology's ports.
+    started = system.saved_ports(Path(args.run_dir)) or system.SystemPorts()
+    ports = started.moved(given("_port"), given("_admin_port"))
     if args.envoy_admin_port is not None:
         ports = dataclasses.replace(ports, envoy_admin=args.envoy_admin_port)
     return Where(ep, ports, args.host, args.prometheus_port)

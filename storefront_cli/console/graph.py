@@ -79,6 +79,8 @@ def queries(namespace: str, window: str) -> dict[str, str]:
 
     return {
         "up": f"max by (app) (up{{{ns}}})",
+        "replicas_up": f"sum by (app) (up{{{ns}}})",
+        "replicas": f"count by (app) (up{{{ns}}})",
         "grpc": total("app, grpc_code", "grpc_server_handled_total", grpc),
         "grpc_p99": p99("app", "grpc_server_handling_seconds_bucket", grpc),
         "published": total("app, topic", "storefront_events_published_total", ns),
@@ -245,6 +247,7 @@ def build(
         return out
 
     up = by("up", "app")
+    count, running = by("replicas", "app"), by("replicas_up", "app")
     grpc = by("grpc", "app", "grpc_code")
     grpc_p99 = by("grpc_p99", "app")
     for s in system.names:
@@ -258,6 +261,11 @@ def build(
         if n.health == "ok" and edge[f"clients>{s}"].health in ("degraded", "failing"):
             n.health = edge[f"clients>{s}"].health  # as Kiali: a node shows its inbound errors
         n.detail = f"{total:.2f} rps in"
+        replicas, replicas_up = count.get((s,)), running.get((s,))
+        if replicas is not None and replicas > 1:
+            n.detail += f", {replicas_up or 0:.0f}/{replicas:.0f} replicas up"
+            if n.health == "ok" and (replicas_up or 0) < replicas:
+                n.health = "degraded"  # serving, with fewer replicas than it should have
 
     envoy_in = by("envoy_in", "envoy_response_code_class")
     total = sum(envoy_in.values())

@@ -548,27 +548,31 @@ STRIMZI_PATTERNS = {"literal": "LITERAL", "prefix": "PREFIXED"}
 def test_kafka_users_grant_exactly_the_services_acl_table(objects: list[dict[str, Any]]) -> None:
     """The mesh's KafkaUsers and the embedded broker's ACLs are one table
     (stack.kafka_security), less the per-run groups only tests use."""
-    from stack.kafka_security import roles
+    from stack.kafka_security import CLUSTER_NAME, OPERATOR, operator_acls, roles
 
     users = of_kind(objects, "KafkaUser")
-    assert set(users) == set(SERVICES)
-    for role in roles():
-        spec = users[role.user]["spec"]
+    assert set(users) == {*SERVICES, OPERATOR}
+    tables = {role.user: role.acls(runs=False) for role in roles()}
+    # The operator reads only, as on the local stack: the console and `storefront status`
+    # need no password that could forge an event.
+    tables[OPERATOR] = operator_acls()
+    for user, acls in tables.items():
+        spec = users[user]["spec"]
         assert spec["authentication"] == {"type": "scram-sha-512"}
         assert spec["authorization"]["type"] == "simple"
         granted = set()
         for rule in spec["authorization"]["acls"]:
             assert rule.get("type", "allow") == "allow" and rule.get("host", "*") == "*"
             resource = rule["resource"]
-            pattern = STRIMZI_PATTERNS[resource["patternType"]]
+            pattern = STRIMZI_PATTERNS[resource.get("patternType", "literal")]
+            name = resource.get("name", CLUSTER_NAME)  # Strimzi's cluster has no name
             granted |= {
-                (resource["type"].upper(), resource["name"], pattern, STRIMZI_OPS[op])
+                (resource["type"].upper(), name, pattern, STRIMZI_OPS[op])
                 for op in rule["operations"]
             }
-        wanted = {
-            (a.resource.name, a.name, a.pattern.name, a.op.name) for a in role.acls(runs=False)
-        }
-        assert granted == wanted, role.user
+        wanted = {(a.resource.name, a.name, a.pattern.name, a.op.name) for a in acls}
+        assert granted == wanted, user
+    assert {a.op.name for a in tables[OPERATOR]} == {"READ", "DESCRIBE"}
 
 
 @needs_tools
@@ -638,3 +642,26 @@ def test_mongodb_secrets_are_generated_and_referenced(objects: list[dict[str, An
         (container,) = deployments[service]["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e for e in container["env"]}
         assert env["MONGODB_URI"]["valueFrom"]["secretKeyRef"]["name"] == name
+
+
+@needs_tools
+def test_every_service_runs_replicated_and_kafka_keeps_three_copies(
+    objects: list[dict[str, Any]],
+) -> None:
+    """What the scale fault suite proved on one machine is what the mesh deploys: at least
+    two replicas of every service (HPA from 2, a PDB keeping one), Kafka replication 3 with
+    min.insync.replicas 2 on three brokers (docs/scaling.md)."""
+    deployments = of_kind(objects, "Deployment")
+    hpas = of_kind(objects, "HorizontalPodAutoscaler")
+    pdbs = of_kind(objects, "PodDisruptionBudget")
+    for service in SERVICES:
+        assert deployments[service]["spec"]["replicas"] >= 2, service
+        assert hpas[service]["spec"]["minReplicas"] >= 2, service
+        assert hpas[service]["spec"]["maxReplicas"] > hpas[service]["spec"]["minReplicas"]
+        assert pdbs[service]["spec"]["minAvailable"] >= 1, service
+    kafka = of_kind(objects, "Kafka")["storefront"]["spec"]["kafka"]["config"]
+    assert kafka["default.replication.factor"] == 3 and kafka["min.insync.replicas"] == 2
+    assert sum(p["spec"]["replicas"] for p in of_kind(objects, "KafkaNodePool").values()) >= 3
+    for topic in of_kind(objects, "KafkaTopic").values():
+        assert topic["spec"]["replicas"] == 3, topic["metadata"]["name"]
+        assert topic["spec"]["config"]["min.insync.replicas"] == 2, topic["metadata"]["name"]

@@ -117,3 +117,19 @@ def test_the_layout_grows_with_the_topology() -> None:
     at = graph.layout(nodes, edges)
     assert at.y["counter"] > max(at.y[s] for s in topology.SYSTEM.names)
     assert at.height > graph.layout(*graph.skeleton()).height
+
+
+def test_a_service_with_a_replica_down_shows_it_and_is_degraded() -> None:
+    nodes = {
+        n.id: n
+        for n in graph.build(
+            {
+                "up": [series(1.0, app="accounts"), series(1.0, app="orders")],
+                "replicas": [series(3.0, app="accounts"), series(3.0, app="orders")],
+                "replicas_up": [series(2.0, app="accounts"), series(3.0, app="orders")],
+            }
+        )[0]
+    }
+    assert "2/3 replicas up" in nodes["accounts"].detail
+    assert nodes["accounts"].health == "degraded"
+    assert "3/3 replicas up" in nodes["orders"].detail and nodes["orders"].health == "ok"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from envoy_config import config
 from envoy_config.config import ConfigError, EdgeAuth, validate
@@ -188,6 +189,36 @@ def test_envoy_rejects_a_broken_config(tmp_path: Path) -> None:
     path.write_text(render().replace("codec_type: AUTO", "codec_type: SPDY"))
     with pytest.raises(ConfigError, match="envoy rejected"):
         validate(path)
+
+
+def test_replicas_are_balanced_round_robin_with_health_checks_and_outlier_ejection() -> None:
+    replicas = [("127.0.0.1", 50051), ("127.0.0.1", 50151), ("127.0.0.1", 50251)]
+    text = render(upstreams={"accounts": replicas, "orders": [("127.0.0.1", 50052)]})
+    clusters = {c["name"]: c for c in yaml.safe_load(text)["static_resources"]["clusters"]}
+    accounts = clusters["accounts"]
+    addresses = [
+        (
+            e["endpoint"]["address"]["socket_address"]["address"],
+            e["endpoint"]["address"]["socket_address"]["port_value"],
+        )
+        for e in accounts["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert addresses == replicas
+    assert accounts["lb_policy"] == "ROUND_ROBIN"
+    assert accounts["health_checks"][0]["grpc_health_check"] == {"service_name": ""}
+    # Two of three may be ejected at once, never the last one standing.
+    assert accounts["outlier_detection"]["max_ejection_percent"] == 66
+    assert clusters["orders"]["outlier_detection"]["max_ejection_percent"] == 0
+    with pytest.raises(ConfigError):
+        render(upstreams={"accounts": []})
+    with pytest.raises(ConfigError):
+        render(upstreams={"accounts": [("127.0.0.1", 1), ("localhost", 2)]})
+
+
+@needs_envoy
+def test_envoy_accepts_a_cluster_of_replicas(tmp_path: Path) -> None:
+    replicas = [("127.0.0.1", 61001), ("127.0.0.1", 61101), ("127.0.0.1", 61201)]
+    validate(write_config(tmp_path / "envoy.yaml", upstreams={"accounts": replicas}))
 
 
 def test_cli_writes_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
