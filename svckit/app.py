@@ -148,9 +148,9 @@ class ServiceApp:
             # A second process must not share the port (and, on FerretDB, the database).
             ("grpc.so_reuseport", 0),
         ]
-        interceptors = [ServerInterceptor(s.service_name, self._gatekeeper())]
+        gatekeeper = self._gatekeeper()
         server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=[ServerInterceptor(s.service_name, gatekeeper)],
             options=options,
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
@@ -164,7 +164,11 @@ class ServiceApp:
         if self._admin is not None:
             # Its own server and port: what reaches the public port (Envoy, the gateway, any
             # client) can never reach a repair or a replay, whatever the routes say.
-            self.admin_server = grpc.aio.server(interceptors=interceptors, options=options)
+            # An interceptor of its own: the interceptor keeps each method's wrapped handler, and
+            # one shared with the public server would serve the admin methods there too.
+            self.admin_server = grpc.aio.server(
+                interceptors=[ServerInterceptor(s.service_name, gatekeeper)], options=options
+            )
             admin_pb2_grpc.add_AdminServiceServicer_to_server(self._admin, self.admin_server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self.admin_server)
             reflection.enable(self.admin_server, [admin.SERVICE, health.SERVICE_NAME])
