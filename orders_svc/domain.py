@@ -261,6 +261,20 @@ def fulfillment_should_know(
     return fulfillment_requested(order, customer)
 
 
+def apply_fulfillment_status(
+    order: Order,
+    applied: list[int],
+    event: fulfillment_events.OrderStatusChanged,
+    now: datetime,
+) -> tuple[Order, list[int]] | None:
+    """What a fulfillment status change does to an order that has had the fulfillment versions
+    `applied`: None when this version was applied already (a redelivery changes nothing), else
+    the order with the change in its history and the versions applied with it."""
+    if event.version in applied:
+        return None
+    return applied_status(order, event, now), sorted([*applied, event.version])
+
+
 def applied_status(
     order: Order, event: fulfillment_events.OrderStatusChanged, now: datetime
 ) -> Order:

@@ -301,11 +301,12 @@ class OrdersHandlers:
                 log.warning("status change for unknown order %s ignored", event.order_id)
                 return Outcome.IGNORED
             order, applied = found
-            if event.version in applied:
+            decided = domain.apply_fulfillment_status(order, applied, event, self.clock())
+            if decided is None:
                 return Outcome.DUPLICATE
-            updated = domain.applied_status(order, event, self.clock())
+            updated, now_applied = decided
             landed = await self.orders.save_applied(
-                updated, order.version, sorted([*applied, event.version]), self._facts(updated)
+                updated, order.version, now_applied, self._facts(updated)
             )
             return saved(landed, Outcome.APPLIED)  # lost: an RPC changed the order meanwhile
 

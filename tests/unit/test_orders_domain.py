@@ -128,6 +128,18 @@ def test_status_changes_are_kept_in_time_order_and_the_latest_is_current() -> No
     assert order.status == Status.ORDER_STATUS_SHIPPED
 
 
+def test_a_fulfillment_version_applies_once_and_is_remembered() -> None:
+    order = domain.transition(order_in(Status.ORDER_STATUS_CREATED), APPROVED, NOW)
+    processing = status_change(Status.ORDER_STATUS_PROCESSING, NOW, 4)
+    decided = domain.apply_fulfillment_status(order, [2, 7], processing, NOW)
+    assert decided is not None
+    updated, applied = decided
+    assert updated.status == Status.ORDER_STATUS_PROCESSING
+    assert updated.version == order.version + 1
+    assert applied == [2, 4, 7]
+    assert domain.apply_fulfillment_status(updated, applied, processing, NOW) is None
+
+
 def test_a_rebuild_strips_only_what_fulfillment_added() -> None:
     order = domain.transition(order_in(Status.ORDER_STATUS_CREATED), APPROVED, NOW)
     order = domain.applied_status(order, status_change(Status.ORDER_STATUS_PROCESSING, NOW), NOW)
