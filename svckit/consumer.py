@@ -7,10 +7,11 @@ re-delivers rather than loses: one commit per poll, after every partition of it
 was applied (partitions concurrently, each in its order). Handlers decide whether
 an event is newer than the state they hold and report the outcome.
 
-Several replicas share a group (sticky assignment: aiokafka has no cooperative
-protocol, so a rebalance is eager, but partitions stay where they were when
-they can). A member whose partitions are revoked first finishes and commits the
-poll in hand, so the next owner starts where it stopped: a rebalance skips
+Several replicas share a group (aiokafka's default range assignment; it has no
+cooperative protocol, so a rebalance is eager; its sticky assignor left a group of
+three fulfillment replicas unassigned for good, so their start never returned). A
+member whose partitions are revoked first finishes and commits the poll in hand, so
+the next owner starts where it stopped: a rebalance skips
 nothing, and what a member that died had applied but not committed is applied
 again, which handlers ignore (versions, event ids).
 
@@ -32,8 +33,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -129,8 +128,6 @@ class EventConsumer:
             max_poll_records=max_batch,
             session_timeout_ms=10000,
             heartbeat_interval_ms=1000,
-            # Sticky first; range too, so members of an older release still agree on one.
-            partition_assignment_strategy=(StickyPartitionAssignor, RangePartitionAssignor),
         )
         self._consumer.subscribe(topics, listener=_FinishBeforeRevoke(self))
         self._stopping = asyncio.Event()

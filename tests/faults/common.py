@@ -219,17 +219,34 @@ async def run_workload(
         await clients.close()
 
 
-async def until_consistent(endpoints: Endpoints, seconds: float) -> tuple[int, int, list[str]]:
+async def until_consistent(
+    stack: EmbeddedStack, ports: system.SystemPorts, seconds: float
+) -> tuple[int, int, list[str]]:
     """`storefront check` again and again until it finds no divergence or `seconds` pass:
-    (its exit code, the divergences it last counted, its last report)."""
+    (its exit code, the divergences it last counted, its last report). It asks this system's
+    services (every replica) as the operator, as the CLI does."""
     lines: list[str] = []
     deadline = time.monotonic() + seconds
     code = 1
-    while code and time.monotonic() < deadline:
-        lines.clear()
-        code = await check.check(endpoints, repair=False, wait=0, log=lines.append)
-        if code:
-            await asyncio.sleep(2)
+    clients = Clients.connect(
+        *(system.grpc_target(ports, s) for s in CLIENT_SERVICES),
+        tokens=tokens_of(stack),
+        admin={s: system.admin_target(ports, s) for s in topology.SYSTEM.names},
+    )
+    try:
+        while code and time.monotonic() < deadline:
+            lines.clear()
+            code = await check.check(
+                Endpoints(stack.kafka, stack.mongodb_uri),
+                repair=False,
+                wait=0,
+                log=lines.append,
+                clients=clients,
+            )
+            if code:
+                await asyncio.sleep(2)
+    finally:
+        await clients.close()
     found = next((m for line in lines if (m := re.search(r"(\d+) divergences", line))), None)
     divergence = int(found.group(1)) if found else (1 if code else 0)
     return code, divergence, lines

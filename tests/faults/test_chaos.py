@@ -32,7 +32,6 @@ from stack import logsink
 from stack.embedded import FERRETDB, KAFKA, EmbeddedStack, Ports
 from stack.postgres import POSTGRES
 from storefront_cli import system
-from storefront_cli.endpoints import Endpoints
 from tests import leaks
 from tests.faults.common import Phases, audit, dlq_sizes, run_workload, until_consistent
 from tests.faults.workload import Ledger
@@ -77,10 +76,6 @@ class Chaos:
     stack: EmbeddedStack
     ports: system.SystemPorts
     setup_seconds: float
-
-    @property
-    def endpoints(self) -> Endpoints:
-        return Endpoints(self.stack.kafka, self.stack.mongodb_uri, PREFIX)
 
     def kill_and_restart(self, target: str, pause: float) -> None:
         sup = self.stack.supervisor
@@ -156,7 +151,7 @@ async def _run_and_audit(chaos: Chaos, phases: Phases, capsys: pytest.CaptureFix
         settle_seconds=SETTLE_SECONDS,
         phases=phases,
     )
-    code, divergence, lines = await until_consistent(chaos.endpoints, CHECK_SECONDS)
+    code, divergence, lines = await until_consistent(chaos.stack, chaos.ports, CHECK_SECONDS)
     phases.done("check")
     lost, duplicated, what = await audit(chaos.stack, PREFIX, ledger)
     parked = {topic: n for topic, n in (await dlq_sizes(chaos.stack)).items() if n}

@@ -35,7 +35,6 @@ import topology
 from stack.embedded import FERRETDB, EmbeddedStack, Ports, broker_name
 from stack.postgres import POSTGRES
 from storefront_cli import system
-from storefront_cli.endpoints import Endpoints
 from tests import leaks
 from tests.faults.common import Phases, audit, dlq_sizes, run_workload, until_consistent
 from tests.faults.workload import Ledger
@@ -100,10 +99,6 @@ class Scaled:
     stack: EmbeddedStack
     ports: system.SystemPorts
     setup_seconds: float
-
-    @property
-    def endpoints(self) -> Endpoints:
-        return Endpoints(self.stack.kafka, self.stack.mongodb_uri, PREFIX)
 
     def kill(self, *processes: str) -> list[str]:
         """SIGKILL each of `processes` at once; what was killed."""
@@ -233,7 +228,7 @@ async def _run_and_audit(
         # in the plan, would otherwise meet only the relays and consumers.
         through_faults=True,
     )
-    code, divergence, lines = await until_consistent(scaled.endpoints, CHECK_SECONDS)
+    code, divergence, lines = await until_consistent(scaled.stack, scaled.ports, CHECK_SECONDS)
     phases.done("check")
     lost, duplicated, what = await audit(scaled.stack, PREFIX, ledger)
     parked = {topic: n for topic, n in (await dlq_sizes(scaled.stack)).items() if n}
