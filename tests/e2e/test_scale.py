@@ -53,11 +53,13 @@ def grown() -> Iterator[System]:
         Ports.free(BROKERS),
         log=lambda _: None,
     )
-    ports = system.SystemPorts.free(REPLICAS)
     found: list[str] = []
     try:
         st.start()
         st.write_env_file()
+        # Only now: ports picked before the stack bound its own could be the same ones (each
+        # pick is "free right now"), and a service refuses to start on a port in use.
+        ports = system.SystemPorts.free(REPLICAS)
         system.start_services(st, ports, db_prefix=PREFIX, log=lambda _: None)
         system.start_envoy(st, ports, concurrency=1)
         yield System(st, ports, PREFIX)
