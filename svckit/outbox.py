@@ -404,6 +404,10 @@ class OutboxRelay:
         self._outage = Backoff(OUTAGE_BACKOFF_BASE, OUTAGE_BACKOFF_CAP)
         # Being sent (either path): entry ids.
         self._inflight: set[str] = set()
+        # Documents with entries sent and not yet settled: a document's next entries wait for
+        # them, so an entry whose acknowledgement failed is sent again before any later one
+        # of its document (a failed ack with later ones acknowledged would reorder them).
+        self._busy: set[Any] = set()
         # Sent and acknowledged, not yet pulled off their document: entry id -> (doc id, entry).
         self._published: dict[str, tuple[Any, Document]] = {}
         # Pulled lately: a sweep that read the document before the pull may still carry them.
@@ -543,8 +547,13 @@ class OutboxRelay:
         for good is set aside, never retried, so it cannot hold back the others."""
         sends: list[tuple[Any, Document, asyncio.Future[Any]]] = []
         refused: list[tuple[Any, Document, BaseException]] = []
+        busy: set[Any] = set()
         try:
             for doc_id, entries in batch:
+                if doc_id in self._busy or doc_id in busy:
+                    if not recovered:  # after the earlier ones settle; a sweep comes again
+                        self._requeue([(doc_id, entries)])
+                    continue
                 for entry in sorted(entries, key=lambda e: e["seq"]):
                     if self._known(entry["id"]):
                         continue  # sent already, or its removal is queued or raced this read
@@ -561,14 +570,33 @@ class OutboxRelay:
                         refused.append((doc_id, entry, exc))
                         continue
                     sends.append((doc_id, entry, future))
+                    busy.add(doc_id)
         finally:
-            settle = asyncio.create_task(self._settle(sends, refused, recovered=recovered))
+            self._busy |= busy
+            settle = asyncio.create_task(self._settle(sends, refused, busy, recovered=recovered))
             self._settling.add(settle)
             settle.add_done_callback(self._settling.discard)
         if recovered:
             await settle
 
     async def _settle(
+        self,
+        sends: list[tuple[Any, Document, asyncio.Future[Any]]],
+        refused: list[tuple[Any, Document, BaseException]],
+        busy: set[Any],
+        *,
+        recovered: bool,
+    ) -> None:
+        """Wait for the acknowledgements of `sends`; then their documents (`busy`) take
+        entries again, after what failed was handed back first."""
+        try:
+            await self._settle_sends(sends, refused, recovered=recovered)
+        finally:
+            self._busy -= busy
+            if self._handed:
+                self._wake.set()
+
+    async def _settle_sends(
         self,
         sends: list[tuple[Any, Document, asyncio.Future[Any]]],
         refused: list[tuple[Any, Document, BaseException]],

@@ -14,13 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.structs import RecordMetadata
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from stack.embedded import EmbeddedStack, ensure_topics
 from storefront.accounts.v1 import events_pb2
 from svckit import metrics
-from svckit.kafka import EventProducer
+from svckit.kafka import EventProducer, Headers
 from svckit.outbox import LEASES, OUTBOX, PENDING, OutboxRelay, outbox_entry
 from svckit.store import AggregateStore
 from tests.support import eventually, read_raw, unique
@@ -201,3 +203,59 @@ async def test_three_relays_on_one_collection_publish_each_event_once(
     assert len(committed) == 180
     assert sorted(found.values()) == [1] * len(committed)
     assert duplicates(collection) == before
+
+
+class FirstAckLost(EventProducer):
+    """The broker never acknowledges the first record (as when a leader moves and the
+    producer's retries run out); every later send goes through."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sends = 0
+
+    async def send(
+        self, topic: str, key: str, value: bytes, headers: Headers
+    ) -> asyncio.Future[RecordMetadata]:
+        self.sends += 1
+        if self.sends > 1:
+            return await super().send(topic, key, value, headers)
+        lost: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        lost.set_exception(KafkaTimeoutError("no acknowledgement (test)"))
+        return lost
+
+
+async def test_an_unacknowledged_event_goes_out_again_before_the_later_ones_of_its_aggregate(
+    stack: EmbeddedStack, mongo_db: AsyncDatabase[Document], topic: str
+) -> None:
+    """Before: the acknowledgements settle apart from the sending, so versions 2 and 3 went out
+    while version 1 waited to be sent again, and the topic held 2, 3, 1 (CI, 2026-12-03:
+    tests/integration/test_accounts_svc.py read its events in that order)."""
+    collection = mongo_db["relays.order"]
+    flaky = FirstAckLost(stack.kafka, "test-relays")
+    await flaky.start()
+    relay = OutboxRelay(collection, flaky, service="test-relays", sweep_interval=3600)
+    await relay.start()
+    store = store_of(collection)
+    try:
+        await asyncio.sleep(0.5)  # past the start's sweep: only the prompt path is left
+        agg = events_pb2.CustomerChanged(customer_id="o1", version=1)
+        entries = [entry(topic, "o1", 1, relay.owner)]
+        await store.insert(agg, entries[-1:])
+        for version in (2, 3):
+            agg.version = version
+            entries.append(entry(topic, "o1", version, relay.owner))
+            assert await store.update(agg, version - 1, entries[-1:])
+
+        async def three() -> list[str] | None:
+            found = [
+                dict(r.headers or ()).get("ce_id", b"").decode()
+                for r in await read_raw(stack.kafka, topic)
+            ]
+            return found if len(found) >= 3 else None
+
+        published = await eventually(three, timeout=30, what="three events published")
+    finally:
+        await relay.stop()
+        await flaky.stop()
+    assert flaky.sends >= 4  # the lost one was sent again
+    assert published == [e["id"] for e in entries]
