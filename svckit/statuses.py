@@ -28,13 +28,6 @@ def check_note(note: str, field: str, v: Violations) -> None:
         v.add(field, f"must be at most {MAX_NOTE} characters")
 
 
-def validate_note(note: str, field: str) -> None:
-    """The same on its own: INVALID_ARGUMENT naming `field`."""
-    v = Violations()
-    check_note(note, field, v)
-    v.raise_if_any()
-
-
 def status_filter(status: int) -> int | None:
     """A list's status filter: None for "any"; a number this build does not know is refused
     (INVALID_ARGUMENT), not ignored."""

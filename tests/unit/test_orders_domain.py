@@ -19,7 +19,7 @@ from storefront.orders.v1 import orders_pb2
 from storefront_cli.demo import catalog_copy, order_draft
 from svckit import statuses
 from svckit.envelope import PoisonEvent
-from svckit.errors import FailedPrecondition, InvalidArgument
+from svckit.errors import FailedPrecondition, InvalidArgument, Violations
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 Status = domain.Status
@@ -164,9 +164,12 @@ def test_the_shipping_address_is_the_copys_shipping_one() -> None:
 
 
 def test_a_note_has_a_size_limit() -> None:
-    statuses.validate_note("x" * statuses.MAX_NOTE, "note")
-    with pytest.raises(InvalidArgument):
-        statuses.validate_note("x" * (statuses.MAX_NOTE + 1), "note")
+    v = Violations()
+    statuses.check_note("x" * statuses.MAX_NOTE, "note", v)
+    v.raise_if_any()
+    statuses.check_note("x" * (statuses.MAX_NOTE + 1), "note", v)
+    with pytest.raises(InvalidArgument, match="note"):
+        v.raise_if_any()
 
 
 # --- copies of customers and products: only forward by version -----------------------------

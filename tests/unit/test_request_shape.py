@@ -92,7 +92,7 @@ async def test_fulfillment_refuses_a_missing_order_and_an_oversized_note_togethe
     assert store.state == {} and relay.notified == []
 
 
-SHAPE_CHECKS = {"Violations", "check_client_id", "check_note", "validate_note", "paging", "require"}
+SHAPE_CHECKS = {"Violations", "check_client_id", "check_note", "paging", "require"}
 
 
 @pytest.mark.parametrize(
