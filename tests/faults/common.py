@@ -10,6 +10,8 @@ import random
 import re
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -20,6 +22,7 @@ from storefront.common.v1 import common_pb2
 from storefront_cli import check, system
 from storefront_cli.clients import CLIENT_SERVICES, Clients
 from storefront_cli.endpoints import Endpoints
+from tests import leaks
 from tests.faults.workload import Ledger, Workload
 from tests.support import read_raw, tokens_of
 
@@ -250,3 +253,50 @@ async def until_consistent(
     found = next((m for line in lines if (m := re.search(r"(\d+) divergences", line))), None)
     divergence = int(found.group(1)) if found else (1 if code else 0)
     return code, divergence, lines
+
+
+@dataclass
+class Outcome:
+    """What a fault suite found once the workload was over: the check, the audit against the
+    ledger, the dead letters and any personal data in logs, headers or records."""
+
+    check_code: int
+    divergence: int
+    check_lines: list[str]
+    lost: int
+    duplicated: int
+    what: list[str]
+    parked: dict[str, int]
+    leaked: list[str]
+
+    def assert_clean(self, run_dir: Path) -> None:
+        assert self.check_code == 0, "storefront check still finds divergence:\n" + "\n".join(
+            self.check_lines
+        )
+        assert (self.lost, self.duplicated) == (0, 0), "\n".join(self.what[:30])
+        assert not self.parked, f"an outage parked events: {self.parked}"
+        # Kills and outages make every part log errors: none of those lines, nor any DLQ
+        # header or record, may carry the customers' names, e-mails or card digits.
+        assert not self.leaked, f"personal data in {run_dir}:\n" + "\n".join(self.leaked[:20])
+
+
+async def examine(
+    stack: EmbeddedStack,
+    ports: system.SystemPorts,
+    prefix: str,
+    ledger: Ledger,
+    phases: Phases,
+    *,
+    check_seconds: float,
+) -> Outcome:
+    """The check until clean (or `check_seconds`), the audit, the dead letters, the scans."""
+    code, divergence, lines = await until_consistent(stack, ports, check_seconds)
+    phases.done("check")
+    lost, duplicated, what = await audit(stack, prefix, ledger)
+    parked = {topic: n for topic, n in (await dlq_sizes(stack)).items() if n}
+    phases.done("audit")
+    leaked = leaks.log_leaks(stack.run_dir)
+    phases.done("log scan")
+    leaked += (await leaks.topic_leaks(stack.kafka))[0]
+    phases.done("topic scan")
+    return Outcome(code, divergence, lines, lost, duplicated, what, parked, leaked)

@@ -35,8 +35,7 @@ import topology
 from stack.embedded import FERRETDB, EmbeddedStack, Ports, broker_name
 from stack.postgres import POSTGRES
 from storefront_cli import system
-from tests import leaks
-from tests.faults.common import Phases, audit, dlq_sizes, run_workload, until_consistent
+from tests.faults.common import Phases, examine, run_workload
 from tests.faults.workload import Ledger
 from tests.support import System, load_catalog, read_raw
 
@@ -228,32 +227,25 @@ async def _run_and_audit(
         # in the plan, would otherwise meet only the relays and consumers.
         through_faults=True,
     )
-    code, divergence, lines = await until_consistent(scaled.stack, scaled.ports, CHECK_SECONDS)
-    phases.done("check")
-    lost, duplicated, what = await audit(scaled.stack, PREFIX, ledger)
-    parked = {topic: n for topic, n in (await dlq_sizes(scaled.stack)).items() if n}
+    found = await examine(
+        scaled.stack, scaled.ports, PREFIX, ledger, phases, check_seconds=CHECK_SECONDS
+    )
     events, extra = await duplicate_publishes(scaled.stack)
-    phases.done("audit")
-    leaked = leaks.log_leaks(scaled.stack.run_dir)
-    leaked += (await leaks.topic_leaks(scaled.stack.kafka))[0]
-    phases.done("scan")
+    phases.done("duplicate publishes")
     per_1000 = 1000 * extra / events if events else 0.0
     summary = (
         f"scale fault suite: replicas={REPLICAS} brokers={BROKERS} "
         f"operations={ledger.operations} kills={dict(sorted(kills.items()))} "
-        f"lost={lost} duplicated={duplicated} divergence={divergence} "
-        f"parked={sum(parked.values())} events={events} duplicate_publishes={extra} "
+        f"lost={found.lost} duplicated={found.duplicated} divergence={found.divergence} "
+        f"parked={sum(found.parked.values())} events={events} duplicate_publishes={extra} "
         f"({per_1000:.1f} per 1000 events) retries={ledger.retries} "
         f"customers={len(ledger.customers)} orders={len(ledger.orders)} "
         f"approved={len(ledger.approved)} cancelled={len(ledger.cancelled)} "
-        f"leaked={len(leaked)} seconds={time.monotonic() - started:.0f}"
+        f"leaked={len(found.leaked)} seconds={time.monotonic() - started:.0f}"
     )
     with capsys.disabled():
         print("\n" + summary)
-    assert code == 0, "storefront check still finds divergence:\n" + "\n".join(lines)
-    assert (lost, duplicated) == (0, 0), "\n".join(what[:30])
-    assert not parked, f"an outage parked events: {parked}"
-    assert not leaked, f"personal data in {scaled.stack.run_dir}:\n" + "\n".join(leaked[:20])
+    found.assert_clean(scaled.stack.run_dir)
     assert ledger.operations >= OPS
     for kind in {kind for kind, _ in PLAN}:
         assert kills[kind] >= ROUNDS, kills
