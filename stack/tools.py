@@ -154,8 +154,8 @@ def path(name: str) -> Path:
     ``postgresql`` (the directory holding ``postgres``, ``initdb`` and ``psql``),
     ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``protoc-gen-go``, ``protoc-gen-go-grpc``,
     ``buf``, ``protoc-gen-es``, ``tsx``, ``tsc`` (the last two from ``clients``), ``envoy``,
-    ``kcat``, ``java``, ``kafka-log4j2`` (the log4j2 config file for the broker), ``chromium``,
-    ``podman``.
+    ``kcat`` (the wrapper that runs Debian's on the wheel's librdkafka), ``java``,
+    ``kafka-log4j2`` (the log4j2 config file for the broker), ``chromium``, ``podman``.
     """
     p = _locate(name)
     if p is None or not p.exists():
