@@ -8,5 +8,5 @@ embedded Kafka + FerretDB (on a private PostgreSQL cluster) stack.
 - ``stack.procs``: ``Supervisor(run_dir)`` to start/stop/kill/restart named detached processes.
 - ``stack.embedded``: ``EmbeddedStack(run_dir, ports)`` with ``start()``, ``stop()``,
   ``kafka_bootstrap``, ``mongodb_uri``, ``env()``.
-- ``python -m stack install|up|down|status|path``: the CLI (``stack.cli``).
+- ``python -m stack install|up|down|status|acls|kcat|path``: the CLI (``stack.cli``).
 """

@@ -1,4 +1,5 @@
-"""``python -m stack install|up|down|status|path``: the local stack from the command line.
+"""``python -m stack install|up|down|status|acls|kcat|path``: the local stack from the command
+line.
 
 ``up`` runs everything detached under ``<repo>/.run`` (``--run-dir`` to change), so the shell
 returns and ``down`` -- from any shell -- stops exactly what was started there, including
@@ -10,13 +11,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from stack import tools
 from stack.embedded import FERRETDB, KAFKA, EmbeddedStack, Ports
+from stack.private import create_private
 from stack.procs import ProcessError, Supervisor, port_open
 
 DEFAULT_RUN_DIR = tools.REPO_ROOT / ".run"
@@ -78,9 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         st = EmbeddedStack(run_dir, ports, log=_say, brokers=args.brokers)
         if st.is_up():
             st = EmbeddedStack(run_dir, log=_say)  # report the ports it is really using
-            pids = {
-                n: pid for n in (*st.brokers, FERRETDB) if (pid := st.supervisor.pid(n))
-            }
+            pids = {n: pid for n in (*st.brokers, FERRETDB) if (pid := st.supervisor.pid(n))}
             running = ", ".join(f"{n} pid {p}" for n, p in pids.items()) or "external only"
             _say(f"[up] already up ({running}); nothing to do")
             _print_endpoints(st)
@@ -154,6 +156,28 @@ def cmd_acls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kcat(args: argparse.Namespace) -> int:
+    """kcat (stack.tools: Debian's, on a librdkafka whose SCRAM Kafka 4 accepts) as the run
+    dir's operator, who only reads; the settings go in an owner-only file for ``-F``, so the
+    password stays off the command line."""
+    from stack.kafka_security import OPERATOR
+
+    # Progress on stderr: kcat's own output (records, metadata) may be piped.
+    try:
+        tools.ensure(("kcat",), log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except tools.ToolError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    st = EmbeddedStack(Path(args.run_dir).resolve(), log=_say)
+    settings = st.kafka_as(OPERATOR).librdkafka_config()
+    kcat_args = args.kcat_args[1:] if args.kcat_args[:1] == ["--"] else args.kcat_args
+    with tempfile.TemporaryDirectory(prefix="kcat.") as tmp:  # 0700
+        config = Path(tmp) / "kcat.conf"
+        create_private(config, "".join(f"{k}={v}\n" for k, v in settings.items()).encode())
+        argv = [str(tools.path("kcat")), "-F", str(config), *kcat_args]
+        return subprocess.run(argv, check=False).returncode
+
+
 def cmd_path(args: argparse.Namespace) -> int:
     try:
         _say(str(tools.path(args.name)))
@@ -197,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                 help="1 Kafka node, or a KRaft cluster of 3 (its nodes on the first's ports "
                 "+2 and +4)",
             )
+    p = sub.add_parser(
+        "kcat", help="run kcat as the run dir's Kafka operator: python -m stack kcat -- -L"
+    )
+    p.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR), help="default: <repo>/.run")
+    p.add_argument("kcat_args", nargs=argparse.REMAINDER, help="kcat's arguments, after --")
+    p.set_defaults(func=cmd_kcat)
     p = sub.add_parser("path", help="print the absolute path of an installed tool")
     p.add_argument("name")
     p.set_defaults(func=cmd_path)

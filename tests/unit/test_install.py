@@ -82,3 +82,69 @@ def test_get_uv_picks_this_machines_linux_wheel() -> None:
     assert "aarch64" in str(get_uv.wheel_for(files, "aarch64")["filename"])
     with pytest.raises(SystemExit, match="riscv64"):
         get_uv.wheel_for(files, "riscv64")
+
+
+def _fake_kcat(tmp_path: Path, librdkafka: str) -> Path:
+    """A kcat that says which librdkafka it runs on and where the loader would look first."""
+    kcat = tmp_path / "usr" / "kcat"
+    kcat.parent.mkdir(exist_ok=True)
+    kcat.write_text(
+        f'#!/bin/sh\necho "Version 1.7.1 (librdkafka {librdkafka} builtin.features=sasl_scram)"\n'
+        'echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"\n'
+    )
+    kcat.chmod(0o755)
+    return kcat
+
+
+@pytest.fixture
+def kcat_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """stack.tools' kcat paths inside tmp_path, and a stand-in for the wheel's library."""
+    library = tmp_path / "wheel" / "librdkafka-0123abcd.so.1"
+    library.parent.mkdir()
+    library.write_bytes(b"\x7fELF stand-in")
+    monkeypatch.setattr(tools, "BIN_DIR", tmp_path / "bin")
+    monkeypatch.setattr(tools, "STAMPS_DIR", tmp_path / "stamps")
+    monkeypatch.setattr(tools, "KCAT_WRAPPER", tmp_path / "bin" / "kcat")
+    monkeypatch.setattr(tools, "KCAT_LIBRDKAFKA", tmp_path / "kcat" / "lib" / "librdkafka.so.1")
+    monkeypatch.setattr(tools, "_wheel_librdkafka", lambda: ("2.16.1", library))
+    return library
+
+
+def test_kcat_is_debians_on_the_wheels_librdkafka_installed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kcat_tools: Path
+) -> None:
+    monkeypatch.setattr(tools, "_debian_kcat", lambda: _fake_kcat(tmp_path, "2.16.0"))
+    assert tools._install_kcat(lambda _: None)
+    assert tools.KCAT_LIBRDKAFKA.read_bytes() == kcat_tools.read_bytes()
+    out = subprocess.run(
+        [tools.path("kcat"), "-V"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"LD_LIBRARY_PATH={tools.KCAT_LIBRDKAFKA.parent}\n" in out
+    assert tools.librdkafka_version(tools.path("kcat")) == (2, 16, 0)
+    assert not tools._install_kcat(lambda _: None)  # stamped: nothing to do
+    kcat_tools.write_bytes(b"\x7fELF another build")
+    assert tools._install_kcat(lambda _: None)  # a new wheel's library is copied again
+
+
+def test_kcat_install_fails_on_a_librdkafka_whose_scram_kafka_4_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kcat_tools: Path
+) -> None:
+    # What Debian bookworm's kcat reports with its own librdkafka.
+    monkeypatch.setattr(tools, "_debian_kcat", lambda: _fake_kcat(tmp_path, "2.0.2"))
+    with pytest.raises(tools.ToolError, match=r"librdkafka 2\.0\.2; SCRAM .* needs 2\.6\.1\+"):
+        tools._install_kcat(lambda _: None)
+    assert not (tools.STAMPS_DIR / "kcat.json").exists()
+
+
+def test_kcat_library_is_the_confluent_kafka_wheels_with_scram() -> None:
+    version, library = tools._wheel_librdkafka()
+    assert version == _locked_version("confluent-kafka")
+    assert library.name.startswith("librdkafka") and library.stat().st_size > 1_000_000
+    assert b"sasl_scram" in library.read_bytes()
+
+
+def _locked_version(package: str) -> str:
+    lock = (REPO / "uv.lock").read_text()
+    found = re.search(rf'^name = "{package}"\nversion = "([^"]+)"', lock, re.M)
+    assert found, f"{package} not in uv.lock"
+    return found[1]
