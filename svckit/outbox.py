@@ -233,6 +233,17 @@ def committed(collection: AsyncCollection[Document], doc_id: Any, entries: list[
             return
 
 
+def _by_document(batch: list[tuple[Any, list[Document]]]) -> list[tuple[Any, list[Document]]]:
+    """One item per document, each entry once: what was handed over and what was read back
+    for the same document are sent together, in seq order (sent apart, the read-back's older
+    entries came after the handed newer ones: a write served before its relay started is
+    only named, and the next write's entries are handed)."""
+    merged: dict[Any, dict[str, Document]] = {}
+    for doc_id, entries in batch:
+        merged.setdefault(doc_id, {}).update((e["id"], e) for e in entries)
+    return [(doc_id, list(entries.values())) for doc_id, entries in merged.items()]
+
+
 def partition_of(doc_id: Any) -> int:
     """A document's recovery partition: the same in every process."""
     return zlib.crc32(repr(doc_id).encode()) % PARTITIONS
@@ -496,7 +507,7 @@ class OutboxRelay:
             try:
                 batch = list(handed.items())
                 if due:
-                    batch += await self._read_back(due)
+                    batch = _by_document(batch + await self._read_back(due))
                 await self._send(batch, recovered=False)
             except Exception:  # noqa: BLE001 - broker or database down: retried after a pause
                 log.exception("outbox relay for %s failed; retrying", self._collection.name)
@@ -550,7 +561,7 @@ class OutboxRelay:
         busy: set[Any] = set()
         try:
             for doc_id, entries in batch:
-                if doc_id in self._busy or doc_id in busy:
+                if doc_id in self._busy:
                     if not recovered:  # after the earlier ones settle; a sweep comes again
                         self._requeue([(doc_id, entries)])
                     continue
@@ -559,6 +570,10 @@ class OutboxRelay:
                         continue  # sent already, or its removal is queued or raced this read
                     headers = [(name, value.encode()) for name, value in entry["headers"].items()]
                     self._inflight.add(entry["id"])
+                    # Busy from before the send, which may wait (for the topic's metadata):
+                    # meanwhile the other path must not send this document's later entries.
+                    busy.add(doc_id)
+                    self._busy.add(doc_id)
                     try:
                         future = await self._producer.send(
                             entry["topic"], entry["key"], bytes(entry["value"]), headers
@@ -570,13 +585,15 @@ class OutboxRelay:
                         refused.append((doc_id, entry, exc))
                         continue
                     sends.append((doc_id, entry, future))
-                    busy.add(doc_id)
         finally:
-            self._busy |= busy
-            settle = asyncio.create_task(self._settle(sends, refused, busy, recovered=recovered))
-            self._settling.add(settle)
-            settle.add_done_callback(self._settling.discard)
-        if recovered:
+            settle = None
+            if busy:
+                settle = asyncio.create_task(
+                    self._settle(sends, refused, busy, recovered=recovered)
+                )
+                self._settling.add(settle)
+                settle.add_done_callback(self._settling.discard)
+        if recovered and settle is not None:
             await settle
 
     async def _settle(
@@ -593,7 +610,7 @@ class OutboxRelay:
             await self._settle_sends(sends, refused, recovered=recovered)
         finally:
             self._busy -= busy
-            if self._handed:
+            if self._handed:  # what waited for these documents
                 self._wake.set()
 
     async def _settle_sends(
@@ -785,6 +802,10 @@ class OutboxRelay:
             return False
         age = _age(entry, now)
         if entry.get(BY) == self.owner:
+            if self._holds(doc_id):
+                # The prompt path has it (waiting for the broker, or behind the document's
+                # earlier entries): sending it here would overtake those.
+                return age > STUCK_SECONDS
             # Committed before this relay started, nothing will hand it over.
             return age > OWN_GRACE_SECONDS or age > (now - self._started).total_seconds()
         if not self.leases.holds(doc_id):
@@ -793,6 +814,17 @@ class OutboxRelay:
         # started since; an entry younger than a lease may be one of the latter's.
         gone = entry.get(BY) not in self.leases.live and age > self._lease_seconds
         return gone or age > STUCK_SECONDS
+
+    def _holds(self, doc_id: Any) -> bool:
+        """Is the prompt path responsible for `doc_id`'s entries of this process right now
+        (handed over lately, named by a handler, or being sent)?"""
+        handed = self._handed_ids.get(doc_id)
+        return (
+            doc_id in self._handed
+            or doc_id in self._due
+            or doc_id in self._busy
+            or (handed is not None and time.monotonic() - handed < STUCK_SECONDS)
+        )
 
     async def _sweep(self) -> bool:
         """One recovery pass; True if it left work for another soon. Also reports the

@@ -22,8 +22,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from stack.embedded import EmbeddedStack, ensure_topics
 from storefront.accounts.v1 import events_pb2
 from svckit import metrics
-from svckit.kafka import EventProducer, Headers
-from svckit.outbox import LEASES, OUTBOX, PENDING, OutboxRelay, outbox_entry
+from svckit.kafka import EventProducer, Headers, KafkaConnection
+from svckit.outbox import LEASES, OUTBOX, PENDING, OutboxRelay, committed, outbox_entry
 from svckit.store import AggregateStore
 from tests.support import eventually, read_raw, unique
 
@@ -62,6 +62,25 @@ async def published_ids(stack: EmbeddedStack, topic: str) -> collections.Counter
         ce_id = dict(record.headers or ()).get("ce_id", b"").decode()
         found[ce_id] += 1
     return found
+
+
+async def publication_order(stack: EmbeddedStack, topic: str, n: int) -> list[str]:
+    """The ids of the events on `topic` in the order the broker holds them, once there are `n`
+    (one key, so one partition), and a moment later (a late one would show)."""
+
+    async def ids() -> list[str]:
+        return [
+            dict(r.headers or ()).get("ce_id", b"").decode()
+            for r in await read_raw(stack.kafka, topic)
+        ]
+
+    async def enough() -> list[str] | None:
+        found = await ids()
+        return found if len(found) >= n else None
+
+    await eventually(enough, timeout=30, what=f"{n} events published")
+    await asyncio.sleep(1.0)
+    return await ids()
 
 
 def duplicates(collection: AsyncCollection[Document]) -> float:
@@ -205,39 +224,61 @@ async def test_three_relays_on_one_collection_publish_each_event_once(
     assert duplicates(collection) == before
 
 
-class FirstAckLost(EventProducer):
-    """The broker never acknowledges the first record (as when a leader moves and the
-    producer's retries run out); every later send goes through."""
+class FirstSendFails(EventProducer):
+    """The first send goes wrong as `fault` says; every later one goes through.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    ``"ack lost"``: the broker never acknowledges it (a leader moved, the producer's retries
+    ran out). ``"stall"``: it waits STALL_SECONDS before it reaches the producer (a topic's
+    metadata on a loaded broker), then goes through."""
+
+    STALL_SECONDS = 2.5
+
+    def __init__(self, kafka: KafkaConnection, fault: str) -> None:
+        super().__init__(kafka, "test-relays")
+        self.fault = fault
         self.sends = 0
 
     async def send(
         self, topic: str, key: str, value: bytes, headers: Headers
     ) -> asyncio.Future[RecordMetadata]:
         self.sends += 1
-        if self.sends > 1:
-            return await super().send(topic, key, value, headers)
-        lost: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        lost.set_exception(KafkaTimeoutError("no acknowledgement (test)"))
-        return lost
+        if self.sends == 1 and self.fault == "ack lost":
+            lost: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+            lost.set_exception(KafkaTimeoutError("no acknowledgement (test)"))
+            return lost
+        if self.sends == 1:
+            await asyncio.sleep(self.STALL_SECONDS)
+        return await super().send(topic, key, value, headers)
 
 
-async def test_an_unacknowledged_event_goes_out_again_before_the_later_ones_of_its_aggregate(
-    stack: EmbeddedStack, mongo_db: AsyncDatabase[Document], topic: str
+@pytest.mark.parametrize(
+    ("fault", "sweep_interval"),
+    [
+        # Before: the acknowledgements settle apart from the sending, so versions 2 and 3
+        # went out while version 1 waited to be sent again (CI, 2026-12-03:
+        # test_accounts_svc read its events as 2, 3, 1).
+        ("ack lost", 3600.0),
+        # Before: while the prompt path waited to send version 1, the sweep (its own entries
+        # are its after OWN_GRACE_SECONDS) found versions 2 and 3 waiting and sent them (CI,
+        # after the first fix: test_catalog_svc read 3, 1, 2).
+        ("stall", 0.2),
+    ],
+)
+async def test_an_aggregates_events_go_out_in_order_when_its_first_send_goes_wrong(
+    stack: EmbeddedStack,
+    mongo_db: AsyncDatabase[Document],
+    topic: str,
+    fault: str,
+    sweep_interval: float,
 ) -> None:
-    """Before: the acknowledgements settle apart from the sending, so versions 2 and 3 went out
-    while version 1 waited to be sent again, and the topic held 2, 3, 1 (CI, 2026-12-03:
-    tests/integration/test_accounts_svc.py read its events in that order)."""
-    collection = mongo_db["relays.order"]
-    flaky = FirstAckLost(stack.kafka, "test-relays")
-    await flaky.start()
-    relay = OutboxRelay(collection, flaky, service="test-relays", sweep_interval=3600)
+    collection = mongo_db[f"relays.order.{fault.replace(' ', '_')}"]
+    faulty = FirstSendFails(stack.kafka, fault)
+    await faulty.start()
+    relay = OutboxRelay(collection, faulty, service="test-relays", sweep_interval=sweep_interval)
     await relay.start()
     store = store_of(collection)
     try:
-        await asyncio.sleep(0.5)  # past the start's sweep: only the prompt path is left
+        await asyncio.sleep(0.5)  # past the start's sweep
         agg = events_pb2.CustomerChanged(customer_id="o1", version=1)
         entries = [entry(topic, "o1", 1, relay.owner)]
         await store.insert(agg, entries[-1:])
@@ -245,17 +286,35 @@ async def test_an_unacknowledged_event_goes_out_again_before_the_later_ones_of_i
             agg.version = version
             entries.append(entry(topic, "o1", version, relay.owner))
             assert await store.update(agg, version - 1, entries[-1:])
-
-        async def three() -> list[str] | None:
-            found = [
-                dict(r.headers or ()).get("ce_id", b"").decode()
-                for r in await read_raw(stack.kafka, topic)
-            ]
-            return found if len(found) >= 3 else None
-
-        published = await eventually(three, timeout=30, what="three events published")
+        published = await publication_order(stack, topic, 3)
     finally:
         await relay.stop()
-        await flaky.stop()
-    assert flaky.sends >= 4  # the lost one was sent again
+        await faulty.stop()
     assert published == [e["id"] for e in entries]
+    assert faulty.sends == (4 if fault == "ack lost" else 3)  # only the lost one sent again
+
+
+async def test_a_write_served_before_the_relay_started_goes_out_before_the_next_one(
+    stack: EmbeddedStack, mongo_db: AsyncDatabase[Document], topic: str, producer: EventProducer
+) -> None:
+    """A service takes requests while its relay starts: a write served before has its entries
+    only named (`notify`, read back), the next one's are handed over. Before: the handed
+    entries went out first, and the topic held 2, 1 (CI, 2026-12-03: test_accounts_svc read
+    versions 2, 1, 3 after the app's first write raced its relay's start)."""
+    collection = mongo_db["relays.early"]
+    relay = OutboxRelay(collection, producer, service="test-relays", sweep_interval=3600)
+    store = store_of(collection)
+    agg = events_pb2.CustomerChanged(customer_id="e1", version=1)
+    first = entry(topic, "e1", 1, relay.owner)
+    await store.insert(agg, [first])  # no relay of this collection yet: nothing handed over
+    relay.notify("e1")
+    agg.version = 2
+    second = entry(topic, "e1", 2, relay.owner)
+    assert await store.update(agg, 1, [second])
+    await relay.start()
+    committed(collection, "e1", [second])  # as the store hands a write over once started
+    try:
+        published = await publication_order(stack, topic, 2)
+    finally:
+        await relay.stop()
+    assert published == [first["id"], second["id"]]

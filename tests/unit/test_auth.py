@@ -343,12 +343,17 @@ def test_a_remembered_token_still_expires(issuer: LocalIssuer) -> None:
     import dataclasses
     import time
 
+    import jwt
+
     verifier = TokenVerifier(dataclasses.replace(issuer.config(), leeway_seconds=0))
-    token = issuer.customer("c-short", ttl=1.5)
+    # Whole seconds, from a whole-second "now": it lives 3 to 4 s (at 1.5 it lived 0 to 1 s,
+    # and a loaded CI found it expired at its first check).
+    token = issuer.customer("c-short", ttl=4)
     assert verify(verifier, token).subject == "c-short"
     assert verify(verifier, token).subject == "c-short"  # from memory
     assert token in verifier._verified
-    time.sleep(2.1)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, exp - time.time()) + 0.2)
     with pytest.raises(Unauthenticated, match="token expired"):
         verify(verifier, token)
     assert token not in verifier._verified
