@@ -184,14 +184,20 @@ WRK_SCRIPT = r"""
 local paths = {}
 local counter = 0
 init = function(args)
-  for line in io.lines(args[1]) do table.insert(paths, line) end
+  -- a line: the path, then (after a tab) that request's authorization, if it has its own
+  for line in io.lines(args[1]) do
+    local path, auth = line:match("^([^\t]*)\t?(.*)$")
+    table.insert(paths, {path, auth})
+  end
 end
 request = function()
   counter = counter + 1
   -- wrk.format's headers replace wrk.headers (the -H options, e.g. authorization): merge them
   local headers = {["Accept"] = "application/json"}
   for name, value in pairs(wrk.headers) do headers[name] = value end
-  return wrk.format("GET", paths[(counter % #paths) + 1], headers)
+  local item = paths[(counter % #paths) + 1]
+  if item[2] ~= "" then headers["authorization"] = item[2] end
+  return wrk.format("GET", item[1], headers)
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -212,14 +218,24 @@ def wrk_get(
     duration: float,
     threads: int = 1,
     headers: dict[str, str] | None = None,
+    authorizations: list[str] | None = None,
 ) -> LoadResult:
-    """GET the paths round-robin over `concurrency` keep-alive HTTP/1.1 connections."""
+    """GET the paths round-robin over `concurrency` keep-alive HTTP/1.1 connections, each with
+    `headers`, and path i with authorization `authorizations[i]` if given (as its own user:
+    Envoy limits each principal's rate, so one token for all measures the limit)."""
+    if authorizations is not None and len(authorizations) != len(paths):
+        raise ValueError("one authorization per path")
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "get.lua"
         script.write_text(WRK_SCRIPT)
         path_file = Path(tmp) / "paths.txt"
-        path_file.write_text("\n".join(paths) + "\n")
+        lines = (
+            [f"{p}\t{a}" for p, a in zip(paths, authorizations, strict=True)]
+            if authorizations
+            else paths
+        )
+        path_file.write_text("\n".join(lines) + "\n")
         argv = [
             wrk,
             "-t",
