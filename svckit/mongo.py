@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any
-
-from pymongo import AsyncMongoClient
+from typing import TYPE_CHECKING, Any
 
 from svckit import envvars
+
+if TYPE_CHECKING:  # pymongo is imported by `connect`, so tools that only name a URI skip it
+    from pymongo import AsyncMongoClient
 
 MAX_POOL_SIZE = 32
 """The default bound; MONGODB_MAX_POOL_SIZE overrides it."""
@@ -31,6 +32,8 @@ def connect(
     uri: str, *, timeout_ms: int = SERVER_SELECTION_TIMEOUT_MS
 ) -> AsyncMongoClient[Document]:
     """An AsyncMongoClient with tz-aware datetimes and the project's pool bound."""
+    from pymongo import AsyncMongoClient
+
     options: dict[str, Any] = {"tz_aware": True, "serverSelectionTimeoutMS": timeout_ms}
     if "maxpoolsize=" not in uri.lower():
         options["maxPoolSize"] = envvars.integer(

@@ -4,8 +4,10 @@ ecosystems' manifests), and uv's own install without pip."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -35,10 +37,55 @@ def test_make_run_installs_the_run_group_only() -> None:
             main.main(["run", "--run-dir", "/nonexistent/storefront-test"])
     install.assert_called_once()
     assert tuple(install.call_args.args[0]) == tools.RUN
-    assert set(tools.GROUPS["run"]) == {"postgresql", "kafka", "ferretdb", "grpcurl"}
+    assert set(tools.GROUPS["run"]) == {"bytecode", "postgresql", "kafka", "ferretdb", "grpcurl"}
     for test_only in ("deploy", "chromium", "clients", "ghz", "buf", "containers"):
         assert test_only in tools.GROUPS["test"] and test_only not in tools.GROUPS["run"]
     assert set(tools.GROUPS["run"]) | set(tools.GROUPS["test"]) == set(tools.COMPONENTS)
+
+
+def test_bytecode_compiles_what_is_stale_whatever_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    source = tmp_path / "pkg" / "mod.py"
+    source.parent.mkdir()
+    source.write_text("X = 1\n")
+    monkeypatch.setattr(tools, "_python_sources", lambda: [tmp_path / "pkg", tmp_path / "gone"])
+    said: list[str] = []
+    assert tools.install(["bytecode"], log=said.append) == {"bytecode": mock.ANY}
+    assert [p.name for p in (source.parent / "__pycache__").iterdir()] == [
+        f"mod.{sys.implementation.cache_tag}.pyc"
+    ]
+    assert "[install] bytecode: 1 files compiled" in said
+    assert tools.install(["bytecode"], log=said.append) == {}  # current: nothing to do
+    source.write_text("X = 2\n")
+    os.utime(source, (source.stat().st_mtime + 5,) * 2)
+    assert tools.install(["bytecode"], log=said.append) == {"bytecode": mock.ANY}
+
+
+def test_run_and_token_start_without_the_operator_tools_clients(tmp_path: Path) -> None:
+    """`storefront run` / `token` import no database or card-vault client (1.5 s of imports);
+    a tool's command imports its own module, `--help` every command's."""
+    probe = (
+        "import sys\n"
+        "from storefront_cli.main import main\n"
+        f"main(['token', '--role', 'staff', '--run-dir', {str(tmp_path)!r}])\n"
+        "print(sorted(m for m in ('pymongo', 'pymongocrypt', 'storefront_cli.keys',"
+        " 'storefront_cli.check') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "[]", out
+    helped = subprocess.run(
+        [sys.executable, "-m", "storefront_cli", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for command in {*main.TOOLS, "run", "demo", "token", "console"}:
+        assert re.search(rf"^    {command}\s", helped, re.M), command
 
 
 def test_make_test_installs_everything() -> None:
