@@ -21,18 +21,26 @@ from typing import Any
 import topology
 from accounts_svc import domain as accounts_domain
 from bench import data, loadgen
+from fulfillment_svc import domain as fulfillment_domain
 from orders_svc import domain as orders_domain
 from storefront.common.v1 import common_pb2
+from storefront.orders.v1 import events_pb2 as order_events
 from storefront.orders.v1 import orders_pb2
 from storefront_cli.demo import catalog_copy, order_draft
 from svckit import mongo, paging
-from svckit.documents import to_document
+from svckit.documents import Document, to_document
 from svckit.outbox import OUTBOX
 
 ACCOUNTS = "storefront.accounts.v1.AccountsService"
 ORDERS = "storefront.orders.v1.OrdersService"
+FULFILLMENTS = "storefront.fulfillment.v1.FulfillmentService"
 ORDERS_PER_CUSTOMER = 10
 STATUSES = ("ORDER_STATUS_CREATED", "ORDER_STATUS_APPROVED", "ORDER_STATUS_REJECTED")
+FULFILLMENT_STATUSES = (
+    fulfillment_domain.APPROVED,
+    fulfillment_domain.PROCESSING,
+    fulfillment_domain.SHIPPED,
+)
 BATCH = 1000
 CATALOG = catalog_copy()
 
@@ -45,13 +53,10 @@ class Operation:
     method: str
     requests: Any
     caller: str
-    """Whose token each request carries (docs/security.md): ``staff``; ``customer``, each
-    request as the customer in ``customers`` at its index; ``sign_up``, a new customer each."""
+    """Whose token each request carries (docs/security.md): ``staff`` or ``warehouse``;
+    ``customer``, each request as the customer in ``customers`` at its index; ``sign_up``, a
+    new customer each."""
     customers: tuple[str, ...] = ()
-    scans: bool = False
-    """The operation reads a share of the collection on FerretDB: measured one request at a
-    time for a fixed count, instead of flooding the database for a fixed time (queued scans
-    would still be running into the next measurement)."""
 
 
 Measure = Callable[[Operation], loadgen.LoadResult]
@@ -65,7 +70,8 @@ class Sizes:
     """... and for the second."""
     few_orders: int = 10
     many_orders: int = 1000
-    """GetCustomerOrders: a customer with this many orders, against one with few_orders."""
+    """GetCustomerOrders: a customer with this many orders, against one with few_orders (pages
+    of few_orders both)."""
 
 
 def _customer_doc(i: int, customer_id: str, now: datetime) -> dict[str, Any]:
@@ -79,6 +85,17 @@ def _order(customer_id: str, order_id: str, status: str, now: datetime) -> order
     if target != order.status:
         order = orders_domain.transition(order, target, now)
     return order
+
+
+def _fulfillment(order_id: str, customer_id: str, status: int, now: datetime) -> Document:
+    requested = order_events.FulfillmentRequested(
+        order_id=order_id, version=2, customer_id=customer_id
+    )
+    requested.items.extend(order_draft((0, 1)).items)
+    f = fulfillment_domain.new_fulfillment(requested, now)
+    while f.status != status:
+        f = fulfillment_domain.transition(f, fulfillment_domain.NEXT[f.status], now)
+    return to_document(f, id_field="order_id") | {OUTBOX: []}
 
 
 async def _insert(uri: str, db: str, collection: str, docs: list[dict[str, Any]], log: Log) -> None:
@@ -105,6 +122,7 @@ class Growth:
         uri: str,
         accounts_db: str,
         orders_db: str,
+        fulfillment_db: str,
         sizes: Sizes,
         measure: Measure,
         settle: Callable[[], None],
@@ -114,6 +132,7 @@ class Growth:
         self.uri = uri
         self.accounts_db = accounts_db
         self.orders_db = orders_db
+        self.fulfillment_db = fulfillment_db
         self.sizes = sizes
         self.measure = measure
         self.settle = settle
@@ -140,6 +159,15 @@ class Growth:
             for i, owner in enumerate(owners, self.orders)
         ]
         asyncio.run(_insert(self.uri, self.orders_db, topology.ORDER_DOCUMENTS, orders, self.log))
+        fulfillments = [
+            _fulfillment(
+                f"o-{i:07d}", owner, FULFILLMENT_STATUSES[i % len(FULFILLMENT_STATUSES)], self.now
+            )
+            for i, owner in enumerate(owners, self.orders)
+        ]
+        asyncio.run(
+            _insert(self.uri, self.fulfillment_db, topology.FULFILLMENTS, fulfillments, self.log)
+        )
         self.orders = n
         self.seeded()
 
@@ -207,14 +235,18 @@ class Growth:
                 f"{ACCOUNTS}.ListCustomers",
                 {"page_size": 50, "page_token": deep},
                 "staff",
-                scans=True,
             ),
             "list_orders_by_status": Operation(
                 "orders",
                 f"{ORDERS}.ListOrders",
                 {"status": STATUSES[1], "page_size": 50},
                 "staff",
-                scans=True,
+            ),
+            "list_fulfillments_by_status": Operation(
+                "fulfillment",
+                f"{FULFILLMENTS}.ListFulfillments",
+                {"status": common_pb2.OrderStatus.Name(FULFILLMENT_STATUSES[1]), "page_size": 50},
+                "warehouse",
             ),
         }
 
@@ -237,9 +269,10 @@ class Growth:
         ):
             self.settle()
             self.log(f"[bench] growth: get_customer_orders of a customer with {count:,} orders")
-            operation = Operation(
-                "orders", f"{ORDERS}.GetCustomerOrders", {"customer_id": cid}, "staff"
-            )
+            # Pages of the same size (the few orders fill one), so the ratio is what a page
+            # costs as the customer's orders grow, not a page 5x larger.
+            page = {"customer_id": cid, "page_size": self.sizes.few_orders}
+            operation = Operation("orders", f"{ORDERS}.GetCustomerOrders", page, "staff")
             measured = self.measure(operation).as_dict()
             results.setdefault("get_customer_orders", {})[label] = {**measured, "stored": count}
         for r in results.values():

@@ -149,9 +149,9 @@ class Bench:
     # Every call to the services carries a token of the run dir's local issuer: staff read
     # customers, each customer signs up and updates as themselves (docs/security.md).
 
-    def staff(self) -> dict[str, str]:
+    def role(self, role: str = "staff") -> dict[str, str]:
         assert self.h.stack
-        return {"authorization": f"Bearer {system.local_issuer(self.h.stack).role('staff')}"}
+        return {"authorization": f"Bearer {system.local_issuer(self.h.stack).role(role)}"}
 
     def as_customers(self, ids: list[str]) -> list[dict[str, str]]:
         """One token per id, in the same order: ghz sends data[i] with metadata[i]."""
@@ -301,7 +301,7 @@ class Bench:
         log("[bench] ceiling: raw find_one")
         ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", topology.CUSTOMERS)
         log("[bench] GetCustomer over gRPC")
-        get = self.ghz(accounts, "GetCustomer", reads, metadata=self.staff()).as_dict()
+        get = self.ghz(accounts, "GetCustomer", reads, metadata=self.role()).as_dict()
         log("[bench] GetCustomer as JSON through Envoy")
         envoy = f"http://127.0.0.1:{self.h.ports.envoy}"  # type: ignore[union-attr]
         # Each customer reads their own record as themselves: Envoy limits each principal's
@@ -496,21 +496,10 @@ class Bench:
         def measure(op: growth.Operation) -> loadgen.LoadResult:
             target = self.h.target(op.service)
             metadata: Any = None
-            if op.caller == "staff":
-                metadata = self.staff()
+            if op.caller in ("staff", "warehouse"):
+                metadata = self.role(op.caller)
             elif op.caller == "customer":
                 metadata = self.as_customers(list(op.customers))
-            if op.scans:
-                return loadgen.ghz(
-                    target,
-                    op.method,
-                    op.requests,
-                    concurrency=1,
-                    duration=0,
-                    total=3,
-                    timeout=300,
-                    metadata=metadata,
-                )
             c = min(self.p.concurrency, 16)
             if op.caller == "sign_up":  # one new customer per request: a counted run
                 count = min(MAX_METADATA_POOL, 400 if self.p.name == "full" else 100)
@@ -541,6 +530,7 @@ class Bench:
             uri=self.mongodb_uri,
             accounts_db=f"{PREFIX}accounts",
             orders_db=f"{PREFIX}orders",
+            fulfillment_db=f"{PREFIX}fulfillment",
             sizes=self.p.growth,
             measure=measure,
             settle=self.quiesce,
