@@ -21,10 +21,10 @@ from svckit.outbox import OUTBOX, PARKED, PENDING, queue
 M = TypeVar("M", bound=Message)
 Document = dict[str, Any]
 
-MAX_PENDING_EVENTS = 50
 PAGE_READ_BATCH = 20
 """Documents a page reads per round trip: pymongo's first batch is otherwise 101 documents,
 ~100 MB of large orders decoded before the page's byte budget could stop it."""
+MAX_PENDING_EVENTS = 50
 """Events one document may hold unpublished. Past it (Kafka away, or acknowledging nothing),
 writes that would queue more fail fast with UNAVAILABLE, never with an oversized document:
 at the largest customer a few hundred events would reach MongoDB's 16 MB limit, and the relay's
