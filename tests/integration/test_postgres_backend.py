@@ -107,6 +107,42 @@ async def test_generic_plans_still_use_the_indexes(
     assert seq_scans == 0 and idx_scans >= executions, (seq_scans, idx_scans)
 
 
+async def test_strings_come_back_as_they_were_stored(
+    embedded: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """FerretDB (patch 0007) takes a stored string without JSON escapes as its bytes and gives
+    every other to encoding/json: strings with what JSON escapes, alone, in documents and in
+    arrays, come back exactly as written."""
+    strings = [
+        "",
+        "plain",
+        'a "quoted" word',
+        "back\\slash",
+        "\\",
+        '\\"',
+        "tab\tnew\nline\r",
+        "\x01\x1f\x7f",
+        "\u2028\u2029",
+        "é e\u0301 日本 🙂",
+        "</script>&<>",
+        "\\u0041",
+        "x" * 5000,
+    ]
+    docs: list[Doc] = [
+        {"_id": i, "s": s, "in": {"s": s, "deeper": {"s": s}}, "list": [s, {"s": s}]}
+        for i, s in enumerate(strings)
+    ]
+    client = mongo.connect(embedded.mongodb_uri)
+    try:
+        col = client[mongo_db_name]["strings"]
+        await col.insert_many(docs)
+        assert await col.find({}, sort=[("_id", 1)]).to_list() == docs
+        for doc in docs:
+            assert await col.find_one({"s": doc["s"]}) == doc
+    finally:
+        await client.close()
+
+
 async def _add_things(col: AsyncCollection[Doc]) -> None:
     """3,000 documents, 60 per owner, indexed on (owner, _id) as a service would declare it."""
     await col.insert_many(
