@@ -207,6 +207,57 @@ def test_pages_return_what_sorting_in_go_returns(
             assert pushed < 100
 
 
+# Field names reach PostgreSQL as SQL literals (patch 0005): quotes, what dollar quotes and
+# array literals treat apart, non-ASCII; and names only a filter can hold: FerretDB 1.24 cannot
+# store a document with a backslash, double quote or control character in a key (it writes keys
+# into its JSON unescaped: "invalid input syntax for type json"), but filters and sorts may
+# name them: backslashes, what PostgreSQL's escape strings read, array-literal quoting.
+STORED_NAMES = ("it's", "x'); DROP TABLE docs; --", "E'x'", "x$$y", "日本 é", "🙂")
+FILTER_NAMES = ("back\\slash", "\\'", "E'\\x41'", 'quo"te', '{a,"b"}', "tab\tnew\nline")
+
+
+def test_odd_field_names_are_pushed_down_as_literals(
+    stack: EmbeddedStack, twin: str, mongo_db_name: str
+) -> None:
+    """Filters, sorts and pages on field names that would end or escape a badly quoted literal
+    return what the twin filtering in Go returns, reach PostgreSQL (explain) and leave every
+    document where it was."""
+    rng = random.Random(20261205)
+    values: list[Any] = [1, 2, 7, "a", "b", "é"]
+    docs = [{"_id": i, **{n: rng.choice(values) for n in STORED_NAMES}} for i in range(120)]
+    indexed = (*STORED_NAMES[::2], *FILTER_NAMES[::2])  # their ordering btrees name them too
+    with (
+        _client(stack.mongodb_uri) as patched,
+        _client(twin) as in_go,
+    ):
+        col = patched[mongo_db_name]["docs"]
+        col.insert_many(docs)
+        for name in indexed:
+            col.create_index([(name, 1), ("_id", 1)])
+        for name in (*STORED_NAMES, *FILTER_NAMES):
+            page: dict[str, Any] = {"sort": [(name, -1), ("_id", 1)], "limit": 5}
+            for query in (
+                {"filter": {name: 7}},
+                {"filter": {name: {"$ne": "a"}}},
+                {"filter": {name: {"$gt": 1, "$lte": 7}}},
+                {"filter": {name: {"$lt": "b"}}},
+                {"filter": {name: {"$in": [2, "é"]}}},
+                {"filter": {name: {"$gte": 2}}, **page},
+                {"filter": {}, **page},
+            ):
+                got = list(col.find(**query))
+                want = list(in_go[mongo_db_name]["docs"].find(**query))
+                if "sort" not in query:
+                    got.sort(key=lambda d: d["_id"])
+                assert got == want, f"{query}: {[d['_id'] for d in got]}"
+                assert want or name in FILTER_NAMES, query
+            cmd = {"find": "docs", "filter": {name: 7}}
+            assert patched[mongo_db_name].command("explain", cmd)["filterPushdown"], name
+            if name in indexed:
+                assert _pushed_down(patched, mongo_db_name, {"filter": {}, "skip": 0, **page})
+        assert list(col.find({}, sort=[("_id", 1)])) == docs
+
+
 def _plan(
     client: MongoClient[dict[str, Any]],
     db: str,

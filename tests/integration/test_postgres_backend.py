@@ -7,10 +7,12 @@ These test the embedded stack itself, so they skip when MONGODB_URI points elsew
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 
 from stack import tools
 from stack.embedded import FERRETDB, EmbeddedStack, free_ports
@@ -44,10 +46,7 @@ async def test_lookups_by_id_and_indexed_fields_use_an_index(
     client = mongo.connect(embedded.mongodb_uri)
     try:
         col = client[mongo_db_name]["things"]
-        await col.insert_many(
-            [{"_id": f"t{i:05d}", "owner": f"o{i % 50}", "n": i} for i in range(3000)]
-        )
-        await col.create_index([("owner", 1), ("_id", 1)])
+        await _add_things(col)
         found = await col.find_one({"_id": "t01234"})
         assert found is not None and found["n"] == 1234
         assert len(await col.find({"owner": "o7"}).to_list()) == 60
@@ -58,6 +57,109 @@ async def test_lookups_by_id_and_indexed_fields_use_an_index(
     by_owner = _explain(embedded, mongo_db_name, "_jsonb -> 'owner' @> '\"o7\"'")
     assert "sfgin_" in by_id and "Seq Scan" not in by_id, by_id
     assert "sfgin_" in by_owner and "Seq Scan" not in by_owner, by_owner
+
+
+async def test_generic_plans_still_use_the_indexes(
+    embedded: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """FerretDB writes field names into its SQL as literals, values as parameters (patch 0005),
+    so the generic plan PostgreSQL adopts for a prepared statement after five executions still
+    matches the expression indexes. A twin FerretDB whose connections only make generic plans
+    runs lookups and the services' page shapes, eight times each: PostgreSQL counts index scans
+    of the table and not one sequential scan. (FerretDB's explain cannot show a generic plan: it
+    plans EXPLAIN with the values.)"""
+    client = mongo.connect(embedded.mongodb_uri)
+    try:
+        col = client[mongo_db_name]["things"]
+        await _add_things(col)
+        await client[mongo_db_name].command("compact", "things")  # VACUUM ANALYZE
+    finally:
+        await client.close()
+    (port,) = free_ports(1)
+    name = f"ferretdb-generic-plans-{port}"
+    url = f"{embedded.postgres.ferretdb_url()}&plan_cache_mode=force_generic_plan"
+    twin = mongo.connect(embedded.start_ferretdb_twin(name, port, f"--postgresql-url={url}"))
+    lookups: list[tuple[dict[str, object], dict[str, object]]] = [
+        ({"_id": "t01234"}, {}),
+        ({"owner": "o7"}, {}),
+        ({}, {"sort": [("_id", 1)], "limit": 51}),
+        ({"_id": {"$gt": "t02900"}}, {"sort": [("_id", 1)], "limit": 51}),
+        ({"owner": "o7"}, {"sort": [("_id", 1)], "limit": 51}),
+        ({"owner": "o7", "_id": {"$gt": "t01000"}}, {"sort": [("_id", 1)], "limit": 51}),
+    ]
+    seq_before, idx_before = _scans(embedded, mongo_db_name)
+    try:
+        col = twin[mongo_db_name]["things"]
+        for flt, page in lookups:
+            for _ in range(8):
+                assert await col.find(flt, **page).to_list(), flt
+    finally:
+        await twin.close()
+        embedded.supervisor.stop(name)  # its connections end: their backends report their scans
+    executions = 8 * len(lookups)
+    deadline = time.monotonic() + 30
+    while True:
+        seq, idx = _scans(embedded, mongo_db_name)
+        seq_scans, idx_scans = seq - seq_before, idx - idx_before
+        if seq_scans + idx_scans >= executions or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert seq_scans == 0 and idx_scans >= executions, (seq_scans, idx_scans)
+
+
+async def test_strings_come_back_as_they_were_stored(
+    embedded: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """FerretDB (patch 0007) takes a stored string without JSON escapes as its bytes and gives
+    every other to encoding/json: strings with what JSON escapes, alone, in documents and in
+    arrays, come back exactly as written."""
+    strings = [
+        "",
+        "plain",
+        'a "quoted" word',
+        "back\\slash",
+        "\\",
+        '\\"',
+        "tab\tnew\nline\r",
+        "\x01\x1f\x7f",
+        "\u2028\u2029",
+        "é e\u0301 日本 🙂",
+        "</script>&<>",
+        "\\u0041",
+        "x" * 5000,
+    ]
+    docs: list[Doc] = [
+        {"_id": i, "s": s, "in": {"s": s, "deeper": {"s": s}}, "list": [s, {"s": s}]}
+        for i, s in enumerate(strings)
+    ]
+    client = mongo.connect(embedded.mongodb_uri)
+    try:
+        col = client[mongo_db_name]["strings"]
+        await col.insert_many(docs)
+        assert await col.find({}, sort=[("_id", 1)]).to_list() == docs
+        for doc in docs:
+            assert await col.find_one({"s": doc["s"]}) == doc
+    finally:
+        await client.close()
+
+
+async def _add_things(col: AsyncCollection[Doc]) -> None:
+    """3,000 documents, 60 per owner, indexed on (owner, _id) as a service would declare it."""
+    await col.insert_many(
+        [{"_id": f"t{i:05d}", "owner": f"o{i % 50}", "n": i} for i in range(3000)]
+    )
+    await col.create_index([("owner", 1), ("_id", 1)])
+
+
+def _scans(stack: EmbeddedStack, schema: str) -> tuple[int, int]:
+    """The sequential and index scans PostgreSQL counted on the collection table of ``schema``."""
+    row = stack.postgres.psql(
+        "ferretdb",
+        "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables "
+        f"WHERE schemaname = '{schema}' AND relname = '{_table(stack, schema)}'",
+    )
+    seq, idx = row.strip().split("|")
+    return int(seq), int(idx)
 
 
 def _table(stack: EmbeddedStack, schema: str) -> str:
