@@ -25,10 +25,12 @@ built or resolved from a registry with its ordinary client, once, into the git-i
 ``containers``              Debian's podman, runc and debootstrap, their private configuration
                             and a Debian base image for the Dockerfile (stack/images.py), for
                             the tests that run the services' images
-``bytecode``                the ``.pyc`` of the environment's packages and of the project's own
-                            (``compileall``, only what is stale): the system's processes start
-                            from bytecode even where ``PYTHONDONTWRITEBYTECODE`` keeps Python from
-                            caching it (each service compiled ~0.5-1.1 s of sources per start)
+``bytecode``                the ``.pyc`` of what the system's processes import: the project's
+                            packages and the installed distributions it needs, with their
+                            optional ones, not the dev group's (``compileall``, only what is
+                            stale): they start from bytecode even where
+                            ``PYTHONDONTWRITEBYTECODE`` keeps Python from caching it (each
+                            service compiled ~0.5-1.1 s of sources per start)
 ``kcat``                    Debian's kcat (``apt-get``, only when missing) run by the wrapper
                             ``.tools/bin/kcat`` on the librdkafka of the ``confluent-kafka``
                             wheel (a dev dependency, pinned by uv.lock), copied to
@@ -59,12 +61,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -480,8 +482,6 @@ def _debian_kcat() -> Path | None:
 def _wheel_librdkafka() -> tuple[str, Path]:
     """The confluent-kafka wheel's version and its bundled librdkafka (auditwheel's name,
     ``confluent_kafka.libs/librdkafka-<hash>.so.1``), found without importing the package."""
-    from importlib import metadata
-
     try:
         dist = metadata.distribution(LIBRDKAFKA_WHEEL)
     except metadata.PackageNotFoundError:
@@ -599,22 +599,56 @@ apt's (one dpkg lock), Maven's (one local repository), Go's and npm's (network a
 assert sorted(c for lane in LANES for c in lane) == sorted(COMPONENTS)
 
 
+def _runtime_distributions(project: str = "storefront") -> list[metadata.Distribution]:
+    """The project's distribution and every installed one it may import: what it needs to run
+    and their optional dependencies when installed (httpx imports its CLI's rich when it is
+    there), but not the development group's packages (pyproject's [dependency-groups])."""
+    from packaging.requirements import Requirement  # aiokafka's and pymongocrypt's too
+
+    def key(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    groups = pyproject.get("dependency-groups", {}).values()
+    dev = {key(Requirement(r).name) for group in groups for r in group if isinstance(r, str)}
+    found: dict[str, metadata.Distribution] = {}
+    todo = [project]
+    while todo:
+        name = key(todo.pop())
+        if name in found or name in dev:
+            continue
+        try:
+            dist = found[name] = metadata.distribution(name)
+        except metadata.PackageNotFoundError:  # another platform's, or an optional one
+            continue
+        extras = ["", *(dist.metadata.get_all("Provides-Extra") or [])]
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(req.name)
+    return list(found.values())
+
+
 def _python_sources() -> list[Path]:
-    """The environment's packages and the project's own (pyproject's wheel packages)."""
-    paths = sysconfig.get_paths()
+    """What the system's processes import: the project's packages (pyproject's wheel
+    packages) and its runtime dependencies' modules."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-    return [
-        *dict.fromkeys(Path(paths[k]) for k in ("purelib", "platlib")),
-        *(REPO_ROOT / p for p in packages),
+    own = [f for p in packages for f in sorted((REPO_ROOT / p).rglob("*.py"))]
+    installed = [
+        Path(str(dist.locate_file(f)))
+        for dist in _runtime_distributions()
+        for f in dist.files or []
+        if f.suffix == ".py"
     ]
+    return list(dict.fromkeys([*own, *installed]))
 
 
 def _install_bytecode(log: Log) -> bool:
     """Compile what has no current ``.pyc`` (a second pass only checks timestamps: ~0.2 s)."""
     listing = io.StringIO()
     with contextlib.redirect_stdout(listing):
-        ok = all(compileall.compile_dir(d, quiet=0) for d in _python_sources() if d.is_dir())
+        ok = all([compileall.compile_file(f, quiet=0) for f in _python_sources() if f.is_file()])
     compiled = sum(line.startswith("Compiling ") for line in listing.getvalue().splitlines())
     if not ok:  # a source that does not compile still runs (and fails) as source
         log("[install] bytecode: some files did not compile (they run from source)")

@@ -3,6 +3,7 @@ ecosystems' manifests), and uv's own install without pip."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -50,7 +51,7 @@ def test_bytecode_compiles_what_is_stale_whatever_the_environment_says(
     source = tmp_path / "pkg" / "mod.py"
     source.parent.mkdir()
     source.write_text("X = 1\n")
-    monkeypatch.setattr(tools, "_python_sources", lambda: [tmp_path / "pkg", tmp_path / "gone"])
+    monkeypatch.setattr(tools, "_python_sources", lambda: [source, tmp_path / "gone.py"])
     said: list[str] = []
     assert tools.install(["bytecode"], log=said.append) == {"bytecode": mock.ANY}
     assert [p.name for p in (source.parent / "__pycache__").iterdir()] == [
@@ -86,6 +87,20 @@ def test_run_and_token_start_without_the_operator_tools_clients(tmp_path: Path) 
     ).stdout
     for command in {*main.TOOLS, "run", "demo", "token", "console"}:
         assert re.search(rf"^    {command}\s", helped, re.M), command
+
+
+def test_bytecode_is_what_the_processes_import() -> None:
+    """The project's packages and its runtime dependencies' modules, extras included (the card
+    vault's libmongocrypt binding), not the development group's."""
+    sources = set(tools._python_sources())
+    for module in ("svckit.app", "pymongo", "pymongocrypt", "aiokafka", "grpc", "storefront"):
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None
+        assert Path(spec.origin) in sources, module
+    for dev_only in ("mypy", "_pytest", "hypothesis"):
+        spec = importlib.util.find_spec(dev_only)
+        assert spec is not None and spec.origin is not None
+        assert Path(spec.origin) not in sources, dev_only
 
 
 def test_make_test_installs_everything() -> None:
