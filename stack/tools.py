@@ -592,14 +592,10 @@ def _expand(only: Iterable[str] | None) -> list[str]:
 LANES: tuple[tuple[str, ...], ...] = (
     ("bytecode", "postgresql", "kcat", "chromium", "containers"),
     ("kafka", "deploy"),
-    ("ferretdb",),
-    (*GO_TOOLS, "clients"),
+    ("ferretdb", *GO_TOOLS, "clients"),
 )
 """Components that may install at the same time as the other lanes' (one lane at a time each):
-apt's (one dpkg lock), Maven's (one local repository), FerretDB's build, and the Go tools' and
-npm's (network and CPU). FerretDB's build and grpcurl's overlap: each waits on the module proxy
-and on its linker as much as on the compiler (one after the other they were 162 of a cold
-``make run``'s 179 s)."""
+apt's (one dpkg lock), Maven's (one local repository), Go's and npm's (network and CPU)."""
 assert sorted(c for lane in LANES for c in lane) == sorted(COMPONENTS)
 
 
