@@ -369,6 +369,11 @@ def _ferretdb_patches() -> list[Path]:
     return sorted(FERRETDB_PATCHES.glob("*.patch"))
 
 
+FERRETDB_BUILD_TAGS = ("ferretdb_no_sqlite",)
+"""FerretDB's own build tag leaving its SQLite backend out: the stack runs the PostgreSQL one,
+and the pure-Go SQLite (modernc.org/sqlite) was most of a cold build's compile time."""
+
+
 def _install_ferretdb(log: Log) -> bool:
     patches = _ferretdb_patches()
     stamp = {
@@ -376,6 +381,7 @@ def _install_ferretdb(log: Log) -> bool:
         "version": FERRETDB_VERSION,
         "recipe": "copy+version.txt+patches",
         "patches_sha256": file_digest(*patches),
+        "tags": ",".join(FERRETDB_BUILD_TAGS),
     }
     out = BIN_DIR / "ferretdb"
     if out.exists() and stamp_ok("ferretdb", stamp):
@@ -406,7 +412,8 @@ def _install_ferretdb(log: Log) -> bool:
             run_checked([need("git"), "apply", "-p1", str(patch)], cwd=build_dir)
         goflags = f"{os.environ.get('GOFLAGS', '')} -mod=mod -buildvcs=false".strip()
         run_checked(
-            [go, "build", "-trimpath", "-o", str(tmp_out), "./cmd/ferretdb"],
+            [go, "build", "-trimpath", "-tags", ",".join(FERRETDB_BUILD_TAGS)]
+            + ["-o", str(tmp_out), "./cmd/ferretdb"],
             cwd=build_dir,
             env={"GOFLAGS": goflags},
         )
