@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.get_requests(),
             concurrency=FULL.concurrency,
             duration=args.seconds,
-            metadata=bench.staff(),
+            metadata=bench.role(),
         )
         _, err = record.communicate(timeout=120)
         if record.returncode != 0:
