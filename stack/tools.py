@@ -27,7 +27,7 @@ built or resolved from a registry with its ordinary client, once, into the git-i
                             the tests that run the services' images
 ``bytecode``                the ``.pyc`` of what the system's processes import: the project's
                             packages and the installed distributions it needs, with their
-                            optional ones, not the dev group's (``compileall``, only what is
+                            optional ones, not the dev group's (``py_compile``, only what is
                             stale): they start from bytecode even where
                             ``PYTHONDONTWRITEBYTECODE`` keeps Python from caching it (each
                             service compiled ~0.5-1.1 s of sources per start)
@@ -50,12 +50,11 @@ version (or the pom hash) changed.
 
 from __future__ import annotations
 
-import compileall
-import contextlib
 import hashlib
-import io
+import importlib.util
 import json
 import os
+import py_compile
 import re
 import shlex
 import shutil
@@ -651,14 +650,40 @@ def _python_sources() -> list[Path]:
     return list(dict.fromkeys([*own, *installed]))
 
 
+def _bytecode_current(source: Path, cached: Path) -> bool:
+    """Whether `cached` is what Python would load for `source`: its header names this
+    interpreter's magic number and the source's mtime and size (PEP 552's default check)."""
+    try:
+        with cached.open("rb") as f:
+            header = f.read(16)
+        st = source.stat()
+    except OSError:
+        return False
+    expected = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
+    expected += (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+    return header == expected + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+
+
 def _install_bytecode(log: Log) -> bool:
-    """Compile what has no current ``.pyc`` (a second pass only checks timestamps: ~0.2 s)."""
-    listing = io.StringIO()
-    with contextlib.redirect_stdout(listing):
-        ok = all([compileall.compile_file(f, quiet=0) for f in _python_sources() if f.is_file()])
-    compiled = sum(line.startswith("Compiling ") for line in listing.getvalue().splitlines())
-    if not ok:  # a source that does not compile still runs (and fails) as source
-        log("[install] bytecode: some files did not compile (they run from source)")
+    """Compile what has no current ``.pyc`` (a second pass only reads headers: ~0.2 s). Done
+    with py_compile per file: compileall reports on stdout, which other lanes print to."""
+    compiled = failed = 0
+    for source in _python_sources():
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not source.is_file() or _bytecode_current(source, cached):
+            continue
+        try:
+            py_compile.compile(
+                str(source),
+                cfile=str(cached),
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+            )
+            compiled += 1
+        except (py_compile.PyCompileError, OSError):
+            failed += 1  # it still runs (and fails) as source
+    if failed:
+        log(f"[install] bytecode: {failed} files did not compile (they run from source)")
     if compiled:
         log(f"[install] bytecode: {compiled} files compiled")
     return compiled > 0
