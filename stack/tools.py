@@ -67,6 +67,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS_DIR = Path(os.environ.get("STOREFRONT_TOOLS_DIR") or REPO_ROOT / ".tools").resolve()
@@ -605,22 +606,19 @@ apt's (one dpkg lock), Maven's (one local repository), Go's and npm's (network a
 assert sorted(c for lane in LANES for c in lane) == sorted(COMPONENTS)
 
 
-def _runtime_distributions(project: str = "storefront") -> list[metadata.Distribution]:
+def _runtime_distributions(pyproject: dict[str, Any]) -> list[metadata.Distribution]:
     """The project's distribution and every installed one it may import: what it needs to run
     and their optional dependencies when installed (httpx imports its CLI's rich when it is
     there), but not the development group's packages (pyproject's [dependency-groups])."""
     from packaging.requirements import Requirement  # aiokafka's and pymongocrypt's too
+    from packaging.utils import canonicalize_name
 
-    def key(name: str) -> str:
-        return re.sub(r"[-_.]+", "-", name).lower()
-
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     groups = pyproject.get("dependency-groups", {}).values()
-    dev = {key(Requirement(r).name) for group in groups for r in group if isinstance(r, str)}
+    dev = {canonicalize_name(Requirement(r).name) for g in groups for r in g if isinstance(r, str)}
     found: dict[str, metadata.Distribution] = {}
-    todo = [project]
+    todo = [pyproject["project"]["name"]]
     while todo:
-        name = key(todo.pop())
+        name = canonicalize_name(todo.pop())
         if name in found or name in dev:
             continue
         try:
@@ -638,12 +636,12 @@ def _runtime_distributions(project: str = "storefront") -> list[metadata.Distrib
 def _python_sources() -> list[Path]:
     """What the system's processes import: the project's packages (pyproject's wheel
     packages) and its runtime dependencies' modules."""
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     own = [f for p in packages for f in sorted((REPO_ROOT / p).rglob("*.py"))]
     installed = [
         Path(str(dist.locate_file(f)))
-        for dist in _runtime_distributions()
+        for dist in _runtime_distributions(pyproject)
         for f in dist.files or []
         if f.suffix == ".py"
     ]
