@@ -89,9 +89,13 @@ class Profile:
     backlog: int  # catch-up events
     backlog_large: int
     growth: growth.Sizes
+    growth_rounds: int = 1
+    """Interleaved measurements of each growth operation at each size (the median is kept)."""
 
 
-FULL = Profile("full", 10.0, 2.0, 32, 1000, 200, 20.0, 20_000, 100_000, growth.Sizes(1000, 100_000))
+FULL = Profile(
+    "full", 10.0, 2.0, 32, 1000, 200, 20.0, 20_000, 100_000, growth.Sizes(1000, 100_000), 3
+)
 QUICK = Profile(
     "quick", 2.0, 0.5, 16, 200, 200, 3.0, 2_000, 6_000, growth.Sizes(200, 2_000, 10, 200)
 )
@@ -536,6 +540,7 @@ class Bench:
             settle=self.quiesce,
             seeded=self.analyze,
             log=log,
+            rounds=self.p.growth_rounds,
         ).run()
         self.quiesce()
 
