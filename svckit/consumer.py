@@ -21,18 +21,27 @@ failure it seeks each partition of the poll back to its first unprocessed record
 dependency is away (svckit.failures) is retried without limit with capped
 backoff, holding the partition, and shows as a stall in health and metrics; only
 a failure of the event itself goes to the DLQ, after bounded retries.
+
+A member the group's coordinator has stopped listing is rebuilt: aiokafka 0.14 was seen (in
+the fault suite, a broker SIGKILLed while the group's coordinator moved) to stop heartbeating
+and never rejoin, without an error, while its process went on; so a watch asks the coordinator
+for the group's members every MEMBERSHIP_CHECK_SECONDS and, once this member has been missing
+for MEMBERSHIP_GRACE_SECONDS while the broker answers, replaces its Kafka consumer with a new
+one (which joins, and starts at the group's committed offsets).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
-from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -40,11 +49,18 @@ from svckit import logs, metrics, tracing
 from svckit.backoff import Backoff
 from svckit.envelope import Envelope, PoisonEvent, decode, format_time
 from svckit.failures import is_transient
-from svckit.kafka import EventProducer, KafkaConnection, start_with_retry
+from svckit.kafka import EventProducer, KafkaConnection, group_clients, start_with_retry
 from svckit.names import consumer_group, dlq_topic
 
 log = logging.getLogger(__name__)
 
+MEMBERSHIP_CHECK_SECONDS = 10.0
+MEMBERSHIP_GRACE_SECONDS = 60.0
+"""Longer than a rebalance takes here (a revocation waits at most REVOKE_WAIT_SECONDS), so a
+member that is joining is never taken for a lost one."""
+STOP_SECONDS = 10.0
+"""How long a stop waits for the poll in hand, and then for the Kafka consumer to leave the
+group, before it abandons them: a client stuck in its coordination never returns."""
 REVOKE_WAIT_SECONDS = 30.0
 """How long a revocation waits for the poll in hand to be applied and committed: far below
 the group's max poll interval; past it the next owner re-applies the rest (idempotently)."""
@@ -109,6 +125,7 @@ class EventConsumer:
         backoff_max: float = 2.0,
         stall_backoff_max: float = 15.0,
         batch_handlers: Mapping[str, BatchHandler] | None = None,
+        membership_grace: float = MEMBERSHIP_GRACE_SECONDS,
     ) -> None:
         self._topics = topics
         self._handlers = dict(handlers)
@@ -121,17 +138,13 @@ class EventConsumer:
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._stall_backoff_max = stall_backoff_max
-        self._consumer = kafka.consumer(
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=max_batch,
-            session_timeout_ms=10000,
-            heartbeat_interval_ms=1000,
-        )
-        self._consumer.subscribe(topics, listener=_FinishBeforeRevoke(self))
+        self._kafka = kafka
+        self._membership_grace = membership_grace
+        self._consumer = self._new_consumer()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.rejoins = 0
         self._positions: dict[TopicPartition, int] = {}
         self._lag_reported: set[TopicPartition] = set()
         # Next offset to process of each partition of the poll in hand (records before it
@@ -149,16 +162,105 @@ class EventConsumer:
         """This service's own DLQ of `topic` (one per consumer group and topic)."""
         return dlq_topic(topic, consumer_group(self._service))
 
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        """A Kafka consumer of the group, with a client id of its own: the coordinator lists
+        the members by it (see `_watch_membership`)."""
+        self._client_id = f"{self._group}.{uuid.uuid4().hex[:12]}"
+        consumer = self._kafka.consumer(
+            group_id=self._group,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self._max_batch,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+        )
+        consumer.subscribe(self._topics, listener=_FinishBeforeRevoke(self))
+        return consumer
+
     async def start(self, *, timeout: float | None = 60.0) -> None:
         await start_with_retry(self._consumer.start, f"consumer {self._group}", timeout)
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self._group}")
+        self._watch_task = asyncio.create_task(
+            self._watch_membership(), name=f"consumer-watch-{self._group}"
+        )
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit its offsets, leave the group."""
         self._stopping.set()
+        if self._watch_task:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        if self._task and not self._task.cancelled():  # cancelled: a rebuild was cut short
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
+            if not done:  # stuck in its Kafka consumer (a commit that never returns)
+                log.warning("consumer %s: poll not finished in %.0fs", self._group, STOP_SECONDS)
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        try:
+            await asyncio.wait_for(self._consumer.stop(), STOP_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "consumer %s: Kafka consumer not stopped in %.0fs", self._group, STOP_SECONDS
+            )
+
+    async def _watch_membership(self) -> None:
+        """Rebuild the Kafka consumer once the coordinator has not listed it as a member for
+        the grace period while answering (an outage of the broker counts as nothing)."""
+        admin = self._kafka.admin(client_id=f"{self._group}.watch", request_timeout_ms=5000)
+        started = False
+        missing_since: float | None = None
+        try:
+            while True:
+                await asyncio.sleep(MEMBERSHIP_CHECK_SECONDS)
+                try:
+                    if not started:
+                        await asyncio.wait_for(admin.start(), MEMBERSHIP_CHECK_SECONDS)
+                        started = True
+                    members = await asyncio.wait_for(
+                        group_clients(admin, self._group), MEMBERSHIP_CHECK_SECONDS
+                    )
+                except Exception:  # noqa: BLE001 - the broker is away: nothing to tell
+                    missing_since = None
+                    continue
+                if self._client_id in members:
+                    missing_since = None
+                    continue
+                now = time.monotonic()
+                missing_since = missing_since or now
+                if now - missing_since >= self._membership_grace:
+                    await self._rejoin(now - missing_since)
+                    missing_since = None
+        finally:
+            if started:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(admin.close(), 5.0)
+
+    async def _rejoin(self, missing: float) -> None:
+        """Replace the Kafka consumer: what was applied and not committed is applied again
+        (handlers ignore it), nothing is skipped."""
+        log.warning(
+            "consumer %s not a member of its group for %.0fs; rebuilding its Kafka consumer",
+            self._group,
+            missing,
+        )
         if self._task:
-            await self._task
-        await self._consumer.stop()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._idle.set()
+        old, self._consumer = self._consumer, self._new_consumer()
+        try:
+            await asyncio.wait_for(old.stop(), STOP_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - a stuck client is abandoned, not waited for
+            log.warning("consumer %s: old Kafka consumer not stopped: %r", self._group, exc)
+        self._positions.clear()
+        await start_with_retry(self._consumer.start, f"consumer {self._group}", None)
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self._group}")
+        self.rejoins += 1
+        metrics.CONSUMER_REJOINS.labels(self._service, self._group).inc()
 
     async def _run(self) -> None:
         cap = self._stall_backoff_max  # a cap below a first step makes every step the cap

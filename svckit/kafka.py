@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import RecordMetadata
 
@@ -206,6 +207,18 @@ async def start_with_retry(
                 raise
             log.warning("%s cannot reach kafka yet: %s", what, exc)
             await asyncio.sleep(1.0)
+
+
+async def group_clients(admin: AIOKafkaAdminClient, group: str) -> set[str]:
+    """The client ids of the members the group's coordinator lists now (any state)."""
+    described = await admin.describe_consumer_groups([group])
+    clients: set[str] = set()
+    for response in described:
+        for desc in response.to_object()["groups"]:
+            if desc["error_code"]:
+                raise KafkaError(f"describing group {group}: error {desc['error_code']}")
+            clients.update(m["client_id"] for m in desc["members"])
+    return clients
 
 
 class EventProducer:

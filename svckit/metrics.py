@@ -69,6 +69,11 @@ CONSUMER_STALLED = Gauge(
     "How long the consumer has been holding its position waiting for a dependency (0: flowing).",
     ["service", "group"],
 )
+CONSUMER_REJOINS = Counter(
+    "storefront_consumer_rejoins_total",
+    "Kafka consumers rebuilt because the group coordinator had stopped listing them as members.",
+    ["service", "group"],
+)
 OUTBOX_PENDING = Gauge(
     "storefront_outbox_pending", "Outbox entries not yet published.", ("service", "collection")
 )
