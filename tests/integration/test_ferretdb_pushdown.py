@@ -7,8 +7,11 @@ stack's FerretDB as from a twin on the same PostgreSQL database started with
 ``--test-disable-pushdown`` (every filter and sort in Go); pages run on indexed fields, so that
 the sort and limit go to PostgreSQL (patch 0003), and on unindexed ones, so that they do not.
 EXPLAIN: the services' list queries reach PostgreSQL as index scans, a page under a Limit.
+And what patches 0008-0009 made faster returns what it returned: documents of many shapes read
+back byte for byte, find's projections field for field as the aggregation's $project.
 
-These test the embedded stack itself, so they skip when MONGODB_URI points elsewhere.
+The twin and EXPLAIN tests need the embedded stack, so they skip when MONGODB_URI points
+elsewhere; the last two hold on any MongoDB and run there too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import bson
 import pytest
 from bson import Int64, ObjectId
 from pymongo import MongoClient
@@ -356,3 +360,69 @@ def test_indexes_made_before_the_patch_get_their_ordering_btree(
         assert ordering() == made
         col.drop_index("status_1__id_1")
         assert len(ordering()) == 1
+
+
+PROJECTIONS: list[dict[str, Any] | None] = [
+    None,
+    {"a": 0},
+    {"a": 0, "b": 0},
+    {"_id": 0},
+    {"_id": 0, "b": 0},
+    {"missing": 0},
+    {"c": False, "a": 0.0},
+    {"a": 0, "_id": 1},
+    {"c.x": 0},
+    {"a": 1},
+    {"_id": 0, "b": 1, "c.x": 1},
+]
+
+
+def test_projections_return_what_the_aggregation_projects(
+    stack: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """find's projection (patch 0008: no projection and top-level exclusions are a shallow copy
+    of each document) returns, field for field and in the same order, what the aggregation's
+    $project (FerretDB's other implementation, unchanged) returns, on the mixed documents, with
+    nested ones and documents whose ``_id`` was not sent first."""
+    rng = random.Random(20261206)
+    docs = _docs(rng, 300)
+    for doc in docs[::7]:
+        doc["c"] = {"x": rng.choice(SCALARS), "y": [1, "a"]}
+    late_id = [{"a": i, "_id": 1000 + i, "b": "late"} for i in range(5)]
+    with _client(stack.mongodb_uri) as patched:
+        col = patched[mongo_db_name]["docs"]
+        col.insert_many(docs + late_id)
+        for projection in PROJECTIONS:
+            for flt in ({}, {"b": "late"}, {"a": {"$gte": 1}}):
+                got = list(col.find(flt, projection, sort=[("_id", 1)]))
+                stages: list[dict[str, Any]] = [{"$match": flt}, {"$sort": {"_id": 1}}]
+                if projection:
+                    stages.append({"$project": projection})
+                want = list(col.aggregate(stages))
+                assert [bson.encode(d) for d in got] == [bson.encode(d) for d in want], (
+                    f"{projection} {flt}: {got[:2]} != {want[:2]}"
+                )
+                assert got or flt, projection
+
+
+def test_documents_of_many_shapes_read_back_exactly(
+    stack: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """Every document comes back byte for byte as stored (int32, int64 and double kept apart),
+    through patch 0008's cache of decoded schemas: more shapes than it holds (it starts afresh),
+    shapes shared by many documents, each read twice."""
+    rng = random.Random(20261207)
+    # -0.0 comes back as 0.0, before these patches too: PostgreSQL's numeric has no negative zero
+    values = [v for v in SCALARS + COMPOSITES if repr(v) != "-0.0"]
+    shapes = [{"_id": i, f"k{i}": rng.choice(values)} for i in range(5000)]
+    mixed = [
+        {k: v for k, v in d.items() if repr(v) != "-0.0"} | {"_id": 10_000 + d["_id"]}
+        for d in _docs(rng, 400)
+    ]
+    with _client(stack.mongodb_uri) as patched:
+        col = patched[mongo_db_name]["docs"]
+        col.insert_many(shapes + mixed)
+        want = [bson.encode(d) for d in shapes + mixed]
+        for _ in range(2):
+            got = [bson.encode(d) for d in col.find({}, sort=[("_id", 1)])]
+            assert got == want
