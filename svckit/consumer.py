@@ -188,23 +188,20 @@ class EventConsumer:
     async def stop(self) -> None:
         """Finish the batch in hand, commit its offsets, leave the group."""
         self._stopping.set()
-        if self._watch_task:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        await _cancel(self._watch_task)
         if self._task and not self._task.cancelled():  # cancelled: a rebuild was cut short
             done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
             if not done:  # stuck in its Kafka consumer (a commit that never returns)
                 log.warning("consumer %s: poll not finished in %.0fs", self._group, STOP_SECONDS)
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await _cancel(self._task)
+        await self._stop_client(self._consumer)
+
+    async def _stop_client(self, consumer: AIOKafkaConsumer) -> None:
+        """Leave the group, or abandon a client stuck in its coordination after STOP_SECONDS."""
         try:
-            await asyncio.wait_for(self._consumer.stop(), STOP_SECONDS)
-        except TimeoutError:
-            log.warning(
-                "consumer %s: Kafka consumer not stopped in %.0fs", self._group, STOP_SECONDS
-            )
+            await asyncio.wait_for(consumer.stop(), STOP_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - a stuck client is abandoned, not waited for
+            log.warning("consumer %s: Kafka consumer not stopped: %r", self._group, exc)
 
     async def _watch_membership(self) -> None:
         """Rebuild the Kafka consumer once the coordinator has not listed it as a member for
@@ -246,16 +243,10 @@ class EventConsumer:
             self._group,
             missing,
         )
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _cancel(self._task)
         self._idle.set()
         old, self._consumer = self._consumer, self._new_consumer()
-        try:
-            await asyncio.wait_for(old.stop(), STOP_SECONDS)
-        except Exception as exc:  # noqa: BLE001 - a stuck client is abandoned, not waited for
-            log.warning("consumer %s: old Kafka consumer not stopped: %r", self._group, exc)
+        await self._stop_client(old)
         self._positions.clear()
         await start_with_retry(self._consumer.start, f"consumer {self._group}", None)
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self._group}")
@@ -591,6 +582,15 @@ class EventConsumer:
             )
         for tp in revoked:
             self._positions.pop(tp, None)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel `task` and wait until it has unwound."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _FinishBeforeRevoke(ConsumerRebalanceListener):

@@ -48,6 +48,11 @@ from svckit.replay import TopicReader, partitions_of
 from svckit.settings import Settings
 
 
+async def holds(condition: bool) -> bool | None:
+    """`eventually`'s probe for a plain condition: `eventually(lambda: holds(x > 1), ...)`."""
+    return True if condition else None
+
+
 def ensure_tools(*components: str) -> None:
     """Install what a test needs (stack.tools components, cheap when current), so a missing
     tool is installed rather than skipped; a test skips only when the install itself cannot

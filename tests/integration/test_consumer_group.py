@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,7 +20,7 @@ from svckit.consumer import EventConsumer, Outcome
 from svckit.envelope import Envelope, encode
 from svckit.kafka import EventProducer
 from svckit.names import consumer_group, dlq_topic
-from tests.support import eventually, unique
+from tests.support import eventually, holds, unique
 
 pytestmark = pytest.mark.integration
 
@@ -105,18 +105,18 @@ async def test_members_joining_and_leaving_mid_load_apply_everything_once_in_ord
     await first.start()
     load = asyncio.create_task(publish(producer, topic))
     try:
-        await eventually(lambda: _true(applied() >= total // 5), timeout=60, what="a fifth")
+        await eventually(lambda: holds(applied() >= total // 5), timeout=60, what="a fifth")
         await second.start()
         await third.start()
         await eventually(
-            lambda: _true(all(len(m.assignment) == 2 for m in (first, second, third))),
+            lambda: holds(all(len(m.assignment) == 2 for m in (first, second, third))),
             timeout=60,
             what="six partitions spread over three members",
         )
-        await eventually(lambda: _true(applied() >= total // 2), timeout=60, what="a half")
+        await eventually(lambda: holds(applied() >= total // 2), timeout=60, what="a half")
         await first.stop()  # leaves the group mid-load: its partitions move
         await load
-        await eventually(lambda: _true(applied() == total), timeout=90, what="every event")
+        await eventually(lambda: holds(applied() == total), timeout=90, what="every event")
     finally:
         load.cancel()
         for m in (second, third):
@@ -125,10 +125,3 @@ async def test_members_joining_and_leaving_mid_load_apply_everything_once_in_ord
     for n in range(KEYS):
         assert copies.applied[f"g{n:02d}"] == list(range(1, VERSIONS + 1))  # in order, none lost
     assert copies.deliveries == total  # handed over after commit: nothing delivered twice
-
-
-def _true(value: bool) -> Awaitable[bool | None]:
-    async def check() -> bool | None:
-        return True if value else None
-
-    return check()

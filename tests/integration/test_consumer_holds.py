@@ -19,7 +19,7 @@ from svckit.consumer import EventConsumer, Outcome
 from svckit.envelope import Envelope, encode
 from svckit.kafka import EventProducer
 from svckit.names import consumer_group, dlq_topic
-from tests.support import eventually, read_raw, unique
+from tests.support import eventually, holds, read_raw, unique
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ async def test_a_time_without_offset_is_poison_and_nothing_after_it_is_skipped(
     try:
         good = set(keys) - {"k007", "k031"}
         await eventually(
-            lambda: _true(good <= set(handler.applied)), timeout=30, what="every good event"
+            lambda: holds(good <= set(handler.applied)), timeout=30, what="every good event"
         )
         assert sorted(await parked(stack, topic)) == ["k007", "k031"]
     finally:
@@ -133,24 +133,20 @@ async def test_an_outage_holds_every_partition_and_parks_nothing(
     consumer = consumer_for(stack, topic, handler, producer)
     await consumer.start()
     try:
-        await eventually(lambda: _true(handler.failed_calls >= 10), timeout=30, what="retries")
+        await eventually(lambda: holds(handler.failed_calls >= 10), timeout=30, what="retries")
         assert consumer.stalled_since is not None
         held_for = time.monotonic()
         await asyncio.sleep(3.0)  # well past max_attempts x backoff: would have parked
         assert handler.applied == []
         handler.outage = None  # the database is back
         await eventually(
-            lambda: _true(set(keys) <= set(handler.applied)), timeout=30, what="all applied"
+            lambda: holds(set(keys) <= set(handler.applied)), timeout=30, what="all applied"
         )
         await eventually(
-            lambda: _true(consumer.stalled_since is None), timeout=10, what="flowing again"
+            lambda: holds(consumer.stalled_since is None), timeout=10, what="flowing again"
         )
         assert time.monotonic() - held_for >= 3.0
         assert await parked(stack, topic) == []
         assert len(handler.applied) == len(keys)  # nothing applied twice either
     finally:
         await consumer.stop()
-
-
-async def _true(condition: bool) -> bool | None:
-    return True if condition else None

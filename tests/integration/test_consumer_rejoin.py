@@ -21,7 +21,7 @@ from svckit.consumer import EventConsumer, Outcome
 from svckit.envelope import Envelope, encode
 from svckit.kafka import EventProducer, group_clients
 from svckit.names import consumer_group, dlq_topic
-from tests.support import eventually, unique
+from tests.support import eventually, holds, unique
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ async def test_a_member_its_coordinator_dropped_silently_is_rebuilt_and_applies_
         await eventually(listed, timeout=60, what="the member in its group")
         await _send(producer, topic, range(1, 21))
         await eventually(
-            lambda: _done(applied >= set(range(1, 21))), timeout=60, what="the first events"
+            lambda: holds(applied >= set(range(1, 21))), timeout=60, what="the first events"
         )
         assert member.rejoins == 0
 
@@ -103,7 +103,7 @@ async def test_a_member_its_coordinator_dropped_silently_is_rebuilt_and_applies_
         await eventually(dropped, timeout=60, what="the coordinator dropping the member")
         await _send(producer, topic, range(21, 41))
         await eventually(
-            lambda: _done(applied >= set(range(1, 41))),
+            lambda: holds(applied >= set(range(1, 41))),
             timeout=90,
             what="the events sent after the member was dropped",
         )
@@ -112,7 +112,3 @@ async def test_a_member_its_coordinator_dropped_silently_is_rebuilt_and_applies_
     finally:
         await member.stop()
         await admin.close()
-
-
-async def _done(value: bool) -> bool | None:
-    return True if value else None
