@@ -20,7 +20,7 @@ from typing import Any
 
 import topology
 from accounts_svc import domain as accounts_domain
-from bench import data, loadgen
+from bench import data
 from fulfillment_svc import domain as fulfillment_domain
 from orders_svc import domain as orders_domain
 from storefront.common.v1 import common_pb2
@@ -59,7 +59,8 @@ class Operation:
     customers: tuple[str, ...] = ()
 
 
-Measure = Callable[[Operation], loadgen.LoadResult]
+Measure = Callable[[Operation], dict[str, Any]]
+"""An operation's figures (loadgen.LoadResult.as_dict, with whatever the bench adds)."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class Growth:
                 for name, operation in operations.items():
                     self.settle()
                     self.log(f"[bench] growth: {name} with {n:,} stored ({self._of(round_)})")
-                    r = self.measure(operation).as_dict()
+                    r = self.measure(operation)
                     runs.setdefault(name, {}).setdefault(label, []).append({**r, "stored": n})
         few, many = f"growth-few-{self.sizes.few_orders}", f"growth-many-{self.sizes.many_orders}"
         self.seed_customer_with_orders(few, self.sizes.few_orders)
@@ -283,7 +284,7 @@ class Growth:
                 # costs as the customer's orders grow, not a page 5x larger.
                 page = {"customer_id": cid, "page_size": self.sizes.few_orders}
                 operation = Operation("orders", f"{ORDERS}.GetCustomerOrders", page, "staff")
-                measured = self.measure(operation).as_dict()
+                measured = self.measure(operation)
                 runs.setdefault("get_customer_orders", {}).setdefault(label, []).append(
                     {**measured, "stored": count}
                 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import topology
@@ -133,7 +133,36 @@ def table(report: dict[str, Any]) -> str:
         "memory",
     )
     header = ("scenario", "figure", "ceiling / baseline", "ratio", "target : met")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    return "\n\n".join([_markdown(header, rows), cpu_table(s)])
+
+
+def cpu_table(s: dict[str, Any]) -> str:
+    """CPU milliseconds per call by process (bench.cpu) of every measurement that has them:
+    the reads, and each growth operation's kept round at both sizes."""
+    measured: list[tuple[str, dict[str, float]]] = []
+    for name in ("get_customer", "create_customer"):
+        if "cpu_ms_per_call" in s.get(name, {}):
+            measured.append((name, s[name]["cpu_ms_per_call"]))
+    for name, r in s.get("growth", {}).items():
+        for label in ("small", "large"):
+            if isinstance(r, dict) and "cpu_ms_per_call" in r.get(label, {}):
+                at = f"{name} with {r[label]['stored']:,}"
+                measured.append((f"growth {at}", r[label]["cpu_ms_per_call"]))
+    if not measured:
+        return ""
+    service = "service"
+    columns = [service, "ferretdb", "postgres", "kafka", "machine"]
+    rows = []
+    for name, per_call in measured:
+        own = sum(v for k, v in per_call.items() if k not in columns)  # the service's, by its name
+        cells = [own, *(per_call.get(c, 0.0) for c in columns[1:])]
+        rows.append((name, *(f"{v:.2f}" for v in cells)))
+    header = ("CPU ms per call", *columns)
+    return _markdown(header, rows)
+
+
+def _markdown(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
         padded = (cell.ljust(w) for cell, w in zip(cells, widths, strict=True))

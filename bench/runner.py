@@ -34,14 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import topology
-from bench import data, growth, loadgen
+from bench import cpu, data, growth, loadgen
 from bench.harness import PREFIX, ROOT, Harness
 from bench.kafka_load import backlog_events, committed_total, ensure_topic, produce, watch_group
 from bench.machine import machine, proc_memory, versions
 from bench.report import table
 from bench.scrape import metric_sum, propagation_buckets
 from bench.stats import fraction_within, histogram_quantile
+from stack.embedded import FERRETDB, broker_name
 from stack.postgres import DATABASE as POSTGRES_DATABASE
+from stack.postgres import POSTGRES
 from stack.postgres import TOOLING as TOOLING_ROLE
 from storefront_cli import system
 from storefront_cli.clients import acting_as_needed, channel
@@ -149,6 +151,20 @@ class Bench:
             metadata=md() if callable(md) else md,
             **{"duration": self.p.seconds, **kw},
         )
+
+    def metered(self, service: str, run: Callable[[], loadgen.LoadResult]) -> dict[str, Any]:
+        """`run`'s figures with the CPU milliseconds per call that the service, FerretDB,
+        PostgreSQL, the broker and the whole machine spent during it (bench.cpu): where a
+        call's cost went, so a rate that moves between runs can be traced to a process."""
+        names_ = {
+            service: service,
+            "ferretdb": FERRETDB,
+            "postgres": POSTGRES,
+            "kafka": broker_name(0),
+        }
+        roots = {label: pid for label, name in names_.items() if (pid := self.h.pid(name))}
+        result, per_call = cpu.per_call(roots, run, lambda r: r.requests)
+        return {**result.as_dict(), "cpu_ms_per_call": per_call}
 
     # Every call to the services carries a token of the run dir's local issuer: staff read
     # customers, each customer signs up and updates as themselves (docs/security.md).
@@ -305,7 +321,9 @@ class Bench:
         log("[bench] ceiling: raw find_one")
         ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", topology.CUSTOMERS)
         log("[bench] GetCustomer over gRPC")
-        get = self.ghz(accounts, "GetCustomer", reads, metadata=self.role()).as_dict()
+        get = self.metered(
+            "accounts", lambda: self.ghz(accounts, "GetCustomer", reads, metadata=self.role())
+        )
         log("[bench] GetCustomer as JSON through Envoy")
         envoy = f"http://127.0.0.1:{self.h.ports.envoy}"  # type: ignore[union-attr]
         # Each customer reads their own record as themselves: Envoy limits each principal's
@@ -331,7 +349,7 @@ class Bench:
         log("[bench] floor of an in-document outbox: raw insert + find + $pull")
         ceilings["raw_outbox_write"] = self.raw_mongo("outbox", f"{PREFIX}raw", "outbox")
         log("[bench] CreateCustomer over gRPC")
-        created = self.sign_up_load(accounts, create).as_dict()
+        created = self.metered("accounts", lambda: self.sign_up_load(accounts, create))
         self.results["ceilings"] = ceilings
         self.quiesce()
 
@@ -497,7 +515,10 @@ class Bench:
         }
 
     def growth(self) -> None:
-        def measure(op: growth.Operation) -> loadgen.LoadResult:
+        def measure(op: growth.Operation) -> dict[str, Any]:
+            return self.metered(op.service, lambda: load(op))
+
+        def load(op: growth.Operation) -> loadgen.LoadResult:
             target = self.h.target(op.service)
             metadata: Any = None
             if op.caller in ("staff", "warehouse"):

@@ -53,3 +53,7 @@ def test_quick_bench_prints_the_table_and_writes_every_scenario(tmp_path: Path) 
     }
     assert not failed, f"scenarios that did not run: {failed}\n{res.stdout[-3000:]}"
     assert report["machine"]["cpus"] and report["versions"]["protobuf_backend"]
+    # Where each call's CPU went (bench.cpu): the service served them, so it spent some.
+    spent = report["scenarios"]["get_customer"]["cpu_ms_per_call"]
+    assert spent["accounts"] > 0 and spent["machine"] >= spent["accounts"], spent
+    assert any(line.startswith("| CPU ms per call") for line in res.stdout.splitlines())

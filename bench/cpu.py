@@ -1,0 +1,77 @@
+"""CPU time spent by each process of the system during a measurement, per call.
+
+A rate says how fast; this says where a call's cost went: the service, FerretDB, PostgreSQL
+(the postmaster and all its backends), Kafka. A process's time is read from /proc as that of
+its whole tree (every live descendant's user + system time, plus what its reaped children left
+in it), so PostgreSQL's backends count even when one exits during the window.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+TICKS = os.sysconf("SC_CLK_TCK")
+MACHINE = "machine"
+
+
+def _stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds of it and its reaped children), for every process."""
+    out: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        # fields[0] is state (stat field 3): utime..cstime are stat fields 14-17.
+        out[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / TICKS)
+    return out
+
+
+def tree_seconds(roots: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and its descendants."""
+    stats = _stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, float] = {}
+    for name, root in roots.items():
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            if pid in stats:
+                total += stats[pid][1]
+                todo.extend(children.get(pid, ()))
+        out[name] = total
+    return out
+
+
+def machine_seconds() -> float:
+    """CPU seconds every core has spent busy (not idle or waiting for I/O) since boot."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+def _snapshot(roots: Mapping[str, int]) -> dict[str, float]:
+    return {**tree_seconds(roots), MACHINE: machine_seconds()}
+
+
+def per_call(
+    roots: Mapping[str, int], run: Callable[[], T], calls: Callable[[T], int]
+) -> tuple[T, dict[str, float]]:
+    """Run `run` and return its result with each named process's CPU milliseconds per call
+    (`calls` of the result) during it, and the whole machine's under MACHINE (the load
+    generator and anything else running included)."""
+    before = _snapshot(roots)
+    result = run()
+    after = _snapshot(roots)
+    n = max(1, calls(result))
+    return result, {name: round((after[name] - before[name]) * 1000 / n, 3) for name in after}
