@@ -19,6 +19,8 @@ from storefront_cli import system
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "bench_"
+BARE = "bare-grpc"
+"""The bare gRPC server's process name (bench.bare_server: the gRPC ceiling)."""
 
 Log = Callable[[str], None]
 
@@ -79,7 +81,7 @@ class Harness:
     def start_bare(self) -> int:
         port = free_ports(1)[0]
         self.sup.start(
-            "bare-grpc",
+            BARE,
             [sys.executable, "-m", "bench.bare_server", "--port", str(port)],
             ready=port,
             timeout=30.0,

@@ -32,6 +32,8 @@ class LoadResult:
     p99_ms: float
     concurrency: int
     error_kinds: dict[str, int] = field(default_factory=dict)
+    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per request by process, when the caller metered the run (bench.cpu)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import topology
-from bench import growth
+from bench import cpu, growth
 
 
 def fmt_rps(r: dict[str, Any]) -> str:
@@ -137,28 +137,33 @@ def table(report: dict[str, Any]) -> str:
 
 
 def cpu_table(s: dict[str, Any]) -> str:
-    """CPU milliseconds per call by process (bench.cpu) of every measurement that has them:
-    the reads, and each growth operation's kept round at both sizes."""
+    """CPU milliseconds per call by process (bench.cpu), for every measurement that has them:
+    the ceilings, the reads, propagation (per update) and each growth operation's kept round
+    at both sizes. A process that spent nothing in any of them gets no column."""
     measured: list[tuple[str, dict[str, float]]] = []
+    for name, r in s.get("ceilings", {}).items():
+        measured.append((f"ceiling {name}", r.get("cpu_ms_per_call", {})))
     for name in ("get_customer", "create_customer"):
-        if "cpu_ms_per_call" in s.get(name, {}):
-            measured.append((name, s[name]["cpu_ms_per_call"]))
+        measured.append((name, s.get(name, {}).get("cpu_ms_per_call", {})))
+    measured.append(
+        ("propagation, per update", s.get("propagation", {}).get("cpu_ms_per_update", {}))
+    )
     for name, r in s.get("growth", {}).items():
         for label in ("small", "large"):
-            if isinstance(r, dict) and "cpu_ms_per_call" in r.get(label, {}):
-                at = f"{name} with {r[label]['stored']:,}"
-                measured.append((f"growth {at}", r[label]["cpu_ms_per_call"]))
+            if isinstance(r, dict) and label in r:
+                at = f"growth {name} with {r[label]['stored']:,}"
+                measured.append((at, r[label].get("cpu_ms_per_call", {})))
+    measured = [(name, per_call) for name, per_call in measured if per_call]
     if not measured:
         return ""
-    service = "service"
-    columns = [service, "ferretdb", "postgres", "kafka", "machine"]
-    rows = []
-    for name, per_call in measured:
-        own = sum(v for k, v in per_call.items() if k not in columns)  # the service's, by its name
-        cells = [own, *(per_call.get(c, 0.0) for c in columns[1:])]
-        rows.append((name, *(f"{v:.2f}" for v in cells)))
-    header = ("CPU ms per call", *columns)
-    return _markdown(header, rows)
+    columns: list[str] = []
+    for _, per_call in measured:
+        columns += [p for p, ms in per_call.items() if ms >= 0.01 and p not in columns]
+    columns.sort(key=lambda p: p == cpu.MACHINE)  # the machine's total last
+    rows = [
+        (name, *(f"{per_call.get(p, 0.0):.2f}" for p in columns)) for name, per_call in measured
+    ]
+    return _markdown(("CPU ms per call", *columns), rows)
 
 
 def _markdown(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:

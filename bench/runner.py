@@ -35,7 +35,7 @@ from typing import Any
 
 import topology
 from bench import cpu, data, growth, loadgen
-from bench.harness import PREFIX, ROOT, Harness
+from bench.harness import BARE, PREFIX, ROOT, Harness
 from bench.kafka_load import backlog_events, committed_total, ensure_topic, produce, watch_group
 from bench.machine import machine, proc_memory, versions
 from bench.report import table
@@ -143,28 +143,29 @@ class Bench:
                 duration=self.p.warmup,
                 metadata=md() if callable(md) else md,
             )
-        return loadgen.ghz(
-            target,
-            call,
-            payload,
-            concurrency=c,
-            metadata=md() if callable(md) else md,
-            **{"duration": self.p.seconds, **kw},
+        return self.metered(
+            lambda: loadgen.ghz(
+                target,
+                call,
+                payload,
+                concurrency=c,
+                metadata=md() if callable(md) else md,
+                **{"duration": self.p.seconds, **kw},
+            )
         )
 
-    def metered(self, service: str, run: Callable[[], loadgen.LoadResult]) -> dict[str, Any]:
-        """`run`'s figures with the CPU milliseconds per call that the service, FerretDB,
-        PostgreSQL, the broker and the whole machine spent during it (bench.cpu): where a
-        call's cost went, so a rate that moves between runs can be traced to a process."""
-        names_ = {
-            service: service,
-            "ferretdb": FERRETDB,
-            "postgres": POSTGRES,
-            "kafka": broker_name(0),
-        }
-        roots = {label: pid for label, name in names_.items() if (pid := self.h.pid(name))}
-        result, per_call = cpu.per_call(roots, run, lambda r: r.requests)
-        return {**result.as_dict(), "cpu_ms_per_call": per_call}
+    def processes(self) -> dict[str, int]:
+        """The pids of everything a call can spend CPU in: the services, the bare server,
+        FerretDB, PostgreSQL and the first broker (those running now)."""
+        names_ = [*topology.SYSTEM.names, BARE, FERRETDB, POSTGRES, broker_name(0)]
+        return {name: pid for name in names_ if (pid := self.h.pid(name))}
+
+    def metered(self, run: Callable[[], loadgen.LoadResult]) -> loadgen.LoadResult:
+        """`run`'s figures with the CPU milliseconds per call each process and the whole
+        machine spent during it (bench.cpu): where a call's cost went, so a rate that moves
+        between sizes or runs can be traced to the process that spent more."""
+        result, per_call = cpu.per_call(self.processes(), run, lambda r: r.requests)
+        return dataclasses.replace(result, cpu_ms_per_call=per_call)
 
     # Every call to the services carries a token of the run dir's local issuer: staff read
     # customers, each customer signs up and updates as themselves (docs/security.md).
@@ -199,14 +200,17 @@ class Bench:
             )
             rate = warm.rps
         total = min(pool, max(4 * c, int(rate * self.p.seconds))) if rate else pool
-        return loadgen.ghz(
-            target,
-            call,
-            payload,
-            concurrency=c,
-            duration=self.p.seconds,
-            total=total,
-            metadata=self.sign_ups(total),
+        tokens = self.sign_ups(total)
+        return self.metered(
+            lambda: loadgen.ghz(
+                target,
+                call,
+                payload,
+                concurrency=c,
+                duration=self.p.seconds,
+                total=total,
+                metadata=tokens,
+            )
         )
 
     def raw_mongo(self, op: str, db: str, collection: str) -> dict[str, Any]:
@@ -231,7 +235,12 @@ class Bench:
         env = {"MONGODB_URI": self.mongodb_uri}  # its password: never on a command line
         if self.p.warmup:
             run_json([*argv, "--duration", str(self.p.warmup)], env)
-        return run_json([*argv, "--duration", str(self.p.seconds)], env)
+        result, per_call = cpu.per_call(
+            self.processes(),
+            lambda: run_json([*argv, "--duration", str(self.p.seconds)], env),
+            lambda r: int(r["requests"]),
+        )
+        return {**result, "cpu_ms_per_call": per_call}
 
     def get_requests(self) -> list[dict[str, str]]:
         return [{"customer_id": i} for i in self.ids]
@@ -321,9 +330,7 @@ class Bench:
         log("[bench] ceiling: raw find_one")
         ceilings["raw_find_one"] = self.raw_mongo("find", f"{PREFIX}accounts", topology.CUSTOMERS)
         log("[bench] GetCustomer over gRPC")
-        get = self.metered(
-            "accounts", lambda: self.ghz(accounts, "GetCustomer", reads, metadata=self.role())
-        )
+        get = self.ghz(accounts, "GetCustomer", reads, metadata=self.role()).as_dict()
         log("[bench] GetCustomer as JSON through Envoy")
         envoy = f"http://127.0.0.1:{self.h.ports.envoy}"  # type: ignore[union-attr]
         # Each customer reads their own record as themselves: Envoy limits each principal's
@@ -349,7 +356,7 @@ class Bench:
         log("[bench] floor of an in-document outbox: raw insert + find + $pull")
         ceilings["raw_outbox_write"] = self.raw_mongo("outbox", f"{PREFIX}raw", "outbox")
         log("[bench] CreateCustomer over gRPC")
-        created = self.metered("accounts", lambda: self.sign_up_load(accounts, create))
+        created = self.sign_up_load(accounts, create).as_dict()
         self.results["ceilings"] = ceilings
         self.quiesce()
 
@@ -416,16 +423,22 @@ class Bench:
         self.quiesce()
         before = propagation_buckets(url)
         log(f"[bench] propagation: UpdateCustomer at {rate}/s")
-        load = loadgen.ghz(
-            self.h.target("accounts"),
-            f"{ACCOUNTS}.UpdateCustomer",
-            requests,
-            concurrency=16,
-            duration=seconds,
-            rps=rate,
-            metadata=self.as_customers(self.ids),
-        )
-        time.sleep(2.0)  # the last updates' events reach orders
+        tokens = self.as_customers(self.ids)
+
+        def updates() -> loadgen.LoadResult:
+            sent = loadgen.ghz(
+                self.h.target("accounts"),
+                f"{ACCOUNTS}.UpdateCustomer",
+                requests,
+                concurrency=16,
+                duration=seconds,
+                rps=rate,
+                metadata=tokens,
+            )
+            time.sleep(2.0)  # the last updates' events reach orders (and count in the CPU)
+            return sent
+
+        load = self.metered(updates)
         after = propagation_buckets(url)
         buckets = [(le, after.get(le, 0.0) - before.get(le, 0.0)) for le in sorted(after)]
         count = buckets[-1][1] if buckets else 0.0
@@ -440,6 +453,7 @@ class Bench:
             "update_errors": load.errors,
             "update_p99_ms": load.p99_ms,
             "update_error_kinds": load.error_kinds,
+            "cpu_ms_per_update": load.cpu_ms_per_call,
             "events_applied": count,
             "p50_ms": histogram_quantile(0.50, buckets) * 1e3,
             "p99_ms": histogram_quantile(0.99, buckets) * 1e3,
@@ -516,9 +530,6 @@ class Bench:
 
     def growth(self) -> None:
         def measure(op: growth.Operation) -> dict[str, Any]:
-            return self.metered(op.service, lambda: load(op))
-
-        def load(op: growth.Operation) -> loadgen.LoadResult:
             target = self.h.target(op.service)
             metadata: Any = None
             if op.caller in ("staff", "warehouse"):
@@ -528,15 +539,18 @@ class Bench:
             c = min(self.p.concurrency, 16)
             if op.caller == "sign_up":  # one new customer per request: a counted run
                 count = min(MAX_METADATA_POOL, 400 if self.p.name == "full" else 100)
-                return loadgen.ghz(
-                    target,
-                    op.method,
-                    op.requests,
-                    concurrency=c,
-                    duration=0,
-                    total=count,
-                    metadata=self.sign_ups(count),
-                )
+                tokens = self.sign_ups(count)
+                return self.metered(
+                    lambda: loadgen.ghz(
+                        target,
+                        op.method,
+                        op.requests,
+                        concurrency=c,
+                        duration=0,
+                        total=count,
+                        metadata=tokens,
+                    )
+                ).as_dict()
             seconds = max(2.0, self.p.seconds / 2)
             if self.p.warmup:
                 loadgen.ghz(
@@ -547,9 +561,16 @@ class Bench:
                     duration=self.p.warmup,
                     metadata=metadata,
                 )
-            return loadgen.ghz(
-                target, op.method, op.requests, concurrency=c, duration=seconds, metadata=metadata
-            )
+            return self.metered(
+                lambda: loadgen.ghz(
+                    target,
+                    op.method,
+                    op.requests,
+                    concurrency=c,
+                    duration=seconds,
+                    metadata=metadata,
+                )
+            ).as_dict()
 
         self.results["growth"] = growth.Growth(
             uri=self.mongodb_uri,
