@@ -9,6 +9,7 @@ in it), so PostgreSQL's backends count even when one exits during the window.
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +17,7 @@ from typing import TypeVar
 T = TypeVar("T")
 TICKS = os.sysconf("SC_CLK_TCK")
 MACHINE = "machine"
+CLIENT = "client"
 
 
 def _stats() -> dict[int, tuple[int, float]]:
@@ -34,21 +36,39 @@ def _stats() -> dict[int, tuple[int, float]]:
     return out
 
 
-def tree_seconds(roots: Mapping[str, int]) -> dict[str, float]:
+def _title(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+Apart = Mapping[str, Callable[[str], bool]]
+"""Labels of their own for some descendants: label -> test of a process's command line (a
+process that passes one, with its own descendants, counts there, not under its root)."""
+
+
+def tree_seconds(roots: Mapping[str, int], apart: Apart | None = None) -> dict[str, float]:
     """CPU seconds used so far by each named process and its descendants."""
     stats = _stats()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    out: dict[str, float] = {}
+    out: dict[str, float] = {label: 0.0 for label in apart or {}}
     for name, root in roots.items():
-        total, todo = 0.0, [root]
+        out.setdefault(name, 0.0)
+        todo = [(root, name)]
         while todo:
-            pid = todo.pop()
-            if pid in stats:
-                total += stats[pid][1]
-                todo.extend(children.get(pid, ()))
-        out[name] = total
+            pid, label = todo.pop()
+            if pid not in stats:
+                continue
+            if apart and pid != root:
+                title = _title(pid)
+                label = next((a for a, test in apart.items() if test(title)), label)
+            out[label] += stats[pid][1]
+            todo.extend((child, label) for child in children.get(pid, ()))
     return out
 
 
@@ -60,18 +80,28 @@ def machine_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / TICKS
 
 
-def _snapshot(roots: Mapping[str, int]) -> dict[str, float]:
-    return {**tree_seconds(roots), MACHINE: machine_seconds()}
+def client_seconds() -> float:
+    """CPU seconds of this process's children that have exited: the load generator or client
+    (ghz, wrk, bench.raw) of a run, which exits before its figures are read."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _snapshot(roots: Mapping[str, int], apart: Apart | None) -> dict[str, float]:
+    return {**tree_seconds(roots, apart), CLIENT: client_seconds(), MACHINE: machine_seconds()}
 
 
 def per_call(
-    roots: Mapping[str, int], run: Callable[[], T], calls: Callable[[T], int]
+    roots: Mapping[str, int],
+    run: Callable[[], T],
+    calls: Callable[[T], int],
+    apart: Apart | None = None,
 ) -> tuple[T, dict[str, float]]:
     """Run `run` and return its result with each named process's CPU milliseconds per call
-    (`calls` of the result) during it, and the whole machine's under MACHINE (the load
-    generator and anything else running included)."""
-    before = _snapshot(roots)
+    (`calls` of the result) during it, the load generator's or client's under CLIENT (the
+    children that `run` started and waited for), and the whole machine's under MACHINE."""
+    before = _snapshot(roots, apart)
     result = run()
-    after = _snapshot(roots)
+    after = _snapshot(roots, apart)
     n = max(1, calls(result))
     return result, {name: round((after[name] - before[name]) * 1000 / n, 3) for name in after}

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "bench_"
 BARE = "bare-grpc"
 """The bare gRPC server's process name (bench.bare_server: the gRPC ceiling)."""
+BARE_FIND = "bare-grpc-find"
+"""... and the one that awaits a find_one per GetCustomer."""
 
 Log = Callable[[str], None]
 
@@ -78,11 +80,16 @@ class Harness:
         assert self.stack and self.ports
         system.start_envoy(self.stack, self.ports, concurrency=1)
 
-    def start_bare(self) -> int:
+    def start_bare(self, find: str = "") -> int:
+        """The bare gRPC server (bench.bare_server); with `find` (DB.COLLECTION), the one that
+        also awaits a find_one per GetCustomer, as BARE_FIND."""
+        assert self.stack
         port = free_ports(1)[0]
+        argv = [sys.executable, "-m", "bench.bare_server", "--port", str(port)]
         self.sup.start(
-            BARE,
-            [sys.executable, "-m", "bench.bare_server", "--port", str(port)],
+            BARE_FIND if find else BARE,
+            [*argv, "--find", find] if find else argv,
+            env={"MONGODB_URI": self.stack.mongodb_uri} if find else None,
             ready=port,
             timeout=30.0,
             cwd=ROOT,
