@@ -20,7 +20,7 @@ MACHINE = "machine"
 CLIENT = "client"
 
 
-def _stats() -> dict[int, tuple[int, float]]:
+def stats() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, CPU seconds of it and its reaped children), for every process."""
     out: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
@@ -36,7 +36,7 @@ def _stats() -> dict[int, tuple[int, float]]:
     return out
 
 
-def _title(pid: int) -> str:
+def title_of(pid: int) -> str:
     try:
         return (
             Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -52,9 +52,9 @@ process that passes one, with its own descendants, counts there, not under its r
 
 def tree_seconds(roots: Mapping[str, int], apart: Apart | None = None) -> dict[str, float]:
     """CPU seconds used so far by each named process and its descendants."""
-    stats = _stats()
+    now = stats()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
+    for pid, (ppid, _) in now.items():
         children.setdefault(ppid, []).append(pid)
     out: dict[str, float] = {label: 0.0 for label in apart or {}}
     for name, root in roots.items():
@@ -62,12 +62,12 @@ def tree_seconds(roots: Mapping[str, int], apart: Apart | None = None) -> dict[s
         todo = [(root, name)]
         while todo:
             pid, label = todo.pop()
-            if pid not in stats:
+            if pid not in now:
                 continue
             if apart and pid != root:
-                title = _title(pid)
+                title = title_of(pid)
                 label = next((a for a, test in apart.items() if test(title)), label)
-            out[label] += stats[pid][1]
+            out[label] += now[pid][1]
             todo.extend((child, label) for child in children.get(pid, ()))
     return out
 
