@@ -76,7 +76,11 @@ class ProcRecord:
     starttime: int | None = None
     """Start time of the process in clock ticks since boot (/proc/<pid>/stat field 22)."""
     started_at: float = 0.0
-    """Wall-clock time of the (last) start; ``stop_all`` stops the newest first."""
+    """Wall-clock time of the (last) start."""
+    first_started_at: float = 0.0
+    """Wall-clock time of the first start, kept across restarts: ``stop_all`` stops the
+    newest first by it, so a broker or database restarted after a crash still stops after
+    the services started on it (which otherwise wait on it until their stop times out)."""
     user: str | None = None
     """OS user to run as (PostgreSQL refuses to run as root); None: the caller's user."""
 
@@ -259,11 +263,13 @@ class Supervisor:
             self._pid_path(rec.name).write_text(f"{rec.pid}\n")
 
     def names(self) -> list[str]:
-        """Names of every process ever recorded in this run dir, newest start first."""
+        """Names of every process ever recorded in this run dir, newest first start first
+        (restarts do not count: see ProcRecord.first_started_at)."""
         if not self.pids_dir.is_dir():
             return []
         recs = [r for p in self.pids_dir.glob("*.json") if (r := self.record(p.stem))]
-        return [r.name for r in sorted(recs, key=lambda r: r.started_at, reverse=True)]
+        first = sorted(recs, key=lambda r: r.first_started_at or r.started_at, reverse=True)
+        return [r.name for r in first]
 
     def _owned(self, rec: ProcRecord | None) -> bool:
         """True only if ``rec.pid`` is alive and is still the very process we started."""
@@ -421,6 +427,7 @@ class Supervisor:
         rec.pid = popen.pid
         rec.starttime = _starttime(popen.pid)
         rec.started_at = time.time()
+        rec.first_started_at = rec.first_started_at or rec.started_at
         self._save(rec)
 
     def wait_ready(self, name: str, ready: Ready, timeout: float = 60.0) -> float:

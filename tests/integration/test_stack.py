@@ -97,6 +97,22 @@ def test_supervisor_stop_leaves_no_process(tmp_path: Path) -> None:
     assert [s.state for s in sup.status()] == ["stopped", "stopped"]
 
 
+def test_supervisor_stops_what_was_started_last_first_even_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # A database, then a service on it; the database is restarted (after a crash, say). The
+    # service must still stop first, or its stop waits on a database already gone.
+    sup = Supervisor(tmp_path)
+    idle = [sys.executable, "-c", "import time; time.sleep(300)"]
+    sup.start("database", idle)
+    sup.start("service", idle)
+    sup.restart("database")
+    try:
+        assert sup.names() == ["service", "database"]
+    finally:
+        assert sup.stop_all(timeout=1.0) == ["service", "database"]
+
+
 def test_supervisor_never_signals_a_foreign_process(tmp_path: Path) -> None:
     sup = Supervisor(tmp_path)
     # Forge a record whose pid is this pytest process but whose argv is something else, as
