@@ -16,7 +16,9 @@ checks both directions against `json_format` on generated messages.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import date
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -43,6 +45,15 @@ _INT64 = {
     FieldDescriptor.TYPE_UINT64,
     FieldDescriptor.TYPE_FIXED64,
 }
+
+_UTC_TIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z"
+)
+"""The form every stored Timestamp has (`Timestamp.ToJsonString`: UTC, 0, 3, 6 or 9 digits of
+fraction), read by `_load_time` without protobuf's `FromJsonString`, whose `strptime` took 10 us
+of each timestamp: a fifth of reading a customer back. Anything else (an offset, a leap second)
+goes to `FromJsonString`, which accepts or refuses it as before."""
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 _SKIP = object()
 """A stored enum name this code does not know (written by a newer version): left unset, as
@@ -146,7 +157,7 @@ def _field_functions(field: FieldDescriptor) -> tuple[Dump, Load]:
             raise _Unsupported(field.full_name)
 
         def load_time(value: Any, msg: Any) -> None:
-            getattr(msg, name).FromJsonString(value)
+            _load_time(value, getattr(msg, name))
 
         return (lambda ts: ts.ToJsonString()), load_time
     if sub.full_name.startswith("google.protobuf."):
@@ -169,6 +180,18 @@ def _field_functions(field: FieldDescriptor) -> tuple[Dump, Load]:
         converter.load(value, child)
 
     return converter.dump, load_message
+
+
+def _load_time(value: str, timestamp: Any) -> None:
+    """`timestamp.FromJsonString(value)`, the stored form without strptime (see _UTC_TIME)."""
+    match = _UTC_TIME.fullmatch(value)
+    if match is None:
+        timestamp.FromJsonString(value)
+        return
+    year, month, day, hours, minutes, seconds, fraction = match.groups()
+    days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+    timestamp.seconds = days * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    timestamp.nanos = int(fraction.ljust(9, "0")) if fraction else 0
 
 
 def message_to_dict(message: Message) -> Document:

@@ -57,7 +57,10 @@ def test_document_round_trip_keeps_id_and_numeric_version() -> None:
     doc = to_document(order, id_field="order_id")
     assert doc["_id"] == "o-1" and doc["version"] == 7 and doc["total"]["units"] == "12"
     assert doc["create_time"] == "2026-12-01T10:00:00.123Z"
-    assert from_document({**doc, "_outbox": [{"x": 1}]}, orders_pb2.Order, id_field="order_id") == order
+    assert (
+        from_document({**doc, "_outbox": [{"x": 1}]}, orders_pb2.Order, id_field="order_id")
+        == order
+    )
 
 
 @given(st.sampled_from(["ORDER_STATUS_APPROVED", 2, 99, "3", "FROM_A_NEWER_VERSION"]))
@@ -74,3 +77,53 @@ def test_bad_documents_raise_parse_error() -> None:
         dict_to_message({"customer_id": 5}, orders_pb2.Order())
     with pytest.raises(json_format.ParseError):
         dict_to_message({"create_time": "yesterday"}, orders_pb2.Order())
+
+
+@given(
+    st.integers(min_value=-62135596800, max_value=253402300799),
+    st.sampled_from([1_000_000_000, 1_000_000, 1_000, 1]),
+    st.integers(min_value=0, max_value=999_999_999),
+)
+def test_stored_timestamps_read_as_from_json_string_reads_them(
+    seconds: int, unit: int, nanos: int
+) -> None:
+    """The fast path (svckit.documents._UTC_TIME) reads every form ToJsonString writes."""
+    stored = orders_pb2.Order(create_time={"seconds": seconds, "nanos": nanos // unit * unit})
+    text = stored.create_time.ToJsonString()
+    want = orders_pb2.Order()
+    want.create_time.FromJsonString(text)
+    assert dict_to_message({"create_time": text}, orders_pb2.Order()) == want == stored
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-01T10:00:00+02:00",  # an offset
+        "2026-12-01T10:00:00.5-05:30",
+        "2026-12-01T10:00:00.1234567Z",  # 7 digits
+    ],
+)
+def test_other_accepted_timestamps_read_as_from_json_string_reads_them(text: str) -> None:
+    want = orders_pb2.Order()
+    want.create_time.FromJsonString(text)
+    assert dict_to_message({"create_time": text}, orders_pb2.Order()) == want
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-02-30T10:00:00Z",
+        "2026-12-01T24:00:00Z",
+        "2026-12-01T10:00:60Z",
+        "2026-12-01t10:00:00Z",
+        "2026-12-01T10:00:00.1234567890Z",
+        "0000-01-01T00:00:00Z",
+        "2026-12-01T10:00:00Zjunk",
+        "",
+    ],
+)
+def test_malformed_timestamps_are_refused_as_from_json_string_refuses_them(text: str) -> None:
+    with pytest.raises(ValueError):
+        orders_pb2.Order().create_time.FromJsonString(text)
+    with pytest.raises(json_format.ParseError):
+        dict_to_message({"create_time": text}, orders_pb2.Order())
