@@ -1,12 +1,13 @@
 """The raw ceilings, each a separate uvloop process like a service, no service code in the way.
 
-    python -m bench.raw mongo [--uri U] --db D --collection C --op find|insert --ids-file F \\
-        --concurrency 32 --duration 10
+    python -m bench.raw mongo [--uri U] --db D --collection C \\
+        --op find|update|insert|outbox|propagate --ids-file F --concurrency 32 --duration 10
     python -m bench.raw consume --topic T --group G [--uri U] --db D --expect N
 
 Both print one JSON line. `mongo` runs `concurrency` tasks, each a find_one by _id (of the ids
 in the file, round robin) or an insert_one of a customer document as accounts stores it, in a
-loop for `duration` seconds. `consume` reads CustomerChanged events and, per poll batch and
+loop for `duration` seconds (`outbox` and `propagate`: the least database work of a sign-up
+and of a propagated update, below). `consume` reads CustomerChanged events and, per poll batch and
 partition, upserts each customer's copy with one bulk_write, then commits, until it has
 processed `expect` records: the least work a consumer can do for the same result.
 """
@@ -42,6 +43,10 @@ async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
     event = events_pb2.CustomerChanged(customer_id="x", version=1)
     template[OUTBOX] = [outbox_entry(topology.CUSTOMER_CHANGES, "x", event, source="bench", seq=1)]
     await client.admin.command("ping")
+    if args.op == "propagate":
+        await coll.delete_many({})
+        await coll.insert_many([{**template, "_id": i, OUTBOX: [], "version": 1} for i in ids])
+        await client[args.db][f"{args.collection}.copies"].delete_many({})
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + args.duration
@@ -49,6 +54,7 @@ async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
     async def worker(w: int) -> None:
         nonlocal errors
         i = w
+        mine = ids[w :: args.concurrency]  # `propagate`: no two workers share a document
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
             try:
@@ -58,6 +64,8 @@ async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
                     await coll.update_one({"_id": ids[i % len(ids)]}, {"$set": {"touched": i}})
                 elif args.op == "insert":
                     await coll.insert_one({**template, "_id": uuid.uuid4().hex})
+                elif args.op == "propagate":
+                    await propagate(coll, mine[i // args.concurrency % len(mine)], i, event)
                 else:  # what an in-document outbox needs at least: write, read back, clear
                     doc_id = uuid.uuid4().hex
                     await coll.insert_one({**template, "_id": doc_id})
@@ -84,6 +92,32 @@ async def mongo_loop(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": percentile(latencies, 99) * 1e3,
         "concurrency": args.concurrency,
     }
+
+
+async def propagate(coll: Any, doc_id: str, n: int, event: Any) -> None:
+    """What one propagated update needs of the database at least, and nothing else (no gRPC,
+    Kafka or service code): read the document the change is decided on, write the change with
+    its outbox entry guarded by the version, clear the entry once published, and upsert the
+    consumer's copy. Each worker has its own ids (`--concurrency` divides them), so the guard
+    never loses; `coll` is a collection of its own (the relays would publish its entries)."""
+    from svckit.outbox import OUTBOX, outbox_entry
+
+    current = await coll.find_one({"_id": doc_id}, {OUTBOX: 0})
+    assert current is not None
+    entry = outbox_entry(topology.CUSTOMER_CHANGES, doc_id, event, source="bench", seq=n)
+    email = f"moved-{n}@example.com"
+    done = await coll.update_one(
+        {"_id": doc_id, "version": current["version"]},
+        {"$set": {"contact.email": email}, "$inc": {"version": 1}, "$push": {OUTBOX: entry}},
+    )
+    assert done.modified_count == 1
+    await coll.update_one({"_id": doc_id}, {"$pull": {OUTBOX: {"id": entry["id"]}}})
+    copy = {k: current[k] for k in ("name", "addresses") if k in current}
+    await coll.database[f"{coll.name}.copies"].update_one(
+        {"_id": doc_id},
+        {"$set": {**copy, "contact.email": email, "version": current["version"] + 1}},
+        upsert=True,
+    )
 
 
 async def consume_loop(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,7 +172,8 @@ def main() -> None:
     m.add_argument("--uri", default=uri, required=uri is None)
     m.add_argument("--db", required=True)
     m.add_argument("--collection", required=True)
-    m.add_argument("--op", choices=("find", "update", "insert", "outbox"), required=True)
+    ops = ("find", "update", "insert", "outbox", "propagate")
+    m.add_argument("--op", choices=ops, required=True)
     m.add_argument("--ids-file", default="")
     m.add_argument("--concurrency", type=int, default=32)
     m.add_argument("--duration", type=float, default=10.0)

@@ -415,6 +415,8 @@ class Bench:
     def propagation(self) -> None:
         log("[bench] ceiling: raw update_one by _id on accounts' collection")
         raw_update = self.raw_mongo("update", f"{PREFIX}accounts", topology.CUSTOMERS)
+        log("[bench] floor of a propagated update: raw find + guarded update + $pull + upsert")
+        floor = self.raw_mongo("propagate", f"{PREFIX}raw", "propagate")
         result = self.propagation_at(self.p.update_rate, self.p.propagation_seconds)
         # The highest of these rates at which p99 stays <= 250 ms (a ladder, stopped at the
         # first rate that misses): where the limit is, measured in the same run.
@@ -432,6 +434,9 @@ class Bench:
         self.results["propagation"] = {
             **result,
             "raw_update_one_rps": raw_update["rps"],
+            "raw_floor_rps": floor["rps"],
+            "ratio_to_raw_floor": ratio(result["update_rps"], floor["rps"]),
+            "raw_floor_cpu_ms_per_update": floor["cpu_ms_per_call"],
             "p99_ms_by_rate": ladder,
             "highest_rate_p99_within_250ms": sustained,
         }
