@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,7 +89,7 @@ def test_stored_timestamps_read_as_from_json_string_reads_them(
     seconds: int, unit: int, nanos: int
 ) -> None:
     """The fast path (svckit.documents._UTC_TIME) reads every form ToJsonString writes."""
-    stored = orders_pb2.Order(create_time={"seconds": seconds, "nanos": nanos // unit * unit})
+    stored = orders_pb2.Order(create_time=Timestamp(seconds=seconds, nanos=nanos // unit * unit))
     text = stored.create_time.ToJsonString()
     want = orders_pb2.Order()
     want.create_time.FromJsonString(text)
