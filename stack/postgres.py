@@ -32,6 +32,8 @@ in FerretDB's database that gives every key expression of every btree index Ferr
 a GIN twin (``jsonb_path_ops``, which answers ``@>``), so the services keep declaring their
 indexes the MongoDB way (``create_index``) and the same declaration serves both servers. It
 lives in the PostgreSQL catalog, so it survives restarts and covers collections created later.
+``_id`` alone gets none: the patched FerretDB looks it up with ``=`` (patch 0010), which its
+unique btree answers, and a twin would only cost every write.
 The patched FerretDB writes field names into its SQL as literals and passes only values as bind
 parameters (stack/ferretdb/patches/0005), so a prepared statement's generic plan, which
 PostgreSQL's default ``plan_cache_mode`` (auto) adopts after five executions when it costs no
@@ -121,6 +123,8 @@ BEGIN
   FOR k IN 1..ix.indnatts LOOP
     expr := pg_get_indexdef(index_oid, k, false);
     CONTINUE WHEN expr NOT LIKE '%\_jsonb -> %';
+    -- _id is looked up with `=` (patch 0010), which FerretDB's unique btree answers
+    CONTINUE WHEN expr = '((_jsonb -> ''_id''::text))';
     EXECUTE format(
       'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((%s) jsonb_path_ops) '
       'WITH (fastupdate = off)',
@@ -147,6 +151,22 @@ CREATE EVENT TRIGGER storefront_gin_for_ferretdb ON ddl_command_end
 
 -- Indexes FerretDB made before this trigger existed get their twins now.
 SELECT storefront_gin_twins(indexrelid) FROM pg_index;
+
+-- A twin of the _id index made before patch 0010 answers nothing any more and costs every
+-- write: dropped.
+DO $do$
+DECLARE
+  twin record;
+BEGIN
+  FOR twin IN SELECT n.nspname, c.relname FROM pg_index i
+                JOIN pg_class c ON c.oid = i.indexrelid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relname LIKE 'sfgin\_%'
+                 AND pg_get_indexdef(i.indexrelid, 1, false) = '((_jsonb -> ''_id''::text))' LOOP
+    EXECUTE format('DROP INDEX IF EXISTS %I.%I', twin.nspname, twin.relname);
+  END LOOP;
+END
+$do$;
 
 -- Every schema FerretDB makes (a MongoDB database): its metadata table readable by every
 -- role (FerretDB's shared catalogue), every table in it owned by the schema's owner (a table

@@ -156,6 +156,37 @@ def test_pushdown_returns_what_filtering_in_go_returns(
         assert checked > 100
 
 
+def test_lookups_by_id_return_what_filtering_in_go_returns(
+    stack: EmbeddedStack, twin: str, mongo_db_name: str
+) -> None:
+    """Equality and $in on _id go to PostgreSQL as `=` (patch 0010), not containment: for _id
+    of every scalar type (numbers of each width, equal across types; past 2^53; strings,
+    ObjectIds, dates, booleans) and values of other types, present or not, the same documents
+    as the twin filtering in Go; and a lookup is an index scan of the unique btree."""
+    ids: list[Any] = []
+    for v in SCALARS:  # an _id is unique among equal numbers, whatever their widths
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if v is not None and not (number and any(v == w and not isinstance(w, bool) for w in ids)):
+            ids.append(v)
+    with (
+        _client(stack.mongodb_uri) as patched,
+        _client(twin) as in_go,
+    ):
+        col = patched[mongo_db_name]["by_id"]
+        col.insert_many([{"_id": v, "n": i} for i, v in enumerate(ids)])
+        probes = [*SCALARS, 7.0, Int64(0), 2**53 + 1.0, *COMPOSITES]
+        queries = [{"_id": v} for v in probes] + [{"_id": {"$eq": v}} for v in probes]
+        queries += [{"_id": {"$in": probes[i : i + 4]}} for i in range(0, len(probes), 3)]
+        for query in queries:
+            got = sorted(col.find(query), key=lambda d: d["n"])
+            want = sorted(in_go[mongo_db_name]["by_id"].find(query), key=lambda d: d["n"])
+            assert got == want, f"{query}: {got} != {want}"
+        assert sum(1 for q in queries if col.find_one(q)) > 40
+        plan = patched[mongo_db_name].command("explain", {"find": "by_id", "filter": {"_id": "a"}})
+        nodes = _nodes(plan["queryPlanner"]["Plan"])
+        assert "Index Scan" in nodes and "Seq Scan" not in nodes, plan
+
+
 def _page_query(rng: random.Random) -> dict[str, Any]:
     """A page: a filter on up to two fields, a sort on one or two keys
     either way with ``_id`` last (a total order: ties cannot differ between correct plans),

@@ -52,11 +52,35 @@ async def test_lookups_by_id_and_indexed_fields_use_an_index(
         assert len(await col.find({"owner": "o7"}).to_list()) == 60
     finally:
         await client.close()
-    # The shape FerretDB sends: containment on the field, which only a GIN index answers.
-    by_id = _explain(embedded, mongo_db_name, "_jsonb -> '_id' @> '\"t01234\"'")
+    # The shapes FerretDB sends: `=` on _id (patch 0010), which FerretDB's own unique btree
+    # answers; containment on any other field, which only a GIN index (the stack's twin) does.
+    by_id = _explain(embedded, mongo_db_name, "_jsonb -> '_id' = '\"t01234\"'")
     by_owner = _explain(embedded, mongo_db_name, "_jsonb -> 'owner' @> '\"o7\"'")
-    assert "sfgin_" in by_id and "Seq Scan" not in by_id, by_id
+    assert "Index Scan" in by_id and "Seq Scan" not in by_id, by_id
     assert "sfgin_" in by_owner and "Seq Scan" not in by_owner, by_owner
+    # _id has no GIN twin: nothing looks it up by containment, and every write would update it
+    twins = embedded.postgres.psql(
+        "ferretdb",
+        f"SELECT pg_get_indexdef(indexrelid) FROM pg_index JOIN pg_class c ON c.oid = indexrelid"
+        f" JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE n.nspname = '{mongo_db_name}' AND c.relname LIKE 'sfgin%'",
+    )
+    assert "'owner'" in twins and "'_id'" not in twins, twins
+    # a cluster from before patch 0010 has one: the next setup drops it, and only it
+    table = _table(embedded, mongo_db_name)
+    embedded.postgres.psql(
+        "ferretdb",
+        f'CREATE INDEX sfgin_old_id_twin ON "{mongo_db_name}"."{table}"'
+        f" USING gin ((_jsonb -> '_id') jsonb_path_ops)",
+    )
+    embedded.postgres.setup(timeout=30)
+    after = embedded.postgres.psql(
+        "ferretdb",
+        f"SELECT pg_get_indexdef(indexrelid) FROM pg_index JOIN pg_class c ON c.oid = indexrelid"
+        f" JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE n.nspname = '{mongo_db_name}' AND c.relname LIKE 'sfgin%'",
+    )
+    assert after == twins, after
 
 
 async def test_generic_plans_still_use_the_indexes(
