@@ -100,6 +100,13 @@ SETTINGS: dict[str, str] = {
 }
 
 SETUP_SQL = r"""
+-- Which key expressions of FerretDB's btrees get a GIN twin: a field FerretDB looks up by
+-- containment; not _id, which it looks up with `=` (patch 0010), as its unique btree answers.
+CREATE OR REPLACE FUNCTION storefront_needs_twin(expr text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $fn$
+  SELECT expr LIKE '%\_jsonb -> %' AND expr <> '((_jsonb -> ''_id''::text))'
+$fn$;
+
 CREATE OR REPLACE FUNCTION storefront_gin_twins(index_oid oid) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -122,9 +129,7 @@ BEGIN
   END IF;
   FOR k IN 1..ix.indnatts LOOP
     expr := pg_get_indexdef(index_oid, k, false);
-    CONTINUE WHEN expr NOT LIKE '%\_jsonb -> %';
-    -- _id is looked up with `=` (patch 0010), which FerretDB's unique btree answers
-    CONTINUE WHEN expr = '((_jsonb -> ''_id''::text))';
+    CONTINUE WHEN NOT storefront_needs_twin(expr);
     EXECUTE format(
       'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((%s) jsonb_path_ops) '
       'WITH (fastupdate = off)',
@@ -152,8 +157,8 @@ CREATE EVENT TRIGGER storefront_gin_for_ferretdb ON ddl_command_end
 -- Indexes FerretDB made before this trigger existed get their twins now.
 SELECT storefront_gin_twins(indexrelid) FROM pg_index;
 
--- A twin of the _id index made before patch 0010 answers nothing any more and costs every
--- write: dropped.
+-- A twin no key expression needs any more (the _id index's, made before patch 0010) answers
+-- nothing and costs every write: dropped.
 DO $do$
 DECLARE
   twin record;
@@ -162,7 +167,7 @@ BEGIN
                 JOIN pg_class c ON c.oid = i.indexrelid
                 JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE c.relname LIKE 'sfgin\_%'
-                 AND pg_get_indexdef(i.indexrelid, 1, false) = '((_jsonb -> ''_id''::text))' LOOP
+                 AND NOT storefront_needs_twin(pg_get_indexdef(i.indexrelid, 1, false)) LOOP
     EXECUTE format('DROP INDEX IF EXISTS %I.%I', twin.nspname, twin.relname);
   END LOOP;
 END

@@ -40,6 +40,16 @@ def _explain(stack: EmbeddedStack, schema: str, sql_where: str) -> str:
     )
 
 
+def _twins(stack: EmbeddedStack, schema: str) -> str:
+    """The definitions of the stack's GIN twins (``sfgin_*``) in ``schema``."""
+    return stack.postgres.psql(
+        "ferretdb",
+        f"SELECT pg_get_indexdef(indexrelid) FROM pg_index JOIN pg_class c ON c.oid = indexrelid"
+        f" JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE n.nspname = '{schema}' AND c.relname LIKE 'sfgin%'",
+    )
+
+
 async def test_lookups_by_id_and_indexed_fields_use_an_index(
     embedded: EmbeddedStack, mongo_db_name: str
 ) -> None:
@@ -59,12 +69,7 @@ async def test_lookups_by_id_and_indexed_fields_use_an_index(
     assert "Index Scan" in by_id and "Seq Scan" not in by_id, by_id
     assert "sfgin_" in by_owner and "Seq Scan" not in by_owner, by_owner
     # _id has no GIN twin: nothing looks it up by containment, and every write would update it
-    twins = embedded.postgres.psql(
-        "ferretdb",
-        f"SELECT pg_get_indexdef(indexrelid) FROM pg_index JOIN pg_class c ON c.oid = indexrelid"
-        f" JOIN pg_namespace n ON n.oid = c.relnamespace"
-        f" WHERE n.nspname = '{mongo_db_name}' AND c.relname LIKE 'sfgin%'",
-    )
+    twins = _twins(embedded, mongo_db_name)
     assert "'owner'" in twins and "'_id'" not in twins, twins
     # a cluster from before patch 0010 has one: the next setup drops it, and only it
     table = _table(embedded, mongo_db_name)
@@ -74,12 +79,7 @@ async def test_lookups_by_id_and_indexed_fields_use_an_index(
         f" USING gin ((_jsonb -> '_id') jsonb_path_ops)",
     )
     embedded.postgres.setup(timeout=30)
-    after = embedded.postgres.psql(
-        "ferretdb",
-        f"SELECT pg_get_indexdef(indexrelid) FROM pg_index JOIN pg_class c ON c.oid = indexrelid"
-        f" JOIN pg_namespace n ON n.oid = c.relnamespace"
-        f" WHERE n.nspname = '{mongo_db_name}' AND c.relname LIKE 'sfgin%'",
-    )
+    after = _twins(embedded, mongo_db_name)
     assert after == twins, after
 
 
