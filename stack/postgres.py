@@ -23,17 +23,16 @@ may read each schema's ``_ferretdb_database_metadata`` (collection names and ind
 documents): :data:`SETUP_SQL`'s event trigger grants that, and hands every table created in a
 schema to the schema's owner.
 
-Indexes FerretDB cannot make itself. FerretDB 1.24 looks a field up as ``_jsonb->'f' @> value``
-(containment), but the indexes it creates, its own unique index on ``_id`` included, are btrees
-on ``(_jsonb->'f')``, which ``@>`` cannot use: every lookup by ``_id``, ``customer_id`` or
-``status`` scans the table, and the cost grows with the data (find_one by ``_id`` measured at
-1,527/s with 1,000 documents, 150/s with 30,000). :data:`SETUP_SQL` installs an event trigger
-in FerretDB's database that gives every key expression of every btree index FerretDB creates
-a GIN twin (``jsonb_path_ops``, which answers ``@>``), so the services keep declaring their
-indexes the MongoDB way (``create_index``) and the same declaration serves both servers. It
-lives in the PostgreSQL catalog, so it survives restarts and covers collections created later.
-``_id`` alone gets none: the patched FerretDB looks it up with ``=`` (patch 0010), which its
-unique btree answers, and a twin would only cost every write.
+Indexes. FerretDB 1.24 looks a field up as ``_jsonb->'f' @> value`` (containment), which no
+btree answers: every lookup by ``_id``, ``customer_id`` or ``status`` scanned the table, and
+the cost grew with the data (find_one by ``_id`` measured at 1,527/s with 1,000 documents, 150/s
+with 30,000). The patched FerretDB looks ``_id`` up with ``=``, which its unique btree answers
+(patch 0010), and every other indexed field through the ordering btree patch 0003 gives each
+index (patch 0011), so the services declare their indexes the MongoDB way (``create_index``) and
+the same declaration serves both servers. Each MongoDB index is one PostgreSQL btree (two for a
+unique one), and every write maintains no more. :data:`SETUP_SQL` drops the GIN twins that
+clusters from before 0011 have.
+
 The patched FerretDB writes field names into its SQL as literals and passes only values as bind
 parameters (stack/ferretdb/patches/0005), so a prepared statement's generic plan, which
 PostgreSQL's default ``plan_cache_mode`` (auto) adopts after five executions when it costs no
@@ -100,74 +99,21 @@ SETTINGS: dict[str, str] = {
 }
 
 SETUP_SQL = r"""
--- Which key expressions of FerretDB's btrees get a GIN twin: a field FerretDB looks up by
--- containment; not _id, which it looks up with `=` (patch 0010), as its unique btree answers.
-CREATE OR REPLACE FUNCTION storefront_needs_twin(expr text) RETURNS boolean
-LANGUAGE sql IMMUTABLE AS $fn$
-  SELECT expr LIKE '%\_jsonb -> %' AND expr <> '((_jsonb -> ''_id''::text))'
-$fn$;
-
-CREATE OR REPLACE FUNCTION storefront_gin_twins(index_oid oid) RETURNS void
-LANGUAGE plpgsql AS $fn$
-DECLARE
-  ix record;
-  k int;
-  expr text;
-BEGIN
-  SELECT i.indnatts, n.nspname, t.relname AS tbl, am.amname
-    INTO ix
-    FROM pg_index i
-    JOIN pg_class c ON c.oid = i.indexrelid
-    JOIN pg_am am ON am.oid = c.relam
-    JOIN pg_class t ON t.oid = i.indrelid
-    JOIN pg_namespace n ON n.oid = t.relnamespace
-   WHERE i.indexrelid = index_oid;
-  -- Only FerretDB's btrees on collection tables (the GIN indexes made here come back here).
-  IF ix.amname IS DISTINCT FROM 'btree' OR ix.tbl LIKE '\_ferretdb\_%'
-     OR ix.nspname IN ('pg_catalog', 'information_schema', 'public') THEN
-    RETURN;
-  END IF;
-  FOR k IN 1..ix.indnatts LOOP
-    expr := pg_get_indexdef(index_oid, k, false);
-    CONTINUE WHEN NOT storefront_needs_twin(expr);
-    EXECUTE format(
-      'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((%s) jsonb_path_ops) '
-      'WITH (fastupdate = off)',
-      'sfgin_' || md5(ix.nspname || '.' || ix.tbl || ':' || expr), ix.nspname, ix.tbl, expr);
-  END LOOP;
-END
-$fn$;
-
-CREATE OR REPLACE FUNCTION storefront_gin_for_ferretdb() RETURNS event_trigger
-LANGUAGE plpgsql AS $fn$
-DECLARE
-  created record;
-BEGIN
-  FOR created IN SELECT objid FROM pg_event_trigger_ddl_commands()
-                 WHERE command_tag = 'CREATE INDEX' AND object_type = 'index' LOOP
-    PERFORM storefront_gin_twins(created.objid);
-  END LOOP;
-END
-$fn$;
-
+-- The GIN twins older clusters gave FerretDB's btrees (for the containment, `@>`, FerretDB
+-- pushed lookups down as): the patched FerretDB looks indexed fields up through its ordering
+-- btrees (patch 0011) and _id through its unique btree (0010), so a twin answers nothing and
+-- costs every write. Dropped, with the trigger that made them.
 DROP EVENT TRIGGER IF EXISTS storefront_gin_for_ferretdb;
-CREATE EVENT TRIGGER storefront_gin_for_ferretdb ON ddl_command_end
-  WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION storefront_gin_for_ferretdb();
-
--- Indexes FerretDB made before this trigger existed get their twins now.
-SELECT storefront_gin_twins(indexrelid) FROM pg_index;
-
--- A twin no key expression needs any more (the _id index's, made before patch 0010) answers
--- nothing and costs every write: dropped.
+DROP FUNCTION IF EXISTS storefront_gin_for_ferretdb();
+DROP FUNCTION IF EXISTS storefront_gin_twins(oid);
+DROP FUNCTION IF EXISTS storefront_needs_twin(text);
 DO $do$
 DECLARE
   twin record;
 BEGIN
-  FOR twin IN SELECT n.nspname, c.relname FROM pg_index i
-                JOIN pg_class c ON c.oid = i.indexrelid
+  FOR twin IN SELECT n.nspname, c.relname FROM pg_class c
                 JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE c.relname LIKE 'sfgin\_%'
-                 AND NOT storefront_needs_twin(pg_get_indexdef(i.indexrelid, 1, false)) LOOP
+               WHERE c.relkind = 'i' AND c.relname LIKE 'sfgin\_%' LOOP
     EXECUTE format('DROP INDEX IF EXISTS %I.%I', twin.nspname, twin.relname);
   END LOOP;
 END
