@@ -55,9 +55,10 @@ back within 2 s of the dependency's return."""
 
 OUTBOX = "_outbox"
 PENDING = "_outbox_pending"
-"""Set (to True) by every write that queues an entry, unset by the sweep once it finds the
-outbox empty: the sweep finds pending documents by equality on it, a lookup FerretDB hands to
-PostgreSQL and an index answers. (It pushes no other operator down:
+"""Set (to True) by every write that queues an entry and by setting one aside (PARKED), unset
+by the sweep once it finds the outbox empty and nothing set aside: the sweep and the gauges
+find pending and parked documents by equality on it, a lookup FerretDB hands to PostgreSQL and
+an index answers. (It pushes no other operator down:
 ``{"_outbox.id": {"$exists": true}}`` read and decoded every document of the collection on each
 sweep.) A marked document with an empty outbox costs the next sweep one small read; clearing
 the mark there instead of after each publish saves a write per event."""
@@ -66,8 +67,9 @@ PARKED = "_outbox_parked"
 with the reason and time, so one cannot hold back the entries queued after it: kept for a
 person to look at (`storefront status`, the console, the StorefrontOutboxParked alert)."""
 PARKED_MARK = "_outbox_parked_mark"
-"""Set (to True) with the first entry set aside: scans find such documents by equality, the one
-lookup FerretDB pushes down (see PENDING)."""
+"""Set (to True) with the first entry set aside. Such a document keeps PENDING, so the scans
+that count what is set aside read the pending documents only, through PENDING's index (a find
+on this mark, which no index serves, read every document of the collection at each sweep)."""
 BY = "by"
 """The entry's field naming the relay (process) that committed it and publishes it."""
 PROCESS = uuid.uuid4().hex[:16]
@@ -192,24 +194,36 @@ class BacklogScan:
 
 
 async def scan_backlog(collection: AsyncCollection[Document]) -> BacklogScan:
-    """The relay's gauges and `storefront status` read the backlog this one way."""
-    documents = events = 0
+    """What `storefront status` shows: the backlog and what is set aside, one scan."""
+    documents = events = parked = 0
     oldest: datetime | None = None
-    async for doc in collection.find(pending_filter(), {f"{OUTBOX}.created": 1}):
+    projection = {f"{OUTBOX}.created": 1, f"{PARKED}.id": 1}
+    async for doc in collection.find(pending_filter(), projection):
         entries = doc.get(OUTBOX) or []
-        if not entries:
-            continue  # drained; the relay's next sweep clears the mark
-        documents += 1
-        for entry in entries:
-            events += 1
-            created = entry.get("created")
-            if isinstance(created, datetime):
-                created = created if created.tzinfo else created.replace(tzinfo=UTC)
-                oldest = created if oldest is None else min(oldest, created)
-    parked = 0
-    async for doc in collection.find({PARKED_MARK: True}, {f"{PARKED}.id": 1}):
         parked += len(doc.get(PARKED) or [])
+        if not entries:
+            continue  # drained, or only entries set aside
+        documents += 1
+        events += len(entries)
+        oldest = _oldest(entries, oldest)
     return BacklogScan(documents, events, oldest, parked)
+
+
+def _oldest(entries: list[Document], oldest: datetime | None) -> datetime | None:
+    """The earliest ``created`` among `entries` and `oldest`."""
+    for entry in entries:
+        created = _aware(entry.get("created"))
+        if created:
+            oldest = created if oldest is None else min(oldest, created)
+    return oldest
+
+
+async def mark_parked_pending(collection: AsyncCollection[Document]) -> None:
+    """Documents with entries set aside before they kept PENDING get it (once, at start: a
+    find on PARKED_MARK reads the whole collection)."""
+    await collection.update_many(
+        {PARKED_MARK: True, PENDING: {"$ne": True}}, {"$set": {PENDING: True}}
+    )
 
 
 def queue(events: list[Document]) -> Document:
@@ -454,6 +468,7 @@ class OutboxRelay:
         existing = [dict(ix["key"]) async for ix in await self._collection.list_indexes()]
         if not any(PENDING in key for key in existing):
             await self._collection.create_index(PENDING)
+        await mark_parked_pending(self._collection)
         leases = self._collection.database[LEASES]
         existing = [dict(ix["key"]) async for ix in await leases.list_indexes()]
         if not any("relay" in key for key in existing):
@@ -679,7 +694,7 @@ class OutboxRelay:
                     {
                         "$pull": {OUTBOX: entry},
                         "$push": {PARKED: parked},
-                        "$set": {PARKED_MARK: True},
+                        "$set": {PARKED_MARK: True, PENDING: True},
                     },
                 )
             )
@@ -731,15 +746,16 @@ class OutboxRelay:
         self._removed_ids.add(entry_id)
 
     async def _remove(self, gate: asyncio.Semaphore, doc_id: Any, entries: list[Document]) -> None:
-        """Remove `entries` from `doc_id`'s outbox. Where they are the whole outbox (the usual
-        case), one write empties it and clears the pending mark; otherwise each is pulled by
+        """Remove `entries` from `doc_id`'s outbox. Where they are the whole outbox and nothing
+        is set aside (the usual case), one write empties it and clears the pending mark;
+        otherwise each is pulled by
         its whole stored value (FerretDB v1 matches $pull conditions only as exact elements,
         it ignores {"id": ...} and $in) and the sweep clears the mark later. An entry already
         gone was published by another relay too: counted as a duplicate publish."""
         entries = sorted(entries, key=lambda e: e["seq"])
         async with gate:
             cleared = await self._collection.update_one(
-                {"_id": doc_id, OUTBOX: entries},
+                {"_id": doc_id, OUTBOX: entries, PARKED_MARK: {"$exists": False}},
                 {"$set": {OUTBOX: []}, "$unset": {PENDING: ""}},
             )
             if cleared.matched_count:
@@ -830,28 +846,29 @@ class OutboxRelay:
         """One recovery pass; True if it left work for another soon. Also reports the
         backlog gauges for the partitions held (summed over the replicas, each entry once)."""
         now = datetime.now(UTC)
-        projection = {f"{OUTBOX}.id": 1, f"{OUTBOX}.{BY}": 1, f"{OUTBOX}.created": 1}
+        projection = {
+            f"{OUTBOX}.id": 1,
+            f"{OUTBOX}.{BY}": 1,
+            f"{OUTBOX}.created": 1,
+            f"{PARKED}.id": 1,
+        }
         drained: list[Any] = []
         load: list[Any] = []
-        events = 0
+        events = parked = 0
         oldest: datetime | None = None
         async for doc in self._collection.find(pending_filter(), projection):
             entries = doc.get(OUTBOX) or []
-            mine = self.leases.holds(doc["_id"])
-            if not entries:
-                if mine:
-                    drained.append(doc["_id"])
-                continue
-            if mine:
+            set_aside = len(doc.get(PARKED) or [])
+            if self.leases.holds(doc["_id"]):
+                parked += set_aside
                 events += len(entries)
-                for entry in entries:
-                    created = _aware(entry.get("created"))
-                    if created:
-                        oldest = created if oldest is None else min(oldest, created)
+                oldest = _oldest(entries, oldest)
+                if not entries and not set_aside:
+                    drained.append(doc["_id"])
             if any(self._orphaned(doc["_id"], e, now) for e in entries):
                 load.append(doc["_id"])
         await self._unmark(drained)
-        await self._report_backlog(events, oldest, now)
+        self._report_backlog(events, parked, oldest, now)
         chosen = load[: self._batch_limit]
         if chosen:
             found = await asyncio.gather(
@@ -870,21 +887,22 @@ class OutboxRelay:
         return len(load) > len(chosen)
 
     async def _unmark(self, doc_ids: list[Any]) -> None:
-        """Clear the mark of documents the sweep found with an empty outbox; one that queued
-        an entry since keeps it (the ``$size`` guard fails)."""
+        """Clear the mark of documents the sweep found with an empty outbox and nothing set
+        aside; one that queued or set aside an entry since keeps it (the guards fail)."""
         if not doc_ids:
             return
         unmark = [
-            UpdateOne({"_id": doc_id, OUTBOX: {"$size": 0}}, {"$unset": {PENDING: ""}})
+            UpdateOne(
+                {"_id": doc_id, OUTBOX: {"$size": 0}, PARKED_MARK: {"$exists": False}},
+                {"$unset": {PENDING: ""}},
+            )
             for doc_id in doc_ids
         ]
         await guards.bulk_write(self._collection, unmark)
 
-    async def _report_backlog(self, events: int, oldest: datetime | None, now: datetime) -> None:
-        parked = 0
-        async for doc in self._collection.find({PARKED_MARK: True}, {f"{PARKED}.id": 1}):
-            if self.leases.holds(doc["_id"]):
-                parked += len(doc.get(PARKED) or [])
+    def _report_backlog(
+        self, events: int, parked: int, oldest: datetime | None, now: datetime
+    ) -> None:
         metrics.OUTBOX_PENDING.labels(*self._labels).set(events)
         age = (now - oldest).total_seconds() if oldest else 0.0
         metrics.OUTBOX_OLDEST_AGE.labels(*self._labels).set(max(0.0, age))
