@@ -4,11 +4,13 @@ machine's drifting speed does not touch (the embedded FerretDB only).
 A collection indexed as accounts_svc and the outbox declare it ((_cards_key, _id),
 (deleted, _id), _outbox_pending), filled with customer-sized documents, then, per round, what
 an update does to it: a find by _id, the guarded update that sets the change and pushes an
-outbox entry, and the relay's ``$pull`` of that entry. Prints, per round, PostgreSQL's buffer
-accesses (``pg_stat_database``), WAL records, bytes and full-page images (``pg_stat_wal``), and
-the collection's PostgreSQL indexes with their scans. CPU-time and rate figures drift by up to
-1.5x between runs minutes apart here (docs/performance.md, "Patch 0010"); these counts do not,
-so a change to what a write maintains (an index, a patch) is compared with them.
+outbox entry, and the relay's ``$pull`` of that entry. Prints, per round, the statements
+FerretDB sent PostgreSQL (``pg_stat_statements``, loaded into this bench's server only), its
+transactions and buffer accesses (``pg_stat_database``), WAL records, bytes and full-page
+images (``pg_stat_wal``), and the collection's PostgreSQL indexes with their scans. CPU-time
+and rate figures drift by up to 1.5x between runs minutes apart here (docs/performance.md,
+"Patch 0010"); these counts do not, so a change to what a write maintains (an index, a patch,
+a statement) is compared with them.
 """
 
 from __future__ import annotations
@@ -25,15 +27,29 @@ from pymongo import MongoClient
 from stack.embedded import EmbeddedStack, Ports
 
 DB, COLLECTION = "bench_writes", "customer.accounts"
-COUNTERS = ("buffer accesses", "WAL records", "WAL bytes", "WAL full-page images")
+COUNTERS = (
+    "statements",
+    "transactions",
+    "buffer accesses",
+    "WAL records",
+    "WAL bytes",
+    "WAL full-page images",
+)
+STATEMENTS = "pg_stat_statements"
+"""Loaded into this bench's own server only: it counts every statement FerretDB sends
+(BEGIN and COMMIT too, as utility statements)."""
 
 
 def _counters(stack: EmbeddedStack) -> list[float]:
-    buffers = stack.postgres.psql(
-        "ferretdb", "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = 'ferretdb'"
+    statements = stack.postgres.psql("ferretdb", f"SELECT sum(calls) FROM {STATEMENTS}")
+    database = stack.postgres.psql(
+        "ferretdb",
+        "SELECT xact_commit + xact_rollback, blks_hit + blks_read FROM pg_stat_database"
+        " WHERE datname = 'ferretdb'",
     )
     wal = stack.postgres.psql("ferretdb", "SELECT wal_records, wal_bytes, wal_fpi FROM pg_stat_wal")
-    return [float(buffers), *(float(v) for v in wal.strip().split("|"))]
+    values = [statements, *database.strip().split("|"), *wal.strip().split("|")]
+    return [float(v) for v in values]
 
 
 def measure(stack: EmbeddedStack, documents: int, rounds: int) -> dict[str, float]:
@@ -54,6 +70,7 @@ def measure(stack: EmbeddedStack, documents: int, rounds: int) -> dict[str, floa
         )
         stack.postgres.psql("ferretdb", "VACUUM ANALYZE")
         stack.postgres.psql("ferretdb", "CHECKPOINT")
+        stack.postgres.psql("ferretdb", f"CREATE EXTENSION IF NOT EXISTS {STATEMENTS}")
         before = _counters(stack)
         for n in range(rounds):
             cid = f"c{n % documents:06d}"
@@ -93,6 +110,7 @@ def main() -> None:
         parser.error("--documents and --rounds must be at least 1")
     run_dir = Path(tempfile.mkdtemp(prefix="storefront-bench-writes-"))
     stack = EmbeddedStack(run_dir, Ports.free())
+    stack.postgres.extra_settings = {"shared_preload_libraries": STATEMENTS}
     try:
         stack.start()
         per_round = measure(stack, args.documents, args.rounds)
