@@ -76,7 +76,8 @@ PROCESS = uuid.uuid4().hex[:16]
 """This process's relay identity: stamped on every entry it creates (`outbox_entry`)."""
 LEASES = "outbox.leases"
 """The collection (beside the relayed ones) holding the relays' membership and partition
-leases: ``member:<collection>:<owner>`` and ``partition:<collection>:<n>``."""
+leases, ``member:<collection>:<owner>`` and ``partition:<collection>:<n>``, and the one-off
+migrations done, ``done:<what>:<collection>``."""
 PARTITIONS = 8
 """Recovery partitions per collection (a document's is crc32 of its id, modulo this): shared
 among the live relays, ceil(PARTITIONS / live) each."""
@@ -219,11 +220,17 @@ def _oldest(entries: list[Document], oldest: datetime | None) -> datetime | None
 
 
 async def mark_parked_pending(collection: AsyncCollection[Document]) -> None:
-    """Documents with entries set aside before they kept PENDING get it (once, at start: a
-    find on PARKED_MARK reads the whole collection)."""
+    """Documents with entries set aside before they kept PENDING get it, once per collection:
+    a find on PARKED_MARK reads the whole collection, so that it was done is recorded in the
+    leases collection, and later starts skip it."""
+    leases = collection.database[LEASES]
+    done = f"done:parked-pending:{collection.name}"
+    if await leases.find_one({"_id": done}, {"_id": 1}):
+        return
     await collection.update_many(
         {PARKED_MARK: True, PENDING: {"$ne": True}}, {"$set": {PENDING: True}}
     )
+    await leases.update_one({"_id": done}, {"$set": {"at": datetime.now(UTC)}}, upsert=True)
 
 
 def queue(events: list[Document]) -> Document:
@@ -309,37 +316,32 @@ class RecoveryLeases:
         return partition_of(doc_id) in self.held
 
     async def renew(self) -> None:
-        """Renew the membership and the partitions held; take free ones up to a fair share,
-        give back any beyond it (a replica joined)."""
+        """Renew the membership and the partitions held, in one write; take free ones up to a
+        fair share, give back any beyond it (a replica joined)."""
         began = time.monotonic()
         now = datetime.now(UTC)
         until = now + timedelta(seconds=self._seconds)
-        await self._leases.update_one(
-            {"_id": self._member_id(self.owner)},
-            {"$set": {"kind": "member", "relay": self._name, "owner": self.owner, "until": until}},
-            upsert=True,
-        )
         live = {self.owner}
+        member = False
         parts: dict[str, Document] = {}
         async for doc in self._leases.find({"relay": self._name}):
             expiry = _aware(doc.get("until"))
             if doc.get("kind") == "member":
-                if expiry and expiry > now:
+                if doc["_id"] == self._member_id(self.owner):
+                    member = True
+                elif expiry and expiry > now:
                     live.add(doc["owner"])
                 elif expiry and (now - expiry).total_seconds() > 60 * self._seconds:
                     await self._leases.delete_one({"_id": doc["_id"], "until": doc["until"]})
             else:
                 parts[doc["_id"]] = doc
+        mine = {
+            n
+            for n in range(self._partitions)
+            if parts.get(self._partition_id(n), {}).get("owner") == self.owner
+        }
+        held = await self._renew_mine(mine, member, until)
         share = math.ceil(self._partitions / len(live))
-        held: set[int] = set()
-        for n in range(self._partitions):
-            mine = parts.get(self._partition_id(n))
-            if mine and mine.get("owner") == self.owner:
-                renewed = await self._leases.update_one(
-                    {"_id": mine["_id"], "owner": self.owner}, {"$set": {"until": until}}
-                )
-                if renewed.matched_count:
-                    held.add(n)
         for n in range(self._partitions):
             if len(held) >= share:
                 break
@@ -353,6 +355,26 @@ class RecoveryLeases:
         self.live = frozenset(live)
         self.held = frozenset(held)
         self._valid_until = began + self._seconds
+
+    async def _renew_mine(self, mine: set[int], member: bool, until: datetime) -> set[int]:
+        """Extend this relay's membership and the partitions it held at the read (`mine`) to
+        `until`, all in one write; the partitions still its own. One taken over since the read
+        (its lease had lapsed) is not: only then are they read again, to know which (another
+        relay's take changes the owner; nothing else does)."""
+        if not member:
+            await self._leases.update_one(
+                {"_id": self._member_id(self.owner)},
+                {"$set": {"kind": "member", "relay": self._name, "owner": self.owner}},
+                upsert=True,
+            )
+        renewed = await self._leases.update_many(
+            {"relay": self._name, "owner": self.owner}, {"$set": {"until": until}}
+        )
+        if renewed.matched_count == len(mine) + 1:
+            return set(mine)
+        ids = {self._partition_id(n): n for n in mine}
+        still = self._leases.find({"relay": self._name, "owner": self.owner}, {"_id": 1})
+        return {ids[doc["_id"]] async for doc in still if doc["_id"] in ids}
 
     async def _take(self, n: int, doc: Document | None, now: datetime, until: datetime) -> bool:
         lease = {"kind": "partition", "relay": self._name, "owner": self.owner, "until": until}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -23,7 +24,15 @@ from stack.embedded import EmbeddedStack, ensure_topics
 from storefront.accounts.v1 import events_pb2
 from svckit import metrics
 from svckit.kafka import EventProducer, Headers, KafkaConnection
-from svckit.outbox import LEASES, OUTBOX, PENDING, OutboxRelay, committed, outbox_entry
+from svckit.outbox import (
+    LEASES,
+    OUTBOX,
+    PENDING,
+    OutboxRelay,
+    RecoveryLeases,
+    committed,
+    outbox_entry,
+)
 from svckit.store import AggregateStore
 from tests.support import eventually, read_raw, unique
 
@@ -113,6 +122,63 @@ async def test_a_committed_event_is_published_and_its_mark_cleared_in_the_same_w
     finally:
         await relay.stop()
     assert await published_ids(stack, topic) == {first["id"]: 1, second["id"]: 1}
+
+
+class Writes(monitoring.CommandListener):
+    """The write commands a client sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in ("insert", "update", "delete"):
+            self.sent.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_relay_renews_its_membership_and_partitions_in_one_write(
+    stack: EmbeddedStack, mongo_db_name: str
+) -> None:
+    """Renewing is one write however many partitions are held; a relay that joins gets its
+    share once the others renew; a partition taken over between a renewal's read and its
+    write is not counted as held."""
+    writes = Writes()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        stack.mongodb_uri, event_listeners=[writes]
+    )
+    try:
+        leases = client[mongo_db_name][LEASES]
+        a = RecoveryLeases(leases, "things", "a")
+        await a.renew()  # joins, takes all eight
+        assert a.held == frozenset(range(8))
+        writes.sent.clear()
+        await a.renew()
+        assert writes.sent == ["update"]
+        assert a.held == frozenset(range(8))
+
+        b = RecoveryLeases(leases, "things", "b")
+        await b.renew()  # a holds everything, unexpired
+        assert b.held == frozenset()
+        await a.renew()  # sees b: keeps its share, gives the rest back
+        assert a.held == frozenset(range(4))
+        await b.renew()
+        assert b.held == frozenset(range(4, 8))
+
+        # b's partition 4 lapses and a takes it (as a renewal of a's would) between a read
+        # of b's that still saw it as b's and b's write
+        doc = await leases.find_one({"_id": "partition:things:4"})
+        assert doc is not None
+        await leases.update_one({"_id": doc["_id"]}, {"$set": {"owner": "a"}})
+        until = doc["until"]
+        held = await b._renew_mine({4, 5, 6, 7}, True, until)  # noqa: SLF001
+        assert held == {5, 6, 7}
+    finally:
+        await client.close()
 
 
 async def test_what_a_dead_replica_left_is_taken_over_within_seconds(

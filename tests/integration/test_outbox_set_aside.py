@@ -89,3 +89,7 @@ async def test_an_entry_the_broker_refuses_is_set_aside_and_the_rest_flow(
     assert (await scan_backlog(collection)).parked == 0
     await relay.ensure_index()
     assert (await scan_backlog(collection)).parked == 1
+    # once per collection: later starts do not read the whole collection for it again
+    await collection.update_one({"_id": "big"}, {"$unset": {PENDING: ""}})
+    await relay.ensure_index()
+    assert (await scan_backlog(collection)).parked == 0
