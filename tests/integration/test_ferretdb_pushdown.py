@@ -25,6 +25,7 @@ import bson
 import pytest
 from bson import Int64, ObjectId
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
 from stack.embedded import EmbeddedStack, free_ports
@@ -109,6 +110,20 @@ def _docs(rng: random.Random, n: int) -> list[dict[str, Any]]:
     return docs
 
 
+INDEXES = ([("a", 1)], [("b", -1), ("_id", 1)])
+"""The indexes the mixed-document tests declare: one led by each of the two fields."""
+
+
+def _filled(
+    col: Collection[dict[str, Any]], docs: list[dict[str, Any]], indexed: bool = True
+) -> Collection[dict[str, Any]]:
+    """`col` holding `docs`, with INDEXES unless not `indexed`."""
+    col.insert_many(docs)
+    for keys in INDEXES if indexed else ():
+        col.create_index(keys)
+    return col
+
+
 def _condition(rng: random.Random) -> Any:
     op = rng.choice(OPS)
     if op == "$in":
@@ -168,10 +183,7 @@ def test_lookups_on_indexed_fields_return_what_filtering_in_go_returns(
         _client(stack.mongodb_uri) as patched,
         _client(twin) as in_go,
     ):
-        col = patched[mongo_db_name]["docs"]
-        col.insert_many(_docs(rng, 400))
-        col.create_index([("a", 1)])
-        col.create_index([("b", -1), ("_id", 1)])
+        col = _filled(patched[mongo_db_name]["docs"], _docs(rng, 400))
         go = in_go[mongo_db_name]["docs"]
 
         def ids(cursor: Any) -> list[Any]:
@@ -201,12 +213,11 @@ def test_lookups_on_indexed_fields_return_what_filtering_in_go_returns(
         # the plans, on a collection shaped as the services' are: values of one type, a few
         # arrays (PostgreSQL rightly scans 400 rows of which a fifth are unranked)
         db = patched[mongo_db_name]
-        db["plans"].insert_many(
+        _filled(
+            db["plans"],
             [{"_id": i, "a": i % 50, "b": f"s{i % 30}"} for i in range(3000)]
-            + [{"_id": -i, "a": [i, 7], "b": ["s1"]} for i in range(1, 4)]
+            + [{"_id": -i, "a": [i, 7], "b": ["s1"]} for i in range(1, 4)],
         )
-        db["plans"].create_index([("a", 1)])
-        db["plans"].create_index([("b", -1), ("_id", 1)])
         db.command("compact", "plans")  # VACUUM ANALYZE: fresh statistics
         # (the twin has loaded its catalogue already: it does not know this collection)
         for flt, count in (
@@ -288,11 +299,7 @@ def test_pages_return_what_sorting_in_go_returns(
         _client(stack.mongodb_uri) as patched,
         _client(twin) as in_go,
     ):
-        col = patched[mongo_db_name]["docs"]
-        col.insert_many(_docs(rng, 400))
-        if indexed:
-            col.create_index([("a", 1)])
-            col.create_index([("b", -1), ("_id", 1)])
+        col = _filled(patched[mongo_db_name]["docs"], _docs(rng, 400), indexed)
         pushed = checked = 0
         for query in (_page_query(rng) for _ in range(300)):
             got = list(col.find(**query))
