@@ -230,7 +230,8 @@ async def mark_parked_pending(collection: AsyncCollection[Document]) -> None:
     await collection.update_many(
         {PARKED_MARK: True, PENDING: {"$ne": True}}, {"$set": {PENDING: True}}
     )
-    await leases.update_one({"_id": done}, {"$set": {"at": datetime.now(UTC)}}, upsert=True)
+    with contextlib.suppress(DuplicateKeyError):  # replicas starting at once: one records it
+        await leases.insert_one({"_id": done, "at": datetime.now(UTC)})
 
 
 def queue(events: list[Document]) -> Document:

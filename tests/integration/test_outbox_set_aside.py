@@ -4,6 +4,7 @@ its document and counted, and the rest are published."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -14,7 +15,17 @@ from stack.embedded import EmbeddedStack
 from storefront.accounts.v1 import events_pb2
 from svckit import metrics
 from svckit.kafka import EventProducer
-from svckit.outbox import OUTBOX, PARKED, PENDING, OutboxRelay, outbox_entry, scan_backlog
+from svckit.outbox import (
+    LEASES,
+    OUTBOX,
+    PARKED,
+    PARKED_MARK,
+    PENDING,
+    OutboxRelay,
+    mark_parked_pending,
+    outbox_entry,
+    scan_backlog,
+)
 from svckit.store import AggregateStore
 from tests.support import eventually, holds
 
@@ -93,3 +104,16 @@ async def test_an_entry_the_broker_refuses_is_set_aside_and_the_rest_flow(
     await collection.update_one({"_id": "big"}, {"$unset": {PENDING: ""}})
     await relay.ensure_index()
     assert (await scan_backlog(collection)).parked == 0
+
+
+async def test_replicas_starting_at_once_each_find_the_migration_done(
+    mongo_db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """Relays of several replicas starting together each run the set-aside migration (none
+    has recorded it yet): all start, and it is recorded once (the scale tests' replicas failed
+    to start on the race between two records)."""
+    collection = mongo_db["set_aside.racing"]
+    await collection.insert_one({"_id": "a", PARKED: [{"id": "x"}], PARKED_MARK: True})
+    await asyncio.gather(*(mark_parked_pending(collection) for _ in range(4)))
+    assert (await scan_backlog(collection)).parked == 1
+    assert await mongo_db[LEASES].count_documents({"_id": {"$regex": "^done:"}}) == 1
