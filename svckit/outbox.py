@@ -396,9 +396,11 @@ class RecoveryLeases:
         return taken.matched_count == 1
 
     async def _give_back(self, n: int) -> None:
+        """Expire the lease and drop the ownership with it: a partition still named this
+        relay's would be renewed with the rest (and given back again) at the next renewal."""
         await self._leases.update_one(
             {"_id": self._partition_id(n), "owner": self.owner},
-            {"$set": {"until": datetime.fromtimestamp(0, UTC)}},
+            {"$set": {"until": datetime.fromtimestamp(0, UTC), "owner": None}},
         )
 
     async def leave(self) -> None:

@@ -166,6 +166,13 @@ async def test_a_relay_renews_its_membership_and_partitions_in_one_write(
         assert b.held == frozenset()
         await a.renew()  # sees b: keeps its share, gives the rest back
         assert a.held == frozenset(range(4))
+        writes.sent.clear()
+        await a.renew()  # renews its share only: what it gave back stays free for b
+        assert writes.sent == ["update"]
+        assert a.held == frozenset(range(4))
+        given = [f"partition:things:{n}" for n in range(4, 8)]
+        async for lease in leases.find({"_id": {"$in": given}}):
+            assert lease["owner"] is None and lease["until"].year == 1970
         await b.renew()
         assert b.held == frozenset(range(4, 8))
 
