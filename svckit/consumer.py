@@ -3,9 +3,12 @@ poison events to the service's own DLQ of the topic (`<topic>.<service>-svc.dlq`
 svckit.names.dlq_topic), outages waited out.
 
 Offsets are committed only after the batch's database writes, so a crash
-re-delivers rather than loses: one commit per poll, after every partition of it
-was applied (partitions concurrently, each in its order). Handlers decide whether
-an event is newer than the state they hold and report the outcome.
+re-delivers rather than loses: a poll's offsets are committed once every partition of
+it was applied (partitions concurrently, each in its order). The commit is a round trip
+to the group's coordinator, so it is not waited for before the next poll is applied: one
+commit is in flight at a time, and the next carries everything applied meanwhile (a
+failure leaves the offsets to the next; a revocation and a stop wait for it). Handlers
+decide whether an event is newer than the state they hold and report the outcome.
 
 Several replicas share a group (aiokafka's default range assignment; it has no
 cooperative protocol, so a rebalance is eager; its sticky assignor left a group of
@@ -146,6 +149,9 @@ class EventConsumer:
         self._watch_task: asyncio.Task[None] | None = None
         self.rejoins = 0
         self._positions: dict[TopicPartition, int] = {}
+        # Offsets applied and not yet committed, and the one commit in flight.
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
         self._lag_reported: set[TopicPartition] = set()
         # Next offset to process of each partition of the poll in hand (records before it
         # are applied or dead-lettered): where a failed poll rewinds to.
@@ -194,6 +200,8 @@ class EventConsumer:
             if not done:  # stuck in its Kafka consumer (a commit that never returns)
                 log.warning("consumer %s: poll not finished in %.0fs", self._group, STOP_SECONDS)
                 await _cancel(self._task)
+        with contextlib.suppress(Exception):  # left in flight by a poll cut short
+            await _cancel(self._committing)
         await self._stop_client(self._consumer)
 
     async def _stop_client(self, consumer: AIOKafkaConsumer) -> None:
@@ -244,6 +252,10 @@ class EventConsumer:
             missing,
         )
         await _cancel(self._task)
+        with contextlib.suppress(Exception):
+            await _cancel(self._committing)
+        self._committing = None
+        self._uncommitted.clear()  # the new consumer starts at the group's commit
         self._idle.set()
         old, self._consumer = self._consumer, self._new_consumer()
         await self._stop_client(old)
@@ -271,9 +283,12 @@ class EventConsumer:
                 if failure is not None:
                     raise failure
                 if batches:
-                    upto = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                    await self._consumer.commit(upto)
-                    self._positions.update(upto)
+                    self._uncommitted.update(
+                        {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    )
+                await self._settle_commit()  # the last poll's: its failure is handled here
+                if self._uncommitted:
+                    self._committing = asyncio.create_task(self._commit_applied())
                 self._idle.set()
                 self._flowing()
                 stalled.reset()
@@ -292,6 +307,36 @@ class EventConsumer:
                     delay = failed.next_delay()
                     log.exception("consumer %s batch failed; re-reading it", self._group)
                 await asyncio.sleep(delay)
+        await self._flush_commits()
+
+    async def _commit_applied(self) -> None:
+        """Commit every offset applied so far, in one request; those applied since it was
+        sent stay for the next."""
+        upto = dict(self._uncommitted)
+        if not upto:
+            return
+        await self._consumer.commit(upto)
+        self._positions.update(upto)
+        for tp, offset in upto.items():
+            if self._uncommitted.get(tp) == offset:
+                del self._uncommitted[tp]
+
+    async def _settle_commit(self) -> None:
+        """Wait for the commit in flight; raises what it failed with."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
+
+    async def _flush_commits(self) -> None:
+        """Wait for the commit in flight, then commit what it left (a stop, a revocation);
+        what stays uncommitted is only applied again by the next owner."""
+        for attempt in (self._settle_commit, self._commit_applied):
+            try:
+                await attempt()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-applied, never lost
+                log.warning("consumer %s: offsets not committed: %r", self._group, exc)
 
     async def _rewind(
         self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -299,6 +344,8 @@ class EventConsumer:
         """Put each partition of a failed poll back at its first unprocessed record, keeping
         (committing, in one request) what was done; a revoked partition is left to its new
         owner."""
+        with contextlib.suppress(Exception):  # its offsets are still in _uncommitted
+            await self._settle_commit()
         progress: dict[TopicPartition, int] = {}
         for tp in batches:
             done = self._done.get(tp)
@@ -310,12 +357,9 @@ class EventConsumer:
                 continue
             if done > batches[tp][0].offset:
                 progress[tp] = done
-        if progress:
-            try:
-                await self._consumer.commit(progress)
-                self._positions.update(progress)
-            except Exception:  # noqa: BLE001 - uncommitted work is only re-applied
-                pass
+        self._uncommitted.update(progress)
+        with contextlib.suppress(Exception):  # uncommitted work is only re-applied
+            await self._commit_applied()
 
     def _stalled(self, exc: Stalled) -> None:
         if self.stalled_since is None:
@@ -551,8 +595,8 @@ class EventConsumer:
         for tp in assigned:
             highwater = self._consumer.highwater(tp)
             try:
-                # Known without I/O once fetching started; equals the committed offset here,
-                # because a batch is fully processed before the next getmany.
+                # Known without I/O once fetching started: the next record to apply (the
+                # offset the next commit carries).
                 position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
             except Exception:  # noqa: BLE001 - revoked meanwhile or not fetched yet
                 position = self._positions.get(tp)
@@ -574,6 +618,7 @@ class EventConsumer:
             return
         try:
             await asyncio.wait_for(self._idle.wait(), REVOKE_WAIT_SECONDS)
+            await asyncio.wait_for(self._flush_commits(), REVOKE_WAIT_SECONDS)
         except TimeoutError:
             log.warning(
                 "consumer %s: partitions revoked while a poll was still being applied; "
@@ -582,6 +627,7 @@ class EventConsumer:
             )
         for tp in revoked:
             self._positions.pop(tp, None)
+            self._uncommitted.pop(tp, None)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from aiokafka import TopicPartition
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from stack.embedded import EmbeddedStack, ensure_topics
@@ -150,3 +151,48 @@ async def test_an_outage_holds_every_partition_and_parks_nothing(
         assert len(handler.applied) == len(keys)  # nothing applied twice either
     finally:
         await consumer.stop()
+
+
+async def test_a_poll_is_applied_while_the_last_ones_commit_is_in_flight(
+    stack: EmbeddedStack, topic: str, producer: EventProducer
+) -> None:
+    """A commit is a round trip to the coordinator: the loop does not wait for it before
+    applying the next poll; a stop still commits everything applied."""
+    handler = Recorder()
+    consumer = consumer_for(stack, topic, handler, producer)
+    kafka_consumer = consumer._consumer  # noqa: SLF001 - the real client, its commits held back
+    real_commit = kafka_consumer.commit
+    release = asyncio.Event()
+    commits: list[dict[TopicPartition, int]] = []
+
+    async def held_commit(offsets: dict[TopicPartition, int]) -> None:
+        commits.append(dict(offsets))
+        await release.wait()
+        await real_commit(offsets)
+
+    kafka_consumer.commit = held_commit
+    await consumer.start()
+    try:
+        await publish(stack, topic, ["first"], naive=set())
+        await eventually(lambda: holds(len(commits) == 1), timeout=30, what="a commit sent")
+        await publish(stack, topic, ["second"], naive=set())
+        await eventually(
+            lambda: holds("second" in handler.applied), timeout=30, what="applied meanwhile"
+        )
+        assert len(commits) == 1  # still in flight
+        release.set()
+    finally:
+        release.set()
+        await consumer.stop()
+    committed = await committed_offsets(stack, consumer._group, topic)  # noqa: SLF001
+    assert sum(committed.values()) == 2  # both records, though only one commit was sent first
+
+
+async def committed_offsets(stack: EmbeddedStack, group: str, topic: str) -> dict[int, int]:
+    admin = stack.kafka.admin()
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic}
+    finally:
+        await admin.close()
