@@ -5,10 +5,11 @@ svckit.names.dlq_topic), outages waited out.
 Offsets are committed only after the batch's database writes, so a crash
 re-delivers rather than loses: a poll's offsets are committed once every partition of
 it was applied (partitions concurrently, each in its order). The commit is a round trip
-to the group's coordinator, so it is not waited for before the next poll is applied: one
-commit is in flight at a time, and the next carries everything applied meanwhile (a
-failure leaves the offsets to the next; a revocation and a stop wait for it). Handlers
-decide whether an event is newer than the state they hold and report the outcome.
+to the group's coordinator, so the loop never waits for it: one commit is in flight at a
+time, and the next, at most COMMIT_INTERVAL_SECONDS later, carries everything applied
+meanwhile (a failure leaves the offsets to the next, and is handled as the poll's own; a
+revocation and a stop wait for it). Handlers decide whether an event is newer than the
+state they hold and report the outcome.
 
 Several replicas share a group (aiokafka's default range assignment; it has no
 cooperative protocol, so a rebalance is eager; its sticky assignor left a group of
@@ -64,6 +65,10 @@ member that is joining is never taken for a lost one."""
 STOP_SECONDS = 10.0
 """How long a stop waits for the poll in hand, and then for the Kafka consumer to leave the
 group, before it abandons them: a client stuck in its coordination never returns."""
+COMMIT_INTERVAL_SECONDS = 0.1
+"""At most one offset commit per this long while polls keep coming: what a crash applies
+again is at most this much more, and handlers ignore it; a stop and a revocation commit at
+once."""
 REVOKE_WAIT_SECONDS = 30.0
 """How long a revocation waits for the poll in hand to be applied and committed: far below
 the group's max poll interval; past it the next owner re-applies the rest (idempotently)."""
@@ -286,9 +291,7 @@ class EventConsumer:
                     self._uncommitted.update(
                         {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     )
-                await self._settle_commit()  # the last poll's: its failure is handled here
-                if self._uncommitted:
-                    self._committing = asyncio.create_task(self._commit_applied())
+                self._commit_soon()
                 self._idle.set()
                 self._flowing()
                 stalled.reset()
@@ -309,17 +312,28 @@ class EventConsumer:
                 await asyncio.sleep(delay)
         await self._flush_commits()
 
-    async def _commit_applied(self) -> None:
-        """Commit every offset applied so far, in one request; those applied since it was
-        sent stay for the next."""
-        upto = dict(self._uncommitted)
-        if not upto:
-            return
-        await self._consumer.commit(upto)
-        self._positions.update(upto)
-        for tp, offset in upto.items():
-            if self._uncommitted.get(tp) == offset:
-                del self._uncommitted[tp]
+    def _commit_soon(self) -> None:
+        """Have what was applied committed without waiting for it: by the commit in flight
+        once it returns, or by a new one. A finished commit's failure is raised here."""
+        task = self._committing
+        if task is not None and task.done():
+            self._committing = None
+            task.result()
+        if self._uncommitted and self._committing is None:
+            self._committing = asyncio.create_task(self._commit_applied(COMMIT_INTERVAL_SECONDS))
+
+    async def _commit_applied(self, interval: float = 0.0) -> None:
+        """Commit every offset applied so far, one request at a time, until none is left:
+        the ones applied while a request was out go in the next, sent `interval` after it
+        (so a steady flow of small polls is not a commit each)."""
+        while upto := dict(self._uncommitted):
+            sent = time.monotonic()
+            await self._consumer.commit(upto)
+            self._positions.update(upto)
+            for tp, offset in upto.items():
+                if self._uncommitted.get(tp) == offset:
+                    del self._uncommitted[tp]
+            await asyncio.sleep(interval - (time.monotonic() - sent))
 
     async def _settle_commit(self) -> None:
         """Wait for the commit in flight; raises what it failed with."""
