@@ -6,7 +6,9 @@ new state, the version guard and the events to publish are one MongoDB write.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+from collections.abc import Coroutine, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
@@ -19,7 +21,9 @@ from svckit.errors import AlreadyExists, Unavailable
 from svckit.outbox import OUTBOX, PARKED, PENDING, queue
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 Document = dict[str, Any]
+log = logging.getLogger(__name__)
 
 PAGE_READ_BATCH = 20
 """Documents a page reads per round trip: pymongo's first batch is otherwise 101 documents,
@@ -29,6 +33,21 @@ MAX_PENDING_EVENTS = 50
 writes that would queue more fail fast with UNAVAILABLE, never with an oversized document:
 at the largest customer a few hundred events would reach MongoDB's 16 MB limit, and the relay's
 sweep reads whole outboxes. 50 covers any burst a client makes while the broker blinks."""
+
+
+async def _through_cancellation(write: Coroutine[Any, Any, T]) -> T:
+    """Run a write and its hand-over to the relay to the end even if the caller is cancelled
+    (its client went away, its deadline passed): the database may apply a write whose reply
+    the caller no longer waits for, and its events, never handed over, would wait for the
+    recovery sweep (seconds). The caller still sees the cancellation at once."""
+    task = asyncio.ensure_future(write)
+    task.add_done_callback(_unawaited_failure)
+    return await asyncio.shield(task)
+
+
+def _unawaited_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("a write its caller stopped waiting for failed: %r", task.exception())
 
 
 def _room_for_more() -> Document:
@@ -108,11 +127,15 @@ class AggregateStore(Generic[M]):
         doc[OUTBOX] = list(events)
         if doc[OUTBOX]:
             doc[PENDING] = True
-        try:
+
+        async def write() -> None:
             await self.collection.insert_one(doc)
+            outbox.committed(self.collection, doc["_id"], doc[OUTBOX])  # the relay sends them
+
+        try:
+            await _through_cancellation(write())
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"{self._id_field} {doc['_id']} already exists") from exc
-        outbox.committed(self.collection, doc["_id"], doc[OUTBOX])  # the relay publishes them
 
     async def update(
         self,
@@ -141,10 +164,14 @@ class AggregateStore(Generic[M]):
         condition: Document = {"version": expected_version}
         if queues:
             condition.update(_room_for_more())
-        result = await self.collection.update_one({"_id": aggregate_id, **condition}, update)
-        if result.matched_count == 1:
-            if queues:  # the relay publishes them without reading them back
+
+        async def write() -> bool:
+            result = await self.collection.update_one({"_id": aggregate_id, **condition}, update)
+            if result.matched_count == 1 and queues:  # the relay sends them, not reading back
                 outbox.committed(self.collection, aggregate_id, update["$push"][OUTBOX]["$each"])
+            return result.matched_count == 1
+
+        if await _through_cancellation(write()):
             return True
         if not queues:
             return False

@@ -92,6 +92,19 @@ async def publication_order(stack: EmbeddedStack, topic: str, n: int) -> list[st
     return await ids()
 
 
+async def first_then_second(
+    store: AggregateStore[Any], relay: OutboxRelay, topic: str, key: str
+) -> tuple[events_pb2.CustomerChanged, Document, Document]:
+    """Once the relay's start-up sweep is past (only its prompt path is left): version 1 of
+    `key` inserted with its entry; version 2 and its entry, to be written by the test."""
+    await asyncio.sleep(0.5)
+    agg = events_pb2.CustomerChanged(customer_id=key, version=1)
+    first = entry(topic, key, 1, relay.owner)
+    await store.insert(agg, [first])
+    agg.version = 2
+    return agg, first, entry(topic, key, 2, relay.owner)
+
+
 def duplicates(collection: AsyncCollection[Document]) -> float:
     return metrics.OUTBOX_DUPLICATE_PUBLISHES.labels("test-relays", collection.name)._value.get()
 
@@ -106,12 +119,7 @@ async def test_a_committed_event_is_published_and_its_mark_cleared_in_the_same_w
     await relay.start()
     store = store_of(collection)
     try:
-        await asyncio.sleep(0.5)  # past the start's sweep: only the prompt path is left
-        agg = events_pb2.CustomerChanged(customer_id="k1", version=1)
-        first = entry(topic, "k1", 1, relay.owner)
-        await store.insert(agg, [first])
-        agg.version = 2
-        second = entry(topic, "k1", 2, relay.owner)
+        agg, first, second = await first_then_second(store, relay, topic, "k1")
         assert await store.update(agg, 1, [second])
 
         async def drained() -> Document | None:
@@ -122,6 +130,58 @@ async def test_a_committed_event_is_published_and_its_mark_cleared_in_the_same_w
     finally:
         await relay.stop()
     assert await published_ids(stack, topic) == {first["id"]: 1, second["id"]: 1}
+
+
+class CancelAtUpdate(monitoring.CommandListener):
+    """Cancels `task` once its update is on the wire: the database applies it, and the caller
+    stops waiting for the reply (a client gone, a deadline passed)."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update" and self.task is not None:
+            asyncio.get_running_loop().call_soon(self.task.cancel)  # at its next wait: the reply
+            self.task = None
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_write_whose_caller_was_cancelled_is_still_handed_to_the_relay(
+    stack: EmbeddedStack, mongo_db_name: str, topic: str, producer: EventProducer
+) -> None:
+    """Before: the cancellation cut the store off between the write and its hand-over, and the
+    event waited for the recovery sweep (here an hour away; seconds in a service)."""
+    cancel = CancelAtUpdate()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        stack.mongodb_uri, event_listeners=[cancel]
+    )
+    collection = client[mongo_db_name]["relays.cancelled"]
+    relay = OutboxRelay(collection, producer, service="test-relays", sweep_interval=3600)
+    await relay.start()
+    store = store_of(collection)
+    try:
+        agg, first, second = await first_then_second(store, relay, topic, "c1")
+        update = asyncio.create_task(store.update(agg, 1, [second]))
+        cancel.task = update
+        with pytest.raises(asyncio.CancelledError):
+            await update
+
+        async def published() -> collections.Counter[str] | None:
+            ids = await published_ids(stack, topic)
+            return ids if second["id"] in ids else None
+
+        ids = await eventually(published, timeout=30, what="the cancelled write's event sent")
+        assert ids == {first["id"]: 1, second["id"]: 1}
+        stored = await collection.find_one({"_id": "c1"})
+        assert stored is not None and stored["version"] == 2  # the write did land
+    finally:
+        await relay.stop()
+        await client.close()
 
 
 class Writes(monitoring.CommandListener):
