@@ -41,11 +41,15 @@ async def _through_cancellation(write: Coroutine[Any, Any, T]) -> T:
     the caller no longer waits for, and its events, never handed over, would wait for the
     recovery sweep (seconds). The caller still sees the cancellation at once."""
     task = asyncio.ensure_future(write)
-    task.add_done_callback(_unawaited_failure)
-    return await asyncio.shield(task)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_unawaited_failure)
+        raise
 
 
 def _unawaited_failure(task: asyncio.Future[Any]) -> None:
+    """What a write whose caller was cancelled failed with: nobody else will see it."""
     if not task.cancelled() and task.exception() is not None:
         log.info("a write its caller stopped waiting for failed: %r", task.exception())
 
