@@ -342,8 +342,8 @@ class EventConsumer:
             await task
 
     async def _flush_commits(self) -> None:
-        """Wait for the commit in flight, then commit what it left (a stop, a revocation);
-        what stays uncommitted is only applied again by the next owner."""
+        """Wait for the commit in flight, then commit what it left (a stop, a revocation, a
+        failed poll); what stays uncommitted is only applied again by the next owner."""
         for attempt in (self._settle_commit, self._commit_applied):
             try:
                 await attempt()
@@ -358,8 +358,6 @@ class EventConsumer:
         """Put each partition of a failed poll back at its first unprocessed record, keeping
         (committing, in one request) what was done; a revoked partition is left to its new
         owner."""
-        with contextlib.suppress(Exception):  # its offsets are still in _uncommitted
-            await self._settle_commit()
         progress: dict[TopicPartition, int] = {}
         for tp in batches:
             done = self._done.get(tp)
@@ -372,8 +370,7 @@ class EventConsumer:
             if done > batches[tp][0].offset:
                 progress[tp] = done
         self._uncommitted.update(progress)
-        with contextlib.suppress(Exception):  # uncommitted work is only re-applied
-            await self._commit_applied()
+        await self._flush_commits()
 
     def _stalled(self, exc: Stalled) -> None:
         if self.stalled_since is None:

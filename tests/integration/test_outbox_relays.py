@@ -132,7 +132,20 @@ async def test_a_committed_event_is_published_and_its_mark_cleared_in_the_same_w
     assert await published_ids(stack, topic) == {first["id"]: 1, second["id"]: 1}
 
 
-class CancelAtUpdate(monitoring.CommandListener):
+class OnCommandSent(monitoring.CommandListener):
+    """A listener that acts only when a command is sent."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        raise NotImplementedError
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+class CancelAtUpdate(OnCommandSent):
     """Cancels `task` once its update is on the wire: the database applies it, and the caller
     stops waiting for the reply (a client gone, a deadline passed)."""
 
@@ -143,12 +156,6 @@ class CancelAtUpdate(monitoring.CommandListener):
         if event.command_name == "update" and self.task is not None:
             asyncio.get_running_loop().call_soon(self.task.cancel)  # at its next wait: the reply
             self.task = None
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 async def test_a_write_whose_caller_was_cancelled_is_still_handed_to_the_relay(
@@ -184,7 +191,7 @@ async def test_a_write_whose_caller_was_cancelled_is_still_handed_to_the_relay(
         await client.close()
 
 
-class Writes(monitoring.CommandListener):
+class Writes(OnCommandSent):
     """The write commands a client sends."""
 
     def __init__(self) -> None:
@@ -193,12 +200,6 @@ class Writes(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name in ("insert", "update", "delete"):
             self.sent.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 async def test_a_relay_renews_its_membership_and_partitions_in_one_write(
