@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -69,8 +70,9 @@ class Copies(Protocol[C]):
 
     async def held(self, ids: list[str]) -> dict[str, HeldCopy[C]]: ...
 
-    async def put(self, writes: dict[str, HeldCopy[C]]) -> set[str]:
-        """Write each, unless a newer version is stored: the ids whose write was refused."""
+    async def put(self, writes: dict[str, HeldCopy[C]], *, newer_only: bool = False) -> set[str]:
+        """Write each, unless a newer version is stored (`newer_only`: unless the same or a
+        newer one is): the ids whose write was refused."""
 
     async def clear(self) -> int: ...
 
@@ -97,10 +99,25 @@ COPY_OUTCOMES = {
 
 
 async def apply_copies(copies: Copies[C], changes: list[CopyChange[C]]) -> list[Outcome]:
-    """Load the copies held, let the domain decide each change, write what it decided; changes
-    whose write lost to a concurrent newer one are decided again on what is then held."""
+    """Write what the changes make of the copies, with each change's outcome as
+    `domain.copy_outcomes` decides it.
+
+    A copy changed once in the batch is written straight away, without reading it first, by a
+    write that lands only over an older version or none: when it lands, the change was newer
+    than what was held, which the domain applies whatever else it held. The other changes, and
+    those whose write was refused (the copy held is as new or newer: a duplicate, a late
+    arrival or a repair), are decided on the copies held; those whose write then loses to a
+    concurrent newer one are decided again on what is then held."""
     outcomes: list[Outcome | None] = [None] * len(changes)
-    pending = list(range(len(changes)))
+    times = Counter(cid for cid, _, _ in changes)
+    newer = {cid: HeldCopy(v, content) for cid, v, content in changes if times[cid] == 1}
+    refused = await copies.put(newer, newer_only=True)
+    pending = []
+    for i, (cid, _, _) in enumerate(changes):
+        if cid in newer and cid not in refused:
+            outcomes[i] = Outcome.APPLIED
+        else:
+            pending.append(i)
 
     async def attempt() -> list[Outcome] | Lost:
         nonlocal pending
@@ -117,7 +134,9 @@ async def apply_copies(copies: Copies[C], changes: list[CopyChange[C]]) -> list[
         pending = again
         return saved(not again, [o or Outcome.DUPLICATE for o in outcomes])
 
-    ids = ", ".join(dict.fromkeys(cid for cid, _, _ in changes))
+    if not pending:
+        return [o or Outcome.APPLIED for o in outcomes]
+    ids = ", ".join(dict.fromkeys(changes[i][0] for i in pending))
     return await until_saved(attempt, what=f"copies of {ids}")
 
 

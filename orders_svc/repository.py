@@ -90,15 +90,17 @@ class VersionedCopies(Generic[C]):
         )
         return HeldCopy(version, content, intact)
 
-    async def put(self, writes: dict[str, HeldCopy[C]]) -> set[str]:
+    async def put(self, writes: dict[str, HeldCopy[C]], *, newer_only: bool = False) -> set[str]:
         """Write each (version, content) by id, in one bulk write; the ids whose guard failed
-        (a newer version is stored: the caller decides again)."""
+        (a newer version is stored, or with `newer_only` the same one: the caller decides
+        again)."""
         if not writes:
             return set()
         keys = list(writes)
+        guard = "$lt" if newer_only else "$lte"
         ops = [
             UpdateOne(
-                {"_id": cid, "version": {"$lte": writes[cid].version}},
+                {"_id": cid, "version": {guard: writes[cid].version}},
                 self.update(writes[cid].version, writes[cid].content),
                 upsert=True,
             )

@@ -34,6 +34,7 @@ from svckit.outbox import (
     outbox_entry,
 )
 from svckit.store import AggregateStore
+from tests.integration.commands import OnCommandSent, Sent
 from tests.support import eventually, read_raw, unique
 
 pytestmark = pytest.mark.integration
@@ -132,19 +133,6 @@ async def test_a_committed_event_is_published_and_its_mark_cleared_in_the_same_w
     assert await published_ids(stack, topic) == {first["id"]: 1, second["id"]: 1}
 
 
-class OnCommandSent(monitoring.CommandListener):
-    """A listener that acts only when a command is sent."""
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        raise NotImplementedError
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 class CancelAtUpdate(OnCommandSent):
     """Cancels `task` once its update is on the wire: the database applies it, and the caller
     stops waiting for the reply (a client gone, a deadline passed)."""
@@ -191,24 +179,13 @@ async def test_a_write_whose_caller_was_cancelled_is_still_handed_to_the_relay(
         await client.close()
 
 
-class Writes(OnCommandSent):
-    """The write commands a client sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in ("insert", "update", "delete"):
-            self.sent.append(event.command_name)
-
-
 async def test_a_relay_renews_its_membership_and_partitions_in_one_write(
     stack: EmbeddedStack, mongo_db_name: str
 ) -> None:
     """Renewing is one write however many partitions are held; a relay that joins gets its
     share once the others renew; a partition taken over between a renewal's read and its
     write is not counted as held."""
-    writes = Writes()
+    writes = Sent(("insert", "update", "delete"))
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         stack.mongodb_uri, event_listeners=[writes]
     )

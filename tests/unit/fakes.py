@@ -178,10 +178,11 @@ class FakeVersionedCopies(Generic[C]):
     async def held(self, ids: list[str]) -> dict[str, HeldCopy[C]]:
         return {i: self.copies[i] for i in ids if i in self.copies}
 
-    async def put(self, writes: dict[str, HeldCopy[C]]) -> set[str]:
-        refused = {
-            i for i, w in writes.items() if i in self.copies and self.copies[i].version > w.version
-        }
+    async def put(self, writes: dict[str, HeldCopy[C]], *, newer_only: bool = False) -> set[str]:
+        def refuses(held: HeldCopy[C], write: HeldCopy[C]) -> bool:
+            return held.version > write.version or (newer_only and held.version == write.version)
+
+        refused = {i for i, w in writes.items() if i in self.copies and refuses(self.copies[i], w)}
         self.copies.update((i, w) for i, w in writes.items() if i not in refused)
         return refused
 
