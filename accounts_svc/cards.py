@@ -13,8 +13,8 @@ configuration (docs/security.md). The newest data key in the vault is the curren
 cards are sealed with it, and `storefront keys rotate` adds a newer one, after which accounts
 re-seals every card (handlers.AccountsHandlers.reseal_all).
 
-Only accounts_svc decrypts, and only to re-seal (update, rotation): responses are masked from
-`last4` and `number_length` without decrypting anything.
+Only accounts_svc decrypts, and only to re-seal (an update of the cards, rotation): responses
+are masked from `last4` and `number_length` without decrypting anything.
 """
 
 from __future__ import annotations
@@ -232,8 +232,10 @@ class CardVault:
         card_id yet (a new number: the domain clears it) is given a new random one."""
         if self.current is None:
             await self.refresh()
-        out = {k: v for k, v in card.items() if k != PLAINTEXT}
         digits = card.get(PLAINTEXT, "")
+        if not digits.isdigit():  # a masked number (a card never opened) or none at all
+            raise ValueError("only a card number's digits can be sealed")
+        out = {k: v for k, v in card.items() if k != PLAINTEXT}
         out[CIPHERTEXT] = await self._ce.encrypt(digits, ALGORITHM, key_id=self.current)
         out[KEY_ID] = self.current
         out[LAST4] = digits[-4:]

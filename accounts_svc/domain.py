@@ -189,6 +189,12 @@ def _mask_paths(mask: field_mask_pb2.FieldMask, patch: Customer) -> list[str]:
     return paths
 
 
+def changes_cards(patch: Customer, mask: field_mask_pb2.FieldMask) -> bool:
+    """Whether an update may change the cards: its paths name them. Only then are the stored
+    numbers needed (to keep the cards sent back masked)."""
+    return "credit_cards" in _mask_paths(mask, patch)
+
+
 def updated_customer(
     current: Customer, patch: Customer, mask: field_mask_pb2.FieldMask, now: datetime
 ) -> Customer:

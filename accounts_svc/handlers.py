@@ -20,7 +20,7 @@ from svckit.admin import Republished, Verdict, republish_each
 from svckit.errors import NotFound
 from svckit.ids import new_id
 from svckit.outbox import Notifier, outbox_entry
-from svckit.saving import Change, Lost, change, saved, until_saved
+from svckit.saving import Change, Lost, Updates, change, saved, until_saved
 from svckit.shape import Page
 from svckit.store import Store
 
@@ -61,6 +61,24 @@ class Customers(Store[Customer], Protocol):
         where to continue (None: done)."""
 
     async def reseal(self, customer: Customer) -> bool: ...
+
+    async def update_keeping_cards(
+        self, customer: Customer, expected_version: int, events: list[dict[str, Any]]
+    ) -> bool:
+        """The version-guarded write of all but the cards, which stay as stored."""
+
+
+class CardsKept:
+    """The customers' store for an update that leaves the cards alone: they are neither
+    opened nor sealed again, and stay as stored."""
+
+    def __init__(self, customers: Customers) -> None:
+        self.customers = customers
+
+    async def update(
+        self, customer: Customer, expected_version: int, events: list[dict[str, Any]]
+    ) -> bool:
+        return await self.customers.update_keeping_cards(customer, expected_version, events)
 
 
 class AccountsHandlers:
@@ -107,9 +125,13 @@ class AccountsHandlers:
             customer = domain.updated_customer(current, patch, mask, self.clock())
             return Change(customer, [self._changed(customer)])
 
+        store: Updates[Customer] = self.customers
+        load = self._revealed
+        if not domain.changes_cards(patch, mask):  # the cards stay as stored: not even read
+            store, load = CardsKept(self.customers), self.get_customer
         customer = await change(
-            self.customers,
-            lambda: self._revealed(patch.id),
+            store,
+            lambda: load(patch.id),
             decide,
             what=f"customer {patch.id}",
             retry=not patch.etag,

@@ -2,7 +2,8 @@
 
 Card numbers are sealed on the way in and never opened on the way out (accounts_svc.cards):
 a loaded customer's cards carry masked numbers and their card_id; only `get_revealed`, for
-use cases that write the customer back, decrypts them.
+use cases that write the cards back, decrypts them. An update that leaves the cards alone
+writes all but them (`update_keeping_cards`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ class CustomerRepository(AggregateStore[Customer]):
         keys = {cards.key_name(card[cards.KEY_ID]) for card in doc[CARDS]}
         doc[CARDS_KEY] = keys.pop() if len(keys) == 1 else None
         return doc
+
+    async def update_keeping_cards(
+        self, customer: Customer, expected_version: int, events: list[dict[str, Any]]
+    ) -> bool:
+        """Write `customer` but its cards, which stay as stored: neither opened nor sealed
+        again, for an update that leaves them alone (`customer` was loaded by `get_live`, its
+        cards masked). The version guard makes them the cards of the version read."""
+        doc = to_document(customer, id_field="id")
+        doc.pop(CARDS, None)
+        return await self.write_fields(doc, expected_version, events, kept=(CARDS,))
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([(CARDS_KEY, 1), ("_id", 1)])  # key rotation's pages

@@ -151,11 +151,26 @@ class AggregateStore(Generic[M]):
     ) -> bool:
         """Write the new state if the stored version is still `expected_version`."""
         doc = {**await self.document(aggregate), **(extra or {})}
+        return await self.write_fields(doc, expected_version, events)
+
+    async def write_fields(
+        self,
+        doc: Document,
+        expected_version: int,
+        events: Iterable[Document],
+        *,
+        kept: Iterable[str] = (),
+    ) -> bool:
+        """Write a stored form of the aggregate (its `_id` and fields) if the stored version is
+        still `expected_version`: the aggregate's fields it lacks are removed, but those in
+        `kept`, which stay as stored (a repository that need not write them again)."""
+        doc = dict(doc)
         aggregate_id = doc.pop("_id")
         events = list(events)
         update: Document = queue(events) if events else {"$set": {}}
         update["$set"].update(doc)
-        removed = {name: "" for name in self._fields if name not in doc}
+        left = set(kept)
+        removed = {name: "" for name in self._fields if name not in doc and name not in left}
         if removed:
             update["$unset"] = removed
         return await self._guarded(aggregate_id, expected_version, update, queues=bool(events))

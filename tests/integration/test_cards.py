@@ -171,6 +171,50 @@ async def test_two_cards_with_the_same_last_four_round_trip_by_card_id(
     assert await opened(accounts, created.id) == ["5500000022224242", "4000000011114242"]
 
 
+async def test_an_update_that_leaves_the_cards_alone_neither_opens_nor_seals_them(
+    accounts: ServiceApp, stub: Stub
+) -> None:
+    """Issue 24: an e-mail change decrypted every card and sealed it again. An update whose
+    paths do not name the cards now leaves them byte for byte as stored (a seal is randomised:
+    it never gives the same ciphertext twice); one that names them seals them anew."""
+    created = await stub.CreateCustomer(
+        accounts_pb2.CreateCustomerRequest(
+            customer=customer_with("4000 0566 5566 5556", "5500 0000 2222 4242")
+        )
+    )
+
+    async def stored() -> list[dict[str, object]]:
+        doc = await accounts.db[topology.CUSTOMERS].find_one({"_id": created.id})
+        assert doc is not None
+        return list(doc["credit_cards"])
+
+    before = await stored()
+    patch = accounts_pb2.Customer(id=created.id, etag=created.etag)
+    patch.contact.email = "new@example.com"
+    updated = await stub.UpdateCustomer(
+        accounts_pb2.UpdateCustomerRequest(
+            customer=patch, update_mask=field_mask_pb2.FieldMask(paths=["contact.email"])
+        )
+    )
+    assert (updated.version, updated.contact.email) == (2, "new@example.com")
+    assert list(updated.credit_cards) == list(created.credit_cards)
+    assert await stored() == before
+
+    patch = accounts_pb2.Customer(id=created.id, etag=updated.etag)
+    patch.credit_cards.extend(updated.credit_cards)
+    again = await stub.UpdateCustomer(
+        accounts_pb2.UpdateCustomerRequest(
+            customer=patch, update_mask=field_mask_pb2.FieldMask(paths=["credit_cards"])
+        )
+    )
+    assert [c.card_id for c in again.credit_cards] == [c.card_id for c in created.credit_cards]
+    after = await stored()
+    assert all(
+        a[cards.CIPHERTEXT] != b[cards.CIPHERTEXT] for a, b in zip(after, before, strict=True)
+    )
+    assert await opened(accounts, created.id) == ["4000056655665556", "5500000022224242"]
+
+
 async def test_cards_stored_in_clear_are_encrypted_when_accounts_starts(
     stack: EmbeddedStack, mongo_db_name: str
 ) -> None:

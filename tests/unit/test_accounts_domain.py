@@ -104,6 +104,18 @@ def test_unknown_mask_path_is_invalid() -> None:
         )
 
 
+def test_only_an_update_whose_paths_name_the_cards_changes_them() -> None:
+    patch = accounts_pb2.Customer(id="c1")
+    patch.contact.email = "new@example.com"
+    assert not domain.changes_cards(patch, field_mask_pb2.FieldMask(paths=["contact.email"]))
+    assert not domain.changes_cards(patch, field_mask_pb2.FieldMask())  # the populated fields
+    assert domain.changes_cards(patch, field_mask_pb2.FieldMask(paths=["credit_cards"]))
+    patch.credit_cards.add()
+    assert domain.changes_cards(patch, field_mask_pb2.FieldMask())
+    with pytest.raises(InvalidArgument):
+        domain.changes_cards(patch, field_mask_pb2.FieldMask(paths=["credit_cards.number"]))
+
+
 def test_masked_card_round_trips_to_stored_number() -> None:
     current = domain.new_customer(draft(), "c1", NOW)
     patch = domain.masked(current)

@@ -69,6 +69,27 @@ async def test_an_update_moves_the_version_and_queues_the_new_state(world: World
     assert versions == [1, 2]
 
 
+class SealedNumbers(FakeCustomers):
+    """Customers whose card numbers cannot be read back."""
+
+    async def get_revealed(self, customer_id: str) -> accounts_pb2.Customer | None:
+        raise AssertionError("the card numbers were read")
+
+
+async def test_an_update_that_leaves_the_cards_alone_does_not_read_their_numbers() -> None:
+    customers = SealedNumbers()
+    handlers = AccountsHandlers(customers, RecordingNotifier(), clock=lambda: NOW)
+    await handlers.create_customer(customer_draft(PEOPLE[0]), "c-1")
+    stored = list(customers.state["c-1"].credit_cards)
+    updated = await handlers.update_customer(email_patch("c-1", "new@example.com"), MASK)
+    assert (updated.version, updated.contact.email) == (2, "new@example.com")
+    assert list(customers.state["c-1"].credit_cards) == list(updated.credit_cards) == stored
+    with pytest.raises(AssertionError, match="numbers were read"):
+        patch = accounts_pb2.Customer(id="c-1")
+        patch.credit_cards.extend(stored)
+        await handlers.update_customer(patch, field_mask_pb2.FieldMask(paths=["credit_cards"]))
+
+
 async def test_a_stale_etag_is_aborted_and_changes_nothing(world: World) -> None:
     handlers, customers, _ = world
     created = await handlers.create_customer(customer_draft(PEOPLE[0]), "c-1")
