@@ -116,6 +116,19 @@ def test_only_an_update_whose_paths_name_the_cards_changes_them() -> None:
         domain.changes_cards(patch, field_mask_pb2.FieldMask(paths=["credit_cards.number"]))
 
 
+def test_masked_copies_only_a_customer_whose_numbers_are_not_masked_yet() -> None:
+    stored = domain.new_customer(draft(), "c1", NOW)
+    plain = stored.credit_cards[0].number
+    shown = domain.masked(stored)
+    assert shown is not stored and stored.credit_cards[0].number == plain
+    assert shown.credit_cards[0].number == "************4242"
+    assert domain.masked(shown) is shown  # as the repository reads it: no second copy
+    spaced = accounts_pb2.Customer()
+    spaced.CopyFrom(shown)
+    spaced.credit_cards[0].number = "1234 6789 0000 4242"
+    assert domain.masked(spaced).credit_cards[0].number == "************4242"
+
+
 def test_masked_card_round_trips_to_stored_number() -> None:
     current = domain.new_customer(draft(), "c1", NOW)
     patch = domain.masked(current)
